@@ -1,0 +1,156 @@
+"""The embedded Triton server and the ONNX runner model, for real."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import psutil
+import pytest
+import tritonclient.http as triton_http
+from onnx import TensorProto, helper
+
+from tuner.errors import ModelLoadError, ServerStartError
+from tuner.model_info import read_model_info
+from tuner.triton.model_config import build_model_config, to_pbtxt
+from tuner.triton.server import EmbeddedServer, Ports, free_port
+from tuner.trial import InstanceKind, TrialSpec
+from tuner.worker import RUNNER_SOURCE
+
+SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000, instance_count=2)
+
+
+def _install(repository: Path, name: str, onnx_path: Path, spec: TrialSpec = SPEC) -> None:
+    version = repository / name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    shutil.copy(onnx_path, version / "model.onnx")
+    shutil.copy(RUNNER_SOURCE, version / "model.py")
+    config = build_model_config(name, read_model_info(onnx_path), spec)
+    (repository / name / "config.pbtxt").write_text(to_pbtxt(config))
+
+
+def _two_io_model(path: Path) -> Path:
+    """y = a + 1.5 (FP32, shape [N, 3]); n = b * 2 (INT64, shape [N]): several inputs, outputs and dtypes."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["a", "c"], ["y"]),
+            helper.make_node("Mul", ["b", "two"], ["n"]),
+        ],
+        "two_io",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["N"]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("n", TensorProto.INT64, ["N"]),
+        ],
+        initializer=[
+            helper.make_tensor("c", TensorProto.FLOAT, [1], [1.5]),
+            helper.make_tensor("two", TensorProto.INT64, [1], [2]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, digits_onnx: Path):
+    root = tmp_path_factory.mktemp("server")
+    repository = root / "repository"
+    _install(repository, "digits_forest", digits_onnx)
+    # A long queue delay, so the dynamic batcher surely stacks the concurrent requests.
+    batching = TrialSpec(max_batch_size=16, dynamic_batching=True, max_queue_delay_us=300_000, instance_count=1)
+    _install(repository, "two_io", _two_io_model(root / "two_io.onnx"), batching)
+    with EmbeddedServer(root / "work", repository) as srv:
+        yield srv
+
+
+def test_serves_the_forest_with_batching(server: EmbeddedServer) -> None:
+    from sklearn.datasets import load_digits
+
+    server.load("digits_forest")
+    client = triton_http.InferenceServerClient(server.http_url)
+    images = load_digits().data[:8].astype(np.float32)
+    request = triton_http.InferInput("float_input", list(images.shape), "FP32")
+    request.set_data_from_numpy(images)
+    result = client.infer("digits_forest", [request])
+    probabilities = result.as_numpy("probabilities")
+    labels = result.as_numpy("label").reshape(-1)
+    assert probabilities.shape == (8, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    assert (probabilities.argmax(axis=1) == labels).all()
+    assert (labels == load_digits().target[:8]).mean() >= 0.75
+
+
+def test_runner_stacks_concurrent_requests_of_several_dtypes(server: EmbeddedServer) -> None:
+    server.load("two_io")
+    client = triton_http.InferenceServerClient(server.http_url, concurrency=8)
+    pending = []
+    for i in range(8):
+        a = np.full((2, 3), float(i), dtype=np.float32)
+        b = np.array([i, i + 1], dtype=np.int64)
+        inputs = [triton_http.InferInput("a", [2, 3], "FP32"), triton_http.InferInput("b", [2, 1], "INT64")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(b.reshape(2, 1))
+        pending.append((i, client.async_infer("two_io", inputs)))
+    for i, future in pending:
+        result = future.get_result()
+        np.testing.assert_allclose(result.as_numpy("y"), np.full((2, 3), i + 1.5, dtype=np.float32))
+        assert result.as_numpy("n").reshape(-1).tolist() == [2 * i, 2 * (i + 1)]
+    stats = server.model_statistics("two_io")["model_stats"][0]
+    assert int(stats["inference_count"]) == 16
+    # Dynamic batching stacked some requests into one execution.
+    assert int(stats["execution_count"]) <= 4
+
+
+def test_refused_config_carries_tritons_message(server: EmbeddedServer) -> None:
+    repository = server.repository
+    config_path = repository / "digits_forest" / "config.pbtxt"
+    good = config_path.read_text()
+    bad_spec = TrialSpec(max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0, instance_count=1,
+                         kind=InstanceKind.GPU)
+    config_path.write_text(to_pbtxt(build_model_config("digits_forest", read_model_info(
+        repository / "digits_forest" / "1" / "model.onnx"), bad_spec)))
+    try:
+        with pytest.raises(ModelLoadError) as caught:
+            server.load("digits_forest")
+        assert "GPU" in str(caught.value) or "gpu" in str(caught.value)
+    finally:
+        config_path.write_text(good)
+    server.load("digits_forest")  # the server goes on serving good configs
+    assert server.is_ready()
+
+
+def test_unload_then_stop_leaves_no_process(tmp_path: Path, digits_onnx: Path) -> None:
+    repository = tmp_path / "repository"
+    _install(repository, "digits_forest", digits_onnx)
+    server = EmbeddedServer(tmp_path / "work", repository)
+    server.start()
+    server.load("digits_forest")
+    process = psutil.Process(server.pid)
+    family = [process, *process.children(recursive=True)]
+    assert len(family) >= 3  # the server and one python backend stub per instance
+    server.unload("digits_forest")
+    server.stop()
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert "Started GRPCInferenceService" in server.log_path.read_text()
+
+
+def test_port_taken_is_a_start_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = EmbeddedServer(tmp_path / "work", tmp_path / "repository",
+                                ports=Ports(http=port, grpc=free_port(), metrics=free_port()),
+                                startup_timeout_s=20)
+        with pytest.raises(ServerStartError, match=f"already in use"):
+            server.start()
+    assert not server.is_alive()

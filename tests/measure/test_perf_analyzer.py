@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import pytest
+
+from tuner.errors import MeasurementError
+from tuner.measure.perf_analyzer import parse_csv
+from tuner.trial import LoadPoint
+
+HEADER = (
+    "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+    "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,"
+    "Avg latency,request/response,response wait"
+)
+#: Captured from perf_analyzer 2.50 (``-f out.csv --verbose-csv``).
+REPORT = HEADER + "\n4,2227.36,2,245,993,29,291,227,1,1751,1972,2057,2339,1791,3,1778\n"
+
+
+def _drop_column(text: str, column: str) -> str:
+    rows = [line.split(",") for line in text.strip().splitlines()]
+    index = rows[0].index(column)
+    return "\n".join(",".join(r[:index] + r[index + 1:]) for r in rows) + "\n"
+
+
+def test_real_report_converts_microseconds_to_milliseconds() -> None:
+    points = parse_csv(REPORT)
+
+    assert points == [
+        LoadPoint(
+            concurrency=4,
+            throughput=2227.36,
+            latency_avg_ms=1.791,
+            latency_p50_ms=1.751,
+            latency_p90_ms=1.972,
+            latency_p95_ms=2.057,
+            latency_p99_ms=2.339,
+            client_send_ms=0.002,
+            client_recv_ms=0.001,
+            server_queue_ms=0.993,
+            server_compute_input_ms=0.029,
+            server_compute_infer_ms=0.291,
+            server_compute_output_ms=0.227,
+            stable=True,
+        )
+    ]
+
+
+def test_field_types() -> None:
+    (point,) = parse_csv(REPORT)
+
+    assert isinstance(point.concurrency, int)
+    assert point.throughput == pytest.approx(2227.36)  # not scaled: it is already per second
+    assert point.latency_p99_ms == pytest.approx(2.339)
+
+
+def test_several_rows_in_order() -> None:
+    text = REPORT + "8,3100.5,3,250,2000,30,300,230,2,2500,2900,3000,3500,2600,3,2550\n"
+
+    points = parse_csv(text)
+
+    assert [p.concurrency for p in points] == [4, 8]
+    assert points[1].throughput == pytest.approx(3100.5)
+    assert points[1].latency_p99_ms == pytest.approx(3.5)
+    assert points[1].server_queue_ms == pytest.approx(2.0)
+
+
+def test_blank_lines_and_surrounding_whitespace_are_ignored() -> None:
+    assert parse_csv("\n\n" + REPORT + "\n\n") == parse_csv(REPORT)
+
+
+def test_header_only_gives_no_points() -> None:
+    assert parse_csv(HEADER + "\n") == []
+
+
+def test_empty_text_gives_no_points() -> None:
+    assert parse_csv("") == []
+
+
+@pytest.mark.parametrize("column", ["Inferences/Second", "p99 latency", "Avg latency", "p50 latency"])
+def test_missing_required_column(column: str) -> None:
+    with pytest.raises(MeasurementError, match="lacks column") as info:
+        parse_csv(_drop_column(REPORT, column))
+
+    assert column in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "", "1.2.3"])
+def test_non_numeric_value(value: str) -> None:
+    text = REPORT.replace(",2339,", f",{value},")
+
+    with pytest.raises(MeasurementError, match="bad value"):
+        parse_csv(text)
+
+
+def test_non_numeric_throughput() -> None:
+    with pytest.raises(MeasurementError):
+        parse_csv(REPORT.replace("2227.36", "n/a"))
+
+
+@pytest.mark.parametrize(
+    ("column", "field"),
+    [
+        ("Server Queue", "server_queue_ms"),
+        ("Client Send", "client_send_ms"),
+        ("Client Recv", "client_recv_ms"),
+        ("Server Compute Input", "server_compute_input_ms"),
+        ("Server Compute Infer", "server_compute_infer_ms"),
+        ("Server Compute Output", "server_compute_output_ms"),
+    ],
+)
+def test_missing_optional_column_gives_zero(column: str, field: str) -> None:
+    (full,) = parse_csv(REPORT)
+    (point,) = parse_csv(_drop_column(REPORT, column))
+
+    assert getattr(full, field) > 0
+    assert getattr(point, field) == 0.0
+    assert point.latency_p99_ms == full.latency_p99_ms
+
+
+def test_only_required_columns() -> None:
+    text = (
+        "Concurrency,Inferences/Second,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency\n"
+        "1,10,1000,2000,3000,4000,1500\n"
+    )
+
+    (point,) = parse_csv(text)
+
+    assert point == LoadPoint(1, 10.0, 1.5, 1.0, 2.0, 3.0, 4.0)
+
+
+def test_empty_optional_value_gives_zero() -> None:
+    (point,) = parse_csv(REPORT.replace(",993,", ",,"))
+
+    assert point.server_queue_ms == 0.0
+
+
+def test_truncated_row_raises_measurement_error() -> None:
+    with pytest.raises(MeasurementError):
+        parse_csv(HEADER + "\n4,2227.36,2,245\n")

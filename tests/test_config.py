@@ -1,0 +1,405 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pydantic
+import pytest
+import yaml
+from onnx import TensorProto, helper
+
+from tuner.config import SAMPLERS, IntRange, StudyConfig, load_config, parse_config
+from tuner.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """An Identity model with input x FP32 [N, 4]."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "tiny", [x], [y])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    """A folder holding a study file's neighbours: ``models/tiny.onnx`` beside ``studies/``."""
+    _tiny_onnx(tmp_path / "models" / "tiny.onnx")
+    (tmp_path / "studies").mkdir()
+    return tmp_path / "studies"
+
+
+def _minimal(**extra: object) -> dict[str, object]:
+    data: dict[str, object] = {"study": "s1", "model": {"name": "tiny", "path": "../models/tiny.onnx"}}
+    data.update(extra)
+    return data
+
+
+def _write(folder: Path, data: object, name: str = "study.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _error(folder: Path, data: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(folder, data))
+    return str(info.value)
+
+
+def _with(path: str, value: object) -> dict[str, object]:
+    """The minimal study with the dotted field ``path`` set to ``value``."""
+    data = _minimal()
+    node = data
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})  # type: ignore[assignment]
+    node[last] = value  # type: ignore[index]
+    return data
+
+
+# --- valid files -------------------------------------------------------------------------------
+
+
+def test_minimal_file_loads_with_defaults(study_dir: Path) -> None:
+    config = load_config(_write(study_dir, _minimal()))
+
+    assert isinstance(config, StudyConfig)
+    assert config.study == "s1"
+    assert config.model.name == "tiny"
+    assert config.model.inputs == []
+    assert config.server.launch == "embedded"
+    assert config.server.http_port is None
+    assert config.workers.count == 1
+    assert config.search.sampler == "tpe"
+    assert config.search.n_trials == 20
+    assert config.search.timeout_s is None
+    assert config.search.space.max_batch_size == [1, 4, 8, 16, 32]
+    assert config.search.space.dynamic_batching == [False, True]
+    assert config.search.space.max_queue_delay_us == IntRange(low=0, high=20000, step=100)
+    assert config.search.space.instance_count == IntRange(low=1, high=4)
+    assert config.search.space.cpu_threads is None
+    assert [(o.metric, o.direction) for o in config.objectives] == [
+        ("throughput", "maximize"),
+        ("latency_p99_ms", "minimize"),
+    ]
+    assert config.constraints == {}
+    assert config.load.concurrency == [8]
+    assert config.load.protocol == "grpc"
+
+
+def test_relative_paths_resolve_against_study_file_folder(study_dir: Path) -> None:
+    config = load_config(_write(study_dir, _minimal(storage="sqlite:///db/t.db", work_dir="work")))
+
+    assert config.model.path == (study_dir.parent / "models" / "tiny.onnx").resolve()
+    assert config.storage == "sqlite:///" + str((study_dir / "db" / "t.db").resolve())
+    assert config.work_dir == (study_dir / "work").resolve()
+
+
+def test_default_work_dir_resolves_against_study_file_folder(study_dir: Path) -> None:
+    config = load_config(_write(study_dir, _minimal()))
+
+    assert config.work_dir == (study_dir / ".tuner").resolve()
+
+
+def test_relative_paths_do_not_depend_on_working_directory(
+    study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    config = load_config(_write(study_dir, _minimal()))
+
+    assert config.model.path == (study_dir.parent / "models" / "tiny.onnx").resolve()
+
+
+def test_absolute_model_path_is_kept(study_dir: Path, tmp_path: Path) -> None:
+    model = _tiny_onnx(tmp_path / "abs" / "m.onnx")
+
+    config = load_config(_write(study_dir, _with("model.path", str(model))))
+
+    assert config.model.path == model
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "postgresql://user@db.example/tuner", "sqlite:////var/tmp/abs.db"]
+)
+def test_other_storage_urls_pass_through(study_dir: Path, url: str) -> None:
+    config = load_config(_write(study_dir, _minimal(storage=url)))
+
+    assert config.storage == url
+
+
+def test_timeout_is_an_alias_of_timeout_s(study_dir: Path) -> None:
+    by_alias = load_config(_write(study_dir, _with("search.timeout", 90), "a.yaml"))
+    by_name = load_config(_write(study_dir, _with("search.timeout_s", 45), "b.yaml"))
+
+    assert by_alias.search.timeout_s == 90.0
+    assert by_name.search.timeout_s == 45.0
+
+
+def test_scalar_concurrency_becomes_a_list(study_dir: Path) -> None:
+    config = load_config(_write(study_dir, _with("load.concurrency", 3)))
+
+    assert config.load.concurrency == [3]
+
+
+def test_input_dtype_is_normalised(study_dir: Path) -> None:
+    inputs = [{"name": "x", "shape": [4], "dtype": "type_fp16"}]
+    config = load_config(_write(study_dir, _with("model.inputs", inputs)))
+
+    assert config.model.inputs[0].dtype == "FP16"
+    assert config.model.inputs[0].shape == [4]
+
+
+def test_all_three_ports_are_accepted(study_dir: Path) -> None:
+    ports = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+    config = load_config(_write(study_dir, _minimal(server=ports)))
+
+    assert (config.server.http_port, config.server.grpc_port, config.server.metrics_port) == (8000, 8001, 8002)
+
+
+def test_parse_config_resolves_against_given_base_dir(study_dir: Path) -> None:
+    config = parse_config(_minimal(), study_dir)
+
+    assert config.model.path == (study_dir.parent / "models" / "tiny.onnx").resolve()
+
+
+@pytest.mark.parametrize("name", ["digits_forest_cpu.yaml", "text_detection_cpu.yaml"])
+def test_shipped_study_files_load(name: str, digits_onnx: Path) -> None:
+    path = REPO_ROOT / "search_spaces" / name
+    data = yaml.safe_load(path.read_text())
+    model = (path.parent / data["model"]["path"]).resolve()
+    if not model.is_file():
+        pytest.skip(f"{model} not prepared (run `tuner models prepare {data['model']['name']}`)")
+
+    config = load_config(path)
+
+    assert config.study == data["study"]
+    assert config.model.path == model
+    assert config.storage == "sqlite:///" + str((REPO_ROOT / "tuner.db").resolve())
+    assert config.search.sampler in SAMPLERS
+
+
+def test_shipped_digits_file_gives_its_input(digits_onnx: Path) -> None:
+    config = load_config(REPO_ROOT / "search_spaces" / "digits_forest_cpu.yaml")
+
+    assert [(t.name, t.shape, t.dtype) for t in config.model.inputs] == [("float_input", [64], "FP32")]
+    assert config.constraints["latency_p99_ms"].max == 50
+
+
+# --- bad files ---------------------------------------------------------------------------------
+
+
+def test_missing_study_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+
+    with pytest.raises(ConfigError, match="cannot read study file") as info:
+        load_config(path)
+
+    assert str(path) in str(info.value)
+
+
+def test_malformed_yaml_names_the_line(study_dir: Path) -> None:
+    path = study_dir / "study.yaml"
+    path.write_text("study: s1\nmodel:\n  name: tiny\n   path: ../models/tiny.onnx\n")
+
+    with pytest.raises(ConfigError, match=r"malformed YAML at line 4\b"):
+        load_config(path)
+
+
+def test_top_level_list_is_rejected(study_dir: Path) -> None:
+    message = _error(study_dir, [_minimal()])
+
+    assert "expected a mapping" in message
+
+
+def test_parse_config_rejects_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config("study: s", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (_minimal(foo=1), "foo: unknown field"),
+        (_with("search.space.foo", 1), "search.space.foo: unknown field"),
+        (_with("model.colour", "red"), "model.colour: unknown field"),
+        (_with("search.space.instance_count.bar", 1), "search.space.instance_count.bar: unknown field"),
+    ],
+)
+def test_unknown_keys_are_named(study_dir: Path, data: dict[str, object], field: str) -> None:
+    assert field in _error(study_dir, data)
+
+
+def test_missing_required_field_is_named(study_dir: Path) -> None:
+    message = _error(study_dir, {"model": {"name": "tiny", "path": "../models/tiny.onnx"}})
+
+    assert "study:" in message
+
+
+@pytest.mark.parametrize(
+    ("knob", "value", "expected"),
+    [
+        ("instance_count", {"low": 3, "high": 1}, "low (3) is above high (1)"),
+        ("instance_count", {"low": -1, "high": 2}, "at least 1"),
+        ("instance_count", -2, "at least 1"),
+        ("max_batch_size", [0, 4], "at least 1"),
+        ("max_queue_delay_us", {"low": -5, "high": 10}, "at least 0"),
+        ("cpu_threads", 0, "at least 1"),
+        ("instance_count", [], "at least 1 item"),
+        ("max_batch_size", [4, 4], "must not repeat"),
+        ("dynamic_batching", [], "at least 1 item"),
+        ("dynamic_batching", [True, True], "must not repeat"),
+        ("instance_count", "many", "expected a value, a list of choices or {low, high}"),
+        ("instance_count", {"low": 1, "high": 4, "step": 0}, "greater than or equal to 1"),
+        ("max_batch_size", {"low": 0, "high": 8, "log": True}, "log range"),
+    ],
+)
+def test_bad_search_space_names_the_knob(study_dir: Path, knob: str, value: object, expected: str) -> None:
+    message = _error(study_dir, _with(f"search.space.{knob}", value))
+
+    assert f"search.space.{knob}" in message
+    assert expected in message
+
+
+def test_unknown_sampler_lists_valid_ones(study_dir: Path) -> None:
+    message = _error(study_dir, _with("search.sampler", "cmaes"))
+
+    assert "search.sampler" in message
+    assert "'cmaes'" in message
+    for name in SAMPLERS:
+        assert name in message
+
+
+def test_unknown_objective_metric(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(objectives=[{"metric": "speed", "direction": "maximize"}]))
+
+    assert "objectives.0.metric" in message
+    assert "unknown metric 'speed'" in message
+    assert "throughput" in message  # the valid ones are listed
+
+
+def test_duplicate_objective_metric(study_dir: Path) -> None:
+    objective = {"metric": "throughput", "direction": "maximize"}
+    message = _error(study_dir, _minimal(objectives=[objective, objective]))
+
+    assert "objectives" in message
+    assert "once" in message
+
+
+def test_empty_objectives(study_dir: Path) -> None:
+    assert "objectives" in _error(study_dir, _minimal(objectives=[]))
+
+
+def test_bad_objective_direction(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(objectives=[{"metric": "throughput", "direction": "up"}]))
+
+    assert "objectives.0.direction" in message
+
+
+def test_unknown_constraint_metric(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(constraints={"speed": {"max": 1}}))
+
+    assert "constraints" in message
+    assert "unknown metric 'speed'" in message
+
+
+def test_constraint_without_min_or_max(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(constraints={"latency_p99_ms": {}}))
+
+    assert "constraints.latency_p99_ms" in message
+    assert "give min, max or both" in message
+
+
+def test_constraint_with_min_above_max(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(constraints={"throughput": {"min": 10, "max": 5}}))
+
+    assert "constraints.throughput" in message
+    assert "above max" in message
+
+
+def test_missing_model_file(study_dir: Path) -> None:
+    message = _error(study_dir, _with("model.path", "nowhere.onnx"))
+
+    assert "model.path" in message
+    assert str((study_dir / "nowhere.onnx").resolve()) in message
+    assert "does not exist" in message
+
+
+def test_missing_repository_model_hints_at_prepare(tmp_path: Path) -> None:
+    folder = tmp_path / "search_spaces"
+    folder.mkdir()
+    message = _error(folder, _with("model.path", "../model_repository/foo/1/model.onnx"))
+
+    assert "tuner models prepare foo" in message
+
+
+def test_bad_model_name(study_dir: Path) -> None:
+    message = _error(study_dir, _with("model.name", "my model"))
+
+    assert "model.name" in message
+
+
+def test_bad_input_dtype(study_dir: Path) -> None:
+    message = _error(study_dir, _with("model.inputs", [{"name": "x", "shape": [4], "dtype": "FP128"}]))
+
+    assert "model.inputs.0.dtype" in message
+    assert "unknown dtype 'FP128'" in message
+
+
+@pytest.mark.parametrize("value", [0, [0], [4, -1]])
+def test_concurrency_below_one(study_dir: Path, value: object) -> None:
+    message = _error(study_dir, _with("load.concurrency", value))
+
+    assert "load.concurrency" in message
+    assert "greater than or equal to 1" in message
+
+
+def test_empty_concurrency_list(study_dir: Path) -> None:
+    assert "load.concurrency" in _error(study_dir, _with("load.concurrency", []))
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [{"http_port": 8000}, {"grpc_port": 8001, "metrics_port": 8002}, {"http_port": 8000, "metrics_port": 8002}],
+)
+def test_some_ports_only(study_dir: Path, ports: dict[str, int]) -> None:
+    message = _error(study_dir, _minimal(server=ports))
+
+    assert "server" in message
+    assert "http_port, grpc_port and metrics_port" in message
+
+
+def test_equal_ports(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(server={"http_port": 8000, "grpc_port": 8000, "metrics_port": 8002}))
+
+    assert "must differ" in message
+
+
+def test_fixed_ports_with_several_workers(study_dir: Path) -> None:
+    data = _minimal(server={"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}, workers={"count": 2})
+
+    assert "one worker only" in _error(study_dir, data)
+
+
+def test_zero_trials(study_dir: Path) -> None:
+    assert "search.n_trials" in _error(study_dir, _with("search.n_trials", 0))
+
+
+def test_errors_are_joined_one_per_problem(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(foo=1, constraints={"speed": {"max": 1}}))
+
+    assert "foo: unknown field" in message
+    assert "unknown metric 'speed'" in message
+
+
+def test_config_is_frozen(study_dir: Path) -> None:
+    config = load_config(_write(study_dir, _minimal()))
+
+    with pytest.raises(pydantic.ValidationError):
+        config.study = "other"  # type: ignore[misc]

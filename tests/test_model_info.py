@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tuner.errors import ModelError
+from tuner.model_info import TRITON_DTYPES, ModelInfo, TensorInfo, read_model_info
+
+
+def _identity_model(path: Path, shape: list[int | str | None], elem_type: int = TensorProto.FLOAT) -> Path:
+    """An Identity model whose input ``x`` and output ``y`` have ``shape``."""
+    x = helper.make_tensor_value_info("x", elem_type, shape)
+    y = helper.make_tensor_value_info("y", elem_type, shape)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_digits_forest(digits_onnx: Path) -> None:
+    info = read_model_info(digits_onnx)
+
+    assert info == ModelInfo(
+        inputs=(TensorInfo("float_input", "FP32", (-1, 64)),),
+        outputs=(TensorInfo("label", "INT64", (-1,)), TensorInfo("probabilities", "FP32", (-1, 10))),
+    )
+    assert info.batch_dim_free
+    assert info.inputs[0].item_shape == (64,)
+    assert info.outputs[0].item_shape == ()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.onnx"
+
+    with pytest.raises(ModelError, match="not found") as excinfo:
+        read_model_info(path)
+
+    assert str(path) in str(excinfo.value)
+
+
+def test_folder_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        read_model_info(tmp_path)
+
+
+def test_non_onnx_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x00\xffnot an onnx model at all\x01\x02" * 10)
+
+    with pytest.raises(ModelError, match="cannot read ONNX model"):
+        read_model_info(path)
+
+
+def test_input_override_with_item_shape(digits_onnx: Path) -> None:
+    info = read_model_info(digits_onnx, [TensorInfo("float_input", "FP16", (64,))])
+
+    assert info.inputs == (TensorInfo("float_input", "FP16", (-1, 64)),)
+    assert info.outputs[1] == TensorInfo("probabilities", "FP32", (-1, 10))
+
+
+def test_input_override_with_full_shape(digits_onnx: Path) -> None:
+    info = read_model_info(digits_onnx, [TensorInfo("float_input", "FP32", (-1, 64))])
+
+    assert info.inputs[0].shape == (-1, 64)
+
+
+def test_unknown_override_name(digits_onnx: Path) -> None:
+    with pytest.raises(ModelError, match="input_x") as excinfo:
+        read_model_info(digits_onnx, [TensorInfo("input_x", "FP32", (64,))])
+
+    assert "float_input" in str(excinfo.value)  # the real inputs are listed
+
+
+def test_free_non_batch_dimension_names_the_input(tmp_path: Path) -> None:
+    path = _identity_model(tmp_path / "free.onnx", ["N", 3, "H", "W"])
+
+    with pytest.raises(ModelError, match="free dimensions") as excinfo:
+        read_model_info(path)
+
+    assert "'x'" in str(excinfo.value)
+    assert "[-1, 3, -1, -1]" in str(excinfo.value)
+
+
+def test_unknown_dimension_counts_as_free(tmp_path: Path) -> None:
+    path = _identity_model(tmp_path / "unknown.onnx", [None, None])
+
+    with pytest.raises(ModelError, match="'x'"):
+        read_model_info(path)
+
+
+def test_free_dimension_fixed_by_override(tmp_path: Path) -> None:
+    path = _identity_model(tmp_path / "free.onnx", ["N", 3, "H", "W"])
+
+    info = read_model_info(path, [TensorInfo("x", "FP32", (3, 32, 32))])
+
+    assert info.inputs == (TensorInfo("x", "FP32", (-1, 3, 32, 32)),)
+    assert info.outputs == (TensorInfo("y", "FP32", (-1, 3, -1, -1)),)  # outputs may stay free
+
+
+def test_fixed_batch_dimension(tmp_path: Path) -> None:
+    info = read_model_info(_identity_model(tmp_path / "fixed.onnx", [2, 5]))
+
+    assert info.inputs[0].shape == (2, 5)
+    assert not info.batch_dim_free
+
+
+@pytest.mark.parametrize(
+    ("elem_type", "dtype"),
+    [
+        (TensorProto.UINT8, "UINT8"),
+        (TensorProto.INT32, "INT32"),
+        (TensorProto.BOOL, "BOOL"),
+        (TensorProto.DOUBLE, "FP64"),
+    ],
+)
+def test_element_types(tmp_path: Path, elem_type: int, dtype: str) -> None:
+    info = read_model_info(_identity_model(tmp_path / "t.onnx", ["N", 2], elem_type))
+
+    assert info.inputs[0].dtype == dtype
+    assert dtype in TRITON_DTYPES
+
+
+def test_unsupported_element_type(tmp_path: Path) -> None:
+    path = _identity_model(tmp_path / "s.onnx", ["N", 2], TensorProto.STRING)
+
+    with pytest.raises(ModelError, match="element type"):
+        read_model_info(path)
+
+
+def test_initializers_are_not_inputs(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x, w], [y], [weight])
+    path = tmp_path / "init.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+
+    info = read_model_info(path)
+
+    assert [t.name for t in info.inputs] == ["x"]
+
+
+def test_text_detection_if_prepared() -> None:
+    path = Path(__file__).resolve().parents[1] / "model_repository" / "text_detection" / "1" / "model.onnx"
+    if not path.is_file():
+        pytest.skip("text_detection not prepared (run `tuner models prepare text_detection`)")
+
+    info = read_model_info(path)
+
+    assert info.inputs == (TensorInfo("x", "FP32", (-1, 3, 320, 320)),)
+    assert info.outputs[0].shape == (-1, 1, 320, 320)

@@ -1,0 +1,407 @@
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+
+from tuner import config as cfg
+from tuner import samplers
+from tuner.errors import ConfigError
+from tuner.search_space import KNOBS, SearchSpace, fixed_value
+from tuner.trial import InstanceKind, TrialSpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _space(worker_cores: int = 8, kind: InstanceKind = InstanceKind.CPU, **knobs: Any) -> SearchSpace:
+    return SearchSpace(cfg.SearchSpace.model_validate(knobs), worker_cores, kind)
+
+
+def _study(sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+
+
+def _ask(space: SearchSpace, study: optuna.Study) -> tuple[optuna.Trial, TrialSpec]:
+    trial = study.ask()
+    return trial, space.suggest(trial)
+
+
+def _in(value: Any, dim: Any) -> bool:
+    """Whether ``value`` is a value of the study-file dimension ``dim``."""
+    if isinstance(dim, cfg.IntRange):
+        return dim.low <= value <= dim.high and (value - dim.low) % dim.step == 0
+    if isinstance(dim, list):
+        return value in dim
+    return value == dim
+
+
+# --- suggest -----------------------------------------------------------------------------------
+
+
+def test_suggested_specs_lie_in_the_default_space() -> None:
+    space = _space(worker_cores=8)
+    study = _study(optuna.samplers.RandomSampler(seed=1))
+    default = cfg.SearchSpace()
+
+    for _ in range(40):
+        trial, spec = _ask(space, study)
+        assert _in(spec.max_batch_size, default.max_batch_size)
+        assert _in(spec.dynamic_batching, default.dynamic_batching)
+        assert _in(spec.instance_count, default.instance_count)
+        if spec.dynamic_batching:
+            assert _in(spec.max_queue_delay_us, default.max_queue_delay_us)
+        else:
+            assert spec.max_queue_delay_us == 0
+        assert spec.kind is InstanceKind.CPU
+        study.tell(trial, [1.0, 1.0])
+
+
+def test_stepped_range_values_stay_on_the_step() -> None:
+    space = _space(max_queue_delay_us={"low": 50, "high": 1000, "step": 300}, dynamic_batching=True)
+    study = _study(optuna.samplers.RandomSampler(seed=3))
+
+    delays = {_ask(space, study)[1].max_queue_delay_us for _ in range(40)}
+
+    assert delays <= {50, 350, 650, 950}
+    assert len(delays) > 1
+
+
+def test_range_high_is_trimmed_to_the_last_step() -> None:
+    space = _space(max_queue_delay_us={"low": 0, "high": 250, "step": 100})
+
+    assert space.distributions["max_queue_delay_us"] == IntDistribution(0, 200, step=100)
+
+
+def test_params_are_exactly_the_searched_knobs() -> None:
+    space = _space(
+        max_batch_size=8,
+        dynamic_batching=[False, True],
+        max_queue_delay_us={"low": 0, "high": 1000, "step": 100},
+        instance_count={"low": 1, "high": 4},
+        cpu_threads=[1, 2],
+    )
+    study = _study()
+    study.enqueue_trial({"dynamic_batching": True})
+
+    trial, spec = _ask(space, study)
+
+    assert set(trial.params) == {"dynamic_batching", "max_queue_delay_us", "instance_count", "cpu_threads"}
+    assert spec.max_batch_size == 8
+    assert spec.max_queue_delay_us == trial.params["max_queue_delay_us"]
+    assert spec.cpu_threads == trial.params["cpu_threads"]
+
+
+def test_queue_delay_is_not_a_param_when_batching_is_off() -> None:
+    space = _space(dynamic_batching=[False, True], max_queue_delay_us={"low": 100, "high": 1000, "step": 100})
+    study = _study()
+    study.enqueue_trial({"dynamic_batching": False})
+
+    trial, spec = _ask(space, study)
+
+    assert set(trial.params) == {"max_batch_size", "dynamic_batching", "instance_count"}
+    assert spec.dynamic_batching is False
+    assert spec.max_queue_delay_us == 0
+
+
+def test_queue_delay_is_never_asked_when_batching_is_fixed_off() -> None:
+    space = _space(dynamic_batching=False, max_queue_delay_us={"low": 0, "high": 1000, "step": 100})
+    study = _study(optuna.samplers.RandomSampler(seed=0))
+
+    for _ in range(10):
+        trial, spec = _ask(space, study)
+        assert "max_queue_delay_us" not in trial.params
+        assert "dynamic_batching" not in trial.params
+        assert spec.dynamic_batching is False
+
+
+def test_single_values_are_constants_not_params() -> None:
+    space = _space(
+        max_batch_size=[16],
+        dynamic_batching=[True],
+        max_queue_delay_us={"low": 300, "high": 300},
+        instance_count=2,
+        cpu_threads={"low": 1, "high": 3},
+    )
+
+    trial, spec = _ask(space, _study())
+
+    assert set(trial.params) == {"cpu_threads"}
+    assert space.fixed == {
+        "max_batch_size": 16,
+        "dynamic_batching": True,
+        "max_queue_delay_us": 300,
+        "instance_count": 2,
+    }
+    assert (spec.max_batch_size, spec.dynamic_batching, spec.max_queue_delay_us, spec.instance_count) == (
+        16,
+        True,
+        300,
+        2,
+    )
+
+
+def test_distribution_types() -> None:
+    space = _space(cpu_threads={"low": 1, "high": 16, "log": True})
+
+    assert list(space.distributions) == list(KNOBS)  # asked in KNOBS order
+    assert space.distributions["max_batch_size"] == CategoricalDistribution([1, 4, 8, 16, 32])
+    assert space.distributions["dynamic_batching"] == CategoricalDistribution([False, True])
+    assert space.distributions["instance_count"] == IntDistribution(1, 4)
+    assert space.distributions["cpu_threads"] == IntDistribution(1, 16, log=True)
+
+
+def test_suggest_with_log_range() -> None:
+    space = _space(cpu_threads={"low": 1, "high": 16, "log": True})
+    study = _study(optuna.samplers.RandomSampler(seed=5))
+
+    for _ in range(10):
+        trial, spec = _ask(space, study)
+        assert 1 <= spec.cpu_threads <= 16
+        assert trial.params["cpu_threads"] == spec.cpu_threads
+
+
+@pytest.mark.parametrize(
+    ("cores", "instances", "threads"), [(8, 1, 8), (8, 3, 2), (8, 4, 2), (2, 4, 1), (7, 2, 3), (0, 1, 1)]
+)
+def test_cpu_threads_share_the_worker_cores(cores: int, instances: int, threads: int) -> None:
+    space = _space(worker_cores=cores, instance_count=[1, 2, 3, 4])
+    study = _study()
+    study.enqueue_trial({"instance_count": instances})
+
+    trial, spec = _ask(space, study)
+
+    assert spec.instance_count == instances
+    assert spec.cpu_threads == threads == max(1, max(1, cores) // instances)
+    assert "cpu_threads" not in trial.params
+
+
+def test_fixed_cpu_threads_is_not_derived() -> None:
+    space = _space(worker_cores=8, instance_count=4, cpu_threads=6)
+
+    assert space.to_spec({}).cpu_threads == 6
+
+
+def test_to_spec_fills_fixed_values_and_kind() -> None:
+    space = _space(kind=InstanceKind.GPU, max_batch_size=32, instance_count=[1, 2])
+
+    spec = space.to_spec({"instance_count": 2, "dynamic_batching": True, "max_queue_delay_us": 400})
+
+    assert spec == TrialSpec(32, True, 400, 2, cpu_threads=4, kind=InstanceKind.GPU)
+
+
+def test_to_spec_drops_queue_delay_when_batching_off() -> None:
+    spec = _space().to_spec({"max_batch_size": 4, "dynamic_batching": False, "max_queue_delay_us": 900})
+
+    assert spec.max_queue_delay_us == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(7, 7), ([3], 3), ([3, 5], 3), (cfg.IntRange(low=2, high=9), 2), (True, True)]
+)
+def test_fixed_value(value: Any, expected: Any) -> None:
+    assert fixed_value(value) == expected
+
+
+# --- default_params ----------------------------------------------------------------------------
+
+
+def test_default_params_of_the_default_space() -> None:
+    assert _space().default_params() == {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 1}
+
+
+@pytest.mark.parametrize(
+    ("knobs", "expected"),
+    [
+        ({"max_batch_size": [2, 8, 16]}, {"max_batch_size": 2}),
+        ({"max_batch_size": [8, 16]}, {"max_batch_size": 8}),
+        ({"max_batch_size": [3, 5]}, {"max_batch_size": 3}),  # a tie goes to the smaller
+        ({"max_batch_size": {"low": 1, "high": 64, "step": 3}}, {"max_batch_size": 4}),
+        ({"max_batch_size": {"low": 2, "high": 64, "step": 3}}, {"max_batch_size": 5}),
+        ({"max_batch_size": {"low": 16, "high": 64}}, {"max_batch_size": 16}),
+        ({"instance_count": {"low": 2, "high": 6, "step": 2}}, {"instance_count": 2}),
+        ({"instance_count": [3, 2]}, {"instance_count": 2}),
+    ],
+)
+def test_default_params_move_into_the_space(knobs: dict[str, Any], expected: dict[str, Any]) -> None:
+    params = _space(**knobs).default_params()
+
+    for knob, value in expected.items():
+        assert params[knob] == value
+
+
+def test_default_params_leave_out_fixed_knobs() -> None:
+    params = _space(max_batch_size=8, dynamic_batching=False, instance_count=[1, 2]).default_params()
+
+    assert params == {"instance_count": 1}
+
+
+def test_default_params_enqueued_give_the_default_spec() -> None:
+    space = _space(worker_cores=4)
+    study = _study()
+    study.enqueue_trial(space.default_params())
+
+    trial, spec = _ask(space, study)
+
+    assert spec == TrialSpec(
+        max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0, instance_count=1, cpu_threads=4
+    )
+    assert set(trial.params) == {"max_batch_size", "dynamic_batching", "instance_count"}
+
+
+def test_default_params_with_batching_forced_on_use_the_lowest_delay() -> None:
+    space = _space(dynamic_batching=True, max_queue_delay_us={"low": 100, "high": 5000, "step": 100})
+
+    assert space.default_params().get("max_queue_delay_us") == 100
+
+
+# --- grid --------------------------------------------------------------------------------------
+
+
+def test_grid_expands_choices_and_stepped_ranges() -> None:
+    space = _space(
+        max_batch_size=[1, 8],
+        dynamic_batching=[False, True],
+        max_queue_delay_us={"low": 0, "high": 250, "step": 100},
+        instance_count={"low": 1, "high": 3},
+        cpu_threads=2,
+    )
+
+    assert space.grid() == {
+        "max_batch_size": [1, 8],
+        "dynamic_batching": [False, True],
+        "max_queue_delay_us": [0, 100, 200],
+        "instance_count": [1, 2, 3],
+    }
+
+
+def test_grid_of_default_space_has_all_delays() -> None:
+    grid = _space().grid()
+
+    assert grid["max_queue_delay_us"] == list(range(0, 20001, 100))
+    assert grid["instance_count"] == [1, 2, 3, 4]
+
+
+def test_grid_rejects_log_ranges() -> None:
+    space = _space(max_batch_size={"low": 1, "high": 32, "log": True})
+
+    with pytest.raises(ConfigError, match="search.space.max_batch_size.*log"):
+        space.grid()
+
+
+def test_grid_rejects_huge_grids() -> None:
+    space = _space(max_queue_delay_us={"low": 0, "high": 1_000_000})
+
+    with pytest.raises(ConfigError, match="combinations"):
+        space.grid()
+
+
+def test_grid_sampler_for_log_range_is_a_config_error() -> None:
+    space = _space(cpu_threads={"low": 1, "high": 8, "log": True})
+
+    with pytest.raises(ConfigError, match="cpu_threads"):
+        samplers.make_sampler("grid", 0, space)
+
+
+def test_grid_sampler_visits_every_combination_once() -> None:
+    space = _space(
+        max_batch_size=[1, 4],
+        dynamic_batching=True,
+        max_queue_delay_us={"low": 0, "high": 200, "step": 100},
+        instance_count={"low": 1, "high": 2},
+    )
+    study = _study(samplers.make_sampler("grid", 0, space))
+    keys: list[str] = []
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        keys.append(space.suggest(trial).key())
+        return 1.0, 1.0
+
+    study.optimize(objective, n_trials=100)  # the grid sampler stops the study when exhausted
+
+    expected = {
+        space.to_spec({"max_batch_size": b, "max_queue_delay_us": d, "instance_count": i}).key()
+        for b, d, i in itertools.product([1, 4], [0, 100, 200], [1, 2])
+    }
+    assert len(keys) == 12
+    assert len(set(keys)) == 12
+    assert set(keys) == expected
+
+
+def test_grid_sampler_reaches_every_spec_with_conditional_delay() -> None:
+    space = _space(max_batch_size=4, max_queue_delay_us=[0, 500], instance_count=[1, 2])
+    study = _study(samplers.make_sampler("grid", 0, space))
+    keys: set[str] = set()
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        keys.add(space.suggest(trial).key())
+        return 1.0, 1.0
+
+    study.optimize(objective, n_trials=100)
+
+    # 2 (batching) x 2 (delay) x 2 (instances) grid points; batching off collapses the delays
+    assert len(study.trials) == 8
+    assert len(keys) == 2 + 2 * 2
+
+
+# --- samplers ----------------------------------------------------------------------------------
+
+
+def test_sampler_names_match_the_config() -> None:
+    assert tuple(samplers.SAMPLERS) == cfg.SAMPLERS
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("nsga2", optuna.samplers.NSGAIISampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("grid", optuna.samplers.GridSampler),
+    ],
+)
+def test_make_sampler_types(name: str, cls: type) -> None:
+    sampler = samplers.make_sampler(name, 7, _space(max_batch_size=[1, 2], instance_count=[1, 2]))
+
+    assert isinstance(sampler, cls)
+
+
+def test_make_sampler_unknown_name() -> None:
+    with pytest.raises(ConfigError, match="unknown sampler 'cmaes'.*tpe"):
+        samplers.make_sampler("cmaes", None, _space())
+
+
+def test_seeded_random_sampler_repeats() -> None:
+    def run() -> list[str]:
+        space = _space()
+        study = _study(samplers.make_sampler("random", 11, space))
+        return [_ask(space, study)[1].key() for _ in range(5)]
+
+    assert run() == run()
+
+
+# --- TrialSpec.key -----------------------------------------------------------------------------
+
+
+def test_key_ignores_queue_delay_when_batching_is_off() -> None:
+    assert TrialSpec(8, False, 0, 2).key() == TrialSpec(8, False, 5000, 2).key()
+
+
+def test_key_keeps_queue_delay_when_batching_is_on() -> None:
+    assert TrialSpec(8, True, 0, 2).key() != TrialSpec(8, True, 5000, 2).key()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        TrialSpec(16, False, 0, 2),
+        TrialSpec(8, True, 0, 2),
+        TrialSpec(8, False, 0, 3),
+        TrialSpec(8, False, 0, 2, cpu_threads=2),
+        TrialSpec(8, False, 0, 2, kind=InstanceKind.GPU),
+    ],
+)
+def test_key_tells_different_configs_apart(other: TrialSpec) -> None:
+    assert TrialSpec(8, False, 0, 2).key() != other.key()

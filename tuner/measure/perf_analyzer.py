@@ -1,0 +1,224 @@
+"""Measurement with perf_analyzer, the standard Triton load generator.
+
+The binary ships inside the ``tritonclient[all]==2.50.0`` wheel. It needs ``libb64.so.0d`` and
+``libcudart.so.12``, which the nvidia-pytriton wheel bundles under mangled names: symlinks with
+the plain names in a private folder on LD_LIBRARY_PATH are enough.
+
+perf_analyzer measures in windows and accepts the result once the last three windows agree
+within the stability percentage. When they never do, it writes no report; the tuner then
+measures a fixed number of requests once more and marks the point unstable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.errors import MeasurementError
+from tuner.trial import LoadPoint
+
+logger = logging.getLogger(__name__)
+
+_UNSTABLE = "Failed to obtain stable measurement"
+_REQUIRED_LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
+
+
+@dataclass(frozen=True)
+class PerfSettings:
+    """How perf_analyzer measures one concurrency.
+
+    Attributes:
+        window_ms: Length of one measurement window.
+        stability_percentage: Allowed spread of the last three windows.
+        max_windows: Windows to try before giving up on stability.
+        warmup_requests: Requests per concurrency slot sent before measuring.
+        protocol: ``grpc`` or ``http``.
+    """
+
+    window_ms: int = 2000
+    stability_percentage: float = 10.0
+    max_windows: int = 10
+    warmup_requests: int = 4
+    protocol: str = "grpc"
+
+
+def find_binary() -> Path:
+    """The perf_analyzer binary of the running environment."""
+    candidate = Path(sys.executable).parent / "perf_analyzer"
+    found = candidate if candidate.is_file() else shutil.which("perf_analyzer")
+    if not found:
+        raise MeasurementError("perf_analyzer not found: install tritonclient[all]==2.50.0")
+    return Path(found)
+
+
+def library_dir(cache: Path) -> Path:
+    """A folder of plainly named links to the libraries perf_analyzer needs."""
+    from tuner.triton.server import pytriton_libs
+
+    libs = pytriton_libs()
+    cache.mkdir(parents=True, exist_ok=True)
+    for plain, pattern in _REQUIRED_LIBS.items():
+        matches = sorted(libs.glob(pattern))
+        if not matches:
+            raise MeasurementError(f"{plain} not found in {libs}: perf_analyzer cannot run")
+        link = cache / plain
+        if not link.exists():
+            tmp = cache / f".{plain}.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(matches[-1])
+            tmp.replace(link)
+    return cache
+
+
+class PerfAnalyzer:
+    """Runs perf_analyzer against one server.
+
+    Args:
+        url: The server's endpoint for ``settings.protocol`` (host:port).
+        workdir: Folder for report files and the library links.
+        settings: Measurement settings.
+    """
+
+    def __init__(self, url: str, workdir: Path, settings: PerfSettings) -> None:
+        self.url = url
+        self.workdir = workdir
+        self.settings = settings
+        self.binary = find_binary()
+        self.env = dict(os.environ)
+        lib_path = str(library_dir(workdir / "lib"))
+        self.env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (lib_path, self.env.get("LD_LIBRARY_PATH")) if p)
+
+    def measure(self, model: str, concurrency: int) -> LoadPoint:
+        """Warms up, then measures ``model`` at ``concurrency``.
+
+        Raises:
+            MeasurementError: perf_analyzer failed (its own message is kept).
+        """
+        warmup = max(self.settings.warmup_requests * concurrency, 1)
+        self._run(model, concurrency, ["--request-count", str(warmup)], report=False)
+        try:
+            return self._run(model, concurrency, self._window_args(), report=True)
+        except _Unstable:
+            logger.info("%s at concurrency %d did not stabilise; measuring a fixed count", model, concurrency)
+            count = max(100, 20 * concurrency)
+            point = self._run(model, concurrency, ["--request-count", str(count)], report=True)
+            return _replace_stable(point, stable=False)
+
+    def _window_args(self) -> list[str]:
+        s = self.settings
+        return [
+            "--measurement-interval", str(s.window_ms),
+            "--stability-percentage", f"{s.stability_percentage:g}",
+            "--max-trials", str(s.max_windows),
+        ]
+
+    def _run(self, model: str, concurrency: int, extra: list[str], report: bool) -> LoadPoint:
+        csv_path = self.workdir / f"perf_{model}_c{concurrency}.csv"
+        csv_path.unlink(missing_ok=True)
+        cmd = [
+            str(self.binary), "-m", model, "-u", self.url, "-i", self.settings.protocol,
+            "--concurrency-range", f"{concurrency}:{concurrency}", *extra,
+        ]
+        if report:
+            cmd += ["-f", str(csv_path), "--verbose-csv"]
+        timeout = self._timeout_s(concurrency)
+        logger.debug("running %s", " ".join(cmd))
+        try:
+            result = subprocess.run(
+                cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise MeasurementError(f"perf_analyzer did not finish within {timeout:.0f} s") from exc
+        output = (result.stdout or "") + (result.stderr or "")
+        if _UNSTABLE in output:
+            raise _Unstable(output)
+        if result.returncode != 0:
+            raise MeasurementError(f"perf_analyzer failed (exit {result.returncode}): {_last_error(output)}")
+        if not report:
+            return LoadPoint(concurrency, 0, 0, 0, 0, 0, 0)
+        try:
+            text = csv_path.read_text()
+        except OSError as exc:
+            raise MeasurementError(f"perf_analyzer wrote no report: {_last_error(output)}") from exc
+        points = parse_csv(text)
+        if not points:
+            raise MeasurementError("perf_analyzer's report has no rows")
+        return points[0]
+
+    def _timeout_s(self, concurrency: int) -> float:
+        s = self.settings
+        return 60.0 + 3 * s.window_ms / 1000 * (s.max_windows + 2) + concurrency
+
+
+class _Unstable(MeasurementError):
+    """perf_analyzer gave up: the windows never agreed."""
+
+
+def _last_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    return (errors or lines or ["no output"])[-1][:500]
+
+
+def _replace_stable(point: LoadPoint, stable: bool) -> LoadPoint:
+    from dataclasses import replace
+
+    return replace(point, stable=stable)
+
+
+_US = 1000.0  # perf_analyzer reports microseconds; LoadPoint holds milliseconds
+
+
+def parse_csv(text: str) -> list[LoadPoint]:
+    """Parses the report of ``perf_analyzer -f FILE --verbose-csv``.
+
+    Each row is one concurrency. Latencies come in microseconds and are returned in
+    milliseconds. Columns that a perf_analyzer version does not write are left at 0.
+
+    Raises:
+        MeasurementError: a required column is missing or a value is not a number.
+    """
+    reader = csv.DictReader(io.StringIO(text.strip()))
+    if reader.fieldnames is not None and "Concurrency" not in reader.fieldnames:
+        raise MeasurementError("perf_analyzer report lacks column 'Concurrency'")
+    points = []
+    for row in reader:
+        if not any(row.values()):
+            continue
+        try:
+            points.append(_row_to_point(row))
+        except KeyError as exc:
+            raise MeasurementError(f"perf_analyzer report lacks column {exc}") from exc
+        except (TypeError, ValueError) as exc:  # TypeError: a short row leaves None values
+            raise MeasurementError(f"perf_analyzer report has a bad value: {exc}") from exc
+    return points
+
+
+def _row_to_point(row: dict[str, str]) -> LoadPoint:
+    def ms(column: str, required: bool = True) -> float:
+        value = row[column] if required else row.get(column) or "0"
+        return float(value) / _US
+
+    return LoadPoint(
+        concurrency=int(row["Concurrency"]),
+        throughput=float(row["Inferences/Second"]),
+        latency_avg_ms=ms("Avg latency"),
+        latency_p50_ms=ms("p50 latency"),
+        latency_p90_ms=ms("p90 latency"),
+        latency_p95_ms=ms("p95 latency"),
+        latency_p99_ms=ms("p99 latency"),
+        client_send_ms=ms("Client Send", required=False),
+        client_recv_ms=ms("Client Recv", required=False),
+        server_queue_ms=ms("Server Queue", required=False),
+        server_compute_input_ms=ms("Server Compute Input", required=False),
+        server_compute_infer_ms=ms("Server Compute Infer", required=False),
+        server_compute_output_ms=ms("Server Compute Output", required=False),
+    )

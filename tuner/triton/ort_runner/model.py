@@ -1,0 +1,99 @@
+"""Triton Python-backend model that runs an ONNX file through ONNX Runtime.
+
+It reads its settings from the model config's ``parameters``:
+
+- ``onnx_file``: the ONNX file in the version folder (default ``model.onnx``);
+- ``execution_provider``: an ONNX Runtime provider name (default ``CPUExecutionProvider``);
+- ``provider_options``: JSON object of that provider's options (default ``{}``);
+- ``intra_op_threads`` / ``inter_op_threads``: thread counts (0 lets ONNX Runtime choose);
+- ``graph_optimization_level``: ``disable``, ``basic``, ``extended`` or ``all``.
+
+Triton's dynamic batcher hands ``execute`` several requests at once: their inputs are stacked
+along the batch dimension, run once, and the outputs split back per request. A model whose
+batch dimension is fixed in the ONNX file is run once per request instead.
+
+This file is copied into each model's version folder; it imports only numpy, onnxruntime and
+the backend's own utilities.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+_GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class TritonPythonModel:
+    """Runs one ONNX Runtime session per model instance."""
+
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        folder = Path(args["model_repository"]) / args["model_version"]
+        path = folder / params.get("onnx_file", "model.onnx")
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.inter_op_num_threads = int(params.get("inter_op_threads", "0"))
+        level = params.get("graph_optimization_level", "all")
+        if level not in _GRAPH_LEVELS:
+            raise pb_utils.TritonModelException(
+                f"graph_optimization_level must be one of {sorted(_GRAPH_LEVELS)}, not {level!r}"
+            )
+        options.graph_optimization_level = _GRAPH_LEVELS[level]
+
+        provider = params.get("execution_provider", "CPUExecutionProvider")
+        if provider not in ort.get_available_providers():
+            raise pb_utils.TritonModelException(
+                f"execution provider {provider} is not available here "
+                f"(available: {', '.join(ort.get_available_providers())})"
+            )
+        provider_options = json.loads(params.get("provider_options", "{}"))
+        self.session = ort.InferenceSession(
+            str(path), sess_options=options, providers=[(provider, provider_options)]
+        )
+        self.input_names = [t["name"] for t in config["input"]]
+        self.output_names = [t["name"] for t in config["output"]]
+        self.output_dtypes = {
+            t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]
+        }
+        first_dims = [i.shape[0] if i.shape else None for i in self.session.get_inputs()]
+        self.stackable = all(not isinstance(d, int) for d in first_dims)
+
+    def execute(self, requests):
+        try:
+            if self.stackable:
+                return self._run_stacked(requests)
+            return [self._run_stacked([request])[0] for request in requests]
+        except Exception as exc:  # report to the clients instead of crashing the stub
+            error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+
+    def _run_stacked(self, requests):
+        feeds, sizes = {}, None
+        for name in self.input_names:
+            arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+            sizes = sizes or [a.shape[0] for a in arrays]
+            feeds[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        results = self.session.run(self.output_names, feeds)
+        bounds = np.cumsum(sizes)[:-1]
+        per_output = [np.split(result, bounds) for result in results]
+        responses = []
+        for index in range(len(requests)):
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(parts[index], dtype=self.output_dtypes[name]))
+                for name, parts in zip(self.output_names, per_output)
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+
+    def finalize(self):
+        self.session = None
