@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -405,3 +406,23 @@ def test_key_keeps_queue_delay_when_batching_is_on() -> None:
 )
 def test_key_tells_different_configs_apart(other: TrialSpec) -> None:
     assert TrialSpec(8, False, 0, 2).key() != other.key()
+
+
+def test_enqueued_default_runs_under_the_grid_sampler_with_every_knob_searched() -> None:
+    space = _space(
+        worker_cores=2,
+        max_batch_size=[1, 4],
+        dynamic_batching=[False, True],
+        max_queue_delay_us=[0, 500],
+        instance_count=[1, 2],
+        cpu_threads=[1, 2],
+    )
+    study = _study(samplers.make_sampler("grid", 0, space))
+    default = space.default_params()
+    assert default == {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 1, "cpu_threads": 2}
+    study.enqueue_trial(default)
+    trial = study.ask()
+    spec = space.suggest(trial)
+    assert (spec.max_batch_size, spec.dynamic_batching, spec.instance_count, spec.cpu_threads) == (4, False, 1, 2)
+    study.tell(trial, [1.0, 1.0])
+    assert study.ask() is not None  # the grid goes on after the enqueued default

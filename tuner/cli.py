@@ -220,7 +220,7 @@ def studies(storage: StorageOption = None) -> None:
     """List the studies in a storage."""
     import optuna
 
-    store = Store(_storage_url(storage))
+    store = Store(_storage_url(storage), must_exist=True)
     summaries = optuna.get_all_study_summaries(store.optuna, include_best_trial=False)
     if not summaries:
         console.print(f"no studies in {store.url}")
@@ -247,7 +247,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Print a study's trials, or one trial in full."""
-    store = Store(_storage_url(storage))
+    store = Store(_storage_url(storage), must_exist=True)
     study = store.load_study(study_name)
     document = report.study_json(study, store)
     if trial is not None:
@@ -304,16 +304,14 @@ def models_prepare(
 def main() -> None:
     """Entry point of the `tuner` console script."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
     except TunerError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort,):
+    except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # click's usage errors
         import click
@@ -322,6 +320,7 @@ def main() -> None:
             exc.show()
             sys.exit(2)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

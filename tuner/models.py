@@ -14,6 +14,7 @@ the repository:
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tuner.errors import ConfigError, ModelError
+from tuner.triton.model_config import RUNNER_SOURCE
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,10 @@ def default_cache_dir() -> Path:
 def prepare(name: str, repository: Path, cache_dir: Path | None = None, force: bool = False) -> Path:
     """Writes ``<repository>/<name>/1/model.onnx`` and returns its path.
 
+    The folder becomes a model Triton can serve as it is: the runner ``model.py`` goes beside the
+    ONNX file, and the base config (the default config the tuner starts from) is written where
+    none exists.
+
     Raises:
         ConfigError: ``name`` is not a bundled model.
         ModelError: the model could not be built.
@@ -116,11 +122,24 @@ def prepare(name: str, repository: Path, cache_dir: Path | None = None, force: b
     if builder is None:
         raise ConfigError(f"unknown model {name!r}; bundled models: {', '.join(sorted(BUILDERS))}")
     target = repository / name / "1" / "model.onnx"
-    if target.is_file() and not force:
-        return target
-    data = builder(cache_dir or default_cache_dir())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp.write(data)
-    Path(tmp.name).replace(target)
+    if force or not target.is_file():
+        data = builder(cache_dir or default_cache_dir())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            tmp.write(data)
+        Path(tmp.name).replace(target)
+    shutil.copy2(RUNNER_SOURCE, target.parent / "model.py")
+    config = repository / name / "config.pbtxt"
+    if force or not config.is_file():
+        config.write_text(base_config(name, target))
     return target
+
+
+def base_config(name: str, onnx_path: Path) -> str:
+    """The config.pbtxt of the model's default config: no dynamic batching, one instance."""
+    from tuner.model_info import read_model_info
+    from tuner.triton.model_config import build_model_config, to_pbtxt
+    from tuner.trial import TrialSpec
+
+    spec = TrialSpec(max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
+    return to_pbtxt(build_model_config(name, read_model_info(onnx_path), spec))

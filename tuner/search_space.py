@@ -85,13 +85,17 @@ class SearchSpace:
         """Trial params of the model's default config, moved into the space where needed.
 
         The default is Triton's usual start: no dynamic batching, one instance, and
-        max_batch_size 4 (the value Triton fills in for a batching ONNX model).
+        max_batch_size 4 (the value Triton fills in for a batching ONNX model); every searched
+        knob gets a value, as the grid sampler needs.
         """
         wanted = {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 1}
         params: dict[str, Any] = {}
         for knob, distribution in self.distributions.items():
             if knob in wanted:
                 params[knob] = _nearest(distribution, wanted[knob])
+        if "cpu_threads" in self.distributions:
+            instances = {**self.fixed, **params}.get("instance_count", 1)
+            params["cpu_threads"] = _nearest(self.distributions["cpu_threads"], max(1, self.worker_cores // instances))
         batching = {**self.fixed, **params}.get("dynamic_batching", False)
         if batching and "max_queue_delay_us" in self.distributions:
             params["max_queue_delay_us"] = _nearest(self.distributions["max_queue_delay_us"], 0)

@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -72,10 +73,13 @@ class Store:
 
     Args:
         url: A SQLAlchemy URL (``sqlite:///tuner.db``, ``postgresql+psycopg://...``).
+        must_exist: Refuse a SQLite file that does not exist yet (for read-only commands).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, must_exist: bool = False) -> None:
         self.url = url
+        if must_exist and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+            raise StorageError(f"no study database at {url}")
         try:
             self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
             self.engine = sa.create_engine(url, **_engine_kwargs(url))

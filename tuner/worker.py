@@ -19,14 +19,11 @@ from pathlib import Path
 from tuner.errors import MeasurementError, ModelLoadError, ServerStartError
 from tuner.measure.perf_analyzer import PerfAnalyzer, PerfSettings
 from tuner.model_info import ModelInfo
-from tuner.triton.model_config import build_model_config, to_pbtxt
+from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
 from tuner.triton.server import EmbeddedServer, Ports
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
 logger = logging.getLogger(__name__)
-
-RUNNER_SOURCE = Path(__file__).parent / "triton" / "ort_runner" / "model.py"
-
 
 @dataclass(frozen=True)
 class WorkerSetup:

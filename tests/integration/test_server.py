@@ -14,10 +14,9 @@ from onnx import TensorProto, helper
 
 from tuner.errors import ModelLoadError, ServerStartError
 from tuner.model_info import read_model_info
-from tuner.triton.model_config import build_model_config, to_pbtxt
+from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
 from tuner.triton.server import EmbeddedServer, Ports, free_port
 from tuner.trial import InstanceKind, TrialSpec
-from tuner.worker import RUNNER_SOURCE
 
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000, instance_count=2)
 

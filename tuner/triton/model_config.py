@@ -7,6 +7,7 @@ The configs are built as ``model_config_pb2.ModelConfig`` messages and printed w
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
@@ -14,7 +15,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tuner.model_info import ModelInfo, TensorInfo
 from tuner.trial import InstanceKind, TrialSpec
 
-#: The Python-backend model that runs the ONNX file (tuner/triton/ort_runner/model.py).
+#: The Python-backend model that runs the ONNX file, and the backend that runs it.
+RUNNER_SOURCE = Path(__file__).parent / "ort_runner" / "model.py"
 RUNNER_BACKEND = "python"
 
 

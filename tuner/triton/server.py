@@ -18,6 +18,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,11 +47,21 @@ class Ports:
     metrics: int
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that are free right now on ``host``.
+
+    The sockets are held open together, so the kernel cannot hand out one port twice.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -155,7 +166,7 @@ class EmbeddedServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.repository.mkdir(parents=True, exist_ok=True)
         backends = self._backend_dir()
-        self.ports = self.fixed_ports or Ports(free_port(), free_port(), free_port())
+        self.ports = self.fixed_ports or Ports(*free_ports(3, self.address))
         cmd = [
             str(pytriton_root() / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
@@ -269,7 +280,7 @@ class EmbeddedServer:
     def last_error(self) -> str:
         """The last error line of the server's log (or its last line)."""
         lines = [line.strip() for line in self.log_tail(200).splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
+        errors = [line for line in lines if re.match(r"E\d{4} ", line)]  # Triton's error lines: E1125 10:00:00...
         return (errors or lines or ["no log output"])[-1][:500]
 
     # -- internals -------------------------------------------------------------------------

@@ -6,7 +6,8 @@ It reads its settings from the model config's ``parameters``:
 - ``execution_provider``: an ONNX Runtime provider name (default ``CPUExecutionProvider``);
 - ``provider_options``: JSON object of that provider's options (default ``{}``);
 - ``intra_op_threads`` / ``inter_op_threads``: thread counts (0 lets ONNX Runtime choose);
-- ``graph_optimization_level``: ``disable``, ``basic``, ``extended`` or ``all``.
+- ``graph_optimization_level``: ``disable``, ``basic``, ``extended`` or ``all``;
+- ``allow_spinning``: ``1`` lets idle ONNX Runtime threads spin-wait (its default), ``0`` not.
 
 Triton's dynamic batcher hands ``execute`` several requests at once: their inputs are stacked
 along the batch dimension, run once, and the outputs split back per request. A model whose
@@ -49,6 +50,11 @@ class TritonPythonModel:
                 f"graph_optimization_level must be one of {sorted(_GRAPH_LEVELS)}, not {level!r}"
             )
         options.graph_optimization_level = _GRAPH_LEVELS[level]
+        # Spinning threads wait for work by burning a core; beside other instances and the load
+        # generator on few cores that time is taken from work that could run.
+        spinning = params.get("allow_spinning", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
 
         provider = params.get("execution_provider", "CPUExecutionProvider")
         if provider not in ort.get_available_providers():

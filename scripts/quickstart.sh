@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up a fresh clone and runs a short real study: the PP-OCRv4 text-detection model on the
+# embedded Triton server, stored in ./tuner.db.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/tuner models prepare
+.venv/bin/tuner optimize search_spaces/text_detection_cpu.yaml "$@"
