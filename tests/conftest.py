@@ -18,5 +18,11 @@ def model_repository() -> Path:
 
 
 @pytest.fixture(scope="session")
+def text_detection_onnx(model_repository: Path) -> Path:
+    """The PP-OCRv4 detection model, taken out of the rapidocr_onnxruntime wheel (downloaded once)."""
+    return models.prepare("text_detection", model_repository)
+
+
+@pytest.fixture(scope="session")
 def digits_onnx(model_repository: Path) -> Path:
     return model_repository / "digits_forest" / "1" / "model.onnx"

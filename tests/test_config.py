@@ -170,12 +170,10 @@ def test_parse_config_resolves_against_given_base_dir(study_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["digits_forest_cpu.yaml", "text_detection_cpu.yaml"])
-def test_shipped_study_files_load(name: str, digits_onnx: Path) -> None:
+def test_shipped_study_files_load(name: str, digits_onnx: Path, text_detection_onnx: Path) -> None:
     path = REPO_ROOT / "search_spaces" / name
     data = yaml.safe_load(path.read_text())
     model = (path.parent / data["model"]["path"]).resolve()
-    if not model.is_file():
-        pytest.skip(f"{model} not prepared (run `tuner models prepare {data['model']['name']}`)")
 
     config = load_config(path)
 

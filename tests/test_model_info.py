@@ -143,12 +143,8 @@ def test_initializers_are_not_inputs(tmp_path: Path) -> None:
     assert [t.name for t in info.inputs] == ["x"]
 
 
-def test_text_detection_if_prepared() -> None:
-    path = Path(__file__).resolve().parents[1] / "model_repository" / "text_detection" / "1" / "model.onnx"
-    if not path.is_file():
-        pytest.skip("text_detection not prepared (run `tuner models prepare text_detection`)")
-
-    info = read_model_info(path)
+def test_text_detection_input_is_fixed_to_320(text_detection_onnx: Path) -> None:
+    info = read_model_info(text_detection_onnx)
 
     assert info.inputs == (TensorInfo("x", "FP32", (-1, 3, 320, 320)),)
     assert info.outputs[0].shape == (-1, 1, 320, 320)

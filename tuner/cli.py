@@ -69,6 +69,9 @@ def optimize(
     study_name: Annotated[Optional[str], typer.Option("--study-name", help="Overrides `study`.")] = None,
     n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Overrides `search.n_trials`.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Seconds; overrides `search.timeout_s`.")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="Join this Ray cluster; overrides `workers.ray_address`.")
+    ] = None,
 ) -> None:
     """Run (or continue) a study: measure configs on a real Triton server until the budget is spent."""
     cfg = load_config(study_file)
@@ -77,6 +80,10 @@ def optimize(
         updates["storage"] = resolve_storage(storage, Path.cwd())
     if study_name:
         updates["study"] = study_name
+    if ray_address:
+        if cfg.workers.backend == "local":
+            raise ConfigError("--ray-address: the study file runs its worker locally (workers.backend: local)")
+        updates["workers"] = cfg.workers.model_copy(update={"ray_address": ray_address})
     cfg = cfg.model_copy(update=updates)
     _preflight(cfg)
     store = Store(cfg.storage)
@@ -84,11 +91,18 @@ def optimize(
     total = n_trials or cfg.search.n_trials
     console.print(
         f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
-        f"{st.worker_cores(cfg)} cores per worker · storage {cfg.storage}"
+        f"{cfg.workers.count} {cfg.workers.backend} worker(s) · {st.worker_cores(cfg)} cores each · "
+        f"storage {cfg.storage}"
     )
     with _progress() as progress:
-        task = progress.add_task("starting Triton", total=total, best="")
-        runner.on_event = lambda event: _show_event(progress, task, event, cfg)
+        task = progress.add_task("starting workers and their Triton servers", total=total, best="")
+        display = _StudyDisplay(progress, task, cfg)
+
+        def on_event(event: st.TrialEvent) -> None:
+            display.runner_pool = runner.pool
+            display.show(event)
+
+        runner.on_event = on_event
         summary = runner.run(n_trials=n_trials, timeout_s=timeout)
     _print_summary(summary, cfg)
     if summary.interrupted:
@@ -119,14 +133,45 @@ def _progress() -> Progress:
     )
 
 
-def _show_event(progress: Progress, task: int, event: st.TrialEvent, cfg: StudyConfig) -> None:
-    if event.kind == "started":
-        progress.update(task, description=f"trial {event.number}: {_params_text(event.params)}", completed=event.done)
-        return
-    trial = event.trial
-    assert trial is not None
-    progress.update(task, completed=event.done, best=_best_text(event.best, cfg))
-    progress.console.print(f"  trial {trial.number:>3} {_params_text(trial.params):<48} {_result_text(trial, cfg)}")
+class _StudyDisplay:
+    """The progress of a study: one bar for the study, one line for each worker."""
+
+    def __init__(self, progress: Progress, task: int, cfg: StudyConfig) -> None:
+        self.progress = progress
+        self.task = task
+        self.cfg = cfg
+        self.workers: dict[int, int] = {}
+        self.params: dict[int, dict] = {}
+
+    def show(self, event: st.TrialEvent) -> None:
+        progress = self.progress
+        if event.kind == "started":
+            self.params[event.number] = event.params
+            progress.update(self.task, description=f"trial {event.number} of {event.total or '∞'}", completed=event.done)
+        else:
+            trial = event.trial
+            assert trial is not None
+            progress.update(self.task, completed=event.done, best=_best_text(event.best, self.cfg))
+            progress.console.print(
+                f"  trial {trial.number:>3} {_params_text(trial.params):<48} {_result_text(trial, self.cfg)}"
+            )
+        self._show_workers()
+
+    def _show_workers(self) -> None:
+        pool = getattr(self, "runner_pool", None)
+        statuses = pool.status if pool is not None else []
+        for status in statuses:
+            if status.index not in self.workers:
+                self.workers[status.index] = self.progress.add_task("", total=None, best="")
+            now = "idle" if status.ticket is None else (
+                f"trial {status.ticket}: {_params_text(self.params.get(status.ticket, {}))}"
+            )
+            cores = ",".join(map(str, status.cores))
+            self.progress.update(
+                self.workers[status.index],
+                description=f"  worker {status.index} [{status.node} cores {cores}] {now}",
+                best=f"{status.done} done, {status.failed} failed",
+            )
 
 
 def _params_text(params: dict) -> str:

@@ -104,11 +104,23 @@ class ServerSettings(_Strict):
 
 
 class WorkerSettings(_Strict):
-    """How many workers, and what each may use."""
+    """How many workers, what each may use, and where they run.
 
+    ``backend: ray`` runs each worker as a Ray actor (a local Ray, or the cluster at
+    ``ray_address``); ``local`` runs the one worker inside the tuner's own process.
+    """
+
+    backend: Literal["ray", "local"] = "ray"
     count: Annotated[int, Field(ge=1)] = 1
     cpus_per_worker: Annotated[float, Field(gt=0)] | None = None
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    ray_address: str | None = None
+
+    @model_validator(mode="after")
+    def _local_is_one_worker(self) -> WorkerSettings:
+        if self.backend == "local" and (self.count != 1 or self.ray_address or self.gpus_per_worker):
+            raise ValueError("backend local runs one CPU worker in the tuner's process: use backend ray")
+        return self
 
 
 class IntRange(_Strict):

@@ -29,7 +29,8 @@ from tuner.search_space import SearchSpace
 from tuner.store import Store
 from tuner.triton.server import Ports
 from tuner.trial import LoadPoint, TrialOutcome
-from tuner.worker import Worker, WorkerSetup
+from tuner.pool import LocalPool, Pool, RayPool, RaySettings, WorkerStatus
+from tuner.worker import WorkerSetup
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ ATTR_DEFAULT = "default_config"
 ATTR_INTERRUPTED = "interrupted"
 ATTR_STUDY_FILE = "study_file"
 ATTR_WORKER_CORES = "worker_cores"
+ATTR_WORKERS = "workers"
+ATTR_WORKER = "worker"
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,8 @@ class StudyRunner:
         self.model_info = read_model_info(cfg.model.path, inputs)
         self.study = open_study(cfg, store, self.space)
         self._measured: dict[str, FrozenTrial] = {}
+        self._pending: dict[int, optuna.Trial] = {}
+        self.pool: Pool | None = None
 
     def worker_setup(self, index: int = 0) -> WorkerSetup:
         server, load = self.cfg.server, self.cfg.load
@@ -240,7 +245,7 @@ class StudyRunner:
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> StudySummary:
         """Runs trials until the study has ``n_trials`` (or the time is up), then summarizes.
 
-        Ctrl-C fails the trial in flight, queues its config again and returns the summary.
+        Ctrl-C fails the trials in flight, queues their configs again and returns the summary.
         """
         n_trials = n_trials if n_trials is not None else self.cfg.search.n_trials
         timeout_s = timeout_s if timeout_s is not None else self.cfg.search.timeout_s
@@ -253,21 +258,61 @@ class StudyRunner:
             if ATTR_SPEC_KEY in t.user_attrs
         }
         deadline = time.monotonic() + timeout_s if timeout_s else None
+        self._pending = {}
         interrupted = False
-        with Worker(self.worker_setup()) as worker:
-            while n_trials is None or counted_trials(self.study) < n_trials:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                if self.cfg.search.sampler == "grid" and _grid_exhausted(self.study):
-                    break
-                trial = self.study.ask()
-                try:
-                    self._run_trial(trial, worker, n_trials)
-                except KeyboardInterrupt:
-                    self._interrupt(trial)
-                    interrupted = True
-                    break
+        with make_pool(self.cfg, self.worker_setup) as pool:
+            self.pool = pool
+            self.study.set_user_attr(ATTR_WORKERS, [_worker_json(w) for w in pool.status])
+            try:
+                self._loop(pool, n_trials, deadline)
+            except KeyboardInterrupt:
+                self._interrupt(list(self._pending.values()))
+                interrupted = True
         return self.summary(interrupted)
+
+    def _loop(self, pool: Pool, n_trials: int | None, deadline: float | None) -> None:
+        """Asks as many trials as there are idle workers, tells each as it comes back."""
+        while True:
+            while pool.idle() > 0 and self._may_ask(n_trials, deadline):
+                self._start_trial(pool, n_trials)
+            if not self._pending:
+                return
+            for finished in pool.collect(timeout_s=1.0):
+                trial = self._pending.pop(finished.ticket)
+                trial.set_user_attr(ATTR_WORKER, finished.worker)
+                self._tell(trial, finished.outcome)
+                self._finish(trial, n_trials)
+
+    def _may_ask(self, n_trials: int | None, deadline: float | None) -> bool:
+        if n_trials is not None and counted_trials(self.study) + len(self._pending) >= n_trials:
+            return False
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        return not (self.cfg.search.sampler == "grid" and _grid_exhausted(self.study))
+
+    def _start_trial(self, pool: Pool, n_trials: int | None) -> None:
+        trial = self.study.ask()
+        spec = self.space.suggest(trial)
+        trial.set_user_attr(ATTR_SPEC_KEY, spec.key())
+        done = counted_trials(self.study)
+        self.on_event(TrialEvent("started", trial.number, dict(trial.params), done, n_trials))
+        source = self._measured.get(spec.key())
+        if source is not None:
+            self._reuse(trial, source)
+            self._finish(trial, n_trials)
+            return
+        self._pending[trial.number] = trial
+        pool.submit(trial.number, spec)
+
+    def _finish(self, trial: optuna.Trial, n_trials: int | None) -> None:
+        frozen = self.study.trials[trial.number]
+        if frozen.state == TrialState.COMPLETE:
+            self._measured.setdefault(frozen.user_attrs[ATTR_SPEC_KEY], frozen)
+        event = TrialEvent(
+            "finished", trial.number, dict(trial.params), counted_trials(self.study), n_trials,
+            trial=frozen, best=recommend(self.study),
+        )
+        self.on_event(event)
 
     def summary(self, interrupted: bool = False) -> StudySummary:
         return StudySummary(
@@ -276,25 +321,6 @@ class StudyRunner:
             recommended=recommend(self.study),
             default=default_trial(self.study),
             interrupted=interrupted,
-        )
-
-    def _run_trial(self, trial: optuna.Trial, worker: Worker, n_trials: int | None) -> None:
-        spec = self.space.suggest(trial)
-        done = counted_trials(self.study)
-        self.on_event(TrialEvent("started", trial.number, dict(trial.params), done, n_trials))
-        trial.set_user_attr(ATTR_SPEC_KEY, spec.key())
-        source = self._measured.get(spec.key())
-        if source is not None:
-            self._reuse(trial, source)
-        else:
-            outcome = worker.evaluate(spec)
-            self._tell(trial, outcome)
-        frozen = self.study.trials[trial.number]
-        if frozen.state == TrialState.COMPLETE:
-            self._measured.setdefault(spec.key(), frozen)
-        best = recommend(self.study)
-        self.on_event(
-            TrialEvent("finished", trial.number, dict(trial.params), done + 1, n_trials, trial=frozen, best=best)
         )
 
     def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
@@ -328,12 +354,34 @@ class StudyRunner:
             trial.set_constraint(name, value)
         self.study.tell(trial, list(source.values))
 
-    def _interrupt(self, trial: optuna.Trial) -> None:
-        trial.set_user_attr(ATTR_FAIL_REASON, "interrupted (Ctrl-C)")
-        trial.set_user_attr(ATTR_INTERRUPTED, True)
-        self.study.tell(trial, state=TrialState.FAIL)
-        frozen = self.study.trials[trial.number]
-        self.study.enqueue_trial(frozen.params, user_attrs=_carry_attrs(frozen), skip_if_exists=False)
+    def _interrupt(self, trials: list[optuna.Trial]) -> None:
+        """Fails the trials in flight and queues their configs for the next run."""
+        for trial in trials:
+            trial.set_user_attr(ATTR_FAIL_REASON, "interrupted (Ctrl-C)")
+            trial.set_user_attr(ATTR_INTERRUPTED, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            frozen = self.study.trials[trial.number]
+            self.study.enqueue_trial(frozen.params, user_attrs=_carry_attrs(frozen), skip_if_exists=False)
+
+
+def _worker_json(status: WorkerStatus) -> dict[str, Any]:
+    return {"index": status.index, "node": status.node, "cores": list(status.cores)}
+
+
+def make_pool(cfg: StudyConfig, setup_for: Callable[[int], WorkerSetup]) -> Pool:
+    """The pool the study file asks for: Ray actors, or one worker in this process."""
+    workers = cfg.workers
+    if workers.backend == "local":
+        return LocalPool(setup_for(0))
+    settings = RaySettings(
+        count=workers.count,
+        cpus_per_worker=workers.cpus_per_worker or float(worker_cores(cfg)),
+        gpus_per_worker=workers.gpus_per_worker,
+        address=workers.ray_address,
+        trial_timeout_s=cfg.load.trial_timeout_s,
+        start_timeout_s=cfg.server.startup_timeout_s + 60,
+    )
+    return RayPool(setup_for, cfg.model.path, settings)
 
 
 def _grid_exhausted(study: optuna.Study) -> bool:

@@ -1,0 +1,170 @@
+"""Ray workers with the real parts: parallel trials, pinned cores, and every fault a study must survive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import ray
+from optuna.trial import TrialState
+
+from tuner.config import StudyConfig, parse_config
+from tuner.store import Store
+from tuner.study import StudyRunner
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module: pools reuse a running Ray and leave it running."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _config(folder: Path, onnx: Path, name: str, *, count: int = 2, n_trials: int = 6, **extra: dict) -> StudyConfig:
+    data: dict = {
+        "study": name,
+        "storage": "sqlite:///tuner.db",
+        "model": {"name": "digits_forest", "path": str(onnx)},
+        "workers": {"count": count, "cpus_per_worker": 1},
+        "search": {
+            "n_trials": n_trials,
+            "seed": 11,
+            "space": {"max_batch_size": [1, 4, 8], "instance_count": [1, 2], "max_queue_delay_us": [0, 500, 1000]},
+        },
+        "load": {"concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
+    }
+    for key, value in extra.items():
+        data[key] = {**data.get(key, {}), **value}
+    return parse_config(data, folder)
+
+
+def _run(cfg: StudyConfig, fault: Callable[[StudyRunner], None] | None = None) -> optuna.Study:
+    store = Store(cfg.storage)
+    runner = StudyRunner(cfg, store)
+    if fault is not None:
+        threading.Thread(target=fault, args=(runner,), daemon=True).start()
+    runner.run()
+    return optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+
+
+def _wait_busy(runner: StudyRunner, worker: int = 0, after_trial: int = 0, timeout_s: float = 120) -> int:
+    """Waits until ``worker`` runs a trial numbered at least ``after_trial``; returns the trial number."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pool = runner.pool
+        if pool is not None and pool.status[worker].ticket is not None and pool.status[worker].ticket >= after_trial:
+            return pool.status[worker].ticket
+        time.sleep(0.05)
+    raise AssertionError("the worker never got a trial")
+
+
+def _server_of(actor_pid: int) -> psutil.Process:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for child in psutil.Process(actor_pid).children():
+            if child.name() == "tritonserver":
+                return child
+        time.sleep(0.05)
+    raise AssertionError("no tritonserver under the worker")
+
+
+def test_two_workers_share_a_study_on_their_own_cores(tmp_path: Path, digits_onnx: Path, local_ray: None) -> None:
+    study = _run(_config(tmp_path, digits_onnx, "two"))
+    trials = study.trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    measured = [t for t in trials if "reused_from" not in t.user_attrs]
+    assert {t.user_attrs["worker"] for t in measured} == {0, 1}
+    workers = study.user_attrs["workers"]
+    assert [len(w["cores"]) for w in workers] == [1, 1]
+    assert set(workers[0]["cores"]).isdisjoint(workers[1]["cores"])
+    # Trials overlapped in time: the two workers measured in parallel.
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in measured)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+
+def test_killed_server_fails_the_trial_and_the_study_goes_on(
+    tmp_path: Path, digits_onnx: Path, local_ray: None
+) -> None:
+    victim: dict[str, int] = {}
+
+    def kill_server(runner: StudyRunner) -> None:
+        victim["trial"] = _wait_busy(runner, after_trial=1)
+        time.sleep(1.5)  # into the measurement
+        _server_of(runner.pool.status[0].pid).send_signal(signal.SIGKILL)
+
+    study = _run(_config(tmp_path, digits_onnx, "server-killed", count=1, n_trials=3), kill_server)
+    failed = study.trials[victim["trial"]]
+    assert failed.state == TrialState.FAIL
+    assert "tritonserver died" in failed.user_attrs["fail_reason"]
+    later = [t for t in study.trials if t.number > victim["trial"]]
+    assert later and all(t.state == TrialState.COMPLETE for t in later)
+    assert sum(t.state == TrialState.FAIL for t in study.trials) == 1
+
+
+def test_dead_worker_trial_runs_again_elsewhere(tmp_path: Path, digits_onnx: Path, local_ray: None) -> None:
+    victim: dict[str, int] = {}
+
+    def kill_actor(runner: StudyRunner) -> None:
+        victim["trial"] = _wait_busy(runner, worker=1, after_trial=1)
+        victim["pid"] = runner.pool.status[1].pid
+        time.sleep(1.0)
+        os.kill(victim["pid"], signal.SIGKILL)
+
+    cfg = _config(tmp_path, digits_onnx, "actor-killed", n_trials=4)
+    store = Store(cfg.storage)
+    runner = StudyRunner(cfg, store)
+    threading.Thread(target=kill_actor, args=(runner,), daemon=True).start()
+    runner.run()
+    study = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials), [t.user_attrs for t in study.trials]
+    assert len(study.trials) == 4
+    assert runner.pool.status[1].pid != victim["pid"], "the dead worker was replaced"
+    assert not psutil.pid_exists(victim["pid"]) or psutil.Process(victim["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_hung_trial_is_stopped_after_the_timeout(tmp_path: Path, digits_onnx: Path, local_ray: None) -> None:
+    victim: dict[str, int] = {}
+
+    def freeze_server(runner: StudyRunner) -> None:
+        victim["trial"] = _wait_busy(runner, after_trial=1)
+        time.sleep(0.5)
+        server = _server_of(runner.pool.status[0].pid)
+        victim["server"] = server.pid
+        server.send_signal(signal.SIGSTOP)
+
+    cfg = _config(tmp_path, digits_onnx, "hung", count=1, n_trials=3, load={"trial_timeout_s": 12})
+    started = time.monotonic()
+    study = _run(cfg, freeze_server)
+    hung = study.trials[victim["trial"]]
+    assert hung.state == TrialState.FAIL and "timed out after 12 s" in hung.user_attrs["fail_reason"]
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2
+    assert not psutil.pid_exists(victim["server"]) or psutil.Process(victim["server"]).status() == psutil.STATUS_ZOMBIE
+    assert time.monotonic() - started < 120
+
+
+def test_trials_run_on_both_nodes_of_a_cluster(tmp_path: Path, digits_onnx: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        cfg = _config(tmp_path, digits_onnx, "cluster", n_trials=4, workers={"ray_address": cluster.address})
+        study = _run(cfg)
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        nodes = {w["node"] for w in study.user_attrs["workers"]}
+        assert len(nodes) == 2, nodes
+        assert {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs} == {0, 1}
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()

@@ -1,0 +1,411 @@
+"""Worker pools: keep every worker busy with trials, and survive workers that die or hang.
+
+    with make_pool(...) as pool:
+        while pool.idle():
+            pool.submit(ticket, spec)
+        for finished in pool.collect(timeout_s=1.0):
+            ...                                  # Finished(ticket, spec, outcome, worker)
+
+The contract of both pools:
+
+- ``submit`` never blocks and never measures; ``collect`` returns the trials that finished
+  (possibly none before the timeout). Every submitted ticket comes back exactly once.
+- A trial's own failure comes back as an outcome with ``error`` set, never as an exception.
+
+``LocalPool`` runs one Worker in this process: no Ray processes share the cores being
+measured. ``RayPool`` runs one Ray actor per worker, each owning its own Triton server,
+pinned to its own cores on CPU or given its own GPU. A trial whose actor dies is run once
+more on another worker; a trial that outlives the trial timeout has its actor killed and is
+FAIL. A dead actor is replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from tuner.errors import ServerStartError, TunerError
+from tuner.trial import TrialOutcome, TrialSpec
+from tuner.worker import Worker, WorkerSetup
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A trial that came back from a worker."""
+
+    ticket: int
+    spec: TrialSpec
+    outcome: TrialOutcome
+    worker: int
+
+
+@dataclass
+class WorkerStatus:
+    """What one worker is doing, for progress displays."""
+
+    index: int
+    node: str = ""
+    pid: int = 0
+    cores: tuple[int, ...] = ()
+    ticket: int | None = None
+    done: int = 0
+    failed: int = 0
+
+
+class Pool(Protocol):
+    """What the study loop needs of a pool of workers."""
+
+    status: list[WorkerStatus]
+
+    def __enter__(self) -> Pool: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+    def idle(self) -> int: ...
+    def submit(self, ticket: int, spec: TrialSpec) -> None: ...
+    def collect(self, timeout_s: float) -> list[Finished]: ...
+    def close(self) -> None: ...
+
+
+class LocalPool:
+    """One Worker in this process; ``collect`` runs the submitted trial.
+
+    Args:
+        setup: The worker's setup.
+    """
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.worker = Worker(setup)
+        self.status = [WorkerStatus(index=0, node="local", pid=os.getpid(), cores=tuple(sorted(_affinity())))]
+        self._queued: deque[tuple[int, TrialSpec]] = deque()
+
+    def __enter__(self) -> LocalPool:
+        self.worker.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return 1
+
+    def idle(self) -> int:
+        return 0 if self._queued else 1
+
+    def in_flight(self) -> list[tuple[int, TrialSpec]]:
+        return list(self._queued)
+
+    def submit(self, ticket: int, spec: TrialSpec) -> None:
+        self._queued.append((ticket, spec))
+        self.status[0].ticket = ticket
+
+    def collect(self, timeout_s: float) -> list[Finished]:
+        del timeout_s  # the trial runs here and now
+        if not self._queued:
+            return []
+        ticket, spec = self._queued[0]
+        outcome = self.worker.evaluate(spec)
+        self._queued.popleft()
+        _count(self.status[0], outcome)
+        return [Finished(ticket, spec, outcome, 0)]
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+def _count(status: WorkerStatus, outcome: TrialOutcome) -> None:
+    status.ticket = None
+    status.done += 1
+    status.failed += int(outcome.failed)
+
+
+def _affinity() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def worker_cores(index: int, cores_per_worker: int) -> list[int]:
+    """The cores of worker ``index`` on this node: consecutive, disjoint slices of its cores."""
+    available = sorted(_affinity())
+    slots = max(1, len(available) // max(1, cores_per_worker))
+    start = (index % slots) * cores_per_worker
+    return available[start : start + cores_per_worker] or available
+
+
+class WorkerActor:
+    """The body of a Ray actor: one Worker whose model arrives as bytes through Ray.
+
+    Args:
+        setup: The worker's setup; ``model_path`` is replaced by a file this actor writes.
+        model_bytes: The ONNX file's content (so no shared disk is needed).
+        cores_per_worker: Pin this process, and so its server and load generator, to this many
+            cores of its node; None leaves the affinity as it is (GPU workers).
+        index: The worker's index, which picks its slice of cores.
+    """
+
+    def __init__(self, setup: WorkerSetup, model_bytes: bytes, cores_per_worker: int | None, index: int) -> None:
+        if cores_per_worker:
+            os.sched_setaffinity(0, worker_cores(index, cores_per_worker))
+        model_path = setup.workdir / "model.onnx"
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        if not model_path.is_file() or model_path.read_bytes() != model_bytes:
+            model_path.write_bytes(model_bytes)
+        self.worker = Worker(replace(setup, model_path=model_path))
+
+    def start(self) -> dict[str, Any]:
+        import ray
+
+        self.worker.start()
+        context = ray.get_runtime_context()
+        return {
+            "node": f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}",
+            "pid": os.getpid(),
+            "cores": sorted(_affinity()),
+            "server_pid": self.worker.server.pid,
+        }
+
+    def evaluate(self, spec: TrialSpec) -> TrialOutcome:
+        return self.worker.evaluate(spec)
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+
+@dataclass
+class _Slot:
+    status: WorkerStatus
+    actor: Any = None
+    future: Any = None
+    spec: TrialSpec | None = None
+    attempt: int = 0
+    started: float = 0.0
+
+
+@dataclass
+class RaySettings:
+    """Where and how the Ray workers run.
+
+    Attributes:
+        count: Number of workers.
+        cpus_per_worker: Ray CPUs (and pinned cores) of each worker.
+        gpus_per_worker: Ray GPUs of each worker; Ray hides the others from it.
+        address: An existing Ray cluster to join; None starts a local one.
+        trial_timeout_s: A trial running longer has its worker killed and is FAIL.
+        start_timeout_s: How long a worker may take to start its server.
+        max_attempts: Runs of a trial whose worker died before it is FAIL.
+    """
+
+    count: int
+    cpus_per_worker: float
+    gpus_per_worker: float = 0.0
+    address: str | None = None
+    trial_timeout_s: float = 900.0
+    start_timeout_s: float = 120.0
+    max_attempts: int = 2
+    runtime_env: dict[str, Any] = field(default_factory=dict)
+
+
+class RayPool:
+    """One Ray actor per worker.
+
+    Args:
+        setup_for: The setup of worker ``index`` (its own work folder).
+        model_path: The ONNX file, sent to every worker through Ray.
+        settings: Worker count, resources and timeouts.
+    """
+
+    def __init__(self, setup_for: Callable[[int], WorkerSetup], model_path: Path, settings: RaySettings) -> None:
+        self.setup_for = setup_for
+        self.model_path = model_path
+        self.settings = settings
+        self.slots = [_Slot(WorkerStatus(index=i)) for i in range(settings.count)]
+        self._retry: deque[tuple[int, TrialSpec, int]] = deque()
+        self._model_ref: Any = None
+        self._started_ray = False
+
+    @property
+    def status(self) -> list[WorkerStatus]:
+        return [slot.status for slot in self.slots]
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+    def __enter__(self) -> RayPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Joins or starts Ray and starts every worker (each starts its server)."""
+        import ray
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
+            if self.settings.address:
+                kwargs["address"] = self.settings.address
+            else:
+                kwargs["num_cpus"] = max(len(_affinity()), int(self.settings.count * self.settings.cpus_per_worker))
+            if self.settings.runtime_env:
+                kwargs["runtime_env"] = self.settings.runtime_env
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
+                raise TunerError(f"cannot start or join Ray ({self.settings.address or 'local'}): {exc}") from exc
+            self._started_ray = True
+        self._model_ref = ray.put(self.model_path.read_bytes())
+        for slot in self.slots:
+            self._spawn(slot)
+        for slot in self.slots:
+            self._await_start(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        import ray
+
+        remote = ray.remote(WorkerActor).options(
+            num_cpus=self.settings.cpus_per_worker,
+            num_gpus=self.settings.gpus_per_worker,
+            max_concurrency=1,
+        )
+        cores = None if self.settings.gpus_per_worker else max(1, int(self.settings.cpus_per_worker))
+        index = slot.status.index
+        slot.actor = remote.remote(self.setup_for(index), self._model_ref, cores, index)
+        slot.future = slot.actor.start.remote()
+        slot.spec = None
+
+    def _await_start(self, slot: _Slot) -> None:
+        import ray
+
+        try:
+            info = ray.get(slot.future, timeout=self.settings.start_timeout_s)
+        except Exception as exc:  # GetTimeoutError, RayActorError, or the worker's own ServerStartError
+            raise ServerStartError(f"worker {slot.status.index} did not start: {_reason(exc)}") from exc
+        slot.future = None
+        slot.status.node = info["node"]
+        slot.status.pid = info["pid"]
+        slot.status.cores = tuple(info["cores"])
+        logger.info("worker %d ready on %s, cores %s", slot.status.index, info["node"], info["cores"])
+
+    def idle(self) -> int:
+        return sum(1 for s in self.slots if s.future is None) - len(self._retry)
+
+    def in_flight(self) -> list[tuple[int, TrialSpec]]:
+        running = [(s.status.ticket, s.spec) for s in self.slots if s.future is not None and s.spec is not None]
+        return [(t, spec) for t, spec in running if t is not None] + [(t, spec) for t, spec, _ in self._retry]
+
+    def submit(self, ticket: int, spec: TrialSpec, attempt: int = 0) -> None:
+        slot = next((s for s in self.slots if s.future is None), None)
+        if slot is None:
+            self._retry.append((ticket, spec, attempt))
+            return
+        slot.spec, slot.attempt, slot.started = spec, attempt, time.monotonic()
+        slot.status.ticket = ticket
+        slot.future = slot.actor.evaluate.remote(spec)
+
+    def collect(self, timeout_s: float) -> list[Finished]:
+        import ray
+
+        self._drain_retries()
+        busy = {s.future: s for s in self.slots if s.future is not None}
+        if not busy:
+            return []
+        ready, _ = ray.wait(list(busy), num_returns=1, timeout=timeout_s)
+        finished = []
+        for future in ready:
+            result = self._result(busy[future], future)
+            if result is not None:
+                finished.append(result)
+        finished.extend(self._expire_hung())
+        return finished
+
+    def _result(self, slot: _Slot, future: Any) -> Finished | None:
+        import ray
+
+        ticket, spec = slot.status.ticket, slot.spec
+        assert ticket is not None and spec is not None
+        try:
+            outcome = ray.get(future)
+        except ray.exceptions.RayActorError as exc:
+            logger.warning("worker %d died during trial %d: %s", slot.status.index, ticket, _reason(exc))
+            self._replace(slot)
+            if slot.attempt + 1 < self.settings.max_attempts:
+                self._retry.append((ticket, spec, slot.attempt + 1))
+                return None
+            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker died: {_reason(exc)}")
+        except Exception as exc:  # an unexpected error inside the worker: the trial fails, the study goes on
+            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker error: {_reason(exc)}")
+            slot.future = None
+        else:
+            slot.future = None
+        index = slot.status.index
+        _count(slot.status, outcome)
+        slot.spec = None
+        return Finished(ticket, spec, outcome, index)
+
+    def _expire_hung(self) -> list[Finished]:
+        now = time.monotonic()
+        expired = []
+        for slot in self.slots:
+            if slot.future is None or slot.spec is None or now - slot.started < self.settings.trial_timeout_s:
+                continue
+            ticket, spec = slot.status.ticket, slot.spec
+            assert ticket is not None
+            logger.warning("trial %d exceeded %.0f s on worker %d; killing the worker",
+                           ticket, self.settings.trial_timeout_s, slot.status.index)
+            self._replace(slot)
+            outcome = TrialOutcome(
+                spec=spec, config_pbtxt="", error=f"trial timed out after {self.settings.trial_timeout_s:.0f} s"
+            )
+            _count(slot.status, outcome)
+            expired.append(Finished(ticket, spec, outcome, slot.status.index))
+        return expired
+
+    def _replace(self, slot: _Slot) -> None:
+        """Kills the slot's actor (its server dies with it) and starts a fresh one."""
+        import ray
+
+        ray.kill(slot.actor, no_restart=True)
+        slot.spec = None
+        self._spawn(slot)
+        self._await_start(slot)
+
+    def _drain_retries(self) -> None:
+        while self._retry and any(s.future is None for s in self.slots):
+            ticket, spec, attempt = self._retry.popleft()
+            self.submit(ticket, spec, attempt)
+
+    def close(self) -> None:
+        """Stops every server (gracefully where the worker answers), then the actors and Ray."""
+        import ray
+
+        if not ray.is_initialized():
+            return
+        stops = []
+        for slot in self.slots:
+            if slot.actor is not None:
+                if slot.future is not None:
+                    ray.kill(slot.actor, no_restart=True)  # busy: its server dies with it
+                else:
+                    stops.append(slot.actor.stop.remote())
+        if stops:
+            ray.wait(stops, num_returns=len(stops), timeout=30)
+        for slot in self.slots:
+            if slot.actor is not None:
+                ray.kill(slot.actor, no_restart=True)
+                slot.actor = slot.future = None
+        if self._started_ray:
+            ray.shutdown()
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    text = str(cause or exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:500]
