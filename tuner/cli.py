@@ -21,6 +21,7 @@ from rich.table import Table
 
 from tuner import models as bundled
 from tuner import report
+from tuner import results as rs
 from tuner import study as st
 from tuner.config import StudyConfig, load_config, resolve_storage
 from tuner.errors import ConfigError, TunerError
@@ -187,14 +188,14 @@ def _params_text(params: dict) -> str:
 
 def _result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
     if trial.state != TrialState.COMPLETE:
-        return f"[red]FAIL[/] {trial.user_attrs.get(st.ATTR_FAIL_REASON, '')}"
-    metrics = trial.user_attrs.get(st.ATTR_METRICS, {})
+        return f"[red]FAIL[/] {trial.user_attrs.get(rs.ATTR_FAIL_REASON, '')}"
+    metrics = trial.user_attrs.get(rs.ATTR_METRICS, {})
     text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
     flags = []
-    if not st.is_feasible(trial):
+    if not rs.is_feasible(trial):
         flags.append("[yellow]infeasible[/]")
-    if trial.user_attrs.get(st.ATTR_REUSED_FROM) is not None:
-        flags.append(f"reused from {trial.user_attrs[st.ATTR_REUSED_FROM]}")
+    if trial.user_attrs.get(rs.ATTR_REUSED_FROM) is not None:
+        flags.append(f"reused from {trial.user_attrs[rs.ATTR_REUSED_FROM]}")
     if metrics.get("stable") is False:
         flags.append("[yellow]unstable[/]")
     return " ".join([text, *flags])
@@ -235,18 +236,18 @@ def _trials_table(title: str, trials: list[FrozenTrial], marked: FrozenTrial | N
         numeric = column not in ("params", "note", "state")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "note")
     for trial in trials:
-        metrics = trial.user_attrs.get(st.ATTR_METRICS) or {}
+        metrics = trial.user_attrs.get(rs.ATTR_METRICS) or {}
         note = []
         if marked is not None and trial.number == marked.number:
             note.append("[green]recommended[/]")
-        if trial.user_attrs.get(st.ATTR_DEFAULT):
+        if trial.user_attrs.get(rs.ATTR_DEFAULT):
             note.append("default")
-        if trial.state == TrialState.COMPLETE and not st.is_feasible(trial):
+        if trial.state == TrialState.COMPLETE and not rs.is_feasible(trial):
             note.append("infeasible")
-        if trial.user_attrs.get(st.ATTR_REUSED_FROM) is not None:
-            note.append(f"reused {trial.user_attrs[st.ATTR_REUSED_FROM]}")
-        if trial.user_attrs.get(st.ATTR_FAIL_REASON):
-            note.append(str(trial.user_attrs[st.ATTR_FAIL_REASON])[:80])
+        if trial.user_attrs.get(rs.ATTR_REUSED_FROM) is not None:
+            note.append(f"reused {trial.user_attrs[rs.ATTR_REUSED_FROM]}")
+        if trial.user_attrs.get(rs.ATTR_FAIL_REASON):
+            note.append(str(trial.user_attrs[rs.ATTR_FAIL_REASON])[:80])
 
         def fmt(key: str) -> str:
             value = metrics.get(key)
@@ -307,7 +308,7 @@ def show(
     if as_json:
         print(json.dumps(document, indent=2))
         return
-    recommended = st.recommend(study)
+    recommended = rs.recommend(study)
     console.print(_trials_table(f"study {study_name}", study.get_trials(deepcopy=False), recommended))
 
 

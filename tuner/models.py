@@ -138,8 +138,8 @@ def prepare(name: str, repository: Path, cache_dir: Path | None = None, force: b
 def base_config(name: str, onnx_path: Path) -> str:
     """The config.pbtxt of the model's default config: no dynamic batching, one instance."""
     from tuner.model_info import read_model_info
-    from tuner.triton.model_config import build_model_config, to_pbtxt
     from tuner.trial import TrialSpec
+    from tuner.triton.model_config import build_model_config, to_pbtxt
 
     spec = TrialSpec(max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
     return to_pbtxt(build_model_config(name, read_model_info(onnx_path), spec))

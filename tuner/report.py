@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner import study as st
+from tuner import results as rs
 from tuner.store import Store, TrialRecord
 
 
@@ -19,12 +19,12 @@ def trial_json(trial: FrozenTrial, record: TrialRecord | None) -> dict[str, Any]
         "state": trial.state.name,
         "params": trial.params,
         "values": trial.values,
-        "feasible": st.is_feasible(trial),
+        "feasible": rs.is_feasible(trial),
         "constraints": trial.constraints,
-        "metrics": attrs.get(st.ATTR_METRICS),
-        "default_config": bool(attrs.get(st.ATTR_DEFAULT)),
-        "reused_from": attrs.get(st.ATTR_REUSED_FROM),
-        "fail_reason": attrs.get(st.ATTR_FAIL_REASON),
+        "metrics": attrs.get(rs.ATTR_METRICS),
+        "default_config": bool(attrs.get(rs.ATTR_DEFAULT)),
+        "reused_from": attrs.get(rs.ATTR_REUSED_FROM),
+        "fail_reason": attrs.get(rs.ATTR_FAIL_REASON),
         "timings_s": attrs.get("timings_s"),
         "config_pbtxt": record.config_pbtxt if record else None,
         "points": [p.as_dict() for p in record.points] if record else [],
@@ -35,7 +35,7 @@ def study_json(study: optuna.Study, store: Store) -> dict[str, Any]:
     """The study name, its directions and metric names, and every trial."""
     trials = study.get_trials(deepcopy=False)
     records = store.records(t._trial_id for t in trials)  # noqa: SLF001
-    recommended = st.recommend(study)
+    recommended = rs.recommend(study)
     return {
         "study": study.study_name,
         "directions": [d.name.lower() for d in study.directions],
@@ -48,8 +48,8 @@ def study_json(study: optuna.Study, store: Store) -> dict[str, Any]:
 
 def gain(recommended: FrozenTrial, default: FrozenTrial, metric: str) -> float | None:
     """recommended / default of a metric, or None where either lacks it."""
-    a = (recommended.user_attrs.get(st.ATTR_METRICS) or {}).get(metric)
-    b = (default.user_attrs.get(st.ATTR_METRICS) or {}).get(metric)
+    a = (recommended.user_attrs.get(rs.ATTR_METRICS) or {}).get(metric)
+    b = (default.user_attrs.get(rs.ATTR_METRICS) or {}).get(metric)
     if a is None or not b:
         return None
     return a / b

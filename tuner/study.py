@@ -24,27 +24,31 @@ from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 from tuner.measure.perf_analyzer import PerfSettings
 from tuner.model_info import TensorInfo, read_model_info
+from tuner.pool import LocalPool, Pool, RayPool, RaySettings, WorkerStatus
+from tuner.results import (
+    ATTR_DEFAULT,
+    ATTR_FAIL_REASON,
+    ATTR_INTERRUPTED,
+    ATTR_METRICS,
+    ATTR_REUSED_FROM,
+    ATTR_SPEC_KEY,
+    ATTR_STUDY_FILE,
+    ATTR_WORKER,
+    ATTR_WORKER_CORES,
+    ATTR_WORKERS,
+    choose_point,
+    constraint_values,
+    default_trial,
+    recommend,
+)
 from tuner.samplers import make_sampler
 from tuner.search_space import SearchSpace
 from tuner.store import Store
+from tuner.trial import TrialOutcome, TrialSpec
 from tuner.triton.server import Ports
-from tuner.trial import LoadPoint, TrialOutcome
-from tuner.pool import LocalPool, Pool, RayPool, RaySettings, WorkerStatus
 from tuner.worker import WorkerSetup
 
 logger = logging.getLogger(__name__)
-
-ATTR_METRICS = "metrics"
-ATTR_SPEC_KEY = "spec_key"
-ATTR_FAIL_REASON = "fail_reason"
-ATTR_REUSED_FROM = "reused_from"
-ATTR_DEFAULT = "default_config"
-ATTR_INTERRUPTED = "interrupted"
-ATTR_STUDY_FILE = "study_file"
-ATTR_WORKER_CORES = "worker_cores"
-ATTR_WORKERS = "workers"
-ATTR_WORKER = "worker"
-
 
 @dataclass(frozen=True)
 class TrialEvent:
@@ -145,57 +149,6 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(1 for t in trials if not t.user_attrs.get(ATTR_INTERRUPTED))
 
 
-def choose_point(points: tuple[LoadPoint, ...], cfg: StudyConfig) -> LoadPoint:
-    """The point a trial is judged by: the best feasible one by the first objective.
-
-    Where no concurrency meets the constraints, the one that violates them least.
-    """
-    first = cfg.objectives[0]
-    sign = 1.0 if first.direction == "maximize" else -1.0
-    feasible = [p for p in points if violation(p.metrics(), cfg) == 0.0]
-    if feasible:
-        return max(feasible, key=lambda p: sign * p.metrics()[first.metric])
-    return min(points, key=lambda p: violation(p.metrics(), cfg))
-
-
-def constraint_values(metrics: dict[str, float], cfg: StudyConfig) -> dict[str, float]:
-    """Optuna constraint values by metric: <= 0 where the bound holds, the excess otherwise."""
-    values = {}
-    for metric, bound in cfg.constraints.items():
-        value = metrics[metric]
-        excess = []
-        if bound.max is not None:
-            excess.append(value - bound.max)
-        if bound.min is not None:
-            excess.append(bound.min - value)
-        values[metric] = max(excess)
-    return values
-
-
-def violation(metrics: dict[str, float], cfg: StudyConfig) -> float:
-    return sum(max(0.0, v) for v in constraint_values(metrics, cfg).values())
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and all(v <= 0.0 for v in trial.constraints.values())
-
-
-def recommend(study: optuna.Study) -> FrozenTrial | None:
-    """The feasible trial that is best by the study's first objective."""
-    front = study.best_trials
-    if not front:
-        return None
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return (max if maximize else min)(front, key=lambda t: t.values[0])
-
-
-def default_trial(study: optuna.Study) -> FrozenTrial | None:
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.user_attrs.get(ATTR_DEFAULT):
-            return trial
-    return None
-
-
 class StudyRunner:
     """Runs a study's trials on one worker until the budget is spent.
 
@@ -217,6 +170,8 @@ class StudyRunner:
         self.study = open_study(cfg, store, self.space)
         self._measured: dict[str, FrozenTrial] = {}
         self._pending: dict[int, optuna.Trial] = {}
+        self._twins: dict[str, list[optuna.Trial]] = {}
+        self._in_flight: dict[str, int] = {}
         self.pool: Pool | None = None
 
     def worker_setup(self, index: int = 0) -> WorkerSetup:
@@ -258,7 +213,7 @@ class StudyRunner:
             if ATTR_SPEC_KEY in t.user_attrs
         }
         deadline = time.monotonic() + timeout_s if timeout_s else None
-        self._pending = {}
+        self._pending, self._twins, self._in_flight = {}, {}, {}
         interrupted = False
         with make_pool(self.cfg, self.worker_setup) as pool:
             self.pool = pool
@@ -266,7 +221,8 @@ class StudyRunner:
             try:
                 self._loop(pool, n_trials, deadline)
             except KeyboardInterrupt:
-                self._interrupt(list(self._pending.values()))
+                waiting = [t for twins in self._twins.values() for t in twins]
+                self._interrupt([*self._pending.values(), *waiting])
                 interrupted = True
         return self.summary(interrupted)
 
@@ -279,12 +235,32 @@ class StudyRunner:
                 return
             for finished in pool.collect(timeout_s=1.0):
                 trial = self._pending.pop(finished.ticket)
+                self._in_flight.pop(finished.spec.key(), None)
                 trial.set_user_attr(ATTR_WORKER, finished.worker)
                 self._tell(trial, finished.outcome)
                 self._finish(trial, n_trials)
+                self._release_twins(pool, finished.spec.key(), n_trials)
+
+    def _release_twins(self, pool: Pool, key: str, n_trials: int | None) -> None:
+        """Answers the trials that waited for this config: from its result, or by measuring one."""
+        twins = self._twins.pop(key, [])
+        source = self._measured.get(key)
+        while twins:
+            twin = twins.pop(0)
+            if source is not None:
+                self._reuse(twin, source)
+                self._finish(twin, n_trials)
+            else:  # the config failed: measure it once more, the rest wait for that
+                self._submit(pool, twin, self.space.to_spec(twin.params))
+                self._twins[key] = twins
+                return
+
+    def _waiting(self) -> int:
+        return sum(len(twins) for twins in self._twins.values())
 
     def _may_ask(self, n_trials: int | None, deadline: float | None) -> bool:
-        if n_trials is not None and counted_trials(self.study) + len(self._pending) >= n_trials:
+        in_flight = len(self._pending) + self._waiting()
+        if n_trials is not None and counted_trials(self.study) + in_flight >= n_trials:
             return False
         if deadline is not None and time.monotonic() >= deadline:
             return False
@@ -300,8 +276,14 @@ class StudyRunner:
         if source is not None:
             self._reuse(trial, source)
             self._finish(trial, n_trials)
-            return
+        elif spec.key() in self._in_flight:
+            self._twins.setdefault(spec.key(), []).append(trial)  # measured right now: wait for it
+        else:
+            self._submit(pool, trial, spec)
+
+    def _submit(self, pool: Pool, trial: optuna.Trial, spec: TrialSpec) -> None:
         self._pending[trial.number] = trial
+        self._in_flight[spec.key()] = trial.number
         pool.submit(trial.number, spec)
 
     def _finish(self, trial: optuna.Trial, n_trials: int | None) -> None:

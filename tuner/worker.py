@@ -19,9 +19,9 @@ from pathlib import Path
 from tuner.errors import MeasurementError, ModelLoadError, ServerStartError
 from tuner.measure.perf_analyzer import PerfAnalyzer, PerfSettings
 from tuner.model_info import ModelInfo
+from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
 from tuner.triton.server import EmbeddedServer, Ports
-from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper
 
 from tuner.errors import ModelLoadError, ServerStartError
 from tuner.model_info import read_model_info
+from tuner.trial import InstanceKind, TrialSpec
 from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
 from tuner.triton.server import EmbeddedServer, Ports, free_port
-from tuner.trial import InstanceKind, TrialSpec
 
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000, instance_count=2)
 
@@ -150,6 +150,6 @@ def test_port_taken_is_a_start_error(tmp_path: Path) -> None:
         server = EmbeddedServer(tmp_path / "work", tmp_path / "repository",
                                 ports=Ports(http=port, grpc=free_port(), metrics=free_port()),
                                 startup_timeout_s=20)
-        with pytest.raises(ServerStartError, match=f"already in use"):
+        with pytest.raises(ServerStartError, match="already in use"):
             server.start()
     assert not server.is_alive()

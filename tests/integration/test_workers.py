@@ -168,3 +168,22 @@ def test_trials_run_on_both_nodes_of_a_cluster(tmp_path: Path, digits_onnx: Path
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+def test_a_config_is_measured_once_even_when_proposed_twice_at_once(
+    tmp_path: Path, digits_onnx: Path, local_ray: None
+) -> None:
+    cfg = _config(tmp_path, digits_onnx, "twins", n_trials=5, search={
+        "sampler": "random", "space": {"max_batch_size": 4, "dynamic_batching": False, "instance_count": [1, 2]}})
+    study = _run(cfg)
+    assert len(study.trials) == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    measured = [t for t in study.trials if "reused_from" not in t.user_attrs]
+    keys = [t.user_attrs["spec_key"] for t in measured]
+    assert len(keys) == len(set(keys)) <= 2
+    waited = 0
+    for trial in study.trials:
+        if "reused_from" in trial.user_attrs:
+            source = study.trials[trial.user_attrs["reused_from"]]
+            assert trial.values == source.values and trial.params == source.params
+            waited += trial.datetime_start < source.datetime_complete
+    assert waited, "no duplicate was proposed while its config was being measured"

@@ -6,6 +6,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tuner.model_info import ModelInfo, TensorInfo, read_model_info
+from tuner.trial import InstanceKind, TrialSpec
 from tuner.triton.model_config import (
     RUNNER_BACKEND,
     build_model_config,
@@ -13,7 +14,6 @@ from tuner.triton.model_config import (
     runner_parameters,
     to_pbtxt,
 )
-from tuner.trial import InstanceKind, TrialSpec
 
 HAND_MADE = ModelInfo(
     inputs=(

@@ -1,0 +1,74 @@
+"""How measurements become a trial's values and constraints, and trials a recommendation.
+
+The trial attributes the tuner writes (``ATTR_*``) are read here and by every view of a study.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.config import StudyConfig
+from tuner.trial import LoadPoint
+
+ATTR_METRICS = "metrics"
+ATTR_SPEC_KEY = "spec_key"
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_REUSED_FROM = "reused_from"
+ATTR_DEFAULT = "default_config"
+ATTR_INTERRUPTED = "interrupted"
+ATTR_STUDY_FILE = "study_file"
+ATTR_WORKER_CORES = "worker_cores"
+ATTR_WORKERS = "workers"
+ATTR_WORKER = "worker"
+
+
+def choose_point(points: tuple[LoadPoint, ...], cfg: StudyConfig) -> LoadPoint:
+    """The point a trial is judged by: the best feasible one by the first objective.
+
+    Where no concurrency meets the constraints, the one that violates them least.
+    """
+    first = cfg.objectives[0]
+    sign = 1.0 if first.direction == "maximize" else -1.0
+    feasible = [p for p in points if violation(p.metrics(), cfg) == 0.0]
+    if feasible:
+        return max(feasible, key=lambda p: sign * p.metrics()[first.metric])
+    return min(points, key=lambda p: violation(p.metrics(), cfg))
+
+
+def constraint_values(metrics: dict[str, float], cfg: StudyConfig) -> dict[str, float]:
+    """Optuna constraint values by metric: <= 0 where the bound holds, the excess otherwise."""
+    values = {}
+    for metric, bound in cfg.constraints.items():
+        value = metrics[metric]
+        excess = []
+        if bound.max is not None:
+            excess.append(value - bound.max)
+        if bound.min is not None:
+            excess.append(bound.min - value)
+        values[metric] = max(excess)
+    return values
+
+
+def violation(metrics: dict[str, float], cfg: StudyConfig) -> float:
+    return sum(max(0.0, v) for v in constraint_values(metrics, cfg).values())
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and all(v <= 0.0 for v in trial.constraints.values())
+
+
+def recommend(study: optuna.Study) -> FrozenTrial | None:
+    """The feasible trial that is best by the study's first objective."""
+    front = study.best_trials
+    if not front:
+        return None
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return (max if maximize else min)(front, key=lambda t: t.values[0])
+
+
+def default_trial(study: optuna.Study) -> FrozenTrial | None:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get(ATTR_DEFAULT):
+            return trial
+    return None
