@@ -3,11 +3,6 @@
 # embedded Triton server, stored in ./tuner.db.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+bash scripts/setup.sh
 .venv/bin/tuner models prepare
 .venv/bin/tuner optimize search_spaces/text_detection_cpu.yaml "$@"

@@ -2,12 +2,7 @@
 # Installs what the tests need (virtual environment, packages, a running PostgreSQL) and runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+bash scripts/setup.sh
 
 # PostgreSQL at 127.0.0.1:5432 with trust auth and a database `test`: start it where it is installed
 # but not running. Tests that need it fail (not skip) when it cannot be reached.

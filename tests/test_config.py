@@ -73,7 +73,7 @@ def test_minimal_file_loads_with_defaults(study_dir: Path) -> None:
     assert config.model.inputs == []
     assert config.server.launch == "embedded"
     assert config.server.http_port is None
-    assert config.workers.count == 1
+    assert config.workers.count is None  # one per GPU, else one: see tuner.hardware.plan_workers
     assert config.search.sampler == "tpe"
     assert config.search.n_trials == 20
     assert config.search.timeout_s is None

@@ -90,10 +90,11 @@ def optimize(
     store = Store(cfg.storage)
     runner = st.StudyRunner(cfg, store, on_event=None)
     total = n_trials or cfg.search.n_trials
+    plan = runner.plan
+    gpus = f", {plan.gpus_per_worker:g} GPU" if plan.on_gpu else ""
     console.print(
         f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
-        f"{cfg.workers.count} {cfg.workers.backend} worker(s) · {st.worker_cores(cfg)} cores each · "
-        f"storage {cfg.storage}"
+        f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · storage {cfg.storage}"
     )
     with _progress() as progress:
         task = progress.add_task("starting workers and their Triton servers", total=total, best="")

@@ -106,19 +106,22 @@ class ServerSettings(_Strict):
 class WorkerSettings(_Strict):
     """How many workers, what each may use, and where they run.
 
+    Left out: one worker per GPU where there are GPUs, else one worker; the cores are shared
+    equally among the workers.
+
     ``backend: ray`` runs each worker as a Ray actor (a local Ray, or the cluster at
     ``ray_address``); ``local`` runs the one worker inside the tuner's own process.
     """
 
     backend: Literal["ray", "local"] = "ray"
-    count: Annotated[int, Field(ge=1)] = 1
-    cpus_per_worker: Annotated[float, Field(gt=0)] | None = None
-    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    count: Annotated[int, Field(ge=1)] | None = None
+    cpus_per_worker: Annotated[int, Field(ge=1)] | None = None
+    gpus_per_worker: Annotated[float, Field(ge=0)] | None = None
     ray_address: str | None = None
 
     @model_validator(mode="after")
     def _local_is_one_worker(self) -> WorkerSettings:
-        if self.backend == "local" and (self.count != 1 or self.ray_address or self.gpus_per_worker):
+        if self.backend == "local" and (self.count not in (None, 1) or self.ray_address or self.gpus_per_worker):
             raise ValueError("backend local runs one CPU worker in the tuner's process: use backend ray")
         return self
 
@@ -329,7 +332,7 @@ class StudyConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         fixed_ports = self.server.http_port is not None
-        if fixed_ports and self.workers.count > 1:
+        if fixed_ports and (self.workers.count or 1) > 1:
             raise ValueError("server: fixed ports allow one worker only; leave the ports out")
         return self
 

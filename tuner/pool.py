@@ -202,7 +202,7 @@ class RaySettings:
     """
 
     count: int
-    cpus_per_worker: float
+    cpus_per_worker: int
     gpus_per_worker: float = 0.0
     address: str | None = None
     trial_timeout_s: float = 900.0
@@ -253,7 +253,7 @@ class RayPool:
             if self.settings.address:
                 kwargs["address"] = self.settings.address
             else:
-                kwargs["num_cpus"] = max(len(_affinity()), int(self.settings.count * self.settings.cpus_per_worker))
+                kwargs["num_cpus"] = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
             if self.settings.runtime_env:
                 kwargs["runtime_env"] = self.settings.runtime_env
             try:
@@ -275,7 +275,7 @@ class RayPool:
             num_gpus=self.settings.gpus_per_worker,
             max_concurrency=1,
         )
-        cores = None if self.settings.gpus_per_worker else max(1, int(self.settings.cpus_per_worker))
+        cores = None if self.settings.gpus_per_worker else self.settings.cpus_per_worker
         index = slot.status.index
         slot.actor = remote.remote(self.setup_for(index), self._model_ref, cores, index)
         slot.future = slot.actor.start.remote()

@@ -11,8 +11,8 @@ FAIL when the study is opened again, and their configs are proposed again.
 from __future__ import annotations
 
 import logging
-import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError
+from tuner.hardware import WorkerPlan, plan_workers
 from tuner.measure.perf_analyzer import PerfSettings
 from tuner.model_info import TensorInfo, read_model_info
 from tuner.pool import LocalPool, Pool, RayPool, RaySettings, WorkerStatus
@@ -44,7 +45,7 @@ from tuner.results import (
 from tuner.samplers import make_sampler
 from tuner.search_space import SearchSpace
 from tuner.store import Store
-from tuner.trial import TrialOutcome, TrialSpec
+from tuner.trial import InstanceKind, TrialOutcome, TrialSpec
 from tuner.triton.server import Ports
 from tuner.worker import WorkerSetup
 
@@ -84,19 +85,12 @@ class StudySummary:
     interrupted: bool = False
 
 
-def worker_cores(cfg: StudyConfig) -> int:
-    """CPU cores one worker may use: the study's setting, else an equal share of this machine."""
-    if cfg.workers.cpus_per_worker is not None:
-        return max(1, int(cfg.workers.cpus_per_worker))
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, available // cfg.workers.count)
+def build_space(cfg: StudyConfig, plan: WorkerPlan) -> SearchSpace:
+    kind = InstanceKind.GPU if plan.on_gpu else InstanceKind.CPU
+    return SearchSpace(cfg.search.space, plan.cpus_per_worker, kind)
 
 
-def build_space(cfg: StudyConfig) -> SearchSpace:
-    return SearchSpace(cfg.search.space, worker_cores(cfg))
-
-
-def open_study(cfg: StudyConfig, store: Store, space: SearchSpace) -> optuna.Study:
+def open_study(cfg: StudyConfig, store: Store, space: SearchSpace, plan: WorkerPlan) -> optuna.Study:
     """Creates the study, or opens it again to continue it.
 
     Raises:
@@ -118,9 +112,11 @@ def open_study(cfg: StudyConfig, store: Store, space: SearchSpace) -> optuna.Stu
         study_name=cfg.study, storage=store.optuna, directions=directions, sampler=sampler, load_if_exists=True
     )
     if not existing:
-        study.set_metric_names([o.metric for o in cfg.objectives])
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard labels with
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in cfg.objectives])
     study.set_user_attr(ATTR_STUDY_FILE, cfg.model_dump(mode="json"))
-    study.set_user_attr(ATTR_WORKER_CORES, worker_cores(cfg))
+    study.set_user_attr(ATTR_WORKER_CORES, plan.cpus_per_worker)
     return study
 
 
@@ -164,10 +160,11 @@ class StudyRunner:
         self.cfg = cfg
         self.store = store
         self.on_event = on_event or (lambda event: None)
-        self.space = build_space(cfg)
+        self.plan = plan_workers(cfg.workers)
+        self.space = build_space(cfg, self.plan)
         inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
         self.model_info = read_model_info(cfg.model.path, inputs)
-        self.study = open_study(cfg, store, self.space)
+        self.study = open_study(cfg, store, self.space, self.plan)
         self._measured: dict[str, FrozenTrial] = {}
         self._pending: dict[int, optuna.Trial] = {}
         self._twins: dict[str, list[optuna.Trial]] = {}
@@ -189,9 +186,9 @@ class StudyRunner:
                 window_ms=load.measurement_window_ms,
                 stability_percentage=load.stability_percentage,
                 max_windows=load.max_windows,
-                warmup_requests=load.warmup_requests,
                 protocol=load.protocol,
             ),
+            warmup_requests=load.warmup_requests,
             address=server.address,
             ports=ports,
             startup_timeout_s=server.startup_timeout_s,
@@ -215,7 +212,7 @@ class StudyRunner:
         deadline = time.monotonic() + timeout_s if timeout_s else None
         self._pending, self._twins, self._in_flight = {}, {}, {}
         interrupted = False
-        with make_pool(self.cfg, self.worker_setup) as pool:
+        with make_pool(self.cfg, self.plan, self.worker_setup) as pool:
             self.pool = pool
             self.study.set_user_attr(ATTR_WORKERS, [_worker_json(w) for w in pool.status])
             try:
@@ -350,16 +347,15 @@ def _worker_json(status: WorkerStatus) -> dict[str, Any]:
     return {"index": status.index, "node": status.node, "cores": list(status.cores)}
 
 
-def make_pool(cfg: StudyConfig, setup_for: Callable[[int], WorkerSetup]) -> Pool:
+def make_pool(cfg: StudyConfig, plan: WorkerPlan, setup_for: Callable[[int], WorkerSetup]) -> Pool:
     """The pool the study file asks for: Ray actors, or one worker in this process."""
-    workers = cfg.workers
-    if workers.backend == "local":
+    if cfg.workers.backend == "local":
         return LocalPool(setup_for(0))
     settings = RaySettings(
-        count=workers.count,
-        cpus_per_worker=workers.cpus_per_worker or float(worker_cores(cfg)),
-        gpus_per_worker=workers.gpus_per_worker,
-        address=workers.ray_address,
+        count=plan.count,
+        cpus_per_worker=plan.cpus_per_worker,
+        gpus_per_worker=plan.gpus_per_worker,
+        address=cfg.workers.ray_address,
         trial_timeout_s=cfg.load.trial_timeout_s,
         start_timeout_s=cfg.server.startup_timeout_s + 60,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tuner.errors import MeasurementError, ModelLoadError, ServerStartError
 from tuner.measure.perf_analyzer import PerfAnalyzer, PerfSettings
+from tuner.measure.warmup import warm_up
 from tuner.model_info import ModelInfo
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
@@ -36,6 +37,7 @@ class WorkerSetup:
         workdir: The worker's own folder (repository, server log, reports).
         concurrency: Concurrencies to measure each config at.
         perf: perf_analyzer settings.
+        warmup_requests: Requests per concurrency slot sent after each load, before measuring.
         address: Address the server binds to.
         ports: Fixed server ports, or None for free ones.
         startup_timeout_s: How long the server may take to become ready.
@@ -47,6 +49,7 @@ class WorkerSetup:
     workdir: Path
     concurrency: tuple[int, ...]
     perf: PerfSettings
+    warmup_requests: int = 4
     address: str = "127.0.0.1"
     ports: Ports | None = None
     startup_timeout_s: float = 60.0
@@ -107,11 +110,16 @@ class Worker:
             phase = time.perf_counter()
             self.server.load(name)
             timings["load_s"] = time.perf_counter() - phase
-            phase = time.perf_counter()
             assert self._perf is not None
+            timings["warmup_s"] = timings["measure_s"] = 0.0
             for concurrency in self.setup.concurrency:
+                phase = time.perf_counter()
+                warm_up(self.server.http_url, name, self.setup.model_info,
+                        self.setup.warmup_requests * concurrency, concurrency)
+                timings["warmup_s"] += time.perf_counter() - phase
+                phase = time.perf_counter()
                 points.append(self._perf.measure(name, concurrency))
-            timings["measure_s"] = time.perf_counter() - phase
+                timings["measure_s"] += time.perf_counter() - phase
         except ModelLoadError as exc:
             error = f"Triton refused the config: {exc}"
         except MeasurementError as exc:

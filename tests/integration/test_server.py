@@ -153,3 +153,14 @@ def test_port_taken_is_a_start_error(tmp_path: Path) -> None:
         with pytest.raises(ServerStartError, match="already in use"):
             server.start()
     assert not server.is_alive()
+
+
+def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Path) -> None:
+    from tuner.measure.warmup import warm_up
+
+    server.load("two_io")
+    before = int(server.model_statistics("two_io")["model_stats"][0]["inference_count"])
+    info = read_model_info(server.repository / "two_io" / "1" / "model.onnx")
+    warm_up(server.http_url, "two_io", info, requests=6, concurrency=3)
+    after = int(server.model_statistics("two_io")["model_stats"][0]["inference_count"])
+    assert after - before == 6

@@ -38,14 +38,12 @@ class PerfSettings:
         window_ms: Length of one measurement window.
         stability_percentage: Allowed spread of the last three windows.
         max_windows: Windows to try before giving up on stability.
-        warmup_requests: Requests per concurrency slot sent before measuring.
         protocol: ``grpc`` or ``http``.
     """
 
     window_ms: int = 2000
     stability_percentage: float = 10.0
     max_windows: int = 10
-    warmup_requests: int = 4
     protocol: str = "grpc"
 
 
@@ -96,13 +94,11 @@ class PerfAnalyzer:
         self.env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (lib_path, self.env.get("LD_LIBRARY_PATH")) if p)
 
     def measure(self, model: str, concurrency: int) -> LoadPoint:
-        """Warms up, then measures ``model`` at ``concurrency``.
+        """Measures ``model`` at ``concurrency`` until the windows agree (see the module doc).
 
         Raises:
             MeasurementError: perf_analyzer failed (its own message is kept).
         """
-        warmup = max(self.settings.warmup_requests * concurrency, 1)
-        self._run(model, concurrency, ["--request-count", str(warmup)], report=False)
         try:
             return self._run(model, concurrency, self._window_args(), report=True)
         except _Unstable:
