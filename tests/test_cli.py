@@ -49,6 +49,9 @@ def _assert_refused(result: subprocess.CompletedProcess[str], folder: Path, *nee
         ({"objectives": [{"metric": "speed", "direction": "maximize"}]}, ["objectives.0.metric", "speed"]),
         ({"model": {"name": "m", "path": "missing.onnx"}}, ["model.path", "missing.onnx"]),
         ({"surprise": 1}, ["surprise: unknown field"]),
+        ({"search": {"space": {"accelerator": ["none", "tensorrt"]}}}, ["search.space.accelerator", "GPU"]),
+        ({"search": {"sampler": "grid", "space": {"max_batch_size": {"low": 1, "high": 64, "log": True}}}},
+         ["search.space.max_batch_size", "grid"]),
     ],
 )
 def test_invalid_fields(tmp_path: Path, digits_onnx: Path, changes: dict, needles: list[str]) -> None:

@@ -134,6 +134,8 @@ def test_single_values_are_constants_not_params() -> None:
         "dynamic_batching": True,
         "max_queue_delay_us": 300,
         "instance_count": 2,
+        "accelerator": "none",
+        "precision": "fp32",
     }
     assert (spec.max_batch_size, spec.dynamic_batching, spec.max_queue_delay_us, spec.instance_count) == (
         16,
@@ -144,9 +146,12 @@ def test_single_values_are_constants_not_params() -> None:
 
 
 def test_distribution_types() -> None:
-    space = _space(cpu_threads={"low": 1, "high": 16, "log": True})
+    space = _space(cpu_threads={"low": 1, "high": 16, "log": True}, accelerator=["none", "openvino"],
+                   precision=["fp32", "int8"])
 
     assert list(space.distributions) == list(KNOBS)  # asked in KNOBS order
+    assert space.distributions["accelerator"] == CategoricalDistribution(["none", "openvino"])
+    assert space.distributions["precision"] == CategoricalDistribution(["fp32", "int8"])
     assert space.distributions["max_batch_size"] == CategoricalDistribution([1, 4, 8, 16, 32])
     assert space.distributions["dynamic_batching"] == CategoricalDistribution([False, True])
     assert space.distributions["instance_count"] == IntDistribution(1, 4)
@@ -425,3 +430,27 @@ def test_enqueued_default_runs_under_the_grid_sampler_with_every_knob_searched()
     assert (spec.max_batch_size, spec.dynamic_batching, spec.instance_count, spec.cpu_threads) == (4, False, 1, 2)
     study.tell(trial, [1.0, 1.0])
     assert study.ask() is not None  # the grid goes on after the enqueued default
+
+
+def test_gpu_accelerators_are_refused_on_cpu_workers() -> None:
+    with pytest.raises(ConfigError, match="search.space.accelerator: cuda, tensorrt need GPU workers"):
+        _space(accelerator=["none", "cuda", "tensorrt"])
+    space = _space(kind=InstanceKind.GPU, accelerator=["cuda", "openvino"])
+    assert space.to_spec({"accelerator": "cuda"}).kind is InstanceKind.GPU
+    assert space.to_spec({"accelerator": "openvino"}).kind is InstanceKind.CPU  # OpenVINO runs on the CPU
+
+
+def test_accelerator_and_precision_reach_the_spec_and_the_default() -> None:
+    space = _space(accelerator=["openvino", "none"], precision=["int8", "fp16", "fp32"])
+    assert space.default_params()["accelerator"] == "none"
+    assert space.default_params()["precision"] == "fp32"
+    trial, spec = _ask(space, _study())
+    assert (spec.accelerator, spec.precision) == (trial.params["accelerator"], trial.params["precision"])
+
+
+def test_queue_delay_is_no_dimension_when_batching_is_never_on() -> None:
+    space = _space(max_batch_size=8, dynamic_batching=False, instance_count=[1, 2])
+    assert "max_queue_delay_us" not in space.distributions
+    assert "max_queue_delay_us" not in space.fixed
+    assert space.grid() == {"instance_count": [1, 2]}
+    assert space.to_spec({"instance_count": 2}).max_queue_delay_us == 0

@@ -120,6 +120,7 @@ def _preflight(cfg: StudyConfig) -> None:
             raise ConfigError(f"server.{field}: port {port} is already in use on {cfg.server.address}")
     pytriton_root()
     find_binary()
+    st.check_study(cfg)
 
 
 def _progress() -> Progress:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -58,11 +59,23 @@ class TensorSpec(_Strict):
 
 
 class ModelSettings(_Strict):
-    """The model to tune: a name for Triton and the ONNX file."""
+    """The model to tune: a name for Triton, the ONNX file, and the inputs its variants are checked on."""
 
     name: str
     path: Path
     inputs: list[TensorSpec] = []
+    validation_data: Path | None = None
+    validation_samples: Annotated[int, Field(ge=1, le=256)] = 8
+
+    @field_validator("validation_data")
+    @classmethod
+    def _existing_data(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not path.is_file() or path.suffix not in (".npy", ".npz"):
+            raise ValueError(f"{path} is not an existing .npy or .npz file")
+        return path
 
     @field_validator("name")
     @classmethod
@@ -176,10 +189,29 @@ BoolDim = Annotated[
 _MINIMUMS = {"max_batch_size": 1, "max_queue_delay_us": 0, "instance_count": 1, "cpu_threads": 1}
 
 
+ACCELERATORS: tuple[str, ...] = ("none", "openvino", "cuda", "tensorrt")
+GPU_ACCELERATORS: tuple[str, ...] = ("cuda", "tensorrt")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+
+def _name_dim(valid: tuple[str, ...]) -> Any:
+    def check(value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        unknown = [v for v in values if v not in valid]
+        if unknown:
+            raise ValueError(f"unknown {unknown[0]!r}; valid: {', '.join(valid)}")
+        if len(set(values)) != len(values):
+            raise ValueError("choices must not repeat")
+        return value
+
+    return Annotated[str | Annotated[list[str], Field(min_length=1)], AfterValidator(check)]
+
+
 class SearchSpace(_Strict):
     """The knobs to search. A list is a set of choices, {low, high} a range, a scalar a fixed value.
 
     ``cpu_threads`` left out means each instance gets an equal share of the worker's cores.
+    ``accelerator`` and ``precision`` left out mean ONNX Runtime's default provider at FP32.
     """
 
     max_batch_size: IntDim = [1, 4, 8, 16, 32]
@@ -187,6 +219,8 @@ class SearchSpace(_Strict):
     max_queue_delay_us: IntDim = IntRange(low=0, high=20000, step=100)
     instance_count: IntDim = IntRange(low=1, high=4)
     cpu_threads: IntDim | None = None
+    accelerator: _name_dim(ACCELERATORS) = "none"  # type: ignore[valid-type]
+    precision: _name_dim(PRECISIONS) = "fp32"  # type: ignore[valid-type]
 
     @field_validator("max_batch_size", "max_queue_delay_us", "instance_count", "cpu_threads")
     @classmethod
@@ -402,4 +436,4 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic adds the union member tried to the location
-    return isinstance(part, str) and (part in _DIM_TAGS or "[" in part or part in ("int", "float", "bool"))
+    return isinstance(part, str) and (part in _DIM_TAGS or "[" in part or part in ("int", "float", "bool", "str"))

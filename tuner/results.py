@@ -5,6 +5,9 @@ The trial attributes the tuner writes (``ATTR_*``) are read here and by every vi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -21,19 +24,25 @@ ATTR_STUDY_FILE = "study_file"
 ATTR_WORKER_CORES = "worker_cores"
 ATTR_WORKERS = "workers"
 ATTR_WORKER = "worker"
+ATTR_ACCURACY = "accuracy"
 
 
-def choose_point(points: tuple[LoadPoint, ...], cfg: StudyConfig) -> LoadPoint:
+def trial_metrics(point: LoadPoint, accuracy: Mapping[str, Any] | None) -> dict[str, float]:
+    """Every metric of a trial at one of its points: the point's and the accuracy check's."""
+    return point.metrics() | {"accuracy_drop": float((accuracy or {}).get("accuracy_drop", 0.0))}
+
+
+def choose_point(points: tuple[LoadPoint, ...], cfg: StudyConfig, accuracy: Mapping[str, Any] | None = None) -> LoadPoint:
     """The point a trial is judged by: the best feasible one by the first objective.
 
     Where no concurrency meets the constraints, the one that violates them least.
     """
     first = cfg.objectives[0]
     sign = 1.0 if first.direction == "maximize" else -1.0
-    feasible = [p for p in points if violation(p.metrics(), cfg) == 0.0]
+    feasible = [p for p in points if violation(trial_metrics(p, accuracy), cfg) == 0.0]
     if feasible:
-        return max(feasible, key=lambda p: sign * p.metrics()[first.metric])
-    return min(points, key=lambda p: violation(p.metrics(), cfg))
+        return max(feasible, key=lambda p: sign * trial_metrics(p, accuracy)[first.metric])
+    return min(points, key=lambda p: violation(trial_metrics(p, accuracy), cfg))
 
 
 def constraint_values(metrics: dict[str, float], cfg: StudyConfig) -> dict[str, float]:

@@ -31,8 +31,19 @@ def _random(seed: int | None, space: SearchSpace) -> optuna.samplers.BaseSampler
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for an ask-and-tell loop.
+
+    Optuna's own ``after_trial`` calls ``study.stop()`` once the grid is used up, which works only
+    inside ``study.optimize``; the study loop asks ``is_exhausted`` before each trial instead.
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001 - Optuna's signature
+        return None
+
+
 def _grid(seed: int | None, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    return AskTellGridSampler(space.grid(), seed=seed)
 
 
 SAMPLERS: dict[str, Callable[[int | None, SearchSpace], optuna.samplers.BaseSampler]] = {

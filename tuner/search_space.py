@@ -2,7 +2,8 @@
 
 Only the knobs given as choices or ranges become trial parameters, under the names the study
 file uses; a fixed value is a constant of the study. ``max_queue_delay_us`` is asked only when
-dynamic batching is on, because it means nothing otherwise. ``cpu_threads``, when the study
+dynamic batching is on, because it means nothing otherwise (and is no dimension at all where
+batching is never on). ``cpu_threads``, when the study
 leaves it out, gives each instance an equal share of the worker's cores, so that instances x
 threads never exceeds them.
 """
@@ -20,7 +21,10 @@ from tuner.errors import ConfigError
 from tuner.trial import InstanceKind, TrialSpec
 
 #: Searchable knobs in the order they are asked.
-KNOBS: tuple[str, ...] = ("max_batch_size", "dynamic_batching", "max_queue_delay_us", "instance_count", "cpu_threads")
+KNOBS: tuple[str, ...] = (
+    "max_batch_size", "dynamic_batching", "max_queue_delay_us", "instance_count", "cpu_threads",
+    "accelerator", "precision",
+)
 _GRID_LIMIT = 100_000
 
 
@@ -37,11 +41,21 @@ class SearchSpace:
         self.space = space
         self.worker_cores = max(1, worker_cores)
         self.kind = kind
+        accelerators = space.accelerator if isinstance(space.accelerator, list) else [space.accelerator]
+        needs_gpu = [a for a in accelerators if a in cfg.GPU_ACCELERATORS]
+        if needs_gpu and kind is not InstanceKind.GPU:
+            raise ConfigError(
+                f"search.space.accelerator: {', '.join(needs_gpu)} need GPU workers, and this study's workers have "
+                "none (no GPU found, or workers.gpus_per_worker is 0)"
+            )
         self.distributions: dict[str, BaseDistribution] = {}
         self.fixed: dict[str, Any] = {}
+        batching_possible = space.dynamic_batching is True or (
+            isinstance(space.dynamic_batching, list) and True in space.dynamic_batching
+        )
         for knob in KNOBS:
             value = getattr(space, knob)
-            if value is None:
+            if value is None or (knob == "max_queue_delay_us" and not batching_possible):
                 continue
             distribution = _distribution(value)
             if distribution is None:
@@ -72,23 +86,31 @@ class SearchSpace:
         if threads is None:
             threads = max(1, self.worker_cores // instances)
         dynamic = bool(merged.get("dynamic_batching", False))
+        accelerator = str(merged.get("accelerator", "none"))
+        # OpenVINO runs on the CPU even on a GPU worker.
+        kind = InstanceKind.CPU if accelerator == "openvino" else self.kind
         return TrialSpec(
             max_batch_size=int(merged.get("max_batch_size", 1)),
             dynamic_batching=dynamic,
             max_queue_delay_us=int(merged.get("max_queue_delay_us", 0)) if dynamic else 0,
             instance_count=instances,
             cpu_threads=int(threads),
-            kind=self.kind,
+            kind=kind,
+            accelerator=accelerator,
+            precision=str(merged.get("precision", "fp32")),
         )
 
     def default_params(self) -> dict[str, Any]:
         """Trial params of the model's default config, moved into the space where needed.
 
-        The default is Triton's usual start: no dynamic batching, one instance, and
-        max_batch_size 4 (the value Triton fills in for a batching ONNX model); every searched
-        knob gets a value, as the grid sampler needs.
+        The default is Triton's usual start: no dynamic batching, one instance, max_batch_size
+        4 (the value Triton fills in for a batching ONNX model), ONNX Runtime's default provider
+        at FP32; every searched knob gets a value, as the grid sampler needs.
         """
-        wanted = {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 1}
+        wanted = {
+            "max_batch_size": 4, "dynamic_batching": False, "instance_count": 1,
+            "accelerator": "none", "precision": "fp32",
+        }
         params: dict[str, Any] = {}
         for knob, distribution in self.distributions.items():
             if knob in wanted:
@@ -138,7 +160,7 @@ def _nearest(distribution: BaseDistribution, target: Any) -> Any:
         choices = list(distribution.choices)
         if target in choices:
             return target
-        if isinstance(target, bool):
+        if isinstance(target, (bool, str)):
             return choices[0]
         return min(choices, key=lambda c: (abs(c - target), c))
     assert isinstance(distribution, IntDistribution)

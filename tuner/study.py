@@ -27,6 +27,7 @@ from tuner.measure.perf_analyzer import PerfSettings
 from tuner.model_info import TensorInfo, read_model_info
 from tuner.pool import LocalPool, Pool, RayPool, RaySettings, WorkerStatus
 from tuner.results import (
+    ATTR_ACCURACY,
     ATTR_DEFAULT,
     ATTR_FAIL_REASON,
     ATTR_INTERRUPTED,
@@ -41,12 +42,14 @@ from tuner.results import (
     constraint_values,
     default_trial,
     recommend,
+    trial_metrics,
 )
 from tuner.samplers import make_sampler
 from tuner.search_space import SearchSpace
 from tuner.store import Store
 from tuner.trial import InstanceKind, TrialOutcome, TrialSpec
 from tuner.triton.server import Ports
+from tuner.validation import validation_inputs
 from tuner.worker import WorkerSetup
 
 logger = logging.getLogger(__name__)
@@ -88,6 +91,21 @@ class StudySummary:
 def build_space(cfg: StudyConfig, plan: WorkerPlan) -> SearchSpace:
     kind = InstanceKind.GPU if plan.on_gpu else InstanceKind.CPU
     return SearchSpace(cfg.search.space, plan.cpus_per_worker, kind)
+
+
+def check_study(cfg: StudyConfig) -> None:
+    """Raises what opening the study would raise, before anything is written or started.
+
+    Raises:
+        ModelError: the model file cannot be served (unreadable, free dimensions, bad validation data).
+        ConfigError: the search space does not suit the workers (e.g. TensorRT on CPU workers).
+    """
+    inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
+    info = read_model_info(cfg.model.path, inputs)
+    space = build_space(cfg, plan_workers(cfg.workers))
+    make_sampler(cfg.search.sampler, cfg.search.seed, space)
+    if cfg.model.validation_data is not None:
+        validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
 
 
 def open_study(cfg: StudyConfig, store: Store, space: SearchSpace, plan: WorkerPlan) -> optuna.Study:
@@ -164,6 +182,9 @@ class StudyRunner:
         self.space = build_space(cfg, self.plan)
         inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
         self.model_info = read_model_info(cfg.model.path, inputs)
+        self.validation = validation_inputs(
+            cfg.model.name, self.model_info, cfg.model.validation_data, cfg.model.validation_samples
+        )
         self.study = open_study(cfg, store, self.space, self.plan)
         self._measured: dict[str, FrozenTrial] = {}
         self._pending: dict[int, optuna.Trial] = {}
@@ -189,6 +210,7 @@ class StudyRunner:
                 protocol=load.protocol,
             ),
             warmup_requests=load.warmup_requests,
+            validation=self.validation,
             address=server.address,
             ports=ports,
             startup_timeout_s=server.startup_timeout_s,
@@ -310,9 +332,11 @@ class StudyRunner:
             self.study.tell(trial, state=TrialState.FAIL)
             logger.info("trial %d failed: %s", trial.number, outcome.error)
             return
-        point = choose_point(outcome.points, self.cfg)
-        metrics = point.metrics()
-        trial.set_user_attr(ATTR_METRICS, point.as_dict())
+        point = choose_point(outcome.points, self.cfg, outcome.accuracy)
+        metrics = trial_metrics(point, outcome.accuracy)
+        trial.set_user_attr(ATTR_METRICS, point.as_dict() | {"accuracy_drop": metrics["accuracy_drop"]})
+        if outcome.accuracy is not None:
+            trial.set_user_attr(ATTR_ACCURACY, outcome.accuracy)
         for name, value in constraint_values(metrics, self.cfg).items():
             trial.set_constraint(name, value)
         self.study.tell(trial, [metrics[o.metric] for o in self.cfg.objectives])
@@ -329,6 +353,8 @@ class StudyRunner:
             self.store.save_outcome(self.cfg.study, trial._trial_id, trial.number, outcome)  # noqa: SLF001
         trial.set_user_attr(ATTR_REUSED_FROM, source.number)
         trial.set_user_attr(ATTR_METRICS, source.user_attrs.get(ATTR_METRICS, {}))
+        if ATTR_ACCURACY in source.user_attrs:
+            trial.set_user_attr(ATTR_ACCURACY, source.user_attrs[ATTR_ACCURACY])
         for name, value in source.constraints.items():
             trial.set_constraint(name, value)
         self.study.tell(trial, list(source.values))

@@ -27,6 +27,9 @@ class TrialSpec:
         instance_count: Model instances in the instance group.
         cpu_threads: ONNX Runtime intra-op threads of each instance.
         kind: Where the instances run.
+        accelerator: ``none`` (ONNX Runtime's default provider on the device), ``openvino``,
+            ``cuda`` or ``tensorrt``.
+        precision: ``fp32``, ``fp16`` or ``int8``.
     """
 
     max_batch_size: int
@@ -35,6 +38,8 @@ class TrialSpec:
     instance_count: int
     cpu_threads: int = 1
     kind: InstanceKind = InstanceKind.CPU
+    accelerator: str = "none"
+    precision: str = "fp32"
 
     def key(self) -> str:
         """A canonical text that is equal for configs that behave the same on the server."""
@@ -69,18 +74,22 @@ class LoadPoint:
     stable: bool = True
 
     def metrics(self) -> dict[str, float]:
-        """The point's numbers by metric name (see METRICS), for objectives and constraints."""
-        return {name: float(getattr(self, name)) for name in METRICS}
+        """The point's numbers by metric name (see LOAD_METRICS), for objectives and constraints."""
+        return {name: float(getattr(self, name)) for name in LOAD_METRICS}
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, concurrency and stability included, for storage and JSON."""
         return dataclasses.asdict(self)
 
 
-#: Metric names a study may use as objectives or constraints.
-METRICS: tuple[str, ...] = tuple(
+#: Metrics measured under load, one value per concurrency.
+LOAD_METRICS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(LoadPoint) if f.name not in ("concurrency", "stable")
 )
+#: Metrics of the model variant's answers against the FP32 model's (see tuner.accuracy).
+ACCURACY_METRICS: tuple[str, ...] = ("accuracy_drop",)
+#: Metric names a study may use as objectives or constraints.
+METRICS: tuple[str, ...] = LOAD_METRICS + ACCURACY_METRICS
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,8 @@ class TrialOutcome:
         config_pbtxt: The config.pbtxt text the server was given.
         points: One LoadPoint per concurrency measured, in the order measured.
         error: Why the trial failed, or None when it succeeded.
-        timings_s: Seconds spent per phase (write, load, measure, unload).
+        timings_s: Seconds spent per phase (variant, write, load, accuracy, warm-up, measure, unload).
+        accuracy: The variant's answers against the FP32 model's (see tuner.accuracy), when checked.
     """
 
     spec: TrialSpec
@@ -100,6 +110,7 @@ class TrialOutcome:
     points: tuple[LoadPoint, ...] = ()
     error: str | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -112,4 +123,5 @@ class TrialOutcome:
             "error": self.error,
             "points": [p.as_dict() for p in self.points],
             "timings_s": dict(self.timings_s),
+            "accuracy": self.accuracy,
         }

@@ -1,5 +1,8 @@
 """A worker owns one Triton server and its model repository, and turns TrialSpecs into outcomes.
 
+A trial: build (or take from the cache) the model variant of the spec's precision, write the
+config, load it, check its answers on the validation batch, warm up, measure, unload.
+
     with Worker(setup) as worker:
         outcome = worker.evaluate(spec)   # never raises for a trial's own failure
 
@@ -12,17 +15,22 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.errors import MeasurementError, ModelLoadError, ServerStartError
+import numpy as np
+
+from tuner.accuracy import compare, reference_outputs
+from tuner.errors import MeasurementError, ModelError, ModelLoadError, ServerStartError
 from tuner.measure.perf_analyzer import PerfAnalyzer, PerfSettings
-from tuner.measure.warmup import warm_up
+from tuner.measure.warmup import infer_samples, warm_up
 from tuner.model_info import ModelInfo
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
 from tuner.triton.server import EmbeddedServer, Ports
+from tuner.variants import build_variant
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,8 @@ class WorkerSetup:
         concurrency: Concurrencies to measure each config at.
         perf: perf_analyzer settings.
         warmup_requests: Requests per concurrency slot sent after each load, before measuring.
+        validation: Inputs (by name, samples on the first axis) that every variant's answers are
+            checked on, and that calibrate INT8 variants; None skips the check.
         address: Address the server binds to.
         ports: Fixed server ports, or None for free ones.
         startup_timeout_s: How long the server may take to become ready.
@@ -50,6 +60,7 @@ class WorkerSetup:
     concurrency: tuple[int, ...]
     perf: PerfSettings
     warmup_requests: int = 4
+    validation: dict[str, np.ndarray] | None = None
     address: str = "127.0.0.1"
     ports: Ports | None = None
     startup_timeout_s: float = 60.0
@@ -69,6 +80,8 @@ class Worker:
             startup_timeout_s=setup.startup_timeout_s,
         )
         self._perf: PerfAnalyzer | None = None
+        self._installed: Path | None = None
+        self._reference: dict[str, np.ndarray] | None = None
 
     def __enter__(self) -> Worker:
         self.start()
@@ -82,9 +95,7 @@ class Worker:
         version_dir = self.repository / self.setup.model_name / "1"
         version_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(RUNNER_SOURCE, version_dir / "model.py")
-        model_file = version_dir / "model.onnx"
-        if not model_file.exists() or model_file.stat().st_size != self.setup.model_path.stat().st_size:
-            shutil.copy2(self.setup.model_path, model_file)
+        self._install_variant("fp32")
         self.server.start()
         self._perf = self._make_perf()
 
@@ -96,43 +107,66 @@ class Worker:
         return PerfAnalyzer(url, self.setup.workdir / "perf", self.setup.perf)
 
     def evaluate(self, spec: TrialSpec) -> TrialOutcome:
-        """Loads ``spec`` into the server, measures it at each concurrency, unloads it."""
+        """Builds the spec's variant, loads it with the spec's config, checks its answers,
+        measures it at each concurrency and unloads it."""
         name = self.setup.model_name
         timings: dict[str, float] = {}
-        started = time.perf_counter()
         pbtxt = to_pbtxt(build_model_config(name, self.setup.model_info, spec))
-        (self.repository / name / "config.pbtxt").write_text(pbtxt)
-        timings["write_s"] = time.perf_counter() - started
         points: list[LoadPoint] = []
+        accuracy: dict | None = None
         error: str | None = None
         try:
+            with _timed(timings, "variant_s"):
+                self._install_variant(spec.precision)
+            with _timed(timings, "write_s"):
+                (self.repository / name / "config.pbtxt").write_text(pbtxt)
             self._ensure_server()
-            phase = time.perf_counter()
-            self.server.load(name)
-            timings["load_s"] = time.perf_counter() - phase
+            with _timed(timings, "load_s"):
+                self.server.load(name)
+            with _timed(timings, "accuracy_s"):
+                accuracy = self._check_accuracy()
             assert self._perf is not None
-            timings["warmup_s"] = timings["measure_s"] = 0.0
             for concurrency in self.setup.concurrency:
-                phase = time.perf_counter()
-                warm_up(self.server.http_url, name, self.setup.model_info,
-                        self.setup.warmup_requests * concurrency, concurrency)
-                timings["warmup_s"] += time.perf_counter() - phase
-                phase = time.perf_counter()
-                points.append(self._perf.measure(name, concurrency))
-                timings["measure_s"] += time.perf_counter() - phase
+                with _timed(timings, "warmup_s"):
+                    warm_up(self.server.http_url, name, self.setup.model_info,
+                            self.setup.warmup_requests * concurrency, concurrency)
+                with _timed(timings, "measure_s"):
+                    points.append(self._perf.measure(name, concurrency))
+        except ModelError as exc:
+            error = f"{spec.precision} variant: {exc}"
         except ModelLoadError as exc:
-            error = f"Triton refused the config: {exc}"
+            error = f"Triton refused the config ({spec.accelerator}, {spec.precision}): {exc}"
         except MeasurementError as exc:
             error = f"measurement failed: {exc}"
         except ServerStartError as exc:
             error = str(exc)
         finally:
-            phase = time.perf_counter()
-            error = self._after_trial(name, error)
-            timings["unload_s"] = time.perf_counter() - phase
+            with _timed(timings, "unload_s"):
+                error = self._after_trial(name, error)
         if error:
             points = []
-        return TrialOutcome(spec=spec, config_pbtxt=pbtxt, points=tuple(points), error=error, timings_s=timings)
+        return TrialOutcome(
+            spec=spec, config_pbtxt=pbtxt, points=tuple(points), error=error, timings_s=timings, accuracy=accuracy
+        )
+
+    def _install_variant(self, precision: str) -> None:
+        """Puts the model file of ``precision`` in the repository (built once, then cached)."""
+        source = build_variant(
+            self.setup.model_path, precision, self.setup.workdir / "variants", self.setup.validation
+        )
+        if source != self._installed:
+            shutil.copy2(source, self.repository / self.setup.model_name / "1" / "model.onnx")
+            self._installed = source
+
+    def _check_accuracy(self) -> dict | None:
+        """The loaded variant's answers on the validation batch against the FP32 model's."""
+        inputs = self.setup.validation
+        if not inputs:
+            return None
+        if self._reference is None:
+            self._reference = reference_outputs(str(self.setup.model_path), inputs)
+        got = infer_samples(self.server.http_url, self.setup.model_name, self.setup.model_info, inputs)
+        return compare(self.setup.model_info, self._reference, got)
 
     def _after_trial(self, name: str, error: str | None) -> str | None:
         """Unloads the model; a server that died is noted in the error and restarted."""
@@ -153,3 +187,13 @@ class Worker:
         self.server.stop()
         self.server.start()
         self._perf = self._make_perf()
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the seconds the block took to ``timings[key]``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - started

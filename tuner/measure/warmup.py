@@ -1,4 +1,6 @@
-"""Warm-up after every load: a few requests per concurrency slot through Triton's HTTP client.
+"""Requests from the worker itself: the warm-up after every load, and the accuracy check's inference.
+
+Warm-up sends a few requests per concurrency slot through Triton's HTTP client.
 
 The first requests an instance serves pay for lazy initialisation (ONNX Runtime allocations,
 thread pools); sending them from this process takes milliseconds, where starting another
@@ -54,3 +56,32 @@ def warm_up(url: str, model_name: str, model: ModelInfo, requests: int, concurre
         raise MeasurementError(f"warm-up request failed: {exc.message() or exc}") from exc
     finally:
         client.close()
+
+
+def infer_samples(url: str, model_name: str, model: ModelInfo, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Runs each sample of ``inputs`` (first axis) through the server; the outputs, stacked.
+
+    Raises:
+        MeasurementError: the server answered with an error.
+    """
+    client = triton_http.InferenceServerClient(url, network_timeout=120.0)
+    count = min(len(array) for array in inputs.values())
+    results: dict[str, list[np.ndarray]] = {t.name: [] for t in model.outputs}
+    try:
+        for index in range(count):
+            requests = []
+            for tensor in model.inputs:
+                sample = inputs[tensor.name][index : index + 1]
+                if not tensor.item_shape:
+                    sample = sample.reshape(1, 1)
+                request = triton_http.InferInput(tensor.name, list(sample.shape), tensor.dtype)
+                request.set_data_from_numpy(np.ascontiguousarray(sample))
+                requests.append(request)
+            answer = client.infer(model_name, requests)
+            for tensor in model.outputs:
+                results[tensor.name].append(answer.as_numpy(tensor.name).reshape(1, *answer.as_numpy(tensor.name).shape[1:]))
+    except InferenceServerException as exc:
+        raise MeasurementError(f"inference of the validation batch failed: {exc.message() or exc}") from exc
+    finally:
+        client.close()
+    return {name: np.concatenate(parts) for name, parts in results.items()}

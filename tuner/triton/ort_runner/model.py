@@ -62,10 +62,17 @@ class TritonPythonModel:
                 f"execution provider {provider} is not available here "
                 f"(available: {', '.join(ort.get_available_providers())})"
             )
-        provider_options = json.loads(params.get("provider_options", "{}"))
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=[(provider, provider_options)]
-        )
+        providers = [(provider, json.loads(params.get("provider_options", "{}")))]
+        if provider == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.append(("CUDAExecutionProvider", {}))  # for the nodes TensorRT cannot run
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        # ONNX Runtime falls back to the CPU provider, with only a log line, when a provider
+        # refuses its options or the model: a trial must not measure something else unnoticed.
+        if self.session.get_providers()[0] != provider:
+            raise pb_utils.TritonModelException(
+                f"{provider} could not run this model with these options; ONNX Runtime fell back to "
+                f"{self.session.get_providers()[0]} (see the server log)"
+            )
         self.input_names = [t["name"] for t in config["input"]]
         self.output_names = [t["name"] for t in config["output"]]
         self.output_dtypes = {

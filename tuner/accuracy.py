@@ -1,0 +1,75 @@
+"""How far a variant's answers are from the FP32 model's, on a fixed validation batch.
+
+For each output: the largest absolute and relative error, the cosine similarity of the
+flattened outputs and, for classifier outputs, the share of samples whose top-1 class agrees.
+``accuracy_drop`` sums it up for constraints: 1 - the lowest top-1 agreement, or, where no
+output is a classifier's, 1 - the lowest cosine similarity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tuner.model_info import ModelInfo, TensorInfo
+
+
+def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The FP32 model's outputs on ``inputs``, with ONNX Runtime's CPU provider, one sample at a time."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    count = min(len(a) for a in inputs.values())
+    runs = [session.run(names, {k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
+    return {name: np.concatenate([run[j] for run in runs]) for j, name in enumerate(names)}
+
+
+def is_classifier_output(tensor: TensorInfo) -> bool:
+    """Class scores ([N, C], C > 1, float) or class labels ([N], integer)."""
+    if tensor.dtype in ("INT64", "INT32") and len(tensor.shape) <= 2 and all(d in (-1, 1) for d in tensor.item_shape):
+        return True
+    return tensor.dtype.startswith("FP") and len(tensor.shape) == 2 and tensor.shape[1] > 1
+
+
+def compare(model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The accuracy numbers of ``got`` against ``reference``, per output and summed up."""
+    outputs: dict[str, dict[str, float]] = {}
+    agreements: list[float] = []
+    cosines: list[float] = []
+    for tensor in model.outputs:
+        ref = np.asarray(reference[tensor.name]).reshape(len(reference[tensor.name]), -1)
+        out = np.asarray(got[tensor.name]).reshape(ref.shape)
+        numbers = _errors(ref.astype(np.float64), out.astype(np.float64))
+        if is_classifier_output(tensor):
+            numbers["top1_agreement"] = _top1(ref, out)
+            agreements.append(numbers["top1_agreement"])
+        else:
+            cosines.append(numbers["cosine_similarity"])
+        outputs[tensor.name] = numbers
+    basis: Sequence[float] = agreements or cosines or [1.0]
+    return {"accuracy_drop": max(0.0, 1.0 - min(basis)), "outputs": outputs, "samples": _count(reference)}
+
+
+def _errors(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    diff = np.abs(ref - out)
+    scale = float(np.max(np.abs(ref))) or 1.0
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(out))
+    cosine = float(np.dot(ref.ravel(), out.ravel()) / norms) if norms else float(np.array_equal(ref, out))
+    return {
+        "max_abs_error": float(diff.max(initial=0.0)),
+        "max_rel_error": float(diff.max(initial=0.0) / scale),
+        "cosine_similarity": cosine,
+    }
+
+
+def _top1(ref: np.ndarray, out: np.ndarray) -> float:
+    if ref.shape[1] == 1:  # labels
+        return float(np.mean(ref[:, 0] == out[:, 0]))
+    return float(np.mean(ref.argmax(axis=1) == out.argmax(axis=1)))
+
+
+def _count(arrays: Mapping[str, np.ndarray]) -> int:
+    return min((len(a) for a in arrays.values()), default=0)

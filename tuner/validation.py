@@ -1,0 +1,114 @@
+"""The fixed validation batch a study checks every variant's answers on.
+
+Real inputs where the model has them:
+
+- ``digits_forest``: the test split of scikit-learn's digits (the split the forest was not
+  trained on);
+- ``text_detection``: rendered lines of text on pages of varied background, 320x320, normalized
+  as PP-OCR's detector expects;
+- a file named in ``model.validation_data``: ``.npz`` (one array per input name) or ``.npy``
+  (a model with one input);
+- any other model: seeded random inputs of each input's type and shape (enough to compare a
+  variant with its FP32 model, not to judge the model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tuner.errors import ModelError
+from tuner.model_info import ModelInfo
+
+_WORDS = ["TRITON", "invoice 2024", "Total: 42.50", "hello world", "OPEN 24h", "Exit", "No. 7381",
+          "batch size", "latency", "throughput", "Model Repository", "queue delay"]
+
+
+def validation_inputs(model_name: str, model: ModelInfo, data_file: Path | None = None,
+                      count: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """``count`` samples for every input of the model, by input name.
+
+    Raises:
+        ModelError: the data file does not fit the model's inputs.
+    """
+    if data_file is not None:
+        return _from_file(data_file, model)
+    shapes = {t.name: t.item_shape for t in model.inputs}
+    if model_name == "digits_forest" and list(shapes.values()) == [(64,)]:
+        return {next(iter(shapes)): _digits_test_split(count)}
+    if model_name == "text_detection" and list(shapes.values()) == [(3, 320, 320)]:
+        return {next(iter(shapes)): _rendered_pages(count, seed)}
+    return _random(model, count, seed)
+
+
+def _digits_test_split(count: int) -> np.ndarray:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    _, x_test, _, _ = train_test_split(digits.data.astype("float32"), digits.target, test_size=0.25, random_state=0)
+    return x_test[:count]
+
+
+def _rendered_pages(count: int, seed: int, size: int = 320) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
+    pages = []
+    for _ in range(count):
+        background = tuple(int(v) for v in rng.integers(180, 256, size=3))
+        image = Image.new("RGB", (size, size), background)
+        draw = ImageDraw.Draw(image)
+        for line in range(int(rng.integers(3, 7))):
+            font = ImageFont.load_default(size=int(rng.integers(16, 34)))
+            text = " ".join(rng.choice(_WORDS, size=2))
+            ink = tuple(int(v) for v in rng.integers(0, 90, size=3))
+            draw.text((int(rng.integers(5, 60)), 20 + line * 48 + int(rng.integers(0, 10))), text, fill=ink, font=font)
+        array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        pages.append((array - mean) / std)
+    return np.stack(pages).astype(np.float32)
+
+
+def _random(model: ModelInfo, count: int, seed: int) -> dict[str, np.ndarray]:
+    from tritonclient.utils import triton_to_np_dtype
+
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for tensor in model.inputs:
+        shape = (count, *(d if d > 0 else 1 for d in tensor.item_shape))
+        dtype = np.dtype(triton_to_np_dtype(tensor.dtype))
+        if dtype.kind == "f":
+            inputs[tensor.name] = rng.random(shape).astype(dtype)
+        elif dtype.kind == "b":
+            inputs[tensor.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            inputs[tensor.name] = rng.integers(0, 8, size=shape).astype(dtype)
+    return inputs
+
+
+def _from_file(path: Path, model: ModelInfo) -> dict[str, np.ndarray]:
+    try:
+        loaded = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model.validation_data: cannot read {path}: {exc}") from exc
+    names = [t.name for t in model.inputs]
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise ModelError(f"model.validation_data: a .npy file fits a model with one input; this one has {names}")
+        arrays = {names[0]: loaded}
+    else:
+        arrays = {name: loaded[name] for name in loaded.files}
+    missing = set(names) - set(arrays)
+    if missing:
+        raise ModelError(f"model.validation_data: {path.name} lacks inputs {sorted(missing)}")
+    for tensor in model.inputs:
+        array = arrays[tensor.name]
+        if tuple(array.shape[1:]) != tuple(d if d > 0 else array.shape[i + 1] for i, d in enumerate(tensor.item_shape)):
+            raise ModelError(
+                f"model.validation_data: {tensor.name} has shape {list(array.shape)}, "
+                f"the model takes [N, {', '.join(map(str, tensor.item_shape))}]"
+            )
+    return {t.name: arrays[t.name] for t in model.inputs}
