@@ -39,12 +39,12 @@ def test_accuracy_guard_keeps_a_broken_fast_variant_out(tmp_path: Path, text_det
         "detection-variants",
         {"name": "text_detection", "path": str(text_detection_onnx), "validation_samples": 4},
         {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 1,
-         "accelerator": ["none", "openvino"], "precision": ["fp32", "fp16"]},
+         "accelerator": ["none", "openvino"], "precision": ["fp32", "fp16", "int8"]},
         constraints={"accuracy_drop": {"max": 0.05}},
     )
     measured = [t for t in study.trials if "reused_from" not in t.user_attrs]
     assert {(t.params["accelerator"], t.params["precision"]) for t in measured} == {
-        ("none", "fp32"), ("none", "fp16"), ("openvino", "fp32"), ("openvino", "fp16")}
+        (a, p) for a in ("none", "openvino") for p in ("fp32", "fp16", "int8")}
     assert all(t.state == TrialState.COMPLETE for t in measured)
     by_config = {(t.params["accelerator"], t.params["precision"]): t for t in measured}
     reference = by_config["none", "fp32"].user_attrs["accuracy"]
