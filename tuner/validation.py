@@ -34,7 +34,7 @@ def validation_inputs(model_name: str, model: ModelInfo, data_file: Path | None 
         ModelError: the data file does not fit the model's inputs.
     """
     if data_file is not None:
-        return _from_file(data_file, model)
+        return {name: array[:count] for name, array in _from_file(data_file, model).items()}
     shapes = {t.name: t.item_shape for t in model.inputs}
     if model_name == "digits_forest" and list(shapes.values()) == [(64,)]:
         return {next(iter(shapes)): _digits_test_split(count)}
@@ -130,4 +130,15 @@ def _from_file(path: Path, model: ModelInfo) -> dict[str, np.ndarray]:
                 f"model.validation_data: {tensor.name} has shape {list(array.shape)}, "
                 f"the model takes [N, {', '.join(map(str, tensor.item_shape))}]"
             )
-    return {t.name: arrays[t.name] for t in model.inputs}
+    return {t.name: _as_input_type(arrays[t.name], t.name, t.dtype) for t in model.inputs}
+
+
+def _as_input_type(array: np.ndarray, name: str, dtype: str) -> np.ndarray:
+    """The array in the input's type, where numpy casts it safely (float64 -> float32 included)."""
+    from tritonclient.utils import triton_to_np_dtype
+
+    wanted = np.dtype(triton_to_np_dtype(dtype))
+    same_kind = np.can_cast(array.dtype, wanted, casting="same_kind")
+    if array.dtype != wanted and not (same_kind or np.can_cast(array.dtype, wanted, casting="safe")):
+        raise ModelError(f"model.validation_data: {name} holds {array.dtype}, the model takes {dtype}")
+    return array.astype(wanted, copy=False)

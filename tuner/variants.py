@@ -9,8 +9,9 @@
   validation inputs) for models with convolutions, dynamic for models without (transformers,
   MLPs). A model with nothing quantizable (a tree ensemble) has no INT8 variant: ModelError.
 
-Variants are cached by the SHA-256 of the source file, the precision and the method, so a study
-builds each once per worker, and a resumed study not at all.
+Variants are cached by the SHA-256 of the source file, the precision and the method (and of the
+calibration inputs, for static INT8), so a study builds each once per worker, and a resumed
+study not at all.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def file_digest(path: Path) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def _arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
@@ -79,7 +89,10 @@ def build_variant(
     if precision == "fp32":
         return source
     method = int8_method(source) if precision == "int8" else "convert"
-    target = cache_dir / f"{file_digest(source)[:20]}-{precision}-{method}.onnx"
+    key = file_digest(source)[:20]
+    if method == "static":  # the scales depend on the calibration inputs too
+        key += "-" + _arrays_digest(calibration or {})[:12]
+    target = cache_dir / f"{key}-{precision}-{method}.onnx"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,275 @@
+"""tuner.variants: FP16 / INT8 copies of an ONNX model, built once and cached by content hash."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tuner import variants
+from tuner.errors import ConfigError, ModelError
+from tuner.model_info import read_model_info
+from tuner.validation import validation_inputs
+from tuner.variants import build_variant, file_digest, int8_method
+
+
+def _matmul_model(path: Path, seed: int = 0) -> Path:
+    """A tiny x[N, 16] @ w[16, 8] model, with w an initializer."""
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "tiny_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _ops(path: Path) -> Counter[str]:
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def variant_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("variants")
+
+
+@pytest.fixture(scope="module")
+def calibration(text_detection_onnx: Path) -> dict[str, np.ndarray]:
+    info = read_model_info(text_detection_onnx)
+    return validation_inputs("text_detection", info, count=4)
+
+
+@pytest.fixture(scope="module")
+def detection_fp16(text_detection_onnx: Path, variant_cache: Path) -> Path:
+    return build_variant(text_detection_onnx, "fp16", variant_cache)
+
+
+@pytest.fixture(scope="module")
+def detection_int8(text_detection_onnx: Path, variant_cache: Path, calibration: dict[str, np.ndarray]) -> Path:
+    # The one INT8 build of text_detection in this module (it takes seconds).
+    return build_variant(text_detection_onnx, "int8", variant_cache, calibration)
+
+
+# --- fp32 and unknown precisions ------------------------------------------------------------
+
+
+def test_fp32_is_the_source_itself(text_detection_onnx: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    assert build_variant(text_detection_onnx, "fp32", cache) == text_detection_onnx
+    assert not cache.exists()  # nothing built, nothing cached
+
+
+@pytest.mark.parametrize("precision", ["bf16", "FP16", "int4", ""])
+def test_unknown_precision_is_a_config_error(text_detection_onnx: Path, tmp_path: Path, precision: str) -> None:
+    with pytest.raises(ConfigError, match="unknown precision"):
+        build_variant(text_detection_onnx, precision, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+# --- fp16 -----------------------------------------------------------------------------------
+
+
+def test_fp16_of_text_detection_keeps_float32_io(detection_fp16: Path, text_detection_onnx: Path) -> None:
+    original = _session(text_detection_onnx)
+    session = _session(detection_fp16)
+
+    assert detection_fp16.is_file() and detection_fp16 != text_detection_onnx
+    assert [(i.name, i.type) for i in session.get_inputs()] == [(i.name, i.type) for i in original.get_inputs()]
+    assert [(o.name, o.type) for o in session.get_outputs()] == [(o.name, o.type) for o in original.get_outputs()]
+    assert all(i.type == "tensor(float)" for i in session.get_inputs())
+    assert all(o.type == "tensor(float)" for o in session.get_outputs())
+
+
+def test_fp16_of_text_detection_has_fp16_weights(detection_fp16: Path) -> None:
+    model = onnx.load(str(detection_fp16))
+    float16_constants = [
+        node
+        for node in model.graph.node
+        if node.op_type == "Constant"
+        and any(a.t.data_type == TensorProto.FLOAT16 for a in node.attribute if a.name == "value")
+    ]
+    float16_initializers = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16]
+    assert float16_constants or float16_initializers
+    assert "Cast" in _ops(detection_fp16)  # the float32 inputs/outputs are cast at the edges
+
+
+def test_fp16_of_text_detection_runs_close_to_fp32(
+    detection_fp16: Path, text_detection_onnx: Path, calibration: dict[str, np.ndarray]
+) -> None:
+    feed = {name: array[:2] for name, array in calibration.items()}
+    (reference,) = _session(text_detection_onnx).run(None, feed)
+    (got,) = _session(detection_fp16).run(None, feed)
+
+    assert got.shape == reference.shape
+    assert got.dtype == np.float32
+    assert np.isfinite(got).all()
+    # A sigmoid map: FP16 may round, but stays in [0, 1] and near the FP32 answer.
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    assert float(np.abs(got - reference).mean()) < 0.05
+
+
+def test_fp16_is_cached_and_not_rebuilt(
+    detection_fp16: Path, text_detection_onnx: Path, variant_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = detection_fp16.stat().st_mtime_ns
+
+    def no_rebuild(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached variant was rebuilt")
+
+    monkeypatch.setattr(variants, "_to_fp16", no_rebuild)
+    again = build_variant(text_detection_onnx, "fp16", variant_cache)
+
+    assert again == detection_fp16
+    assert again.stat().st_mtime_ns == before
+
+
+def test_cache_name_carries_digest_precision_and_method(detection_fp16: Path, text_detection_onnx: Path) -> None:
+    assert detection_fp16.name == f"{file_digest(text_detection_onnx)[:20]}-fp16-convert.onnx"
+
+
+def test_cache_dir_holds_only_finished_variants(detection_fp16: Path, variant_cache: Path) -> None:
+    # The build's temporary directory is gone: only .onnx files are left.
+    leftovers = [p for p in variant_cache.iterdir() if not (p.is_file() and p.suffix == ".onnx")]
+    assert leftovers == []
+
+
+def test_a_copy_with_the_same_content_shares_the_cache(
+    detection_fp16: Path, text_detection_onnx: Path, variant_cache: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "elsewhere.onnx"
+    shutil.copyfile(text_detection_onnx, copy)
+
+    assert build_variant(copy, "fp16", variant_cache) == detection_fp16
+
+
+def test_a_changed_initializer_gets_another_cache_file(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    source = _matmul_model(tmp_path / "a.onnx")
+    model = onnx.load(str(source))
+    weight = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    weight[0, 0] += 1.0
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight, "w"))
+    changed = tmp_path / "b.onnx"
+    onnx.save(model, str(changed))
+
+    first = build_variant(source, "fp16", cache)
+    second = build_variant(changed, "fp16", cache)
+
+    assert first != second
+    assert first.is_file() and second.is_file()
+    assert sorted(p.name for p in cache.glob("*.onnx")) == sorted([first.name, second.name])
+
+
+def test_a_different_model_gets_another_cache_file(detection_fp16: Path, variant_cache: Path, tmp_path: Path) -> None:
+    tiny = build_variant(_matmul_model(tmp_path / "tiny.onnx"), "fp16", variant_cache)
+
+    assert tiny != detection_fp16
+    assert tiny.parent == detection_fp16.parent
+    session = _session(tiny)
+    assert [i.type for i in session.get_inputs()] == ["tensor(float)"]
+    assert [o.type for o in session.get_outputs()] == ["tensor(float)"]
+
+
+# --- int8 -----------------------------------------------------------------------------------
+
+
+def test_int8_method_by_operators(text_detection_onnx: Path, digits_onnx: Path, tmp_path: Path) -> None:
+    assert int8_method(text_detection_onnx) == "static"
+    assert int8_method(_matmul_model(tmp_path / "m.onnx")) == "dynamic"
+    with pytest.raises(ModelError):
+        int8_method(digits_onnx)
+
+
+def test_int8_of_text_detection_is_static_qdq(detection_int8: Path, text_detection_onnx: Path) -> None:
+    ops = _ops(detection_int8)
+
+    assert detection_int8.name.startswith(file_digest(text_detection_onnx)[:20] + "-")
+    assert detection_int8.name.endswith("-int8-static.onnx")
+    assert ops["QuantizeLinear"] > 0
+    assert ops["DequantizeLinear"] > 0
+    assert "DynamicQuantizeLinear" not in ops
+
+
+def test_int8_of_text_detection_runs(detection_int8: Path, calibration: dict[str, np.ndarray]) -> None:
+    session = _session(detection_int8)
+    assert [i.type for i in session.get_inputs()] == ["tensor(float)"]
+
+    (got,) = session.run(None, {name: array[:1] for name, array in calibration.items()})
+
+    assert got.shape == (1, 1, 320, 320)
+    assert np.isfinite(got).all()
+
+
+def test_int8_static_is_cached(
+    detection_int8: Path, text_detection_onnx: Path, variant_cache: Path, calibration: dict[str, np.ndarray]
+) -> None:
+    before = detection_int8.stat().st_mtime_ns
+
+    again = build_variant(text_detection_onnx, "int8", variant_cache, calibration)
+
+    assert again == detection_int8
+    assert again.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("calibration_inputs", [None, {}], ids=["none", "empty"])
+def test_int8_static_without_calibration_is_a_model_error(
+    text_detection_onnx: Path, tmp_path: Path, calibration_inputs: dict | None
+) -> None:
+    cache = tmp_path / "fresh-cache"  # nothing cached: the build must be tried
+
+    with pytest.raises(ModelError, match="calibration"):
+        build_variant(text_detection_onnx, "int8", cache, calibration_inputs)
+    assert list(cache.glob("*.onnx")) == []
+
+
+def test_int8_of_a_matmul_model_is_dynamic(tmp_path: Path) -> None:
+    source = _matmul_model(tmp_path / "tiny.onnx")
+
+    path = build_variant(source, "int8", tmp_path / "cache")  # no calibration needed
+    ops = _ops(path)
+
+    assert path.name.endswith("-int8-dynamic.onnx")
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & set(ops)
+    x = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    weight = numpy_helper.to_array(onnx.load(str(source)).graph.initializer[0])
+    (got,) = _session(path).run(None, {"x": x})
+    assert got.shape == (3, 8)
+    np.testing.assert_allclose(got, x @ weight, atol=0.5)
+
+
+def test_int8_of_digits_forest_has_nothing_to_quantize(digits_onnx: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    with pytest.raises(ModelError, match="no operator ONNX Runtime quantizes") as caught:
+        build_variant(digits_onnx, "int8", cache)
+    assert "TreeEnsembleClassifier" in str(caught.value)
+    assert not cache.exists()
+
+
+
+def test_static_int8_is_cached_per_calibration_set(tmp_path: Path, text_detection_onnx: Path) -> None:
+    from tuner.variants import _arrays_digest
+
+    first = {"x": np.zeros((1, 3, 320, 320), dtype=np.float32)}
+    second = {"x": np.ones((1, 3, 320, 320), dtype=np.float32)}
+    assert _arrays_digest(first) != _arrays_digest(second)
+    assert _arrays_digest(first) == _arrays_digest({"x": first["x"].copy()})
