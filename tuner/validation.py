@@ -7,6 +7,7 @@ Real inputs where the model has them:
 - ``text_detection``: rendered lines of text on pages of varied background, 320x320, normalized
   as PP-OCR's detector expects;
 - ``text_recognition``: rendered single lines of text, 48x320, normalized as its recognizer expects;
+- ``minilm``: English sentences, tokenized with the model's own tokenizer;
 - a file named in ``model.validation_data``: ``.npz`` (one array per input name) or ``.npy``
   (a model with one input);
 - any other model: seeded random inputs of each input's type and shape (enough to compare a
@@ -26,6 +27,18 @@ _WORDS = ["TRITON", "invoice 2024", "Total: 42.50", "hello world", "OPEN 24h", "
           "batch size", "latency", "throughput", "Model Repository", "queue delay"]
 
 
+_SENTENCES = [
+    "Dynamic batching doubled the throughput of the detector.",
+    "A second model instance did the same without batching.",
+    "The server queues requests until an instance is free.",
+    "Lower precision changes the answers a little.",
+    "Where does the client's latency go?",
+    "The tuner measures every configuration on a real server.",
+    "Throughput rises until the cores are busy.",
+    "A latency budget decides which configuration wins.",
+]
+
+
 def validation_inputs(model_name: str, model: ModelInfo, data_file: Path | None = None,
                       count: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     """``count`` samples for every input of the model, by input name.
@@ -42,6 +55,10 @@ def validation_inputs(model_name: str, model: ModelInfo, data_file: Path | None 
         return {next(iter(shapes)): _rendered_pages(count, seed)}
     if model_name == "text_recognition" and list(shapes.values()) == [(3, 48, 320)]:
         return {next(iter(shapes)): _rendered_lines(count, seed)}
+    if model_name == "minilm" and set(shapes) == {"input_ids", "attention_mask"}:
+        from tuner.models import minilm_tokens
+
+        return minilm_tokens([_SENTENCES[i % len(_SENTENCES)] for i in range(count)])
     return _random(model, count, seed)
 
 

@@ -39,12 +39,14 @@ class PerfSettings:
         stability_percentage: Allowed spread of the last three windows.
         max_windows: Windows to try before giving up on stability.
         protocol: ``grpc`` or ``http``.
+        input_data: ``random`` or ``zero`` (random integers can be out of range, e.g. token ids).
     """
 
     window_ms: int = 2000
     stability_percentage: float = 10.0
     max_windows: int = 10
     protocol: str = "grpc"
+    input_data: str = "random"
 
 
 def find_binary() -> Path:
@@ -120,7 +122,7 @@ class PerfAnalyzer:
         csv_path.unlink(missing_ok=True)
         cmd = [
             str(self.binary), "-m", model, "-u", self.url, "-i", self.settings.protocol,
-            "--concurrency-range", f"{concurrency}:{concurrency}", *extra,
+            "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", self.settings.input_data, *extra,
         ]
         if report:
             cmd += ["-f", str(csv_path), "--verbose-csv"]
