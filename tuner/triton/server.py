@@ -96,6 +96,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def kill_orphans(workdir: Path) -> int:
+    """Kills this machine's processes started from ``workdir``'s backends (servers and stubs).
+
+    For a server whose owner died without stopping it: the kernel kills the server itself
+    (parent-death signal), but its python-backend stubs outlive it. Returns how many were killed.
+    """
+    import psutil
+
+    marker = str(workdir.resolve())
+    killed = 0
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if marker in cmdline and ("triton_python_backend_stub" in cmdline or "tritonserver" in cmdline):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+                killed += 1
+    return killed
+
+
 class EmbeddedServer:
     """A tritonserver process from the nvidia-pytriton wheel, with its own ports and log.
 
