@@ -66,6 +66,15 @@ def _wait_busy(runner: StudyRunner, worker: int = 0, after_trial: int = 0, timeo
     raise AssertionError("the worker never got a trial")
 
 
+def _wait_for_child(parent_pid: int, name: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(child.name() == name for child in psutil.Process(parent_pid).children()):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {name} under the worker")
+
+
 def _server_of(actor_pid: int) -> psutil.Process:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -97,7 +106,7 @@ def test_killed_server_fails_the_trial_and_the_study_goes_on(
 
     def kill_server(runner: StudyRunner) -> None:
         victim["trial"] = _wait_busy(runner, after_trial=1)
-        time.sleep(1.5)  # into the measurement
+        _wait_for_child(runner.pool.status[0].pid, "perf_analyzer")  # into the measurement
         _server_of(runner.pool.status[0].pid).send_signal(signal.SIGKILL)
 
     study = _run(_config(tmp_path, digits_onnx, "server-killed", count=1, n_trials=3), kill_server)
