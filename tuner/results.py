@@ -25,6 +25,7 @@ ATTR_WORKER_CORES = "worker_cores"
 ATTR_WORKERS = "workers"
 ATTR_WORKER = "worker"
 ATTR_ACCURACY = "accuracy"
+ATTR_SERVER = "server"
 
 
 def trial_metrics(point: LoadPoint, accuracy: Mapping[str, Any] | None) -> dict[str, float]:

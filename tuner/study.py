@@ -33,6 +33,7 @@ from tuner.results import (
     ATTR_INTERRUPTED,
     ATTR_METRICS,
     ATTR_REUSED_FROM,
+    ATTR_SERVER,
     ATTR_SPEC_KEY,
     ATTR_STUDY_FILE,
     ATTR_WORKER,
@@ -340,6 +341,8 @@ class StudyRunner:
         trial.set_user_attr(ATTR_METRICS, point.as_dict() | {"accuracy_drop": metrics["accuracy_drop"]})
         if outcome.accuracy is not None:
             trial.set_user_attr(ATTR_ACCURACY, outcome.accuracy)
+        if outcome.server:
+            trial.set_user_attr(ATTR_SERVER, outcome.server)
         for name, value in constraint_values(metrics, self.cfg).items():
             trial.set_constraint(name, value)
         self.study.tell(trial, [metrics[o.metric] for o in self.cfg.objectives])
@@ -356,8 +359,9 @@ class StudyRunner:
             self.store.save_outcome(self.cfg.study, trial._trial_id, trial.number, outcome)  # noqa: SLF001
         trial.set_user_attr(ATTR_REUSED_FROM, source.number)
         trial.set_user_attr(ATTR_METRICS, source.user_attrs.get(ATTR_METRICS, {}))
-        if ATTR_ACCURACY in source.user_attrs:
-            trial.set_user_attr(ATTR_ACCURACY, source.user_attrs[ATTR_ACCURACY])
+        for attr in (ATTR_ACCURACY, ATTR_SERVER):
+            if attr in source.user_attrs:
+                trial.set_user_attr(attr, source.user_attrs[attr])
         for name, value in source.constraints.items():
             trial.set_constraint(name, value)
         self.study.tell(trial, list(source.values))

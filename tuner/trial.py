@@ -103,6 +103,7 @@ class TrialOutcome:
         error: Why the trial failed, or None when it succeeded.
         timings_s: Seconds spent per phase (variant, write, load, accuracy, warm-up, measure, unload).
         accuracy: The variant's answers against the FP32 model's (see tuner.accuracy), when checked.
+        server: By concurrency, what the server did while measured (see tuner.measure.server_stats).
     """
 
     spec: TrialSpec
@@ -111,6 +112,7 @@ class TrialOutcome:
     error: str | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, Any] | None = None
+    server: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -124,4 +126,5 @@ class TrialOutcome:
             "points": [p.as_dict() for p in self.points],
             "timings_s": dict(self.timings_s),
             "accuracy": self.accuracy,
+            "server": self.server,
         }

@@ -25,6 +25,7 @@ import numpy as np
 from tuner.accuracy import compare, reference_outputs
 from tuner.errors import MeasurementError, ModelError, ModelLoadError, ServerStartError
 from tuner.measure.perf_analyzer import PerfAnalyzer, PerfSettings
+from tuner.measure.server_stats import ServerWindow, model_counters, window
 from tuner.measure.warmup import infer_samples, warm_up
 from tuner.model_info import ModelInfo
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
@@ -113,6 +114,7 @@ class Worker:
         timings: dict[str, float] = {}
         pbtxt = to_pbtxt(build_model_config(name, self.setup.model_info, spec))
         points: list[LoadPoint] = []
+        server: dict[str, ServerWindow] = {}
         accuracy: dict | None = None
         error: str | None = None
         try:
@@ -131,7 +133,9 @@ class Worker:
                     warm_up(self.server.http_url, name, self.setup.model_info,
                             self.setup.warmup_requests * concurrency, concurrency)
                 with _timed(timings, "measure_s"):
+                    before = model_counters(self.server.model_statistics(name))
                     points.append(self._perf.measure(name, concurrency))
+                    server[str(concurrency)] = window(before, model_counters(self.server.model_statistics(name)))
         except ModelError as exc:
             error = f"{spec.precision} variant: {exc}"
         except ModelLoadError as exc:
@@ -146,7 +150,8 @@ class Worker:
         if error:
             points = []
         return TrialOutcome(
-            spec=spec, config_pbtxt=pbtxt, points=tuple(points), error=error, timings_s=timings, accuracy=accuracy
+            spec=spec, config_pbtxt=pbtxt, points=tuple(points), error=error, timings_s=timings, accuracy=accuracy,
+            server={c: w.as_dict() for c, w in server.items()} if not error else {},
         )
 
     def _install_variant(self, precision: str) -> None:

@@ -164,3 +164,25 @@ def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Pa
     warm_up(server.http_url, "two_io", info, requests=6, concurrency=3)
     after = int(server.model_statistics("two_io")["model_stats"][0]["inference_count"])
     assert after - before == 6
+
+
+def test_a_longer_queue_delay_forms_larger_batches(tmp_path: Path, digits_onnx: Path) -> None:
+    from tuner.measure.perf_analyzer import PerfSettings
+    from tuner.worker import Worker, WorkerSetup
+
+    setup = WorkerSetup(
+        model_name="digits_forest", model_path=digits_onnx, model_info=read_model_info(digits_onnx),
+        workdir=tmp_path / "worker", concurrency=(8,), perf=PerfSettings(window_ms=400, max_windows=5),
+    )
+    batches = {}
+    with Worker(setup) as worker:
+        for delay in (0, 20_000):
+            spec = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=delay, instance_count=1)
+            outcome = worker.evaluate(spec)
+            assert outcome.error is None, outcome.error
+            server = outcome.server["8"]
+            assert server["requests"] > 0 and server["executions"] <= server["requests"]
+            assert sum(int(size) * count for size, count in server["batch_sizes"].items()) == server["requests"]
+            batches[delay] = server["mean_batch"]
+    # With 8 requests in flight, a 20 ms window fills batches the 0 ms one does not wait for.
+    assert batches[20_000] > batches[0] * 1.5, batches

@@ -1,0 +1,77 @@
+"""What the server did during a measurement, from Triton's statistics API.
+
+Two snapshots of the model's statistics, before and after perf_analyzer's run, give the
+requests served, the executions they were batched into, and how many executions ran at each
+batch size: what dynamic batching and the queue delay changed inside the server. The delta
+spans perf_analyzer's whole run (every window it measured, stable or not), not only the
+windows it reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ServerWindow:
+    """The server's side of one measurement.
+
+    Attributes:
+        requests: Inference requests completed.
+        executions: Model executions they ran in (fewer than requests where batches formed).
+        batch_sizes: Executions by the batch size they ran at.
+        queue_ms / compute_infer_ms: Mean per request over the window.
+    """
+
+    requests: int
+    executions: int
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+    queue_ms: float = 0.0
+    compute_infer_ms: float = 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        return self.requests / self.executions if self.executions else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "executions": self.executions,
+            "mean_batch": round(self.mean_batch, 3),
+            "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
+            "queue_ms": round(self.queue_ms, 3),
+            "compute_infer_ms": round(self.compute_infer_ms, 3),
+        }
+
+
+def model_counters(statistics: Mapping[str, Any]) -> dict[str, Any]:
+    """The cumulative counters of the one model in a statistics answer."""
+    (model,) = statistics["model_stats"]
+    inference = model.get("inference_stats", {})
+    return {
+        "requests": int(inference.get("success", {}).get("count", 0)),
+        "executions": int(model.get("execution_count", 0)),
+        "queue_ns": int(inference.get("queue", {}).get("ns", 0)),
+        "infer_ns": int(inference.get("compute_infer", {}).get("ns", 0)),
+        "batches": {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in model.get("batch_stats", [])},
+    }
+
+
+def window(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerWindow:
+    """The difference of two ``model_counters`` snapshots."""
+    requests = after["requests"] - before["requests"]
+    batches = {
+        size: count - before["batches"].get(size, 0)
+        for size, count in after["batches"].items()
+        if count - before["batches"].get(size, 0) > 0
+    }
+    per_request = 1e-6 / requests if requests else 0.0
+    return ServerWindow(
+        requests=requests,
+        executions=after["executions"] - before["executions"],
+        batch_sizes=batches,
+        queue_ms=(after["queue_ns"] - before["queue_ns"]) * per_request,
+        compute_infer_ms=(after["infer_ns"] - before["infer_ns"]) * per_request,
+    )
