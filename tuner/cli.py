@@ -332,6 +332,19 @@ def _print_trial(trial: dict) -> None:
             f"{point['server_compute_input_ms']:.3f} ms + compute infer {point['server_compute_infer_ms']:.3f} ms "
             f"+ compute output {point['server_compute_output_ms']:.3f} ms)"
         )
+    for concurrency, server in (trial.get("server") or {}).items():
+        sizes = ", ".join(f"{size}: {count}" for size, count in server["batch_sizes"].items())
+        console.print(
+            f"Server at concurrency {concurrency}: {server['requests']} requests in {server['executions']} executions "
+            f"(mean batch {server['mean_batch']:.2f}; executions by batch size {{{sizes}}})"
+        )
+    accuracy = trial.get("accuracy")
+    if accuracy:
+        console.print(f"Accuracy against FP32 on {accuracy['samples']} samples: drop {accuracy['accuracy_drop']:.4f}")
+        for name, numbers in accuracy["outputs"].items():
+            console.print("  " + name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
+    if trial.get("timings_s"):
+        console.print("Time: " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in trial["timings_s"].items()))
     if trial["config_pbtxt"]:
         console.print("config.pbtxt:", style="bold")
         console.print(trial["config_pbtxt"], highlight=False, markup=False)
@@ -350,6 +363,34 @@ def models_prepare(
     for name in names or bundled.DEFAULT_MODELS:
         path = bundled.prepare(name, repository, force=force)
         console.print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def api(
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the REST API on a storage (settings: $TUNER_API_TOKEN, $TUNER_API_READ_TOKEN_REQUIRED, ...)."""
+    from api import ApiSettings, serve
+
+    if ":" not in host and not port_is_free(port, host):  # IPv6 addresses: left to uvicorn
+        raise ConfigError(f"--port: port {port} is already in use on {host}")
+    serve(ApiSettings.from_env(_storage_url(storage)), host=host, port=port)
+
+
+@app.command()
+def dashboard(
+    storage: StorageOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on a storage, with each study's metric names set."""
+    from api.dashboard import serve_dashboard
+
+    if ":" not in host and not port_is_free(port, host):
+        raise ConfigError(f"--port: port {port} is already in use on {host}")
+    serve_dashboard(Store(_storage_url(storage)), host=host, port=port)
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ hold what Optuna has no place for:
     tuner_trial_configs   one row per trial: the config.pbtxt text, the spec, the error, timings
     tuner_trial_points    one row per trial and concurrency: throughput, percentiles, breakdown
 
-Rows are keyed by Optuna's ``trial_id``, which is unique across the whole storage.
+Rows are keyed by Optuna's ``trial_id``, which is unique across the whole storage. The tables
+are created and upgraded by the Alembic migrations in ``tuner.migrations`` when a Store opens;
+change a table here and add a revision there (``tests/test_migrations.py`` checks they agree).
 """
 
 from __future__ import annotations
@@ -22,12 +24,18 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from tuner import migrations
 from tuner.errors import StorageError
 from tuner.trial import LoadPoint, TrialOutcome
 
 logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
+
+
+class StudyNotFoundError(StorageError):
+    """The storage holds no study (or trial) of the name (or number) asked for."""
+
 
 trial_configs = sa.Table(
     "tuner_trial_configs",
@@ -41,7 +49,12 @@ trial_configs = sa.Table(
     sa.Column("timings_json", sa.Text, nullable=False, default="{}"),
 )
 
-_POINT_COLUMNS = [f.name for f in fields(LoadPoint)]
+#: LoadPoint fields with a column of their own (migration 0001); any other field goes to extra_json.
+_POINT_COLUMNS = (
+    "concurrency", "throughput", "latency_avg_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
+    "latency_p99_ms", "client_send_ms", "client_recv_ms", "server_queue_ms", "server_compute_input_ms",
+    "server_compute_infer_ms", "server_compute_output_ms", "stable",
+)
 
 trial_points = sa.Table(
     "tuner_trial_points",
@@ -54,6 +67,8 @@ trial_points = sa.Table(
         sa.Column(name, sa.Boolean if name == "stable" else sa.Integer if name == "concurrency" else sa.Float)
         for name in _POINT_COLUMNS
     ],
+    sa.Column("extra_json", sa.Text),
+    sa.Index("ix_tuner_trial_points_study", "study_name", "throughput"),
 )
 
 
@@ -83,9 +98,9 @@ class Store:
         try:
             self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
             self.engine = sa.create_engine(url, **_engine_kwargs(url))
-            metadata.create_all(self.engine)
+            migrations.upgrade(self.engine)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
-            raise StorageError(f"cannot open storage {url}: {exc}") from exc
+            raise StorageError(f"cannot open storage {redact_url(url)}: {exc}") from exc
 
     def save_outcome(self, study_name: str, trial_id: int, trial_number: int, outcome: TrialOutcome) -> None:
         """Writes a trial's config, spec, error, timings and measured points."""
@@ -126,7 +141,7 @@ class Store:
             )
         by_trial: dict[int, list[LoadPoint]] = {}
         for row in points:
-            by_trial.setdefault(row["trial_id"], []).append(LoadPoint(**{n: row[n] for n in _POINT_COLUMNS}))
+            by_trial.setdefault(row["trial_id"], []).append(_point_from_row(row))
         return {
             row["trial_id"]: TrialRecord(
                 config_pbtxt=row["config_pbtxt"],
@@ -139,31 +154,86 @@ class Store:
         }
 
     def study_names(self) -> list[str]:
-        return [s.study_name for s in optuna.get_all_study_summaries(self.optuna, include_best_trial=False)]
+        return [s.study_name for s in self.optuna.get_all_studies()]
+
+    def study_id(self, name: str) -> int:
+        """Optuna's id of the study of that name.
+
+        Raises:
+            StudyNotFoundError: there is no study of that name.
+        """
+        try:
+            return self.optuna.get_study_id_from_name(name)
+        except KeyError:
+            raise StudyNotFoundError(f"no study {name!r}") from None
+
+    def delete_study(self, name: str) -> None:
+        """Deletes a study: Optuna's rows and the tuner's.
+
+        Raises:
+            StudyNotFoundError: there is no study of that name.
+        """
+        study_id = self.study_id(name)
+        self.optuna.delete_study(study_id)
+        with self.engine.begin() as conn:
+            conn.execute(trial_points.delete().where(trial_points.c.study_name == name))
+            conn.execute(trial_configs.delete().where(trial_configs.c.study_name == name))
+        logger.info("deleted study %r", name)
+
+    def ping(self) -> None:
+        """Raises StorageError where the database does not answer."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"storage {redact_url(self.url)} does not answer: {exc}") from exc
 
     def load_study(self, name: str) -> optuna.Study:
         """Loads a study by name.
 
         Raises:
-            StorageError: there is no study of that name in this storage.
+            StudyNotFoundError: there is no study of that name in this storage.
         """
         try:
             return optuna.load_study(study_name=name, storage=self.optuna)
         except KeyError:
             known = ", ".join(self.study_names()) or "none"
-            raise StorageError(f"no study {name!r} in {self.url} (studies: {known})") from None
+            raise StudyNotFoundError(f"no study {name!r} in {redact_url(self.url)} (studies: {known})") from None
 
     def close(self) -> None:
         self.engine.dispose()
         self.optuna.remove_session()
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***`` (for messages and answers)."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return url
+
+
+_LOAD_POINT_FIELDS = frozenset(f.name for f in fields(LoadPoint))
+
+
 def _point_row(point: LoadPoint) -> dict[str, Any]:
-    return {name: getattr(point, name) for name in _POINT_COLUMNS}
+    values = point.as_dict()
+    row = {name: values.pop(name, None) for name in _POINT_COLUMNS}
+    row["extra_json"] = json.dumps(values) if values else None
+    return row
+
+
+def _point_from_row(row: Any) -> LoadPoint:
+    values = {name: row[name] for name in _POINT_COLUMNS}
+    values.update(json.loads(row["extra_json"] or "{}"))
+    # A field LoadPoint no longer has is left out rather than failing the whole read.
+    return LoadPoint(**{k: v for k, v in values.items() if k in _LOAD_POINT_FIELDS})
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # The study driver is the only writer; a short busy timeout covers readers (API, dashboard).
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True}
+    # The API answers reads from several threads at once; connections beyond the pool are opened
+    # and closed per use, which costs more than the queries.
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}

@@ -47,7 +47,7 @@ from tuner.results import (
 )
 from tuner.samplers import make_sampler
 from tuner.search_space import SearchSpace
-from tuner.store import Store
+from tuner.store import Store, redact_url
 from tuner.trial import InstanceKind, TrialOutcome, TrialSpec
 from tuner.triton.server import Ports
 from tuner.validation import validation_inputs
@@ -134,7 +134,8 @@ def open_study(cfg: StudyConfig, store: Store, space: SearchSpace, plan: WorkerP
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard labels with
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in cfg.objectives])
-    study.set_user_attr(ATTR_STUDY_FILE, cfg.model_dump(mode="json"))
+    # The study file as it ran, its storage URL without a password (the dashboard shows it).
+    study.set_user_attr(ATTR_STUDY_FILE, cfg.model_dump(mode="json") | {"storage": redact_url(cfg.storage)})
     study.set_user_attr(ATTR_WORKER_CORES, plan.cpus_per_worker)
     return study
 

@@ -1,0 +1,82 @@
+"""The FastAPI application and the uvicorn server that runs it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import Depends, FastAPI
+
+from api.deps import require_token
+from api.errors import install_error_handlers
+from api.routes import health, studies, trials
+from api.runs import RunManager
+from api.settings import ApiSettings
+from api.studies import StudyCache
+from tuner import __version__
+from tuner.errors import StorageError
+from tuner.store import Store, redact_url
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def create_app(settings: ApiSettings, store: Store | None = None) -> FastAPI:
+    """The API on ``settings.storage``.
+
+    Args:
+        settings: What to serve and who may change it.
+        store: The storage, already open; without it, it opens (and is migrated) when the app starts.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal store
+        store = store or Store(settings.storage)
+        runs = RunManager(settings, study_exists=lambda name: _exists(store, name))
+        app.state.settings = settings
+        app.state.store = store
+        app.state.studies = StudyCache(store, settings.refresh_s)
+        app.state.runs = runs
+        logger.info("serving %s (writes %s)", redact_url(settings.storage), "on" if settings.writes_enabled else "off")
+        try:
+            yield
+        finally:
+            runs.stop_all()
+            store.close()
+
+    app = FastAPI(
+        title="triton-tuner",
+        version=__version__,
+        description="Studies of the Triton autotuner: trials, Pareto fronts and the best config under limits.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    reads_need = [Depends(require_token)] if settings.read_token_required else []
+    app.include_router(health.router)  # probes never need a token
+    app.include_router(studies.router, dependencies=reads_need)
+    app.include_router(trials.router, dependencies=reads_need)
+    app.include_router(studies.write_router)
+    return app
+
+
+def serve(settings: ApiSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Runs the API with uvicorn until interrupted.
+
+    Raises:
+        StorageError: the storage cannot be opened (before the server starts).
+    """
+    store = Store(settings.storage)
+    uvicorn.run(create_app(settings, store), host=host, port=port, log_level="info", access_log=False)
+
+
+def _exists(store: Store, name: str) -> bool:
+    try:
+        store.study_id(name)
+    except StorageError:
+        return False
+    return True

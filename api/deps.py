@@ -1,0 +1,66 @@
+"""What routes depend on: the app's shared objects and the bearer-token rules.
+
+Writes need ``Authorization: Bearer TOKEN`` with the configured token; without a configured
+token they are off (403). Reads are open unless ``read_token_required``, in which case
+``create_app`` puts the same check on them (so the OpenAPI schema says which routes need the
+token). A missing token is 401 (with ``WWW-Authenticate: Bearer``), a wrong one 403; tokens are
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.runs import RunManager
+from api.settings import ApiSettings
+from api.studies import StudyCache
+from tuner.store import Store
+
+# Dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop per dependency per request.
+
+_bearer = HTTPBearer(auto_error=False, description="The token set in TUNER_API_TOKEN.")
+
+
+async def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+async def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+async def get_studies(request: Request) -> StudyCache:
+    return request.app.state.studies
+
+
+async def get_runs(request: Request) -> RunManager:
+    return request.app.state.runs
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+StudiesDep = Annotated[StudyCache, Depends(get_studies)]
+RunsDep = Annotated[RunManager, Depends(get_runs)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _check_token(settings: ApiSettings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if settings.token is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "writes are off: the API was started without TUNER_API_TOKEN")
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    given = credentials.credentials.encode()
+    if not secrets.compare_digest(given, settings.token.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong token")
+
+
+async def require_token(settings: SettingsDep, credentials: Credentials) -> None:
+    """Lets a request through only with the configured token (writes; reads where required)."""
+    _check_token(settings, credentials)

@@ -1,0 +1,173 @@
+"""Studies started over HTTP: each runs `tuner optimize FILE` in a child process.
+
+A posted study file is validated like any other (``tuner.config.parse_config``), with its
+relative paths taken from the API's study root; its storage is forced to the API's own and its
+work folder to one under the API's work folder. The validated file is written to
+``WORK/studies/NAME.yaml`` and the run's output to ``WORK/studies/NAME.log``.
+
+Stopping a run is Ctrl-C (SIGINT): the tuner fails the trial in flight, queues its config again
+and stops its servers; after ``stop_timeout_s`` the process group is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from api.errors import ConflictError, RunFailedError
+from api.settings import ApiSettings
+from tuner.config import StudyConfig, parse_config
+from tuner.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Environment variables a run does not inherit: the API's secrets are none of its business.
+_PRIVATE_ENV = ("TUNER_API_TOKEN",)
+
+
+@dataclass
+class Run:
+    """A `tuner optimize` process started by the API."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    study_file: Path
+    log: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def validate_study(data: Any, settings: ApiSettings) -> StudyConfig:
+    """A posted study file, validated, with the API's storage and a work folder of the API's.
+
+    Raises:
+        ConfigError: a field is invalid, or the model lies outside the study root.
+    """
+    if isinstance(data, Mapping):
+        data = {**data, "storage": settings.storage, "work_dir": str(settings.work_dir / "runs")}
+    cfg = parse_config(data, settings.study_root, source="study file")
+    if not cfg.model.path.resolve().is_relative_to(settings.study_root):
+        raise ConfigError(f"study file: model.path: {cfg.model.path} is outside {settings.study_root}")
+    return cfg
+
+
+class RunManager:
+    """Starts, tracks and stops the runs of posted studies.
+
+    Args:
+        settings: The API's settings (work folder, timeouts).
+        study_exists: Tells whether a study of a name is in the storage.
+    """
+
+    def __init__(self, settings: ApiSettings, study_exists: Callable[[str], bool]) -> None:
+        self._settings = settings
+        self._study_exists = study_exists
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Run | None:
+        with self._lock:
+            return self._runs.get(name)
+
+    def start(self, cfg: StudyConfig) -> Run:
+        """Starts a run of a new study and waits until the study is in the storage.
+
+        Raises:
+            ConflictError: a study of that name exists or is being started.
+            ConfigError: the run refused the study (exit code 2, with its message).
+            RunFailedError: the run exited otherwise before storing the study.
+        """
+        with self._lock:
+            current = self._runs.get(cfg.study)
+            if (current is not None and current.alive) or self._study_exists(cfg.study):
+                raise ConflictError(f"study {cfg.study!r} exists already; delete it or choose another name")
+            run = self._launch(cfg)
+            self._runs[cfg.study] = run
+        self._wait_until_stored(run)
+        return run
+
+    def stop(self, name: str) -> bool:
+        """Stops the run of a study, if this API started one that is alive; True if it did."""
+        run = self.get(name)
+        if run is None or not run.alive:
+            return False
+        logger.info("stopping the run of study %r (pid %d)", name, run.process.pid)
+        run.process.send_signal(signal.SIGINT)
+        try:
+            run.process.wait(timeout=self._settings.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("the run of %r did not stop within %.0f s: killing it", name, self._settings.stop_timeout_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGKILL)  # its own session: the group is the run's alone
+            run.process.wait(timeout=30)
+        return True
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._runs.pop(name, None)
+
+    def stop_all(self) -> None:
+        """Stops every run still alive (the API is shutting down)."""
+        with self._lock:
+            names = [name for name, run in self._runs.items() if run.alive]
+        for name in names:
+            self.stop(name)
+
+    def _launch(self, cfg: StudyConfig) -> Run:
+        folder = self._settings.work_dir / "studies"
+        folder.mkdir(parents=True, exist_ok=True)
+        study_file = folder / f"{cfg.study}.yaml"  # the name is [A-Za-z0-9][A-Za-z0-9_.-]*: no path in it
+        study_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        log = folder / f"{cfg.study}.log"
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tuner.cli", "optimize", str(study_file)],
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # Ctrl-C at the API's terminal is the API's; it stops runs itself
+            )
+        logger.info("started study %r: pid %d, log %s", cfg.study, process.pid, log)
+        return Run(cfg.study, process, study_file, log)
+
+    def _wait_until_stored(self, run: Run) -> None:
+        deadline = time.monotonic() + self._settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._study_exists(run.name):
+                return
+            code = run.process.poll()
+            if code is not None:
+                # It may have stored the study just before exiting.
+                if self._study_exists(run.name):
+                    return
+                self.forget(run.name)
+                message = run.log_tail()
+                if code == 2:
+                    raise ConfigError(message.removeprefix("error: ") or "the study was refused")
+                raise RunFailedError(f"the study process exited with code {code}: {message}")
+            time.sleep(0.2)
+        logger.warning("study %r is not stored after %.0f s; its run goes on", run.name, self._settings.start_timeout_s)

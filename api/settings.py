@@ -1,0 +1,103 @@
+"""The API's settings, from arguments and ``TUNER_API_*`` environment variables."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from tuner.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Environment variables read by ``ApiSettings.from_env``, by field.
+ENVIRONMENT = {
+    "token": "TUNER_API_TOKEN",
+    "read_token_required": "TUNER_API_READ_TOKEN_REQUIRED",
+    "work_dir": "TUNER_API_WORK_DIR",
+    "study_root": "TUNER_API_STUDY_ROOT",
+    "start_timeout_s": "TUNER_API_START_TIMEOUT_S",
+    "stop_timeout_s": "TUNER_API_STOP_TIMEOUT_S",
+    "refresh_s": "TUNER_API_REFRESH_S",
+}
+
+
+class ApiSettings(BaseModel):
+    """What the API serves and who may change it.
+
+    Attributes:
+        storage: The study storage's SQLAlchemy URL.
+        token: The bearer token that writes (and, where required, reads) need; no token: writes are off.
+        read_token_required: Reads need the token too.
+        work_dir: Where posted study files, the logs of the runs started and their work folders go.
+        study_root: Relative paths in a posted study file are relative to it, and its model must lie in it.
+        start_timeout_s: How long a POST waits for the started study to appear in the storage.
+        stop_timeout_s: How long a DELETE waits for a run to stop after SIGINT before killing it.
+        max_body_bytes: The largest study file a POST accepts.
+        refresh_s: Reads of a study may be this many seconds behind the database (0: never behind);
+            in between, requests are answered from memory.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    storage: str
+    token: SecretStr | None = None
+    read_token_required: bool = False
+    work_dir: Path = Path(".tuner-api")
+    study_root: Path = Path(".")
+    start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
+    refresh_s: Annotated[float, Field(ge=0, le=60)] = 0.5
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            logger.warning("TUNER_API_TOKEN is shorter than 16 characters: easy to guess")
+        return value
+
+    @field_validator("work_dir", "study_root")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _reads_need_a_token(self) -> ApiSettings:
+        if self.read_token_required and self.token is None:
+            raise ValueError("TUNER_API_READ_TOKEN_REQUIRED is set but TUNER_API_TOKEN is not")
+        return self
+
+    @property
+    def writes_enabled(self) -> bool:
+        return self.token is not None
+
+    @classmethod
+    def from_env(cls, storage: str, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
+        """Settings for ``storage``, from ``TUNER_API_*`` variables, then ``overrides``.
+
+        Raises:
+            ConfigError: a variable or override is invalid (the message names it).
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {"storage": storage}
+        for field, variable in ENVIRONMENT.items():
+            if variable in environ:
+                values[field] = environ[variable]
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = ".".join(str(p) for p in error["loc"])
+                name = ENVIRONMENT.get(field, field)
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{name}: {message}" if name else message)
+            raise ConfigError("; ".join(problems)) from None

@@ -1,0 +1,178 @@
+"""Helpers of the API tests: a `tuner api` server process and the studies the tests read."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import optuna
+import pytest
+
+from tuner.store import Store
+from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TOKEN = "test-token-0123456789abcdef"
+TUNER = [sys.executable, "-m", "tuner.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    """A study name no other test (or earlier run on the shared PostgreSQL) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+    """Waits until GET url answers 200, failing the test if the process exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"{url} did not answer within {timeout_s:.0f} s:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 90) -> None:
+    """SIGTERM (uvicorn then stops the runs it started), then SIGKILL after ``timeout_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@dataclass
+class ApiServer:
+    """A `tuner api` process on a storage; ``env`` adds TUNER_API_* settings."""
+
+    storage: str
+    folder: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiServer:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_API_")}
+        env.update({"TUNER_API_WORK_DIR": str(self.folder / "api-work"), "TUNER_API_STUDY_ROOT": str(REPO_ROOT),
+                    "TUNER_API_REFRESH_S": "0", **self.env})
+        self.log = self.folder / f"api-{self.port}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [*TUNER, "api", "--storage", self.storage, "--port", str(self.port)],
+                cwd=self.folder, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        wait_for(f"{self.url}/healthz", self.process, self.log)
+        return self
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def digits_study(name: str, onnx: Path, n_trials: int = 3) -> dict:
+    """A short digits_forest study file (small windows: a trial takes a few seconds).
+
+    The model path is relative: the API takes it from its study root, the repository.
+    """
+    return {
+        "study": name,
+        "model": {"name": "digits_forest", "path": str(onnx.relative_to(REPO_ROOT))},
+        "search": {
+            "sampler": "tpe",
+            "n_trials": n_trials,
+            "seed": 3,
+            "space": {
+                "max_batch_size": [1, 8],
+                "dynamic_batching": [False, True],
+                "max_queue_delay_us": {"low": 0, "high": 2000, "step": 500},
+                "instance_count": {"low": 1, "high": 2},
+            },
+        },
+        "constraints": {"latency_p99_ms": {"max": 100}},
+        "load": {"concurrency": [1, 2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
+    }
+
+
+@dataclass
+class RealStudy:
+    """A study started over HTTP and run to its end, with what was read while it ran."""
+
+    server: ApiServer
+    name: str
+    started: dict
+    during: list[tuple[str, int]]  # (path, status) of every read while it ran
+    states_seen: set[str]
+    running_trials_seen: int
+
+
+#: Trial i of the small study: (throughput, p99) at concurrency 1, 2 and 4.
+SMALL_CURVES = [
+    [(100.0 + 10 * i, 5.0 + i), (180.0 + 10 * i, 9.0 + i), (220.0 + 10 * i, 30.0 + 2 * i)] for i in range(10)
+]
+BUDGET_MS = 25.0
+
+
+def write_small_study(store: Store, name: str) -> None:
+    """10 COMPLETE trials (judged at their best point under a 25 ms p99), then one FAIL and one RUNNING."""
+    study = optuna.create_study(study_name=name, storage=store.optuna, directions=["maximize", "minimize"])
+    study.set_metric_names(["throughput", "latency_p99_ms"])
+    study.set_user_attr("study_file", {
+        "study": name, "search": {"n_trials": 12}, "storage": "postgresql+psycopg://tuner:s3cret@db.example/tuner",
+        "objectives": [{"metric": "throughput", "direction": "maximize"},
+                       {"metric": "latency_p99_ms", "direction": "minimize"}],
+        "constraints": {"latency_p99_ms": {"max": BUDGET_MS}},
+    })
+    study.set_user_attr("workers", [{"index": 0, "node": "test-node", "cores": [0, 1]}])
+    study.set_user_attr("worker_cores", 2)
+    distributions = {"max_batch_size": optuna.distributions.IntDistribution(1, 32),
+                     "instance_count": optuna.distributions.IntDistribution(1, 4)}
+    for i, curve in enumerate(SMALL_CURVES):
+        trial = study.ask(distributions)
+        spec = TrialSpec(max_batch_size=trial.params["max_batch_size"], dynamic_batching=False,
+                         max_queue_delay_us=0, instance_count=trial.params["instance_count"])
+        points = tuple(
+            LoadPoint(concurrency=c, throughput=t, latency_avg_ms=p / 2, latency_p50_ms=p / 2, latency_p90_ms=p * 0.8,
+                      latency_p95_ms=p * 0.9, latency_p99_ms=p, server_queue_ms=0.1 * i, server_compute_infer_ms=1.0)
+            for c, (t, p) in zip((1, 2, 4), curve)
+        )
+        config = f'name: "m{i}"\nmax_batch_size: {spec.max_batch_size}\n'
+        store.save_outcome(name, trial._trial_id, trial.number, TrialOutcome(spec, config, points=points))
+        judged = max((p for p in points if p.latency_p99_ms <= BUDGET_MS), key=lambda p: p.throughput)
+        trial.set_user_attr("metrics", judged.as_dict())
+        trial.set_user_attr("accuracy", {"accuracy_drop": 0.0})
+        trial.set_constraint("latency_p99_ms", judged.latency_p99_ms - BUDGET_MS)
+        study.tell(trial, [judged.throughput, judged.latency_p99_ms])
+    failed = study.ask()
+    failed.set_user_attr("fail_reason", "Triton refused the config")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    study.ask()  # left RUNNING

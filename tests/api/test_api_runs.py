@@ -1,0 +1,91 @@
+"""Starting and stopping studies over HTTP: POST /studies and DELETE /studies/{name}."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from api_helpers import TOKEN, ApiServer, digits_study, unique
+
+YAML = {"Content-Type": "application/yaml"}
+
+
+def _post(server: ApiServer, body: str | bytes, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    with server.client(TOKEN) as http:
+        response = http.post("/studies", content=body, headers=headers or YAML)
+    return response.status_code, response.json()["detail"] if response.status_code >= 400 else response.text
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        (lambda d: d["search"].update(sampler="annealing"), 400, "search.sampler: unknown sampler 'annealing'"),
+        (lambda d: d["search"].update(bogus=1), 400, "search.bogus: unknown field"),
+        (lambda d: d["model"].update(path="model_repository/none/1/model.onnx"), 400, "model.path: model file"),
+        (lambda d: d["model"].update(path="/etc/hostname"), 400, "model.path: /etc/hostname is outside"),
+        (lambda d: d["model"].update(path="../../../../../etc/hostname"), 400, "is outside"),
+        (lambda d: d.update(study="../escape"), 400, "study: use letters"),
+        (lambda d: d.pop("model"), 400, "model: Field required"),
+    ],
+)
+def test_an_invalid_study_file_is_400_naming_the_field(api_server: ApiServer, digits_onnx: Path, change,
+                                                     status: int, message: str) -> None:
+    data = digits_study(unique("api-bad"), digits_onnx)
+    change(data)
+    code, detail = _post(api_server, yaml.safe_dump(data))
+    assert code == status and message in detail, detail
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        ("study: [unclosed", YAML, 400, "not valid YAML"),
+        ("{not json", {"Content-Type": "application/json"}, 400, "not valid JSON"),
+        ("[1, 2]", {"Content-Type": "application/json"}, 400, "expected a mapping"),
+        ("", YAML, 400, "expected a mapping"),
+        (b"\xff\xfe", YAML, 400, "not valid YAML"),
+        ("<html/>", {"Content-Type": "text/html"}, 415, "application/yaml"),
+        ("a: " + "x" * 1_100_000, YAML, 413, "over 1000000 bytes"),
+    ],
+)
+def test_a_body_that_is_no_study_file(api_server: ApiServer, body: str, headers: dict, status: int,
+                                      message: str) -> None:
+    code, detail = _post(api_server, body, headers)
+    assert code == status and message in detail, detail
+
+
+def test_a_study_that_exists_is_a_conflict(api_server: ApiServer, small_study: str, digits_onnx: Path) -> None:
+    code, detail = _post(api_server, json.dumps(digits_study(small_study, digits_onnx)),
+                         {"Content-Type": "application/json"})
+    assert code == 409 and "exists already" in detail
+
+
+def test_delete_stops_a_running_study_and_removes_it(api_server: ApiServer, digits_onnx: Path) -> None:
+    name = unique("api-stop")
+    code, _ = _post(api_server, yaml.safe_dump(digits_study(name, digits_onnx, n_trials=50)))
+    assert code == 201
+    with api_server.client(TOKEN) as http:
+        deadline = time.monotonic() + 120
+        while http.get(f"/studies/{name}").json()["trials"]["RUNNING"] == 0:
+            assert time.monotonic() < deadline, "no trial started within 120 s"
+            time.sleep(0.3)
+        detail = http.get(f"/studies/{name}").json()
+        assert detail["state"] == "running" and detail["run"]["alive"]
+        pid = detail["run"]["pid"]
+        # The file the run was given: validated, absolute paths, the API's storage.
+        written = yaml.safe_load((api_server.folder / "api-work" / "studies" / f"{name}.yaml").read_text())
+        assert written["storage"] == api_server.storage
+        assert written["model"]["path"] == str(digits_onnx) and Path(written["work_dir"]).is_absolute()
+
+        deleted = http.delete(f"/studies/{name}")
+        assert deleted.status_code == 200 and deleted.json() == {"name": name, "stopped_run": True}
+        assert http.get(f"/studies/{name}").status_code == 404
+        assert name not in [s["name"] for s in http.get("/studies").json()]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if "tritonserver" in " ".join(p.info["cmdline"] or []) and name in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers, "the study's Triton server outlived its run"
