@@ -30,7 +30,7 @@ from tuner.measure.warmup import infer_samples, warm_up
 from tuner.model_info import ModelInfo
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
-from tuner.triton.server import EmbeddedServer, Ports
+from tuner.triton.server import EmbeddedServer, Ports, kill_orphans
 from tuner.variants import build_variant
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,13 @@ class Worker:
         self.stop()
 
     def start(self) -> None:
-        """Lays out the model repository and starts the server."""
+        """Lays out the model repository and starts the server.
+
+        Processes a killed tuner left behind in this worker's folder (python-backend stubs
+        outlive their server) are killed first.
+        """
+        if kill_orphans(self.setup.workdir):
+            logger.info("killed processes a previous run left in %s", self.setup.workdir)
         version_dir = self.repository / self.setup.model_name / "1"
         version_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(RUNNER_SOURCE, version_dir / "model.py")
