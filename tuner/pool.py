@@ -27,7 +27,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -100,9 +100,6 @@ class LocalPool:
 
     def idle(self) -> int:
         return 0 if self._queued else 1
-
-    def in_flight(self) -> list[tuple[int, TrialSpec]]:
-        return list(self._queued)
 
     def submit(self, ticket: int, spec: TrialSpec) -> None:
         self._queued.append((ticket, spec))
@@ -210,7 +207,6 @@ class RaySettings:
     trial_timeout_s: float = 900.0
     start_timeout_s: float = 120.0
     max_attempts: int = 2
-    runtime_env: dict[str, Any] = field(default_factory=dict)
 
 
 class RayPool:
@@ -256,8 +252,6 @@ class RayPool:
                 kwargs["address"] = self.settings.address
             else:
                 kwargs["num_cpus"] = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
-            if self.settings.runtime_env:
-                kwargs["runtime_env"] = self.settings.runtime_env
             try:
                 ray.init(**kwargs)
             except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
@@ -298,10 +292,6 @@ class RayPool:
 
     def idle(self) -> int:
         return sum(1 for s in self.slots if s.future is None) - len(self._retry)
-
-    def in_flight(self) -> list[tuple[int, TrialSpec]]:
-        running = [(s.status.ticket, s.spec) for s in self.slots if s.future is not None and s.spec is not None]
-        return [(t, spec) for t, spec in running if t is not None] + [(t, spec) for t, spec, _ in self._retry]
 
     def submit(self, ticket: int, spec: TrialSpec, attempt: int = 0) -> None:
         slot = next((s for s in self.slots if s.future is None), None)

@@ -236,10 +236,6 @@ class EmbeddedServer:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     # -- models ----------------------------------------------------------------------------
 
     def load(self, model_name: str) -> None:
