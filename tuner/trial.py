@@ -71,7 +71,18 @@ class LoadPoint:
     server_compute_input_ms: float = 0.0
     server_compute_infer_ms: float = 0.0
     server_compute_output_ms: float = 0.0
+    throughput_spread_pct: float = 0.0
+    server_cpu_pct: float = 0.0
+    server_cpu_max_pct: float = 0.0
+    loadgen_cpu_pct: float = 0.0
+    other_cpu_pct: float = 0.0
+    gpu_util_pct: float = 0.0
+    gpu_util_max_pct: float = 0.0
+    gpu_memory_mb: float = 0.0
+    gpu_power_w: float = 0.0
     stable: bool = True
+    loadgen_saturated: bool = False
+    contaminated: bool = False
 
     def metrics(self) -> dict[str, float]:
         """The point's numbers by metric name (see LOAD_METRICS), for objectives and constraints."""
@@ -84,7 +95,7 @@ class LoadPoint:
 
 #: Metrics measured under load, one value per concurrency.
 LOAD_METRICS: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(LoadPoint) if f.name not in ("concurrency", "stable")
+    f.name for f in dataclasses.fields(LoadPoint) if f.name != "concurrency" and f.type != "bool"
 )
 #: Metrics of the model variant's answers against the FP32 model's (see tuner.accuracy).
 ACCURACY_METRICS: tuple[str, ...] = ("accuracy_drop",)
