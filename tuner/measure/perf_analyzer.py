@@ -6,47 +6,37 @@ the plain names in a private folder on LD_LIBRARY_PATH are enough.
 
 perf_analyzer measures in windows and accepts the result once the last three windows agree
 within the stability percentage. When they never do, it writes no report; the tuner then
-measures a fixed number of requests once more and marks the point unstable.
+measures three windows once more, accepting whatever they spread, and marks the point unstable.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import dataclasses
 import io
+import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tuner.errors import MeasurementError
+from tuner.measure.engine import EngineSettings, Measured, Probe, spread_pct
 from tuner.trial import LoadPoint
 
 logger = logging.getLogger(__name__)
 
 _UNSTABLE = "Failed to obtain stable measurement"
+_PASS = re.compile(r"Pass \[\d+\] throughput: ([0-9.]+) infer/sec")
+#: perf_analyzer's share of its cores above which it, not the server, limits the load.
+SATURATED_SHARE = 0.9
 _REQUIRED_LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
-
-
-@dataclass(frozen=True)
-class PerfSettings:
-    """How perf_analyzer measures one concurrency.
-
-    Attributes:
-        window_ms: Length of one measurement window.
-        stability_percentage: Allowed spread of the last three windows.
-        max_windows: Windows to try before giving up on stability.
-        protocol: ``grpc`` or ``http``.
-        input_data: ``random`` or ``zero`` (random integers can be out of range, e.g. token ids).
-    """
-
-    window_ms: int = 2000
-    stability_percentage: float = 10.0
-    max_windows: int = 10
-    protocol: str = "grpc"
-    input_data: str = "random"
 
 
 def find_binary() -> Path:
@@ -77,25 +67,55 @@ def library_dir(cache: Path) -> Path:
     return cache
 
 
+def write_input_json(path: Path, requests: list[dict[str, np.ndarray]]) -> Path:
+    """perf_analyzer's ``--input-data`` JSON of real samples, one entry per request (base64)."""
+    data = [
+        {name: {"b64": base64.b64encode(np.ascontiguousarray(a).tobytes()).decode(), "shape": list(a.shape[1:])}
+         for name, a in request.items()}
+        for request in requests
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": data}))
+    return path
+
+
 class PerfAnalyzer:
-    """Runs perf_analyzer against one server.
+    """Runs perf_analyzer against one server; a LoadEngine (see tuner.measure.engine).
 
     Args:
         url: The server's endpoint for ``settings.protocol`` (host:port).
         workdir: Folder for report files and the library links.
         settings: Measurement settings.
+        input_file: perf_analyzer's JSON of real input samples (see write_input_json), or None
+            for ``settings.input_data``.
     """
 
-    def __init__(self, url: str, workdir: Path, settings: PerfSettings) -> None:
+    def __init__(self, url: str, workdir: Path, settings: EngineSettings, input_file: Path | None = None) -> None:
         self.url = url
         self.workdir = workdir
         self.settings = settings
+        self.input_data = str(input_file) if input_file else settings.input_data
         self.binary = find_binary()
         self.env = dict(os.environ)
         lib_path = str(library_dir(workdir / "lib"))
         self.env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (lib_path, self.env.get("LD_LIBRARY_PATH")) if p)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.cpu_capacity_pct = 100.0 * cores
 
-    def measure(self, model: str, concurrency: int) -> LoadPoint:
+    def measure(self, model: str, concurrency: int, probe: Probe) -> Measured:
+        """Runs perf_analyzer between two snapshots of the probe (see tuner.measure.engine).
+
+        Raises:
+            MeasurementError: perf_analyzer failed (its own message is kept).
+        """
+        start = probe.snap()
+        point = self.run(model, concurrency)
+        server, usage = probe.between(start, probe.snap())
+        saturated = usage.loadgen_cpu_pct >= SATURATED_SHARE * self.cpu_capacity_pct
+        point = dataclasses.replace(point, **usage.as_point_fields(), loadgen_saturated=saturated)
+        return Measured(point, server, usage, exact_window=False)
+
+    def run(self, model: str, concurrency: int) -> LoadPoint:
         """Measures ``model`` at ``concurrency`` until the windows agree (see the module doc).
 
         Raises:
@@ -104,25 +124,27 @@ class PerfAnalyzer:
         try:
             return self._run(model, concurrency, self._window_args(), report=True)
         except _Unstable:
-            logger.info("%s at concurrency %d did not stabilise; measuring a fixed count", model, concurrency)
-            count = max(100, 20 * concurrency)
-            point = self._run(model, concurrency, ["--request-count", str(count)], report=True)
-            return _replace_stable(point, stable=False)
+            logger.info("%s at concurrency %d did not stabilise; measuring three windows as they come",
+                        model, concurrency)
+            point = self._run(model, concurrency, self._window_args(any_three=True), report=True)
+            return dataclasses.replace(point, stable=False)
 
-    def _window_args(self) -> list[str]:
+    def _window_args(self, any_three: bool = False) -> list[str]:
+        """perf_analyzer's window options; ``any_three`` accepts the first three windows whatever their spread."""
         s = self.settings
         return [
             "--measurement-interval", str(s.window_ms),
-            "--stability-percentage", f"{s.stability_percentage:g}",
-            "--max-trials", str(s.max_windows),
+            "--stability-percentage", "1000" if any_three else f"{s.stability_percentage:g}",
+            "--max-trials", "3" if any_three else str(s.max_windows),
         ]
 
     def _run(self, model: str, concurrency: int, extra: list[str], report: bool) -> LoadPoint:
         csv_path = self.workdir / f"perf_{model}_c{concurrency}.csv"
         csv_path.unlink(missing_ok=True)
+        # -v prints every window's throughput: their spread is kept with the point
         cmd = [
             str(self.binary), "-m", model, "-u", self.url, "-i", self.settings.protocol,
-            "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", self.settings.input_data, *extra,
+            "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", self.input_data, "-v", *extra,
         ]
         if report:
             cmd += ["-f", str(csv_path), "--verbose-csv"]
@@ -149,7 +171,8 @@ class PerfAnalyzer:
         points = parse_csv(text)
         if not points:
             raise MeasurementError("perf_analyzer's report has no rows")
-        return points[0]
+        passes = [float(m) for m in _PASS.findall(output)][-3:]
+        return dataclasses.replace(points[0], throughput_spread_pct=spread_pct(passes)) if passes else points[0]
 
     def _timeout_s(self, concurrency: int) -> float:
         s = self.settings
@@ -164,12 +187,6 @@ def _last_error(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
     return (errors or lines or ["no output"])[-1][:500]
-
-
-def _replace_stable(point: LoadPoint, stable: bool) -> LoadPoint:
-    from dataclasses import replace
-
-    return replace(point, stable=stable)
 
 
 _US = 1000.0  # perf_analyzer reports microseconds; LoadPoint holds milliseconds

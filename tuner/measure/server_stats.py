@@ -1,10 +1,10 @@
 """What the server did during a measurement, from Triton's statistics API.
 
-Two snapshots of the model's statistics, before and after perf_analyzer's run, give the
-requests served, the executions they were batched into, and how many executions ran at each
-batch size: what dynamic batching and the queue delay changed inside the server. The delta
-spans perf_analyzer's whole run (every window it measured, stable or not), not only the
-windows it reported.
+Two snapshots of the model's statistics give the requests served between them, the executions
+they were batched into, how many executions ran at each batch size (what dynamic batching and
+the queue delay changed inside the server), and the time per request in the queue and in
+compute input/infer/output. Which window the snapshots bracket is the load engine's business
+(tuner.measure.engine).
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ class ServerWindow:
         requests: Inference requests completed.
         executions: Model executions they ran in (fewer than requests where batches formed).
         batch_sizes: Executions by the batch size they ran at.
-        queue_ms / compute_infer_ms: Mean per request over the window.
+        queue_ms / compute_*_ms: Mean per request over the window.
     """
 
     requests: int
     executions: int
     batch_sizes: dict[int, int] = field(default_factory=dict)
     queue_ms: float = 0.0
+    compute_input_ms: float = 0.0
     compute_infer_ms: float = 0.0
+    compute_output_ms: float = 0.0
 
     @property
     def mean_batch(self) -> float:
@@ -42,7 +44,18 @@ class ServerWindow:
             "mean_batch": round(self.mean_batch, 3),
             "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
             "queue_ms": round(self.queue_ms, 3),
+            "compute_input_ms": round(self.compute_input_ms, 3),
             "compute_infer_ms": round(self.compute_infer_ms, 3),
+            "compute_output_ms": round(self.compute_output_ms, 3),
+        }
+
+    def as_point_fields(self) -> dict[str, float]:
+        """The LoadPoint fields of the server's breakdown."""
+        return {
+            "server_queue_ms": self.queue_ms,
+            "server_compute_input_ms": self.compute_input_ms,
+            "server_compute_infer_ms": self.compute_infer_ms,
+            "server_compute_output_ms": self.compute_output_ms,
         }
 
 
@@ -54,7 +67,9 @@ def model_counters(statistics: Mapping[str, Any]) -> dict[str, Any]:
         "requests": int(inference.get("success", {}).get("count", 0)),
         "executions": int(model.get("execution_count", 0)),
         "queue_ns": int(inference.get("queue", {}).get("ns", 0)),
+        "input_ns": int(inference.get("compute_input", {}).get("ns", 0)),
         "infer_ns": int(inference.get("compute_infer", {}).get("ns", 0)),
+        "output_ns": int(inference.get("compute_output", {}).get("ns", 0)),
         "batches": {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in model.get("batch_stats", [])},
     }
 
@@ -73,5 +88,7 @@ def window(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerWindow:
         executions=after["executions"] - before["executions"],
         batch_sizes=batches,
         queue_ms=(after["queue_ns"] - before["queue_ns"]) * per_request,
+        compute_input_ms=(after.get("input_ns", 0) - before.get("input_ns", 0)) * per_request,
         compute_infer_ms=(after["infer_ns"] - before["infer_ns"]) * per_request,
+        compute_output_ms=(after.get("output_ns", 0) - before.get("output_ns", 0)) * per_request,
     )
