@@ -10,6 +10,7 @@ threads never exceeds them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,21 +108,57 @@ class SearchSpace:
         4 (the value Triton fills in for a batching ONNX model), ONNX Runtime's default provider
         at FP32; every searched knob gets a value, as the grid sampler needs.
         """
+        return self.params_near({})
+
+    def params_near(self, wanted: Mapping[str, Any]) -> dict[str, Any]:
+        """Trial params for every searched knob: ``wanted`` where given, else the default's,
+        each moved to the nearest value the space has."""
         wanted = {
             "max_batch_size": 4, "dynamic_batching": False, "instance_count": 1,
-            "accelerator": "none", "precision": "fp32",
+            "accelerator": "none", "precision": "fp32", "max_queue_delay_us": 0, **wanted,
         }
         params: dict[str, Any] = {}
         for knob, distribution in self.distributions.items():
-            if knob in wanted:
+            if knob in wanted and knob not in ("max_queue_delay_us", "cpu_threads"):
                 params[knob] = _nearest(distribution, wanted[knob])
         if "cpu_threads" in self.distributions:
             instances = {**self.fixed, **params}.get("instance_count", 1)
-            params["cpu_threads"] = _nearest(self.distributions["cpu_threads"], max(1, self.worker_cores // instances))
+            threads = wanted.get("cpu_threads", max(1, self.worker_cores // instances))
+            params["cpu_threads"] = _nearest(self.distributions["cpu_threads"], threads)
         batching = {**self.fixed, **params}.get("dynamic_batching", False)
         if batching and "max_queue_delay_us" in self.distributions:
-            params["max_queue_delay_us"] = _nearest(self.distributions["max_queue_delay_us"], 0)
+            params["max_queue_delay_us"] = _nearest(self.distributions["max_queue_delay_us"], wanted["max_queue_delay_us"])
         return params
+
+    def values(self, knob: str) -> list[Any]:
+        """Every value a searched knob can take, in the space's order (ranges ascending)."""
+        distribution = self.distributions[knob]
+        if isinstance(distribution, CategoricalDistribution):
+            return list(distribution.choices)
+        assert isinstance(distribution, IntDistribution)
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every distinct config of the space as trial params, once each (the queue delay only
+        where batching is on).
+
+        Raises:
+            ConfigError: a knob is a log range, or the space is too large to enumerate.
+        """
+        grid = self.grid()
+        delays = grid.pop("max_queue_delay_us", None)
+        combos: list[dict[str, Any]] = []
+        for values in itertools.product(*grid.values()):
+            params = dict(zip(grid, values))
+            if delays is not None and {**self.fixed, **params}.get("dynamic_batching", False):
+                combos.extend({**params, "max_queue_delay_us": d} for d in delays)
+            else:
+                combos.append(params)
+        return combos
+
+    def key_of(self, params: Mapping[str, Any]) -> str:
+        """The TrialSpec key of trial params (see TrialSpec.key)."""
+        return self.to_spec(params).key()
 
     def grid(self) -> dict[str, list[Any]]:
         """Every value of every searched knob, for the grid sampler.

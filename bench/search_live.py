@@ -1,0 +1,70 @@
+"""One live study per search strategy on the real server, to check the replays' ranking.
+
+    python bench/search_live.py [--model text_detection] [--trials 15] [--samplers tpe,quick,...]
+
+Runs bench/landscapes/MODEL.yaml on the embedded Triton server once per sampler (seed 0, the
+study file's own load settings), each as its own study, and records its wall time, the trials it
+ran, its best feasible throughput and the trial that first came within 3% of the recorded grid's
+best feasible throughput (bench/landscapes/MODEL.json). Results are merged into
+bench/results/search_live.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from search import LANDSCAPES, TARGET, reference
+
+from tuner.config import load_config
+from tuner.landscape import Landscape
+from tuner.results import ATTR_METRICS, is_feasible
+from tuner.store import Store
+from tuner.study import StudyRunner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="text_detection")
+    parser.add_argument("--trials", type=int, default=15)
+    parser.add_argument("--samplers", default="tpe,quick,random,nsga2,gp")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search_live.json")
+    args = parser.parse_args()
+    cfg = load_config(LANDSCAPES / f"{args.model}.yaml")
+    ref = reference(cfg, Landscape.load(LANDSCAPES / f"{args.model}.json"))
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for sampler in args.samplers.split(","):
+        search = cfg.search.model_copy(update={"sampler": sampler, "seed": 0, "n_trials": args.trials})
+        # the search alone: no fresh loads of the best configs at the end (load.remeasure)
+        load = cfg.load.model_copy(update={"remeasure": cfg.load.remeasure.model_copy(update={"top": 0})})
+        run_cfg = cfg.model_copy(update={"study": f"live-{sampler}-{stamp}", "search": search, "load": load})
+        started = time.perf_counter()
+        summary = StudyRunner(run_cfg, Store(run_cfg.storage)).run()
+        wall = time.perf_counter() - started
+        trials = summary.study.trials
+        feasible = [(t.number + 1, t.user_attrs[ATTR_METRICS]["throughput"]) for t in trials if is_feasible(t)]
+        reached = next((n for n, thr in feasible if thr >= TARGET * ref.best_throughput), None)
+        row = {
+            "trials": len(trials),
+            "wall_s": round(wall, 1),
+            "best_feasible_throughput": max((thr for _, thr in feasible), default=None),
+            "trials_to_target": reached,
+            "stopped": summary.stopped,
+            "grid_best_throughput": ref.best_throughput,
+        }
+        results.setdefault(args.model, {})[sampler] = row
+        print(sampler, row, flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

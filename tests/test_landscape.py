@@ -1,0 +1,185 @@
+"""Recorded landscapes and replayed studies: the whole study loop, answered from a file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tuner.config import parse_config
+from tuner.errors import ConfigError
+from tuner.hardware import WorkerPlan
+from tuner.landscape import Landscape, ReplayPool
+from tuner.results import ATTR_FAIL_REASON, ATTR_METRICS
+from tuner.store import Store
+from tuner.study import StudyRunner, build_space, check_study, worker_plan
+from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
+
+SPACE = {
+    "max_batch_size": [1, 8, 32],
+    "dynamic_batching": [False, True],
+    "max_queue_delay_us": [0, 1000, 5000],
+    "instance_count": [1, 2],
+    "accelerator": ["none", "openvino"],
+}
+
+
+def _point(spec: TrialSpec) -> LoadPoint:
+    """A made-up but structured landscape: more instances and batching help, delay costs latency."""
+    throughput = 100.0 * spec.instance_count + (40.0 * spec.max_batch_size**0.5 if spec.dynamic_batching else 0.0)
+    throughput *= 1.2 if spec.accelerator == "openvino" else 1.0
+    p99 = 5.0 + spec.max_queue_delay_us / 500 + spec.max_batch_size / 4
+    return LoadPoint(8, throughput, p99 / 2, p99 / 2, p99 * 0.8, p99 * 0.9, p99)
+
+
+def _study_file(tmp_path: Path, digits_onnx: Path, **search: Any) -> dict[str, Any]:
+    return {
+        "study": "replayed",
+        "storage": f"sqlite:///{tmp_path / 'replay.db'}",
+        "model": {"name": "digits_forest", "path": str(digits_onnx)},
+        "workers": {"backend": "local", "cpus_per_worker": 2},
+        "search": {"sampler": "tpe", "n_trials": 15, "seed": 3, "space": SPACE, **search},
+        "constraints": {"latency_p99_ms": {"max": 14}},
+        "load": {"concurrency": [8]},
+    }
+
+
+@pytest.fixture
+def landscape_file(tmp_path: Path, digits_onnx: Path) -> Path:
+    cfg = parse_config(_study_file(tmp_path, digits_onnx), tmp_path)
+    space = build_space(cfg, worker_plan(cfg))
+    landscape = Landscape(model="digits_forest", study={}, worker_plan=WorkerPlan(1, 2, 0.0))
+    for params in space.combinations():
+        spec = space.to_spec(params)
+        if spec.accelerator == "openvino" and spec.max_batch_size == 32:
+            outcome = TrialOutcome(spec, "", error="Triton refused the config (openvino, fp32): made up")
+        else:
+            outcome = TrialOutcome(spec, "name: \"digits_forest\"", points=(_point(spec),), timings_s={"measure_s": 5.0})
+        landscape.add(outcome, params)
+    path = tmp_path / "landscape.json"
+    landscape.save(path)
+    return path
+
+
+def _replay(tmp_path: Path, digits_onnx: Path, landscape: Path, name: str, **search: Any) -> list[tuple]:
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape), **search) | {"study": name}
+    cfg = parse_config(data, tmp_path)
+    summary = StudyRunner(cfg, Store(cfg.storage)).run()
+    return [
+        (t.number, t.state, dict(t.params), t.values, t.user_attrs.get(ATTR_FAIL_REASON))
+        for t in summary.study.trials
+    ]
+
+
+def test_landscape_file_round_trips(landscape_file: Path) -> None:
+    landscape = Landscape.load(landscape_file)
+
+    again = Landscape.from_json(landscape.to_json())
+
+    assert len(landscape.outcomes) == 48
+    assert again.outcomes == landscape.outcomes
+    assert again.worker_plan == WorkerPlan(1, 2, 0.0)
+
+
+def test_replayed_studies_repeat_for_the_same_seed(tmp_path: Path, digits_onnx: Path, landscape_file: Path) -> None:
+    first = _replay(tmp_path, digits_onnx, landscape_file, "a")
+    second = _replay(tmp_path, digits_onnx, landscape_file, "b")
+    other_seed = _replay(tmp_path, digits_onnx, landscape_file, "c", seed=4)
+
+    assert len(first) == 15
+    assert first == second
+    assert first != other_seed
+
+
+def test_replayed_trials_carry_the_recorded_measurements(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), sampler="grid") | {"study": "grid"}
+    cfg = parse_config(data, tmp_path)
+    runner = StudyRunner(cfg, Store(cfg.storage))
+
+    summary = runner.run(n_trials=100)
+
+    trials = summary.study.trials
+    assert len(trials) == 48  # the grid ends the study when every config is measured
+    assert summary.stopped is not None and "grid" in summary.stopped
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 8 and all("made up" in t.user_attrs[ATTR_FAIL_REASON] for t in failed)
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            spec = runner.space.to_spec(trial.params)
+            assert trial.user_attrs[ATTR_METRICS]["throughput"] == pytest.approx(_point(spec).throughput)
+
+
+def test_quick_search_ends_the_replayed_study_with_a_message(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), sampler="quick", n_trials=100)
+    cfg = parse_config(data | {"study": "quick"}, tmp_path)
+
+    summary = StudyRunner(cfg, Store(cfg.storage)).run()
+
+    assert len(summary.study.trials) < 48
+    assert summary.stopped == "quick search converged: no neighbour of the best config improves on it"
+    assert summary.study.trials[0].params == {"max_batch_size": 1, "dynamic_batching": False,
+                                              "instance_count": 1, "accelerator": "none"}
+
+
+def test_a_config_missing_from_the_landscape_is_a_failed_trial() -> None:
+    landscape = Landscape(model="m", study={}, worker_plan=WorkerPlan(1, 2, 0.0))
+    spec = TrialSpec(4, False, 0, 1, cpu_threads=2)
+
+    with ReplayPool(landscape) as pool:
+        pool.submit(0, spec)
+        [finished] = pool.collect(timeout_s=1.0)
+
+    assert finished.outcome.failed
+    assert finished.outcome.error == "config not in the recorded landscape"
+
+
+def test_replay_file_must_exist(tmp_path: Path, digits_onnx: Path) -> None:
+    with pytest.raises(ConfigError, match=r"search\.replay: landscape file .* does not exist"):
+        parse_config(_study_file(tmp_path, digits_onnx, replay="nowhere.json"), tmp_path)
+
+
+def test_replay_of_another_model_is_refused(tmp_path: Path, digits_onnx: Path) -> None:
+    path = tmp_path / "other.json"
+    Landscape(model="text_detection", study={}, worker_plan=WorkerPlan(1, 2, 0.0)).save(path)
+    cfg = parse_config(_study_file(tmp_path, digits_onnx, replay=str(path)), tmp_path)
+
+    with pytest.raises(ConfigError, match="search.replay: .* recorded for model 'text_detection'"):
+        check_study(cfg)
+
+
+def test_a_file_that_is_not_a_landscape_is_refused(tmp_path: Path, digits_onnx: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('{"trials": []}')
+    cfg = parse_config(_study_file(tmp_path, digits_onnx, replay=str(path)), tmp_path)
+
+    with pytest.raises(ConfigError, match="search.replay: not a landscape file"):
+        check_study(cfg)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False, stdin=subprocess.DEVNULL)
+
+
+def test_optimize_replays_a_landscape_from_the_command_line(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, sampler="quick", n_trials=30)))
+
+    done = _cli("optimize", str(study), "--replay", str(landscape_file), cwd=tmp_path)
+    missing = _cli("optimize", str(study), "--replay", "nowhere.json", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "quick search converged" in done.stdout
+    assert missing.returncode == 2
+    assert "--replay: landscape file nowhere.json does not exist" in missing.stderr

@@ -1,0 +1,223 @@
+"""The tuner's samplers: the grid over distinct configs, the quick search, warm starts."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import pytest
+
+from tuner import config as cfg
+from tuner import samplers
+from tuner.errors import ConfigError
+from tuner.samplers import _registry
+from tuner.search_space import SearchSpace
+from tuner.trial import TrialSpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = {
+    "max_batch_size": [1, 4, 8],
+    "dynamic_batching": [False, True],
+    "max_queue_delay_us": [0, 2000, 8000],
+    "instance_count": [1, 2],
+    "accelerator": ["none", "openvino"],
+}
+
+
+def _space(worker_cores: int = 2, **knobs: Any) -> SearchSpace:
+    return SearchSpace(cfg.SearchSpace.model_validate(knobs or SPACE), worker_cores)
+
+
+def _study(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+
+
+def _run(study: optuna.Study, space: SearchSpace, score: Callable[[TrialSpec], float], limit: int = 500) -> list[TrialSpec]:
+    """Asks and tells until the sampler is exhausted, as the study loop does; returns the specs."""
+    specs = []
+    for _ in range(limit):
+        if study.sampler.is_exhausted(study):
+            return specs
+        trial = study.ask()
+        spec = space.suggest(trial)
+        specs.append(spec)
+        study.tell(trial, [score(spec), 1.0])
+    raise AssertionError("the sampler never ran out")
+
+
+# --- grid --------------------------------------------------------------------------------------
+
+
+def test_grid_covers_every_combination_exactly_once() -> None:
+    space = _space()
+    study = _study(samplers.make_sampler("grid", 3, space))
+
+    specs = _run(study, space, lambda spec: 1.0)
+
+    keys = [spec.key() for spec in specs]
+    # 3 batch sizes x (batching off + 3 delays) x 2 instance counts x 2 accelerators
+    assert len(keys) == 48
+    assert len(set(keys)) == 48
+    assert set(keys) == {space.key_of(params) for params in space.combinations()}
+
+
+def test_grid_counts_the_enqueued_default_as_one_of_its_configs() -> None:
+    space = _space()
+    study = _study(samplers.make_sampler("grid", 0, space))
+    study.enqueue_trial(space.default_params())
+
+    specs = _run(study, space, lambda spec: 1.0)
+
+    assert specs[0].key() == space.key_of(space.default_params())
+    assert len(specs) == len({s.key() for s in specs}) == 48
+
+
+def test_grid_order_follows_the_seed() -> None:
+    def order(seed: int) -> list[str]:
+        space = _space()
+        study = _study(samplers.make_sampler("grid", seed, space))
+        return [s.key() for s in _run(study, space, lambda spec: 1.0)]
+
+    assert order(5) == order(5)
+    assert order(5) != order(6)
+
+
+# --- quick -------------------------------------------------------------------------------------
+
+
+def _hill(spec: TrialSpec) -> float:
+    """A landscape with one peak: batching on at 2000 us, max batch 8, 2 instances, OpenVINO."""
+    score = 10.0 * spec.max_batch_size ** 0.5 + 20.0 * spec.instance_count
+    if spec.dynamic_batching:
+        score += 15.0 - abs(spec.max_queue_delay_us - 2000) / 400
+    return score + (12.0 if spec.accelerator == "openvino" else 0.0)
+
+
+def test_quick_starts_at_the_default_and_climbs_to_the_peak() -> None:
+    space = _space()
+    study = _study(samplers.make_sampler("quick", 1, space))
+
+    specs = _run(study, space, _hill)
+
+    assert specs[0].key() == space.key_of(space.default_params())
+    best = max(specs, key=_hill)
+    assert (best.max_batch_size, best.dynamic_batching, best.max_queue_delay_us) == (8, True, 2000)
+    assert (best.instance_count, best.accelerator) == (2, "openvino")
+    assert len(specs) < 48  # fewer than the grid
+
+
+def test_quick_stops_when_no_neighbour_improves() -> None:
+    space = _space()
+    sampler = samplers.make_sampler("quick", 2, space)
+    study = _study(sampler)
+
+    specs = _run(study, space, _hill)
+
+    best = sampler.incumbent(study)
+    measured = {s.key(): _hill(s) for s in specs}
+    neighbours = sampler.neighbours(best.params)
+    assert neighbours, "the peak has neighbours"
+    for params in neighbours:
+        key = space.key_of(params)
+        assert key in measured  # every neighbour of the best config was measured ...
+        assert measured[key] <= best.values[0]  # ... and none beats it
+    assert len(measured) == len(specs)  # no config twice
+
+
+def test_quick_stays_on_a_local_peak() -> None:
+    space = _space(max_batch_size=[1, 4, 8, 16], dynamic_batching=False, instance_count=[1, 2])
+
+    def two_peaks(spec: TrialSpec) -> float:
+        # max batch 4 is a local peak next to the default; 16 is higher but behind a dip at 8
+        return {1: 1.0, 4: 3.0, 8: 0.5, 16: 9.0}[spec.max_batch_size] - spec.instance_count
+
+    study = _study(samplers.make_sampler("quick", 0, space))
+    specs = _run(study, space, two_peaks)
+
+    assert max(two_peaks(s) for s in specs) == 2.0  # max batch 4, 1 instance: where climbing stops
+    assert all(s.max_batch_size != 16 for s in specs)
+
+
+def test_quick_prefers_feasible_trials() -> None:
+    space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2])
+    sampler = samplers.make_sampler("quick", 0, space)
+    study = _study(sampler)
+    for params, value, excess in (
+        ({"max_batch_size": 4, "instance_count": 1}, 10.0, 0.0),
+        ({"max_batch_size": 8, "instance_count": 1}, 50.0, 3.0),  # faster, over the latency budget
+    ):
+        study.enqueue_trial(params)
+        trial = study.ask()
+        space.suggest(trial)
+        trial.set_constraint("latency_p99_ms", excess)
+        study.tell(trial, [value, 1.0])
+
+    assert sampler.incumbent(study).params == {"max_batch_size": 4, "instance_count": 1}
+
+
+def test_quick_climbs_long_ranges_on_a_doubling_ladder() -> None:
+    space = _space(max_batch_size=4, dynamic_batching=True, max_queue_delay_us={"low": 0, "high": 20000, "step": 100})
+
+    ladder = samplers._quick.ladder(space, "max_queue_delay_us")
+
+    assert ladder[:5] == [0, 100, 200, 400, 800]
+    assert ladder[-1] == 20000
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+
+def test_seeded_samplers_repeat() -> None:
+    def proposals(name: str) -> list[str]:
+        space = _space()
+        study = _study(samplers.make_sampler(name, 11, space))
+        keys = []
+        for _ in range(12):
+            trial = study.ask()
+            spec = space.suggest(trial)
+            keys.append(spec.key())
+            study.tell(trial, [_hill(spec), 1.0])
+        return keys
+
+    for name in ("tpe", "nsga2", "random"):
+        assert proposals(name) == proposals(name), name
+
+
+def test_gp_without_torch_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(_registry.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
+
+    with pytest.raises(ConfigError, match="search.sampler: gp needs torch"):
+        samplers.make_sampler("gp", 0, _space())
+
+
+def test_initial_params_start_with_the_default_then_known_good_configs() -> None:
+    space = _space()
+
+    first = samplers.initial_params("tpe", space)
+
+    assert first[0] == space.default_params()
+    assert first[1]["instance_count"] == 2
+    assert first[2]["dynamic_batching"] is True
+    assert any(p.get("accelerator") == "openvino" for p in first)
+    assert len({space.key_of(p) for p in first}) == len(first)
+    assert samplers.initial_params("tpe", space, warm_start=False) == [space.default_params()]
+    assert samplers.initial_params("quick", space) == [space.default_params()]
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+def test_model_based_samplers_measure_a_new_config_each_trial(name: str) -> None:
+    space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2],
+                   accelerator=["none", "openvino"])
+    study = _study(samplers.make_sampler(name, 0, space, n_startup_trials=3))
+    keys = []
+    for _ in range(12):  # every config of the space
+        trial = study.ask()
+        spec = space.suggest(trial)
+        keys.append(spec.key())
+        study.tell(trial, [_hill(spec), 1.0])
+
+    assert len(set(keys)) == 12

@@ -1,0 +1,35 @@
+"""Sampler names -> samplers: Optuna's own (tpe, nsga2, gp, random) and the tuner's (grid, quick).
+
+    sampler = make_sampler("tpe", seed=7, space=space)
+    for params in initial_params("tpe", space):
+        study.enqueue_trial(params)
+
+A sampler with an ``is_exhausted(study)`` method (grid, quick) ends the study when it has
+nothing left to propose.
+"""
+
+from tuner.samplers._grid import ConfigGridSampler
+from tuner.samplers._planned import PlannedSampler
+from tuner.samplers._quick import QuickSearchSampler
+from tuner.samplers._registry import (
+    DEFAULT_STARTUP,
+    SAMPLERS,
+    WARM_STARTED,
+    initial_params,
+    make_sampler,
+    warm_start_params,
+)
+from tuner.samplers._unmeasured import UnmeasuredFirst
+
+__all__ = [
+    "DEFAULT_STARTUP",
+    "SAMPLERS",
+    "WARM_STARTED",
+    "ConfigGridSampler",
+    "PlannedSampler",
+    "QuickSearchSampler",
+    "UnmeasuredFirst",
+    "initial_params",
+    "make_sampler",
+    "warm_start_params",
+]

@@ -1,0 +1,133 @@
+"""Sampler names -> samplers, and the configs a study starts with.
+
+Constraints reach Optuna's samplers through ``Trial.set_constraint`` (Optuna 5), so every
+sampler that can use them does, and ``study.best_trials`` is the feasible Pareto front
+whatever the sampler.
+
+The defaults here (TPE, multivariate, 8 startup trials of which the first four are the default
+config and three known-good ones) won the search-efficiency benchmark in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from tuner.errors import ConfigError
+from tuner.samplers._grid import ConfigGridSampler
+from tuner.samplers._quick import QuickSearchSampler
+from tuner.samplers._unmeasured import UnmeasuredFirst
+from tuner.search_space import SearchSpace
+from tuner.trial import InstanceKind
+
+#: Random (or warm-start) trials before a model-based sampler takes over, by sampler.
+DEFAULT_STARTUP: dict[str, int] = {"tpe": 8, "gp": 8, "nsga2": 10}
+#: Samplers that the warm-start configs are given to (the grid and the quick search have their own order).
+WARM_STARTED = ("tpe", "gp", "nsga2")
+
+
+def _tpe(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+    # multivariate: the knobs interact (instances x threads x provider); constant_liar keeps
+    # trials in flight from being proposed twice when workers run in parallel
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+    return UnmeasuredFirst(tpe, space, seed)
+
+
+def _nsga2(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+    del space
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, startup))
+
+
+def _gp(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+    missing = [name for name in ("torch", "scipy") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"search.sampler: gp needs {' and '.join(missing)} (Optuna's GPSampler); "
+            "install them (pip install -e '.[transformer]' brings torch) or pick another sampler"
+        )
+    gp = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+    return UnmeasuredFirst(gp, space, seed)
+
+
+def _random(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+    del space, startup
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _grid(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+    del startup
+    return ConfigGridSampler(space, seed=seed)
+
+
+def _quick(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+    del startup
+    return QuickSearchSampler(space, seed=seed)
+
+
+SAMPLERS: dict[str, Callable[[int | None, SearchSpace, int], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "nsga2": _nsga2,
+    "gp": _gp,
+    "random": _random,
+    "grid": _grid,
+    "quick": _quick,
+}
+
+
+def make_sampler(
+    name: str, seed: int | None, space: SearchSpace, n_startup_trials: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler called ``name``.
+
+    Args:
+        name: One of ``SAMPLERS``.
+        seed: Makes the sampler's proposals repeatable.
+        space: The study's search space.
+        n_startup_trials: Random trials before tpe and gp model the results (nsga2: its
+            population); None takes ``DEFAULT_STARTUP``.
+
+    Raises:
+        ConfigError: the name is unknown, the space does not suit the sampler, or a package
+            the sampler needs is missing.
+    """
+    factory = SAMPLERS.get(name)
+    if factory is None:
+        raise ConfigError(f"search.sampler: unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+    startup = n_startup_trials if n_startup_trials is not None else DEFAULT_STARTUP.get(name, 0)
+    return factory(seed, space, startup)
+
+
+def initial_params(name: str, space: SearchSpace, warm_start: bool = True) -> list[dict[str, Any]]:
+    """The configs a new study measures first: the default config, then (for the samplers in
+    ``WARM_STARTED``, with ``warm_start``) the known-good ones of ``warm_start_params``."""
+    first = [space.default_params()]
+    if warm_start and name in WARM_STARTED:
+        first += warm_start_params(space)
+    unique: dict[str, dict[str, Any]] = {}
+    for params in first:
+        unique.setdefault(space.key_of(params), params)
+    return list(unique.values())
+
+
+def warm_start_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """A few configs that are often good, each moved into the space.
+
+    One instance per core (no batching); dynamic batching at a larger batch with a short
+    queue delay; and the fastest accelerator the space offers (TensorRT on a GPU, else
+    OpenVINO) with one instance using every core. They differ from the default config in
+    the knobs that matter most on CPU and GPU alike (docs/benchmarks.md), so a model of the
+    results learns early which direction pays.
+    """
+    configs = [
+        {"instance_count": space.worker_cores if space.kind is InstanceKind.CPU else 2},
+        {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": 1000},
+    ]
+    accelerators = space.values("accelerator") if "accelerator" in space.distributions else []
+    for accelerator in ("tensorrt", "openvino"):
+        if accelerator in accelerators:
+            configs.append({"accelerator": accelerator})
+            break
+    return [space.params_near(wanted) for wanted in configs]
