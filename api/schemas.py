@@ -132,6 +132,13 @@ class TrialPage(_Out):
     items: list[TrialSummary]
 
 
+class Explanation(_Out):
+    """One plain-language reading of a trial's numbers."""
+
+    rule: str = Field(description="The rule that fired: queue, compute, batch_of_one, constraint, failed, ...")
+    text: str
+
+
 class TrialDetail(TrialSummary):
     """Everything stored about a trial."""
 
@@ -151,6 +158,9 @@ class TrialDetail(TrialSummary):
     worker: Any = Field(description="The worker that measured it.")
     user_attrs: dict[str, Any] = Field(
         description="Every attribute the tuner stored on the trial (CPU/GPU use among them, where measured)."
+    )
+    explanations: list[Explanation] = Field(
+        default=[], description="What its numbers say: where the time went, what failed, what to try next."
     )
 
 

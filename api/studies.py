@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,10 +261,15 @@ def trial_summary(trial: FrozenTrial) -> s.TrialSummary:
     )
 
 
-def trial_detail(store: Store, trial: FrozenTrial) -> s.TrialDetail:
-    """Everything stored about a trial: Optuna's view of it and the tuner's rows."""
+def trial_detail(
+    store: Store, trial: FrozenTrial, bounds: Mapping[str, Mapping[str, float | None]] | None = None
+) -> s.TrialDetail:
+    """Everything stored about a trial: Optuna's view of it, the tuner's rows, and what they say.
+
+    ``bounds``: the study's constraints (``tuner.explain.bounds_of``), for saying by how much one failed.
+    """
     record = store.records([trial._trial_id]).get(trial._trial_id)  # noqa: SLF001 - the tuner's rows are keyed by it
-    base = report.trial_json(trial, record)
+    base = report.trial_json(trial, record, bounds)
     attrs = trial.user_attrs
     return s.TrialDetail(
         **trial_summary(trial).model_dump(),
@@ -279,6 +284,7 @@ def trial_detail(store: Store, trial: FrozenTrial) -> s.TrialDetail:
         reused_from=base["reused_from"],
         worker=attrs.get(rs.ATTR_WORKER),
         user_attrs=dict(attrs),
+        explanations=[s.Explanation(**e) for e in base["explanations"]],
     )
 
 

@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from tuner import models  # noqa: E402
 from tuner.hardware import cpu_cores  # noqa: E402
-from tuner.measure.perf_analyzer import PerfSettings  # noqa: E402
+from tuner.measure.engine import EngineSettings  # noqa: E402
+from tuner.measure.sweep import SweepPlan  # noqa: E402
 from tuner.model_info import read_model_info  # noqa: E402
 from tuner.trial import TrialSpec  # noqa: E402
 from tuner.validation import validation_inputs  # noqa: E402
@@ -69,7 +70,8 @@ def main() -> None:
             print(f"{precision} variant built in {builds[precision]} s", flush=True)
         setup = WorkerSetup(
             model_name="text_detection", model_path=onnx, model_info=info, workdir=Path(tmp) / "worker",
-            concurrency=(args.concurrency,), perf=PerfSettings(window_ms=args.window_ms), validation=validation,
+            sweep=SweepPlan(fixed=(args.concurrency,)), engine=EngineSettings(window_ms=args.window_ms),
+            validation=validation,
         )
         with Worker(setup) as worker:
             for label, knobs in CONFIGS:

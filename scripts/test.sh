@@ -14,4 +14,11 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
   fi
 fi
 
+# Headless Chromium renders the HTML report in tests/integration/test_report.py, which skips without it.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get install -y --no-install-recommends chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }; } \
+    >/dev/null 2>&1 || echo "chromium could not be installed: the report rendering test will skip" >&2
+fi
+
 exec .venv/bin/python -m pytest "$@"

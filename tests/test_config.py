@@ -401,3 +401,50 @@ def test_config_is_frozen(study_dir: Path) -> None:
 
     with pytest.raises(pydantic.ValidationError):
         config.study = "other"  # type: ignore[misc]
+
+
+def test_load_defaults_and_auto_concurrency(study_dir: Path) -> None:
+    cfg = load_config(_write(study_dir, _minimal(load={"concurrency": "auto", "engine": "builtin"})))
+    assert cfg.load.concurrency == "auto" and cfg.load.engine == "builtin"
+    assert (cfg.load.concurrency_search.start, cfg.load.concurrency_search.max) == (1, 64)
+    assert (cfg.load.remeasure.top, cfg.load.remeasure.repeats) == (3, 3)
+    assert cfg.load.input_data == "auto"
+
+
+@pytest.mark.parametrize(
+    ("load", "message"),
+    [
+        ({"concurrency": "fast"}, "load.concurrency"),
+        ({"engine": "locust"}, "load.engine"),
+        ({"engine": "builtin", "protocol": "http"}, "builtin engine speaks gRPC"),
+        ({"concurrency_search": {"start": 8, "max": 4}}, "start (8) is above max (4)"),
+        ({"concurrency_search": {"budget": 100}}, "give metric and budget together"),
+        ({"concurrency_search": {"metric": "latency_p77_ms", "budget": 100}}, "unknown metric 'latency_p77_ms'"),
+        ({"input_data": "samples/missing.npy"}, "load.input_data"),
+        ({"remeasure": {"repeats": 0}}, "load.remeasure.repeats"),
+        ({"contamination_cpu_pct": 0}, "load.contamination_cpu_pct"),
+    ],
+)
+def test_bad_load_settings_name_the_field(study_dir: Path, load: dict, message: str) -> None:
+    assert message in _error(study_dir, _minimal(load=load))
+
+
+def test_input_data_file_is_relative_to_the_study_file(study_dir: Path) -> None:
+    import numpy as np
+
+    np.save(study_dir / "samples.npy", np.zeros((3, 4), dtype=np.float32))
+    cfg = load_config(_write(study_dir, _minimal(load={"input_data": "samples.npy"})))
+    assert cfg.load.input_data == study_dir / "samples.npy"
+
+
+def test_auto_concurrency_takes_its_budget_from_the_latency_constraint(study_dir: Path) -> None:
+    from tuner.load_setup import sweep_plan
+
+    cfg = load_config(_write(study_dir, _minimal(
+        load={"concurrency": "auto"},
+        constraints={"accuracy_drop": {"max": 0.1}, "latency_p95_ms": {"max": 40}},
+    )))
+    plan = sweep_plan(cfg)
+    assert (plan.fixed, plan.metric, plan.budget) == (None, "latency_p95_ms", 40)
+    fixed = sweep_plan(load_config(_write(study_dir, _minimal(load={"concurrency": [2, 4]}))))
+    assert fixed.fixed == (2, 4)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tuner import cli_display as display
 from tuner import models as bundled
 from tuner import report
 from tuner import results as rs
@@ -27,14 +27,15 @@ from tuner.config import StudyConfig, load_config, resolve_storage
 from tuner.errors import ConfigError, TunerError
 from tuner.measure.perf_analyzer import find_binary
 from tuner.store import Store
-from tuner.triton.server import port_is_free, pytriton_root
+from tuner.triton.server import check_launch, port_is_free
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Autotuner for Triton Inference Server configs.")
 models_app = typer.Typer(no_args_is_help=True, help="The bundled real models.")
 app.add_typer(models_app, name="models")
+landscape_app = typer.Typer(no_args_is_help=True, help="Recorded landscapes: every config measured once, for replays.")
+app.add_typer(landscape_app, name="landscape")
 
-# Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; tables read better wider.
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = display.console
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DEFAULT_STORAGE = "sqlite:///tuner.db"
@@ -71,7 +72,15 @@ def optimize(
     n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Overrides `search.n_trials`.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Seconds; overrides `search.timeout_s`.")] = None,
     ray_address: Annotated[
-        Optional[str], typer.Option("--ray-address", help="Join this Ray cluster; overrides `workers.ray_address`.")
+        Optional[str],
+        typer.Option(
+            "--ray-address", envvar="TUNER_RAY_ADDRESS",
+            help="Join this Ray cluster; overrides `workers.ray_address`.",
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option("--replay", help="Answer trials from this landscape file instead of Triton; overrides `search.replay`."),
     ] = None,
 ) -> None:
     """Run (or continue) a study: measure configs on a real Triton server until the budget is spent."""
@@ -83,8 +92,14 @@ def optimize(
         updates["study"] = study_name
     if ray_address:
         if cfg.workers.backend == "local":
-            raise ConfigError("--ray-address: the study file runs its worker locally (workers.backend: local)")
+            raise ConfigError(
+                "--ray-address (or $TUNER_RAY_ADDRESS): the study file runs its worker locally (workers.backend: local)"
+            )
         updates["workers"] = cfg.workers.model_copy(update={"ray_address": ray_address})
+    if replay:
+        if not replay.is_file():
+            raise ConfigError(f"--replay: landscape file {replay} does not exist")
+        updates["search"] = cfg.search.model_copy(update={"replay": replay.resolve()})
     cfg = cfg.model_copy(update=updates)
     _preflight(cfg)
     store = Store(cfg.storage)
@@ -96,17 +111,9 @@ def optimize(
         f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
         f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · storage {cfg.storage}"
     )
-    with _progress() as progress:
-        task = progress.add_task("starting workers and their Triton servers", total=total, best="")
-        display = _StudyDisplay(progress, task, cfg)
-
-        def on_event(event: st.TrialEvent) -> None:
-            display.runner_pool = runner.pool
-            display.show(event)
-
-        runner.on_event = on_event
+    with display.study_progress(runner, cfg, total):
         summary = runner.run(n_trials=n_trials, timeout_s=timeout)
-    _print_summary(summary, cfg)
+    display.print_summary(summary, cfg)
     if summary.interrupted:
         err_console.print("interrupted: the study is stored; run the same command to continue it")
         raise typer.Exit(130)
@@ -118,149 +125,10 @@ def _preflight(cfg: StudyConfig) -> None:
         port = getattr(cfg.server, field)
         if port is not None and not port_is_free(port, cfg.server.address):
             raise ConfigError(f"server.{field}: port {port} is already in use on {cfg.server.address}")
-    pytriton_root()
-    find_binary()
+    if cfg.search.replay is None:  # a replay starts no server
+        check_launch(cfg.server, workers_here=cfg.workers.ray_address is None)
+        find_binary()
     st.check_study(cfg)
-
-
-def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[best]}"),
-        console=console,
-        transient=False,
-    )
-
-
-class _StudyDisplay:
-    """The progress of a study: one bar for the study, one line for each worker."""
-
-    def __init__(self, progress: Progress, task: int, cfg: StudyConfig) -> None:
-        self.progress = progress
-        self.task = task
-        self.cfg = cfg
-        self.workers: dict[int, int] = {}
-        self.params: dict[int, dict] = {}
-
-    def show(self, event: st.TrialEvent) -> None:
-        progress = self.progress
-        if event.kind == "started":
-            self.params[event.number] = event.params
-            progress.update(self.task, description=f"trial {event.number} of {event.total or '∞'}", completed=event.done)
-        else:
-            trial = event.trial
-            assert trial is not None
-            progress.update(self.task, completed=event.done, best=_best_text(event.best, self.cfg))
-            progress.console.print(
-                f"  trial {trial.number:>3} {_params_text(trial.params):<48} {_result_text(trial, self.cfg)}"
-            )
-        self._show_workers()
-
-    def _show_workers(self) -> None:
-        pool = getattr(self, "runner_pool", None)
-        statuses = pool.status if pool is not None else []
-        for status in statuses:
-            if status.index not in self.workers:
-                self.workers[status.index] = self.progress.add_task("", total=None, best="")
-            now = "idle" if status.ticket is None else (
-                f"trial {status.ticket}: {_params_text(self.params.get(status.ticket, {}))}"
-            )
-            cores = ",".join(map(str, status.cores))
-            self.progress.update(
-                self.workers[status.index],
-                description=f"  worker {status.index} [{status.node} cores {cores}] {now}",
-                best=f"{status.done} done, {status.failed} failed",
-            )
-
-
-def _params_text(params: dict) -> str:
-    short = {"max_batch_size": "mbs", "dynamic_batching": "batching", "max_queue_delay_us": "delay_us",
-             "instance_count": "instances", "cpu_threads": "threads"}
-    parts = []
-    for key, value in params.items():
-        if isinstance(value, bool):
-            value = "on" if value else "off"
-        parts.append(f"{short.get(key, key)}={value}")
-    return " ".join(parts) or "default"
-
-
-def _result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
-    if trial.state != TrialState.COMPLETE:
-        return f"[red]FAIL[/] {trial.user_attrs.get(rs.ATTR_FAIL_REASON, '')}"
-    metrics = trial.user_attrs.get(rs.ATTR_METRICS, {})
-    text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
-    flags = []
-    if not rs.is_feasible(trial):
-        flags.append("[yellow]infeasible[/]")
-    if trial.user_attrs.get(rs.ATTR_REUSED_FROM) is not None:
-        flags.append(f"reused from {trial.user_attrs[rs.ATTR_REUSED_FROM]}")
-    if metrics.get("stable") is False:
-        flags.append("[yellow]unstable[/]")
-    return " ".join([text, *flags])
-
-
-def _best_text(best: FrozenTrial | None, cfg: StudyConfig) -> str:
-    if best is None:
-        return "no feasible trial yet"
-    metric = cfg.objectives[0].metric
-    return f"best: trial {best.number}, {metric} {best.values[0]:.4g}"
-
-
-def _print_summary(summary: st.StudySummary, cfg: StudyConfig) -> None:
-    study = summary.study
-    states = [t.state for t in study.trials]
-    console.print(
-        f"\n{len(states)} trials: {states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.FAIL)} failed"
-    )
-    if not summary.pareto:
-        console.print("[yellow]no feasible trial: loosen the constraints or widen the search space[/]")
-        return
-    console.print(_trials_table("Pareto front (feasible trials)", summary.pareto, summary.recommended))
-    rec = summary.recommended
-    if rec is not None:
-        console.print(f"recommended: trial {rec.number} {_params_text(rec.params)}")
-        if summary.default is not None and summary.default.number != rec.number:
-            parts = []
-            for o in cfg.objectives:
-                ratio = report.gain(rec, summary.default, o.metric)
-                if ratio is not None:
-                    parts.append(f"{o.metric} x{ratio:.2f}")
-            console.print(f"  vs the default config (trial {summary.default.number}): " + ", ".join(parts))
-
-
-def _trials_table(title: str, trials: list[FrozenTrial], marked: FrozenTrial | None = None) -> Table:
-    table = Table(title=title)
-    for column in ("trial", "state", "params", "infer/s", "p50 ms", "p99 ms", "queue ms", "infer ms", "note"):
-        numeric = column not in ("params", "note", "state")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "note")
-    for trial in trials:
-        metrics = trial.user_attrs.get(rs.ATTR_METRICS) or {}
-        note = []
-        if marked is not None and trial.number == marked.number:
-            note.append("[green]recommended[/]")
-        if trial.user_attrs.get(rs.ATTR_DEFAULT):
-            note.append("default")
-        if trial.state == TrialState.COMPLETE and not rs.is_feasible(trial):
-            note.append("infeasible")
-        if trial.user_attrs.get(rs.ATTR_REUSED_FROM) is not None:
-            note.append(f"reused {trial.user_attrs[rs.ATTR_REUSED_FROM]}")
-        if trial.user_attrs.get(rs.ATTR_FAIL_REASON):
-            note.append(str(trial.user_attrs[rs.ATTR_FAIL_REASON])[:80])
-
-        def fmt(key: str) -> str:
-            value = metrics.get(key)
-            return "" if value is None else f"{value:.4g}"
-
-        table.add_row(
-            str(trial.number), trial.state.name, _params_text(trial.params), fmt("throughput"),
-            fmt("latency_p50_ms"), fmt("latency_p99_ms"), fmt("server_queue_ms"), fmt("server_compute_infer_ms"),
-            " ".join(note),
-        )
-    return table
 
 
 @app.command()
@@ -305,49 +173,13 @@ def show(
         if as_json:
             print(json.dumps(matches[0], indent=2))
         else:
-            _print_trial(matches[0])
+            display.print_trial(matches[0])
         return
     if as_json:
         print(json.dumps(document, indent=2))
         return
     recommended = rs.recommend(study)
-    console.print(_trials_table(f"study {study_name}", study.get_trials(deepcopy=False), recommended))
-
-
-def _print_trial(trial: dict) -> None:
-    console.print(f"[bold]trial {trial['number']}[/] {trial['state']} {_params_text(trial['params'])}")
-    if trial["fail_reason"]:
-        console.print(f"failed: {trial['fail_reason']}")
-    for point in trial["points"]:
-        server_total = sum(point[k] for k in ("server_queue_ms", "server_compute_input_ms",
-                                              "server_compute_infer_ms", "server_compute_output_ms"))
-        console.print(
-            f"Concurrency {point['concurrency']}: {point['throughput']:.2f} infer/sec"
-            f"{'' if point['stable'] else ' (unstable)'}\n"
-            f"  Client: p50 {point['latency_p50_ms']:.3f} ms, p90 {point['latency_p90_ms']:.3f} ms, "
-            f"p95 {point['latency_p95_ms']:.3f} ms, p99 {point['latency_p99_ms']:.3f} ms, "
-            f"avg {point['latency_avg_ms']:.3f} ms (send {point['client_send_ms']:.3f} ms, "
-            f"recv {point['client_recv_ms']:.3f} ms)\n"
-            f"  Server: {server_total:.3f} ms (queue {point['server_queue_ms']:.3f} ms + compute input "
-            f"{point['server_compute_input_ms']:.3f} ms + compute infer {point['server_compute_infer_ms']:.3f} ms "
-            f"+ compute output {point['server_compute_output_ms']:.3f} ms)"
-        )
-    for concurrency, server in (trial.get("server") or {}).items():
-        sizes = ", ".join(f"{size}: {count}" for size, count in server["batch_sizes"].items())
-        console.print(
-            f"Server at concurrency {concurrency}: {server['requests']} requests in {server['executions']} executions "
-            f"(mean batch {server['mean_batch']:.2f}; executions by batch size {{{sizes}}})"
-        )
-    accuracy = trial.get("accuracy")
-    if accuracy:
-        console.print(f"Accuracy against FP32 on {accuracy['samples']} samples: drop {accuracy['accuracy_drop']:.4f}")
-        for name, numbers in accuracy["outputs"].items():
-            console.print("  " + name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
-    if trial.get("timings_s"):
-        console.print("Time: " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in trial["timings_s"].items()))
-    if trial["config_pbtxt"]:
-        console.print("config.pbtxt:", style="bold")
-        console.print(trial["config_pbtxt"], highlight=False, markup=False)
+    console.print(display.trials_table(f"study {study_name}", study.get_trials(deepcopy=False), recommended))
 
 
 @models_app.command("prepare")
@@ -363,6 +195,118 @@ def models_prepare(
     for name in names or bundled.DEFAULT_MODELS:
         path = bundled.prepare(name, repository, force=force)
         console.print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@landscape_app.command("record")
+def landscape_record(
+    study_file: Annotated[Path, typer.Argument(help="The study YAML file: its model, space and load settings.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The landscape file to write (JSON).")],
+    storage: StorageOption = None,
+    study_name: Annotated[
+        str | None,
+        typer.Option("--study-name", help="The grid study that records it (default: STUDY-landscape)."),
+    ] = None,
+) -> None:
+    """Measure every config of a study's space once and save the results for `optimize --replay`.
+
+    The recording is a grid study in the storage: running the command again measures only
+    the configs still missing, then writes the whole file.
+    """
+    from tuner.record import record_landscape, recording_config
+
+    cfg = load_config(study_file)
+    if storage:
+        cfg = cfg.model_copy(update={"storage": resolve_storage(storage, Path.cwd())})
+    cfg = recording_config(cfg, study_name)
+    _preflight(cfg)
+    store = Store(cfg.storage)
+    runner = st.StudyRunner(cfg, store)
+    total = len(runner.space.combinations())
+    console.print(f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · storage {cfg.storage}")
+    with display.study_progress(runner, cfg, total):
+        landscape, summary = record_landscape(cfg, store, runner=runner)
+    landscape.save(output)
+    failed = sum(outcome.failed for outcome in landscape.outcomes.values())
+    console.print(f"{len(landscape.outcomes)} of {total} configs ({failed} failed) written to {output}")
+    if summary.interrupted:
+        err_console.print("interrupted: run the same command to measure the configs still missing")
+        raise typer.Exit(130)
+
+
+@app.command("report")
+def report_command(
+    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="Study name.")],
+    storage: StorageOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The HTML file, or the folder of PNG files.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="html: one self-contained page; png: the main charts.")] = "html",
+) -> None:
+    """Write a study's report: Pareto front, curves, time breakdown, batches, CPU/GPU, accuracy, importances."""
+    from tuner.report_data import gather
+
+    if fmt not in ("html", "png"):
+        raise ConfigError(f"--format: {fmt!r} is not one of html, png")
+    store = Store(_storage_url(storage), must_exist=True)
+    data = gather(store.load_study(study_name), store)
+    if fmt == "png":
+        from tuner.png_report import write_pngs
+
+        for path in write_pngs(data, output or Path(f"{study_name}-report")):
+            console.print(f"wrote {path}")
+        return
+    from tuner.html_report import write_html
+
+    console.print(f"wrote {write_html(data, output or Path(f'{study_name}-report.html'))}")
+
+
+@app.command("export")
+def export_command(
+    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="Study name.")],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="The model repository folder to write.")],
+    storage: StorageOption = None,
+    trial: Annotated[int | None, typer.Option("--trial", min=0, help="Export this trial.")] = None,
+    max_p99_ms: Annotated[
+        float | None, typer.Option("--max-p99-ms", min=0, help="Export the fastest measured point within this p99.")
+    ] = None,
+) -> None:
+    """Write a deployable model repository of a trial [default: the recommended one], with a README."""
+    from tuner.export import export_trial
+
+    if trial is not None and max_p99_ms is not None:
+        raise ConfigError("--trial and --max-p99-ms: give one of them")
+    store = Store(_storage_url(storage), must_exist=True)
+    exported = export_trial(store.load_study(study_name), store, out_dir, number=trial, max_p99_ms=max_p99_ms)
+    point = exported.point
+    console.print(
+        f"exported trial {exported.trial} to {exported.model_dir}: {point.throughput:.4g} infer/s, "
+        f"p99 {point.latency_p99_ms:.3g} ms at concurrency {point.concurrency}; see {out_dir / 'README.md'}"
+    )
+
+
+@app.command("compare")
+def compare_command(
+    study_a: Annotated[str, typer.Argument(metavar="STUDY_A", help="The first study (the baseline).")],
+    study_b: Annotated[str, typer.Argument(metavar="STUDY_B", help="The second study.")],
+    storage: StorageOption = None,
+    storage_b: Annotated[
+        str | None, typer.Option("--storage-b", help="Storage of STUDY_B where it differs [default: --storage].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Two studies' Pareto fronts and recommendations side by side (CPU against GPU, before and after)."""
+    from tuner.compare import comparison, comparison_json
+    from tuner.report_data import gather
+
+    store_a = Store(_storage_url(storage), must_exist=True)
+    store_b = Store(_storage_url(storage_b), must_exist=True) if storage_b else store_a
+    a = gather(store_a.load_study(study_a), store_a, importances=False)
+    b = gather(store_b.load_study(study_b), store_b, importances=False)
+    if as_json:
+        print(json.dumps(comparison_json(a, b), indent=2))
+        return
+    for renderable in comparison(a, b):
+        console.print(renderable)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,12 +12,15 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import results as rs
+from tuner.explain import bounds_of, explain_trial
 from tuner.store import Store, TrialRecord
 from tuner.trial import LoadPoint
 
 
-def trial_json(trial: FrozenTrial, record: TrialRecord | None) -> dict[str, Any]:
-    """One trial with everything stored about it."""
+def trial_json(
+    trial: FrozenTrial, record: TrialRecord | None, bounds: Mapping[str, Mapping[str, float | None]] | None = None
+) -> dict[str, Any]:
+    """One trial with everything stored about it, and what its numbers say (bounds: the study's constraints)."""
     attrs = trial.user_attrs
     return {
         "number": trial.number,
@@ -28,6 +32,7 @@ def trial_json(trial: FrozenTrial, record: TrialRecord | None) -> dict[str, Any]
         "metrics": attrs.get(rs.ATTR_METRICS),
         "default_config": bool(attrs.get(rs.ATTR_DEFAULT)),
         "reused_from": attrs.get(rs.ATTR_REUSED_FROM),
+        "remeasure_of": attrs.get(rs.ATTR_REMEASURE_OF),
         "fail_reason": attrs.get(rs.ATTR_FAIL_REASON),
         "timings_s": attrs.get("timings_s"),
         "accuracy": attrs.get(rs.ATTR_ACCURACY),
@@ -35,21 +40,23 @@ def trial_json(trial: FrozenTrial, record: TrialRecord | None) -> dict[str, Any]
         "worker": attrs.get(rs.ATTR_WORKER),
         "config_pbtxt": record.config_pbtxt if record else None,
         "points": [p.as_dict() for p in record.points] if record else [],
+        "explanations": [dataclasses.asdict(e) for e in explain_trial(trial, record, bounds)],
     }
 
 
 def study_json(study: optuna.Study, store: Store) -> dict[str, Any]:
     """The study name, its directions and metric names, and every trial."""
     trials = study.get_trials(deepcopy=False)
-    records = store.records(t._trial_id for t in trials)  # noqa: SLF001
+    records = store.records(t._trial_id for t in trials)
     recommended = rs.recommend(study)
+    bounds = bounds_of(study)
     return {
         "study": study.study_name,
         "directions": [d.name.lower() for d in study.directions],
         "metric_names": study.metric_names,
         "recommended_trial": recommended.number if recommended else None,
         "pareto_front": [t.number for t in study.best_trials],
-        "trials": [trial_json(t, records.get(t._trial_id)) for t in trials],  # noqa: SLF001
+        "trials": [trial_json(t, records.get(t._trial_id), bounds) for t in trials],
     }
 
 

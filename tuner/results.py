@@ -26,6 +26,7 @@ ATTR_WORKERS = "workers"
 ATTR_WORKER = "worker"
 ATTR_ACCURACY = "accuracy"
 ATTR_SERVER = "server"
+ATTR_REMEASURE_OF = "remeasure_of"
 
 
 def trial_metrics(point: LoadPoint, accuracy: Mapping[str, Any] | None) -> dict[str, float]:
@@ -69,12 +70,41 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 
 def recommend(study: optuna.Study) -> FrozenTrial | None:
-    """The feasible trial that is best by the study's first objective."""
+    """The feasible trial that is best by the study's first objective.
+
+    Where the best configs were measured again (see ``confirmed``), the config with the best
+    median of its measurements wins, and its trial nearest that median stands for it.
+    """
+    confirmed = confirmed_groups(study)
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    if confirmed:
+        medians = {number: median_trial(group) for number, group in confirmed.items()}
+        feasible = [t for t in medians.values() if is_feasible(t)]
+        if feasible:
+            return (max if maximize else min)(feasible, key=lambda t: t.values[0])
     front = study.best_trials
     if not front:
         return None
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     return (max if maximize else min)(front, key=lambda t: t.values[0])
+
+
+def confirmed_groups(study: optuna.Study) -> dict[int, list[FrozenTrial]]:
+    """Configs measured again at the end of the study: by the original trial's number, the
+    original and every completed re-measurement."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    groups: dict[int, list[FrozenTrial]] = {}
+    for trial in trials:
+        source = trial.user_attrs.get(ATTR_REMEASURE_OF)
+        if source is not None:
+            groups.setdefault(int(source), []).append(trial)
+    by_number = {t.number: t for t in trials}
+    return {n: [by_number[n], *group] for n, group in groups.items() if n in by_number}
+
+
+def median_trial(group: list[FrozenTrial]) -> FrozenTrial:
+    """The trial whose first value is the (lower) median of the group's."""
+    ordered = sorted(group, key=lambda t: t.values[0])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def default_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -23,7 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 from tuner.hardware import WorkerPlan, plan_workers
-from tuner.measure.perf_analyzer import PerfSettings
+from tuner.landscape import ReplayPool, load_replay, replay_plan
+from tuner.load_setup import engine_settings, real_samples, sweep_plan
 from tuner.model_info import TensorInfo, read_model_info
 from tuner.pool import LocalPool, Pool, RayPool, RaySettings, WorkerStatus
 from tuner.results import (
@@ -32,6 +33,7 @@ from tuner.results import (
     ATTR_FAIL_REASON,
     ATTR_INTERRUPTED,
     ATTR_METRICS,
+    ATTR_REMEASURE_OF,
     ATTR_REUSED_FROM,
     ATTR_SERVER,
     ATTR_SPEC_KEY,
@@ -42,14 +44,14 @@ from tuner.results import (
     choose_point,
     constraint_values,
     default_trial,
+    is_feasible,
     recommend,
     trial_metrics,
 )
-from tuner.samplers import make_sampler
+from tuner.samplers import initial_params, make_sampler
 from tuner.search_space import SearchSpace
 from tuner.store import Store, redact_url
 from tuner.trial import InstanceKind, TrialOutcome, TrialSpec
-from tuner.triton.server import Ports
 from tuner.validation import validation_inputs
 from tuner.worker import WorkerSetup
 
@@ -87,6 +89,7 @@ class StudySummary:
     recommended: FrozenTrial | None = None
     default: FrozenTrial | None = None
     interrupted: bool = False
+    stopped: str | None = None
 
 
 def build_space(cfg: StudyConfig, plan: WorkerPlan) -> SearchSpace:
@@ -103,10 +106,11 @@ def check_study(cfg: StudyConfig) -> None:
     """
     inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
     info = read_model_info(cfg.model.path, inputs)
-    space = build_space(cfg, plan_workers(cfg.workers))
-    make_sampler(cfg.search.sampler, cfg.search.seed, space)
+    space = build_space(cfg, worker_plan(cfg))
+    make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
     if cfg.model.validation_data is not None:
         validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
+    real_samples(cfg, info)
 
 
 def open_study(cfg: StudyConfig, store: Store, space: SearchSpace, plan: WorkerPlan) -> optuna.Study:
@@ -116,7 +120,7 @@ def open_study(cfg: StudyConfig, store: Store, space: SearchSpace, plan: WorkerP
         ConfigError: the stored study has other objectives.
     """
     directions = [o.direction for o in cfg.objectives]
-    sampler = make_sampler(cfg.search.sampler, cfg.search.seed, space)
+    sampler = make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
     existing = cfg.study in store.study_names()
     if existing:
         stored = store.load_study(cfg.study)
@@ -156,13 +160,36 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 
 def _carry_attrs(trial: FrozenTrial) -> dict[str, Any]:
-    return {ATTR_DEFAULT: True} if trial.user_attrs.get(ATTR_DEFAULT) else {}
+    return {k: trial.user_attrs[k] for k in (ATTR_DEFAULT, ATTR_REMEASURE_OF) if k in trial.user_attrs}
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: finished ones, less those the tuner interrupted."""
+    """Trials that count against the budget: finished ones, less those the tuner interrupted
+    and the re-measurements of the best configs."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
-    return sum(1 for t in trials if not t.user_attrs.get(ATTR_INTERRUPTED))
+    return sum(1 for t in trials if not t.user_attrs.get(ATTR_INTERRUPTED) and ATTR_REMEASURE_OF not in t.user_attrs)
+
+
+def remeasure_plan(study: optuna.Study, top: int, repeats: int) -> list[FrozenTrial]:
+    """The best ``top`` feasible configs by the first objective, once per fresh measurement each
+    still lacks (``repeats`` in all besides the original)."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done: dict[int, int] = {}
+    for t in trials:
+        if ATTR_REMEASURE_OF in t.user_attrs:
+            done[int(t.user_attrs[ATTR_REMEASURE_OF])] = done.get(int(t.user_attrs[ATTR_REMEASURE_OF]), 0) + 1
+    originals = [
+        t for t in trials
+        if is_feasible(t) and ATTR_REMEASURE_OF not in t.user_attrs and ATTR_REUSED_FROM not in t.user_attrs
+    ]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    originals.sort(key=lambda t: t.values[0], reverse=maximize)
+    best, seen = [], set()
+    for t in originals:
+        if t.user_attrs.get(ATTR_SPEC_KEY) not in seen:
+            seen.add(t.user_attrs.get(ATTR_SPEC_KEY))
+            best.append(t)
+    return [t for t in best[:top] for _ in range(max(0, repeats - done.get(t.number, 0)))]
 
 
 class StudyRunner:
@@ -180,45 +207,39 @@ class StudyRunner:
         self.cfg = cfg
         self.store = store
         self.on_event = on_event or (lambda event: None)
-        self.plan = plan_workers(cfg.workers)
+        self.plan = worker_plan(cfg)
         self.space = build_space(cfg, self.plan)
         inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
         self.model_info = read_model_info(cfg.model.path, inputs)
         self.validation = validation_inputs(
             cfg.model.name, self.model_info, cfg.model.validation_data, cfg.model.validation_samples
         )
+        self.load_samples = real_samples(cfg, self.model_info)
         self.study = open_study(cfg, store, self.space, self.plan)
         self._measured: dict[str, FrozenTrial] = {}
         self._pending: dict[int, optuna.Trial] = {}
         self._twins: dict[str, list[optuna.Trial]] = {}
         self._in_flight: dict[str, int] = {}
+        self._remeasure_left: int | None = None
         self.pool: Pool | None = None
 
     def worker_setup(self, index: int = 0) -> WorkerSetup:
-        server, load = self.cfg.server, self.cfg.load
-        ports = None
-        if server.http_port is not None:
-            ports = Ports(server.http_port, server.grpc_port or 0, server.metrics_port or 0)
+        load = self.cfg.load
         return WorkerSetup(
             model_name=self.cfg.model.name,
             model_path=self.cfg.model.path,
             model_info=self.model_info,
             workdir=self.cfg.work_dir / self.cfg.study / f"worker-{index}",
-            concurrency=tuple(load.concurrency),
-            perf=PerfSettings(
-                window_ms=load.measurement_window_ms,
-                stability_percentage=load.stability_percentage,
-                max_windows=load.max_windows,
-                protocol=load.protocol,
-                # perf_analyzer's random integers would be out of range for ids and indices
-                input_data="zero" if any(t.dtype not in ("FP16", "FP32", "FP64") for t in self.model_info.inputs)
-                else "random",
-            ),
+            sweep=sweep_plan(self.cfg),
+            engine=engine_settings(self.cfg, self.model_info),
             warmup_requests=load.warmup_requests,
+            load_samples=self.load_samples,
+            contamination_cpu_pct=load.contamination_cpu_pct,
+            contamination_retries=load.contamination_retries,
+            gpu=self.plan.on_gpu,
             validation=self.validation,
-            address=server.address,
-            ports=ports,
-            startup_timeout_s=server.startup_timeout_s,
+            server=self.cfg.server,
+            index=index,
         )
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> StudySummary:
@@ -230,7 +251,10 @@ class StudyRunner:
         timeout_s = timeout_s if timeout_s is not None else self.cfg.search.timeout_s
         recover_interrupted(self.study)
         if not self.study.trials:
-            self.study.enqueue_trial(self.space.default_params(), user_attrs={ATTR_DEFAULT: True})
+            first = initial_params(self.cfg.search.sampler, self.space, self.cfg.search.warm_start)
+            self.study.enqueue_trial(first[0], user_attrs={ATTR_DEFAULT: True})
+            for params in first[1:]:
+                self.study.enqueue_trial(params)
         self._measured = {
             t.user_attrs[ATTR_SPEC_KEY]: t
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -244,6 +268,8 @@ class StudyRunner:
             self.study.set_user_attr(ATTR_WORKERS, [_worker_json(w) for w in pool.status])
             try:
                 self._loop(pool, n_trials, deadline)
+                if not self._stopped_early(n_trials, deadline):
+                    self._remeasure(pool)
             except KeyboardInterrupt:
                 waiting = [t for twins in self._twins.values() for t in twins]
                 self._interrupt([*self._pending.values(), *waiting])
@@ -265,6 +291,31 @@ class StudyRunner:
                 self._finish(trial, n_trials)
                 self._release_twins(pool, finished.spec.key(), n_trials)
 
+    def _stopped_early(self, n_trials: int | None, deadline: float | None) -> bool:
+        """True where the time ran out before the trial budget was spent."""
+        return deadline is not None and time.monotonic() >= deadline and (
+            n_trials is None or counted_trials(self.study) < n_trials
+        )
+
+    def _remeasure(self, pool: Pool) -> None:
+        """Measures the best configs again with fresh loads, so that the recommendation rests
+        on the median of several loads rather than on one lucky one."""
+        settings = self.cfg.load.remeasure
+        if self.cfg.search.replay is not None or settings.top == 0:
+            return
+        plan = remeasure_plan(self.study, settings.top, settings.repeats)
+        if not plan:
+            return
+        logger.info("measuring the best %d configs again (%d loads)", len({t.number for t in plan}), len(plan))
+        for source in plan:
+            self.study.enqueue_trial(source.params, user_attrs={ATTR_REMEASURE_OF: source.number},
+                                     skip_if_exists=False)
+        self._remeasure_left = len(plan)
+        try:
+            self._loop(pool, None, None)
+        finally:
+            self._remeasure_left = None
+
     def _release_twins(self, pool: Pool, key: str, n_trials: int | None) -> None:
         """Answers the trials that waited for this config: from its result, or by measuring one."""
         twins = self._twins.pop(key, [])
@@ -283,12 +334,14 @@ class StudyRunner:
         return sum(len(twins) for twins in self._twins.values())
 
     def _may_ask(self, n_trials: int | None, deadline: float | None) -> bool:
+        if self._remeasure_left is not None:
+            return self._remeasure_left > 0
         in_flight = len(self._pending) + self._waiting()
         if n_trials is not None and counted_trials(self.study) + in_flight >= n_trials:
             return False
         if deadline is not None and time.monotonic() >= deadline:
             return False
-        return not (self.cfg.search.sampler == "grid" and _grid_exhausted(self.study))
+        return not _sampler_exhausted(self.study)
 
     def _start_trial(self, pool: Pool, n_trials: int | None) -> None:
         trial = self.study.ask()
@@ -297,7 +350,11 @@ class StudyRunner:
         done = counted_trials(self.study)
         self.on_event(TrialEvent("started", trial.number, dict(trial.params), done, n_trials))
         source = self._measured.get(spec.key())
-        if source is not None:
+        if ATTR_REMEASURE_OF in trial.user_attrs:
+            if self._remeasure_left:
+                self._remeasure_left -= 1
+            self._submit(pool, trial, spec)  # a fresh load of the same config, on purpose
+        elif source is not None:
             self._reuse(trial, source)
             self._finish(trial, n_trials)
         elif spec.key() in self._in_flight:
@@ -325,6 +382,7 @@ class StudyRunner:
             study=self.study,
             pareto=self.study.best_trials,
             recommended=recommend(self.study),
+            stopped=_stop_reason(self.study),
             default=default_trial(self.study),
             interrupted=interrupted,
         )
@@ -383,6 +441,9 @@ def _worker_json(status: WorkerStatus) -> dict[str, Any]:
 
 def make_pool(cfg: StudyConfig, plan: WorkerPlan, setup_for: Callable[[int], WorkerSetup]) -> Pool:
     """The pool the study file asks for: Ray actors, or one worker in this process."""
+    landscape = load_replay(cfg)
+    if landscape is not None:
+        return ReplayPool(landscape, workers=plan.count)
     if cfg.workers.backend == "local":
         return LocalPool(setup_for(0))
     settings = RaySettings(
@@ -396,6 +457,28 @@ def make_pool(cfg: StudyConfig, plan: WorkerPlan, setup_for: Callable[[int], Wor
     return RayPool(setup_for, cfg.model.path, settings)
 
 
-def _grid_exhausted(study: optuna.Study) -> bool:
-    sampler = study.sampler
-    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+def worker_plan(cfg: StudyConfig) -> WorkerPlan:
+    """The workers of the study: the recording's cores per worker in a replay, else this machine's."""
+    landscape = load_replay(cfg)
+    if landscape is not None:
+        return replay_plan(landscape, cfg.workers.count)
+    return plan_workers(cfg.workers)
+
+
+def _sampler_exhausted(study: optuna.Study) -> bool:
+    """True when the sampler (grid, quick) has nothing left to propose."""
+    is_exhausted = getattr(study.sampler, "is_exhausted", None)
+    return bool(is_exhausted and is_exhausted(study))
+
+
+def _stop_reason(study: optuna.Study) -> str | None:
+    """Why the sampler ended the study early, for the summary; None where it did not."""
+    if not _sampler_exhausted(study):
+        return None
+    name = type(study.sampler).__name__
+    if name == "QuickSearchSampler":
+        return "quick search converged: no neighbour of the best config improves on it"
+    if name == "ConfigGridSampler":
+        return "grid search done: every config of the space was measured"
+    return f"{name} has nothing left to propose"
+

@@ -125,37 +125,53 @@ def _random(model: ModelInfo, count: int, seed: int) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _from_file(path: Path, model: ModelInfo) -> dict[str, np.ndarray]:
+def load_samples(path: Path, model: ModelInfo, field: str) -> dict[str, np.ndarray]:
+    """Samples of every input from a ``.npy`` file (one-input models), an ``.npz`` file (an
+    array per input name), or a folder of such files (joined along the first axis, by file name).
+
+    Raises:
+        ModelError: naming ``field``: nothing readable, or the arrays do not fit the inputs.
+    """
+    if not path.is_dir():
+        return _from_file(path, model, field)
+    files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+    if not files:
+        raise ModelError(f"{field}: {path} holds no .npy or .npz files")
+    parts = [_from_file(f, model, field) for f in files]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _from_file(path: Path, model: ModelInfo, field: str = "model.validation_data") -> dict[str, np.ndarray]:
     try:
         loaded = np.load(path)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"model.validation_data: cannot read {path}: {exc}") from exc
+        raise ModelError(f"{field}: cannot read {path}: {exc}") from exc
     names = [t.name for t in model.inputs]
     if isinstance(loaded, np.ndarray):
         if len(names) != 1:
-            raise ModelError(f"model.validation_data: a .npy file fits a model with one input; this one has {names}")
+            raise ModelError(f"{field}: a .npy file fits a model with one input; this one has {names}")
         arrays = {names[0]: loaded}
     else:
         arrays = {name: loaded[name] for name in loaded.files}
     missing = set(names) - set(arrays)
     if missing:
-        raise ModelError(f"model.validation_data: {path.name} lacks inputs {sorted(missing)}")
+        raise ModelError(f"{field}: {path.name} lacks inputs {sorted(missing)}")
     for tensor in model.inputs:
         array = arrays[tensor.name]
         if tuple(array.shape[1:]) != tuple(d if d > 0 else array.shape[i + 1] for i, d in enumerate(tensor.item_shape)):
             raise ModelError(
-                f"model.validation_data: {tensor.name} has shape {list(array.shape)}, "
+                f"{field}: {tensor.name} has shape {list(array.shape)}, "
                 f"the model takes [N, {', '.join(map(str, tensor.item_shape))}]"
             )
-    return {t.name: _as_input_type(arrays[t.name], t.name, t.dtype) for t in model.inputs}
+    return {t.name: _as_input_type(arrays[t.name], t.name, t.dtype, field) for t in model.inputs}
 
 
-def _as_input_type(array: np.ndarray, name: str, dtype: str) -> np.ndarray:
+def _as_input_type(array: np.ndarray, name: str, dtype: str, field: str) -> np.ndarray:
     """The array in the input's type, where numpy casts it safely (float64 -> float32 included)."""
     from tritonclient.utils import triton_to_np_dtype
 
     wanted = np.dtype(triton_to_np_dtype(dtype))
     same_kind = np.can_cast(array.dtype, wanted, casting="same_kind")
     if array.dtype != wanted and not (same_kind or np.can_cast(array.dtype, wanted, casting="safe")):
-        raise ModelError(f"model.validation_data: {name} holds {array.dtype}, the model takes {dtype}")
+        raise ModelError(f"{field}: {name} holds {array.dtype}, the model takes {dtype}")
     return array.astype(wanted, copy=False)

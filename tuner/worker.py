@@ -1,7 +1,12 @@
 """A worker owns one Triton server and its model repository, and turns TrialSpecs into outcomes.
 
 A trial: build (or take from the cache) the model variant of the spec's precision, write the
-config, load it, check its answers on the validation batch, warm up, measure, unload.
+config, load it, check its answers on the validation batch, then for each concurrency of the
+sweep (tuner.measure.sweep) warm up and measure with the load engine, watching the server's
+statistics and CPU/GPU use (tuner.measure.engine); unload.
+
+A window in which other processes used material CPU is measured again, and flagged where it
+stays so: a concurrent job on the same cores can halve throughput while every window agrees.
 
     with Worker(setup) as worker:
         outcome = worker.evaluate(spec)   # never raises for a trial's own failure
@@ -12,7 +17,9 @@ with ``error`` set; a dead server is restarted before the next trial.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,14 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from tuner.accuracy import compare, reference_outputs
+from tuner.config import ServerSettings
 from tuner.errors import MeasurementError, ModelError, ModelLoadError, ServerStartError
-from tuner.measure.perf_analyzer import PerfAnalyzer, PerfSettings
-from tuner.measure.server_stats import ServerWindow, model_counters, window
+from tuner.measure.builtin import BuiltinEngine, request_samples
+from tuner.measure.engine import EngineSettings, LoadEngine, Measured, Probe
+from tuner.measure.perf_analyzer import PerfAnalyzer, write_input_json
+from tuner.measure.sweep import SweepPlan, sweep
+from tuner.measure.usage import GpuReader, UsageMonitor, nvml_reader
 from tuner.measure.warmup import infer_samples, warm_up
 from tuner.model_info import ModelInfo
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
-from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
-from tuner.triton.server import EmbeddedServer, Ports, kill_orphans
+from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, build_native_config, to_pbtxt
+from tuner.triton.server import TritonServer, kill_orphans, make_server, worker_gpus
 from tuner.variants import build_variant
 
 logger = logging.getLogger(__name__)
@@ -44,43 +55,48 @@ class WorkerSetup:
         model_path: The ONNX file.
         model_info: Its inputs and outputs.
         workdir: The worker's own folder (repository, server log, reports).
-        concurrency: Concurrencies to measure each config at.
-        perf: perf_analyzer settings.
+        sweep: The concurrencies to measure each config at.
+        engine: The load engine and its settings.
         warmup_requests: Requests per concurrency slot sent after each load, before measuring.
+        load_samples: Real input samples for the load (by input name), or None for the
+            engine's ``input_data``.
+        contamination_cpu_pct: CPU of other processes (percent of a core) that makes a window
+            untrusted.
+        contamination_retries: Measurements again of an untrusted window.
+        gpu: Whether the worker has a GPU to watch (the first of CUDA_VISIBLE_DEVICES).
         validation: Inputs (by name, samples on the first axis) that every variant's answers are
             checked on, and that calibrate INT8 variants; None skips the check.
-        address: Address the server binds to.
-        ports: Fixed server ports, or None for free ones.
-        startup_timeout_s: How long the server may take to become ready.
+        server: How the worker runs Triton (launch mode, address, ports, start-up timeout).
+        index: The worker's index (picks its server under ``launch: remote``).
     """
 
     model_name: str
     model_path: Path
     model_info: ModelInfo
     workdir: Path
-    concurrency: tuple[int, ...]
-    perf: PerfSettings
+    sweep: SweepPlan
+    engine: EngineSettings
     warmup_requests: int = 4
+    load_samples: dict[str, np.ndarray] | None = None
+    contamination_cpu_pct: float = 30.0
+    contamination_retries: int = 1
+    gpu: bool = False
     validation: dict[str, np.ndarray] | None = None
-    address: str = "127.0.0.1"
-    ports: Ports | None = None
-    startup_timeout_s: float = 60.0
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    index: int = 0
 
 
 class Worker:
-    """Evaluates configs of one model on its own embedded Triton server."""
+    """Evaluates configs of one model on its own Triton server (the study file's `server.launch`)."""
 
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.repository = setup.workdir / "repository"
-        self.server = EmbeddedServer(
-            setup.workdir / "server",
-            self.repository,
-            address=setup.address,
-            ports=setup.ports,
-            startup_timeout_s=setup.startup_timeout_s,
+        self.server: TritonServer = make_server(
+            setup.server, setup.workdir / "server", self.repository, gpu=worker_gpus(), index=setup.index
         )
-        self._perf: PerfAnalyzer | None = None
+        self._engine: LoadEngine | None = None
+        self.monitor: UsageMonitor | None = None
         self._installed: Path | None = None
         self._reference: dict[str, np.ndarray] | None = None
 
@@ -101,31 +117,59 @@ class Worker:
             logger.info("killed processes a previous run left in %s", self.setup.workdir)
         version_dir = self.repository / self.setup.model_name / "1"
         version_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(RUNNER_SOURCE, version_dir / "model.py")
+        runner = version_dir / "model.py"
+        if self.server.native:  # the onnxruntime backend needs only model.onnx
+            runner.unlink(missing_ok=True)
+        else:
+            shutil.copy2(RUNNER_SOURCE, runner)
         self._install_variant("fp32")
         self.server.start()
-        self._perf = self._make_perf()
+        self._engine = self._make_engine()
+        self.monitor = UsageMonitor(lambda: self.server.pid, self._gpu_reader())
+        self.monitor.start()
 
     def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
         self.server.stop()
 
-    def _make_perf(self) -> PerfAnalyzer:
-        url = self.server.grpc_url if self.setup.perf.protocol == "grpc" else self.server.http_url
-        return PerfAnalyzer(url, self.setup.workdir / "perf", self.setup.perf)
+    def _gpu_reader(self) -> GpuReader | None:
+        if not self.setup.gpu:
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+        try:
+            return nvml_reader(int(visible), lambda: self.monitor.server_pids() if self.monitor else set())
+        except Exception as exc:  # noqa: BLE001 - NVML missing or refusing: measure without the GPU
+            logger.warning("GPU use not measured: %s", exc)
+            return None
+
+    def _make_engine(self) -> LoadEngine:
+        s = self.setup
+        if s.engine.engine == "builtin":
+            return BuiltinEngine(self.server.grpc_url, s.engine, s.model_info, s.load_samples)
+        url = self.server.grpc_url if s.engine.protocol == "grpc" else self.server.http_url
+        data = None
+        if s.load_samples:
+            requests = request_samples(s.model_info, s.engine.input_data, s.load_samples)
+            data = write_input_json(s.workdir / "perf" / "input_data.json", requests)
+        return PerfAnalyzer(url, s.workdir / "perf", s.engine, data)
 
     def evaluate(self, spec: TrialSpec) -> TrialOutcome:
         """Builds the spec's variant, loads it with the spec's config, checks its answers,
         measures it at each concurrency and unloads it."""
         name = self.setup.model_name
         timings: dict[str, float] = {}
-        pbtxt = to_pbtxt(build_model_config(name, self.setup.model_info, spec))
+        build_config = build_native_config if self.server.native else build_model_config
+        pbtxt = to_pbtxt(build_config(name, self.setup.model_info, spec))
         points: list[LoadPoint] = []
-        server: dict[str, ServerWindow] = {}
+        server: dict[str, dict] = {}
         accuracy: dict | None = None
         error: str | None = None
         try:
             with _timed(timings, "variant_s"):
-                self._install_variant(spec.precision)
+                # The onnxruntime backend's TensorRT takes FP16/INT8 as its precision_mode on the FP32 model.
+                native_trt = self.server.native and spec.accelerator == "tensorrt"
+                self._install_variant("fp32" if native_trt else spec.precision)
             with _timed(timings, "write_s"):
                 (self.repository / name / "config.pbtxt").write_text(pbtxt)
             self._ensure_server()
@@ -133,15 +177,7 @@ class Worker:
                 self.server.load(name)
             with _timed(timings, "accuracy_s"):
                 accuracy = self._check_accuracy()
-            assert self._perf is not None
-            for concurrency in self.setup.concurrency:
-                with _timed(timings, "warmup_s"):
-                    warm_up(self.server.http_url, name, self.setup.model_info,
-                            self.setup.warmup_requests * concurrency, concurrency)
-                with _timed(timings, "measure_s"):
-                    before = model_counters(self.server.model_statistics(name))
-                    points.append(self._perf.measure(name, concurrency))
-                    server[str(concurrency)] = window(before, model_counters(self.server.model_statistics(name)))
+            points = self._measure_curve(name, timings, server)
         except ModelError as exc:
             error = f"{spec.precision} variant: {exc}"
         except ModelLoadError as exc:
@@ -157,8 +193,37 @@ class Worker:
             points = []
         return TrialOutcome(
             spec=spec, config_pbtxt=pbtxt, points=tuple(points), error=error, timings_s=timings, accuracy=accuracy,
-            server={c: w.as_dict() for c, w in server.items()} if not error else {},
+            server=server if not error else {},
         )
+
+    def _measure_curve(self, name: str, timings: dict[str, float], server: dict[str, dict]) -> list[LoadPoint]:
+        """Warms up and measures at each concurrency of the sweep; the server's side goes to ``server``."""
+
+        def measure_at(concurrency: int) -> LoadPoint:
+            with _timed(timings, "warmup_s"):
+                warm_up(self.server.http_url, name, self.setup.model_info,
+                        self.setup.warmup_requests * concurrency, concurrency)
+            with _timed(timings, "measure_s"):
+                measured = self._measure_trusted(name, concurrency)
+            server[str(concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
+            return measured.point
+
+        return sweep(measure_at, self.setup.sweep)
+
+    def _measure_trusted(self, name: str, concurrency: int) -> Measured:
+        """One measurement, taken again while other processes used material CPU during it."""
+        assert self._engine is not None and self.monitor is not None, "worker not started"
+        probe = Probe(lambda: self.server.model_statistics(name), self.monitor)
+        for attempt in range(self.setup.contamination_retries + 1):
+            measured = self._engine.measure(name, concurrency, probe)
+            if measured.usage.other_cpu_pct <= self.setup.contamination_cpu_pct:
+                return measured
+            logger.warning(
+                "other processes used %.0f%% of a core while %s was measured at concurrency %d%s",
+                measured.usage.other_cpu_pct, name, concurrency,
+                "; measuring again" if attempt < self.setup.contamination_retries else "; kept, flagged",
+            )
+        return dataclasses.replace(measured, point=dataclasses.replace(measured.point, contaminated=True))
 
     def _install_variant(self, precision: str) -> None:
         """Puts the model file of ``precision`` in the repository (built once, then cached)."""
@@ -197,7 +262,7 @@ class Worker:
     def _restart(self) -> None:
         self.server.stop()
         self.server.start()
-        self._perf = self._make_perf()
+        self._engine = self._make_engine()
 
 
 @contextmanager

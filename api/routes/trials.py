@@ -13,6 +13,7 @@ from api.deps import StoreDep, StudiesDep
 from api.errors import NoRecommendationError, error_responses
 from api.schemas import Limits, ParetoFront, Recommendation, TrialDetail, TrialPage, TrialStateName
 from tuner import results as rs
+from tuner.explain import bounds_of
 from tuner.store import StudyNotFoundError
 
 #: Reads only; ``create_app`` adds the token check where reads need it.
@@ -45,7 +46,8 @@ def list_trials(
 @router.get("/studies/{name}/trials/{number}", response_model=TrialDetail, responses=_READ_ERRORS)
 def get_trial(name: StudyName, number: TrialNumber, studies: StudiesDep, store: StoreDep) -> TrialDetail:
     """Everything stored about a trial: its curve, server breakdown, config, timings and accuracy."""
-    return views.trial_detail(store, views.trial_of(studies.get(name).trials(), name, number))
+    opened = studies.get(name)
+    return views.trial_detail(store, views.trial_of(opened.trials(), name, number), bounds_of(opened.study))
 
 
 @router.get(

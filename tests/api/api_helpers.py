@@ -119,7 +119,7 @@ def digits_study(name: str, onnx: Path, n_trials: int = 3) -> dict:
             },
         },
         "constraints": {"latency_p99_ms": {"max": 100}},
-        "load": {"concurrency": [1, 2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
+        "load": {"remeasure": {"top": 0}, "concurrency": [1, 2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
     }
 
 

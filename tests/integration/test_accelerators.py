@@ -13,7 +13,7 @@ from tuner.hardware import gpu_count
 from tuner.store import Store
 from tuner.study import StudyRunner
 
-LOAD = {"concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 1}
+LOAD = {"remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 1}
 
 
 def _study(folder: Path, name: str, model: dict, space: dict, **extra: dict) -> optuna.Study:

@@ -44,7 +44,7 @@ def test_minilm_study_with_dynamic_int8(tmp_path: Path, minilm_onnx: Path) -> No
             "workers": {"backend": "local"},
             "search": {"sampler": "grid", "n_trials": 3, "space": {
                 "max_batch_size": 4, "dynamic_batching": False, "instance_count": 1, "precision": ["fp32", "int8"]}},
-            "load": {"concurrency": [1], "measurement_window_ms": 500, "max_windows": 5, "warmup_requests": 1},
+            "load": {"remeasure": {"top": 0}, "concurrency": [1], "measurement_window_ms": 500, "max_windows": 5, "warmup_requests": 1},
         },
         tmp_path,
     )

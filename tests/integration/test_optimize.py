@@ -36,7 +36,7 @@ def study_file(folder: Path, onnx: Path, name: str = "digits", **overrides: obje
             },
         },
         "constraints": {"latency_p99_ms": {"max": 100}},
-        "load": {"concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
+        "load": {"remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
     }
     data.update(overrides)
     path = folder / f"{name}.yaml"
@@ -102,7 +102,7 @@ def test_three_trial_study_is_stored(tmp_path: Path, digits_onnx: Path) -> None:
 
 def test_ctrl_c_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onnx: Path) -> None:
     path = study_file(tmp_path, digits_onnx, name="interrupted", load={
-        "concurrency": [2], "measurement_window_ms": 800, "max_windows": 5, "warmup_requests": 2})
+        "remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 800, "max_windows": 5, "warmup_requests": 2})
     process = subprocess.Popen([*TUNER, "optimize", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     _wait_for_running_trial(tmp_path, "interrupted", process)

@@ -167,12 +167,13 @@ def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Pa
 
 
 def test_a_longer_queue_delay_forms_larger_batches(tmp_path: Path, digits_onnx: Path) -> None:
-    from tuner.measure.perf_analyzer import PerfSettings
+    from tuner.measure.engine import EngineSettings
+    from tuner.measure.sweep import SweepPlan
     from tuner.worker import Worker, WorkerSetup
 
     setup = WorkerSetup(
         model_name="digits_forest", model_path=digits_onnx, model_info=read_model_info(digits_onnx),
-        workdir=tmp_path / "worker", concurrency=(8,), perf=PerfSettings(window_ms=400, max_windows=5),
+        workdir=tmp_path / "worker", sweep=SweepPlan(fixed=(8,)), engine=EngineSettings(window_ms=400, max_windows=5),
     )
     batches = {}
     with Worker(setup) as worker:

@@ -39,7 +39,7 @@ def _config(folder: Path, onnx: Path, name: str, *, count: int = 2, n_trials: in
             "seed": 11,
             "space": {"max_batch_size": [1, 4, 8], "instance_count": [1, 2], "max_queue_delay_us": [0, 500, 1000]},
         },
-        "load": {"concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
+        "load": {"remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
     }
     for key, value in extra.items():
         data[key] = {**data.get(key, {}), **value}

@@ -1,0 +1,166 @@
+"""The ``search`` section: the knobs searched, the sampler and the budget."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from tuner.config._base import _resolve, _Strict
+
+SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random", "grid", "quick")  # tuner.samplers.SAMPLERS
+
+
+class IntRange(_Strict):
+    """An integer range searched by the sampler."""
+
+    low: int
+    high: int
+    step: Annotated[int, Field(ge=1)] = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("a log range needs low >= 1 and step 1")
+        return self
+
+
+def _int_dim_kind(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return "choices"
+    if isinstance(value, (Mapping, IntRange)):
+        return "range"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "fixed"
+    return None
+
+
+def _bool_dim_kind(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return "choices"
+    return "fixed" if isinstance(value, bool) else None
+
+
+_DIM_TAGS = ("fixed", "choices", "range")
+_DIM_ERROR = "expected a value, a list of choices or {low, high}"
+IntDim = Annotated[
+    Annotated[StrictInt, Tag("fixed")]
+    | Annotated[list[StrictInt], Field(min_length=1), Tag("choices")]
+    | Annotated[IntRange, Tag("range")],
+    Discriminator(_int_dim_kind, custom_error_type="invalid_dimension", custom_error_message=_DIM_ERROR),
+]
+BoolDim = Annotated[
+    Annotated[StrictBool, Tag("fixed")] | Annotated[list[StrictBool], Field(min_length=1), Tag("choices")],
+    Discriminator(_bool_dim_kind, custom_error_type="invalid_dimension", custom_error_message=_DIM_ERROR),
+]
+
+#: Lowest value each integer knob may take.
+_MINIMUMS = {"max_batch_size": 1, "max_queue_delay_us": 0, "instance_count": 1, "cpu_threads": 1}
+
+
+ACCELERATORS: tuple[str, ...] = ("none", "openvino", "cuda", "tensorrt")
+GPU_ACCELERATORS: tuple[str, ...] = ("cuda", "tensorrt")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+
+def _name_dim(valid: tuple[str, ...]) -> Any:
+    def check(value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        unknown = [v for v in values if v not in valid]
+        if unknown:
+            raise ValueError(f"unknown {unknown[0]!r}; valid: {', '.join(valid)}")
+        if len(set(values)) != len(values):
+            raise ValueError("choices must not repeat")
+        return value
+
+    return Annotated[str | Annotated[list[str], Field(min_length=1)], AfterValidator(check)]
+
+
+class SearchSpace(_Strict):
+    """The knobs to search. A list is a set of choices, {low, high} a range, a scalar a fixed value.
+
+    ``cpu_threads`` left out means each instance gets an equal share of the worker's cores.
+    ``accelerator`` and ``precision`` left out mean ONNX Runtime's default provider at FP32.
+    """
+
+    max_batch_size: IntDim = [1, 4, 8, 16, 32]
+    dynamic_batching: BoolDim = [False, True]
+    max_queue_delay_us: IntDim = IntRange(low=0, high=20000, step=100)
+    instance_count: IntDim = IntRange(low=1, high=4)
+    cpu_threads: IntDim | None = None
+    accelerator: _name_dim(ACCELERATORS) = "none"  # type: ignore[valid-type]
+    precision: _name_dim(PRECISIONS) = "fp32"  # type: ignore[valid-type]
+
+    @field_validator("max_batch_size", "max_queue_delay_us", "instance_count", "cpu_threads")
+    @classmethod
+    def _in_bounds(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        minimum = _MINIMUMS[info.field_name or ""]
+        values = value if isinstance(value, list) else [value.low] if isinstance(value, IntRange) else [value]
+        if min(values) < minimum:
+            raise ValueError(f"values must be at least {minimum}")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("choices must not repeat")
+        return value
+
+    @field_validator("dynamic_batching")
+    @classmethod
+    def _unique_bools(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("choices must not repeat")
+        return value
+
+
+class SearchSettings(_Strict):
+    """The sampler and the budget of the search."""
+
+    sampler: str = "tpe"
+    n_trials: Annotated[int, Field(ge=1)] | None = 20
+    timeout_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, validation_alias=AliasChoices("timeout_s", "timeout")
+    )
+    seed: int | None = None
+    space: SearchSpace = SearchSpace()
+    # Trials drawn at random before tpe/gp model the results (None: tuner.samplers' default);
+    # the warm-start configs come first and count among them.
+    n_startup_trials: Annotated[int, Field(ge=0)] | None = None
+    # Start with the default config and a few known-good ones (tuner.samplers.warm_start_params).
+    warm_start: bool = True
+    # Answer trials from a recorded landscape (tuner landscape record) instead of Triton.
+    replay: Path | None = None
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; valid: {', '.join(SAMPLERS)}")
+        return value
+
+    @field_validator("replay")
+    @classmethod
+    def _existing_landscape(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not path.is_file():
+            raise ValueError(f"landscape file {path} does not exist (record one with `tuner landscape record`)")
+        return path
+
+

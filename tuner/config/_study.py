@@ -1,0 +1,192 @@
+"""The whole study file, its objectives and constraints; reading and validating it.
+
+    cfg = load_config(Path("search_spaces/digits_forest_cpu.yaml"))
+
+Every error names the field path (``search.space.instance_count.low: ...``). Relative paths
+in the file, the SQLite database and the work folder included, are relative to the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from tuner.config._base import _NAME, _base_dir, _known_metric, _resolve, _Strict
+from tuner.config._load import LoadSettings
+from tuner.config._model import ModelSettings
+from tuner.config._search import _DIM_TAGS, SearchSettings
+from tuner.config._server import ServerSettings, WorkerSettings
+from tuner.errors import ConfigError
+from tuner.trial import METRICS
+
+
+class Objective(_Strict):
+    """One objective: a metric and whether to maximize or minimize it."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+    _metric = field_validator("metric")(classmethod(lambda cls, v: _known_metric(v)))
+
+
+class Bound(_Strict):
+    """Limits on a metric; a trial outside them is infeasible."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+_DEFAULT_OBJECTIVES = [
+    Objective(metric="throughput", direction="maximize"),
+    Objective(metric="latency_p99_ms", direction="minimize"),
+]
+
+
+class StudyConfig(_Strict):
+    """A whole study file."""
+
+    study: str
+    storage: str = Field(default="sqlite:///tuner.db", validate_default=True)
+    work_dir: Path = Field(default=Path(".tuner"), validate_default=True)
+    model: ModelSettings
+    server: ServerSettings = ServerSettings()
+    workers: WorkerSettings = WorkerSettings()
+    search: SearchSettings = SearchSettings()
+    objectives: Annotated[list[Objective], Field(min_length=1)] = _DEFAULT_OBJECTIVES
+    constraints: dict[str, Bound] = {}
+    load: LoadSettings = LoadSettings()
+
+    @field_validator("study")
+    @classmethod
+    def _valid_study_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '_', '.' and '-' only")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _resolve_sqlite(cls, value: str, info: ValidationInfo) -> str:
+        return resolve_storage(value, _base_dir(info))
+
+    @field_validator("work_dir")
+    @classmethod
+    def _resolve_work_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("constraints")
+    @classmethod
+    def _known_constraints(cls, value: dict[str, Bound]) -> dict[str, Bound]:
+        for metric in value:
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, value: list[Objective]) -> list[Objective]:
+        metrics = [o.metric for o in value]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("each metric may be an objective once")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        fixed_ports = self.server.http_port is not None
+        if fixed_ports and (self.workers.count or 1) > 1:
+            raise ValueError("server: fixed ports allow one worker only; leave the ports out")
+        servers = len(self.server.remote)
+        if self.server.launch == "remote" and self.workers.count != servers:
+            raise ValueError(
+                f"workers.count: launch remote runs one worker per server, and server.remote has {servers}"
+            )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_worker_per_remote_server(cls, data: Any) -> Any:
+        """``launch: remote`` with no worker count: one worker per server, whatever the GPUs here."""
+        if not isinstance(data, Mapping):
+            return data
+        server, workers = data.get("server"), data.get("workers") or {}
+        if not (isinstance(server, Mapping) and server.get("launch") == "remote" and isinstance(workers, Mapping)):
+            return data
+        remote = server.get("remote")
+        if "count" in workers or not remote:
+            return data
+        return {**data, "workers": {**workers, "count": len(remote) if isinstance(remote, list) else 1}}
+
+
+def resolve_storage(url: str, base_dir: Path) -> str:
+    """Makes a relative SQLite path absolute against ``base_dir``; other URLs pass through."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != "sqlite:///:memory:":
+        path = Path(url[len(prefix):])
+        if not path.is_absolute():
+            return prefix + str((base_dir / path).resolve())
+    return url
+
+
+def parse_config(data: Any, base_dir: Path, source: str = "study file") -> StudyConfig:
+    """Validates already-parsed YAML/JSON data.
+
+    Raises:
+        ConfigError: with one line per problem, each naming the field path.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of fields at the top level")
+    try:
+        return StudyConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def load_config(path: Path) -> StudyConfig:
+    """Reads and validates a study file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or a field is invalid.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read study file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_config(data, path.resolve().parent, source=str(path))
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error.get("loc", ()) if not _is_union_tag(p))
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return f"{loc}: {message}" if loc else message
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the union member tried to the location
+    return isinstance(part, str) and (part in _DIM_TAGS or "[" in part or part in ("int", "float", "bool", "str"))
