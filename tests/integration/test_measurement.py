@@ -153,7 +153,7 @@ def test_a_study_searches_concurrency_and_measures_the_best_again(tmp_path: Path
     from test_optimize import load, run_tuner, study_file
 
     from tuner.results import ATTR_REMEASURE_OF, confirmed_groups, recommend
-    from tuner.study import counted_trials
+    from tuner.study_trials import counted_trials
 
     path = study_file(
         tmp_path, digits_onnx, name="confirmed", workers={"backend": "local"},
