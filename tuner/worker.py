@@ -211,12 +211,17 @@ class Worker:
         return sweep(measure_at, self.setup.sweep)
 
     def _measure_trusted(self, name: str, concurrency: int) -> Measured:
-        """One measurement, taken again while other processes used material CPU during it."""
+        """One measurement, taken again while other processes used material CPU during it.
+
+        Not judged where the server's processes cannot be seen (docker, remote): its CPU would
+        count as theirs.
+        """
         assert self._engine is not None and self.monitor is not None, "worker not started"
         probe = Probe(lambda: self.server.model_statistics(name), self.monitor)
         for attempt in range(self.setup.contamination_retries + 1):
             measured = self._engine.measure(name, concurrency, probe)
-            if measured.usage.other_cpu_pct <= self.setup.contamination_cpu_pct:
+            # Where the server's processes cannot be seen (docker, remote) they would count as strangers.
+            if self.server.pid is None or measured.usage.other_cpu_pct <= self.setup.contamination_cpu_pct:
                 return measured
             logger.warning(
                 "other processes used %.0f%% of a core while %s was measured at concurrency %d%s",
