@@ -84,16 +84,23 @@ def explain_trial(
     metrics = attrs.get(rs.ATTR_METRICS) or {}
     if trial.state != TrialState.COMPLETE or not metrics:
         return []
+    point = point_of(metrics)
+    if point is None:  # a trial the tuner did not measure (another tool wrote the study)
+        return []
     spec = dict(record.spec) if record and record.spec else dict(trial.params)
     return explain(
-        point_of(metrics), spec=spec, servers=attrs.get(rs.ATTR_SERVER) or {}, curve=record.points if record else (),
+        point, spec=spec, servers=attrs.get(rs.ATTR_SERVER) or {}, curve=record.points if record else (),
         metrics=metrics, constraints=trial.constraints, bounds=bounds or {},
     )
 
 
-def point_of(metrics: Mapping[str, Any]) -> LoadPoint:
-    """The LoadPoint a trial's ``metrics`` attribute holds (it has the point's fields and more)."""
-    return LoadPoint(**{k: v for k, v in metrics.items() if k in _LOAD_POINT_FIELDS})
+def point_of(metrics: Mapping[str, Any]) -> LoadPoint | None:
+    """The LoadPoint a trial's ``metrics`` attribute holds (it has the point's fields and more);
+    None where required fields are missing."""
+    try:
+        return LoadPoint(**{k: v for k, v in metrics.items() if k in _LOAD_POINT_FIELDS})
+    except TypeError:
+        return None
 
 
 def explain(

@@ -204,6 +204,8 @@ class StudyRunner:
         recover_interrupted(self.study)
         if not self.study.trials:
             first = initial_params(self.cfg.search.sampler, self.space, self.cfg.search.warm_start)
+            # no more than the budget: a config left WAITING would be asked in a later phase or run
+            first = first[: max(1, n_trials)] if n_trials is not None else first
             self.study.enqueue_trial(first[0], user_attrs={ATTR_DEFAULT: True})
             for params in first[1:]:
                 self.study.enqueue_trial(params)
