@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -339,6 +340,9 @@ def dashboard(
 
 def main() -> None:
     """Entry point of the `tuner` console script."""
+    # A shell starts background jobs with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: Ctrl-C (or kill -INT) must still stop a study cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
     except TunerError as exc:
