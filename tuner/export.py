@@ -134,6 +134,7 @@ def export_trial(
     files = [model_dir / "config.pbtxt", version / "model.onnx"]
     files[0].write_text(record.config_pbtxt)
     _copy_variant(cfg, spec.precision, files[1])
+    files[1].chmod(0o644)  # the server may run as another user (NVIDIA's image does)
     if config.backend == RUNNER_BACKEND:
         shutil.copy2(RUNNER_SOURCE, version / "model.py")
         files.append(version / "model.py")
