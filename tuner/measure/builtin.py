@@ -100,8 +100,6 @@ class BuiltinEngine:
         samples: Real input samples by input name, or None for ``settings.input_data``.
     """
 
-    cpu_capacity_pct = 100.0
-
     def __init__(self, url: str, settings: EngineSettings, model: ModelInfo,
                  samples: dict[str, np.ndarray] | None = None) -> None:
         self.url = url

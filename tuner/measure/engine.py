@@ -30,9 +30,6 @@ from tuner.measure.server_stats import ServerWindow, model_counters, window
 from tuner.measure.usage import Sample, Usage, UsageMonitor
 from tuner.trial import LoadPoint
 
-ENGINES: tuple[str, ...] = ("perf_analyzer", "builtin")
-
-
 @dataclass(frozen=True)
 class EngineSettings:
     """How a load engine measures one concurrency.
@@ -100,9 +97,6 @@ class LoadEngine(Protocol):
     requests, the engine failed); a measurement that never became stable is returned with
     ``point.stable`` False.
     """
-
-    #: CPU the engine can use, in percent of one core, before it saturates.
-    cpu_capacity_pct: float
 
     def measure(self, model: str, concurrency: int, probe: Probe) -> Measured: ...
 
