@@ -74,7 +74,7 @@ def test_minimal_file_loads_with_defaults(study_dir: Path) -> None:
     assert config.server.launch == "embedded"
     assert config.server.http_port is None
     assert config.workers.count is None  # one per GPU, else one: see tuner.hardware.plan_workers
-    assert config.search.sampler == "tpe"
+    assert config.search.sampler == "bo"
     assert config.search.n_trials == 20
     assert config.search.timeout_s is None
     assert config.search.space.max_batch_size == [1, 4, 8, 16, 32]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,27 @@ def test_quick_search_ends_the_replayed_study_with_a_message(
     assert summary.stopped == "quick search converged: no neighbour of the best config improves on it"
     assert summary.study.trials[0].params == {"max_batch_size": 1, "dynamic_batching": False,
                                               "instance_count": 1, "accelerator": "none"}
+
+
+def test_bo_replay_repeats_and_measures_every_config_once(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    first = _replay(tmp_path, digits_onnx, landscape_file, "bo-a", sampler="bo", n_trials=100)
+    second = _replay(tmp_path, digits_onnx, landscape_file, "bo-b", sampler="bo", n_trials=100)
+
+    assert first == second
+    assert len(first) == 48  # every config once, then the study ends
+    assert len({json.dumps(params, sort_keys=True) for _, _, params, _, _ in first}) == 48
+    assert sum(state == TrialState.FAIL for _, state, _, _, _ in first) == 8
+
+
+def test_bo_replay_says_why_it_stopped(tmp_path: Path, digits_onnx: Path, landscape_file: Path) -> None:
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), sampler="bo", n_trials=100)
+    cfg = parse_config(data | {"study": "bo"}, tmp_path)
+
+    summary = StudyRunner(cfg, Store(cfg.storage)).run()
+
+    assert summary.stopped == "every config of the space was measured"
 
 
 def test_a_config_missing_from_the_landscape_is_a_failed_trial() -> None:

@@ -167,6 +167,119 @@ def test_quick_climbs_long_ranges_on_a_doubling_ladder() -> None:
     assert ladder[-1] == 20000
 
 
+# --- bo ----------------------------------------------------------------------------------------
+
+
+def _warm_study(name: str, space: SearchSpace, seed: int = 0, **kwargs: Any) -> optuna.Study:
+    """A study started the way the tuner starts one: the default and the warm-start configs queued."""
+    study = _study(samplers.make_sampler(name, seed, space, **kwargs))
+    for params in samplers.initial_params(name, space):
+        study.enqueue_trial(params)
+    return study
+
+
+def _measure(study: optuna.Study, space: SearchSpace, judge: Callable[[TrialSpec], tuple[float, float] | None],
+             trials: int) -> list[TrialSpec]:
+    """Runs ``trials`` trials; ``judge`` gives (throughput, p99 excess over the budget), or None: FAIL."""
+    specs = []
+    for _ in range(trials):
+        if study.sampler.is_exhausted(study):
+            break
+        trial = study.ask()
+        spec = space.suggest(trial)
+        specs.append(spec)
+        result = judge(spec)
+        if result is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        trial.set_constraint("latency_p99_ms", result[1])
+        study.tell(trial, [result[0], 1.0])
+    return specs
+
+
+def test_bo_measures_each_config_once_then_ends_the_study() -> None:
+    space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2],
+                   accelerator=["none", "openvino"])
+    study = _warm_study("bo", space)
+
+    specs = _measure(study, space, lambda spec: (_hill(spec), -1.0), trials=100)
+
+    assert len(specs) == 12 == len({s.key() for s in specs})
+    assert study.sampler.is_exhausted(study)
+
+
+def test_bo_finds_the_peak_in_a_quarter_of_the_grid() -> None:
+    space = _space()
+    peak = max((space.to_spec(p) for p in space.combinations()), key=_hill)
+
+    for seed in range(3):
+        specs = _measure(_warm_study("bo", space, seed), space, lambda spec: (_hill(spec), -1.0), trials=12)
+        assert peak.key() in {s.key() for s in specs}, seed
+
+
+def test_bo_finds_the_best_config_within_the_latency_budget() -> None:
+    space = _space()
+
+    def judge(spec: TrialSpec) -> tuple[float, float]:
+        # bigger batches and longer delays are faster but slower to answer: the budget cuts them off
+        p99 = 10.0 + spec.max_batch_size * 2.0 + spec.max_queue_delay_us / 500
+        return _hill(spec) + 4.0 * spec.max_batch_size, p99 - 20.0
+
+    feasible = [s for s in map(space.to_spec, space.combinations()) if judge(s)[1] <= 0]
+    best = max(feasible, key=lambda s: judge(s)[0])
+    specs = _measure(_warm_study("bo", space), space, judge, trials=12)
+
+    assert best.key() in {s.key() for s in specs}
+    later = specs[4:]  # after the warm start, most proposals keep to the budget
+    assert sum(judge(s)[1] <= 0 for s in later) >= len(later) * 0.6
+
+
+def test_bo_steers_away_from_configs_that_fail() -> None:
+    space = _space()
+    specs = _measure(
+        _warm_study("bo", space), space,
+        lambda spec: None if spec.accelerator == "openvino" else (_hill(spec), -1.0), trials=16,
+    )
+
+    # the warm start tries OpenVINO once; after it failed, the model keeps away from it
+    assert sum(s.accelerator == "openvino" for s in specs[4:]) <= 2
+
+
+def test_bo_does_not_count_an_interrupted_trial_as_a_failed_config() -> None:
+    space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2], accelerator="none")
+    sampler = samplers.make_sampler("bo", 0, space, n_startup_trials=0)
+    study = _study(sampler)
+    _measure(study, space, lambda spec: (_hill(spec), -1.0), trials=2)
+    trial = study.ask()
+    space.suggest(trial)
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    assert len(samplers._bo._finished(study)) == 2
+
+
+def test_bo_encodes_every_knob_value_and_long_ranges_as_one_column() -> None:
+    space = _space(max_batch_size=[1, 8], dynamic_batching=[False, True],
+                   max_queue_delay_us={"low": 0, "high": 10000, "step": 100}, instance_count=[1, 2])
+    encode = samplers._bo.FeatureEncoder(space)
+
+    off = encode({"max_batch_size": 8, "dynamic_batching": False, "instance_count": 1})
+    on = encode({"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 2500, "instance_count": 2})
+
+    # max batch 1|8, batching off|on, the queue delay scaled to [0, 1], instances 1|2
+    assert off == [0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    assert on == [0.0, 1.0, 0.0, 1.0, 0.25, 0.0, 1.0]
+
+
+def test_bo_on_a_space_it_cannot_list_searches_with_tpe() -> None:
+    space = _space(max_batch_size={"low": 1, "high": 64, "log": True}, instance_count=[1, 2])
+
+    sampler = samplers.make_sampler("bo", 0, space)
+
+    assert isinstance(sampler, samplers.UnmeasuredFirst)
+    assert isinstance(sampler.inner, optuna.samplers.TPESampler)
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 
@@ -182,7 +295,7 @@ def test_seeded_samplers_repeat() -> None:
             study.tell(trial, [_hill(spec), 1.0])
         return keys
 
-    for name in ("tpe", "nsga2", "random"):
+    for name in ("bo", "tpe", "nsga2", "random"):
         assert proposals(name) == proposals(name), name
 
 
@@ -208,7 +321,7 @@ def test_initial_params_start_with_the_default_then_known_good_configs() -> None
     assert samplers.initial_params("quick", space) == [space.default_params()]
 
 
-@pytest.mark.parametrize("name", ["tpe", "gp"])
+@pytest.mark.parametrize("name", ["bo", "tpe", "gp"])
 def test_model_based_samplers_measure_a_new_config_each_trial(name: str) -> None:
     space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2],
                    accelerator=["none", "openvino"])

@@ -361,6 +361,7 @@ def test_sampler_names_match_the_config() -> None:
 @pytest.mark.parametrize(
     ("name", "cls"),
     [
+        ("bo", samplers.ConfigBOSampler),
         ("tpe", optuna.samplers.TPESampler),
         ("nsga2", optuna.samplers.NSGAIISampler),
         ("gp", optuna.samplers.GPSampler),

@@ -420,7 +420,7 @@ def worker_plan(cfg: StudyConfig) -> WorkerPlan:
 
 
 def _sampler_exhausted(study: optuna.Study) -> bool:
-    """True when the sampler (grid, quick) has nothing left to propose."""
+    """True when the sampler (bo, grid, quick) has nothing left to propose."""
     is_exhausted = getattr(study.sampler, "is_exhausted", None)
     return bool(is_exhausted and is_exhausted(study))
 
@@ -430,9 +430,4 @@ def _stop_reason(study: optuna.Study) -> str | None:
     if not _sampler_exhausted(study):
         return None
     name = type(study.sampler).__name__
-    if name == "QuickSearchSampler":
-        return "quick search converged: no neighbour of the best config improves on it"
-    if name == "ConfigGridSampler":
-        return "grid search done: every config of the space was measured"
-    return f"{name} has nothing left to propose"
-
+    return getattr(study.sampler, "exhausted_reason", f"{name} has nothing left to propose")

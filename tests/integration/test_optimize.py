@@ -100,6 +100,26 @@ def test_three_trial_study_is_stored(tmp_path: Path, digits_onnx: Path) -> None:
     assert len(load(tmp_path).trials) == 4
 
 
+def test_the_default_sampler_models_real_measurements(tmp_path: Path, digits_onnx: Path) -> None:
+    path = study_file(tmp_path, digits_onnx, name="default-sampler")
+    data = yaml.safe_load(path.read_text())
+    del data["search"]["sampler"]  # the default: bo
+    data["search"]["n_trials"] = 6
+    path.write_text(yaml.safe_dump(data))
+
+    result = run_tuner("optimize", path, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "sampler bo" in result.stdout and "recommended: trial" in result.stdout
+    study = load(tmp_path, "default-sampler")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 6  # a new config each trial
+    # the default and two known-good configs (the space has no accelerator to choose), then the sampler's
+    warm = [t for t in study.trials if "fixed_params" in t.system_attrs]
+    assert [t.number for t in warm] == [0, 1, 2]
+    assert all("tuner:planned" in t.system_attrs for t in study.trials[3:])
+
+
 def test_ctrl_c_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onnx: Path) -> None:
     path = study_file(tmp_path, digits_onnx, name="interrupted", load={
         "remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 800, "max_windows": 5, "warmup_requests": 2})

@@ -21,7 +21,7 @@ from pydantic import (
 
 from tuner.config._base import _resolve, _Strict
 
-SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random", "grid", "quick")  # tuner.samplers.SAMPLERS
+SAMPLERS: tuple[str, ...] = ("bo", "tpe", "nsga2", "gp", "random", "grid", "quick")  # tuner.samplers.SAMPLERS
 
 
 class IntRange(_Strict):
@@ -131,14 +131,14 @@ class SearchSpace(_Strict):
 class SearchSettings(_Strict):
     """The sampler and the budget of the search."""
 
-    sampler: str = "tpe"
+    sampler: str = "bo"
     n_trials: Annotated[int, Field(ge=1)] | None = 20
     timeout_s: Annotated[float, Field(gt=0)] | None = Field(
         default=None, validation_alias=AliasChoices("timeout_s", "timeout")
     )
     seed: int | None = None
     space: SearchSpace = SearchSpace()
-    # Trials drawn at random before tpe/gp model the results (None: tuner.samplers' default);
+    # Finished trials before bo/tpe/gp model the results (None: tuner.samplers' default);
     # the warm-start configs come first and count among them.
     n_startup_trials: Annotated[int, Field(ge=0)] | None = None
     # Start with the default config and a few known-good ones (tuner.samplers.warm_start_params).

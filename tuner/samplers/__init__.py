@@ -1,13 +1,14 @@
-"""Sampler names -> samplers: Optuna's own (tpe, nsga2, gp, random) and the tuner's (grid, quick).
+"""Sampler names -> samplers: Optuna's own (tpe, nsga2, gp, random) and the tuner's (bo, grid, quick).
 
-    sampler = make_sampler("tpe", seed=7, space=space)
-    for params in initial_params("tpe", space):
+    sampler = make_sampler("bo", seed=7, space=space)
+    for params in initial_params("bo", space):
         study.enqueue_trial(params)
 
-A sampler with an ``is_exhausted(study)`` method (grid, quick) ends the study when it has
+A sampler with an ``is_exhausted(study)`` method (bo, grid, quick) ends the study when it has
 nothing left to propose.
 """
 
+from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._grid import ConfigGridSampler
 from tuner.samplers._planned import PlannedSampler
 from tuner.samplers._quick import QuickSearchSampler
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_STARTUP",
     "SAMPLERS",
     "WARM_STARTED",
+    "ConfigBOSampler",
     "ConfigGridSampler",
     "PlannedSampler",
     "QuickSearchSampler",

@@ -30,6 +30,8 @@ class ConfigGridSampler(PlannedSampler):
         ConfigError: the space has a log range or too many configs to enumerate.
     """
 
+    exhausted_reason = "grid search done: every config of the space was measured"
+
     def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.combinations = space.combinations()

@@ -28,6 +28,9 @@ class PlannedSampler(BaseSampler):
         seed: Seeds the order of proposals and the fallback random sampler.
     """
 
+    #: What the study's summary says when the sampler ends it (``is_exhausted``).
+    exhausted_reason = "the sampler has nothing left to propose"
+
     def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
         self.space = space
         self.seed = seed

@@ -34,6 +34,8 @@ class QuickSearchSampler(PlannedSampler):
         seed: Shuffles the order in which neighbours are tried; None keeps the knobs' order.
     """
 
+    exhausted_reason = "quick search converged: no neighbour of the best config improves on it"
+
     def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.ladders = {knob: ladder(space, knob) for knob in space.distributions}

@@ -4,70 +4,91 @@ Constraints reach Optuna's samplers through ``Trial.set_constraint`` (Optuna 5),
 sampler that can use them does, and ``study.best_trials`` is the feasible Pareto front
 whatever the sampler.
 
-The defaults here (TPE, multivariate, 8 startup trials of which the first four are the default
-config and three known-good ones) won the search-efficiency benchmark in docs/benchmarks.md.
+The defaults here (``bo``, started with the default config and three known-good ones, the
+model used from the fifth trial on) won the search-efficiency benchmark in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 
 from tuner.errors import ConfigError
+from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._grid import ConfigGridSampler
 from tuner.samplers._quick import QuickSearchSampler
 from tuner.samplers._unmeasured import UnmeasuredFirst
 from tuner.search_space import SearchSpace
 from tuner.trial import InstanceKind
 
+logger = logging.getLogger(__name__)
+
 #: Random (or warm-start) trials before a model-based sampler takes over, by sampler.
-DEFAULT_STARTUP: dict[str, int] = {"tpe": 8, "gp": 8, "nsga2": 10}
+DEFAULT_STARTUP: dict[str, int] = {"bo": 4, "tpe": 8, "gp": 8, "nsga2": 10}
 #: Samplers that the warm-start configs are given to (the grid and the quick search have their own order).
-WARM_STARTED = ("tpe", "gp", "nsga2")
+WARM_STARTED = ("bo", "tpe", "gp", "nsga2")
 
 
-def _tpe(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+def _startup(name: str, given: int | None) -> int:
+    return given if given is not None else DEFAULT_STARTUP[name]
+
+
+def _bo(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+    try:
+        return ConfigBOSampler(space, seed, _startup("bo", startup))
+    except ConfigError as exc:  # a space too large to enumerate, or a log range
+        logger.info("search.sampler bo: %s; searching with tpe instead", exc)
+        return _tpe(seed, space, startup)
+
+
+def _tpe(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
     # multivariate: the knobs interact (instances x threads x provider); constant_liar keeps
     # trials in flight from being proposed twice when workers run in parallel
-    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+    tpe = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=_startup("tpe", startup), multivariate=True, constant_liar=True
+    )
     return UnmeasuredFirst(tpe, space, seed)
 
 
-def _nsga2(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+def _nsga2(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
     del space
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, startup))
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, _startup("nsga2", startup)))
 
 
-def _gp(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+def _gp(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
     missing = [name for name in ("torch", "scipy") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(
             f"search.sampler: gp needs {' and '.join(missing)} (Optuna's GPSampler); "
             "install them (pip install -e '.[transformer]' brings torch) or pick another sampler"
         )
-    gp = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+    gp = optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=_startup("gp", startup), warn_independent_sampling=False
+    )
     return UnmeasuredFirst(gp, space, seed)
 
 
-def _random(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+def _random(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
     del space, startup
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _grid(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+def _grid(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
     del startup
     return ConfigGridSampler(space, seed=seed)
 
 
-def _quick(seed: int | None, space: SearchSpace, startup: int) -> optuna.samplers.BaseSampler:
+def _quick(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
     del startup
     return QuickSearchSampler(space, seed=seed)
 
 
-SAMPLERS: dict[str, Callable[[int | None, SearchSpace, int], optuna.samplers.BaseSampler]] = {
+SAMPLERS: dict[str, Callable[[int | None, SearchSpace, int | None], optuna.samplers.BaseSampler]] = {
+    "bo": _bo,
     "tpe": _tpe,
     "nsga2": _nsga2,
     "gp": _gp,
@@ -86,7 +107,7 @@ def make_sampler(
         name: One of ``SAMPLERS``.
         seed: Makes the sampler's proposals repeatable.
         space: The study's search space.
-        n_startup_trials: Random trials before tpe and gp model the results (nsga2: its
+        n_startup_trials: Finished trials before bo, tpe and gp model the results (nsga2: its
             population); None takes ``DEFAULT_STARTUP``.
 
     Raises:
@@ -96,8 +117,7 @@ def make_sampler(
     factory = SAMPLERS.get(name)
     if factory is None:
         raise ConfigError(f"search.sampler: unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
-    startup = n_startup_trials if n_startup_trials is not None else DEFAULT_STARTUP.get(name, 0)
-    return factory(seed, space, startup)
+    return factory(seed, space, n_startup_trials)
 
 
 def initial_params(name: str, space: SearchSpace, warm_start: bool = True) -> list[dict[str, Any]]:

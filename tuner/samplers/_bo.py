@@ -1,0 +1,218 @@
+"""Bayesian optimization over the space's configs: the tuner's default sampler.
+
+The space of a study is a few dozen to a few thousand distinct configs, and the question a
+study answers is the recommendation: the best config by the first objective within the
+constraints. So this sampler models exactly that, over every config the space has:
+
+- each finished trial is a row of features: one column per value of each knob (a long
+  numeric range, such as a queue delay in steps of 100 us, is one column scaled to [0, 1]);
+  a knob a config lacks (the queue delay with batching off) is all zeros;
+- one Gaussian process (scikit-learn, Matern 5/2 with a noise term) per quantity: the first
+  objective (on a log scale where it is positive), each constraint (Optuna's convention:
+  <= 0 holds), and whether the config ran at all (a FAIL trial counts as +1, a run as -1);
+- every config no trial has, runs or waits for is scored by the log of its expected
+  improvement over the best feasible value so far, plus the log of the probability that it
+  meets every constraint and runs; the best one is proposed. Before anything is feasible, the
+  most probably feasible config is.
+
+With the warm start (the default config and three that are often good) the model has its
+first rows at once; before ``n_startup_trials`` trials have finished it proposes unmeasured
+configs at random. Once every config has been measured, it has nothing left to propose and
+the study ends. Only the first objective is modelled: the Pareto front is what the measured
+configs give (docs/benchmarks.md compares the fronts).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import warnings
+from typing import Any
+
+import numpy as np
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from scipy.special import log_ndtr
+from scipy.stats import norm
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from threadpoolctl import threadpool_limits
+
+from tuner.results import ATTR_INTERRUPTED
+from tuner.samplers._planned import PlannedSampler, trial_params
+from tuner.search_space import SearchSpace
+
+#: A numeric knob with more values than this is one scaled column; fewer, one column per value.
+_ONE_HOT_MAX = 8
+
+
+class ConfigBOSampler(PlannedSampler):
+    """Proposes the unmeasured config with the highest constrained expected improvement.
+
+    Args:
+        space: The study's search space; it must be small enough to enumerate.
+        seed: Seeds the random startup configs and the Gaussian processes' restarts.
+        n_startup_trials: Finished trials (warm start included) before the model is used.
+
+    Raises:
+        ConfigError: the space cannot be enumerated (a log range, or too many configs).
+    """
+
+    exhausted_reason = "every config of the space was measured"
+
+    def __init__(self, space: SearchSpace, seed: int | None = None, n_startup_trials: int = 4) -> None:
+        super().__init__(space, seed)
+        self.n_startup_trials = n_startup_trials
+        space.grid()  # raises where the space cannot be enumerated; the configs are listed when first needed
+        self._encode = FeatureEncoder(space)
+        self._rng = random.Random(seed)
+
+    @functools.cached_property
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every config of the space, as trial params."""
+        return self.space.combinations()
+
+    @functools.cached_property
+    def _keys(self) -> list[str]:
+        return [self.space.key_of(params) for params in self.combinations]
+
+    @functools.cached_property
+    def _features(self) -> np.ndarray:
+        return np.array([self._encode(params) for params in self.combinations])
+
+    def plan(self, study: Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        visited = self.visited(study, exclude=trial.number)
+        left = [i for i, key in enumerate(self._keys) if key not in visited]
+        if not left:
+            return None
+        finished = _finished(study)
+        if len(finished) < max(1, self.n_startup_trials):
+            return self.combinations[self._rng.choice(left)]
+        # one thread: the matrices are small, and the cores belong to the measurements
+        with threadpool_limits(limits=1):
+            scores = self.acquisition(study, finished, self._features[left])
+        return self.combinations[left[int(np.argmax(scores))]]
+
+    def has_proposal(self, study: Study) -> bool:
+        return not set(self._keys) <= self.visited(study)
+
+    def acquisition(self, study: Study, finished: list[FrozenTrial], candidates: np.ndarray) -> np.ndarray:
+        """Log constrained expected improvement of each candidate row (higher is better)."""
+        features = np.array([self._encode(trial_params(t)) for t in finished])
+        ran = np.array([t.state == TrialState.COMPLETE for t in finished])
+        seed = self._rng.randrange(2**31)
+        log_ok = np.zeros(len(candidates))
+        if not ran.all():
+            log_ok += _log_prob_at_most_zero(features, np.where(ran, -1.0, 1.0), candidates, seed)
+        if not ran.any():
+            return log_ok
+        complete = [t for t, r in zip(finished, ran) if r]
+        rows = features[ran]
+        names = sorted(complete[0].constraints)
+        limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in complete], dtype=float)
+        limits = limits.reshape(len(complete), len(names))
+        for column in limits.T:
+            log_ok += _log_prob_at_most_zero(rows, column, candidates, seed)
+        values = _objective(study, complete)
+        feasible = (limits <= 0.0).all(axis=1)
+        model = _fit(rows, values, seed)
+        mean, std = _predict_latent(model, candidates)
+        if not feasible.any():
+            return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
+        return _log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
+
+
+class FeatureEncoder:
+    """Trial params -> a row of numbers for the Gaussian processes.
+
+    Args:
+        space: The study's search space.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.columns: list[tuple[str, list[Any] | None, float, float]] = []
+        for knob in space.distributions:
+            values = space.values(knob)
+            if all(_is_number(v) for v in values) and len(values) > _ONE_HOT_MAX:
+                self.columns.append((knob, None, float(min(values)), float(max(values))))
+            else:
+                self.columns.append((knob, values, 0.0, 0.0))
+
+    def __call__(self, params: dict[str, Any]) -> list[float]:
+        merged = {**self.space.fixed, **params}
+        if not merged.get("dynamic_batching", False):
+            merged.pop("max_queue_delay_us", None)  # means nothing without batching
+        row: list[float] = []
+        for knob, values, low, high in self.columns:
+            value = merged.get(knob)
+            if values is not None:
+                row.extend(1.0 if value == v else 0.0 for v in values)
+            elif value is None:
+                row.append(0.0)
+            else:
+                row.append((float(value) - low) / (high - low))
+        return row
+
+
+def _finished(study: Study) -> list[FrozenTrial]:
+    """Trials the model learns from: measured, or failed because of their config."""
+    finished = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED):
+            continue
+        finished.append(t)
+    return finished
+
+
+def _objective(study: Study, complete: list[FrozenTrial]) -> np.ndarray:
+    """The first objective of each trial, to be maximized: on a log scale where all are positive
+    (throughput and latency vary by factors, not by amounts)."""
+    values = np.array([t.values[0] for t in complete], dtype=float)
+    if (values > 0).all():
+        values = np.log(values)
+    return values if study.directions[0] == StudyDirection.MAXIMIZE else -values
+
+
+def _fit(rows: np.ndarray, values: np.ndarray, seed: int) -> GaussianProcessRegressor:
+    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(1.0, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
+    model = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1, random_state=seed)
+    with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(rows, values)
+
+
+def _predict_latent(model: GaussianProcessRegressor, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the modelled value itself, without the measurement noise:
+    a config next to a measured one is then as certain as its neighbour, not as noisy."""
+    fitted = model.kernel_
+    model.kernel_ = fitted.k1  # the noise term (k2) is left out of the prediction only
+    try:
+        return model.predict(rows, return_std=True)
+    finally:
+        model.kernel_ = fitted
+
+
+def _log_prob_at_most_zero(rows: np.ndarray, values: np.ndarray, candidates: np.ndarray, seed: int) -> np.ndarray:
+    """Log of the modelled probability that each candidate's value is <= 0."""
+    # with the noise: whether a config meets a bound is decided by its measurement
+    mean, std = _fit(rows, values, seed).predict(candidates, return_std=True)
+    return log_ndtr(-mean / np.maximum(std, 1e-9))
+
+
+def _log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
+    """log E[max(0, f - best)] for f ~ N(mean, std), stable far below the best."""
+    z = (mean - best) / std
+    out = np.empty_like(z)
+    near = z > -5.0
+    zn = z[near]
+    out[near] = np.log(np.maximum(zn * norm.cdf(zn) + norm.pdf(zn), 1e-300))
+    zf = z[~near]  # z * Phi(z) + phi(z) ~ phi(z) / z**2 as z -> -inf
+    out[~near] = norm.logpdf(zf) - 2.0 * np.log(-zf)
+    return out + np.log(std)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
