@@ -1,6 +1,7 @@
 """Search efficiency: how many trials and minutes each search strategy needs, on recorded landscapes.
 
-    python bench/search.py [--seeds 20] [--trials 40] [--variants tpe,random,...] [--out bench/results/search.json]
+    python bench/search.py [--seeds 20] [--trials 40] [--variants bo,tpe,random,...] [--noise]
+                           [--models text_detection,...] [--out bench/results/search.json]
 
 For each landscape under bench/landscapes/ (a study file NAME.yaml and the grid it recorded,
 NAME.json: every config measured once on the real server) and each search variant, runs the
@@ -20,17 +21,28 @@ seed, and reports:
 The grid sampler is what a brute-force search does (its trials are shuffled by the seed); the
 quick search is Model Analyzer's. Results go to the --out JSON, merged with what is there, so
 slow variants (gp) can be run with fewer seeds on their own.
+
+With --noise, each seed also replays a landscape redrawn from the recorded one: every
+config's throughput and latencies multiplied by log-normal factors (coefficients of
+variation 3% and 5%, what reloading one config gives on these machines: docs/benchmarks.md),
+the target and the reference front taken from the redrawn landscape. One recording is one
+draw of the noise; a deterministic strategy gives the same answer on it for every seed, and
+the redrawn landscapes show how it fares on landscapes like it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +60,17 @@ from tuner.landscape import Landscape
 from tuner.results import ATTR_METRICS, ATTR_REUSED_FROM, choose_point, is_feasible, trial_metrics, violation
 from tuner.store import TrialRecord
 from tuner.study import StudyRunner
-from tuner.trial import TrialOutcome
+from tuner.trial import LoadPoint, TrialOutcome
 
 LANDSCAPES = ROOT / "bench" / "landscapes"
+MODELS = ("text_detection", "digits_forest", "text_recognition")
 TARGET = 0.97  # within 3% of the grid's best feasible throughput
 CHECKPOINTS = (10, 20, 40)
+NOISE_CV = {"throughput": 0.03, "latency": 0.05}
 VARIANTS: dict[str, dict[str, Any]] = {
+    "bo": {"sampler": "bo"},
+    "bo-cold": {"sampler": "bo", "warm_start": False},
+    "bo-startup8": {"sampler": "bo", "n_startup_trials": 8},
     "tpe": {"sampler": "tpe"},
     "tpe-cold": {"sampler": "tpe", "warm_start": False},
     "tpe-startup4": {"sampler": "tpe", "n_startup_trials": 4},
@@ -109,6 +126,23 @@ def hypervolume(points: list[tuple[float, float]], budget_ms: float) -> float:
     return float(compute_hypervolume(loss, np.array([0.0, budget_ms])))
 
 
+def redraw(landscape: Landscape, seed: int) -> Landscape:
+    """The landscape with every point's throughput and latencies scaled by random factors."""
+    rng = np.random.default_rng(seed)
+    redrawn = Landscape(landscape.model, landscape.study, landscape.worker_plan, machine=landscape.machine)
+    for key, outcome in landscape.outcomes.items():
+        points = tuple(_jitter(point, rng) for point in outcome.points)
+        redrawn.add(dataclasses.replace(outcome, points=points), landscape.params[key])
+    return redrawn
+
+
+def _jitter(point: LoadPoint, rng: np.random.Generator) -> LoadPoint:
+    throughput = math.exp(rng.normal(0.0, NOISE_CV["throughput"]))
+    latency = math.exp(rng.normal(0.0, NOISE_CV["latency"]))
+    scaled = {f.name: getattr(point, f.name) * latency for f in dataclasses.fields(point) if f.name.startswith("latency_")}
+    return dataclasses.replace(point, throughput=point.throughput * throughput, **scaled)
+
+
 def reference(cfg: StudyConfig, landscape: Landscape) -> Reference:
     budget = cfg.constraints["latency_p99_ms"].max
     assert budget is not None
@@ -130,9 +164,11 @@ def reference(cfg: StudyConfig, landscape: Landscape) -> Reference:
     )
 
 
-def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int) -> list[dict[str, Any]]:
+def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, landscape: Path | None = None
+           ) -> list[dict[str, Any]]:
     """One replayed study; per trial: feasible, throughput, p99, and the seconds it cost to measure."""
-    search = cfg.search.model_copy(update={"seed": seed, "n_trials": trials, **variant})
+    replayed = {"replay": landscape} if landscape is not None else {}
+    search = cfg.search.model_copy(update={"seed": seed, "n_trials": trials, **variant, **replayed})
     run_cfg = cfg.model_copy(update={"study": f"replay-{seed}", "search": search})
     summary = StudyRunner(run_cfg, MemoryStore()).run()  # type: ignore[arg-type]
     rows = []
@@ -192,24 +228,53 @@ def table(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for model, entry in results.get("models", {}).items():
-        for name, v in entry["variants"].items():
-            hv = v["mean_hypervolume_share"]
-            trials = v["median_trials_to_target"]
-            minutes = v["median_minutes_to_target"]
-            lines.append(
-                f"| {model} | {name} | {v['seeds']} | {'never' if math.isinf(trials) else f'{trials:g}'} "
-                f"({v['reached']}/{v['seeds']}) | {'never' if math.isinf(minutes) else f'{minutes:.1f}'} "
-                f"| {hv['10']:.2f} / {hv['20']:.2f} / {hv['40']:.2f} |"
-            )
+        for label, variants in ((model, entry["variants"]), (f"{model}, redrawn", entry.get("redrawn", {}))):
+            for name, v in variants.items():
+                hv = v["mean_hypervolume_share"]
+                trials = v["median_trials_to_target"]
+                minutes = v["median_minutes_to_target"]
+                lines.append(
+                    f"| {label} | {name} | {v['seeds']} | {'never' if math.isinf(trials) else f'{trials:g}'} "
+                    f"({v['reached']}/{v['seeds']}) | {'never' if math.isinf(minutes) else f'{minutes:.1f}'} "
+                    f"| {hv['10']:.2f} / {hv['20']:.2f} / {hv['40']:.2f} |"
+                )
     return "\n".join(lines)
+
+
+def run_variant(
+    cfg: StudyConfig, variant: dict[str, Any], seeds: range, trials: int,
+    landscape_of: Callable[[int], tuple[Path | None, Reference]],
+) -> dict[str, Any]:
+    """Replays one variant once per seed; ``landscape_of(seed)`` gives the file and its reference."""
+    started = time.perf_counter()
+    runs = []
+    for seed in seeds:
+        path, ref = landscape_of(seed)
+        # the grid runs to its end; the others get 3x the budget, as a repeated config is not counted
+        total = max(trials, ref.configs) if variant["sampler"] == "grid" else 3 * trials
+        budget = total if variant["sampler"] == "grid" else trials
+        runs.append(score(replay(cfg, variant, seed, total, path), ref, budget))
+    return summarize(runs) | {"replay_s_per_study": (time.perf_counter() - started) / len(seeds), "runs": runs}
+
+
+def _print(label: str, name: str, summary: dict[str, Any]) -> None:
+    hv = summary["mean_hypervolume_share"]
+    print(
+        f"  {label:<9} {name:<14} trials to target: median {summary['median_trials_to_target']:>5} "
+        f"({summary['reached']}/{summary['seeds']} reached), minutes {summary['median_minutes_to_target']:.2f}; "
+        f"HV share @10/20/40: {hv['10']:.3f} {hv['20']:.3f} {hv['40']:.3f}; "
+        f"{summary['replay_s_per_study']:.1f} s per replay",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, default=max(CHECKPOINTS))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--models", default="text_detection,digits_forest")
+    parser.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "gp"))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--noise", action="store_true", help="Also replay on landscapes redrawn with noise.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
     parser.add_argument("--table", action="store_true", help="Print the --out results as markdown and exit.")
     args = parser.parse_args()
@@ -221,7 +286,9 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["machine"] = f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores"
+    results["machine"] = f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"
+    results["noise_cv"] = NOISE_CV
+    seeds = range(args.seeds)
     for model in args.models.split(","):
         cfg = load_config(LANDSCAPES / f"{model}.yaml")
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"replay": LANDSCAPES / f"{model}.json"})})
@@ -230,24 +297,23 @@ def main() -> None:
         entry = results.setdefault("models", {}).setdefault(model, {"variants": {}})
         entry["reference"] = ref.__dict__
         print(f"{model}: {ref}")
-        for name in args.variants.split(","):
-            variant = VARIANTS[name]
-            trials = max(args.trials, ref.configs) if variant["sampler"] == "grid" else 3 * args.trials
-            started = time.perf_counter()
-            budget = trials if variant["sampler"] == "grid" else args.trials
-            runs = [score(replay(cfg, variant, seed, trials), ref, budget) for seed in range(args.seeds)]
-            summary = summarize(runs) | {"replay_s_per_study": (time.perf_counter() - started) / args.seeds}
-            entry["variants"][name] = summary | {"runs": runs}
-            hv = summary["mean_hypervolume_share"]
-            print(
-                f"  {name:<20} trials to target: median {summary['median_trials_to_target']:>5} "
-                f"({summary['reached']}/{args.seeds} reached), minutes {summary['median_minutes_to_target']:.2f}; "
-                f"HV share @10/20/40: {hv['10']:.3f} {hv['20']:.3f} {hv['40']:.3f}; "
-                f"{summary['replay_s_per_study']:.1f} s per replay",
-                flush=True,
-            )
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1) + "\n")
+        with tempfile.TemporaryDirectory() as tmp:
+            redrawn: dict[int, tuple[Path | None, Reference]] = {}
+            if args.noise:
+                for seed in seeds:
+                    drawn = redraw(landscape, 1000 + seed)
+                    drawn.save(path := Path(tmp) / f"{seed}.json")
+                    redrawn[seed] = (path, reference(cfg, drawn))
+            for name in args.variants.split(","):
+                summary = run_variant(cfg, VARIANTS[name], seeds, args.trials, lambda seed: (None, ref))
+                entry["variants"][name] = summary
+                _print("recorded", name, summary)
+                if args.noise:
+                    summary = run_variant(cfg, VARIANTS[name], seeds, args.trials, redrawn.__getitem__)
+                    entry.setdefault("redrawn", {})[name] = summary
+                    _print("redrawn", name, summary)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """One live study per search strategy on the real server, to check the replays' ranking.
 
-    python bench/search_live.py [--model text_detection] [--trials 15] [--samplers tpe,quick,...]
+    python bench/search_live.py [--model text_detection] [--trials 12] [--samplers bo,tpe,quick,...]
 
 Runs bench/landscapes/MODEL.yaml on the embedded Triton server once per sampler (seed 0, the
 study file's own load settings), each as its own study, and records its wall time, the trials it
@@ -33,8 +33,8 @@ from tuner.study import StudyRunner
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="text_detection")
-    parser.add_argument("--trials", type=int, default=15)
-    parser.add_argument("--samplers", default="tpe,quick,random,nsga2,gp")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--samplers", default="bo,tpe,quick,random,nsga2,gp")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search_live.json")
     args = parser.parse_args()
     cfg = load_config(LANDSCAPES / f"{args.model}.yaml")

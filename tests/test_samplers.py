@@ -245,6 +245,16 @@ def test_bo_steers_away_from_configs_that_fail() -> None:
     assert sum(s.accelerator == "openvino" for s in specs[4:]) <= 2
 
 
+def test_bo_gives_trials_in_flight_different_configs() -> None:
+    space = _space()
+    study = _warm_study("bo", space)
+    _measure(study, space, lambda spec: (_hill(spec), -1.0), trials=6)
+
+    in_flight = [space.suggest(study.ask()).key() for _ in range(3)]  # three idle workers ask at once
+
+    assert len(set(in_flight)) == 3
+
+
 def test_bo_does_not_count_an_interrupted_trial_as_a_failed_config() -> None:
     space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2], accelerator="none")
     sampler = samplers.make_sampler("bo", 0, space, n_startup_trials=0)
