@@ -24,7 +24,8 @@ slow variants (gp) can be run with fewer seeds on their own.
 
 With --noise, each seed also replays a landscape redrawn from the recorded one: every
 config's throughput and latencies multiplied by log-normal factors (coefficients of
-variation 3% and 5%, what reloading one config gives on these machines: docs/benchmarks.md),
+variation 3% and 5%: about the spread of one measurement's windows on these machines, more
+than reloading a config on a quiet one gives; docs/benchmarks.md),
 the target and the reference front taken from the redrawn landscape. One recording is one
 draw of the noise; a deterministic strategy gives the same answer on it for every seed, and
 the redrawn landscapes show how it fares on landscapes like it.
