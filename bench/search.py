@@ -224,7 +224,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     """The results as a markdown table, for docs/benchmarks.md."""
     lines = [
-        ("| model | sampler | seeds | median trials to target (reached) | median minutes to target "
+        ("| landscape | sampler | seeds | median trials to target (reached) | median minutes to target "
         "| hypervolume share after 10 / 20 / 40 trials |"),
         "| --- | --- | --- | --- | --- | --- |",
     ]
