@@ -90,7 +90,7 @@ def row(engine: str, measured) -> dict:
 
 def engines_for(server: EmbeddedServer, info, settings: EngineSettings, tmp: Path) -> dict:
     return {
-        "perf_analyzer": PerfAnalyzer(server.grpc_url, tmp / "perf", settings),
+        "perf_analyzer": PerfAnalyzer(server.grpc_url, tmp / "perf", settings, access=server.access),
         "builtin": BuiltinEngine(server.grpc_url, settings, info),
     }
 
@@ -122,7 +122,7 @@ def agreement(tmp: Path, onnx_path: Path, settings: EngineSettings) -> list[dict
 def noise(tmp: Path, onnx_path: Path, settings: EngineSettings, repeats: int) -> list[dict]:
     rows = []
     with served(tmp / "noise", "text_detection", onnx_path) as (server, info, probe):
-        perf = PerfAnalyzer(server.grpc_url, tmp / "perf", settings)
+        perf = PerfAnalyzer(server.grpc_url, tmp / "perf", settings, access=server.access)
         for _ in range(repeats):
             server.unload("text_detection")
             server.load("text_detection")

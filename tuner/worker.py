@@ -146,13 +146,13 @@ class Worker:
     def _make_engine(self) -> LoadEngine:
         s = self.setup
         if s.engine.engine == "builtin":
-            return BuiltinEngine(self.server.grpc_url, s.engine, s.model_info, s.load_samples)
+            return BuiltinEngine(self.server.grpc_url, s.engine, s.model_info, s.load_samples, self.server.access)
         url = self.server.grpc_url if s.engine.protocol == "grpc" else self.server.http_url
         data = None
         if s.load_samples:
             requests = request_samples(s.model_info, s.engine.input_data, s.load_samples)
             data = write_input_json(s.workdir / "perf" / "input_data.json", requests)
-        return PerfAnalyzer(url, s.workdir / "perf", s.engine, data)
+        return PerfAnalyzer(url, s.workdir / "perf", s.engine, data, access=self.server.access)
 
     def evaluate(self, spec: TrialSpec) -> TrialOutcome:
         """Builds the spec's variant, loads it with the spec's config, checks its answers,
@@ -202,7 +202,7 @@ class Worker:
         def measure_at(concurrency: int) -> LoadPoint:
             with _timed(timings, "warmup_s"):
                 warm_up(self.server.http_url, name, self.setup.model_info,
-                        self.setup.warmup_requests * concurrency, concurrency)
+                        self.setup.warmup_requests * concurrency, concurrency, self.server.access)
             with _timed(timings, "measure_s"):
                 measured = self._measure_trusted(name, concurrency)
             server[str(concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
@@ -246,7 +246,9 @@ class Worker:
             return None
         if self._reference is None:
             self._reference = reference_outputs(str(self.setup.model_path), inputs)
-        got = infer_samples(self.server.http_url, self.setup.model_name, self.setup.model_info, inputs)
+        got = infer_samples(
+            self.server.http_url, self.setup.model_name, self.setup.model_info, inputs, self.server.access
+        )
         return compare(self.setup.model_info, self._reference, got)
 
     def _after_trial(self, name: str, error: str | None) -> str | None:

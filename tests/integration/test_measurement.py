@@ -80,7 +80,9 @@ def test_server_statistics_count_exactly_the_requests_of_the_window(digits: Serv
 def test_both_engines_agree_on_the_same_config(detector: Served, tmp_path: Path) -> None:
     engines = {
         "builtin": BuiltinEngine(detector.server.grpc_url, SETTINGS, detector.info),
-        "perf_analyzer": PerfAnalyzer(detector.server.grpc_url, tmp_path / "perf", SETTINGS),
+        "perf_analyzer": PerfAnalyzer(
+            detector.server.grpc_url, tmp_path / "perf", SETTINGS, access=detector.server.access
+        ),
     }
     for _ in range(3):  # as the worker does: a window shared with another busy job is taken again
         points = {name: engine.measure(detector.name, 1, detector.probe()).point for name, engine in engines.items()}
@@ -99,7 +101,7 @@ def test_perf_analyzer_and_builtin_take_real_samples(digits: Served, tmp_path: P
     requests = request_samples(digits.info, "random", samples)
     assert len(requests) == 5 and requests[0][digits.info.inputs[0].name].shape == (1, 64)
     data = write_input_json(tmp_path / "input.json", requests)
-    perf = PerfAnalyzer(digits.server.grpc_url, tmp_path / "perf", SETTINGS, data)
+    perf = PerfAnalyzer(digits.server.grpc_url, tmp_path / "perf", SETTINGS, data, access=digits.server.access)
     point = perf.measure(digits.name, 2, digits.probe()).point
     assert point.throughput > 0
     builtin = BuiltinEngine(digits.server.grpc_url, SETTINGS, digits.info, samples)

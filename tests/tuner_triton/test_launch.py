@@ -16,6 +16,7 @@ import pytest
 
 from tuner.config import RemoteEndpoint, ServerSettings
 from tuner.errors import ConfigError, ServerStartError
+from tuner.triton.access import ENV_KEY, ENV_VALUE, Access
 from tuner.triton.docker import (
     DEFAULT_IMAGE,
     DockerServer,
@@ -31,12 +32,17 @@ from tuner.triton.remote import RemoteServer, load_request
 from tuner.triton.server import EmbeddedServer, check_launch, make_server, worker_gpus
 
 PORTS = Ports(http=18000, grpc=18001, metrics=18002)
+ACCESS = Access("tuner-key", "s3cret")
+RESTRICTIONS = [
+    "--grpc-restricted-protocol=model-repository,model-config,shared-memory:tuner-key=s3cret",
+    "--http-restricted-api=model-repository,model-config,shared-memory:tuner-key=s3cret",
+]
 
 
 def test_docker_run_command_has_gpu_ports_mount_and_explicit_mode() -> None:
     cmd = docker_run_command(
         image="nvcr.io/nvidia/tritonserver:24.10-py3", name="tuner-triton-abc", repository=Path("/w/repository"),
-        ports=PORTS, address="127.0.0.1", gpu="2", docker="/usr/bin/docker",
+        ports=PORTS, access=ACCESS, address="127.0.0.1", gpu="2", docker="/usr/bin/docker",
         extra_args=["--ulimit", "memlock=-1"], label="/w/server",
     )
     assert cmd == [
@@ -47,11 +53,12 @@ def test_docker_run_command_has_gpu_ports_mount_and_explicit_mode() -> None:
         "nvcr.io/nvidia/tritonserver:24.10-py3",
         "tritonserver", "--model-repository=/models", "--model-control-mode=explicit",
         "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", "--log-info=true", "--exit-timeout-secs=10",
+        *RESTRICTIONS,
     ]
 
 
 def test_docker_without_gpu_asks_for_none() -> None:
-    cmd = docker_run_command(image="img", name="n", repository=Path("/r"), ports=PORTS)
+    cmd = docker_run_command(image="img", name="n", repository=Path("/r"), ports=PORTS, access=ACCESS)
     assert "--gpus" not in cmd
     assert cmd[0] == "docker" and cmd.index("img") > cmd.index("--volume")
 
@@ -77,12 +84,14 @@ def test_container_name_is_stable_per_folder(tmp_path: Path) -> None:
 
 
 def test_local_command() -> None:
-    cmd = local_command(Path("/opt/tritonserver/bin/tritonserver"), Path("/w/repo"), "0.0.0.0", PORTS)
+    binary = Path("/opt/tritonserver/bin/tritonserver")
+    cmd = local_command(binary, Path("/w/repo"), "0.0.0.0", PORTS, access=ACCESS)
     assert cmd[:2] == ["/opt/tritonserver/bin/tritonserver", "--model-repository=/w/repo"]
     assert not any(a.startswith("--backend-directory") for a in cmd)
     assert {"--model-control-mode=explicit", "--http-address=0.0.0.0", "--grpc-port=18001", "--metrics-port=18002"} <= set(cmd)
-    with_backends = local_command(Path("/t"), Path("/w/repo"), "127.0.0.1", PORTS, Path("/b"))
+    with_backends = local_command(Path("/t"), Path("/w/repo"), "127.0.0.1", PORTS, Path("/b"), access=ACCESS)
     assert "--backend-directory=/b" in with_backends
+    assert cmd[-2:] == with_backends[-2:] == RESTRICTIONS
 
 
 def test_make_server_picks_the_mode(tmp_path: Path) -> None:
@@ -185,6 +194,23 @@ def test_docker_container_is_removed_after_a_clean_run(tmp_path: Path, fake_dock
     assert not (calls.parent / f"{name}.pid").exists()
 
 
+def test_docker_container_restricts_with_a_secret_drawn_at_each_start(
+    tmp_path: Path, fake_docker: tuple[Path, Path]
+) -> None:
+    client, calls = fake_docker
+    server = DockerServer(tmp_path / "server", tmp_path / "repo", image="img", docker=str(client))
+    secrets = []
+    for _ in range(2):
+        with server:
+            access = server.access
+            assert access is not None and access.key == "tuner-key" and len(access.value) >= 32
+            secrets.append(access.value)
+        run = [call for call in _calls(calls) if call[0] == "run"][-1]
+        assert run[-2:] == access.server_args()
+        assert access.value not in server.log_path.read_text()
+    assert secrets[0] != secrets[1]
+
+
 def test_docker_container_is_removed_when_it_never_gets_ready(
     tmp_path: Path, fake_docker: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,6 +228,21 @@ def test_docker_client_missing_is_a_start_error(tmp_path: Path) -> None:
     server = DockerServer(tmp_path / "server", tmp_path / "repo", docker=str(tmp_path / "no-docker"))
     with pytest.raises(ServerStartError, match="cannot run"):
         server.start()
+
+
+def test_remote_header_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = ServerSettings(launch="remote", remote=["a:8000"])
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    monkeypatch.delenv(ENV_VALUE, raising=False)
+    assert make_server(settings, tmp_path, tmp_path).access is None
+    monkeypatch.setenv(ENV_KEY, "ops-key")
+    monkeypatch.setenv(ENV_VALUE, "from-the-operator")
+    assert make_server(settings, tmp_path, tmp_path).access == Access("ops-key", "from-the-operator")
+    check_launch(settings)
+    monkeypatch.setenv(ENV_KEY, "has space")
+    with pytest.raises(ConfigError, match=ENV_KEY) as refused:
+        check_launch(settings)
+    assert "from-the-operator" not in str(refused.value)
 
 
 def test_remote_endpoint_accepts_a_string() -> None:

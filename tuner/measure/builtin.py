@@ -31,6 +31,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from tuner.errors import MeasurementError
 from tuner.measure.engine import EngineSettings, Measured, Probe, spread_pct
 from tuner.model_info import ModelInfo
+from tuner.triton.access import Access, with_access
 from tuner.trial import LoadPoint
 
 logger = logging.getLogger(__name__)
@@ -98,11 +99,13 @@ class BuiltinEngine:
         settings: Window length, stability rule, input data.
         model: The model's inputs and outputs.
         samples: Real input samples by input name, or None for ``settings.input_data``.
+        access: The server's header (tuner.triton.server.TritonServer.access), sent with each request.
     """
 
     def __init__(self, url: str, settings: EngineSettings, model: ModelInfo,
-                 samples: dict[str, np.ndarray] | None = None) -> None:
+                 samples: dict[str, np.ndarray] | None = None, access: Access | None = None) -> None:
         self.url = url
+        self.access = access
         self.settings = settings
         self.model = model
         self._requests = request_samples(model, settings.input_data, samples)
@@ -118,7 +121,7 @@ class BuiltinEngine:
         return asyncio.run(self._measure(model, concurrency, probe))
 
     async def _measure(self, model: str, concurrency: int, probe: Probe) -> Measured:
-        client = triton_aio.InferenceServerClient(self.url)
+        client = with_access(triton_aio.InferenceServerClient(self.url), self.access)
         try:
             snaps = [probe.snap()]
             windows: list[_Window] = []

@@ -28,6 +28,7 @@ import numpy as np
 
 from tuner.errors import MeasurementError
 from tuner.measure.engine import EngineSettings, Measured, Probe, spread_pct
+from tuner.triton.access import Access, redact
 from tuner.trial import LoadPoint
 
 logger = logging.getLogger(__name__)
@@ -88,10 +89,16 @@ class PerfAnalyzer:
         settings: Measurement settings.
         input_file: perf_analyzer's JSON of real input samples (see write_input_json), or None
             for ``settings.input_data``.
+        access: The server's header (tuner.triton.server.TritonServer.access): perf_analyzer
+            reads the model's config, a restricted protocol, before it sends any request.
     """
 
-    def __init__(self, url: str, workdir: Path, settings: EngineSettings, input_file: Path | None = None) -> None:
+    def __init__(
+        self, url: str, workdir: Path, settings: EngineSettings, input_file: Path | None = None,
+        *, access: Access | None,
+    ) -> None:
         self.url = url
+        self.access = access
         self.workdir = workdir
         self.settings = settings
         self.input_data = str(input_file) if input_file else settings.input_data
@@ -148,8 +155,10 @@ class PerfAnalyzer:
         ]
         if report:
             cmd += ["-f", str(csv_path), "--verbose-csv"]
+        if self.access is not None:
+            cmd += self.access.perf_analyzer_args(self.settings.protocol)
         timeout = self._timeout_s(concurrency)
-        logger.debug("running %s", " ".join(cmd))
+        logger.debug("running %s", redact(" ".join(cmd), self.access))
         try:
             result = subprocess.run(
                 cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,

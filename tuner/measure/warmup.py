@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from tuner.errors import MeasurementError
 from tuner.model_info import ModelInfo
+from tuner.triton.access import Access, with_access
 
 
 def random_inputs(model: ModelInfo, batch: int = 1, seed: int = 0) -> list[triton_http.InferInput]:
@@ -37,8 +38,12 @@ def random_inputs(model: ModelInfo, batch: int = 1, seed: int = 0) -> list[trito
     return inputs
 
 
-def warm_up(url: str, model_name: str, model: ModelInfo, requests: int, concurrency: int) -> None:
+def warm_up(
+    url: str, model_name: str, model: ModelInfo, requests: int, concurrency: int, access: Access | None = None
+) -> None:
     """Sends ``requests`` inference requests, ``concurrency`` at a time, and checks the answers.
+
+    ``access`` is the server's header (tuner.triton.server.TritonServer.access), sent with each request.
 
     Raises:
         MeasurementError: the server answered a request with an error.
@@ -46,7 +51,9 @@ def warm_up(url: str, model_name: str, model: ModelInfo, requests: int, concurre
     if requests <= 0:
         return
     inputs = random_inputs(model)
-    client = triton_http.InferenceServerClient(url, concurrency=max(1, concurrency), network_timeout=120.0)
+    client = with_access(
+        triton_http.InferenceServerClient(url, concurrency=max(1, concurrency), network_timeout=120.0), access
+    )
     try:
         for start in range(0, requests, concurrency):
             batch = [client.async_infer(model_name, inputs) for _ in range(min(concurrency, requests - start))]
@@ -58,13 +65,17 @@ def warm_up(url: str, model_name: str, model: ModelInfo, requests: int, concurre
         client.close()
 
 
-def infer_samples(url: str, model_name: str, model: ModelInfo, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def infer_samples(
+    url: str, model_name: str, model: ModelInfo, inputs: dict[str, np.ndarray], access: Access | None = None
+) -> dict[str, np.ndarray]:
     """Runs each sample of ``inputs`` (first axis) through the server; the outputs, stacked.
+
+    ``access`` is the server's header, sent with each request.
 
     Raises:
         MeasurementError: the server answered with an error.
     """
-    client = triton_http.InferenceServerClient(url, network_timeout=120.0)
+    client = with_access(triton_http.InferenceServerClient(url, network_timeout=120.0), access)
     count = min(len(array) for array in inputs.values())
     results: dict[str, list[np.ndarray]] = {t.name: [] for t in model.outputs}
     try:

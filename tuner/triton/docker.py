@@ -25,6 +25,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from tuner.triton.access import Access
 from tuner.triton.ports import Ports
 from tuner.triton.process import ProcessServer
 
@@ -56,6 +57,7 @@ def docker_run_command(
     name: str,
     repository: Path,
     ports: Ports,
+    access: Access,
     address: str = "127.0.0.1",
     gpu: str | None = None,
     docker: str = "docker",
@@ -69,6 +71,7 @@ def docker_run_command(
         name: The container's name.
         repository: The model repository on this machine, mounted read-only.
         ports: The ports on this machine that Triton's HTTP, gRPC and metrics ports are published on.
+        access: The header Triton's model-changing protocols ask for (see tuner.triton.access).
         address: The address of this machine they are published on.
         gpu: The GPUs of the worker (as CUDA_VISIBLE_DEVICES lists them); None runs without GPUs.
         docker: The docker client.
@@ -93,6 +96,7 @@ def docker_run_command(
         f"--metrics-port={CONTAINER_PORTS.metrics}",
         "--log-info=true",
         "--exit-timeout-secs=10",
+        *access.server_args(),
     ]
 
 
@@ -155,8 +159,8 @@ class DockerServer(ProcessServer):
     def _command(self) -> list[str]:
         return docker_run_command(
             image=self.image, name=self.name, repository=self.repository, ports=self._started_ports(),
-            address=self.address, gpu=self.gpu, docker=self.docker, extra_args=self.extra_args,
-            label=str(self.workdir),
+            access=self._started_access(), address=self.address, gpu=self.gpu, docker=self.docker,
+            extra_args=self.extra_args, label=str(self.workdir),
         )
 
     def _describe(self) -> str:

@@ -82,7 +82,9 @@ class EmbeddedServer(ProcessServer):
     def _command(self) -> list[str]:
         binary = pytriton_root() / "bin" / "tritonserver"
         backends = embedded_backends(self.workdir / "backends")
-        return local_command(binary, self.repository, self.address, self._started_ports(), backends)
+        return local_command(
+            binary, self.repository, self.address, self._started_ports(), backends, access=self._started_access()
+        )
 
     def _environment(self) -> dict[str, str]:
         return {**embedded_environment(dict(os.environ)), **self.extra_env}

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuner.errors import ServerStartError
+from tuner.triton.access import Access
 from tuner.triton.ports import Ports
 from tuner.triton.process import ProcessServer
 
@@ -58,13 +59,18 @@ class LocalServer(ProcessServer):
     def _command(self) -> list[str]:
         if not self.binary.is_file():
             raise ServerStartError(f"no tritonserver binary at {self.binary}")
-        return local_command(self.binary, self.repository, self.address, self._started_ports(), self.backend_directory)
+        return local_command(
+            self.binary, self.repository, self.address, self._started_ports(), self.backend_directory,
+            access=self._started_access(),
+        )
 
 
 def local_command(
-    binary: Path, repository: Path, address: str, ports: Ports, backend_directory: Path | None = None
+    binary: Path, repository: Path, address: str, ports: Ports, backend_directory: Path | None = None,
+    *, access: Access,
 ) -> list[str]:
-    """The command line of a tritonserver serving ``repository`` in explicit model control on ``ports``."""
+    """The command line of a tritonserver serving ``repository`` in explicit model control on ``ports``,
+    whose model-changing protocols ask for ``access``'s header (see tuner.triton.access)."""
     cmd = [str(binary), f"--model-repository={repository}"]
     if backend_directory is not None:
         cmd.append(f"--backend-directory={backend_directory}")
@@ -79,4 +85,5 @@ def local_command(
         f"--metrics-port={ports.metrics}",
         "--log-info=true",
         "--exit-timeout-secs=10",
+        *access.server_args(),
     ]

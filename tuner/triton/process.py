@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 from typing_extensions import Self
 
 from tuner.errors import ModelLoadError, ServerStartError
+from tuner.triton.access import Access, redact, with_access
 from tuner.triton.client import clean_message, probe_ready, wait_unloaded
 from tuner.triton.ports import Ports, client_host, free_ports
 
@@ -92,6 +93,7 @@ class ProcessServer:
         self.extra_env = dict(env or {})
         self.log_path = self.workdir / "tritonserver.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._access: Access | None = None
         self._client: triton_http.InferenceServerClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -109,6 +111,11 @@ class ProcessServer:
 
     def is_alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def access(self) -> Access | None:
+        """The header the clients of the running server send: a secret drawn at each start."""
+        return self._access
 
     @property
     def grpc_url(self) -> str:
@@ -130,8 +137,10 @@ class ProcessServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.repository.mkdir(parents=True, exist_ok=True)
         self.ports = self.fixed_ports or Ports(*free_ports(3, client_host(self.address)))
+        # A new secret at each start: one a stopped server's clients held opens nothing.
+        self._access = Access.generate()
         cmd = self._command()
-        logger.debug("starting %s", " ".join(cmd))
+        logger.debug("starting %s", redact(" ".join(cmd), self._access))
         with self.log_path.open("ab") as log:
             try:
                 self._process = subprocess.Popen(
@@ -145,7 +154,9 @@ class ProcessServer:
                 )
             except OSError as exc:
                 raise ServerStartError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from exc
-        self._client = triton_http.InferenceServerClient(self.http_url, network_timeout=120.0)
+        self._client = with_access(
+            triton_http.InferenceServerClient(self.http_url, network_timeout=120.0), self._access
+        )
         self._wait_ready()
         logger.info("%s ready on %s", self._describe(), self.ports)
 
@@ -238,6 +249,11 @@ class ProcessServer:
         if self.ports is None:
             raise ServerStartError("the server has not been started")
         return self.ports
+
+    def _started_access(self) -> Access:
+        if self._access is None:
+            raise ServerStartError("the server has not been started")
+        return self._access
 
     def _require_client(self) -> triton_http.InferenceServerClient:
         self._raise_if_dead()

@@ -12,6 +12,11 @@ sends it through Triton's model-load API as a config override with the files
 (``file:1/model.onnx``...), over gRPC, so no shared disk is needed and large models fit in one
 request. Triton keeps such a model in a temporary folder of its own.
 
+A server reachable by others should restrict its model-changing protocols (Triton's
+``--grpc-restricted-protocol`` and ``--http-restricted-api``, see tuner.triton.access): the
+tuner then sends the header its operator set in ``TUNER_TRITON_HEADER_KEY`` and
+``TUNER_TRITON_HEADER_VALUE`` (the environment of the processes that run the workers).
+
 Limits: the server's processes are on another machine, so ``pid`` is None and its CPU use is not
 measured, nor is its log read (``log_tail`` gives the errors this object received); the tuner
 touches only the models it loaded, so other models on the server keep running and share its
@@ -35,6 +40,7 @@ from tritonclient.utils import InferenceServerException
 from typing_extensions import Self
 
 from tuner.errors import ModelLoadError, ServerStartError
+from tuner.triton.access import Access, with_access
 from tuner.triton.client import clean_message, probe_ready, wait_unloaded
 from tuner.triton.model_config import parse_pbtxt
 
@@ -84,6 +90,8 @@ class RemoteServer:
         native: True when the server runs models on its onnxruntime backend, False through the
             python-backend runner (whose model.py is then sent with the model).
         startup_timeout_s: How long start() waits for the server to answer ready.
+        access: The header the server's restricted protocols ask for (its operator chose it:
+            see tuner.triton.access.Access.from_environment); None sends none.
     """
 
     pid: int | None = None  # the server's processes are not on this machine
@@ -95,8 +103,10 @@ class RemoteServer:
         grpc_url: str | None = None,
         native: bool = True,
         startup_timeout_s: float = 60.0,
+        access: Access | None = None,
     ) -> None:
         self.http_url = host_port(url)
+        self.access = access
         self.grpc_url = grpc_url or f"{self.http_url.rsplit(':', 1)[0]}:{DEFAULT_GRPC_PORT}"
         self.repository = repository.resolve()
         self.native = native
@@ -130,8 +140,8 @@ class RemoteServer:
                     f"no Triton server answered ready at {self.http_url} within {self.startup_timeout_s:.0f} s"
                 )
             time.sleep(0.5)
-        self._http = triton_http.InferenceServerClient(self.http_url, network_timeout=120.0)
-        self._grpc = triton_grpc.InferenceServerClient(self.grpc_url)
+        self._http = with_access(triton_http.InferenceServerClient(self.http_url, network_timeout=120.0), self.access)
+        self._grpc = with_access(triton_grpc.InferenceServerClient(self.grpc_url), self.access)
         logger.info("using the Triton server at %s (gRPC %s)", self.http_url, self.grpc_url)
 
     def stop(self, timeout_s: float = 15.0) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from typing_extensions import Self
 
 from tuner.errors import ConfigError
+from tuner.triton.access import Access
 from tuner.triton.docker import DEFAULT_IMAGE, DockerServer
 from tuner.triton.embedded import EmbeddedServer, pytriton_libs, pytriton_root
 from tuner.triton.local import LocalServer
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_IMAGE",
+    "Access",
     "DockerServer",
     "EmbeddedServer",
     "LocalServer",
@@ -74,6 +76,11 @@ class TritonServer(Protocol):
     - ``is_alive()``: the server is still there (cheap); ``is_ready()``: it answers ready.
     - ``model_statistics(name)``: Triton's statistics of the model, as its HTTP API gives them.
     - ``http_url``, ``grpc_url``: ``host:port`` for clients on this machine, once started.
+    - ``access``: the header every client of the server must send for its model-repository,
+      model-config and shared-memory protocols (tuner.triton.access: ``with_access`` for a
+      tritonclient, ``perf_analyzer_args`` for perf_analyzer), or None where the server restricts
+      nothing. A server the tuner starts draws a new secret at each ``start()``, so clients made
+      before a restart must be made again; a remote server's comes from the environment.
     - ``pid``: the server's process on this machine, whose tree does all its work (python backend
       stubs included), or None where its processes cannot be seen (docker, remote).
     - ``native``: True when the server runs ONNX models with its onnxruntime backend (configs from
@@ -87,6 +94,9 @@ class TritonServer(Protocol):
 
     @property
     def pid(self) -> int | None: ...
+
+    @property
+    def access(self) -> Access | None: ...
 
     @property
     def http_url(self) -> str: ...
@@ -149,7 +159,10 @@ def make_server(
         )
     if settings.launch == "remote":
         endpoint = settings.remote[index % len(settings.remote)]
-        return RemoteServer(endpoint.http, repository, endpoint.grpc, settings.native, settings.startup_timeout_s)
+        return RemoteServer(
+            endpoint.http, repository, endpoint.grpc, settings.native, settings.startup_timeout_s,
+            access=Access.from_environment(),
+        )
     return EmbeddedServer(workdir, repository, **common)
 
 
@@ -162,10 +175,13 @@ def check_launch(settings: ServerSettings, workers_here: bool = True) -> None:
             so the docker client must be here too.
 
     Raises:
-        ConfigError: the docker client is missing (naming the field).
+        ConfigError: the docker client is missing (naming the field), or a remote server's header
+            in the environment is malformed (naming the variable).
         ServerStartError: the embedded server's wheel is missing.
     """
-    if settings.launch == "embedded":
+    if settings.launch == "remote":
+        Access.from_environment()
+    elif settings.launch == "embedded":
         pytriton_root()
     elif settings.launch == "docker" and workers_here:
         docker = settings.docker_binary or "docker"
