@@ -30,13 +30,15 @@ from tuner.model_info import read_model_info
 from tuner.trial import TrialSpec
 from tuner.triton.embedded import embedded_backends, embedded_environment, pytriton_root
 from tuner.triton.local import LocalServer
+from tuner.triton.access import ENV_KEY, ENV_VALUE, Access
 from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
 from tuner.triton.remote import RemoteServer
 
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=1000, instance_count=1)
 
 # Runs in its own Python process: an embedded server on free ports with the bystander loaded,
-# until SIGTERM. It writes its URLs to the file named by argv[3] once ready.
+# until SIGTERM. It writes its URLs and its header (what its operator would hand the tuner's
+# operator) to the file named by argv[3] once ready.
 _SERVE = """
 import json, signal, sys, threading
 from pathlib import Path
@@ -45,7 +47,8 @@ stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 with EmbeddedServer(Path(sys.argv[1]), Path(sys.argv[2])) as server:
     server.load("bystander")
-    Path(sys.argv[3]).write_text(json.dumps({"http": server.http_url, "grpc": server.grpc_url}))
+    access = {"key": server.access.key, "value": server.access.value}
+    Path(sys.argv[3]).write_text(json.dumps({"http": server.http_url, "grpc": server.grpc_url, "access": access}))
     stop.wait()
 """
 
@@ -59,7 +62,7 @@ def _install(repository: Path, name: str, onnx_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def remote(tmp_path_factory: pytest.TempPathFactory, digits_onnx: Path) -> Iterator[dict[str, str]]:
+def remote(tmp_path_factory: pytest.TempPathFactory, digits_onnx: Path) -> Iterator[dict]:
     """A Triton server in another process, its repository holding only the bystander model."""
     root = tmp_path_factory.mktemp("remote")
     _install(root / "repository", "bystander", digits_onnx)
@@ -103,11 +106,12 @@ def _infer(http_url: str, name: str, rows: int = 3) -> np.ndarray:
 
 
 def test_remote_load_with_override_serves_and_unloads_only_its_model(
-    remote: dict[str, str], tmp_path: Path, digits_onnx: Path
+    remote: dict, tmp_path: Path, digits_onnx: Path
 ) -> None:
     repository = tmp_path / "repository"  # the worker's own: the server never sees this folder
     _install(repository, "digits_forest", digits_onnx)
-    with RemoteServer(remote["http"], repository, remote["grpc"], native=False) as server:
+    access = Access(**remote["access"])
+    with RemoteServer(remote["http"], repository, remote["grpc"], native=False, access=access) as server:
         assert server.pid is None and server.is_alive()
         server.load("digits_forest")
         assert _infer(server.http_url, "digits_forest").shape[0] == 3
@@ -127,7 +131,21 @@ def test_remote_load_with_override_serves_and_unloads_only_its_model(
     assert _ready(remote["http"], "bystander")
 
 
-def test_a_worker_measures_on_a_remote_server(remote: dict[str, str], tmp_path: Path, digits_onnx: Path) -> None:
+def test_a_restricted_remote_server_refuses_a_load_without_its_header(
+    remote: dict, tmp_path: Path, digits_onnx: Path
+) -> None:
+    repository = tmp_path / "repository"
+    _install(repository, "digits_forest", digits_onnx)
+    for access in (None, Access(remote["access"]["key"], "guess")):
+        with RemoteServer(remote["http"], repository, remote["grpc"], native=False, access=access) as server:
+            with pytest.raises(ModelLoadError, match="restricted"):
+                server.load("digits_forest")
+    assert not _ready(remote["http"], "digits_forest")
+
+
+def test_a_worker_measures_on_a_remote_server(
+    remote: dict, tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tuner.measure.engine import EngineSettings
     from tuner.measure.sweep import SweepPlan
     from tuner.worker import Worker, WorkerSetup
@@ -139,8 +157,11 @@ def test_a_worker_measures_on_a_remote_server(remote: dict[str, str], tmp_path: 
         workdir=tmp_path / "worker", sweep=SweepPlan(fixed=(2,)), engine=EngineSettings(window_ms=500, max_windows=4),
         server=settings,
     )
+    # The remote server's operator hands its header over in the environment, not in the study file.
+    monkeypatch.setenv(ENV_KEY, remote["access"]["key"])
+    monkeypatch.setenv(ENV_VALUE, remote["access"]["value"])
     with Worker(setup) as worker:
-        assert worker.server.pid is None
+        assert worker.server.pid is None and worker.server.access == Access(**remote["access"])
         outcome = worker.evaluate(SPEC)
         assert outcome.error is None, outcome.error
         assert outcome.points and outcome.points[0].throughput > 0

@@ -187,7 +187,8 @@ def test_the_secret_changes_at_each_start_and_stays_out_of_the_log(
     server, _ = served
     assert server.access is not None
     assert server.access.value not in server.log_path.read_text()
-    own = [arg for arg in psutil.Process(server.pid).cmdline() if arg.startswith(("--grpc-restricted", "--http-restricted"))]
+    restricting = ("--grpc-restricted-protocol=", "--http-restricted-api=")
+    own = [arg for arg in psutil.Process(server.pid).cmdline() if arg.startswith(restricting)]
     assert own == server.access.server_args()
     other = EmbeddedServer(tmp_path / "work", tmp_path / "repository")
     with other:
