@@ -127,7 +127,7 @@ class BuiltinEngine:
             windows: list[_Window] = []
             for _ in range(self.settings.max_windows):
                 windows.append(await self._window(client, model, concurrency))
-                snaps.append(probe.snap())
+                snaps.append(probe.snap_after(snaps[-1], len(windows[-1].latencies_s)))
                 if len(windows) >= 3 and self._agree(windows[-3:]):
                     break
         except InferenceServerException as exc:

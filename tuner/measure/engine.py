@@ -20,6 +20,8 @@ Two engines:
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -85,6 +87,21 @@ class Probe:
 
     def snap(self) -> Snapshot:
         return Snapshot(model_counters(self._statistics()), self.monitor.mark())
+
+    def snap_after(self, start: Snapshot, answered: int, timeout_s: float = 1.0) -> Snapshot:
+        """A snapshot once the server has counted the ``answered`` requests since ``start``.
+
+        Triton counts a request after its response is sent, so a client that has every answer can
+        still read the counters one request short. Gives up after ``timeout_s`` (the counters then
+        stay as read: a request the server never counted is not invented).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            snapshot = self.snap()
+            counted = snapshot.counters["requests"] - start.counters["requests"]
+            if counted >= answered or time.monotonic() >= deadline:
+                return snapshot
+            time.sleep(0.005)
 
     def between(self, start: Snapshot, end: Snapshot) -> tuple[ServerWindow, Usage]:
         return window(start.counters, end.counters), self.monitor.usage(start.sample, end.sample)
