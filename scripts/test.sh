@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need (virtual environment, packages, a running PostgreSQL) and runs them.
+#
+# The tests run in two passes: first every test not marked `serial`, spread over $TEST_WORKERS
+# pytest-xdist workers (default 4: most of a test's time is spent waiting on servers, so more
+# workers than cores pays); then the `serial` ones (measurements that other tests' load would
+# disturb), one at a time. TEST_WORKERS=0 runs everything in one pass. Arguments go to both passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test,transformer bash scripts/setup.sh  # the transformer extra: the minilm tests
@@ -21,4 +26,23 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     >/dev/null 2>&1 || echo "chromium could not be installed: the report rendering test will skip" >&2
 fi
 
-exec .venv/bin/python -m pytest "$@"
+# The bundled models, once, before the workers start (they would otherwise all build them at once).
+.venv/bin/tuner models prepare digits_forest text_detection text_recognition >/dev/null
+
+workers=${TEST_WORKERS:-4}
+if [ "$workers" = 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+# pytest exits 5 when a pass selects no test: fine for one pass, a failure for both.
+status=0
+.venv/bin/python -m pytest -n "$workers" --dist loadgroup -m "not serial" "$@" || status=$?
+serial=0
+.venv/bin/python -m pytest -m serial "$@" || serial=$?
+if [ "$status" = 5 ] && [ "$serial" = 5 ]; then
+  echo "no test was selected" >&2
+  exit 5
+fi
+[ "$status" = 5 ] && status=0
+[ "$serial" = 5 ] && serial=0
+[ "$status" != 0 ] && exit "$status"
+exit "$serial"

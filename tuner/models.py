@@ -240,7 +240,9 @@ def prepare(name: str, repository: Path, cache_dir: Path | None = None, force: b
         with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
             tmp.write(data)
         Path(tmp.name).replace(target)
-    shutil.copy2(RUNNER_SOURCE, target.parent / "model.py")
+    runner = target.parent / "model.py"
+    if force or not runner.is_file() or runner.read_bytes() != RUNNER_SOURCE.read_bytes():
+        shutil.copy2(RUNNER_SOURCE, runner)  # not rewritten in place while a server may be reading it
     config = repository / name / "config.pbtxt"
     if force or not config.is_file():
         config.write_text(base_config(name, target))

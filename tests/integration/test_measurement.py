@@ -23,6 +23,9 @@ from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtx
 from tuner.triton.server import EmbeddedServer
 from tuner.worker import Worker, WorkerSetup
 
+# Engines' agreement, exact window counts and contamination need the machine to themselves.
+pytestmark = pytest.mark.serial
+
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=0, instance_count=1, cpu_threads=1)
 SETTINGS = EngineSettings(window_ms=700, max_windows=6, stability_percentage=15.0)
 

@@ -166,6 +166,7 @@ def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Pa
     assert after - before == 6
 
 
+@pytest.mark.serial  # batches form from request timing, which other tests' load disturbs
 def test_a_longer_queue_delay_forms_larger_batches(tmp_path: Path, digits_onnx: Path) -> None:
     from tuner.measure.engine import EngineSettings
     from tuner.measure.sweep import SweepPlan

@@ -19,6 +19,9 @@ from tuner.config import StudyConfig, parse_config
 from tuner.store import Store
 from tuner.study import StudyRunner
 
+# Pinned cores, parallel trials and fault timing: measured with the machine to themselves.
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture(scope="module")
 def local_ray():
