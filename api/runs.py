@@ -1,7 +1,8 @@
 """Studies started over HTTP: each runs `tuner optimize FILE` in a child process.
 
 A posted study file is validated like any other (``tuner.config.parse_config``), with its
-relative paths taken from the API's study root; its storage is forced to the API's own and its
+relative paths taken from the API's study root, and may choose only what the API's operator
+allows (``api.confine``); its storage is forced to the API's own and its
 work folder to one under the API's work folder. The validated file is written to
 ``WORK/studies/NAME.yaml`` and the run's output to ``WORK/studies/NAME.log``.
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from api.confine import check_choices, check_paths, own_ray_address
 from api.errors import ConflictError, RunFailedError
 from api.settings import ApiSettings
 from tuner.config import StudyConfig, parse_config
@@ -62,13 +64,13 @@ def validate_study(data: Any, settings: ApiSettings) -> StudyConfig:
     """A posted study file, validated, with the API's storage and a work folder of the API's.
 
     Raises:
-        ConfigError: a field is invalid, or the model lies outside the study root.
+        ConfigError: a field is invalid, or chooses what the API does not allow (``api.confine``).
     """
     if isinstance(data, Mapping):
+        check_paths(data, settings)
         data = {**data, "storage": settings.storage, "work_dir": str(settings.work_dir / "runs")}
     cfg = parse_config(data, settings.study_root, source="study file")
-    if not cfg.model.path.resolve().is_relative_to(settings.study_root):
-        raise ConfigError(f"study file: model.path: {cfg.model.path} is outside {settings.study_root}")
+    check_choices(cfg, settings, own_ray_address())
     return cfg
 
 
@@ -141,6 +143,8 @@ class RunManager:
         study_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         log = folder / f"{cfg.study}.log"
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        if cfg.workers.ray_address is not None:
+            env.pop("TUNER_RAY_ADDRESS", None)  # it would override the (allowed) cluster the file names
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tuner.cli", "optimize", str(study_file)],
