@@ -8,8 +8,9 @@ output to ``WORK/studies/NAME.log``, both readable by the API's user only; the f
 storage without its password, which the run gets in ``$TUNER_STORAGE`` (never on its command line).
 Deleting a study removes both files and its work folder ``WORK/runs/NAME``.
 
-Stopping a run is Ctrl-C (SIGINT): the tuner fails the trial in flight, queues its config again
-and stops its servers; after ``stop_timeout_s`` the process group is killed.
+Stopping a run is SIGTERM, which the tuner handles like Ctrl-C: it interrupts the trials in
+flight, stores them for a resume and stops its servers; after ``stop_timeout_s`` the process
+group is killed. The API stops all its runs at once when it shuts down.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -144,7 +146,7 @@ class RunManager:
         if run is None or not run.alive:
             return False
         logger.info("stopping the run of study %r (pid %d)", name, run.process.pid)
-        run.process.send_signal(signal.SIGINT)
+        run.process.send_signal(signal.SIGTERM)
         try:
             run.process.wait(timeout=self._settings.stop_timeout_s)
         except subprocess.TimeoutExpired:
@@ -163,8 +165,11 @@ class RunManager:
         """Stops every run still alive (the API is shutting down)."""
         with self._lock:
             names = [name for name, run in self._runs.items() if run.alive]
-        for name in names:
-            self.stop(name)
+        if not names:
+            return
+        # At once: each may take up to stop_timeout_s, and whoever stops the API waits for them all.
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="stop-run") as pool:
+            list(pool.map(self.stop, names))
 
     def _launch(self, cfg: StudyConfig) -> Run:
         folder = self._settings.work_dir / "studies"
