@@ -111,7 +111,8 @@ def optimize(
     gpus = f", {plan.gpus_per_worker:g} GPU" if plan.on_gpu else ""
     console.print(
         f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
-        f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · storage {redact_url(cfg.storage)}"
+        f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · "
+        f"storage {redact_url(cfg.storage)}"
     )
     with display.study_progress(runner, cfg, total):
         summary = runner.run(n_trials=n_trials, timeout_s=timeout)
@@ -224,7 +225,9 @@ def landscape_record(
     store = Store(cfg.storage)
     runner = st.StudyRunner(cfg, store)
     total = len(runner.space.combinations())
-    console.print(f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · storage {redact_url(cfg.storage)}")
+    console.print(
+        f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · storage {redact_url(cfg.storage)}"
+    )
     with display.study_progress(runner, cfg, total):
         landscape, summary = record_landscape(cfg, store, runner=runner)
     landscape.save(output)

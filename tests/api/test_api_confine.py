@@ -118,14 +118,15 @@ def _settings(root: Path, **environ: str) -> ApiSettings:
     return ApiSettings.from_env("sqlite:///:memory:", {"TUNER_API_STUDY_ROOT": str(root), **environ})
 
 
+IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 ALLOWED: list[tuple[str, Callable[[Path], dict], dict[str, str]]] = [
     ("local binary and backends", lambda r: _study(server={"launch": "local", "binary": "tritonserver",
                                                            "backend_directory": "backends"}),
      {"TUNER_API_LAUNCH_MODES": "local", "TUNER_API_BINARIES": "{root}/tritonserver"}),
-    ("docker image and arguments", lambda r: _study(server={"launch": "docker", "image": "nvcr.io/nvidia/tritonserver:24.10-py3",
+    ("docker image and arguments", lambda r: _study(server={"launch": "docker", "image": IMAGE,
                                                             "docker_args": ["--shm-size=1g", "--ulimit", "memlock=-1"],
                                                             "docker_binary": "podman"}),
-     {"TUNER_API_LAUNCH_MODES": "embedded,docker", "TUNER_API_DOCKER_IMAGES": "nvcr.io/nvidia/tritonserver:24.10-py3",
+     {"TUNER_API_LAUNCH_MODES": "embedded,docker", "TUNER_API_DOCKER_IMAGES": IMAGE,
       "TUNER_API_DOCKER_ARGS": '["--shm-size=1g", "--ulimit", "memlock=-1"]', "TUNER_API_DOCKER_BINARIES": "podman"}),
     ("remote servers", lambda r: _study(server={"launch": "remote", "remote": ["http://gpu-1:8000/", "gpu-2:8000"]}),
      {"TUNER_API_LAUNCH_MODES": "remote", "TUNER_API_REMOTE_SERVERS": "gpu-1:8000,gpu-1:8001, gpu-2:8000,gpu-2:8001"}),

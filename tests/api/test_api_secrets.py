@@ -104,8 +104,8 @@ def docker_study(storage_url: str) -> Iterator[str]:
     name = unique("api-docker-args")
     store = Store(storage_url)
     study = optuna.create_study(study_name=name, storage=store.optuna, directions=["maximize"])
-    study.set_user_attr("study_file", {"study": name, "server": {"launch": "docker", "image": "tritonserver",
-                                                                  "docker_args": ["-e", "HF_TOKEN=hf_not_for_readers"]}})
+    server = {"launch": "docker", "image": "tritonserver", "docker_args": ["-e", "HF_TOKEN=hf_not_for_readers"]}
+    study.set_user_attr("study_file", {"study": name, "server": server})
     yield name
     store.delete_study(name)
     store.close()
