@@ -72,6 +72,9 @@ def test_the_password_reaches_no_file_log_or_answer_and_delete_removes_the_files
         assert [stat.S_IMODE(p.stat().st_mode) for p in files] == [0o600, 0o600, 0o700]
         assert f"storage {redact_url(SECRET_URL)}" in files[1].read_text()  # what `tuner optimize` printed
 
+        run = psutil.Process(detail["run"]["pid"])  # it has the URL in its environment, not on its command line
+        assert run.environ()["TUNER_STORAGE"] == SECRET_URL and PASSWORD not in " ".join(run.cmdline())
+
         # The run's process dies: the trial it left RUNNING will never finish, and the study is not running.
         pid = detail["run"]["pid"]
         os.kill(pid, signal.SIGKILL)
