@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import Depends, FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from api.confine import is_loopback
 from api.deps import require_token
 from api.errors import install_error_handlers
 from api.routes import health, studies, trials
 from api.runs import RunManager
-from api.settings import ApiSettings
+from api.settings import LOOPBACK_HOSTS, ApiSettings
 from api.studies import StudyCache
 from tuner import __version__
 from tuner.errors import StorageError
@@ -56,6 +58,8 @@ def create_app(settings: ApiSettings, store: Store | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # A page on another site can make a browser send requests to 127.0.0.1 under its own name (DNS rebinding).
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts or LOOPBACK_HOSTS))
     reads_need = [Depends(require_token)] if settings.read_token_required else []
     app.include_router(health.router)  # probes never need a token
     app.include_router(studies.router, dependencies=reads_need)
@@ -71,7 +75,16 @@ def serve(settings: ApiSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_P
         StorageError: the storage cannot be opened (before the server starts).
     """
     store = Store(settings.storage)
+    if settings.allowed_hosts is None:
+        settings = settings.model_copy(update={"allowed_hosts": (*LOOPBACK_HOSTS, host_header(host))})
+        if not is_loopback(host):
+            logger.warning("listening on %s: requests naming this machine otherwise need TUNER_API_ALLOWED_HOSTS", host)
     uvicorn.run(create_app(settings, store), host=host, port=port, log_level="info", access_log=False)
+
+
+def host_header(address: str) -> str:
+    """How ``address`` appears in a Host header (IPv6 addresses in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
 
 
 def _exists(store: Store, name: str) -> bool:

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from api.runs import RunManager
 from api.settings import ApiSettings
@@ -49,6 +50,10 @@ RunsDep = Annotated[RunManager, Depends(get_runs)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+def _matches(token: SecretStr, credentials: HTTPAuthorizationCredentials) -> bool:
+    return secrets.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode())
+
+
 def _check_token(settings: ApiSettings, credentials: HTTPAuthorizationCredentials | None) -> None:
     if settings.token is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "writes are off: the API was started without TUNER_API_TOKEN")
@@ -56,11 +61,25 @@ def _check_token(settings: ApiSettings, credentials: HTTPAuthorizationCredential
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    given = credentials.credentials.encode()
-    if not secrets.compare_digest(given, settings.token.get_secret_value().encode()):
+    if not _matches(settings.token, credentials):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong token")
 
 
 async def require_token(settings: SettingsDep, credentials: Credentials) -> None:
     """Lets a request through only with the configured token (writes; reads where required)."""
     _check_token(settings, credentials)
+
+
+async def has_token(request: Request, settings: SettingsDep) -> bool:
+    """Whether a read carries the configured token: it then sees the fields that can hold secrets.
+
+    The header is read here rather than through the bearer scheme, so that the OpenAPI schema does
+    not call the token required where it is optional.
+    """
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if settings.token is None or scheme.lower() != "bearer" or not given:
+        return False
+    return _matches(settings.token, HTTPAuthorizationCredentials(scheme=scheme, credentials=given.strip()))
+
+
+TrustedDep = Annotated[bool, Depends(has_token)]

@@ -1,12 +1,16 @@
 """Studies started over HTTP: each runs `tuner optimize FILE` in a child process.
 
 A posted study file is validated like any other (``tuner.config.parse_config``), with its
-relative paths taken from the API's study root; its storage is forced to the API's own and its
-work folder to one under the API's work folder. The validated file is written to
-``WORK/studies/NAME.yaml`` and the run's output to ``WORK/studies/NAME.log``.
+relative paths taken from the API's study root, and may choose only what the API's operator
+allows (``api.confine``); its storage is forced to the API's own and its work folder to one under
+the API's work folder. The validated file is written to ``WORK/studies/NAME.yaml`` and the run's
+output to ``WORK/studies/NAME.log``, both readable by the API's user only; the file names the
+storage without its password, which the run gets in ``$TUNER_STORAGE`` (never on its command line).
+Deleting a study removes both files and its work folder ``WORK/runs/NAME``.
 
-Stopping a run is Ctrl-C (SIGINT): the tuner fails the trial in flight, queues its config again
-and stops its servers; after ``stop_timeout_s`` the process group is killed.
+Stopping a run is SIGTERM, which the tuner handles like Ctrl-C: it interrupts the trials in
+flight, stores them for a resume and stops its servers; after ``stop_timeout_s`` the process
+group is killed. The API stops all its runs at once when it shuts down.
 """
 
 from __future__ import annotations
@@ -14,27 +18,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
+from api.confine import check_choices, check_paths, own_ray_address
 from api.errors import ConflictError, RunFailedError
 from api.settings import ApiSettings
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError
+from tuner.store import redact_url
 
 logger = logging.getLogger(__name__)
 
 #: Environment variables a run does not inherit: the API's secrets are none of its business.
 _PRIVATE_ENV = ("TUNER_API_TOKEN",)
+#: What a run's files and folders may be read by: the API's user only (a umask).
+_PRIVATE_UMASK = 0o077
+#: The command of a run, before its study file.
+RUN_COMMAND = (sys.executable, "-m", "tuner.cli", "optimize")
 
 
 @dataclass
@@ -62,14 +74,31 @@ def validate_study(data: Any, settings: ApiSettings) -> StudyConfig:
     """A posted study file, validated, with the API's storage and a work folder of the API's.
 
     Raises:
-        ConfigError: a field is invalid, or the model lies outside the study root.
+        ConfigError: a field is invalid, or chooses what the API does not allow (``api.confine``).
     """
     if isinstance(data, Mapping):
+        check_paths(data, settings)
         data = {**data, "storage": settings.storage, "work_dir": str(settings.work_dir / "runs")}
     cfg = parse_config(data, settings.study_root, source="study file")
-    if not cfg.model.path.resolve().is_relative_to(settings.study_root):
-        raise ConfigError(f"study file: model.path: {cfg.model.path} is outside {settings.study_root}")
+    check_choices(cfg, settings, own_ray_address())
     return cfg
+
+
+def study_files(settings: ApiSettings, name: str) -> list[Path]:
+    """What a run of study ``name`` leaves in the API's work folder: its file, its log, its work folder."""
+    if not name or "/" in name or "\0" in name or name in (".", ".."):  # a name from a URL: never a path
+        return []
+    studies = settings.work_dir / "studies"
+    return [studies / f"{name}.yaml", studies / f"{name}.log", settings.work_dir / "runs" / name]
+
+
+def remove_study_files(settings: ApiSettings, name: str) -> None:
+    """Removes what a run of study ``name`` left in the API's work folder."""
+    for path in study_files(settings, name):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 class RunManager:
@@ -78,11 +107,15 @@ class RunManager:
     Args:
         settings: The API's settings (work folder, timeouts).
         study_exists: Tells whether a study of a name is in the storage.
+        command: The command a run is, before its study file's path.
     """
 
-    def __init__(self, settings: ApiSettings, study_exists: Callable[[str], bool]) -> None:
+    def __init__(
+        self, settings: ApiSettings, study_exists: Callable[[str], bool], command: Sequence[str] = RUN_COMMAND
+    ) -> None:
         self._settings = settings
         self._study_exists = study_exists
+        self._command = tuple(command)
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()
 
@@ -113,7 +146,7 @@ class RunManager:
         if run is None or not run.alive:
             return False
         logger.info("stopping the run of study %r (pid %d)", name, run.process.pid)
-        run.process.send_signal(signal.SIGINT)
+        run.process.send_signal(signal.SIGTERM)
         try:
             run.process.wait(timeout=self._settings.stop_timeout_s)
         except subprocess.TimeoutExpired:
@@ -121,6 +154,7 @@ class RunManager:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.process.pid, signal.SIGKILL)  # its own session: the group is the run's alone
             run.process.wait(timeout=30)
+        logger.info("the run of study %r exited with code %s", name, run.process.returncode)
         return True
 
     def forget(self, name: str) -> None:
@@ -131,28 +165,40 @@ class RunManager:
         """Stops every run still alive (the API is shutting down)."""
         with self._lock:
             names = [name for name, run in self._runs.items() if run.alive]
-        for name in names:
-            self.stop(name)
+        if not names:
+            return
+        # At once: each may take up to stop_timeout_s, and whoever stops the API waits for them all.
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="stop-run") as pool:
+            list(pool.map(self.stop, names))
 
     def _launch(self, cfg: StudyConfig) -> Run:
         folder = self._settings.work_dir / "studies"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         study_file = folder / f"{cfg.study}.yaml"  # the name is [A-Za-z0-9][A-Za-z0-9_.-]*: no path in it
-        study_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        written = cfg.model_dump(mode="json") | {"storage": redact_url(cfg.storage)}
+        with _open_private(study_file) as out:
+            out.write(yaml.safe_dump(written, sort_keys=False).encode())
         log = folder / f"{cfg.study}.log"
-        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
-        with log.open("wb") as out:
+        with _open_private(log) as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tuner.cli", "optimize", str(study_file)],
+                [*self._command, str(study_file)],
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=self._run_env(cfg),
                 start_new_session=True,  # Ctrl-C at the API's terminal is the API's; it stops runs itself
+                umask=_PRIVATE_UMASK,  # the run's work folder and logs are the API user's alone
             )
         logger.info("started study %r: pid %d, log %s", cfg.study, process.pid, log)
         return Run(cfg.study, process, study_file, log)
+
+    def _run_env(self, cfg: StudyConfig) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        env["TUNER_STORAGE"] = cfg.storage  # the real URL: in the run's environment, not in its file or argv
+        if cfg.workers.ray_address is not None:
+            env.pop("TUNER_RAY_ADDRESS", None)  # it would override the (allowed) cluster the file names
+        return env
 
     def _wait_until_stored(self, run: Run) -> None:
         deadline = time.monotonic() + self._settings.start_timeout_s
@@ -171,3 +217,10 @@ class RunManager:
                 raise RunFailedError(f"the study process exited with code {code}: {message}")
             time.sleep(0.2)
         logger.warning("study %r is not stored after %.0f s; its run goes on", run.name, self._settings.start_timeout_s)
+
+
+def _open_private(path: Path) -> BinaryIO:
+    """``path`` opened for writing, readable by the API's user only (also where it existed before)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -23,7 +24,22 @@ ENVIRONMENT = {
     "start_timeout_s": "TUNER_API_START_TIMEOUT_S",
     "stop_timeout_s": "TUNER_API_STOP_TIMEOUT_S",
     "refresh_s": "TUNER_API_REFRESH_S",
+    "allowed_hosts": "TUNER_API_ALLOWED_HOSTS",
+    "launch_modes": "TUNER_API_LAUNCH_MODES",
+    "binaries": "TUNER_API_BINARIES",
+    "docker_binaries": "TUNER_API_DOCKER_BINARIES",
+    "docker_images": "TUNER_API_DOCKER_IMAGES",
+    "docker_args": "TUNER_API_DOCKER_ARGS",
+    "remote_servers": "TUNER_API_REMOTE_SERVERS",
+    "ray_addresses": "TUNER_API_RAY_ADDRESSES",
+    "non_loopback": "TUNER_API_NON_LOOPBACK",
 }
+
+#: The Host headers the API answers when TUNER_API_ALLOWED_HOSTS is unset (with the address it listens on).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+_LIST_FIELDS = ("allowed_hosts", "launch_modes", "binaries", "docker_binaries", "docker_images", "docker_args",
+                "remote_servers", "ray_addresses")
 
 
 class ApiSettings(BaseModel):
@@ -40,6 +56,20 @@ class ApiSettings(BaseModel):
         max_body_bytes: The largest study file a POST accepts.
         refresh_s: Reads of a study may be this many seconds behind the database (0: never behind);
             in between, requests are answered from memory.
+        allowed_hosts: The Host headers answered (others: 400); None: ``LOOPBACK_HOSTS`` and the
+            address the API listens on (``serve`` adds it).
+
+    What a posted study may choose (an allow-list each; ``tuner optimize`` run by hand is not bound by it):
+
+    Attributes:
+        launch_modes: ``server.launch`` values.
+        binaries: ``server.binary`` executables (compared after symlinks are followed).
+        docker_binaries: ``server.docker_binary`` values (left out: ``docker`` on the PATH).
+        docker_images: ``server.image`` values.
+        docker_args: ``server.docker_args`` items, each compared whole.
+        remote_servers: ``host:port`` of the HTTP and gRPC endpoints in ``server.remote``.
+        ray_addresses: ``workers.ray_address`` values, besides the API's own ``$TUNER_RAY_ADDRESS``.
+        non_loopback: ``server.address`` may be other than a loopback address.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -53,6 +83,38 @@ class ApiSettings(BaseModel):
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
     refresh_s: Annotated[float, Field(ge=0, le=60)] = 0.5
+    allowed_hosts: tuple[str, ...] | None = None
+    launch_modes: tuple[Literal["embedded", "local", "docker", "remote"], ...] = ("embedded",)
+    binaries: tuple[Path, ...] = ()
+    docker_binaries: tuple[str, ...] = ()
+    docker_images: tuple[str, ...] = ()
+    docker_args: tuple[str, ...] = ()
+    remote_servers: tuple[str, ...] = ()
+    ray_addresses: tuple[str, ...] = ()
+    non_loopback: bool = False
+
+    @field_validator(*_LIST_FIELDS, mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """A variable's list: comma-separated, or a JSON list (for items that hold commas)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _no_hosts_is_default(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return value or None
+
+    @field_validator("binaries")
+    @classmethod
+    def _real_paths(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(path.expanduser().resolve() for path in value)
 
     @field_validator("token")
     @classmethod
@@ -96,8 +158,8 @@ class ApiSettings(BaseModel):
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
-                field = ".".join(str(p) for p in error["loc"])
-                name = ENVIRONMENT.get(field, field)
+                field, *item = [str(p) for p in error["loc"]] or [""]
+                name = ENVIRONMENT.get(field, field) + "".join(f" item {int(i) + 1}" for i in item if i.isdigit())
                 message = str(error["msg"]).removeprefix("Value error, ")
                 problems.append(f"{name}: {message}" if name else message)
             raise ConfigError("; ".join(problems)) from None

@@ -221,14 +221,22 @@ def trial_of(trials: Sequence[FrozenTrial], name: str, number: int) -> FrozenTri
     raise StudyNotFoundError(f"study {name!r} has no trial {number} (it has {len(trials)})")
 
 
-def summary(opened: OpenStudy, store: Store, running_here: bool) -> s.StudySummary:
-    """The study's line in ``GET /studies``."""
-    return s.StudySummary(**_summary_fields(opened, store, running_here))
+#: Fields of a study file that can hold a secret (``-e HF_TOKEN=...``): shown to holders of the token only.
+SECRET_FIELDS = (("server", "docker_args"),)
+HIDDEN = "***"
 
 
-def detail(opened: OpenStudy, store: Store, run: s.RunInfo | None) -> s.StudyDetail:
-    """Everything ``GET /studies/{name}`` shows."""
-    fields = _summary_fields(opened, store, run is not None and run.alive)
+def summary(opened: OpenStudy, store: Store, run_alive: bool | None) -> s.StudySummary:
+    """The study's line in ``GET /studies``.
+
+    ``run_alive``: whether the run this API started is alive; None where this API started none.
+    """
+    return s.StudySummary(**_summary_fields(opened, store, run_alive))
+
+
+def detail(opened: OpenStudy, store: Store, run: s.RunInfo | None, trusted: bool = False) -> s.StudyDetail:
+    """Everything ``GET /studies/{name}`` shows; ``trusted`` (the reader has the token) shows ``SECRET_FIELDS``."""
+    fields = _summary_fields(opened, store, run.alive if run is not None else None)
     attrs = opened.study.user_attrs
     study_file = attrs.get(rs.ATTR_STUDY_FILE)
     file = study_file if isinstance(study_file, dict) else {}
@@ -236,6 +244,8 @@ def detail(opened: OpenStudy, store: Store, run: s.RunInfo | None) -> s.StudyDet
     objectives = file.get("objectives") or [{"metric": m, "direction": d} for m, d in zip(names, fields["directions"])]
     if "storage" in file:  # the study file names the database; its password is not for readers
         file = {**file, "storage": redact_url(str(file["storage"]))}
+    if not trusted:
+        file = _hide_secrets(file)
     return s.StudyDetail(
         **fields,
         study_file=file or None,
@@ -245,6 +255,17 @@ def detail(opened: OpenStudy, store: Store, run: s.RunInfo | None) -> s.StudyDet
         worker_cores=attrs.get(rs.ATTR_WORKER_CORES),
         run=run,
     )
+
+
+def _hide_secrets(file: dict[str, Any]) -> dict[str, Any]:
+    """The study file with each item of ``SECRET_FIELDS`` replaced by ``HIDDEN`` (so its count still shows)."""
+    for section, field in SECRET_FIELDS:
+        part = file.get(section)
+        if isinstance(part, dict) and part.get(field):
+            value = part[field]
+            hidden = [HIDDEN] * len(value) if isinstance(value, list) else HIDDEN
+            file = {**file, section: {**part, field: hidden}}
+    return file
 
 
 def trial_summary(trial: FrozenTrial) -> s.TrialSummary:
@@ -299,7 +320,7 @@ def pareto(opened: OpenStudy, store: Store) -> s.ParetoFront:
     )
 
 
-def _summary_fields(opened: OpenStudy, store: Store, running_here: bool) -> dict[str, Any]:
+def _summary_fields(opened: OpenStudy, store: Store, run_alive: bool | None) -> dict[str, Any]:
     trials = opened.trials()
     snap = opened.snapshot(store, trials)
     counts: dict[str, int] = {}
@@ -316,7 +337,7 @@ def _summary_fields(opened: OpenStudy, store: Store, running_here: bool) -> dict
     updates = [u for u in (t.datetime_complete or t.datetime_start for t in trials) if u is not None]
     return {
         "name": opened.name,
-        "state": _state(opened.study, trials, running_here),
+        "state": _state(opened.study, trials, run_alive),
         "directions": [d.name.lower() for d in snap.directions],
         "metric_names": snap.metric_names,
         "trials": s.TrialCounts(total=len(trials), **counts),
@@ -327,14 +348,21 @@ def _summary_fields(opened: OpenStudy, store: Store, running_here: bool) -> dict
     }
 
 
-def _state(study: optuna.Study, trials: Sequence[FrozenTrial], running_here: bool) -> s.StudyState:
-    if running_here or any(t.state == TrialState.RUNNING for t in trials):
+def _state(study: optuna.Study, trials: Sequence[FrozenTrial], run_alive: bool | None) -> s.StudyState:
+    """The study's state; ``run_alive`` as in ``summary``.
+
+    RUNNING trials mean a run only where this API knows of none: those a run of this API left
+    behind when its process died will never finish.
+    """
+    left_running = any(t.state == TrialState.RUNNING for t in trials)
+    if run_alive or (run_alive is None and left_running):
         return s.StudyState.RUNNING
     if not trials:
         return s.StudyState.EMPTY
     budget = _budget(study)
     counted = sum(1 for t in trials if t.state.is_finished() and not t.user_attrs.get(rs.ATTR_INTERRUPTED))
-    if (budget is not None and counted < budget) or any(t.state == TrialState.WAITING for t in trials):
+    unfinished = left_running or any(t.state == TrialState.WAITING for t in trials)
+    if (budget is not None and counted < budget) or unfinished:
         return s.StudyState.STOPPED
     return s.StudyState.COMPLETE
 

@@ -27,7 +27,7 @@ from tuner import study as st
 from tuner.config import StudyConfig, load_config, resolve_storage
 from tuner.errors import ConfigError, TunerError
 from tuner.measure.perf_analyzer import find_binary
-from tuner.store import Store
+from tuner.store import Store, redact_url
 from tuner.triton.server import check_launch, port_is_free
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Autotuner for Triton Inference Server configs.")
@@ -87,6 +87,7 @@ def optimize(
     """Run (or continue) a study: measure configs on a real Triton server until the budget is spent."""
     cfg = load_config(study_file)
     updates: dict[str, object] = {}
+    storage = storage or os.environ.get("TUNER_STORAGE")  # where a password can be kept off files and argv
     if storage:
         updates["storage"] = resolve_storage(storage, Path.cwd())
     if study_name:
@@ -110,7 +111,8 @@ def optimize(
     gpus = f", {plan.gpus_per_worker:g} GPU" if plan.on_gpu else ""
     console.print(
         f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
-        f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · storage {cfg.storage}"
+        f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · "
+        f"storage {redact_url(cfg.storage)}"
     )
     with display.study_progress(runner, cfg, total):
         summary = runner.run(n_trials=n_trials, timeout_s=timeout)
@@ -223,7 +225,9 @@ def landscape_record(
     store = Store(cfg.storage)
     runner = st.StudyRunner(cfg, store)
     total = len(runner.space.combinations())
-    console.print(f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · storage {cfg.storage}")
+    console.print(
+        f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · storage {redact_url(cfg.storage)}"
+    )
     with display.study_progress(runner, cfg, total):
         landscape, summary = record_landscape(cfg, store, runner=runner)
     landscape.save(output)

@@ -27,7 +27,7 @@ from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError
 from tuner.explain import Explanation, bounds_of, explain_trial
 from tuner.model_info import TensorInfo, read_model_info
-from tuner.store import Store, StudyNotFoundError, TrialRecord
+from tuner.store import Store, StudyNotFoundError, TrialRecord, redact_url
 from tuner.trial import InstanceKind, LoadPoint, TrialSpec
 from tuner.triton.model_config import RUNNER_BACKEND, RUNNER_SOURCE, parse_pbtxt
 from tuner.validation import validation_inputs
@@ -213,7 +213,7 @@ def readme_text(
     )
     return f"""# {name}: trial {trial.number} of study {study_name}
 
-Exported by `tuner export` from the study stored in `{cfg.storage}`.
+Exported by `tuner export` from the study stored in `{redact_url(cfg.storage)}`.
 
 Config: `{spec}`
 

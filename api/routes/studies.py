@@ -11,9 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from optuna.trial import TrialState
 
 from api import studies as views
-from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, require_token
+from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, TrustedDep, require_token
 from api.errors import BadBodyError, BodyTooLargeError, ConflictError, UnsupportedMediaError, error_responses
-from api.runs import validate_study
+from api.runs import remove_study_files, validate_study
 from api.schemas import RunInfo, StudyDeleted, StudyDetail, StudyStarted, StudySummary
 from tuner.errors import ConfigError
 from tuner.store import StudyNotFoundError
@@ -49,17 +49,20 @@ def list_studies(store: StoreDep, studies: StudiesDep, runs: RunsDep) -> list[St
         except StudyNotFoundError:  # deleted meanwhile
             continue
         run = runs.get(name)
-        found.append(views.summary(opened, store, running_here=run is not None and run.alive))
+        found.append(views.summary(opened, store, run.alive if run is not None else None))
     return found
 
 
 @router.get("/studies/{name}", response_model=StudyDetail, responses=error_responses(401, 403, 404, 503))
-def get_study(name: StudyName, store: StoreDep, studies: StudiesDep, runs: RunsDep) -> StudyDetail:
-    """The study file it ran with, its objectives and constraints, and its workers' hardware."""
+def get_study(name: StudyName, store: StoreDep, studies: StudiesDep, runs: RunsDep, trusted: TrustedDep) -> StudyDetail:
+    """The study file it ran with, its objectives and constraints, and its workers' hardware.
+
+    Fields that can hold a secret (``server.docker_args``) show as ``***`` without the token.
+    """
     opened = studies.get(name)
     run = runs.get(name)
     info = RunInfo(pid=run.process.pid, alive=run.alive, returncode=run.process.poll()) if run else None
-    return views.detail(opened, store, info)
+    return views.detail(opened, store, info, trusted=trusted)
 
 
 @write_router.post(
@@ -87,12 +90,12 @@ def delete_study(
     store: StoreDep,
     studies: StudiesDep,
     runs: RunsDep,
+    settings: SettingsDep,
     force: Annotated[bool, Query(description="Delete even while another process runs the study.")] = False,
 ) -> StudyDeleted:
-    """Stops the study's run (if this API started it) and deletes the study with all its rows."""
+    """Stops the study's run (if this API started it) and deletes the study with all its rows and files."""
     run = runs.get(name)
-    ours = run is not None and run.alive
-    if not ours:
+    if run is None:  # not started here: RUNNING trials mean another process runs it (a run of ours may have died)
         trials = studies.get(name).trials()  # 404 when it does not exist
         running = [t.number for t in trials if t.state == TrialState.RUNNING]
         if running and not force:
@@ -108,6 +111,7 @@ def delete_study(
     except StudyNotFoundError:
         if not stopped:
             raise
+    remove_study_files(settings, name)
     return StudyDeleted(name=name, stopped_run=stopped)
 
 

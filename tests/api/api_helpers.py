@@ -65,11 +65,12 @@ def stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 90) -> None
 
 @dataclass
 class ApiServer:
-    """A `tuner api` process on a storage; ``env`` adds TUNER_API_* settings."""
+    """A `tuner api` process on a storage; ``env`` adds TUNER_API_* settings; ``verbose`` logs INFO lines."""
 
     storage: str
     folder: Path
     env: dict[str, str] = field(default_factory=dict)
+    verbose: bool = False
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -85,7 +86,7 @@ class ApiServer:
         self.log = self.folder / f"api-{self.port}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [*TUNER, "api", "--storage", self.storage, "--port", str(self.port)],
+                [*TUNER, *(["-v"] if self.verbose else []), "api", "--storage", self.storage, "--port", str(self.port)],
                 cwd=self.folder, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         wait_for(f"{self.url}/healthz", self.process, self.log)

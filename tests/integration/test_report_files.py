@@ -180,7 +180,7 @@ def test_show_and_the_api_explain_each_trial(studies: Studies) -> None:
     document = json.loads(_tuner("show", "digits-b", "--storage", studies.storage, "--json", cwd=studies.folder).stdout)
     assert document["trials"][failed.number]["explanations"][0]["rule"] == "failed"
 
-    with TestClient(create_app(ApiSettings.from_env(studies.storage))) as client:
+    with TestClient(create_app(ApiSettings.from_env(studies.storage)), base_url="http://localhost") as client:
         detail = client.get(f"/studies/digits-b/trials/{complete.number}").json()
     rules = [e["rule"] for e in detail["explanations"]]
     assert rules[0] == "constraint" and "over its limit of 0.001 ms" in detail["explanations"][0]["text"]
