@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
@@ -48,6 +48,12 @@ StoreDep = Annotated[Store, Depends(get_store)]
 StudiesDep = Annotated[StudyCache, Depends(get_studies)]
 RunsDep = Annotated[RunManager, Depends(get_runs)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+#: A study name in a route's path. Optuna's ``study_name`` column holds 512 characters and
+#: PostgreSQL's strings no NUL: a name outside them is no study's, and answers 422 instead of
+#: an error from the storage. Looser than the study file's names, so studies made elsewhere
+#: (Optuna, older versions) stay readable.
+StudyName = Annotated[str, Path(description="The study's name.", max_length=512, pattern=r"^[^\x00]+$")]
 
 
 def _matches(token: SecretStr, credentials: HTTPAuthorizationCredentials) -> bool:

@@ -297,7 +297,7 @@ def test_grid_rejects_log_ranges() -> None:
 
 
 def test_grid_rejects_huge_grids() -> None:
-    space = _space(max_queue_delay_us={"low": 0, "high": 1_000_000})
+    space = _space(max_queue_delay_us={"low": 0, "high": 9_999}, max_batch_size={"low": 1, "high": 100})
 
     with pytest.raises(ConfigError, match="combinations"):
         space.grid()

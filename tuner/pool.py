@@ -31,7 +31,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuner.errors import ServerStartError, TunerError
+from tuner.errors import ServerStartError
+from tuner.ray_init import init_ray
 from tuner.trial import TrialOutcome, TrialSpec
 from tuner.triton.server import kill_orphans
 from tuner.worker import Worker, WorkerSetup
@@ -247,15 +248,8 @@ class RayPool:
         import ray
 
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
-            if self.settings.address:
-                kwargs["address"] = self.settings.address
-            else:
-                kwargs["num_cpus"] = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
-            try:
-                ray.init(**kwargs)
-            except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
-                raise TunerError(f"cannot start or join Ray ({self.settings.address or 'local'}): {exc}") from exc
+            num_cpus = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
+            init_ray(self.settings.address, num_cpus)
             self._started_ray = True
         self._model_ref = ray.put(self.model_path.read_bytes())
         for slot in self.slots:

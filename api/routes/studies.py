@@ -6,12 +6,12 @@ import json
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from optuna.trial import TrialState
 
 from api import studies as views
-from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, TrustedDep, require_token
+from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, StudyName, TrustedDep, require_token
 from api.errors import BadBodyError, BodyTooLargeError, ConflictError, UnsupportedMediaError, error_responses
 from api.runs import remove_study_files, validate_study
 from api.schemas import RunInfo, StudyDeleted, StudyDetail, StudyStarted, StudySummary
@@ -23,7 +23,6 @@ router = APIRouter(tags=["studies"])
 #: The writes, which always need the token.
 write_router = APIRouter(tags=["studies"], dependencies=[Depends(require_token)])
 
-StudyName = Annotated[str, Path(description="The study's name.")]
 _JSON_TYPES = ("application/json",)
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 _STUDY_FILE_BODY = {

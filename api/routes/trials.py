@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from optuna.trial import TrialState
 
 from api import studies as views
-from api.deps import StoreDep, StudiesDep
+from api.deps import StoreDep, StudiesDep, StudyName
 from api.errors import NoRecommendationError, error_responses
 from api.schemas import Limits, ParetoFront, Recommendation, TrialDetail, TrialPage, TrialStateName
 from tuner import results as rs
@@ -19,7 +19,6 @@ from tuner.store import StudyNotFoundError
 #: Reads only; ``create_app`` adds the token check where reads need it.
 router = APIRouter(tags=["trials"])
 
-StudyName = Annotated[str, Path(description="The study's name.")]
 TrialNumber = Annotated[int, Path(ge=0, description="The trial's number in its study.")]
 _READ_ERRORS = error_responses(401, 403, 404, 503)
 

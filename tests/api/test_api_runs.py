@@ -29,6 +29,12 @@ def _post(server: ApiServer, body: str | bytes, headers: dict[str, str] | None =
         (lambda d: d["model"].update(path="/etc/hostname"), 400, "model.path: /etc/hostname is outside"),
         (lambda d: d["model"].update(path="../../../../../etc/hostname"), 400, "is outside"),
         (lambda d: d.update(study="../escape"), 400, "study: use letters"),
+        (lambda d: d.update(study="x" * 300), 400, "study: at most 100 characters"),
+        (lambda d: d.update(study="name\n"), 400, "study: use letters"),
+        (lambda d: d["model"].update(name="m" * 101), 400, "model.name: at most 100 characters"),
+        (lambda d: d.update(workers={"count": 1_000_000}), 400, "workers.count: Input should be less than or equal"),
+        (lambda d: d["load"].update(concurrency=[100_000]), 400, "load.concurrency.0: Input should be less than"),
+        (lambda d: d["load"].update(trial_timeout_s=float("inf")), 400, "load.trial_timeout_s: Input should be a"),
         (lambda d: d.pop("model"), 400, "model: Field required"),
     ],
 )
@@ -56,6 +62,13 @@ def test_a_body_that_is_no_study_file(api_server: ApiServer, body: str, headers:
                                       message: str) -> None:
     code, detail = _post(api_server, body, headers)
     assert code == status and message in detail, detail
+
+
+@pytest.mark.parametrize(("name", "status"), [("x" * 300, 404), ("name%0A", 404), ("x" * 513, 422), ("name%00", 422)])
+def test_names_no_study_can_have_are_404_or_422(api_server: ApiServer, name: str, status: int) -> None:
+    with api_server.client(TOKEN) as http:
+        answers = [http.get(f"/studies/{name}"), http.get(f"/studies/{name}/trials"), http.delete(f"/studies/{name}")]
+    assert [r.status_code for r in answers] == [status] * 3, [r.text for r in answers]
 
 
 def test_a_study_that_exists_is_a_conflict(api_server: ApiServer, small_study: str, digits_onnx: Path) -> None:

@@ -15,6 +15,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from tuner.triton.process import triton_processes
+
 TUNER = [sys.executable, "-m", "tuner.cli"]
 
 
@@ -54,12 +56,7 @@ def load(folder: Path, name: str = "digits") -> optuna.Study:
 
 
 def servers_under(folder: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if str(folder) in cmdline and ("tritonserver" in cmdline or "triton_python_backend_stub" in cmdline):
-            found.append(process)
-    return found
+    return triton_processes(folder)
 
 
 def test_three_trial_study_is_stored(tmp_path: Path, digits_onnx: Path) -> None:

@@ -12,13 +12,24 @@ from pydantic import (
     ValidationInfo,
 )
 
+from tuner.config._limits import MAX_NAME_LENGTH
 from tuner.trial import METRICS
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No field takes infinity or NaN: a time or size of .inf is a bound left out, not a value.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _valid_name(value: str) -> str:
+    """A study or model name: it becomes a file name, so no path, no newline, and a short one."""
+    if not _NAME.fullmatch(value):  # match() with $ would let a trailing newline through
+        raise ValueError("use letters, digits, '_', '.' and '-' only, starting with a letter or digit")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"at most {MAX_NAME_LENGTH} characters (it has {len(value)})")
+    return value
 
 
 def _known_metric(value: str) -> str:

@@ -13,6 +13,21 @@ from pydantic import (
 )
 
 from tuner.config._base import _known_metric, _resolve, _Strict
+from tuner.config._limits import (
+    MAX_CONCURRENCY,
+    MAX_CONCURRENCY_LEVELS,
+    MAX_CPU_PCT,
+    MAX_GAIN_PCT,
+    MAX_REFINE_STEPS,
+    MAX_REMEASURE,
+    MAX_RETRIES,
+    MAX_TIMEOUT_S,
+    MAX_WARMUP_REQUESTS,
+    MAX_WINDOW_MS,
+    MAX_WINDOWS,
+)
+
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
 
 
 class ConcurrencySearch(_Strict):
@@ -25,10 +40,10 @@ class ConcurrencySearch(_Strict):
     where throughput stops growing.
     """
 
-    start: Annotated[int, Field(ge=1)] = 1
-    max: Annotated[int, Field(ge=1)] = 64
-    min_gain_pct: Annotated[float, Field(ge=0)] | None = 5.0
-    refine_steps: Annotated[int, Field(ge=0)] = 3
+    start: Concurrency = 1
+    max: Concurrency = 64
+    min_gain_pct: Annotated[float, Field(ge=0, le=MAX_GAIN_PCT)] | None = 5.0
+    refine_steps: Annotated[int, Field(ge=0, le=MAX_REFINE_STEPS)] = 3
     metric: str | None = None
     budget: Annotated[float, Field(gt=0)] | None = None
 
@@ -46,8 +61,8 @@ class ConcurrencySearch(_Strict):
 class Remeasure(_Strict):
     """Fresh loads of the best configs at the end of a study, before one is recommended."""
 
-    top: Annotated[int, Field(ge=0)] = 3
-    repeats: Annotated[int, Field(ge=1)] = 3
+    top: Annotated[int, Field(ge=0, le=MAX_REMEASURE)] = 3
+    repeats: Annotated[int, Field(ge=1, le=MAX_REMEASURE)] = 3
 
 
 class LoadSettings(_Strict):
@@ -61,18 +76,20 @@ class LoadSettings(_Strict):
     """
 
     engine: Literal["perf_analyzer", "builtin"] = "perf_analyzer"
-    concurrency: Literal["auto"] | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = [8]
+    concurrency: Literal["auto"] | Annotated[
+        list[Concurrency], Field(min_length=1, max_length=MAX_CONCURRENCY_LEVELS)
+    ] = [8]
     concurrency_search: ConcurrencySearch = ConcurrencySearch()
-    measurement_window_ms: Annotated[int, Field(ge=100)] = 2000
+    measurement_window_ms: Annotated[int, Field(ge=100, le=MAX_WINDOW_MS)] = 2000
     stability_percentage: Annotated[float, Field(gt=0, le=100)] = 10.0
-    max_windows: Annotated[int, Field(ge=3)] = 10
-    warmup_requests: Annotated[int, Field(ge=0)] = 4
+    max_windows: Annotated[int, Field(ge=3, le=MAX_WINDOWS)] = 10
+    warmup_requests: Annotated[int, Field(ge=0, le=MAX_WARMUP_REQUESTS)] = 4
     protocol: Literal["grpc", "http"] = "grpc"
     input_data: Literal["auto", "random", "zero"] | Path = "auto"
-    contamination_cpu_pct: Annotated[float, Field(gt=0)] = 30.0
-    contamination_retries: Annotated[int, Field(ge=0)] = 1
+    contamination_cpu_pct: Annotated[float, Field(gt=0, le=MAX_CPU_PCT)] = 30.0
+    contamination_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = 1
     remeasure: Remeasure = Remeasure()
-    trial_timeout_s: Annotated[float, Field(gt=0)] = 900.0
+    trial_timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 900.0
 
     @field_validator("concurrency", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,8 @@ from pydantic import (
     field_validator,
 )
 
-from tuner.config._base import _NAME, _resolve, _Strict
+from tuner.config._base import _resolve, _Strict, _valid_name
+from tuner.config._limits import MAX_INPUTS, MAX_RANK, MAX_REQUEST_BYTES
 from tuner.model_info import TRITON_DTYPES
 
 
@@ -19,8 +21,17 @@ class TensorSpec(_Strict):
     """A model input given in the study file (to fix its shape or type)."""
 
     name: str
-    shape: list[Annotated[int, Field(ge=-1)]]
+    shape: Annotated[list[Annotated[int, Field(ge=-1)]], Field(max_length=MAX_RANK)]
     dtype: str = "FP32"
+
+    @property
+    def sample_bytes(self) -> int:
+        """Bytes of one sample of this input (a free batch dimension counts once)."""
+        import numpy as np
+        from tritonclient.utils import triton_to_np_dtype
+
+        elements = math.prod(1 if d == -1 else d for d in self.shape)
+        return elements * np.dtype(triton_to_np_dtype(self.dtype)).itemsize
 
     @field_validator("dtype")
     @classmethod
@@ -36,7 +47,7 @@ class ModelSettings(_Strict):
 
     name: str
     path: Path
-    inputs: list[TensorSpec] = []
+    inputs: Annotated[list[TensorSpec], Field(max_length=MAX_INPUTS)] = []
     validation_data: Path | None = None
     validation_samples: Annotated[int, Field(ge=1, le=256)] = 8
 
@@ -50,11 +61,18 @@ class ModelSettings(_Strict):
             raise ValueError(f"{path} is not an existing .npy or .npz file")
         return path
 
-    @field_validator("name")
+    _name = field_validator("name")(classmethod(lambda cls, v: _valid_name(v)))
+
+    @field_validator("inputs")
     @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use letters, digits, '_', '.' and '-' only")
+    def _one_request_fits(cls, value: list[TensorSpec]) -> list[TensorSpec]:
+        total = sum(t.sample_bytes for t in value)
+        if total > MAX_REQUEST_BYTES:
+            largest = max(value, key=lambda t: t.sample_bytes)
+            raise ValueError(
+                f"one sample of the inputs is {total / 2**30:.1f} GiB ({largest.name} {largest.shape} {largest.dtype} "
+                f"the largest); one request may carry at most {MAX_REQUEST_BYTES / 2**30:g} GiB"
+            )
         return value
 
     @field_validator("path")

@@ -20,6 +20,16 @@ from pydantic import (
 )
 
 from tuner.config._base import _resolve, _Strict
+from tuner.config._limits import (
+    MAX_BATCH_SIZE,
+    MAX_CPUS_PER_WORKER,
+    MAX_INSTANCES,
+    MAX_KNOB_VALUES,
+    MAX_QUEUE_DELAY_US,
+    MAX_SEED,
+    MAX_TIMEOUT_S,
+    MAX_TRIALS,
+)
 
 SAMPLERS: tuple[str, ...] = ("bo", "tpe", "nsga2", "gp", "random", "grid", "quick")  # tuner.samplers.SAMPLERS
 
@@ -38,6 +48,9 @@ class IntRange(_Strict):
             raise ValueError(f"low ({self.low}) is above high ({self.high})")
         if self.log and (self.low < 1 or self.step != 1):
             raise ValueError("a log range needs low >= 1 and step 1")
+        values = (self.high - self.low) // self.step + 1
+        if values > MAX_KNOB_VALUES:
+            raise ValueError(f"the range has {values} values; at most {MAX_KNOB_VALUES} (use a larger step)")
         return self
 
 
@@ -61,7 +74,7 @@ _DIM_TAGS = ("fixed", "choices", "range")
 _DIM_ERROR = "expected a value, a list of choices or {low, high}"
 IntDim = Annotated[
     Annotated[StrictInt, Tag("fixed")]
-    | Annotated[list[StrictInt], Field(min_length=1), Tag("choices")]
+    | Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_KNOB_VALUES), Tag("choices")]
     | Annotated[IntRange, Tag("range")],
     Discriminator(_int_dim_kind, custom_error_type="invalid_dimension", custom_error_message=_DIM_ERROR),
 ]
@@ -70,8 +83,13 @@ BoolDim = Annotated[
     Discriminator(_bool_dim_kind, custom_error_type="invalid_dimension", custom_error_message=_DIM_ERROR),
 ]
 
-#: Lowest value each integer knob may take.
-_MINIMUMS = {"max_batch_size": 1, "max_queue_delay_us": 0, "instance_count": 1, "cpu_threads": 1}
+#: Lowest and highest value each integer knob may take (tuner.config._limits says why).
+_BOUNDS = {
+    "max_batch_size": (1, MAX_BATCH_SIZE),
+    "max_queue_delay_us": (0, MAX_QUEUE_DELAY_US),
+    "instance_count": (1, MAX_INSTANCES),
+    "cpu_threads": (1, MAX_CPUS_PER_WORKER),
+}
 
 
 ACCELERATORS: tuple[str, ...] = ("none", "openvino", "cuda", "tensorrt")
@@ -112,10 +130,14 @@ class SearchSpace(_Strict):
     def _in_bounds(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return value
-        minimum = _MINIMUMS[info.field_name or ""]
-        values = value if isinstance(value, list) else [value.low] if isinstance(value, IntRange) else [value]
+        minimum, maximum = _BOUNDS[info.field_name or ""]
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, IntRange):
+            values = [value.low, value.high]
         if min(values) < minimum:
             raise ValueError(f"values must be at least {minimum}")
+        if max(values) > maximum:
+            raise ValueError(f"values must be at most {maximum}")
         if isinstance(value, list) and len(set(value)) != len(value):
             raise ValueError("choices must not repeat")
         return value
@@ -132,15 +154,15 @@ class SearchSettings(_Strict):
     """The sampler and the budget of the search."""
 
     sampler: str = "bo"
-    n_trials: Annotated[int, Field(ge=1)] | None = 20
-    timeout_s: Annotated[float, Field(gt=0)] | None = Field(
+    n_trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)] | None = 20
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] | None = Field(
         default=None, validation_alias=AliasChoices("timeout_s", "timeout")
     )
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
     space: SearchSpace = SearchSpace()
     # Finished trials before bo/tpe/gp model the results (None: tuner.samplers' default);
     # the warm-start configs come first and count among them.
-    n_startup_trials: Annotated[int, Field(ge=0)] | None = None
+    n_startup_trials: Annotated[int, Field(ge=0, le=MAX_TRIALS)] | None = None
     # Start with the default config and a few known-good ones (tuner.samplers.warm_start_params).
     warm_start: bool = True
     # Answer trials from a recorded landscape (tuner landscape record) instead of Triton.

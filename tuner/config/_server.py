@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from tuner.config._base import _resolve, _Strict
+from tuner.config._limits import MAX_CPUS_PER_WORKER, MAX_GPUS_PER_WORKER, MAX_TIMEOUT_S, MAX_WORKERS
 
 _HOST_PORT = re.compile(r"^(http://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}/?$")
 
@@ -66,14 +67,14 @@ class ServerSettings(_Strict):
     http_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     grpc_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    startup_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    startup_timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 60.0
     triton_backend: Literal["onnxruntime", "python"] | None = None
     binary: Path | None = Field(default=None, validate_default=True)
     backend_directory: Path | None = None
     image: str | None = None
     docker_binary: str | None = None
     docker_args: list[str] = []
-    remote: list[RemoteEndpoint] = Field(default=[], validate_default=True)
+    remote: list[RemoteEndpoint] = Field(default=[], validate_default=True, max_length=MAX_WORKERS)
 
     @property
     def native(self) -> bool:
@@ -147,9 +148,9 @@ class WorkerSettings(_Strict):
     """
 
     backend: Literal["ray", "local"] = "ray"
-    count: Annotated[int, Field(ge=1)] | None = None
-    cpus_per_worker: Annotated[int, Field(ge=1)] | None = None
-    gpus_per_worker: Annotated[float, Field(ge=0)] | None = None
+    count: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | None = None
+    cpus_per_worker: Annotated[int, Field(ge=1, le=MAX_CPUS_PER_WORKER)] | None = None
+    gpus_per_worker: Annotated[float, Field(ge=0, le=MAX_GPUS_PER_WORKER)] | None = None
     ray_address: str | None = None
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from tuner.config._base import _NAME, _base_dir, _known_metric, _resolve, _Strict
+from tuner.config._base import _base_dir, _known_metric, _resolve, _Strict, _valid_name
 from tuner.config._load import LoadSettings
 from tuner.config._model import ModelSettings
 from tuner.config._search import _DIM_TAGS, SearchSettings
@@ -74,12 +74,7 @@ class StudyConfig(_Strict):
     constraints: dict[str, Bound] = {}
     load: LoadSettings = LoadSettings()
 
-    @field_validator("study")
-    @classmethod
-    def _valid_study_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use letters, digits, '_', '.' and '-' only")
-        return value
+    _study_name = field_validator("study")(classmethod(lambda cls, v: _valid_name(v)))
 
     @field_validator("storage")
     @classmethod

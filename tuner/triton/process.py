@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
@@ -25,6 +26,9 @@ from tuner.errors import ModelLoadError, ServerStartError
 from tuner.triton.access import Access, redact, with_access
 from tuner.triton.client import clean_message, probe_ready, wait_unloaded
 from tuner.triton.ports import Ports, client_host, free_ports
+
+if TYPE_CHECKING:
+    import psutil
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +42,55 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+#: Programs a worker's server folder starts: the server, and the python backend's stubs.
+_TRITON_PROGRAMS = frozenset({"tritonserver", "triton_python_backend_stub"})
+
+
 def kill_orphans(workdir: Path) -> int:
-    """Kills this machine's processes started from ``workdir``'s backends (servers and stubs).
+    """Kills this machine's Triton processes started from ``workdir`` (servers and stubs).
 
     For a server whose owner died without stopping it: the kernel kills the server itself
     (parent-death signal), but its python-backend stubs outlive it. Returns how many were killed.
     """
     import psutil
 
-    marker = str(workdir.resolve())
     killed = 0
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if marker in cmdline and ("triton_python_backend_stub" in cmdline or "tritonserver" in cmdline):
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-                killed += 1
+    for process in triton_processes(workdir):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+            killed += 1
     return killed
+
+
+def triton_processes(workdir: Path) -> list[psutil.Process]:
+    """This machine's servers and python-backend stubs started from ``workdir``.
+
+    A process is the folder's when its program is a Triton one and one of its arguments is a
+    path at or under the folder, compared by whole path components: ``worker-1``'s are not
+    ``worker-10``'s.
+    """
+    import psutil
+
+    folder = workdir.resolve()
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        argv = process.info["cmdline"] or []
+        if argv and Path(argv[0]).name in _TRITON_PROGRAMS and _started_from(argv, folder):
+            found.append(process)
+    return found
+
+
+def _started_from(argv: list[str], folder: Path) -> bool:
+    """True when an argument of ``argv`` (or an ``--option=`` value) is an absolute path at or under ``folder``.
+
+    ``folder`` is resolved; the arguments are the tuner's own resolved paths, normalised without
+    asking the file system (a process's arguments may name files that are gone).
+    """
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value.startswith("/") and Path(os.path.normpath(value)).is_relative_to(folder):
+            return True
+    return False
 
 
 class ProcessServer:

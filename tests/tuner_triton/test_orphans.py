@@ -1,0 +1,80 @@
+"""Orphan clean-up kills the processes of one worker's folder only, matched by whole path components."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tuner.triton.process import kill_orphans
+
+#: Python, which ignores the arguments after its -c code: under the name of a Triton program,
+#: it stands in for one with the same command line.
+_SLEEP = ["-c", "import time; time.sleep(600)"]
+
+
+def _program(folder: Path, name: str) -> Path:
+    """A program called ``name`` in ``folder`` that sleeps, whatever its arguments."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.symlink_to(os.path.realpath(sys.executable))
+    return path
+
+
+def _server_and_stub(root: Path, bin_dir: Path, worker: str) -> list[list[str]]:
+    """The command lines of a worker's tritonserver and of its python backend stub, as the tuner starts them."""
+    workdir = root / worker
+    backends = workdir / "server" / "backends"
+    stub = _program(backends / "python", "triton_python_backend_stub")
+    server = [str(bin_dir / "tritonserver"), *_SLEEP, f"--model-repository={workdir / 'repository'}",
+              f"--backend-directory={backends}", "--model-control-mode=explicit"]
+    stub_cmd = [str(stub), *_SLEEP, str(workdir / "repository" / "m" / "1" / "model.py"), "shm_region", "1048576",
+                str(backends / "python"), "m_0_0", "DEFAULT"]
+    return [server, stub_cmd]
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[dict[str, list[subprocess.Popen[bytes]]]]:
+    """Servers and stubs of worker-1, worker-10 and worker-1x, and a bystander naming worker-1's files."""
+    root = tmp_path / "study"
+    bin_dir = tmp_path / "bin"
+    _program(bin_dir, "tritonserver")
+    other = _program(bin_dir, "backup")
+    started: dict[str, list[subprocess.Popen[bytes]]] = {}
+    for worker in ("worker-1", "worker-10", "worker-1x"):
+        started[worker] = [subprocess.Popen(cmd) for cmd in _server_and_stub(root, bin_dir, worker)]
+    started["bystander"] = [subprocess.Popen([str(other), *_SLEEP, str(root / "worker-1" / "repository")])]
+    yield started
+    for group in started.values():
+        for process in group:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_only_the_named_workers_processes_are_killed(tmp_path: Path, processes) -> None:
+    killed = kill_orphans(tmp_path / "study" / "worker-1")
+
+    for process in processes["worker-1"]:
+        assert process.wait(timeout=10) == -9
+    survivors = processes["worker-10"] + processes["worker-1x"] + processes["bystander"]
+    assert [p.poll() for p in survivors] == [None] * len(survivors)
+    assert killed == 2
+
+
+def test_a_folder_given_through_a_symlink_or_dots_is_the_same_folder(tmp_path: Path, processes) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "study")
+
+    killed = kill_orphans(tmp_path / "link" / "worker-10" / ".." / "worker-10")
+
+    assert killed == 2
+    assert [p.wait(timeout=10) for p in processes["worker-10"]] == [-9, -9]
+    assert [p.poll() for p in processes["worker-1"] + processes["worker-1x"]] == [None] * 4
+
+
+def test_no_process_of_a_folder_kills_nothing(tmp_path: Path, processes) -> None:
+    assert kill_orphans(tmp_path / "study" / "worker-2") == 0
+    assert all(p.poll() is None for group in processes.values() for p in group)

@@ -1,0 +1,73 @@
+"""Starting or joining Ray: a local Ray that only this machine can reach, or the cluster named.
+
+A local Ray (no address) serves this machine's workers only, so every one of its servers (GCS,
+raylet, object manager, workers, agents) binds to 127.0.0.1: Ray runs what its clients send
+and unpickles what they return, so a Ray reachable from the network runs code for anyone who
+reaches it. Ray 2.52 and later also turn token authentication on for a local Ray.
+
+A cluster (``workers.ray_address``) is joined as it is: it should run with token
+authentication (``RAY_AUTH_MODE=token`` on every node and for the tuner; see the README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from tuner.errors import TunerError
+
+logger = logging.getLogger(__name__)
+
+#: The address every server of a local Ray binds to.
+LOOPBACK = "127.0.0.1"
+
+
+def init_ray(address: str | None, num_cpus: int) -> None:
+    """Joins the Ray cluster at ``address``, or starts a local Ray on loopback with ``num_cpus``.
+
+    Raises:
+        TunerError: Ray could not be started or joined.
+    """
+    import ray
+
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
+    if address:
+        kwargs["address"] = address
+        starting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    else:
+        # "local": a new Ray of its own, never one that `ray start` left on this machine (ray.init's
+        # default joins the last one started here, whoever started it).
+        kwargs.update(address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK)
+        starting = _loopback_node()
+    try:
+        with starting:
+            ray.init(**kwargs)
+    except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
+        raise TunerError(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Lets ``ray.init`` keep 127.0.0.1 as the node's address while it starts a local Ray.
+
+    On Linux, ``ray.init`` replaces a loopback ``_node_ip_address`` with the machine's outward
+    address (``services.resolve_ip_for_localhost``), and its servers then listen on every
+    interface. It keeps loopback where Ray runs without clusters, which it reads from
+    ``ray_constants.ENABLE_RAY_CLUSTER`` (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read when ray is
+    imported, so too late to set here): that flag is turned off while the local Ray starts.
+    A joined cluster is never affected, and the flag is put back after.
+    """
+    from ray._private import ray_constants
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        logger.warning("this Ray has no ENABLE_RAY_CLUSTER: its local servers may listen beyond 127.0.0.1")
+        yield
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
