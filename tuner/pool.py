@@ -24,17 +24,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from tuner.errors import ServerStartError, TunerError
-from tuner.trial import TrialOutcome, TrialSpec
+from tuner.trial import Failure, TrialOutcome, TrialSpec
 from tuner.triton.server import kill_orphans
-from tuner.worker import Worker, WorkerSetup
+from tuner.worker import Worker, WorkerSetup, disk_full_error
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +255,8 @@ class RayPool:
             else:
                 kwargs["num_cpus"] = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
             try:
-                ray.init(**kwargs)
+                with keep_signal_handlers():
+                    ray.init(**kwargs)
             except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
                 raise TunerError(f"cannot start or join Ray ({self.settings.address or 'local'}): {exc}") from exc
             self._started_ray = True
@@ -331,9 +334,10 @@ class RayPool:
             if slot.attempt + 1 < self.settings.max_attempts:
                 self._retry.append((ticket, spec, slot.attempt + 1))
                 return None
-            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker died: {_reason(exc)}")
+            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker died: {_reason(exc)}",
+                                   failure=Failure.WORKER)
         except Exception as exc:  # an unexpected error inside the worker: the trial fails, the study goes on
-            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker error: {_reason(exc)}")
+            outcome = _worker_error(spec, exc)
             slot.future = None
         else:
             slot.future = None
@@ -354,7 +358,8 @@ class RayPool:
                            ticket, self.settings.trial_timeout_s, slot.status.index)
             self._replace(slot)
             outcome = TrialOutcome(
-                spec=spec, config_pbtxt="", error=f"trial timed out after {self.settings.trial_timeout_s:.0f} s"
+                spec=spec, config_pbtxt="", error=f"trial timed out after {self.settings.trial_timeout_s:.0f} s",
+                failure=Failure.WORKER,
             )
             _count(slot.status, outcome)
             expired.append(Finished(ticket, spec, outcome, slot.status.index))
@@ -401,6 +406,33 @@ class RayPool:
                 slot.actor = slot.future = None
         if self._started_ray:
             ray.shutdown()
+
+
+def _worker_error(spec: TrialSpec, exc: Exception) -> TrialOutcome:
+    """The outcome of a trial whose worker raised: DISK_FULL where a full disk was the cause."""
+    full = disk_full_error(getattr(exc, "cause", None) or exc)
+    if full is not None:
+        return TrialOutcome(spec=spec, config_pbtxt="", error=f"disk full: {full}", failure=Failure.DISK_FULL)
+    return TrialOutcome(spec=spec, config_pbtxt="", error=f"worker error: {_reason(exc)}", failure=Failure.WORKER)
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Puts back this process's SIGTERM and SIGINT handlers after the block.
+
+    ``ray.init`` installs its own SIGTERM handler in the driver (``sys.exit`` after a stack
+    dump): the tuner's own must run, so that SIGTERM stores the trials in flight as Ctrl-C does.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(sig, handler)
 
 
 def _wait_gone(pid: int, timeout_s: float = 10.0) -> None:
