@@ -28,11 +28,19 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database made for the test and dropped after."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
 @contextlib.contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """The URL of a new PostgreSQL database on 127.0.0.1:5432, dropped (connections and all) after."""
     name = f"tuner_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart PostgreSQL, which drops the pooled connection
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
