@@ -1,4 +1,6 @@
-"""The study driver as an operator meets it: one driver per study, SIGTERM, a database restart.
+"""The study driver as an operator meets it: one driver per study, a database restart or outage.
+
+SIGTERM is tested with Ctrl-C in test_optimize.py.
 
 Real `tuner optimize` processes on the digits_forest study (real Triton, perf_analyzer, Ray),
 on SQLite and on a PostgreSQL database of the test's own at 127.0.0.1:5432.
@@ -19,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from optuna.trial import TrialState
-from test_optimize import TUNER, _tritonservers_under, _wait_for_running_trial, load, run_tuner, servers_under, study_file
+from test_optimize import TUNER, _wait_for_running_trial, load, run_tuner, study_file
 
 
 def _lease_rows(folder: Path) -> list[tuple]:
@@ -66,33 +68,6 @@ def test_a_killed_drivers_study_is_taken_over(tmp_path: Path, digits_onnx: Path)
     assert f"took over study 'taken-over' from pid {first.pid}" in resumed.stderr
     study = load(tmp_path, "taken-over")
     assert _states(study).count(TrialState.COMPLETE) == 3 and TrialState.RUNNING not in _states(study)
-
-
-def test_sigterm_stores_the_study_and_stops_the_servers(tmp_path: Path, digits_onnx: Path) -> None:
-    path = study_file(tmp_path, digits_onnx, name="terminated", load={
-        "remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 800, "max_windows": 5, "warmup_requests": 2})
-    process = subprocess.Popen([*TUNER, "optimize", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    _wait_for_running_trial(tmp_path, "terminated", process)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=90)
-    assert process.returncode == 143, stderr
-    assert "interrupted: the study is stored" in stderr
-    assert "Traceback" not in stderr and "SIGTERM" not in stderr, stderr  # not Ray's handler's dump
-    assert not servers_under(tmp_path) and not _tritonservers_under(tmp_path)
-    assert _lease_rows(tmp_path) == []
-
-    study = load(tmp_path, "terminated")
-    assert TrialState.RUNNING not in _states(study)
-    [stopped] = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert "interrupted" in stopped.user_attrs["fail_reason"] and stopped.user_attrs["interrupted"]
-
-    resumed = run_tuner("optimize", path, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    study = load(tmp_path, "terminated")
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3 and any(t.params == stopped.params for t in complete)
 
 
 @pytest.mark.slow
