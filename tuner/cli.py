@@ -370,7 +370,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
     except TunerError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)  # one line, for logs and scripts
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
