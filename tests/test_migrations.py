@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,26 +18,6 @@ from tuner import migrations
 from tuner.store import Store, metadata
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a new SQLite file, or a PostgreSQL database made for the test and dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    name = f"tuner_migrations_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
 
 def _tuner_tables(engine: sa.Engine) -> set[str]:
     return {t for t in sa.inspect(engine).get_table_names() if t.startswith("tuner_")}
@@ -51,7 +29,9 @@ def test_a_fresh_database_is_migrated_to_the_head(fresh_url: str) -> None:
         with store.engine.connect() as conn:
             assert migrations.current(conn) == migrations.head()
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() != migrations.head()
-        assert _tuner_tables(store.engine) == {"tuner_alembic_version", "tuner_trial_configs", "tuner_trial_points"}
+        assert _tuner_tables(store.engine) == {
+            "tuner_alembic_version", "tuner_trial_configs", "tuner_trial_points", "tuner_study_leases"
+        }
         assert "trials" in sa.inspect(store.engine).get_table_names()  # Optuna's, migrated by Optuna
     finally:
         store.close()
@@ -78,7 +58,9 @@ def test_downgrade_to_nothing_and_back(tmp_path: Path) -> None:
         assert _tuner_tables(store.engine) == {"tuner_alembic_version"}
         assert "trials" in sa.inspect(store.engine).get_table_names()  # Optuna's tables are not ours to drop
         migrations.upgrade(store.engine)
-        assert _tuner_tables(store.engine) == {"tuner_alembic_version", "tuner_trial_configs", "tuner_trial_points"}
+        assert _tuner_tables(store.engine) == {
+            "tuner_alembic_version", "tuner_trial_configs", "tuner_trial_points", "tuner_study_leases"
+        }
     finally:
         store.close()
 

@@ -1,4 +1,4 @@
-"""The storage contract, on SQLite and on PostgreSQL (127.0.0.1:5432, database `test`)."""
+"""The storage contract, on SQLite and on PostgreSQL (127.0.0.1:5432, a database made for each test)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,9 @@ from tuner.errors import StorageError
 from tuner.store import Store
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'tuner.db'}" if request.param == "sqlite" else POSTGRES_URL
-    opened = Store(url)
+@pytest.fixture
+def store(fresh_url: str):
+    opened = Store(fresh_url)
     yield opened
     opened.close()
 

@@ -1,7 +1,8 @@
 """The `tuner` command line.
 
 Every TunerError becomes a one-line message on stderr and exit code 2; Ctrl-C exits with 130
-after the study has been left intact.
+and SIGTERM with 143, both after the study has been left intact (trials in flight stored to run
+again, servers stopped).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tuner import results as rs
 from tuner import study as st
 from tuner.config import StudyConfig, load_config, resolve_storage
 from tuner.errors import ConfigError, TunerError
+from tuner.lease import StudyLease
 from tuner.measure.perf_analyzer import find_binary
 from tuner.store import Store, redact_url
 from tuner.triton.server import check_launch, port_is_free
@@ -105,21 +107,22 @@ def optimize(
     cfg = cfg.model_copy(update=updates)
     _preflight(cfg)
     store = Store(cfg.storage)
-    runner = st.StudyRunner(cfg, store, on_event=None)
-    total = n_trials or cfg.search.n_trials
-    plan = runner.plan
-    gpus = f", {plan.gpus_per_worker:g} GPU" if plan.on_gpu else ""
-    console.print(
-        f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
-        f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · "
-        f"storage {redact_url(cfg.storage)}"
-    )
-    with display.study_progress(runner, cfg, total):
-        summary = runner.run(n_trials=n_trials, timeout_s=timeout)
+    with StudyLease(store, cfg.study):  # before the study is opened: a second driver touches nothing
+        runner = st.StudyRunner(cfg, store, on_event=None)
+        total = n_trials or cfg.search.n_trials
+        plan = runner.plan
+        gpus = f", {plan.gpus_per_worker:g} GPU" if plan.on_gpu else ""
+        console.print(
+            f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
+            f"{plan.count} {cfg.workers.backend} worker(s) of {plan.cpus_per_worker} cores{gpus} · "
+            f"storage {redact_url(cfg.storage)}"
+        )
+        with display.study_progress(runner, cfg, total):
+            summary = runner.run(n_trials=n_trials, timeout_s=timeout)
     display.print_summary(summary, cfg)
     if summary.interrupted:
         err_console.print("interrupted: the study is stored; run the same command to continue it")
-        raise typer.Exit(130)
+        raise typer.Exit(_interrupted_code())
 
 
 def _preflight(cfg: StudyConfig) -> None:
@@ -223,19 +226,21 @@ def landscape_record(
     cfg = recording_config(cfg, study_name)
     _preflight(cfg)
     store = Store(cfg.storage)
-    runner = st.StudyRunner(cfg, store)
-    total = len(runner.space.combinations())
-    console.print(
-        f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · storage {redact_url(cfg.storage)}"
-    )
-    with display.study_progress(runner, cfg, total):
-        landscape, summary = record_landscape(cfg, store, runner=runner)
+    with StudyLease(store, cfg.study):
+        runner = st.StudyRunner(cfg, store)
+        total = len(runner.space.combinations())
+        console.print(
+            f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · "
+            f"storage {redact_url(cfg.storage)}"
+        )
+        with display.study_progress(runner, cfg, total):
+            landscape, summary = record_landscape(cfg, store, runner=runner)
     landscape.save(output)
     failed = sum(outcome.failed for outcome in landscape.outcomes.values())
     console.print(f"{len(landscape.outcomes)} of {total} configs ({failed} failed) written to {output}")
     if summary.interrupted:
         err_console.print("interrupted: run the same command to measure the configs still missing")
-        raise typer.Exit(130)
+        raise typer.Exit(_interrupted_code())
 
 
 @app.command("report")
@@ -342,21 +347,42 @@ def dashboard(
     serve_dashboard(Store(_storage_url(storage)), host=host, port=port)
 
 
+#: The signal that stopped this run (SIGINT unless SIGTERM came), for the exit code 128 + signal.
+_stopped_by: list[int] = [signal.SIGINT]
+
+
+def _interrupted_code() -> int:
+    return 128 + _stopped_by[0]
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM (timeout, systemd, Kubernetes, docker stop) stops a run as Ctrl-C does.
+
+    A second SIGTERM is ignored: the clean-up the first one started (storing the trials in
+    flight, stopping the servers) must finish; SIGKILL remains for a run that hangs.
+    """
+    _stopped_by[0] = signum
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point of the `tuner` console script."""
     # A shell starts background jobs with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt: Ctrl-C (or kill -INT) must still stop a study cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
     except TunerError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        # soft_wrap: one line however long, for logs and scripts
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        sys.exit(_interrupted_code())
     except typer.Abort:
-        sys.exit(130)
+        sys.exit(_interrupted_code())
     except Exception as exc:  # click's usage errors
         import click
 

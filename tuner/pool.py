@@ -33,9 +33,9 @@ from typing import Any, Protocol
 
 from tuner.errors import ServerStartError
 from tuner.ray_init import init_ray
-from tuner.trial import TrialOutcome, TrialSpec
+from tuner.trial import Failure, TrialOutcome, TrialSpec
 from tuner.triton.server import kill_orphans
-from tuner.worker import Worker, WorkerSetup
+from tuner.worker import Worker, WorkerSetup, disk_full_error
 
 logger = logging.getLogger(__name__)
 
@@ -325,9 +325,10 @@ class RayPool:
             if slot.attempt + 1 < self.settings.max_attempts:
                 self._retry.append((ticket, spec, slot.attempt + 1))
                 return None
-            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker died: {_reason(exc)}")
+            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker died: {_reason(exc)}",
+                                   failure=Failure.WORKER)
         except Exception as exc:  # an unexpected error inside the worker: the trial fails, the study goes on
-            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker error: {_reason(exc)}")
+            outcome = _worker_error(spec, exc)
             slot.future = None
         else:
             slot.future = None
@@ -348,7 +349,8 @@ class RayPool:
                            ticket, self.settings.trial_timeout_s, slot.status.index)
             self._replace(slot)
             outcome = TrialOutcome(
-                spec=spec, config_pbtxt="", error=f"trial timed out after {self.settings.trial_timeout_s:.0f} s"
+                spec=spec, config_pbtxt="", error=f"trial timed out after {self.settings.trial_timeout_s:.0f} s",
+                failure=Failure.WORKER,
             )
             _count(slot.status, outcome)
             expired.append(Finished(ticket, spec, outcome, slot.status.index))
@@ -395,6 +397,14 @@ class RayPool:
                 slot.actor = slot.future = None
         if self._started_ray:
             ray.shutdown()
+
+
+def _worker_error(spec: TrialSpec, exc: Exception) -> TrialOutcome:
+    """The outcome of a trial whose worker raised: DISK_FULL where a full disk was the cause."""
+    full = disk_full_error(getattr(exc, "cause", None) or exc)
+    if full is not None:
+        return TrialOutcome(spec=spec, config_pbtxt="", error=f"disk full: {full}", failure=Failure.DISK_FULL)
+    return TrialOutcome(spec=spec, config_pbtxt="", error=f"worker error: {_reason(exc)}", failure=Failure.WORKER)
 
 
 def _wait_gone(pid: int, timeout_s: float = 10.0) -> None:

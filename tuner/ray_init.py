@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +44,7 @@ def init_ray(address: str | None, num_cpus: int) -> None:
         kwargs.update(address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK)
         starting = _loopback_node()
     try:
-        with starting:
+        with starting, keep_signal_handlers():
             ray.init(**kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
         raise TunerError(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
@@ -71,3 +73,22 @@ def _loopback_node() -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Puts back this process's SIGTERM and SIGINT handlers after the block.
+
+    ``ray.init`` installs its own SIGTERM handler in the driver (``sys.exit`` after a stack
+    dump): the tuner's own must run, so that SIGTERM stores the trials in flight as Ctrl-C does.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(sig, handler)

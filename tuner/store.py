@@ -5,10 +5,14 @@ hold what Optuna has no place for:
 
     tuner_trial_configs   one row per trial: the config.pbtxt text, the spec, the error, timings
     tuner_trial_points    one row per trial and concurrency: throughput, percentiles, breakdown
+    tuner_study_leases    one row per study being run: which driver runs it (see tuner.lease)
 
 Rows are keyed by Optuna's ``trial_id``, which is unique across the whole storage. The tables
 are created and upgraded by the Alembic migrations in ``tuner.migrations`` when a Store opens;
 change a table here and add a revision there (``tests/test_migrations.py`` checks they agree).
+
+Every call to the database rides out a transient outage (a PostgreSQL restart) for up to
+``outage_s`` seconds (see tuner.storage_retry).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tuner import migrations
 from tuner.errors import StorageError
+from tuner.storage_retry import Retrier, RetryingRDBStorage
 from tuner.trial import LoadPoint, TrialOutcome
 
 logger = logging.getLogger(__name__)
@@ -71,6 +76,19 @@ trial_points = sa.Table(
     sa.Index("ix_tuner_trial_points_study", "study_name", "throughput"),
 )
 
+#: Times are seconds since the epoch on the driver's clock; a lease is stale when its heartbeat
+#: is older than the TTL on the reader's clock (hosts' clocks agree far better than the TTL).
+study_leases = sa.Table(
+    "tuner_study_leases",
+    metadata,
+    sa.Column("study_name", sa.String(512), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -89,14 +107,16 @@ class Store:
     Args:
         url: A SQLAlchemy URL (``sqlite:///tuner.db``, ``postgresql+psycopg://...``).
         must_exist: Refuse a SQLite file that does not exist yet (for read-only commands).
+        outage_s: How long a call retries while the database does not answer.
     """
 
-    def __init__(self, url: str, must_exist: bool = False) -> None:
+    def __init__(self, url: str, must_exist: bool = False, outage_s: float = 120.0) -> None:
         self.url = url
+        self.retrier = Retrier(outage_s)
         if must_exist and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
             raise StorageError(f"no study database at {url}")
         try:
-            self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            self.optuna = RetryingRDBStorage(url, _engine_kwargs(url), self.retrier)
             self.engine = sa.create_engine(url, **_engine_kwargs(url))
             migrations.upgrade(self.engine)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
@@ -104,6 +124,9 @@ class Store:
 
     def save_outcome(self, study_name: str, trial_id: int, trial_number: int, outcome: TrialOutcome) -> None:
         """Writes a trial's config, spec, error, timings and measured points."""
+        self.retrier.call(self._save_outcome, study_name, trial_id, trial_number, outcome)
+
+    def _save_outcome(self, study_name: str, trial_id: int, trial_number: int, outcome: TrialOutcome) -> None:
         with self.engine.begin() as conn:
             conn.execute(trial_points.delete().where(trial_points.c.trial_id == trial_id))
             conn.execute(trial_configs.delete().where(trial_configs.c.trial_id == trial_id))
@@ -130,6 +153,9 @@ class Store:
         ids = list(trial_ids)
         if not ids:
             return {}
+        return self.retrier.call(self._records, ids)
+
+    def _records(self, ids: list[int]) -> dict[int, TrialRecord]:
         with self.engine.connect() as conn:
             configs = conn.execute(sa.select(trial_configs).where(trial_configs.c.trial_id.in_(ids))).mappings().all()
             points = (
@@ -175,10 +201,13 @@ class Store:
         """
         study_id = self.study_id(name)
         self.optuna.delete_study(study_id)
+        self.retrier.call(self._delete_rows, name)
+        logger.info("deleted study %r", name)
+
+    def _delete_rows(self, name: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(trial_points.delete().where(trial_points.c.study_name == name))
             conn.execute(trial_configs.delete().where(trial_configs.c.study_name == name))
-        logger.info("deleted study %r", name)
 
     def ping(self) -> None:
         """Raises StorageError where the database does not answer."""
@@ -231,9 +260,10 @@ def _point_from_row(row: Any) -> LoadPoint:
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
+    # pool_pre_ping: a connection the database dropped (a restart) is replaced before it is used.
     if url.startswith("sqlite"):
         # The study driver is the only writer; a short busy timeout covers readers (API, dashboard).
-        return {"connect_args": {"timeout": 30}}
+        return {"connect_args": {"timeout": 30}, "pool_pre_ping": True}
     # The API answers reads from several threads at once; connections beyond the pool are opened
     # and closed per use, which costs more than the queries.
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}

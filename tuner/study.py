@@ -21,12 +21,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, DiskFullError
 from tuner.hardware import WorkerPlan, plan_workers
 from tuner.landscape import ReplayPool, load_replay, replay_plan
 from tuner.load_setup import engine_settings, real_samples, sweep_plan
 from tuner.model_info import TensorInfo, read_model_info
-from tuner.pool import LocalPool, Pool, RayPool, RaySettings, WorkerStatus
+from tuner.pool import Finished, LocalPool, Pool, RayPool, RaySettings, WorkerStatus
 from tuner.results import (
     ATTR_ACCURACY,
     ATTR_DEFAULT,
@@ -51,7 +51,7 @@ from tuner.samplers import initial_params, make_sampler
 from tuner.search_space import SearchSpace
 from tuner.store import Store, redact_url
 from tuner.study_trials import carry_attrs, counted_trials, recover_interrupted, remeasure_plan
-from tuner.trial import InstanceKind, TrialOutcome, TrialSpec
+from tuner.trial import Failure, InstanceKind, TrialOutcome, TrialSpec
 from tuner.validation import validation_inputs
 from tuner.worker import WorkerSetup
 
@@ -197,7 +197,11 @@ class StudyRunner:
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> StudySummary:
         """Runs trials until the study has ``n_trials`` (or the time is up), then summarizes.
 
-        Ctrl-C fails the trials in flight, queues their configs again and returns the summary.
+        Ctrl-C (or SIGTERM, which the CLI turns into the same KeyboardInterrupt) fails the trials
+        in flight, queues their configs again and returns the summary.
+
+        Raises:
+            DiskFullError: a worker's disk is full; the trials in flight are stored to run again.
         """
         n_trials = n_trials if n_trials is not None else self.cfg.search.n_trials
         timeout_s = timeout_s if timeout_s is not None else self.cfg.search.timeout_s
@@ -217,7 +221,7 @@ class StudyRunner:
         deadline = time.monotonic() + timeout_s if timeout_s else None
         self._pending, self._twins, self._in_flight = {}, {}, {}
         interrupted = False
-        with make_pool(self.cfg, self.plan, self.worker_setup) as pool:
+        with self.open_pool() as pool:
             self.pool = pool
             self.study.set_user_attr(ATTR_WORKERS, [_worker_json(w) for w in pool.status])
             try:
@@ -225,10 +229,20 @@ class StudyRunner:
                 if not self._stopped_early(n_trials, deadline):
                     self._remeasure(pool)
             except KeyboardInterrupt:
-                waiting = [t for twins in self._twins.values() for t in twins]
-                self._interrupt([*self._pending.values(), *waiting])
+                self._interrupt(self._in_flight_trials(), "interrupted (Ctrl-C or SIGTERM)")
                 interrupted = True
+            except DiskFullError:
+                self._interrupt(self._in_flight_trials(), "interrupted: a worker's disk is full")
+                raise
         return self.summary(interrupted)
+
+    def open_pool(self) -> Pool:
+        """The pool the study file asks for (tests hand in their own)."""
+        return make_pool(self.cfg, self.plan, self.worker_setup)
+
+    def _in_flight_trials(self) -> list[optuna.Trial]:
+        waiting = [t for twins in self._twins.values() for t in twins]
+        return [*self._pending.values(), *waiting]
 
     def _loop(self, pool: Pool, n_trials: int | None, deadline: float | None) -> None:
         """Asks as many trials as there are idle workers, tells each as it comes back."""
@@ -241,6 +255,8 @@ class StudyRunner:
                 trial = self._pending.pop(finished.ticket)
                 self._in_flight.pop(finished.spec.key(), None)
                 trial.set_user_attr(ATTR_WORKER, finished.worker)
+                if finished.outcome.failure_kind == Failure.DISK_FULL:
+                    self._stop_for_full_disk(trial, finished)
                 self._tell(trial, finished.outcome)
                 self._finish(trial, n_trials)
                 self._release_twins(pool, finished.spec.key(), n_trials)
@@ -379,10 +395,23 @@ class StudyRunner:
             trial.set_constraint(name, value)
         self.study.tell(trial, list(source.values))
 
-    def _interrupt(self, trials: list[optuna.Trial]) -> None:
+    def _stop_for_full_disk(self, trial: optuna.Trial, finished: Finished) -> None:
+        """A full disk is no config's fault: the trial runs again in a later run, and the study stops.
+
+        Raises:
+            DiskFullError: always.
+        """
+        self.store.save_outcome(self.cfg.study, trial._trial_id, trial.number, finished.outcome)  # noqa: SLF001
+        self._interrupt([trial], f"interrupted: {finished.outcome.error}")
+        raise DiskFullError(
+            f"worker {finished.worker}: {finished.outcome.error}; trial {trial.number} is stored to run again. "
+            "Free some space and run the same command to continue the study"
+        )
+
+    def _interrupt(self, trials: list[optuna.Trial], reason: str) -> None:
         """Fails the trials in flight and queues their configs for the next run."""
         for trial in trials:
-            trial.set_user_attr(ATTR_FAIL_REASON, "interrupted (Ctrl-C)")
+            trial.set_user_attr(ATTR_FAIL_REASON, reason)
             trial.set_user_attr(ATTR_INTERRUPTED, True)
             self.study.tell(trial, state=TrialState.FAIL)
             frozen = self.study.trials[trial.number]

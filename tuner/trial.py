@@ -16,6 +16,22 @@ class InstanceKind(str, enum.Enum):
     GPU = "KIND_GPU"
 
 
+class Failure(str, enum.Enum):
+    """Why a trial failed, as a kind the study acts on (the text of ``TrialOutcome.error`` is for people).
+
+    ``CONFIG``: the config, its variant or its measurement failed: a FAIL trial, the study goes on.
+    ``SERVER``: the server died or did not start during the trial: a FAIL trial, the server restarts.
+    ``WORKER``: the worker died, hung past the trial timeout, or raised something unexpected.
+    ``DISK_FULL``: a disk of the worker is full: no config is to blame; the study stops and the
+    trial is stored to run again.
+    """
+
+    CONFIG = "config"
+    SERVER = "server"
+    WORKER = "worker"
+    DISK_FULL = "disk_full"
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """One configuration to measure: the Triton knobs and the runner's settings.
@@ -115,6 +131,7 @@ class TrialOutcome:
         timings_s: Seconds spent per phase (variant, write, load, accuracy, warm-up, measure, unload).
         accuracy: The variant's answers against the FP32 model's (see tuner.accuracy), when checked.
         server: By concurrency, what the server did while measured (see tuner.measure.server_stats).
+        failure: The kind of failure where ``error`` is set (CONFIG where the maker did not say).
     """
 
     spec: TrialSpec
@@ -124,16 +141,25 @@ class TrialOutcome:
     timings_s: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, Any] | None = None
     server: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: Failure | None = None
 
     @property
     def failed(self) -> bool:
         return self.error is not None or not self.points
+
+    @property
+    def failure_kind(self) -> Failure | None:
+        """The kind of failure, or None for a trial that succeeded."""
+        if not self.failed:
+            return None
+        return self.failure or Failure.CONFIG
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, for logs and the CLI."""
         return {
             "spec": json.loads(self.spec.key()),
             "error": self.error,
+            "failure": self.failure_kind.value if self.failure_kind else None,
             "points": [p.as_dict() for p in self.points],
             "timings_s": dict(self.timings_s),
             "accuracy": self.accuracy,

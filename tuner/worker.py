@@ -12,12 +12,15 @@ stays so: a concurrent job on the same cores can halve throughput while every wi
         outcome = worker.evaluate(spec)   # never raises for a trial's own failure
 
 A refused config, a failed measurement or a server that died mid-trial come back as an outcome
-with ``error`` set; a dead server is restarted before the next trial.
+with ``error`` and its kind (``tuner.trial.Failure``) set; a dead server is restarted before the
+next trial. A full disk (OSError ENOSPC anywhere in the trial) comes back as ``Failure.DISK_FULL``,
+which stops the study rather than spending a trial of its budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import shutil
@@ -39,7 +42,7 @@ from tuner.measure.sweep import SweepPlan, sweep
 from tuner.measure.usage import GpuReader, UsageMonitor, nvml_reader
 from tuner.measure.warmup import infer_samples, warm_up
 from tuner.model_info import ModelInfo
-from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
+from tuner.trial import Failure, LoadPoint, TrialOutcome, TrialSpec
 from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, build_native_config, to_pbtxt
 from tuner.triton.server import TritonServer, kill_orphans, make_server, worker_gpus
 from tuner.variants import build_variant
@@ -165,36 +168,38 @@ class Worker:
         server: dict[str, dict] = {}
         accuracy: dict | None = None
         error: str | None = None
+        failure: Failure | None = None
         try:
-            with _timed(timings, "variant_s"):
-                # The onnxruntime backend's TensorRT takes FP16/INT8 as its precision_mode on the FP32 model.
-                native_trt = self.server.native and spec.accelerator == "tensorrt"
-                self._install_variant("fp32" if native_trt else spec.precision)
-            with _timed(timings, "write_s"):
-                (self.repository / name / "config.pbtxt").write_text(pbtxt)
-            self._ensure_server()
-            with _timed(timings, "load_s"):
-                self.server.load(name)
-            with _timed(timings, "accuracy_s"):
-                accuracy = self._check_accuracy()
+            accuracy = self._load_and_check(name, spec, pbtxt, timings)
             points = self._measure_curve(name, timings, server)
-        except ModelError as exc:
-            error = f"{spec.precision} variant: {exc}"
-        except ModelLoadError as exc:
-            error = f"Triton refused the config ({spec.accelerator}, {spec.precision}): {exc}"
-        except MeasurementError as exc:
-            error = f"measurement failed: {exc}"
-        except ServerStartError as exc:
-            error = str(exc)
+        except (ModelError, ModelLoadError, MeasurementError, ServerStartError, OSError) as exc:
+            error, failure = trial_failure(exc, spec)
         finally:
             with _timed(timings, "unload_s"):
-                error = self._after_trial(name, error)
+                died = self._after_trial(name)
+            if died is not None:
+                error = died if error is None else f"{died}; {error}"
+                failure = failure if failure == Failure.DISK_FULL else Failure.SERVER
         if error:
             points = []
         return TrialOutcome(
             spec=spec, config_pbtxt=pbtxt, points=tuple(points), error=error, timings_s=timings, accuracy=accuracy,
-            server=server if not error else {},
+            server=server if not error else {}, failure=failure,
         )
+
+    def _load_and_check(self, name: str, spec: TrialSpec, pbtxt: str, timings: dict[str, float]) -> dict | None:
+        """Installs the variant and the config, loads them and checks the answers."""
+        with _timed(timings, "variant_s"):
+            # The onnxruntime backend's TensorRT takes FP16/INT8 as its precision_mode on the FP32 model.
+            native_trt = self.server.native and spec.accelerator == "tensorrt"
+            self._install_variant("fp32" if native_trt else spec.precision)
+        with _timed(timings, "write_s"):
+            (self.repository / name / "config.pbtxt").write_text(pbtxt)
+        self._ensure_server()
+        with _timed(timings, "load_s"):
+            self.server.load(name)
+        with _timed(timings, "accuracy_s"):
+            return self._check_accuracy()
 
     def _measure_curve(self, name: str, timings: dict[str, float], server: dict[str, dict]) -> list[LoadPoint]:
         """Warms up and measures at each concurrency of the sweep; the server's side goes to ``server``."""
@@ -251,16 +256,16 @@ class Worker:
         )
         return compare(self.setup.model_info, self._reference, got)
 
-    def _after_trial(self, name: str, error: str | None) -> str | None:
-        """Unloads the model; a server that died is noted in the error and restarted."""
+    def _after_trial(self, name: str) -> str | None:
+        """Unloads the model; a server that died is restarted, and why is returned."""
         if self.server.is_alive():
             with suppress(ServerStartError):
                 self.server.unload(name)
-            return error
+            return None
         reason = f"tritonserver died during the trial (last log line: {self.server.last_error()})"
         logger.warning("%s; restarting it", reason)
         self._restart()
-        return reason if error is None else f"{reason}; {error}"
+        return reason
 
     def _ensure_server(self) -> None:
         if not self.server.is_alive():
@@ -270,6 +275,35 @@ class Worker:
         self.server.stop()
         self.server.start()
         self._engine = self._make_engine()
+
+
+def trial_failure(exc: BaseException, spec: TrialSpec) -> tuple[str, Failure]:
+    """The error text and kind of a trial that raised ``exc``.
+
+    A full disk is looked for in the whole chain of causes (a variant builder or the server's
+    launcher wraps the OSError); any other OSError is not a trial's failure and is raised again.
+    """
+    full = disk_full_error(exc)
+    if full is not None:
+        return f"disk full: {full}", Failure.DISK_FULL
+    if isinstance(exc, ModelError):
+        return f"{spec.precision} variant: {exc}", Failure.CONFIG
+    if isinstance(exc, ModelLoadError):
+        return f"Triton refused the config ({spec.accelerator}, {spec.precision}): {exc}", Failure.CONFIG
+    if isinstance(exc, MeasurementError):
+        return f"measurement failed: {exc}", Failure.CONFIG
+    if isinstance(exc, ServerStartError):
+        return str(exc), Failure.SERVER
+    raise exc
+
+
+def disk_full_error(exc: BaseException | None) -> OSError | None:
+    """The OSError(ENOSPC) that ``exc`` is or was raised from, if any."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        exc = exc.__cause__
+    return None
 
 
 @contextmanager

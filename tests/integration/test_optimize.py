@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -117,19 +118,25 @@ def test_the_default_sampler_models_real_measurements(tmp_path: Path, digits_onn
     assert all("tuner:planned" in t.system_attrs for t in study.trials[3:])
 
 
-def test_ctrl_c_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onnx: Path) -> None:
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onnx: Path, stop: int, code: int) -> None:
+    """SIGTERM (timeout, systemd, Kubernetes, docker stop) does what Ctrl-C does; Ray's own handler does not run."""
     path = study_file(tmp_path, digits_onnx, name="interrupted", load={
         "remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 800, "max_windows": 5, "warmup_requests": 2})
     process = subprocess.Popen([*TUNER, "optimize", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     _wait_for_running_trial(tmp_path, "interrupted", process)
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
+    assert "interrupted: the study is stored" in stderr and "Traceback" not in stderr, stderr
     assert not servers_under(tmp_path)
+    with sqlite3.connect(tmp_path / "tuner.db") as conn:
+        assert conn.execute("SELECT * FROM tuner_study_leases").fetchall() == [], "the lease outlived its driver"
 
     study = load(tmp_path, "interrupted")
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
     # The warm-start configs not yet asked wait too; the interrupted one is queued after them.

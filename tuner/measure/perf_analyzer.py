@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -170,12 +171,14 @@ class PerfAnalyzer:
         if _UNSTABLE in output:
             raise _Unstable(output)
         if result.returncode != 0:
+            check_disk(self.workdir)
             raise MeasurementError(f"perf_analyzer failed (exit {result.returncode}): {_last_error(output)}")
         if not report:
             return LoadPoint(concurrency, 0, 0, 0, 0, 0, 0)
         try:
             text = csv_path.read_text()
         except OSError as exc:
+            check_disk(self.workdir)
             raise MeasurementError(f"perf_analyzer wrote no report: {_last_error(output)}") from exc
         points = parse_csv(text)
         if not points:
@@ -186,6 +189,21 @@ class PerfAnalyzer:
     def _timeout_s(self, concurrency: int) -> float:
         s = self.settings
         return 60.0 + 3 * s.window_ms / 1000 * (s.max_windows + 2) + concurrency
+
+
+#: Below this many free bytes a disk counts as full: perf_analyzer could not have written its report.
+MIN_FREE_BYTES = 4 << 20
+
+
+def check_disk(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Raises OSError(ENOSPC) where ``folder``'s disk is full.
+
+    perf_analyzer says so only in its own words, if at all: the file system is asked instead,
+    so that a full disk stops the study rather than failing configs (tuner.trial.Failure).
+    """
+    free = shutil.disk_usage(folder).free
+    if free < min_free:
+        raise OSError(errno.ENOSPC, f"no space left for perf_analyzer's report ({free} bytes free)", str(folder))
 
 
 class _Unstable(MeasurementError):
