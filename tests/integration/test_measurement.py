@@ -184,3 +184,11 @@ def test_a_study_searches_concurrency_and_measures_the_best_again(tmp_path: Path
     trials = json.loads(show.stdout)["trials"]
     assert max(len(t["points"]) for t in trials if t["state"] == "COMPLETE") >= 2
     assert all("server_cpu_pct" in p for t in trials for p in t["points"])
+
+
+def test_perf_analyzer_takes_three_windows_as_they_come_when_they_never_agree(digits: Served, tmp_path: Path) -> None:
+    strict = EngineSettings(window_ms=300, max_windows=3, stability_percentage=0.001)  # windows never agree so closely
+    perf = PerfAnalyzer(digits.server.grpc_url, tmp_path / "perf", strict, access=digits.server.access)
+    point = perf.measure(digits.name, 2, digits.probe()).point
+    assert not point.stable
+    assert point.throughput > 0 and point.latency_p99_ms > 0

@@ -35,6 +35,10 @@ from tuner.trial import LoadPoint
 logger = logging.getLogger(__name__)
 
 _UNSTABLE = "Failed to obtain stable measurement"
+#: perf_analyzer calls windows stable when max/min <= 1 + percentage/100, on throughput and on latency.
+#: With 1000 a window starved by another process (seen: 1384, 1208 and 117 infer/s) still failed
+#: the fallback, and a config lost its trial to a disturbance; this accepts any spread.
+_ANY_SPREAD_PCT = "1000000"
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([0-9.]+) infer/sec")
 #: perf_analyzer's share of its cores above which it, not the server, limits the load.
 SATURATED_SHARE = 0.9
@@ -142,7 +146,7 @@ class PerfAnalyzer:
         s = self.settings
         return [
             "--measurement-interval", str(s.window_ms),
-            "--stability-percentage", "1000" if any_three else f"{s.stability_percentage:g}",
+            "--stability-percentage", _ANY_SPREAD_PCT if any_three else f"{s.stability_percentage:g}",
             "--max-trials", "3" if any_three else str(s.max_windows),
         ]
 
