@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from api import schemas as s
 from tuner import report
 from tuner import results as rs
+from tuner.lease import live_driver
 from tuner.store import Store, StudyNotFoundError, redact_url
 from tuner.trial import LoadPoint
 
@@ -337,7 +338,7 @@ def _summary_fields(opened: OpenStudy, store: Store, run_alive: bool | None) -> 
     updates = [u for u in (t.datetime_complete or t.datetime_start for t in trials) if u is not None]
     return {
         "name": opened.name,
-        "state": _state(opened.study, trials, run_alive),
+        "state": _state(opened.study, trials, _driver_alive(store, opened.study.study_name, run_alive)),
         "directions": [d.name.lower() for d in snap.directions],
         "metric_names": snap.metric_names,
         "trials": s.TrialCounts(total=len(trials), **counts),
@@ -348,14 +349,21 @@ def _summary_fields(opened: OpenStudy, store: Store, run_alive: bool | None) -> 
     }
 
 
-def _state(study: optuna.Study, trials: Sequence[FrozenTrial], run_alive: bool | None) -> s.StudyState:
-    """The study's state; ``run_alive`` as in ``summary``.
+def _driver_alive(store: Store, name: str, run_alive: bool | None) -> bool:
+    """Whether a driver runs the study: the run this API started, else whoever holds its lease
+    (a `tuner optimize` started elsewhere, or by this API before it restarted)."""
+    if run_alive is not None:
+        return run_alive
+    return live_driver(store, name) is not None
 
-    RUNNING trials mean a run only where this API knows of none: those a run of this API left
-    behind when its process died will never finish.
+
+def _state(study: optuna.Study, trials: Sequence[FrozenTrial], run_alive: bool) -> s.StudyState:
+    """The study's state; ``run_alive``: a driver runs it (``_driver_alive``).
+
+    RUNNING trials that no driver runs were left by one that died: they will never finish.
     """
     left_running = any(t.state == TrialState.RUNNING for t in trials)
-    if run_alive or (run_alive is None and left_running):
+    if run_alive:
         return s.StudyState.RUNNING
     if not trials:
         return s.StudyState.EMPTY

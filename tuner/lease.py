@@ -36,6 +36,9 @@ from tuner.store import Store, study_leases
 
 logger = logging.getLogger(__name__)
 
+#: A lease whose heartbeat is older than this many seconds is stale.
+DEFAULT_TTL_S = 30.0
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -50,6 +53,25 @@ class Holder:
     def describe(self, now: float) -> str:
         since = datetime.fromtimestamp(self.started, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"pid {self.pid} on {self.host} since {since} (last heartbeat {max(0.0, now - self.heartbeat):.0f} s ago)"
+
+
+def is_gone(holder: Holder, now: float, ttl_s: float = DEFAULT_TTL_S, host: str | None = None) -> bool:
+    """True where the lease's driver is gone: its heartbeat is stale, or it ran on ``host``
+    (default: this host), where a driver whose process has exited is known at once."""
+    if now - holder.heartbeat > ttl_s:
+        return True
+    return holder.host == (host or socket.gethostname()) and not psutil.pid_exists(holder.pid)
+
+
+def live_driver(store: Store, study: str, ttl_s: float = DEFAULT_TTL_S) -> Holder | None:
+    """The driver running ``study`` now, or None where none holds a live lease."""
+    table = study_leases
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(table).where(table.c.study_name == study)).mappings().first()
+    if row is None:
+        return None
+    holder = Holder(**{k: row[k] for k in ("holder", "host", "pid", "started", "heartbeat")})
+    return None if is_gone(holder, time.time(), ttl_s) else holder
 
 
 class _Raced(Exception):
@@ -70,7 +92,7 @@ class StudyLease:
     """
 
     def __init__(
-        self, store: Store, study: str, ttl_s: float = 30.0, renew_s: float = 5.0,
+        self, store: Store, study: str, ttl_s: float = DEFAULT_TTL_S, renew_s: float = 5.0,
         host: str | None = None, pid: int | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -142,10 +164,7 @@ class StudyLease:
         return None
 
     def _takeable(self, current: Holder, now: float) -> bool:
-        if current.holder == self.holder or now - current.heartbeat > self.ttl_s:
-            return True
-        # On this host a driver that is gone is known at once, without waiting for the TTL.
-        return current.host == self.host and not psutil.pid_exists(current.pid)
+        return current.holder == self.holder or is_gone(current, now, self.ttl_s, self.host)
 
     def renew(self) -> bool:
         """Writes a fresh heartbeat; False (and ``lost`` set) where another driver took the lease.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import json
 from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from optuna.trial import TrialState
 
 from api import studies as views
 from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, StudyName, TrustedDep, require_token
@@ -16,6 +17,7 @@ from api.errors import BadBodyError, BodyTooLargeError, ConflictError, Unsupport
 from api.runs import remove_study_files, validate_study
 from api.schemas import RunInfo, StudyDeleted, StudyDetail, StudyStarted, StudySummary
 from tuner.errors import ConfigError
+from tuner.lease import live_driver
 from tuner.store import StudyNotFoundError
 
 #: The reads; ``create_app`` adds the token check where reads need it.
@@ -93,13 +95,12 @@ def delete_study(
     force: Annotated[bool, Query(description="Delete even while another process runs the study.")] = False,
 ) -> StudyDeleted:
     """Stops the study's run (if this API started it) and deletes the study with all its rows and files."""
-    run = runs.get(name)
-    if run is None:  # not started here: RUNNING trials mean another process runs it (a run of ours may have died)
-        trials = studies.get(name).trials()  # 404 when it does not exist
-        running = [t.number for t in trials if t.state == TrialState.RUNNING]
-        if running and not force:
+    if runs.get(name) is None:  # not started here: another driver may hold the study's lease
+        studies.get(name)  # 404 when it does not exist
+        driver = live_driver(store, name)
+        if driver is not None and not force:
             raise ConflictError(
-                f"study {name!r} has running trials {running} in a process this API did not start; "
+                f"study {name!r} is being run by a tuner this API did not start: {driver.describe(time.time())}; "
                 "stop it there first, or delete with ?force=true"
             )
     stopped = runs.stop(name)

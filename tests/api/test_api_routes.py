@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from api_helpers import SMALL_CURVES, TOKEN, ApiServer, RealStudy, unique
 
+from tuner.lease import StudyLease
 from tuner.store import Store
 
 
@@ -116,7 +118,7 @@ def test_trials_pareto_and_states_of_a_written_study(api_server: ApiServer, smal
         assert "s3cret" not in response.text  # the study file's storage URL is shown without its password
         summary = response.json()
         assert summary["study_file"]["storage"] == "postgresql+psycopg://tuner:***@db.example/tuner"
-        assert summary["state"] == "running"  # trial 11 is RUNNING
+        assert summary["state"] == "stopped"  # trial 11 is RUNNING, but no tuner holds the study's lease
         assert summary["trials"] == {"total": 12, "COMPLETE": 10, "FAIL": 1, "RUNNING": 1, "WAITING": 0, "PRUNED": 0}
         assert summary["best_values"] == {"throughput": 270.0, "latency_p99_ms": 9.0}
         assert http.get(f"/studies/{small_study}/trials", params={"feasible": True}).json()["total"] == 10
@@ -165,14 +167,15 @@ def test_unknown_names_are_404_and_bad_values_422(api_server: ApiServer, small_s
 
 def test_delete_refuses_a_study_another_process_runs(api_server: ApiServer, own_small_study: str,
                                                      storage_url: str) -> None:
-    with api_server.client(TOKEN) as http:
+    store = Store(storage_url)
+    with api_server.client(TOKEN) as http, StudyLease(store, own_small_study):  # this process drives it
         refused = http.delete(f"/studies/{own_small_study}")
-        assert refused.status_code == 409 and "running trials [11]" in refused.json()["detail"]
+        assert refused.status_code == 409, refused.text
+        assert f"being run by a tuner this API did not start: pid {os.getpid()}" in refused.json()["detail"]
         deleted = http.delete(f"/studies/{own_small_study}", params={"force": True})
         assert deleted.status_code == 200 and deleted.json() == {"name": own_small_study, "stopped_run": False}
         assert http.get(f"/studies/{own_small_study}").status_code == 404
         assert http.delete(f"/studies/{own_small_study}").status_code == 404
-    store = Store(storage_url)
     try:
         assert own_small_study not in store.study_names()
         with store.engine.connect() as conn:

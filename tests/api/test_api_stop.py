@@ -13,6 +13,7 @@ from api.runs import RunManager, validate_study
 from api.schemas import StudyState
 from api.settings import ApiSettings
 from api.studies import StudyCache
+from tuner.lease import StudyLease
 from tuner.store import Store
 
 #: A run that, like `tuner optimize`, takes a while to stop on SIGTERM (it interrupts its trials and stops its
@@ -57,7 +58,10 @@ def test_a_study_whose_run_is_gone_is_stopped_not_running(storage_url: str, own_
         assert opened.trials()[-1].state.name == "RUNNING"  # left behind by a run that died
         assert views.summary(opened, store, run_alive=False).state == StudyState.STOPPED
         assert views.summary(opened, store, run_alive=True).state == StudyState.RUNNING
-        # Started elsewhere: a RUNNING trial is all the API knows of it.
-        assert views.summary(opened, store, run_alive=None).state == StudyState.RUNNING
+        # Not started by this API: running while a tuner holds the study's lease, not after.
+        assert views.summary(opened, store, run_alive=None).state == StudyState.STOPPED
+        with StudyLease(store, own_small_study):
+            assert views.summary(opened, store, run_alive=None).state == StudyState.RUNNING
+        assert views.summary(opened, store, run_alive=None).state == StudyState.STOPPED
     finally:
         store.close()
