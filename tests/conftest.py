@@ -54,17 +54,16 @@ def fresh_postgres_database() -> Iterator[str]:
 _ROOT_BASEIDS = ("", "tests")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_itemcollected(item: pytest.Item) -> None:
     """Keeps the tests that share a module- or session-wide fixture on one xdist worker.
 
     Such fixtures start servers or run whole studies; on several workers each would build its own.
     The group is where the widest such fixture is defined (``tests/api`` for the API's servers, a
-    module's path for its own).
+    module's path for its own). Marked as each test is collected, before xdist reads the groups.
     """
-    for item in items:
-        group = _shared_fixture_home(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    group = _shared_fixture_home(item)
+    if group is not None:
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _shared_fixture_home(item: pytest.Item) -> str | None:
