@@ -33,6 +33,9 @@ def _study(folder: Path, name: str, model: dict, space: dict, **extra: dict) -> 
     return optuna.load_study(study_name=name, storage=cfg.storage)
 
 
+# Six variants of the detector built and measured on both cores: beside other tests' load the model once became
+# unavailable mid-measurement (perf_analyzer: "failed to find the requested model version"), cause not found.
+@pytest.mark.serial
 def test_accuracy_guard_keeps_a_broken_fast_variant_out(tmp_path: Path, text_detection_onnx: Path) -> None:
     study = _study(
         tmp_path,
