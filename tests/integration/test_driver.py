@@ -71,6 +71,7 @@ def test_a_killed_drivers_study_is_taken_over(tmp_path: Path, digits_onnx: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the restart drops every other test's PostgreSQL connections too
 def test_a_postgresql_restart_mid_study_loses_no_trial(tmp_path: Path, digits_onnx: Path,
                                                       fresh_postgres_url: str) -> None:
     name = f"pg-restart-{uuid.uuid4().hex[:8]}"
