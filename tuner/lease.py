@@ -17,6 +17,7 @@ of two drivers racing for a lease exactly one gets it, in SQLite and in PostgreS
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -65,13 +66,15 @@ def is_gone(holder: Holder, now: float, ttl_s: float = DEFAULT_TTL_S, host: str 
 
 def live_driver(store: Store, study: str, ttl_s: float = DEFAULT_TTL_S) -> Holder | None:
     """The driver running ``study`` now, or None where none holds a live lease."""
-    table = study_leases
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(table).where(table.c.study_name == study)).mappings().first()
-    if row is None:
-        return None
-    holder = Holder(**{k: row[k] for k in ("holder", "host", "pid", "started", "heartbeat")})
-    return None if is_gone(holder, time.time(), ttl_s) else holder
+        holder = _read_holder(conn, study)
+    return None if holder is None or is_gone(holder, time.time(), ttl_s) else holder
+
+
+def _read_holder(conn: sa.Connection, study: str) -> Holder | None:
+    """The lease row of ``study``, or None where nobody holds it."""
+    row = conn.execute(sa.select(study_leases).where(study_leases.c.study_name == study)).mappings().first()
+    return None if row is None else Holder(**{field.name: row[field.name] for field in dataclasses.fields(Holder)})
 
 
 class _Raced(Exception):
@@ -145,11 +148,10 @@ class StudyLease:
         mine = {"holder": self.holder, "host": self.host, "pid": self.pid, "started": now, "heartbeat": now}
         table = study_leases
         with self.store.engine.begin() as conn:
-            row = conn.execute(sa.select(table).where(table.c.study_name == self.study)).mappings().first()
-            if row is None:
+            current = _read_holder(conn, self.study)
+            if current is None:
                 conn.execute(table.insert().values(study_name=self.study, **mine))
                 return None
-            current = Holder(**{k: row[k] for k in mine})
             if not self._takeable(current, now):
                 return current
             taken = conn.execute(
