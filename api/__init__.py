@@ -2,9 +2,10 @@
 
     uvicorn.run(create_app(ApiSettings.from_env("sqlite:///tuner.db")))
 
-or ``tuner api --storage URL``. It reads the study storage only through ``tuner.store``,
-``tuner.report`` and ``tuner.results``; starting and stopping studies (bearer token only) runs
-``tuner optimize`` in a child process.
+or ``tuner api --storage URL``. It reads the study storage only through ``tuner.storage`` and
+``tuner.storage`` and judges configs through ``tuner.study`` (the CLI's, the report's and the
+export's rule); starting and stopping studies (bearer token only) runs ``tuner optimize`` in a
+child process.
 """
 
 from __future__ import annotations

@@ -13,13 +13,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from api.confine import is_loopback
 from api.deps import require_token
 from api.errors import install_error_handlers
-from api.routes import health, studies, trials
+from api.routes import health, studies, trials, verify
 from api.runs import RunManager
 from api.settings import LOOPBACK_HOSTS, ApiSettings
 from api.studies import StudyCache
+from api.verify_runs import VerifyManager
 from tuner import __version__
 from tuner.errors import StorageError
-from tuner.store import Store, redact_url
+from tuner.storage import Store, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,13 @@ def create_app(settings: ApiSettings, store: Store | None = None) -> FastAPI:
         app.state.store = store
         app.state.studies = StudyCache(store, settings.refresh_s)
         app.state.runs = runs
+        app.state.verifier = VerifyManager(settings)
         logger.info("serving %s (writes %s)", redact_url(settings.storage), "on" if settings.writes_enabled else "off")
         try:
             yield
         finally:
             runs.stop_all()
+            app.state.verifier.stop_all()
             store.close()
 
     app = FastAPI(
@@ -65,7 +68,13 @@ def create_app(settings: ApiSettings, store: Store | None = None) -> FastAPI:
     app.include_router(studies.router, dependencies=reads_need)
     app.include_router(trials.router, dependencies=reads_need)
     app.include_router(studies.write_router)
+    app.include_router(verify.router)
     return app
+
+
+#: How long an idle connection stays open. Longer than clients keep theirs (httpx 5 s, proxies 60 s): a
+#: server that closes first races the client's next request on that connection, which then fails with a reset.
+KEEP_ALIVE_S = 75
 
 
 def serve(settings: ApiSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
@@ -79,7 +88,14 @@ def serve(settings: ApiSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_P
         settings = settings.model_copy(update={"allowed_hosts": (*LOOPBACK_HOSTS, host_header(host))})
         if not is_loopback(host):
             logger.warning("listening on %s: requests naming this machine otherwise need TUNER_API_ALLOWED_HOSTS", host)
-    uvicorn.run(create_app(settings, store), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        create_app(settings, store),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 def host_header(address: str) -> str:

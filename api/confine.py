@@ -34,9 +34,9 @@ from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 
 #: Path fields the API sets itself rather than taking from the posted file.
-_SET_BY_API = {("work_dir",)}
+_SET_BY_API: set[tuple[str, ...]] = {("work_dir",)}
 #: Path fields checked against an allow-list instead of the study root.
-_ALLOW_LISTED = {("server", "binary"): "binaries"}
+_ALLOW_LISTED: dict[tuple[str, ...], str] = {("server", "binary"): "binaries"}
 #: A folder named in a study file holding more entries than this is refused rather than walked.
 MAX_FOLDER_ENTRIES = 10_000
 

@@ -11,8 +11,7 @@ import warnings
 
 import optuna
 
-from tuner import results as rs
-from tuner.store import Store
+from tuner.storage import Store, read_info
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +29,7 @@ def label_studies(store: Store) -> list[str]:
         study = store.load_study(name)
         if study.metric_names:
             continue
-        study_file = study.user_attrs.get(rs.ATTR_STUDY_FILE)
-        objectives = study_file.get("objectives") if isinstance(study_file, dict) else None
+        objectives = read_info(study).study_file.get("objectives")
         if not objectives or len(objectives) != len(study.directions):
             continue
         with warnings.catch_warnings():  # experimental since Optuna 3.2

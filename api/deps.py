@@ -19,7 +19,8 @@ from pydantic import SecretStr
 from api.runs import RunManager
 from api.settings import ApiSettings
 from api.studies import StudyCache
-from tuner.store import Store
+from api.verify_runs import VerifyManager
+from tuner.storage import Store
 
 # Dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
 # dependency in its thread pool, a thread hop per dependency per request.
@@ -43,10 +44,15 @@ async def get_runs(request: Request) -> RunManager:
     return request.app.state.runs
 
 
+async def get_verifier(request: Request) -> VerifyManager:
+    return request.app.state.verifier
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 StudiesDep = Annotated[StudyCache, Depends(get_studies)]
 RunsDep = Annotated[RunManager, Depends(get_runs)]
+VerifierDep = Annotated[VerifyManager, Depends(get_verifier)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 #: A study name in a route's path. Optuna's ``study_name`` column holds 512 characters and

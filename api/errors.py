@@ -3,7 +3,7 @@
     TunerError (tuner.errors)
     ├── ConfigError                     400 a posted study file is invalid (the message names the field)
     ├── StorageError                    503 the storage does not answer
-    │   └── StudyNotFoundError          404 no such study or trial (tuner.store)
+    │   └── StudyNotFoundError          404 no such study or trial (tuner.storage)
     │       └── NoRecommendationError   404 no trial within the limits asked for
     └── ApiError
         ├── ConflictError               409 the study exists, or is running elsewhere
@@ -11,7 +11,10 @@
         ├── UnsupportedMediaError       415 the body is neither
         ├── BodyTooLargeError           413
         └── RunFailedError              500 a started study exited before it was stored
+            └── RunEnvironmentError     503 ... with exit code 3: its server, storage or perf_analyzer failed
 
+A run's exit code (``tuner.errors.ExitCode``) becomes one of these in ``run_exit_error``: 2 (the
+user's input) a ConfigError, 3 (the environment) a RunEnvironmentError, any other a RunFailedError.
 Authentication answers 401/403 itself (``api.deps``); FastAPI answers bad parameters with 422.
 """
 
@@ -27,8 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from tuner.errors import ConfigError, StorageError, TunerError
-from tuner.store import StudyNotFoundError
+from tuner.errors import ConfigError, ExitCode, StorageError, StudyNotFoundError, TunerError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,14 @@ class RunFailedError(ApiError):
     """A study process started by the API exited before its study was stored."""
 
 
+class RunEnvironmentError(RunFailedError):
+    """A study process exited before its study was stored for want of what it runs on (exit code 3).
+
+    The study file was valid: a Triton server, the storage or perf_analyzer failed, so it is the
+    service that is unavailable, not the request that is wrong.
+    """
+
+
 class NoRecommendationError(StudyNotFoundError):
     """No trial of the study is within the limits asked for."""
 
@@ -75,11 +85,27 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (ConfigError, 400),
     (UnsupportedMediaError, 415),
     (BodyTooLargeError, 413),
+    (RunEnvironmentError, 503),
     (StorageError, 503),
     (SQLAlchemyError, 503),
     (optuna.exceptions.StorageInternalError, 503),
     (TunerError, 500),
 )
+
+
+def run_exit_error(code: int, output: str) -> TunerError:
+    """The error of a `tuner` process that exited with ``code`` before doing its job.
+
+    Args:
+        code: Its exit code.
+        output: The end of its output, whose last line is its ``error: ...`` message.
+    """
+    if code == ExitCode.INPUT:  # its last error line is the whole answer, as a validation error's is
+        errors = [line for line in output.splitlines() if line.startswith("error: ")]
+        return ConfigError(errors[-1].removeprefix("error: ") if errors else output or "the study was refused")
+    if code == ExitCode.ENVIRONMENT:
+        return RunEnvironmentError(f"the study could not run here (exit code {code}): {output}")
+    return RunFailedError(f"the study process exited with code {code}: {output}")
 
 
 def status_for(exc: Exception) -> int:
@@ -122,7 +148,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The study file is too large.",
         415: "The body is neither YAML nor JSON.",
         500: "A started study exited before it was stored.",
-        503: "The storage does not answer.",
+        503: "The storage does not answer, or a started study exited before it was stored because its server,"
+        " storage or perf_analyzer failed (`tuner` exit code 3).",
     }
     schema = ErrorBody.model_json_schema()
     return {

@@ -33,11 +33,10 @@ from typing import Any, BinaryIO
 import yaml
 
 from api.confine import check_choices, check_paths, own_ray_address
-from api.errors import ConflictError, RunFailedError
+from api.errors import ConflictError, run_exit_error
 from api.settings import ApiSettings
 from tuner.config import StudyConfig, parse_config
-from tuner.errors import ConfigError
-from tuner.store import redact_url
+from tuner.storage import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +100,23 @@ def remove_study_files(settings: ApiSettings, name: str) -> None:
             path.unlink(missing_ok=True)
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    """SIGTERM to a tuner process started in a session of its own, then SIGKILL of its group after ``timeout_s``.
+
+    ``what`` names it in the log: ``the run of study 'x'``.
+    """
+    logger.info("stopping %s (pid %d)", what, process.pid)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop within %.0f s: killing it", what, timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is the process's alone
+        process.wait(timeout=30)
+    logger.info("%s exited with code %s", what, process.returncode)
+
+
 class RunManager:
     """Starts, tracks and stops the runs of posted studies.
 
@@ -129,6 +145,8 @@ class RunManager:
         Raises:
             ConflictError: a study of that name exists or is being started.
             ConfigError: the run refused the study (exit code 2, with its message).
+            RunEnvironmentError: the run's server, storage or perf_analyzer failed before it stored
+                the study (exit code 3, with its output).
             RunFailedError: the run exited otherwise before storing the study.
         """
         with self._lock:
@@ -145,16 +163,7 @@ class RunManager:
         run = self.get(name)
         if run is None or not run.alive:
             return False
-        logger.info("stopping the run of study %r (pid %d)", name, run.process.pid)
-        run.process.send_signal(signal.SIGTERM)
-        try:
-            run.process.wait(timeout=self._settings.stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("the run of %r did not stop within %.0f s: killing it", name, self._settings.stop_timeout_s)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.process.pid, signal.SIGKILL)  # its own session: the group is the run's alone
-            run.process.wait(timeout=30)
-        logger.info("the run of study %r exited with code %s", name, run.process.returncode)
+        stop_process(run.process, self._settings.stop_timeout_s, f"the run of study {name!r}")
         return True
 
     def forget(self, name: str) -> None:
@@ -176,10 +185,10 @@ class RunManager:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         study_file = folder / f"{cfg.study}.yaml"  # the name is [A-Za-z0-9][A-Za-z0-9_.-]*: no path in it
         written = cfg.model_dump(mode="json") | {"storage": redact_url(cfg.storage)}
-        with _open_private(study_file) as out:
+        with open_private(study_file) as out:
             out.write(yaml.safe_dump(written, sort_keys=False).encode())
         log = folder / f"{cfg.study}.log"
-        with _open_private(log) as out:
+        with open_private(log) as out:
             process = subprocess.Popen(
                 [*self._command, str(study_file)],
                 cwd=folder,
@@ -211,15 +220,12 @@ class RunManager:
                 if self._study_exists(run.name):
                     return
                 self.forget(run.name)
-                message = run.log_tail()
-                if code == 2:
-                    raise ConfigError(message.removeprefix("error: ") or "the study was refused")
-                raise RunFailedError(f"the study process exited with code {code}: {message}")
+                raise run_exit_error(code, run.log_tail())
             time.sleep(0.2)
         logger.warning("study %r is not stored after %.0f s; its run goes on", run.name, self._settings.start_timeout_s)
 
 
-def _open_private(path: Path) -> BinaryIO:
+def open_private(path: Path) -> BinaryIO:
     """``path`` opened for writing, readable by the API's user only (also where it existed before)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o600)

@@ -38,8 +38,16 @@ ENVIRONMENT = {
 #: The Host headers the API answers when TUNER_API_ALLOWED_HOSTS is unset (with the address it listens on).
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
-_LIST_FIELDS = ("allowed_hosts", "launch_modes", "binaries", "docker_binaries", "docker_images", "docker_args",
-                "remote_servers", "ray_addresses")
+_LIST_FIELDS = (
+    "allowed_hosts",
+    "launch_modes",
+    "binaries",
+    "docker_binaries",
+    "docker_images",
+    "docker_args",
+    "remote_servers",
+    "ray_addresses",
+)
 
 
 class ApiSettings(BaseModel):

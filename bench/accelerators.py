@@ -21,15 +21,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner import models  # noqa: E402
-from tuner.hardware import cpu_cores  # noqa: E402
-from tuner.measure.engine import EngineSettings  # noqa: E402
-from tuner.measure.sweep import SweepPlan  # noqa: E402
+from tuner.measure import (
+    EngineSettings,  # noqa: E402
+    SweepPlan,  # noqa: E402
+)
+from tuner.model import _bundled as models  # noqa: E402
+from tuner.model import (
+    build_variant,  # noqa: E402
+    validation_inputs,  # noqa: E402
+)
 from tuner.model_info import read_model_info  # noqa: E402
 from tuner.trial import TrialSpec  # noqa: E402
-from tuner.validation import validation_inputs  # noqa: E402
-from tuner.variants import build_variant  # noqa: E402
-from tuner.worker import Worker, WorkerSetup  # noqa: E402
+from tuner.workers import (
+    WorkerSetup,  # noqa: E402
+    cpu_cores,  # noqa: E402
+)
+from tuner.workers._worker import Worker
 
 CORES = cpu_cores()
 CONFIGS = [

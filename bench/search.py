@@ -1,12 +1,15 @@
 """Search efficiency: how many trials and minutes each search strategy needs, on recorded landscapes.
 
-    python bench/search.py [--seeds 20] [--trials 40] [--variants bo,tpe,random,...] [--noise]
-                           [--models text_detection,...] [--out bench/results/search.json]
+    python bench/search.py [--seeds 20] [--trials 40] [--variants bo,tpe,random,...] [--noise] [--loo]
+                           [--models text_detection,...] [--landscape PATH ...] [--out bench/results/search.json]
 
-For each landscape under bench/landscapes/ (a study file NAME.yaml and the grid it recorded,
-NAME.json: every config measured once on the real server) and each search variant, runs the
+For each landscape (``--models NAME``: bench/landscapes/NAME.json, the grid a study recorded with
+``tuner landscape record``, every config measured once on the real server; ``--landscape PATH``:
+any landscape file, such as one recorded on another machine) and each search variant, runs the
 tuner's own study loop with its trials answered from the file (``search.replay``), once per
-seed, and reports:
+seed. The study replayed is the study file NAME.yaml beside the landscape where there is one
+(it may set the benchmark's constraints), else the study the landscape file carries
+(``tuner.replay.replay_config``). It reports:
 
 - trials to target: configs measured until the study first has a feasible config whose
   throughput is within 3% of the best feasible throughput of the whole grid (the median over
@@ -29,16 +32,29 @@ than reloading a config on a quiet one gives; docs/benchmarks.md),
 the target and the reference front taken from the redrawn landscape. One recording is one
 draw of the noise; a deterministic strategy gives the same answer on it for every seed, and
 the redrawn landscapes show how it fares on landscapes like it.
+
+With --loo, the search defaults are judged by leave-one-landscape-out: the candidates
+(``CANDIDATES``: bo and TPE with 2-16 startup trials, warm-started or cold) and the baselines
+(grid, random, TPE) are replayed on every landscape; for each landscape the default is the
+candidate with the best score on the *other* landscapes (``tuner.replay.leave_one_out``: the mean
+over them of log(median trials to target / grid size), a seed that never reaches the target
+counting as twice the budget), chosen among the warm-started candidates and, separately, among
+the cold ones, and its figures on the held-out landscape are reported next to the baselines'.
+A default is so never scored on a landscape that chose it. The table gives each landscape's grid
+size and its configs within 3% of the best; ``--loo --table`` prints it from the --out file.
+
+The results file records the machine that replayed (``machine``) and, per landscape, the
+machine that recorded it (``recorded_on``: CPU model, cores, the Triton, ONNX Runtime and
+perf_analyzer versions, where the landscape file has them).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -56,11 +72,12 @@ sys.path.insert(0, str(ROOT))
 
 from optuna._hypervolume import compute_hypervolume
 
-from tuner.config import StudyConfig, load_config
-from tuner.landscape import Landscape
-from tuner.results import ATTR_METRICS, ATTR_REUSED_FROM, choose_point, is_feasible, trial_metrics, violation
-from tuner.store import TrialRecord
+from tuner.config import StudyConfig
+from tuner.replay import Landscape, leave_one_out, replay_config, trials_score
+from tuner.storage import TrialRecord
 from tuner.study import StudyRunner
+from tuner.study._record import recording_machine
+from tuner.study._results import choose_point, trial_metrics, violation
 from tuner.trial import LoadPoint, TrialOutcome
 
 LANDSCAPES = ROOT / "bench" / "landscapes"
@@ -82,10 +99,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grid": {"sampler": "grid"},
     "quick": {"sampler": "quick"},
 }
+#: The defaults --loo chooses among, the current default first (equal scores go to the first).
+CANDIDATES: dict[str, dict[str, Any]] = {
+    f"{sampler}{'' if warm else '-cold'}-startup{startup}": {
+        "sampler": sampler, "n_startup_trials": startup, "warm_start": warm
+    }
+    for warm in (True, False)
+    for sampler, startups in (("bo", (4, 2, 8)), ("tpe", (8, 4, 16)))
+    for startup in startups
+}
+#: What --loo sets the chosen defaults against, with the start (cold or warm) of their row.
+BASELINES = {"grid": "cold", "random": "cold", "tpe-cold": "cold", "tpe": "warm"}
 
 
 class MemoryStore:
-    """The parts of tuner.store.Store a study uses, in memory: replays need no database."""
+    """The parts of tuner.storage._store.Store a study uses, in memory: replays need no database."""
 
     url = "memory"
 
@@ -173,14 +201,13 @@ def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, la
     run_cfg = cfg.model_copy(update={"study": f"replay-{seed}", "search": search})
     summary = StudyRunner(run_cfg, MemoryStore()).run()  # type: ignore[arg-type]
     rows = []
-    for trial in summary.study.trials:
-        metrics = trial.user_attrs.get(ATTR_METRICS) or {}
+    for trial in summary.stored.trials:
         rows.append({
-            "feasible": is_feasible(trial),
-            "throughput": metrics.get("throughput", 0.0),
-            "latency_p99_ms": metrics.get("latency_p99_ms", math.inf),
-            "cost_s": sum(trial.user_attrs.get("timings_s", {}).values()),
-            "reused": trial.user_attrs.get(ATTR_REUSED_FROM) is not None,
+            "feasible": trial.feasible,
+            "throughput": trial.metrics.get("throughput", 0.0),
+            "latency_p99_ms": trial.metrics.get("latency_p99_ms", math.inf),
+            "cost_s": sum(trial.timings_s.values()),
+            "reused": trial.reused_from is not None,
         })
     return rows
 
@@ -269,52 +296,143 @@ def _print(label: str, name: str, summary: dict[str, Any]) -> None:
     )
 
 
+def loo(results: dict[str, Any], trials: int) -> dict[str, Any]:
+    """The leave-one-landscape-out rows of every landscape, from the replays in ``results``."""
+    models = results["models"]
+    rows: dict[str, Any] = {}
+    for start, warm in (("warm", True), ("cold", False)):
+        pool = [name for name, v in CANDIDATES.items() if v["warm_start"] is warm]
+        scores = {
+            name: {
+                model: trials_score(
+                    [r["trials_to_target"] for r in entry["variants"][name]["runs"]], trials, entry["reference"]["configs"]
+                )
+                for model, entry in models.items()
+            }
+            for name in pool
+        }
+        for model, choice in leave_one_out(scores, pool).items():
+            figures = _figures(models[model]["variants"][choice.candidate])
+            rows.setdefault(model, []).append(
+                {"start": start, "strategy": f"default: {choice.candidate}", "chosen_on": list(choice.chosen_on),
+                 "score_on_others": choice.score, **figures}
+            )
+    for model, entry in models.items():
+        for name, start in BASELINES.items():
+            rows[model].append({"start": start, "strategy": name, "chosen_on": [], **_figures(entry["variants"][name])})
+        rows[model].sort(key=lambda row: row["start"])
+    return {
+        "budget": trials,
+        "candidates": list(CANDIDATES),
+        "score": "mean over the other landscapes of log(median trials to target / grid size), never = 2 x budget",
+        "landscapes": {
+            model: {"grid_size": entry["reference"]["configs"], "near_best": entry["reference"]["near_best"],
+                    "rows": rows[model]}
+            for model, entry in models.items()
+        },
+    }
+
+
+def _figures(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("seeds", "median_trials_to_target", "reached", "mean_hypervolume_share")
+    return {key: summary[key] for key in keys}
+
+
+def loo_table(held_out: dict[str, Any]) -> str:
+    """The leave-one-out rows as a markdown table, for docs/benchmarks.md."""
+    lines = [
+        ("| landscape | grid size | within 3% of best | start | strategy | chosen on "
+         "| median trials to target (reached) | hypervolume share after 10 / 20 / 40 trials |"),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, entry in held_out["landscapes"].items():
+        for row in entry["rows"]:
+            trials = row["median_trials_to_target"]
+            hv = row["mean_hypervolume_share"]
+            lines.append(
+                f"| {model} | {entry['grid_size']} | {entry['near_best']} | {row['start']} | {row['strategy']} "
+                f"| {', '.join(row['chosen_on']) or '-'} "
+                f"| {'never' if math.isinf(trials) else f'{trials:g}'} ({row['reached']}/{row['seeds']}) "
+                f"| {hv['10']:.2f} / {hv['20']:.2f} / {hv['40']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def replay_machine() -> dict[str, Any]:
+    """The machine that replays: as a landscape's, with when it replayed."""
+    machine = recording_machine()
+    del machine["recorded"]
+    return {"replayed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **machine}
+
+
+def landscape_paths(args: argparse.Namespace) -> list[Path]:
+    """--landscape's files, else bench/landscapes/NAME.json of each of --models."""
+    if args.landscape:
+        return [Path(p) for p in args.landscape]
+    return [LANDSCAPES / f"{model}.json" for model in args.models.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, default=max(CHECKPOINTS))
     parser.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "gp"))
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(MODELS), help="Landscapes under bench/landscapes/, by name.")
+    parser.add_argument(
+        "--landscape", action="append", metavar="PATH",
+        help="A landscape file, replayed as it is (repeatable; replaces --models).",
+    )
     parser.add_argument("--noise", action="store_true", help="Also replay on landscapes redrawn with noise.")
+    parser.add_argument(
+        "--loo", action="store_true",
+        help="Replay the candidate defaults and the baselines, and choose the defaults leave-one-landscape-out.",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
     parser.add_argument("--table", action="store_true", help="Print the --out results as markdown and exit.")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(args.out.read_text())))
+        stored = json.loads(args.out.read_text())
+        print(loo_table(stored["loo"]) if args.loo else table(stored))
         return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore")
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["machine"] = f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"
+    results["machine"] = replay_machine()
     results["noise_cv"] = NOISE_CV
     seeds = range(args.seeds)
-    for model in args.models.split(","):
-        cfg = load_config(LANDSCAPES / f"{model}.yaml")
-        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"replay": LANDSCAPES / f"{model}.json"})})
-        landscape = Landscape.load(LANDSCAPES / f"{model}.json")
+    variants = list(dict.fromkeys([*CANDIDATES, *BASELINES])) if args.loo else args.variants.split(",")
+    for path in landscape_paths(args):
+        cfg = replay_config(path, ROOT / "model_repository")
+        landscape = Landscape.load(path)
         ref = reference(cfg, landscape)
+        model = path.stem
         entry = results.setdefault("models", {}).setdefault(model, {"variants": {}})
-        entry["reference"] = ref.__dict__
+        entry |= {"file": str(path), "reference": ref.__dict__, "recorded_on": landscape.machine}
         print(f"{model}: {ref}")
         with tempfile.TemporaryDirectory() as tmp:
             redrawn: dict[int, tuple[Path | None, Reference]] = {}
             if args.noise:
                 for seed in seeds:
                     drawn = redraw(landscape, 1000 + seed)
-                    drawn.save(path := Path(tmp) / f"{seed}.json")
-                    redrawn[seed] = (path, reference(cfg, drawn))
-            for name in args.variants.split(","):
-                summary = run_variant(cfg, VARIANTS[name], seeds, args.trials, lambda seed: (None, ref))
+                    drawn.save(drawn_path := Path(tmp) / f"{seed}.json")
+                    redrawn[seed] = (drawn_path, reference(cfg, drawn))
+            for name in variants:
+                variant = VARIANTS.get(name) or CANDIDATES[name]
+                summary = run_variant(cfg, variant, seeds, args.trials, lambda seed, ref=ref: (None, ref))
                 entry["variants"][name] = summary
                 _print("recorded", name, summary)
                 if args.noise:
-                    summary = run_variant(cfg, VARIANTS[name], seeds, args.trials, redrawn.__getitem__)
+                    summary = run_variant(cfg, variant, seeds, args.trials, redrawn.__getitem__)
                     entry.setdefault("redrawn", {})[name] = summary
                     _print("redrawn", name, summary)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if args.loo:
+        results["loo"] = loo({"models": {p.stem: results["models"][p.stem] for p in landscape_paths(args)}}, args.trials)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        print(loo_table(results["loo"]))
 
 
 if __name__ == "__main__":

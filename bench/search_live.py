@@ -27,9 +27,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from search import LANDSCAPES, TARGET, reference
 
 from tuner.config import load_config
-from tuner.landscape import Landscape
-from tuner.results import ATTR_METRICS, is_feasible
-from tuner.store import Store
+from tuner.replay import Landscape
+from tuner.storage import Store
 from tuner.study import StudyRunner
 
 
@@ -48,13 +47,13 @@ def main() -> None:
     for sampler in args.samplers.split(","):
         search = cfg.search.model_copy(update={"sampler": sampler, "seed": 0, "n_trials": args.trials})
         # the search alone: no fresh loads of the best configs at the end (load.remeasure)
-        load = cfg.load.model_copy(update={"remeasure": cfg.load.remeasure.model_copy(update={"top": 0})})
+        load = cfg.load.model_copy(update={"remeasure": cfg.load.remeasure.model_copy(update={"loads": 0})})
         run_cfg = cfg.model_copy(update={"study": f"live-{sampler}-{stamp}", "search": search, "load": load})
         started = time.perf_counter()
         summary = StudyRunner(run_cfg, Store(run_cfg.storage)).run()
         wall = time.perf_counter() - started
-        trials = summary.study.trials
-        feasible = [(t.number + 1, t.user_attrs[ATTR_METRICS]["throughput"]) for t in trials if is_feasible(t)]
+        trials = summary.stored.trials
+        feasible = [(t.number + 1, t.metrics["throughput"]) for t in trials if t.feasible]
         reached = next((n for n, thr in feasible if thr >= TARGET * ref.best_throughput), None)
         row = {
             "trials": len(trials),
@@ -64,7 +63,7 @@ def main() -> None:
             "stopped": summary.stopped,
             # the busiest any trial found the machine: CPU % of processes other than the server and load
             "max_other_cpu_pct": max(
-                (t.user_attrs[ATTR_METRICS].get("other_cpu_pct", 0.0) for t in trials if ATTR_METRICS in t.user_attrs),
+                (t.metrics.get("other_cpu_pct", 0.0) for t in trials if t.metrics),
                 default=None,
             ),
             "grid_best_throughput": ref.best_throughput,

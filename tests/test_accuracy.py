@@ -1,4 +1,4 @@
-"""tuner.accuracy: a variant's answers against the FP32 model's."""
+"""tuner.model._accuracy: a variant's answers against the FP32 model's."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tuner.accuracy import compare, is_classifier_output, reference_outputs
+from tuner.model import compare, reference_outputs, validation_inputs
+from tuner.model._accuracy import is_classifier_output
 from tuner.model_info import ModelInfo, TensorInfo, read_model_info
-from tuner.validation import validation_inputs
 
 _INPUT = TensorInfo("x", "FP32", (-1, 4))
 

@@ -1,7 +1,9 @@
-"""Bad input to `tuner optimize`: one line naming the field or cause, exit code 2, nothing started."""
+"""Bad input to `tuner optimize`: one line naming the field or cause, exit code 2, nothing started; and what
+`tuner show` and `tuner export` say of a stored study with re-measured configs."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -9,6 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
+from stored_studies import BATCH_OF_ONE, BATCHED, FAILED, PLAIN, Load, write_study
+from typer.testing import CliRunner
+
+from tuner.cli import _display as display
+from tuner.cli import app
+from tuner.cli._display import configs_table
+from tuner.reports import study_config
+from tuner.storage import Store, read_study
+from tuner.study import RunSummary, config_results, default_result, pareto_front, recommend
 
 TUNER = [sys.executable, "-m", "tuner.cli"]
 
@@ -23,11 +35,6 @@ def _write(folder: Path, onnx: Path, **changes: object) -> Path:
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def _optimize(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TUNER, "optimize", str(path)], cwd=cwd, capture_output=True, text=True, timeout=60,
-                          check=False)
 
 
 def _assert_refused(result: subprocess.CompletedProcess[str], folder: Path, *needles: str) -> None:
@@ -54,33 +61,42 @@ def _assert_refused(result: subprocess.CompletedProcess[str], folder: Path, *nee
          ["search.space.max_batch_size", "grid"]),
     ],
 )
-def test_invalid_fields(tmp_path: Path, digits_onnx: Path, changes: dict, needles: list[str]) -> None:
+def test_invalid_fields(tmp_path: Path, digits_onnx: Path, changes: dict, needles: list[str], tuner_main) -> None:
     path = _write(tmp_path, digits_onnx, **changes)
-    _assert_refused(_optimize(path, tmp_path), tmp_path, *needles)
+    _assert_refused(tuner_main("optimize", path, cwd=tmp_path), tmp_path, *needles)
 
 
-def test_malformed_yaml(tmp_path: Path) -> None:
+def test_malformed_yaml(tmp_path: Path, tuner_main) -> None:
     path = tmp_path / "study.yaml"
     path.write_text("study: x\nmodel: {name: [unclosed\n")
-    _assert_refused(_optimize(path, tmp_path), tmp_path, "malformed YAML", "line")
+    _assert_refused(tuner_main("optimize", path, cwd=tmp_path), tmp_path, "malformed YAML", "line")
 
 
-def test_missing_study_file(tmp_path: Path) -> None:
-    _assert_refused(_optimize(tmp_path / "nope.yaml", tmp_path), tmp_path, "cannot read study file")
+def test_missing_study_file(tmp_path: Path, tuner_main) -> None:
+    _assert_refused(tuner_main("optimize", tmp_path / "nope.yaml", cwd=tmp_path), tmp_path, "cannot read study file")
 
 
-def test_port_already_taken(tmp_path: Path, digits_onnx: Path) -> None:
+def test_port_already_taken(tmp_path: Path, digits_onnx: Path, tuner_main) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         path = _write(tmp_path, digits_onnx, server={"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2})
-        _assert_refused(_optimize(path, tmp_path), tmp_path, "server.http_port", "already in use")
+        _assert_refused(tuner_main("optimize", path, cwd=tmp_path), tmp_path, "server.http_port", "already in use")
 
 
-def test_unknown_study_in_show(tmp_path: Path) -> None:
+def test_a_transfer_from_an_unknown_study_is_refused_before_anything_starts(
+    tmp_path: Path, digits_onnx: Path, tuner_main
+) -> None:
+    landscape = Path(__file__).resolve().parents[1] / "bench" / "landscapes" / "digits_forest.json"
+    search = {"n_trials": 1, "space": {"instance_count": [1, 2]}, "warm_start": {"from": ["v1"]}}
+    path = _write(tmp_path, digits_onnx, search=search)
+    result = tuner_main("optimize", path, "--replay", landscape, cwd=tmp_path)
+    _assert_refused(result, tmp_path, "search.warm_start.from", "no study database")
+
+
+def test_unknown_study_in_show(tmp_path: Path, tuner_main) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    result = subprocess.run([*TUNER, "show", "nothing", "--storage", url], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = tuner_main("show", "nothing", "--storage", url)
     assert result.returncode == 2
     assert "no study database" in result.stderr
     assert not (tmp_path / "x.db").exists()
@@ -88,7 +104,120 @@ def test_unknown_study_in_show(tmp_path: Path) -> None:
     import optuna
 
     optuna.create_study(study_name="other", storage=url)
-    result = subprocess.run([*TUNER, "show", "nothing", "--storage", url], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = tuner_main("show", "nothing", "--storage", url)
     assert result.returncode == 2
     assert "no study 'nothing'" in result.stderr and "other" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["show", "s", "--trial", "-1"], ["no-such-command"], ["show", "s", "--nope"]])
+def test_usage_errors_exit_2_with_a_message_not_a_traceback(args: list[str]) -> None:
+    """Through a process of its own, as a shell meets the command (the other refusals run in-process)."""
+    result = subprocess.run([*TUNER, *args], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "Error:" in result.stderr and "Traceback" not in result.stderr
+
+
+BOUNDS = {"latency_p99_ms": {"min": None, "max": 3.0}}
+#: The default config; 2 instances batching measured three times (5200, 6400, 5868 infer/s: the median is
+#: trial 5's, the best single load trial 4's); batching of one request over the p99 budget; a FAIL.
+REMEASURED = [
+    Load(PLAIN, default=True),
+    Load(BATCHED, {"throughput": 5200.0}),
+    Load(BATCH_OF_ONE, {"latency_p99_ms": 3.7}),
+    Load(FAILED),
+    Load(BATCHED, {"throughput": 6400.0}, remeasure_of=1),
+    Load(BATCHED, remeasure_of=1),
+]
+MISSED = "infeasible: latency_p99_ms 3.7 > max 3 (+23%)"
+
+
+@pytest.fixture
+def remeasured(tmp_path: Path, digits_onnx: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    store = Store(url)
+    write_study(store, "remeasured", REMEASURED, BOUNDS, onnx=digits_onnx)
+    store.close()
+    return url
+
+
+def _tuner(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A `tuner` command run in this process through typer's runner (main()'s exit codes: ``tuner_main``)."""
+    del cwd  # every path is given in full
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def _column(rendered: str, index: int) -> str:
+    """The text of one column of a rendered rich table, its wrapped lines joined, without spaces."""
+    cells = [line.split("│")[index] for line in rendered.splitlines() if line.count("│") > index]
+    return "".join("".join(cells).split())
+
+
+def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: str, tmp_path: Path) -> None:
+    result = _tuner("show", "remeasured", "--storage", remeasured, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│") and line.split("│")[1].strip()]
+    assert [line.split("│")[1].strip() for line in rows] == ["0", "5", "2", "3"]  # 3 configs, then the FAIL
+    assert "3 (5200-6400, 20%)" in result.stdout and "5868" in result.stdout and "6400 │" not in result.stdout
+    assert "recommended: trial 5" in result.stdout
+    assert "the best feasible median throughput 5868 over 3 loads" in result.stdout
+    assert "".join(MISSED.split()) in _column(result.stdout, 9)
+    one = _tuner("show", "remeasured", "--storage", remeasured, "--trial", 2, cwd=tmp_path)
+    assert MISSED in one.stdout
+    again = _tuner("show", "remeasured", "--storage", remeasured, "--trial", 4, cwd=tmp_path)
+    assert "one load of the config that trial 5 stands for" in again.stdout
+
+
+def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> None:
+    store = Store(remeasured)
+    study = store.load_study("remeasured")
+    stored = read_study(study, store)
+    store.close()
+    results = config_results(stored.trials, stored.info)
+    summary = RunSummary(study, stored, results, pareto_front(results, stored.info.directions),
+                           recommend(results, stored.info), default_result(results))
+    with display.console.capture() as captured:
+        display.print_summary(summary, study_config(stored.info))
+    out = captured.get()
+    assert [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")] == ["0", "5"]
+    assert "3 (5200-6400, 20%)" in out and "6400 │" not in out
+    assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0)" in out
+
+
+def test_the_note_names_the_failed_constraint_and_wraps_rather_than_being_cut(remeasured: str) -> None:
+    store = Store(remeasured)
+    stored = read_study(store.load_study("remeasured"), store)
+    store.close()
+    results = config_results(stored.trials, stored.info)
+    console = Console(width=120, record=True)
+    console.print(configs_table("configs", results, recommend(results, stored.info), stored.info.bounds))
+    rendered = console.export_text()
+    assert "…" not in rendered
+    assert "".join(MISSED.split()) in _column(rendered, 9)
+
+
+def test_show_json_has_configs_and_the_recommendation(remeasured: str, tmp_path: Path) -> None:
+    result = _tuner("show", "remeasured", "--storage", remeasured, "--json", cwd=tmp_path)
+    document = json.loads(result.stdout)
+    assert document["recommended_trial"] == 5 and document["pareto_front"] == [0, 5]
+    assert document["recommendation"]["trial"] == 5 and "median" in document["recommendation"]["reason"]
+    configs = {c["trial"]: c for c in document["configs"]}
+    assert configs[5]["loads"] == [1, 4, 5] and configs[5]["interval"] == [5200.0, 6400.0]
+    assert configs[2]["failed_constraints"] == [MISSED.removeprefix("infeasible: ")]
+    assert [t["config"] for t in document["trials"]] == [0, 5, 2, None, 5, 5]
+    assert document["trials"][3]["explanations"][0]["rule"] == "failed"
+
+
+def test_export_writes_the_recommended_configs_representative_load(remeasured: str, tmp_path: Path) -> None:
+    result = _tuner("export", "remeasured", tmp_path / "deploy", "--storage", remeasured, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "exported trial 5 " in result.stdout and "5868 infer/s" in result.stdout
+    readme = (tmp_path / "deploy" / "README.md").read_text()
+    assert "trial 5 of study remeasured" in readme
+    assert "measured 3 times (trials 1, 4, 5)" in readme and "Recommended: trial 5" in readme
+    assert "the load nearest the median is this one" in readme
+    lucky = _tuner("export", "remeasured", tmp_path / "lucky", "--trial", 4, "--storage", remeasured, cwd=tmp_path)
+    assert lucky.returncode == 0, lucky.stderr
+    readme = (tmp_path / "lucky" / "README.md").read_text()
+    assert "trial 4 of study remeasured" in readme and "6400 infer/s" in readme
+    assert "the load nearest the median is trial 5" in readme and "Recommended:" not in readme

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper
 
-from tuner.config import SAMPLERS, IntRange, StudyConfig, load_config, parse_config
+from tuner.config import SAMPLER_NAMES, IntRange, StudyConfig, Transfer, load_config, parse_config
 from tuner.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_minimal_file_loads_with_defaults(study_dir: Path) -> None:
     assert config.model.inputs == []
     assert config.server.launch == "embedded"
     assert config.server.http_port is None
-    assert config.workers.count is None  # one per GPU, else one: see tuner.hardware.plan_workers
+    assert config.workers.count is None  # one per GPU, else one: see tuner.workers._hardware.plan_workers
     assert config.search.sampler == "bo"
     assert config.search.n_trials == 20
     assert config.search.timeout_s is None
@@ -142,6 +142,39 @@ def test_timeout_is_an_alias_of_timeout_s(study_dir: Path) -> None:
     assert by_name.search.timeout_s == 45.0
 
 
+def test_warm_start_is_a_flag_or_the_studies_to_start_from(study_dir: Path) -> None:
+    assert load_config(_write(study_dir, _minimal(), "a.yaml")).search.warm_start is True
+    assert load_config(_write(study_dir, _with("search.warm_start", False), "b.yaml")).search.warm_start is False
+    transfer = load_config(_write(study_dir, _with("search.warm_start", {"from": ["cpu-box", "v1"]}), "c.yaml"))
+    given = load_config(_write(study_dir, _with("search.warm_start", {"from": ["v1"], "configs": 2}), "d.yaml"))
+
+    assert isinstance(transfer.search.warm_start, Transfer)
+    assert transfer.search.warm_start.from_ == ["cpu-box", "v1"]
+    assert transfer.search.warm_start.configs == 4
+    assert isinstance(given.search.warm_start, Transfer) and given.search.warm_start.configs == 2
+    # the study file is stored as it was given, and reads back the same (tuner export reads it)
+    dumped = transfer.model_dump(mode="json")
+    assert dumped["search"]["warm_start"] == {"from": ["cpu-box", "v1"], "configs": 4}
+    assert parse_config(dumped, study_dir).search.warm_start == transfer.search.warm_start
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"from": []}, "search.warm_start.from: List should have at least 1 item"),
+        ({"studies": ["v1"]}, "search.warm_start.from: Field required"),
+        ({"from": ["v1"], "top": 3}, "search.warm_start.top: unknown field"),
+        ({"from": ["v1", "v1"]}, "search.warm_start.from: each study may be named once"),
+        ({"from": ["../v1"]}, "search.warm_start.from.0: use letters"),
+        ({"from": ["v1"], "configs": 0}, "search.warm_start.configs: Input should be greater than or equal to 1"),
+        ({"from": ["s1"]}, "search.warm_start.from: names this study ('s1')"),
+        ("sometimes", "search.warm_start: Input should be a valid boolean"),
+    ],
+)
+def test_bad_warm_start_names_the_field(study_dir: Path, value: object, expected: str) -> None:
+    assert expected in _error(study_dir, _with("search.warm_start", value))
+
+
 def test_scalar_concurrency_becomes_a_list(study_dir: Path) -> None:
     config = load_config(_write(study_dir, _with("load.concurrency", 3)))
 
@@ -180,7 +213,7 @@ def test_shipped_study_files_load(name: str, digits_onnx: Path, text_detection_o
     assert config.study == data["study"]
     assert config.model.path == model
     assert config.storage == "sqlite:///" + str((REPO_ROOT / "tuner.db").resolve())
-    assert config.search.sampler in SAMPLERS
+    assert config.search.sampler in SAMPLER_NAMES
 
 
 def test_shipped_digits_file_gives_its_input(digits_onnx: Path) -> None:
@@ -270,7 +303,7 @@ def test_unknown_sampler_lists_valid_ones(study_dir: Path) -> None:
 
     assert "search.sampler" in message
     assert "'cmaes'" in message
-    for name in SAMPLERS:
+    for name in SAMPLER_NAMES:
         assert name in message
 
 
@@ -407,8 +440,29 @@ def test_load_defaults_and_auto_concurrency(study_dir: Path) -> None:
     cfg = load_config(_write(study_dir, _minimal(load={"concurrency": "auto", "engine": "builtin"})))
     assert cfg.load.concurrency == "auto" and cfg.load.engine == "builtin"
     assert (cfg.load.concurrency_search.start, cfg.load.concurrency_search.max) == (1, 64)
-    assert (cfg.load.remeasure.top, cfg.load.remeasure.repeats) == (3, 3)
+    assert (cfg.load.remeasure.loads, cfg.load.remeasure.max_loads_per_config) == ("auto", 3)
     assert cfg.load.input_data == "auto"
+
+
+@pytest.mark.parametrize(
+    ("remeasure", "loads", "per_config"),
+    [
+        ({"loads": 0}, 0, 3),
+        ({"loads": 7, "max_loads_per_config": 5}, 7, 5),
+        ({"top": 0}, 0, 3),  # the older form: off
+        ({"top": 2, "repeats": 2}, 4, 3),  # 2 more loads of the best 2
+        ({"repeats": 1}, 3, 2),
+    ],
+)
+def test_remeasure_budget_and_the_older_keys(study_dir: Path, remeasure: dict, loads: int, per_config: int) -> None:
+    settings = load_config(_write(study_dir, _minimal(load={"remeasure": remeasure}))).load.remeasure
+    assert (settings.loads, settings.max_loads_per_config) == (loads, per_config)
+    assert settings.budget(40) == loads
+
+
+def test_remeasure_auto_is_a_quarter_of_the_trials(study_dir: Path) -> None:
+    settings = load_config(_write(study_dir, _minimal())).load.remeasure
+    assert [settings.budget(n) for n in (1, 3, 4, 7, 20)] == [0, 0, 1, 1, 5]
 
 
 @pytest.mark.parametrize(
@@ -421,7 +475,11 @@ def test_load_defaults_and_auto_concurrency(study_dir: Path) -> None:
         ({"concurrency_search": {"budget": 100}}, "give metric and budget together"),
         ({"concurrency_search": {"metric": "latency_p77_ms", "budget": 100}}, "unknown metric 'latency_p77_ms'"),
         ({"input_data": "samples/missing.npy"}, "load.input_data"),
-        ({"remeasure": {"repeats": 0}}, "load.remeasure.repeats"),
+        ({"remeasure": {"max_loads_per_config": 0}}, "load.remeasure.max_loads_per_config"),
+        ({"remeasure": {"loads": "some"}}, "load.remeasure.loads"),
+        ({"remeasure": {"loads": -1}}, "load.remeasure.loads"),
+        ({"remeasure": {"repeats": 0}}, "repeats: an integer from 1 to 100 (or use loads and max_loads_per_config)"),
+        ({"remeasure": {"top": 2, "loads": 4}}, "older form of loads and max_loads_per_config"),
         ({"contamination_cpu_pct": 0}, "load.contamination_cpu_pct"),
     ],
 )
@@ -438,7 +496,7 @@ def test_input_data_file_is_relative_to_the_study_file(study_dir: Path) -> None:
 
 
 def test_auto_concurrency_takes_its_budget_from_the_latency_constraint(study_dir: Path) -> None:
-    from tuner.load_setup import sweep_plan
+    from tuner.workers import sweep_plan
 
     cfg = load_config(_write(study_dir, _minimal(
         load={"concurrency": "auto"},

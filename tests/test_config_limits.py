@@ -40,8 +40,8 @@ OVER = [
     ("load.warmup_requests", limits.MAX_WARMUP_REQUESTS + 1, "load.warmup_requests"),
     ("load.contamination_cpu_pct", limits.MAX_CPU_PCT + 1, "load.contamination_cpu_pct"),
     ("load.contamination_retries", limits.MAX_RETRIES + 1, "load.contamination_retries"),
-    ("load.remeasure.top", limits.MAX_REMEASURE + 1, "load.remeasure.top"),
-    ("load.remeasure.repeats", limits.MAX_REMEASURE + 1, "load.remeasure.repeats"),
+    ("load.remeasure.loads", limits.MAX_REMEASURE_LOADS + 1, "load.remeasure.loads"),
+    ("load.remeasure.max_loads_per_config", limits.MAX_REMEASURE + 1, "load.remeasure.max_loads_per_config"),
     ("load.trial_timeout_s", limits.MAX_TIMEOUT_S + 1, "load.trial_timeout_s"),
     ("model.validation_samples", 257, "model.validation_samples"),
     ("model.inputs", [{"name": "x", "shape": [2**31]}], "model.inputs"),
@@ -97,7 +97,8 @@ def test_every_bound_itself_is_accepted(study_dir: Path) -> None:
               "measurement_window_ms": limits.MAX_WINDOW_MS, "max_windows": limits.MAX_WINDOWS,
               "warmup_requests": limits.MAX_WARMUP_REQUESTS, "contamination_cpu_pct": limits.MAX_CPU_PCT,
               "contamination_retries": limits.MAX_RETRIES, "trial_timeout_s": limits.MAX_TIMEOUT_S,
-              "remeasure": {"top": limits.MAX_REMEASURE, "repeats": limits.MAX_REMEASURE}},
+              "remeasure": {"loads": limits.MAX_REMEASURE_LOADS,
+                            "max_loads_per_config": limits.MAX_REMEASURE}},
     )
     data["model"]["inputs"] = [{"name": "x", "shape": [-1, limits.MAX_REQUEST_BYTES // 4], "dtype": "FP32"}]
 

@@ -17,9 +17,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tuner import results as rs
-from tuner.explain import Explanation, consistent, explain, explain_trial, point_of
-from tuner.store import TrialRecord
+from tuner.reports import explain_trial
+from tuner.reports._explain import Explanation, consistent, explain
+from tuner.storage import TrialRecord, point_of, read_trial
+from tuner.storage import _stored as rs
 from tuner.trial import LoadPoint
 
 _DATA = json.loads((Path(__file__).parent / "data" / "measured_trials.json").read_text())
@@ -92,7 +93,7 @@ def test_a_failed_constraint_says_which_and_by_how_much() -> None:
 def test_a_failed_trial_keeps_the_reason() -> None:
     entry = _entry("study digits-report (digits_forest), trial 3")
     trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={rs.ATTR_FAIL_REASON: entry["fail_reason"]})
-    (found,) = explain_trial(trial, None)
+    (found,) = explain_trial(read_trial(trial))
     assert found.rule == "failed" and "no INT8 variant" in found.text and "leave that precision out" in found.text
 
 
@@ -144,7 +145,7 @@ def test_every_stored_trial_reads_through_explain_trial(entry: dict[str, Any]) -
     else:
         trial = optuna.trial.create_trial(state=state, user_attrs=attrs)
     record = TrialRecord("", entry["spec"], None, {}, tuple(LoadPoint(**p) for p in entry["curve"]))
-    found = explain_trial(trial, record, entry["bounds"])
+    found = explain_trial(read_trial(trial, record), entry["bounds"])
     assert found, entry["source"]
     if state == TrialState.COMPLETE:
         assert found == _explain(entry)

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from tuner.config import WorkerSettings
-from tuner.hardware import gpu_count, plan_workers
+from tuner.workers import plan_workers
+from tuner.workers._hardware import gpu_count
 
 
 def test_no_gpu_here_means_zero_not_an_error() -> None:

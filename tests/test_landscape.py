@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +12,13 @@ from optuna.trial import TrialState
 
 from tuner.config import parse_config
 from tuner.errors import ConfigError
-from tuner.hardware import WorkerPlan
-from tuner.landscape import Landscape, ReplayPool
-from tuner.results import ATTR_FAIL_REASON, ATTR_METRICS
-from tuner.store import Store
-from tuner.study import StudyRunner, build_space, check_study, worker_plan
+from tuner.pool import WorkerPlan
+from tuner.replay import Landscape, ReplayPool
+from tuner.storage import ATTR_FAIL_REASON, ATTR_METRICS, Store
+from tuner.study import StudyRunner, plan_study
+from tuner.study._record import recording_machine
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
+from tuner.triton import cpu_model
 
 SPACE = {
     "max_batch_size": [1, 8, 32],
@@ -53,7 +52,7 @@ def _study_file(tmp_path: Path, digits_onnx: Path, **search: Any) -> dict[str, A
 @pytest.fixture
 def landscape_file(tmp_path: Path, digits_onnx: Path) -> Path:
     cfg = parse_config(_study_file(tmp_path, digits_onnx), tmp_path)
-    space = build_space(cfg, worker_plan(cfg))
+    space = plan_study(cfg).space
     landscape = Landscape(model="digits_forest", study={}, worker_plan=WorkerPlan(1, 2, 0.0))
     for params in space.combinations():
         spec = space.to_spec(params)
@@ -131,25 +130,28 @@ def test_quick_search_ends_the_replayed_study_with_a_message(
                                               "instance_count": 1, "accelerator": "none"}
 
 
-def test_bo_replay_repeats_and_measures_every_config_once(
+#: A part of SPACE for the bo sampler, whose GP fits grow with the trials: 16 configs, 4 of them refused.
+BO_SPACE = {"max_batch_size": [1, 32], "dynamic_batching": [False, True], "max_queue_delay_us": 0,
+            "instance_count": [1, 2], "accelerator": ["none", "openvino"]}
+
+
+def test_bo_replay_repeats_measures_every_config_once_and_says_why_it_stopped(
     tmp_path: Path, digits_onnx: Path, landscape_file: Path
 ) -> None:
-    first = _replay(tmp_path, digits_onnx, landscape_file, "bo-a", sampler="bo", n_trials=100)
-    second = _replay(tmp_path, digits_onnx, landscape_file, "bo-b", sampler="bo", n_trials=100)
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), sampler="bo", n_trials=100, space=BO_SPACE)
+    runs = []
+    for name in ("bo-a", "bo-b"):
+        cfg = parse_config(data | {"study": name}, tmp_path)
+        summary = StudyRunner(cfg, Store(cfg.storage)).run()
+        assert summary.stopped == "every config of the space was measured"
+        runs.append([(t.number, t.state, dict(t.params), t.values, t.user_attrs.get(ATTR_FAIL_REASON))
+                     for t in summary.study.trials])
+    first, second = runs
 
     assert first == second
-    assert len(first) == 48  # every config once, then the study ends
-    assert len({json.dumps(params, sort_keys=True) for _, _, params, _, _ in first}) == 48
-    assert sum(state == TrialState.FAIL for _, state, _, _, _ in first) == 8
-
-
-def test_bo_replay_says_why_it_stopped(tmp_path: Path, digits_onnx: Path, landscape_file: Path) -> None:
-    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), sampler="bo", n_trials=100)
-    cfg = parse_config(data | {"study": "bo"}, tmp_path)
-
-    summary = StudyRunner(cfg, Store(cfg.storage)).run()
-
-    assert summary.stopped == "every config of the space was measured"
+    assert len(first) == 16  # every config once, then the study ends
+    assert len({json.dumps(params, sort_keys=True) for _, _, params, _, _ in first}) == 16
+    assert sum(state == TrialState.FAIL for _, state, _, _, _ in first) == 4
 
 
 def test_a_config_missing_from_the_landscape_is_a_failed_trial() -> None:
@@ -175,7 +177,7 @@ def test_replay_of_another_model_is_refused(tmp_path: Path, digits_onnx: Path) -
     cfg = parse_config(_study_file(tmp_path, digits_onnx, replay=str(path)), tmp_path)
 
     with pytest.raises(ConfigError, match="search.replay: .* recorded for model 'text_detection'"):
-        check_study(cfg)
+        plan_study(cfg)
 
 
 def test_a_file_that_is_not_a_landscape_is_refused(tmp_path: Path, digits_onnx: Path) -> None:
@@ -184,24 +186,41 @@ def test_a_file_that_is_not_a_landscape_is_refused(tmp_path: Path, digits_onnx: 
     cfg = parse_config(_study_file(tmp_path, digits_onnx, replay=str(path)), tmp_path)
 
     with pytest.raises(ConfigError, match="search.replay: not a landscape file"):
-        check_study(cfg)
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False, stdin=subprocess.DEVNULL)
+        plan_study(cfg)
 
 
 def test_optimize_replays_a_landscape_from_the_command_line(
-    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path, tuner_main
 ) -> None:
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, sampler="quick", n_trials=30)))
 
-    done = _cli("optimize", str(study), "--replay", str(landscape_file), cwd=tmp_path)
-    missing = _cli("optimize", str(study), "--replay", "nowhere.json", cwd=tmp_path)
+    done = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
+    missing = tuner_main("optimize", study, "--replay", "nowhere.json", cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
     assert "quick search converged" in done.stdout
     assert missing.returncode == 2
     assert "--replay: landscape file nowhere.json does not exist" in missing.stderr
+
+
+def test_a_landscape_says_the_cpu_and_the_versions_that_measured_it(tmp_path: Path, landscape_file: Path) -> None:
+    machine = recording_machine(triton="2.51.0")
+    assert machine["cpu_model"] and machine["cores"]
+    versions = machine["versions"]
+    assert isinstance(versions, dict)
+    assert versions["triton"] == "2.51.0"
+    assert {"tuner", "python", "tritonclient", "optuna"} <= set(versions)
+    assert any(name.startswith("onnxruntime") for name in versions)
+    landscape = Landscape.load(landscape_file)  # a file of before these keys loads as it is
+    assert landscape.machine == {}
+    landscape.machine = machine
+    landscape.save(path := tmp_path / "with-machine.json")
+    assert Landscape.load(path).machine == json.loads(json.dumps(machine))
+
+
+def test_the_cpu_model_is_read_from_cpuinfo_and_else_from_the_platform(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6338\n")
+    assert cpu_model(cpuinfo) == "Intel(R) Xeon(R) Gold 6338"
+    assert cpu_model(tmp_path / "missing")  # platform.processor() or the architecture

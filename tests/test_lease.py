@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from tuner.errors import StudyLockedError
-from tuner.lease import StudyLease
-from tuner.store import Store, study_leases
+from tuner.storage import Store, StudyLease
+from tuner.storage._store import study_leases
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from tuner import migrations
-from tuner.store import Store, metadata
+from tuner.storage import Store, migrations
+from tuner.storage._store import metadata
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
 
@@ -45,7 +45,7 @@ def test_the_migrations_make_exactly_the_tables_the_store_declares(fresh_url: st
                 conn, opts={"include_name": lambda name, kind, _: kind != "table" or name.startswith("tuner_")}
             )
             differences = [d for d in compare_metadata(context, metadata) if "tuner_alembic_version" not in str(d)]
-        assert differences == [], "tuner.store's tables and tuner/migrations disagree: add a revision"
+        assert differences == [], "tuner.storage._store's tables and tuner/storage/migrations disagree: add a revision"
     finally:
         store.close()
 
@@ -67,7 +67,7 @@ def test_downgrade_to_nothing_and_back(tmp_path: Path) -> None:
 
 def test_tables_made_before_migrations_are_adopted_with_their_rows(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    # What tuner.store made with metadata.create_all before migrations existed.
+    # What tuner.storage._store made with metadata.create_all before migrations existed.
     old = sa.MetaData()
     sa.Table("tuner_trial_configs", old, sa.Column("trial_id", sa.Integer, primary_key=True),
              sa.Column("study_name", sa.String(512), nullable=False, index=True),

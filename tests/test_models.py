@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuner.models import base_config
+from tuner.model._bundled import base_config
 
 
 def test_bundled_base_configs_match_the_writer(model_repository: Path) -> None:

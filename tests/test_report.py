@@ -1,12 +1,26 @@
-"""The read helpers the API answers from: the Pareto front without copies, and the best point under limits."""
+"""The reports' reading of a stored study (configs, not loads; only what was measured), and the read helpers
+the API answers from: the Pareto front without copies, and the best point under limits."""
 
 from __future__ import annotations
 
+import html
+import re
+from pathlib import Path
+
 import optuna
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stored_studies import BATCH_OF_ONE, BATCHED, FAILED, ONE_CONCURRENCY, PLAIN, Load, write_study
 
-from tuner import report
+from tuner.reports import _charts as charts
+from tuner.reports import _report as report
+from tuner.reports import comparison_json, gather, write_pngs
+from tuner.reports._compare import front_table
+from tuner.reports._data import StudyData
+from tuner.reports._html import render
+from tuner.storage import ATTR_SPEC_KEY, Store, read_study
+from tuner.study import _verdict as verdict
 from tuner.trial import LoadPoint
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -24,17 +38,20 @@ _trial = st.tuples(
     directions=st.lists(st.sampled_from(["maximize", "minimize"]), min_size=1, max_size=3),
     trials=st.lists(_trial, max_size=25),
 )
-def test_pareto_front_is_optunas_best_trials(directions: list[str], trials: list) -> None:
+def test_the_front_of_single_load_configs_is_optunas_best_trials(directions: list[str], trials: list) -> None:
     study = optuna.create_study(directions=directions)
     for state, values, constraint in trials:
         trial = study.ask()
+        trial.set_user_attr(ATTR_SPEC_KEY, str(trial.number))  # every trial a config of its own
         if constraint is not None:
             trial.set_constraint("latency_p99_ms", constraint)
         if state == "fail":
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, values[: len(directions)])
-    assert [t.number for t in report.pareto_front(study)] == [t.number for t in study.best_trials]
+    stored = read_study(study)
+    front = verdict.pareto_front(verdict.config_results(stored.trials, stored.info), stored.info.directions)
+    assert [r.number for r in front] == [t.number for t in study.best_trials]
 
 
 def _point(concurrency: int, throughput: float, p99: float) -> LoadPoint:
@@ -68,3 +85,132 @@ def test_best_point_is_the_highest_throughput_within_the_limits(curves: list, ma
         return
     expected = max(within, key=lambda item: (item[1].throughput, -numbers[item[0]], -item[1].concurrency))
     assert found == expected
+
+
+BOUNDS = {"latency_p99_ms": {"min": None, "max": 3.0}}
+#: The default config; 2 instances batching, measured three times (5200, 6400, then 5868 infer/s: the median
+#: is the third load, the best single load the second); batching of one request over the p99 budget; a FAIL.
+REMEASURED = [
+    Load(PLAIN, default=True),
+    Load(BATCHED, {"throughput": 5200.0, "server_queue_ms": 0.2}),
+    Load(BATCH_OF_ONE, {"latency_p99_ms": 3.7}),
+    Load(FAILED),
+    Load(BATCHED, {"throughput": 6400.0, "server_queue_ms": 0.31}, remeasure_of=1),
+    Load(BATCHED, remeasure_of=1),
+]
+
+
+def _gather(tmp_path: Path, loads: list[Load], bounds: dict = BOUNDS) -> StudyData:
+    store = Store(f"sqlite:///{tmp_path / 'report.db'}")
+    try:
+        return gather(write_study(store, "report", loads, bounds), store)
+    finally:
+        store.close()
+
+
+def _text(page: str) -> str:
+    """The page without its scripts and tags, spaces collapsed."""
+    body = re.sub(r"<script.*?</script>", " ", page[page.index("<body>"):], flags=re.DOTALL)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def test_the_report_is_over_configs_and_says_why_it_recommends(tmp_path: Path) -> None:
+    data = _gather(tmp_path, REMEASURED)
+    assert [c.number for c in data.configs] == [0, 5, 2]  # one per config, each its load nearest the median
+    assert data.recommended == 5 and data.front == [0, 5]
+    page = render(data)
+    text = _text(page)
+    assert "Trial 5" in text and data.recommendation.reason in text
+    assert "3 loads, 5200-6400, spread 20% (trials 1, 4, 5)" in text
+    assert "infeasible: latency_p99_ms 3.7 > max 3 (+23%)" in text
+    rows = re.findall(r"<tr class='[^']*' id='config-(\d+)'>", page)
+    assert rows == ["0", "5", "2"]
+    pareto = charts.pareto_figure(data)
+    markers = {trace.name: list(trace.customdata) for trace in pareto.data if trace.mode == "markers"}
+    assert markers == {"feasible": [0, 5], "infeasible": [2]}, "one marker per config, not per load"
+    feasible = next(trace for trace in pareto.data if trace.name == "feasible")
+    assert list(feasible.y) == [pytest.approx(2317.89), pytest.approx(5867.73)]  # medians, not the lucky 6400
+
+
+def test_charts_describe_the_recommended_configs_representative_load(tmp_path: Path) -> None:
+    data = _gather(tmp_path, REMEASURED)
+    top = data.top()
+    assert [c.number for c in top] == [5, 0]  # the recommendation first, the default after it
+    breakdown = charts.breakdown_figure(top)
+    queue = next(trace for trace in breakdown.data if trace.name == "queue")
+    assert queue.y[0] == "trial 5" and queue.x[0] == pytest.approx(0.268)  # not 0.2 nor 0.31
+    batches = charts.batches_figure(top)
+    assert batches.data[0].name.startswith("trial 5")
+    assert "trial 5 stands for its config's 3 loads" in _text(render(data))
+
+
+def test_the_tie_goes_to_the_cheaper_config_and_the_report_says_so(tmp_path: Path) -> None:
+    # 2 instances lead by their median (5868 against 5800), but the loads overlap: 1 instance is cheaper.
+    loads = [Load(PLAIN, {"throughput": 5700.0}, default=True), Load(BATCHED, {"throughput": 5600.0}),
+             Load(PLAIN, {"throughput": 5800.0}, remeasure_of=0), Load(BATCHED, {"throughput": 6400.0}, remeasure_of=1),
+             Load(PLAIN, {"throughput": 5900.0}, remeasure_of=0), Load(BATCHED, remeasure_of=1)]
+    data = _gather(tmp_path, loads)
+    assert data.recommendation.leader.number == 5 and data.recommended == 2
+    assert "instances 1 instead of 2" in data.recommendation.reason
+    assert data.recommendation.reason in _text(render(data))
+
+
+def test_no_gpu_series_on_a_cpu_study(tmp_path: Path) -> None:
+    data = _gather(tmp_path, REMEASURED)
+    assert not data.gpu_measured()
+    names = [trace.name for trace in charts.resources_figure(data.top(), data.gpu_measured()).data]
+    assert names and not [n for n in names if "GPU" in n]
+    text = _text(render(data))
+    assert "CPU use" in text and "GPU util" not in text and "CPU and GPU use" not in text
+
+
+def test_gpu_series_where_a_gpu_was_read(tmp_path: Path) -> None:
+    data = _gather(tmp_path, [Load(PLAIN, {"gpu_util_pct": 40.0, "gpu_util_max_pct": 70.0}, default=True)])
+    assert data.gpu_measured()
+    names = [trace.name for trace in charts.resources_figure(data.top(), True).data]
+    assert "GPU util %" in names and "CPU and GPU use" in _text(render(data))
+
+
+def test_one_concurrency_draws_no_curve_and_says_how_to_get_one(tmp_path: Path) -> None:
+    data = _gather(tmp_path, [Load(ONE_CONCURRENCY, default=True)], bounds={})
+    page = render(data)
+    assert 'id="curves"' not in page and "id='no-curves'" in page
+    assert "load.concurrency: auto" in _text(page) and "concurrency 1 only" in _text(page)
+    written = {path.name for path in write_pngs(data, tmp_path / "png")}
+    assert "curves.png" not in written and "breakdown.png" in written
+
+
+def test_several_concurrencies_draw_the_curve(tmp_path: Path) -> None:
+    data = _gather(tmp_path, REMEASURED)
+    page = render(data)
+    assert 'id="curves"' in page and "no-curves" not in page
+    assert "curves.png" in {path.name for path in write_pngs(data, tmp_path / "png")}
+
+
+def test_compare_puts_configs_side_by_side_by_their_medians(tmp_path: Path) -> None:
+    a = _gather(tmp_path, REMEASURED)
+    (tmp_path / "b").mkdir()
+    b = _gather(tmp_path / "b", [Load(PLAIN, default=True)])
+    document = comparison_json(a, b)
+    front = {c["number"]: c for c in document["a"]["pareto_front"]}
+    assert document["a"]["recommended_trial"] == 5 and sorted(front) == [0, 5]
+    assert front[5]["loads"] == [1, 4, 5] and front[5]["metrics"]["throughput"] == pytest.approx(5867.73)
+    assert document["b_over_a"]["throughput"] == pytest.approx(2317.89 / 5867.73)
+    assert "median throughput" in document["a"]["reason"]
+    assert front_table(a).row_count == 2  # configs, not the 5 complete loads
+
+
+def test_the_report_shows_the_verifications_of_the_recommendation(tmp_path: Path) -> None:
+    from test_verify import verification
+
+    from tuner.reports import record
+
+    store = Store(f"sqlite:///{tmp_path / 'report.db'}")
+    try:
+        study = write_study(store, "report", REMEASURED, BOUNDS)
+        assert "Verifications" not in _text(render(gather(study, store, importances=False)))
+        record(study, verification([5100.0, 5200.0, 5300.0], stored=5867.7, interval=(5200.0, 6400.0)))
+        text = _text(render(gather(study, store, importances=False)))
+    finally:
+        store.close()
+    assert "Verifications" in text and "5200" in text and "does not hold" not in text

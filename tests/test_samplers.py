@@ -12,8 +12,7 @@ import pytest
 from tuner import config as cfg
 from tuner import samplers
 from tuner.errors import ConfigError
-from tuner.samplers import _registry
-from tuner.search_space import SearchSpace
+from tuner.samplers import SearchSpace, _registry
 from tuner.trial import TrialSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -28,7 +27,7 @@ SPACE = {
 
 
 def _space(worker_cores: int = 2, **knobs: Any) -> SearchSpace:
-    return SearchSpace(cfg.SearchSpace.model_validate(knobs or SPACE), worker_cores)
+    return SearchSpace(cfg.SpaceSettings.model_validate(knobs or SPACE), worker_cores)
 
 
 def _study(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
@@ -293,22 +292,6 @@ def test_bo_on_a_space_it_cannot_list_searches_with_tpe() -> None:
 # --- registry ----------------------------------------------------------------------------------
 
 
-def test_seeded_samplers_repeat() -> None:
-    def proposals(name: str) -> list[str]:
-        space = _space()
-        study = _study(samplers.make_sampler(name, 11, space))
-        keys = []
-        for _ in range(12):
-            trial = study.ask()
-            spec = space.suggest(trial)
-            keys.append(spec.key())
-            study.tell(trial, [_hill(spec), 1.0])
-        return keys
-
-    for name in ("bo", "tpe", "nsga2", "random"):
-        assert proposals(name) == proposals(name), name
-
-
 def test_gp_without_torch_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(_registry.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
@@ -331,16 +314,26 @@ def test_initial_params_start_with_the_default_then_known_good_configs() -> None
     assert samplers.initial_params("quick", space) == [space.default_params()]
 
 
+def test_seeds_take_the_place_of_the_known_good_configs() -> None:
+    space = _space()
+    seeds = [space.params_near({"instance_count": 3}), space.default_params(), space.params_near({"instance_count": 3})]
+
+    assert samplers.initial_params("bo", space, seeds=seeds) == [space.default_params(), seeds[0]]
+    assert samplers.initial_params("bo", space, seeds=[]) == [space.default_params()]
+    assert samplers.initial_params("grid", space, seeds=seeds) == [space.default_params()]
+
+
 @pytest.mark.parametrize("name", ["bo", "tpe", "gp"])
 def test_model_based_samplers_measure_a_new_config_each_trial(name: str) -> None:
-    space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2],
+    # 8 configs: 5 asks after the 3 random ones, each fitting the model again (gp's fits are slow)
+    space = _space(max_batch_size=[1, 8], dynamic_batching=False, instance_count=[1, 2],
                    accelerator=["none", "openvino"])
     study = _study(samplers.make_sampler(name, 0, space, n_startup_trials=3))
     keys = []
-    for _ in range(12):  # every config of the space
+    for _ in range(8):  # every config of the space
         trial = study.ask()
         spec = space.suggest(trial)
         keys.append(spec.key())
         study.tell(trial, [_hill(spec), 1.0])
 
-    assert len(set(keys)) == 12
+    assert len(set(keys)) == 8

@@ -10,14 +10,15 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from tuner import config as cfg
 from tuner import samplers
 from tuner.errors import ConfigError
-from tuner.search_space import KNOBS, SearchSpace, fixed_value
+from tuner.samplers import SearchSpace
+from tuner.samplers._space import KNOBS, fixed_value
 from tuner.trial import InstanceKind, TrialSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _space(worker_cores: int = 8, kind: InstanceKind = InstanceKind.CPU, **knobs: Any) -> SearchSpace:
-    return SearchSpace(cfg.SearchSpace.model_validate(knobs), worker_cores, kind)
+    return SearchSpace(cfg.SpaceSettings.model_validate(knobs), worker_cores, kind)
 
 
 def _study(sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -44,7 +45,7 @@ def _in(value: Any, dim: Any) -> bool:
 def test_suggested_specs_lie_in_the_default_space() -> None:
     space = _space(worker_cores=8)
     study = _study(optuna.samplers.RandomSampler(seed=1))
-    default = cfg.SearchSpace()
+    default = cfg.SpaceSettings()
 
     for _ in range(40):
         trial, spec = _ask(space, study)
@@ -262,6 +263,38 @@ def test_default_params_with_batching_forced_on_use_the_lowest_delay() -> None:
     assert space.default_params().get("max_queue_delay_us") == 100
 
 
+# --- params_from (transfer between studies) ------------------------------------------------------
+
+
+def test_a_config_of_another_space_keeps_what_this_space_has_and_moves_the_rest() -> None:
+    space = _space(max_batch_size=[1, 8, 16], dynamic_batching=[False, True],
+                   max_queue_delay_us={"low": 0, "high": 2000, "step": 1000}, instance_count={"low": 1, "high": 3},
+                   cpu_threads=[1, 2], precision=["fp32", "int8"])
+    prior = {"max_batch_size": 16, "dynamic_batching": True, "max_queue_delay_us": 700, "instance_count": 4,
+             "cpu_threads": 2, "kind": "KIND_CPU", "accelerator": "openvino", "precision": "fp16"}
+
+    assert space.params_from(prior) == {
+        "max_batch_size": 16,  # kept
+        "dynamic_batching": True,
+        "instance_count": 3,  # 4 is over the range: its nearest value
+        "precision": "fp32",  # fp16 is no choice here: the default config's
+        "cpu_threads": 2,
+        "max_queue_delay_us": 1000,  # the nearest step; accelerator is fixed here, so no param
+    }
+
+
+def test_knobs_a_config_lacks_take_the_defaults_and_a_delay_without_batching_is_no_param() -> None:
+    space = _space(max_batch_size=[2, 8], dynamic_batching=[False, True], instance_count=[1, 2],
+                   accelerator=["none", "openvino"])
+
+    mapped = space.params_from({"instance_count": 2, "max_queue_delay_us": 500, "batch": 3})
+
+    assert mapped == {**space.default_params(), "instance_count": 2}
+    assert "max_queue_delay_us" not in mapped and mapped["dynamic_batching"] is False
+    assert space.params_from({"max_batch_size": 6}) == {**space.default_params(), "max_batch_size": 8}
+    assert space.params_from({"accelerator": "tensorrt"})["accelerator"] == "none"
+
+
 # --- grid --------------------------------------------------------------------------------------
 
 
@@ -355,7 +388,7 @@ def test_grid_sampler_reaches_every_spec_with_conditional_delay() -> None:
 
 
 def test_sampler_names_match_the_config() -> None:
-    assert tuple(samplers.SAMPLERS) == cfg.SAMPLERS
+    assert tuple(samplers.SAMPLERS) == cfg.SAMPLER_NAMES
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,12 @@ import logging
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
 from tuner.errors import StorageError
-from tuner.storage_retry import Retrier, is_transient
+from tuner.storage._retry import Retrier, is_transient
 
 
 def _refused() -> sa_exc.OperationalError:
@@ -34,7 +36,7 @@ class Flaky:
 def test_an_outage_is_ridden_out_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     pauses: list[float] = []
     flaky = Flaky(4, _refused())
-    with caplog.at_level(logging.WARNING, logger="tuner.storage_retry"):
+    with caplog.at_level(logging.WARNING, logger="tuner.storage._retry"):
         assert Retrier(budget_s=60, sleep=pauses.append).call(flaky) == 42
     assert flaky.calls == 5
     assert pauses == [0.25, 0.5, 1.0, 2.0]
@@ -68,3 +70,29 @@ def test_an_outage_longer_than_the_budget_is_a_storage_error() -> None:
     with pytest.raises(StorageError, match="did not answer for"):
         Retrier(budget_s=0.3, max_pause_s=0.05).call(flaky)
     assert flaky.calls > 2
+
+
+def test_a_session_used_again_after_its_connection_dropped_is_transient(fresh_postgres_url: str) -> None:
+    """Optuna's ``_get_trials`` catches the OperationalError and queries again on the same session,
+    which raises PendingRollbackError (no cause, only a context): that is the same outage."""
+    engine = sa.create_engine(fresh_postgres_url)
+    admin = sa.create_engine(fresh_postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with Session(engine) as session:
+            pid = session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            with admin.connect() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(sa_exc.OperationalError):
+                session.execute(sa.text("SELECT 1"))
+            try:
+                session.execute(sa.text("SELECT 1"))
+            except sa_exc.PendingRollbackError as again:
+                try:
+                    raise optuna.exceptions.StorageInternalError("commit failed") from again
+                except optuna.exceptions.StorageInternalError as wrapped:
+                    assert is_transient(wrapped)
+            else:
+                pytest.fail("the session answered on a dropped connection")
+    finally:
+        engine.dispose()
+        admin.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import optuna
 import pytest
 
 from tuner.errors import StorageError
-from tuner.store import Store
+from tuner.storage import Store
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
+
 
 @pytest.fixture
 def store(fresh_url: str):
@@ -64,3 +66,28 @@ def test_read_only_open_of_a_missing_sqlite_file(tmp_path: Path) -> None:
 def test_unreachable_database_is_a_storage_error() -> None:
     with pytest.raises(StorageError, match="cannot open storage"):
         Store("postgresql+psycopg://postgres@127.0.0.1:1/none")
+
+
+def test_stores_opened_at_once_on_a_new_postgresql_database_all_open(fresh_postgres_url: str) -> None:
+    """Two drivers (or a driver and the API) starting together on an empty database: Optuna creates
+    its tables and types without a lock, and one of them failed with a duplicate type."""
+    opened: list[Store] = []
+    errors: list[StorageError] = []
+    barrier = threading.Barrier(4)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            opened.append(Store(fresh_postgres_url))
+        except StorageError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in opened:
+        store.close()
+    assert errors == []
+    assert len(opened) == 4

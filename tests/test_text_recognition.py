@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tuner.accuracy import compare, is_classifier_output, reference_outputs
+from tuner.model import compare, reference_outputs, validation_inputs
+from tuner.model._accuracy import is_classifier_output
 from tuner.model_info import ModelInfo, TensorInfo, read_model_info
-from tuner.validation import validation_inputs
 
 
 def test_prepared_recognizer_reads_rendered_lines(text_recognition_onnx: Path) -> None:

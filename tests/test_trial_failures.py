@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import MeasurementError, ModelError, ServerStartError
-from tuner.measure.perf_analyzer import check_disk
+from tuner.measure._perf_analyzer import check_disk
 from tuner.trial import Failure, TrialOutcome, TrialSpec
-from tuner.worker import trial_failure
+from tuner.workers._worker import trial_failure
 
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
 

@@ -1,4 +1,4 @@
-"""tuner.validation: the fixed validation batch every variant is checked on."""
+"""tuner.model._validation: the fixed validation batch every variant is checked on."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from tuner.errors import ModelError
+from tuner.model import validation_inputs
 from tuner.model_info import ModelInfo, TensorInfo, read_model_info
-from tuner.validation import validation_inputs
 
 
 @pytest.fixture(scope="module")

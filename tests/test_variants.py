@@ -1,4 +1,4 @@
-"""tuner.variants: FP16 / INT8 copies of an ONNX model, built once and cached by content hash."""
+"""tuner.model._variants: FP16 / INT8 copies of an ONNX model, built once and cached by content hash."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tuner import variants
 from tuner.errors import ConfigError, ModelError
+from tuner.model import _variants as variants
+from tuner.model import build_variant, validation_inputs
+from tuner.model._variants import file_digest, int8_method
 from tuner.model_info import read_model_info
-from tuner.validation import validation_inputs
-from tuner.variants import build_variant, file_digest, int8_method
 
 
 def _matmul_model(path: Path, seed: int = 0) -> Path:
@@ -271,7 +271,7 @@ def test_int8_of_digits_forest_has_nothing_to_quantize(digits_onnx: Path, tmp_pa
 
 
 def test_static_int8_is_cached_per_calibration_set(tmp_path: Path, text_detection_onnx: Path) -> None:
-    from tuner.variants import _arrays_digest
+    from tuner.model._variants import _arrays_digest
 
     first = {"x": np.zeros((1, 3, 320, 320), dtype=np.float32)}
     second = {"x": np.ones((1, 3, 320, 320), dtype=np.float32)}

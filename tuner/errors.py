@@ -1,48 +1,110 @@
-"""The tuner's exception tree.
+"""The tuner's exception tree, and the exit code of each kind of error.
 
-    TunerError                  anything the tuner reports on purpose
-    ├── ConfigError             a study file or command-line value is wrong (exit code 2)
-    │   └── StudyLockedError    another driver runs the study (exit code 2, nothing touched)
-    ├── ModelError              a model file is missing, unreadable or unsupported
-    ├── ServerStartError        a Triton server did not start or became unreachable
-    ├── ModelLoadError          Triton refused a model config (carries Triton's message)
-    ├── MeasurementError        the load generator failed or did not produce results
-    ├── StorageError            the study storage cannot be opened or read
-    └── DiskFullError           a worker's disk is full: the study stops, the trial runs again later
+    TunerError                  anything the tuner reports on purpose                          exit code
+    ├── ConfigError             a study file or command-line value is wrong                    2 input
+    │   └── StudyLockedError    another driver runs the study (nothing touched)                2 input
+    ├── ModelError              a model file is missing, unreadable or unsupported             2 input
+    ├── ServerStartError        a Triton server did not start or became unreachable            3 environment
+    ├── ModelLoadError          Triton refused a model config (carries Triton's message)       3 environment
+    ├── MeasurementError        the load generator failed or did not produce results           3 environment
+    ├── StorageError            the study storage cannot be opened or read                     3 environment
+    │   └── StudyNotFoundError  no study (or trial) of the name (or number) asked for          2 input
+    └── DiskFullError           a worker's disk is full: the study stops, the trial runs again 3 environment
 
 Errors inside one trial (ModelLoadError, MeasurementError, a server that died mid-trial)
-become a FAIL trial with the reason kept; errors outside a trial stop the study.
+become a FAIL trial with the reason kept; errors outside a trial stop the study, and the CLI
+exits with the error's ``exit_code`` (``ExitCode``), so a script or the API can tell a file to
+fix (2) from a machine to fix (3) without reading the message.
 """
 
 from __future__ import annotations
 
+import enum
+import signal
+from typing import ClassVar
+
+
+class ExitCode(enum.IntEnum):
+    """The `tuner` command's exit codes, by cause."""
+
+    #: Done; `tuner verify`: the config holds.
+    OK = 0
+    #: `tuner verify` only: the config measured worse than stored.
+    DOES_NOT_HOLD = 1
+    #: The user's input: the study file, a model file, a command-line value, a study name, a study another
+    #: tuner runs. Running it again unchanged fails the same way.
+    INPUT = 2
+    #: The environment: a Triton server, the storage, perf_analyzer, a full disk, Ray. The input may be
+    #: fine; running it again once the machine is fixed may succeed.
+    ENVIRONMENT = 3
+    #: Ctrl-C (128 + SIGINT), after the study was left intact.
+    INTERRUPTED = 128 + signal.SIGINT
+    #: SIGTERM (128 + SIGTERM), after the study was left intact, as for Ctrl-C.
+    TERMINATED = 128 + signal.SIGTERM
+
 
 class TunerError(Exception):
-    """Base class of every error the tuner raises on purpose."""
+    """Base class of every error the tuner raises on purpose.
+
+    Attributes:
+        exit_code: The CLI's exit code for this kind of error. A plain TunerError (Ray that cannot
+            be started or joined) is the environment's.
+    """
+
+    exit_code: ClassVar[ExitCode] = ExitCode.ENVIRONMENT
 
 
 class ConfigError(TunerError):
     """A study file or a command-line value is invalid."""
 
+    exit_code = ExitCode.INPUT
+
 
 class ModelError(TunerError):
-    """A model file is missing, unreadable or uses something the tuner cannot serve."""
+    """A model file is missing, unreadable or uses something the tuner cannot serve.
+
+    The user's input: the file the study names, its ``model.inputs``, its validation data, or a
+    precision the model has no variant for.
+    """
+
+    exit_code = ExitCode.INPUT
 
 
 class ServerStartError(TunerError):
     """A Triton server did not start, or stopped answering."""
 
+    exit_code = ExitCode.ENVIRONMENT
+
 
 class ModelLoadError(TunerError):
-    """Triton refused to load a model config; the message is Triton's own."""
+    """Triton refused to load a model config; the message is Triton's own.
+
+    Within a study it is a FAIL trial. It stops a command only where the config has loaded before
+    (``tuner verify`` of a measured config), so the server, not the config, has changed.
+    """
+
+    exit_code = ExitCode.ENVIRONMENT
 
 
 class MeasurementError(TunerError):
-    """The load generator failed or produced no usable result."""
+    """The load generator failed or produced no usable result (perf_analyzer missing, say)."""
+
+    exit_code = ExitCode.ENVIRONMENT
 
 
 class StorageError(TunerError):
     """The study storage cannot be opened or does not hold what was asked for."""
+
+    exit_code = ExitCode.ENVIRONMENT
+
+
+class StudyNotFoundError(StorageError):
+    """The storage holds no study (or trial) of the name (or number) asked for.
+
+    The storage answered: the name (or the storage file) the user gave is wrong.
+    """
+
+    exit_code = ExitCode.INPUT
 
 
 class StudyLockedError(ConfigError):
@@ -51,3 +113,5 @@ class StudyLockedError(ConfigError):
 
 class DiskFullError(TunerError):
     """A trial failed because a disk is full: no config is to blame, so the study stops."""
+
+    exit_code = ExitCode.ENVIRONMENT

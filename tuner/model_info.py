@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuner.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 #: ONNX TensorProto element type -> Triton data type name (without the TYPE_ prefix).
 _ONNX_TO_TRITON = {
@@ -92,8 +96,7 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> Mode
     for t in inputs:
         if -1 in t.shape[1:]:
             raise ModelError(
-                f"input {t.name!r} of {path.name} has free dimensions {list(t.shape)}: "
-                "give its shape in model.inputs"
+                f"input {t.name!r} of {path.name} has free dimensions {list(t.shape)}: give its shape in model.inputs"
             )
     return ModelInfo(inputs=tuple(inputs), outputs=tuple(outputs))
 
@@ -107,7 +110,7 @@ def _override(found: TensorInfo, given: TensorInfo | None) -> TensorInfo:
     return TensorInfo(name=found.name, dtype=given.dtype, shape=tuple(shape))
 
 
-def _tensor(value) -> TensorInfo:  # value: onnx.ValueInfoProto
+def _tensor(value: onnx.ValueInfoProto) -> TensorInfo:
     tensor_type = value.type.tensor_type
     dtype = _ONNX_TO_TRITON.get(tensor_type.elem_type)
     if dtype is None:

@@ -1,43 +1,28 @@
-"""Worker pools: keep every worker busy with trials, and survive workers that die or hang.
+"""The pool contract: what the study loop needs of a pool of workers, and what it gets back.
 
-    with make_pool(...) as pool:
+    with pool:
         while pool.idle():
-            pool.submit(ticket, spec)
+            pool.submit(ticket, spec, screen)        # screen: None, or when to stop a hopeless trial early
         for finished in pool.collect(timeout_s=1.0):
             ...                                  # Finished(ticket, spec, outcome, worker)
 
-The contract of both pools:
-
-- ``submit`` never blocks and never measures; ``collect`` returns the trials that finished
-  (possibly none before the timeout). Every submitted ticket comes back exactly once.
-- A trial's own failure comes back as an outcome with ``error`` set, never as an exception.
-
-``LocalPool`` runs one Worker in this process: no Ray processes share the cores being
-measured. ``RayPool`` runs one Ray actor per worker, each owning its own Triton server,
-pinned to its own cores on CPU or given its own GPU. A trial whose actor dies is run once
-more on another worker; a trial that outlives the trial timeout has its actor killed and is
-FAIL. A dead actor is replaced.
+The contract is written on ``Pool``. Four pools keep it: ``LocalPool`` and ``RayPool``
+(tuner.workers) measure on real servers, ``ReplayPool`` (tuner.replay) answers from a recorded
+landscape, and the tests' ``ScriptedPool`` answers from a script; tests/contracts runs one suite
+against each. A ``WorkerPlan`` says how many workers a pool runs and what each gets. This module
+imports no worker code, so a replay (and anything else that only speaks the contract) loads
+neither Ray nor Triton.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from tuner.errors import ServerStartError
-from tuner.ray_init import init_ray
-from tuner.trial import Failure, TrialOutcome, TrialSpec
-from tuner.triton.server import kill_orphans
-from tuner.worker import Worker, WorkerSetup, disk_full_error
+from tuner.trial import Screen, TrialOutcome, TrialSpec
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @dataclass(frozen=True)
@@ -64,358 +49,61 @@ class WorkerStatus:
 
 
 class Pool(Protocol):
-    """What the study loop needs of a pool of workers."""
+    """What the study loop needs of a pool of workers.
 
-    status: list[WorkerStatus]
+    Contract (the study loop calls every method from one thread; a pool need not be thread-safe):
 
-    def __enter__(self) -> Pool: ...
+    - ``__enter__`` starts every worker (their servers included) and returns the pool; it raises
+      ServerStartError where a worker cannot start. ``__exit__`` closes.
+    - ``status``: one WorkerStatus per worker, ``index`` 0 to n-1 in order, kept current (displays
+      read it while trials run). A worker's ``ticket`` is the trial it runs or holds, or None;
+      ``done`` and ``failed`` count the trials it gave back, and those of them that failed.
+    - ``idle()``: how many trials may be submitted now: the workers free, less what is queued.
+      Never negative; before anything is submitted, the number of workers.
+    - ``submit(ticket, spec, screen=None)``: only while ``idle()`` > 0, with a ticket not in flight.
+      It never blocks and never measures: the trial runs in a worker, or in the next ``collect``.
+      A ``screen`` (tuner.trial.Screen) travels with the spec, never in it (the spec's key names
+      the config): the worker screens the trial's first concurrency by it, and a hopeless config
+      comes back pruned (``outcome.pruned`` set, its one point the screen's), which is no failure.
+    - ``collect(timeout_s)``: the trials that finished, possibly none. With nothing in flight it
+      returns an empty list at once; a pool whose workers run elsewhere waits at most about
+      ``timeout_s`` for one, and one that runs the trial in the caller's thread (LocalPool) takes
+      as long as the trial. Every submitted ticket comes back exactly once, in a ``Finished`` with
+      the spec as submitted, an outcome of that spec, and the ``index`` of the worker that ran it.
+    - A trial's own failure (a config Triton refuses, a measurement that fails, a worker that died
+      or hung) comes back as a failed outcome (``error`` set; ``failure`` its kind, CONFIG where
+      unsaid; DISK_FULL stops the study), never as an exception. ``collect`` raises only what
+      stops the study: KeyboardInterrupt as it came, and ServerStartError where a dead worker
+      cannot be replaced.
+    - ``close()`` stops every worker and releases what ``__enter__`` took (servers, actors, a Ray
+      it started); trials in flight are dropped and never come back. It may be called twice and
+      after ``__exit__``; a closed pool is not used again.
+    """
+
+    @property
+    def status(self) -> list[WorkerStatus]: ...
+    def __enter__(self) -> Self: ...
     def __exit__(self, *exc_info: object) -> None: ...
     def idle(self) -> int: ...
-    def submit(self, ticket: int, spec: TrialSpec) -> None: ...
+    def submit(self, ticket: int, spec: TrialSpec, screen: Screen | None = None) -> None: ...
     def collect(self, timeout_s: float) -> list[Finished]: ...
     def close(self) -> None: ...
 
 
-class LocalPool:
-    """One Worker in this process; ``collect`` runs the submitted trial.
-
-    Args:
-        setup: The worker's setup.
-    """
-
-    def __init__(self, setup: WorkerSetup) -> None:
-        self.worker = Worker(setup)
-        self.status = [WorkerStatus(index=0, node="local", pid=os.getpid(), cores=tuple(sorted(_affinity())))]
-        self._queued: deque[tuple[int, TrialSpec]] = deque()
-
-    def __enter__(self) -> LocalPool:
-        self.worker.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def size(self) -> int:
-        return 1
-
-    def idle(self) -> int:
-        return 0 if self._queued else 1
-
-    def submit(self, ticket: int, spec: TrialSpec) -> None:
-        self._queued.append((ticket, spec))
-        self.status[0].ticket = ticket
-
-    def collect(self, timeout_s: float) -> list[Finished]:
-        del timeout_s  # the trial runs here and now
-        if not self._queued:
-            return []
-        ticket, spec = self._queued[0]
-        outcome = self.worker.evaluate(spec)
-        self._queued.popleft()
-        _count(self.status[0], outcome)
-        return [Finished(ticket, spec, outcome, 0)]
-
-    def close(self) -> None:
-        self.worker.stop()
-
-
-def _count(status: WorkerStatus, outcome: TrialOutcome) -> None:
-    status.ticket = None
-    status.done += 1
-    status.failed += int(outcome.failed)
-
-
-def _affinity() -> set[int]:
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-
-
-def worker_cores(index: int, cores_per_worker: int) -> list[int]:
-    """The cores of worker ``index`` on this node: consecutive, disjoint slices of its cores."""
-    available = sorted(_affinity())
-    slots = max(1, len(available) // max(1, cores_per_worker))
-    start = (index % slots) * cores_per_worker
-    return available[start : start + cores_per_worker] or available
-
-
-class WorkerActor:
-    """The body of a Ray actor: one Worker whose model arrives as bytes through Ray.
-
-    Args:
-        setup: The worker's setup; ``model_path`` is replaced by a file this actor writes.
-        model_bytes: The ONNX file's content (so no shared disk is needed).
-        cores_per_worker: Pin this process, and so its server and load generator, to this many
-            cores of its node; None leaves the affinity as it is (GPU workers).
-        index: The worker's index, which picks its slice of cores.
-    """
-
-    def __init__(self, setup: WorkerSetup, model_bytes: bytes, cores_per_worker: int | None, index: int) -> None:
-        if cores_per_worker:
-            os.sched_setaffinity(0, worker_cores(index, cores_per_worker))
-        model_path = setup.workdir / "model.onnx"
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        if not model_path.is_file() or model_path.read_bytes() != model_bytes:
-            model_path.write_bytes(model_bytes)
-        self.worker = Worker(replace(setup, model_path=model_path))
-
-    def start(self) -> dict[str, Any]:
-        import ray
-
-        self.worker.start()
-        context = ray.get_runtime_context()
-        return {
-            "node": f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}",
-            "pid": os.getpid(),
-            "cores": sorted(_affinity()),
-            "server_pid": self.worker.server.pid,
-        }
-
-    def evaluate(self, spec: TrialSpec) -> TrialOutcome:
-        return self.worker.evaluate(spec)
-
-    def stop(self) -> None:
-        self.worker.stop()
-
-
-@dataclass
-class _Slot:
-    status: WorkerStatus
-    actor: Any = None
-    future: Any = None
-    spec: TrialSpec | None = None
-    attempt: int = 0
-    started: float = 0.0
-
-
-@dataclass
-class RaySettings:
-    """Where and how the Ray workers run.
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many workers run, and what each gets.
 
     Attributes:
         count: Number of workers.
-        cpus_per_worker: Ray CPUs (and pinned cores) of each worker.
-        gpus_per_worker: Ray GPUs of each worker; Ray hides the others from it.
-        address: An existing Ray cluster to join; None starts a local one.
-        trial_timeout_s: A trial running longer has its worker killed and is FAIL.
-        start_timeout_s: How long a worker may take to start its server.
-        max_attempts: Runs of a trial whose worker died before it is FAIL.
+        cpus_per_worker: Cores each worker is pinned to (on CPU) and asks Ray for.
+        gpus_per_worker: GPUs each worker asks Ray for; 0 on CPU.
     """
 
     count: int
     cpus_per_worker: int
-    gpus_per_worker: float = 0.0
-    address: str | None = None
-    trial_timeout_s: float = 900.0
-    start_timeout_s: float = 120.0
-    max_attempts: int = 2
-
-
-class RayPool:
-    """One Ray actor per worker.
-
-    Args:
-        setup_for: The setup of worker ``index`` (its own work folder).
-        model_path: The ONNX file, sent to every worker through Ray.
-        settings: Worker count, resources and timeouts.
-    """
-
-    def __init__(self, setup_for: Callable[[int], WorkerSetup], model_path: Path, settings: RaySettings) -> None:
-        self.setup_for = setup_for
-        self.model_path = model_path
-        self.settings = settings
-        self.slots = [_Slot(WorkerStatus(index=i)) for i in range(settings.count)]
-        self._retry: deque[tuple[int, TrialSpec, int]] = deque()
-        self._model_ref: Any = None
-        self._started_ray = False
+    gpus_per_worker: float
 
     @property
-    def status(self) -> list[WorkerStatus]:
-        return [slot.status for slot in self.slots]
-
-    @property
-    def size(self) -> int:
-        return len(self.slots)
-
-    def __enter__(self) -> RayPool:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def start(self) -> None:
-        """Joins or starts Ray and starts every worker (each starts its server)."""
-        import ray
-
-        if not ray.is_initialized():
-            num_cpus = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
-            init_ray(self.settings.address, num_cpus)
-            self._started_ray = True
-        self._model_ref = ray.put(self.model_path.read_bytes())
-        for slot in self.slots:
-            self._spawn(slot)
-        for slot in self.slots:
-            self._await_start(slot)
-
-    def _spawn(self, slot: _Slot) -> None:
-        import ray
-
-        remote = ray.remote(WorkerActor).options(
-            num_cpus=self.settings.cpus_per_worker,
-            num_gpus=self.settings.gpus_per_worker,
-            max_concurrency=1,
-        )
-        cores = None if self.settings.gpus_per_worker else self.settings.cpus_per_worker
-        index = slot.status.index
-        slot.actor = remote.remote(self.setup_for(index), self._model_ref, cores, index)
-        slot.future = slot.actor.start.remote()
-        slot.spec = None
-
-    def _await_start(self, slot: _Slot) -> None:
-        import ray
-
-        try:
-            info = ray.get(slot.future, timeout=self.settings.start_timeout_s)
-        except Exception as exc:  # GetTimeoutError, RayActorError, or the worker's own ServerStartError
-            raise ServerStartError(f"worker {slot.status.index} did not start: {_reason(exc)}") from exc
-        slot.future = None
-        slot.status.node = info["node"]
-        slot.status.pid = info["pid"]
-        slot.status.cores = tuple(info["cores"])
-        logger.info("worker %d ready on %s, cores %s", slot.status.index, info["node"], info["cores"])
-
-    def idle(self) -> int:
-        return sum(1 for s in self.slots if s.future is None) - len(self._retry)
-
-    def submit(self, ticket: int, spec: TrialSpec, attempt: int = 0) -> None:
-        slot = next((s for s in self.slots if s.future is None), None)
-        if slot is None:
-            self._retry.append((ticket, spec, attempt))
-            return
-        slot.spec, slot.attempt, slot.started = spec, attempt, time.monotonic()
-        slot.status.ticket = ticket
-        slot.future = slot.actor.evaluate.remote(spec)
-
-    def collect(self, timeout_s: float) -> list[Finished]:
-        import ray
-
-        self._drain_retries()
-        busy = {s.future: s for s in self.slots if s.future is not None}
-        if not busy:
-            return []
-        ready, _ = ray.wait(list(busy), num_returns=1, timeout=timeout_s)
-        finished = []
-        for future in ready:
-            result = self._result(busy[future], future)
-            if result is not None:
-                finished.append(result)
-        finished.extend(self._expire_hung())
-        return finished
-
-    def _result(self, slot: _Slot, future: Any) -> Finished | None:
-        import ray
-
-        ticket, spec = slot.status.ticket, slot.spec
-        assert ticket is not None and spec is not None
-        try:
-            outcome = ray.get(future)
-        except ray.exceptions.RayActorError as exc:
-            logger.warning("worker %d died during trial %d: %s", slot.status.index, ticket, _reason(exc))
-            self._replace(slot)
-            if slot.attempt + 1 < self.settings.max_attempts:
-                self._retry.append((ticket, spec, slot.attempt + 1))
-                return None
-            outcome = TrialOutcome(spec=spec, config_pbtxt="", error=f"worker died: {_reason(exc)}",
-                                   failure=Failure.WORKER)
-        except Exception as exc:  # an unexpected error inside the worker: the trial fails, the study goes on
-            outcome = _worker_error(spec, exc)
-            slot.future = None
-        else:
-            slot.future = None
-        index = slot.status.index
-        _count(slot.status, outcome)
-        slot.spec = None
-        return Finished(ticket, spec, outcome, index)
-
-    def _expire_hung(self) -> list[Finished]:
-        now = time.monotonic()
-        expired = []
-        for slot in self.slots:
-            if slot.future is None or slot.spec is None or now - slot.started < self.settings.trial_timeout_s:
-                continue
-            ticket, spec = slot.status.ticket, slot.spec
-            assert ticket is not None
-            logger.warning("trial %d exceeded %.0f s on worker %d; killing the worker",
-                           ticket, self.settings.trial_timeout_s, slot.status.index)
-            self._replace(slot)
-            outcome = TrialOutcome(
-                spec=spec, config_pbtxt="", error=f"trial timed out after {self.settings.trial_timeout_s:.0f} s",
-                failure=Failure.WORKER,
-            )
-            _count(slot.status, outcome)
-            expired.append(Finished(ticket, spec, outcome, slot.status.index))
-        return expired
-
-    def _kill(self, slot: _Slot) -> None:
-        """Kills the slot's actor; its server dies with it, and on this node its stubs too."""
-        import ray
-
-        ray.kill(slot.actor, no_restart=True)
-        _wait_gone(slot.status.pid)
-        kill_orphans(self.setup_for(slot.status.index).workdir)
-
-    def _replace(self, slot: _Slot) -> None:
-        """Kills the slot's actor and starts a fresh one."""
-        self._kill(slot)
-        slot.spec = None
-        self._spawn(slot)
-        self._await_start(slot)
-
-    def _drain_retries(self) -> None:
-        while self._retry and any(s.future is None for s in self.slots):
-            ticket, spec, attempt = self._retry.popleft()
-            self.submit(ticket, spec, attempt)
-
-    def close(self) -> None:
-        """Stops every server (gracefully where the worker answers), then the actors and Ray."""
-        import ray
-
-        if not ray.is_initialized():
-            return
-        stops = []
-        for slot in self.slots:
-            if slot.actor is not None:
-                if slot.future is not None:
-                    self._kill(slot)  # busy: it cannot take a stop call
-                else:
-                    stops.append(slot.actor.stop.remote())
-        if stops:
-            ray.wait(stops, num_returns=len(stops), timeout=30)
-        for slot in self.slots:
-            if slot.actor is not None:
-                ray.kill(slot.actor, no_restart=True)
-                slot.actor = slot.future = None
-        if self._started_ray:
-            ray.shutdown()
-
-
-def _worker_error(spec: TrialSpec, exc: Exception) -> TrialOutcome:
-    """The outcome of a trial whose worker raised: DISK_FULL where a full disk was the cause."""
-    full = disk_full_error(getattr(exc, "cause", None) or exc)
-    if full is not None:
-        return TrialOutcome(spec=spec, config_pbtxt="", error=f"disk full: {full}", failure=Failure.DISK_FULL)
-    return TrialOutcome(spec=spec, config_pbtxt="", error=f"worker error: {_reason(exc)}", failure=Failure.WORKER)
-
-
-def _wait_gone(pid: int, timeout_s: float = 10.0) -> None:
-    """Waits until a local process has exited (a pid of another node is simply not found)."""
-    import psutil
-
-    with contextlib.suppress(psutil.Error):
-        psutil.Process(pid).wait(timeout=timeout_s)
-
-
-def _reason(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None)
-    text = str(cause or exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:500]
+    def on_gpu(self) -> bool:
+        return self.gpus_per_worker > 0

@@ -113,7 +113,7 @@ class LoadPoint:
 LOAD_METRICS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(LoadPoint) if f.name != "concurrency" and f.type != "bool"
 )
-#: Metrics of the model variant's answers against the FP32 model's (see tuner.accuracy).
+#: Metrics of the model variant's answers against the FP32 model's (see tuner.model).
 ACCURACY_METRICS: tuple[str, ...] = ("accuracy_drop",)
 #: Metric names a study may use as objectives or constraints.
 METRICS: tuple[str, ...] = LOAD_METRICS + ACCURACY_METRICS
@@ -129,9 +129,11 @@ class TrialOutcome:
         points: One LoadPoint per concurrency measured, in the order measured.
         error: Why the trial failed, or None when it succeeded.
         timings_s: Seconds spent per phase (variant, write, load, accuracy, warm-up, measure, unload).
-        accuracy: The variant's answers against the FP32 model's (see tuner.accuracy), when checked.
-        server: By concurrency, what the server did while measured (see tuner.measure.server_stats).
+        accuracy: The variant's answers against the FP32 model's (see tuner.model), when checked.
+        server: By concurrency, what the server did while measured (see tuner.measure).
         failure: The kind of failure where ``error`` is set (CONFIG where the maker did not say).
+        pruned: Why the trial stopped after its screening measurement (see ``Screen``), or None
+            where it was measured in full. A pruned outcome has one point, the screen's.
     """
 
     spec: TrialSpec
@@ -142,6 +144,7 @@ class TrialOutcome:
     accuracy: dict[str, Any] | None = None
     server: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure: Failure | None = None
+    pruned: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -160,8 +163,94 @@ class TrialOutcome:
             "spec": json.loads(self.spec.key()),
             "error": self.error,
             "failure": self.failure_kind.value if self.failure_kind else None,
+            "pruned": self.pruned,
             "points": [p.as_dict() for p in self.points],
             "timings_s": dict(self.timings_s),
             "accuracy": self.accuracy,
             "server": self.server,
         }
+
+
+@dataclass(frozen=True)
+class Screen:
+    """When a trial stops after its first, short measurement: the study's rule for a clearly hopeless
+    config, with the figures the study knows when it submits the trial (``load.early_stop``).
+
+    A worker measures the screen at the first concurrency of the trial's sweep (``concurrency``) and
+    stops there where ``verdict`` gives a reason; otherwise it measures to stability as usual.
+
+    Attributes:
+        concurrency: The concurrency the screen is measured at.
+        latency_metric / latency_budget: The study's latency constraint, or None where the latency
+            is not judged (no budget, or the screen's concurrency is not the sweep's lowest).
+        latency_factor: The latency is hopeless above this many times its budget.
+        incumbent: The best throughput a feasible config has measured at ``concurrency`` so far, or
+            None where throughput is not judged (none yet, or throughput is no maximized objective).
+        throughput_share: The throughput is hopeless below this share of the incumbent's.
+    """
+
+    concurrency: int
+    latency_metric: str | None = None
+    latency_budget: float | None = None
+    latency_factor: float = 2.0
+    incumbent: float | None = None
+    throughput_share: float = 0.5
+
+    @property
+    def judges(self) -> bool:
+        """Whether there is anything to judge a screen against."""
+        return self.latency_budget is not None or self.incumbent is not None
+
+    def verdict(self, point: LoadPoint) -> str | None:
+        """Why ``point``, the screen's measurement, shows the config hopeless; None where it does not.
+
+        A point other processes disturbed (``contaminated``) shows nothing: it is no evidence to stop on.
+        """
+        if point.contaminated:
+            return None
+        if self.latency_metric is not None and self.latency_budget is not None:
+            value = float(getattr(point, self.latency_metric))
+            if value > self.latency_factor * self.latency_budget:
+                return (
+                    f"{_metric_words(self.latency_metric)} {_number(value)} ms in the screening window, "
+                    f"{_ratio(value / self.latency_budget)} the {_number(self.latency_budget)} ms budget"
+                )
+        if self.incumbent is not None and point.throughput < self.throughput_share * self.incumbent:
+            return (
+                f"{_number(point.throughput)} infer/s in the screening window, "
+                f"{_ratio(point.throughput / self.incumbent)} the best so far at concurrency {self.concurrency} "
+                f"({_number(self.incumbent)})"
+            )
+        return None
+
+
+def screened(outcome: TrialOutcome, screen: Screen | None) -> TrialOutcome:
+    """A full outcome judged by ``screen`` on its point at the screen's concurrency, as a worker's screen
+    would have judged it: pruned to that point where hopeless, else as it was.
+
+    For pools that answer from measurements already taken (a replay, tests' scripted pool).
+    """
+    if screen is None or outcome.failed:
+        return outcome
+    point = next((p for p in outcome.points if p.concurrency == screen.concurrency), outcome.points[0])
+    reason = screen.verdict(point)
+    if reason is None:
+        return outcome
+    server = {k: v for k, v in outcome.server.items() if k == str(point.concurrency)}
+    return dataclasses.replace(outcome, points=(point,), server=server, pruned=reason)
+
+
+def _metric_words(metric: str) -> str:
+    """``latency_p99_ms`` -> ``p99``, ``latency_avg_ms`` -> ``mean latency``."""
+    name = metric.removeprefix("latency_").removesuffix("_ms")
+    return "mean latency" if name == "avg" else name
+
+
+def _ratio(value: float) -> str:
+    """2.7x, 0.4x, 4,978x."""
+    return f"{value:.1f}x" if value < 10 else f"{value:,.0f}x"
+
+
+def _number(value: float) -> str:
+    """412, 1,030, 2.35, 0.0812: thousands grouped, three significant digits below 100."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

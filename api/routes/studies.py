@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
 import json
+import time
 from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from api import studies as views
-from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, StudyName, TrustedDep, require_token
+from api import views
+from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, StudyName, TrustedDep, VerifierDep, require_token
 from api.errors import BadBodyError, BodyTooLargeError, ConflictError, UnsupportedMediaError, error_responses
 from api.runs import remove_study_files, validate_study
 from api.schemas import RunInfo, StudyDeleted, StudyDetail, StudyStarted, StudySummary
-from tuner.errors import ConfigError
-from tuner.lease import live_driver
-from tuner.store import StudyNotFoundError
+from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.storage import live_driver
 
 #: The reads; ``create_app`` adds the token check where reads need it.
 router = APIRouter(tags=["studies"])
@@ -42,15 +40,14 @@ _STUDY_FILE_BODY = {
 
 @router.get("/studies", response_model=list[StudySummary], responses=error_responses(401, 403, 503))
 def list_studies(store: StoreDep, studies: StudiesDep, runs: RunsDep) -> list[StudySummary]:
-    """Every study: its state, trial counts, best values, and when it started and last changed."""
+    """Every study: its state, trial counts, best values, recommended trial, and when it started and last changed."""
     found = []
     for name in store.study_names():
-        try:
-            opened = studies.get(name)
-        except StudyNotFoundError:  # deleted meanwhile
-            continue
         run = runs.get(name)
-        found.append(views.summary(opened, store, run.alive if run is not None else None))
+        try:
+            found.append(views.summary(studies.get(name), store, run.alive if run is not None else None))
+        except StudyNotFoundError:  # deleted meanwhile, before it was opened or while it was read
+            continue
     return found
 
 
@@ -92,9 +89,11 @@ def delete_study(
     studies: StudiesDep,
     runs: RunsDep,
     settings: SettingsDep,
+    verifier: VerifierDep,
     force: Annotated[bool, Query(description="Delete even while another process runs the study.")] = False,
 ) -> StudyDeleted:
-    """Stops the study's run (if this API started it) and deletes the study with all its rows and files."""
+    """Stops the study's run and verification (if this API started them) and deletes the study with all its
+    rows and files."""
     if runs.get(name) is None:  # not started here: another driver may hold the study's lease
         studies.get(name)  # 404 when it does not exist
         driver = live_driver(store, name)
@@ -105,6 +104,7 @@ def delete_study(
             )
     stopped = runs.stop(name)
     runs.forget(name)
+    verifier.remove(name)  # a verification would store its result with a study that is gone
     studies.forget(name)
     try:
         store.delete_study(name)

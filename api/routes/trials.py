@@ -1,4 +1,4 @@
-"""A study's trials, its Pareto front and the best config under given limits."""
+"""A study's trials, its Pareto front over configs and the recommendation (the study's own, or under limits)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 from optuna.trial import TrialState
 
-from api import studies as views
+from api import views
 from api.deps import StoreDep, StudiesDep, StudyName
-from api.errors import NoRecommendationError, error_responses
-from api.schemas import Limits, ParetoFront, Recommendation, TrialDetail, TrialPage, TrialStateName
-from tuner import results as rs
-from tuner.explain import bounds_of
-from tuner.store import StudyNotFoundError
+from api.errors import error_responses
+from api.schemas import ParetoFront, Recommendation, TrialDetail, TrialPage, TrialStateName
 
 #: Reads only; ``create_app`` adds the token check where reads need it.
 router = APIRouter(tags=["trials"])
@@ -27,26 +24,21 @@ _READ_ERRORS = error_responses(401, 403, 404, 503)
 def list_trials(
     name: StudyName,
     studies: StudiesDep,
+    store: StoreDep,
     state: Annotated[TrialStateName | None, Query(description="Only trials in this state.")] = None,
     feasible: Annotated[bool | None, Query(description="Only feasible (or only infeasible) trials.")] = None,
     offset: Annotated[int, Query(ge=0, description="Trials to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Trials to return at most.")] = 100,
 ) -> TrialPage:
-    """The study's trials by number, with their params, values and feasibility."""
-    trials = studies.get(name).trials()
-    if state is not None:
-        trials = [t for t in trials if t.state == TrialState[state.value]]
-    if feasible is not None:
-        trials = [t for t in trials if rs.is_feasible(t) == feasible]
-    page = trials[offset : offset + limit]
-    return TrialPage(total=len(trials), offset=offset, limit=limit, items=[views.trial_summary(t) for t in page])
+    """The study's trials (one load each) by number, with their params, values, feasibility and failed constraints."""
+    wanted = TrialState[state.value] if state is not None else None
+    return views.trial_page(studies.get(name), store, wanted, feasible, offset, limit)
 
 
 @router.get("/studies/{name}/trials/{number}", response_model=TrialDetail, responses=_READ_ERRORS)
 def get_trial(name: StudyName, number: TrialNumber, studies: StudiesDep, store: StoreDep) -> TrialDetail:
     """Everything stored about a trial: its curve, server breakdown, config, timings and accuracy."""
-    opened = studies.get(name)
-    return views.trial_detail(store, views.trial_of(opened.trials(), name, number), bounds_of(opened.study))
+    return views.trial_detail(studies.get(name), store, number)
 
 
 @router.get(
@@ -56,16 +48,16 @@ def get_trial(name: StudyName, number: TrialNumber, studies: StudiesDep, store: 
 )
 def get_trial_config(name: StudyName, number: TrialNumber, studies: StudiesDep, store: StoreDep) -> str:
     """The config.pbtxt the trial's server was given, as text."""
-    trial = views.trial_of(studies.get(name).trials(), name, number)
-    record = store.records([trial._trial_id]).get(trial._trial_id)  # noqa: SLF001 - the tuner's rows are keyed by it
-    if record is None:
-        raise StudyNotFoundError(f"trial {number} of study {name!r} has no config stored (state {trial.state.name})")
-    return record.config_pbtxt
+    return views.trial_config(studies.get(name), store, number)
 
 
 @router.get("/studies/{name}/pareto", response_model=ParetoFront, responses=_READ_ERRORS)
 def get_pareto(name: StudyName, studies: StudiesDep, store: StoreDep) -> ParetoFront:
-    """The feasible Pareto front: COMPLETE trials within the study's constraints that no other dominates."""
+    """The feasible Pareto front over configs: each config with all its loads, judged by their medians.
+
+    A config measured again to confirm it is one entry, not one per load; ``recommended_trial`` and
+    ``reason`` are the study's recommendation (see ``/studies/{name}/recommendation``).
+    """
     return views.pareto(studies.get(name), store)
 
 
@@ -80,29 +72,18 @@ def get_recommendation(
     max_p99_ms: Annotated[PositiveLimit, Query(description="The highest p99 latency allowed, in ms.")] = None,
     min_throughput: Annotated[PositiveLimit, Query(description="The lowest throughput allowed, in infer/s.")] = None,
 ) -> Recommendation:
-    """The highest-throughput measured point within the limits, among COMPLETE trials.
+    """The config to deploy.
 
-    Every concurrency of each trial's stored curve counts, so the limits may differ from the
-    study's own constraints. 404, with the reason, when no point is within them.
+    Without limits: the study's recommendation, the same as `tuner optimize`, `tuner report` and
+    `tuner export` give. Of the configs within the study's constraints by the median of their loads,
+    the one with the best median of the first objective leads; the configs whose intervals overlap
+    the leader's tie with it, and the cheapest of them is recommended. The answer says why and names
+    the tied configs.
+
+    With limits: the highest-throughput measured point within them, among COMPLETE trials. Every
+    concurrency of each trial's stored curve counts, so the limits may differ from the study's own
+    constraints.
+
+    404, with the reason, when no config is feasible or no point is within the limits.
     """
-    snap = studies.get(name).snapshot(store)
-    found = snap.curves.best(max_p99_ms=max_p99_ms, min_throughput=min_throughput)
-    if found is None:
-        raise NoRecommendationError(_no_point_reason(name, len(snap.complete), max_p99_ms, min_throughput))
-    trial_id, point = found
-    trial = snap.complete[trial_id]
-    return Recommendation(
-        study=name,
-        limits=Limits(max_p99_ms=max_p99_ms, min_throughput=min_throughput),
-        trial=trial.number,
-        params=trial.params,
-        point=point,
-        config_pbtxt=snap.configs.get(trial_id),
-    )
-
-
-def _no_point_reason(name: str, complete: int, max_p99_ms: float | None, min_throughput: float | None) -> str:
-    limits = [f"p99 <= {max_p99_ms:g} ms" if max_p99_ms is not None else "",
-              f"throughput >= {min_throughput:g} infer/s" if min_throughput is not None else ""]
-    within = " and ".join(x for x in limits if x) or "any limit"
-    return f"none of the {complete} COMPLETE trials of study {name!r} measured a point with {within}"
+    return views.recommendation(studies.get(name), store, max_p99_ms, min_throughput)

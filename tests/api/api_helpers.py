@@ -11,11 +11,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import factories
 import httpx
 import optuna
 import pytest
 
-from tuner.store import Store
+from tuner.storage import ATTR_METRICS, ATTR_REMEASURE_OF, ATTR_REUSED_FROM, ATTR_SPEC_KEY, Store, read_study
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 180) -> None:
     """Waits until GET url answers 200, failing the test if the process exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,27 +102,12 @@ class ApiServer:
 
 
 def digits_study(name: str, onnx: Path, n_trials: int = 3) -> dict:
-    """A short digits_forest study file (small windows: a trial takes a few seconds).
+    """A short digits_forest study file (small windows: a trial takes a few seconds), at two loads.
 
     The model path is relative: the API takes it from its study root, the repository.
     """
-    return {
-        "study": name,
-        "model": {"name": "digits_forest", "path": str(onnx.relative_to(REPO_ROOT))},
-        "search": {
-            "sampler": "tpe",
-            "n_trials": n_trials,
-            "seed": 3,
-            "space": {
-                "max_batch_size": [1, 8],
-                "dynamic_batching": [False, True],
-                "max_queue_delay_us": {"low": 0, "high": 2000, "step": 500},
-                "instance_count": {"low": 1, "high": 2},
-            },
-        },
-        "constraints": {"latency_p99_ms": {"max": 100}},
-        "load": {"remeasure": {"top": 0}, "concurrency": [1, 2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
-    }
+    return factories.digits_study(name, str(onnx.relative_to(REPO_ROOT)), n_trials,
+                                  load=factories.QUICK_LOAD | {"concurrency": [1, 2]})
 
 
 @dataclass
@@ -158,6 +144,8 @@ def write_small_study(store: Store, name: str) -> None:
     distributions = {"max_batch_size": optuna.distributions.IntDistribution(1, 32),
                      "instance_count": optuna.distributions.IntDistribution(1, 4)}
     for i, curve in enumerate(SMALL_CURVES):
+        # Ten configs of their own: trials of one config would be one result, judged by their median.
+        study.enqueue_trial({"max_batch_size": i + 1, "instance_count": 1 + i % 4})
         trial = study.ask(distributions)
         spec = TrialSpec(max_batch_size=trial.params["max_batch_size"], dynamic_batching=False,
                          max_queue_delay_us=0, instance_count=trial.params["instance_count"])
@@ -170,6 +158,7 @@ def write_small_study(store: Store, name: str) -> None:
         store.save_outcome(name, trial._trial_id, trial.number, TrialOutcome(spec, config, points=points))
         judged = max((p for p in points if p.latency_p99_ms <= BUDGET_MS), key=lambda p: p.throughput)
         trial.set_user_attr("metrics", judged.as_dict())
+        trial.set_user_attr(ATTR_SPEC_KEY, spec.key())
         trial.set_user_attr("accuracy", {"accuracy_drop": 0.0})
         trial.set_constraint("latency_p99_ms", judged.latency_p99_ms - BUDGET_MS)
         study.tell(trial, [judged.throughput, judged.latency_p99_ms])
@@ -177,3 +166,62 @@ def write_small_study(store: Store, name: str) -> None:
     failed.set_user_attr("fail_reason", "Triton refused the config")
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     study.ask()  # left RUNNING
+
+
+#: The loads of the re-measured study: (config, throughput, p99 ms, what the trial is).
+#: Config "a" (2 instances) has the best single load (trial 4, 150 infer/s) but the worse median
+#: (102); "b" (1 instance) leads by its median (121) and is cheaper, so it is recommended although
+#: their intervals overlap. "c" is dominated by "b", "d" breaks the 25 ms budget by 5 ms (+20%),
+#: trial 8 copies trial 2's result (no load of its own) and trial 9 failed.
+REMEASURED_CONFIGS = {
+    "a": TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0, instance_count=2),
+    "b": TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0, instance_count=1),
+    "c": TrialSpec(max_batch_size=16, dynamic_batching=False, max_queue_delay_us=0, instance_count=1),
+    "d": TrialSpec(max_batch_size=16, dynamic_batching=False, max_queue_delay_us=0, instance_count=2),
+}
+REMEASURED_LOADS: list[tuple[str, float, float, dict[str, int]]] = [
+    ("a", 100.0, 8.0, {}), ("b", 120.0, 12.0, {}), ("c", 110.0, 20.0, {}), ("d", 130.0, 30.0, {}),
+    ("a", 150.0, 8.0, {ATTR_REMEASURE_OF: 0}), ("a", 102.0, 9.0, {ATTR_REMEASURE_OF: 0}),
+    ("b", 121.0, 12.0, {ATTR_REMEASURE_OF: 1}), ("b", 122.0, 13.0, {ATTR_REMEASURE_OF: 1}),
+    ("c", 110.0, 20.0, {ATTR_REUSED_FROM: 2}),
+]
+
+
+def _remeasured_trial(config: str, throughput: float, p99: float, flags: dict[str, int]) -> optuna.trial.FrozenTrial:
+    spec = REMEASURED_CONFIGS[config]
+    distributions = {"max_batch_size": optuna.distributions.IntDistribution(1, 32),
+                     "instance_count": optuna.distributions.IntDistribution(1, 4)}
+    point = LoadPoint(concurrency=2, throughput=throughput, latency_avg_ms=p99 / 2, latency_p50_ms=p99 / 2,
+                      latency_p90_ms=p99 * 0.8, latency_p95_ms=p99 * 0.9, latency_p99_ms=p99)
+    return optuna.trial.create_trial(
+        values=[throughput, p99],
+        params={"max_batch_size": spec.max_batch_size, "instance_count": spec.instance_count},
+        distributions=distributions,
+        user_attrs={ATTR_METRICS: point.as_dict(), ATTR_SPEC_KEY: spec.key(), **flags},
+        constraints={"latency_p99_ms": p99 - BUDGET_MS},
+    )
+
+
+def write_remeasured_study(store: Store, name: str) -> None:
+    """The loads of ``REMEASURED_LOADS`` (trials 0-8) and one FAIL (9), with the tuner's rows for each load."""
+    study = optuna.create_study(study_name=name, storage=store.optuna, directions=["maximize", "minimize"])
+    study.set_metric_names(["throughput", "latency_p99_ms"])
+    study.set_user_attr("study_file", {
+        "study": name, "search": {"n_trials": 6},
+        "objectives": [{"metric": "throughput", "direction": "maximize"},
+                       {"metric": "latency_p99_ms", "direction": "minimize"}],
+        "constraints": {"latency_p99_ms": {"max": BUDGET_MS}},
+    })
+    add_loads(store, study, REMEASURED_LOADS)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+
+
+def add_loads(store: Store, study: optuna.Study, loads: list[tuple[str, float, float, dict[str, int]]]) -> None:
+    """COMPLETE trials of ``REMEASURED_CONFIGS``, as the tuner stores them: Optuna's trial and the tuner's rows."""
+    first = len(study.get_trials(deepcopy=False))
+    study.add_trials([_remeasured_trial(*load) for load in loads])
+    for trial, (config, *_) in zip(read_study(study).trials[first:], loads):
+        spec = REMEASURED_CONFIGS[config]
+        text = f'name: "{config}"\nmax_batch_size: {spec.max_batch_size}\n'
+        assert trial.point is not None
+        store.save_outcome(study.study_name, trial.trial_id, trial.number, TrialOutcome(spec, text, points=(trial.point,)))

@@ -56,6 +56,7 @@ def confined_server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def _study(**sections: dict) -> dict:
     data = digits_study(unique("api-confine"), REPO_ROOT / "model.onnx")
     data["model"]["path"] = "model.onnx"  # in the test's study root
+    del data["workers"]  # the default workers, which a Ray address or remote servers go with
     for section, fields in sections.items():
         data[section] = {**data.get(section, {}), **fields}
     return data

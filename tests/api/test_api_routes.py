@@ -12,8 +12,7 @@ import pytest
 import sqlalchemy as sa
 from api_helpers import SMALL_CURVES, TOKEN, ApiServer, RealStudy, unique
 
-from tuner.lease import StudyLease
-from tuner.store import Store
+from tuner.storage import Store, StudyLease
 
 
 def test_reads_answer_while_the_study_runs(real_study: RealStudy) -> None:
@@ -70,13 +69,18 @@ def test_every_route_on_a_study_run_through_the_api(real_study: RealStudy) -> No
         assert text.text == trial["config_pbtxt"]
 
         pareto = http.get(f"/studies/{name}/pareto").json()
-        assert pareto["trials"] and all(t["feasible"] for t in pareto["trials"])
-        assert pareto["recommended_trial"] in [t["number"] for t in pareto["trials"]]
+        assert pareto["configs"] and all(c["feasible"] for c in pareto["configs"])
+        assert {n for c in pareto["configs"] for n in c["loads"]} <= {0, 1, 2}
+        # Without limits, the study's own recommendation, the same everywhere.
+        answer = http.get(f"/studies/{name}/recommendation").json()
+        assert answer["trial"] == pareto["recommended_trial"] == summary["recommended_trial"] is not None
+        assert answer["reason"] == pareto["reason"] and answer["config"]["feasible"]
 
-        # The recommendation is the highest-throughput point of the stored curves within the limits.
+        # Under limits, the highest-throughput point of the stored curves within them.
         curves = [(n, p) for n in range(3) for p in http.get(f"/studies/{name}/trials/{n}").json()["points"]]
         best_n, best = max(curves, key=lambda c: (c[1]["throughput"], -c[0]))
-        answer = http.get(f"/studies/{name}/recommendation").json()
+        loose = max(p["latency_p99_ms"] for _, p in curves)
+        answer = http.get(f"/studies/{name}/recommendation", params={"max_p99_ms": loose}).json()
         assert (answer["trial"], answer["point"]) == (best_n, best)
         tight = min(p["latency_p99_ms"] for _, p in curves)
         answer = http.get(f"/studies/{name}/recommendation", params={"max_p99_ms": tight}).json()
@@ -97,9 +101,13 @@ def test_recommendation_reads_every_point_of_the_curves(api_server: ApiServer, s
         # A tighter budget than the study's: trial 3 at concurrency 2 (p99 12 ms).
         answer = ask(max_p99_ms=12).json()
         assert (answer["trial"], answer["point"]["concurrency"]) == (3, 2)
-        # No limit at all: the highest throughput measured, concurrency 4 of trial 9.
-        answer = ask().json()
+        # No limit over p99: the highest throughput measured, concurrency 4 of trial 9.
+        answer = ask(min_throughput=1).json()
         assert (answer["trial"], answer["point"]["throughput"]) == (9, SMALL_CURVES[9][2][0])
+        # No limit at all: the study's recommendation, trial 9 as judged (concurrency 2, within 25 ms).
+        answer = ask().json()
+        assert (answer["trial"], answer["point"]["concurrency"], answer["point"]["throughput"]) == (9, 2, 270.0)
+        assert answer["reason"].startswith("trial 9: the best feasible median throughput 270")
         assert ask(max_p99_ms=50, min_throughput=300).json()["trial"] == 9
         refused = ask(max_p99_ms=40, min_throughput=300)
         assert refused.status_code == 404
@@ -113,7 +121,9 @@ def test_trials_pareto_and_states_of_a_written_study(api_server: ApiServer, smal
     store.close()
     with api_server.client() as http:
         pareto = http.get(f"/studies/{small_study}/pareto").json()
-        assert [t["number"] for t in pareto["trials"]] == expected_front
+        # One load per config: the front over configs is Optuna's front over trials.
+        assert [c["trial"] for c in pareto["configs"]] == expected_front
+        assert all(c["loads"] == [c["trial"]] for c in pareto["configs"])
         response = http.get(f"/studies/{small_study}")
         assert "s3cret" not in response.text  # the study file's storage URL is shown without its password
         summary = response.json()
@@ -197,7 +207,7 @@ def test_healthz_and_the_openapi_schema(api_server: ApiServer) -> None:
         ("/healthz", "get"), ("/studies", "get"), ("/studies", "post"), ("/studies/{name}", "get"),
         ("/studies/{name}", "delete"), ("/studies/{name}/trials", "get"), ("/studies/{name}/trials/{number}", "get"),
         ("/studies/{name}/trials/{number}/config.pbtxt", "get"), ("/studies/{name}/pareto", "get"),
-        ("/studies/{name}/recommendation", "get"),
+        ("/studies/{name}/recommendation", "get"), ("/studies/{name}/verify", "post"), ("/studies/{name}/verify", "get"),
     }
     assert {(p, m) for p, ops in paths.items() for m in ops} == expected
     for path, method in expected:
@@ -242,7 +252,7 @@ def test_reads_follow_the_database_within_the_refresh_time(storage_url: str, own
             study.tell(trial, [1000.0, 1.0])  # dominates every other trial
             time.sleep(0.6)
             after = http.get(f"/studies/{own_small_study}/pareto").json()
-            assert [t["number"] for t in after["trials"]] == [trial.number]
+            assert [c["trial"] for c in after["configs"]] == [trial.number] == [after["recommended_trial"]]
             assert http.get(f"/studies/{own_small_study}").json()["trials"]["COMPLETE"] == 11
             store.delete_study(own_small_study)
             time.sleep(0.6)

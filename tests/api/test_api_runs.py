@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import psutil
 import pytest
 import yaml
 from api_helpers import TOKEN, ApiServer, digits_study, unique
+
+from api.errors import RunEnvironmentError, RunFailedError, status_for
+from api.runs import RunManager, validate_study
+from api.settings import ApiSettings
+from api.verify_runs import VerifyRun
+from tuner.errors import ConfigError
 
 YAML = {"Content-Type": "application/yaml"}
 
@@ -102,3 +109,51 @@ def test_delete_stops_a_running_study_and_removes_it(api_server: ApiServer, digi
     leftovers = [p for p in psutil.process_iter(["cmdline"])
                  if "tritonserver" in " ".join(p.info["cmdline"] or []) and name in " ".join(p.info["cmdline"] or [])]
     assert not leftovers, "the study's Triton server outlived its run"
+
+
+#: A run that fails as `tuner optimize` does before it stores its study: a last line, then an exit code.
+FAILS_BEFORE_STORING = """
+import sys
+print("a warning", flush=True)
+print(sys.argv[2], flush=True)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "status", "detail"),
+    [
+        (2, ConfigError, 400, "server.http_port: port 8000 is already in use"),
+        (3, RunEnvironmentError, 503, "cannot run /opt/tritonserver/bin/tritonserver: Permission denied"),
+        (1, RunFailedError, 500, "exited with code 1"),
+        (143, RunFailedError, 500, "exited with code 143"),
+    ],
+)
+def test_a_run_that_exits_before_storing_its_study_answers_by_its_exit_code(
+    tmp_path: Path, digits_onnx: Path, code: int, error: type[Exception], status: int, detail: str
+) -> None:
+    root = digits_onnx.resolve().parents[3]  # the repository whose model_repository holds the model
+    settings = ApiSettings.from_env(f"sqlite:///{tmp_path / 'tuner.db'}", {
+        "TUNER_API_WORK_DIR": str(tmp_path / "work"), "TUNER_API_STUDY_ROOT": str(root),
+    })
+    cfg = validate_study(digits_study(unique("api-exit"), digits_onnx), settings)
+    script = tmp_path / "run.py"
+    script.write_text(FAILS_BEFORE_STORING)
+    last_line = f"error: {detail}" if code in (2, 3) else "Traceback"
+    runs = RunManager(settings, lambda name: False, [sys.executable, str(script), str(code), last_line])
+    with pytest.raises(error) as raised:
+        runs.start(cfg)
+    assert type(raised.value) is error and status_for(raised.value) == status
+    assert detail in str(raised.value)
+    if code == 2:
+        assert str(raised.value) == detail  # the error line alone, as a study file refused before it ran
+
+
+@pytest.mark.parametrize(("code", "outcome"), [(0, "holds"), (1, "does not hold"), (2, "refused"), (3, "failed"),
+                                               (143, "failed")])
+def test_a_verifications_outcome_follows_its_exit_code(tmp_path: Path, code: int, outcome: str) -> None:
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+    process.wait(timeout=30)
+    assert VerifyRun("s", process, tmp_path / "log", None, 1).outcome == outcome

@@ -9,8 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from api.errors import ConflictError, NoRecommendationError, status_for
 from api.settings import ApiSettings
-from tuner.errors import ConfigError, MeasurementError, StorageError
-from tuner.store import StudyNotFoundError
+from tuner.errors import ConfigError, MeasurementError, StorageError, StudyNotFoundError
 
 
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:

@@ -8,13 +8,12 @@ from pathlib import Path
 
 from api_helpers import REPO_ROOT, digits_study, unique
 
-from api import studies as views
+from api import views
 from api.runs import RunManager, validate_study
 from api.schemas import StudyState
 from api.settings import ApiSettings
 from api.studies import StudyCache
-from tuner.lease import StudyLease
-from tuner.store import Store
+from tuner.storage import Store, StudyLease
 
 #: A run that, like `tuner optimize`, takes a while to stop on SIGTERM (it interrupts its trials and stops its
 #: servers) and then exits with 143. Starting the real tuner twice would take minutes; its own handling of

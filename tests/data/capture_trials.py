@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from tuner import results as rs
-from tuner.explain import bounds_of
-from tuner.store import Store
+from tuner.reports._explain import bounds_of
+from tuner.storage import Store
+from tuner.storage import _stored as rs
 
 
 def capture(args: list[str]) -> list[dict]:

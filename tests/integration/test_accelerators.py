@@ -9,11 +9,13 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.config import parse_config
-from tuner.hardware import gpu_count
-from tuner.store import Store
+from tuner.storage import Store
 from tuner.study import StudyRunner
+from tuner.workers._hardware import gpu_count
 
-LOAD = {"remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 1}
+LOAD = {"remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 400, "max_windows": 3,
+        "stability_percentage": 50, "warmup_requests": 1,
+        "early_stop": {"enabled": False}}  # every config measured in full
 
 
 def _study(folder: Path, name: str, model: dict, space: dict, **extra: dict) -> optuna.Study:

@@ -17,14 +17,14 @@ from test_optimize import servers_under, study_file
 
 from tuner.config import load_config
 from tuner.errors import DiskFullError
-from tuner.measure.engine import Measured, Probe
-from tuner.pool import LocalPool, Pool
-from tuner.results import ATTR_INTERRUPTED
-from tuner.store import Store
+from tuner.measure import Measured, Probe
+from tuner.pool import Pool
+from tuner.storage import ATTR_INTERRUPTED, Store
 from tuner.study import StudyRunner
-from tuner.study_trials import counted_trials
-from tuner.trial import Failure, TrialSpec
-from tuner.worker import Worker, WorkerSetup
+from tuner.study._trials import counted_trials
+from tuner.trial import Failure, Screen, TrialSpec
+from tuner.workers import LocalPool, WorkerSetup
+from tuner.workers._worker import Worker
 
 
 class FullDisk:
@@ -42,11 +42,11 @@ class DiskFillsWorker(Worker):
         self.full_from = full_from
         self.trials = 0
 
-    def evaluate(self, spec: TrialSpec):
+    def evaluate(self, spec: TrialSpec, screen: Screen | None = None):
         if self.trials >= self.full_from:
             self._engine = FullDisk()
         self.trials += 1
-        return super().evaluate(spec)
+        return super().evaluate(spec, screen)
 
 
 class DiskFillsRunner(StudyRunner):

@@ -1,10 +1,9 @@
-"""The local and remote launch modes against real servers.
+"""The remote launch mode against a real server, beyond the contract every mode keeps.
 
 remote: a Triton server started as a separate process, which the tuner did not start and whose
-repository it does not write: configs go in the load request with the model files. local: the
-nvidia-pytriton wheel's tritonserver given by path, as a full Triton's would be (it has the
-python backend only, so models run through the runner; the onnxruntime-backend form of local and
-docker needs a full Triton, not available here).
+repository it does not write: configs go in the load request with the model files. What every
+launch mode does alike (start, load, unload, stop, restart; local with the nvidia-pytriton
+wheel's tritonserver given by path) is tests/contracts/test_server_contract.py's.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import tritonclient.http as triton_http
 
@@ -28,11 +26,9 @@ from tuner.config import ServerSettings
 from tuner.errors import ModelLoadError
 from tuner.model_info import read_model_info
 from tuner.trial import TrialSpec
-from tuner.triton.embedded import embedded_backends, embedded_environment, pytriton_root
-from tuner.triton.local import LocalServer
-from tuner.triton.access import ENV_KEY, ENV_VALUE, Access
-from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
-from tuner.triton.remote import RemoteServer
+from tuner.triton import RUNNER_SOURCE, Access, build_model_config, to_pbtxt
+from tuner.triton._access import ENV_KEY, ENV_VALUE
+from tuner.triton._remote import RemoteServer
 
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=1000, instance_count=1)
 
@@ -42,7 +38,7 @@ SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=100
 _SERVE = """
 import json, signal, sys, threading
 from pathlib import Path
-from tuner.triton.embedded import EmbeddedServer
+from tuner.triton._embedded import EmbeddedServer
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 with EmbeddedServer(Path(sys.argv[1]), Path(sys.argv[2])) as server:
@@ -105,6 +101,10 @@ def _infer(http_url: str, name: str, rows: int = 3) -> np.ndarray:
         client.close()
 
 
+def _inference_count(server: RemoteServer) -> int:
+    return int(server.model_statistics("digits_forest")["model_stats"][0]["inference_count"])
+
+
 def test_remote_load_with_override_serves_and_unloads_only_its_model(
     remote: dict, tmp_path: Path, digits_onnx: Path
 ) -> None:
@@ -115,8 +115,11 @@ def test_remote_load_with_override_serves_and_unloads_only_its_model(
         assert server.pid is None and server.is_alive()
         server.load("digits_forest")
         assert _infer(server.http_url, "digits_forest").shape[0] == 3
-        stats = server.model_statistics("digits_forest")["model_stats"][0]
-        assert int(stats["inference_count"]) == 3
+        # The server counts a request after it answers it: under load the count may lag the answer.
+        deadline = time.monotonic() + 10
+        while (count := _inference_count(server)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert count == 3
         server.unload("digits_forest")
         assert not _ready(remote["http"], "digits_forest")
         assert _ready(remote["http"], "bystander")  # unloading touches no other model
@@ -146,9 +149,9 @@ def test_a_restricted_remote_server_refuses_a_load_without_its_header(
 def test_a_worker_measures_on_a_remote_server(
     remote: dict, tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tuner.measure.engine import EngineSettings
-    from tuner.measure.sweep import SweepPlan
-    from tuner.worker import Worker, WorkerSetup
+    from tuner.measure import EngineSettings, SweepPlan
+    from tuner.workers import WorkerSetup
+    from tuner.workers._worker import Worker
 
     settings = ServerSettings(launch="remote", remote=[{"http": remote["http"], "grpc": remote["grpc"]}],
                               triton_backend="python")
@@ -170,18 +173,3 @@ def test_a_worker_measures_on_a_remote_server(
     assert _ready(remote["http"], "bystander")
 
 
-def test_local_mode_runs_a_tritonserver_given_by_path(tmp_path: Path, digits_onnx: Path) -> None:
-    repository = tmp_path / "repository"
-    _install(repository, "digits_forest", digits_onnx)
-    server = LocalServer(
-        pytriton_root() / "bin" / "tritonserver", tmp_path / "work", repository,
-        backend_directory=embedded_backends(tmp_path / "backends"), native=False,
-        env=embedded_environment({"PATH": os.environ.get("PATH", "")}),
-    )
-    with server:
-        server.load("digits_forest")
-        assert _infer(server.http_url, "digits_forest").shape[0] == 3
-        family = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
-        assert len(family) >= 2  # the server and its python backend stub: its CPU use can be measured
-        server.unload("digits_forest")
-    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuner.measure.builtin import BuiltinEngine
-from tuner.measure.engine import EngineSettings, Probe
-from tuner.measure.perf_analyzer import PerfAnalyzer, write_input_json
-from tuner.measure.sweep import SweepPlan, edge
-from tuner.measure.usage import UsageMonitor
+from tuner.measure import BuiltinEngine, EngineSettings, PerfAnalyzer, Probe, SweepPlan, UsageMonitor, write_input_json
+from tuner.measure._sweep import edge
 from tuner.model_info import ModelInfo, read_model_info
 from tuner.trial import TrialSpec
-from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
-from tuner.triton.server import EmbeddedServer
-from tuner.worker import Worker, WorkerSetup
+from tuner.triton import RUNNER_SOURCE, build_model_config, to_pbtxt
+from tuner.triton._embedded import EmbeddedServer
+from tuner.workers import WorkerSetup
+from tuner.workers._worker import Worker
 
 # Engines' agreement, exact window counts and contamination need the machine to themselves.
 pytestmark = pytest.mark.serial
@@ -99,7 +97,7 @@ def test_both_engines_agree_on_the_same_config(detector: Served, tmp_path: Path)
 
 def test_perf_analyzer_and_builtin_take_real_samples(digits: Served, tmp_path: Path) -> None:
     samples = {digits.info.inputs[0].name: np.random.default_rng(1).random((5, 64)).astype(np.float32)}
-    from tuner.measure.builtin import request_samples
+    from tuner.measure import request_samples
 
     requests = request_samples(digits.info, "random", samples)
     assert len(requests) == 5 and requests[0][digits.info.inputs[0].name].shape == (1, 64)
@@ -112,7 +110,7 @@ def test_perf_analyzer_and_builtin_take_real_samples(digits: Served, tmp_path: P
 
 
 def test_the_search_stops_at_the_latency_budget(detector: Served) -> None:
-    from tuner.measure.sweep import sweep
+    from tuner.measure import sweep
 
     engine = BuiltinEngine(detector.server.grpc_url, SETTINGS, detector.info)
     first = engine.measure(detector.name, 1, detector.probe()).point
@@ -152,38 +150,6 @@ def test_a_concurrent_job_flags_the_trial(tmp_path: Path, digits_onnx: Path, spi
     assert outcome.error is None, outcome.error
     (point,) = outcome.points
     assert point.contaminated and point.other_cpu_pct > 30.0, point
-
-
-def test_a_study_searches_concurrency_and_measures_the_best_again(tmp_path: Path, digits_onnx: Path) -> None:
-    from test_optimize import load, run_tuner, study_file
-
-    from tuner.results import ATTR_REMEASURE_OF, confirmed_groups, recommend
-    from tuner.study_trials import counted_trials
-
-    path = study_file(
-        tmp_path, digits_onnx, name="confirmed", workers={"backend": "local"},
-        load={"engine": "builtin", "concurrency": "auto", "concurrency_search": {"max": 8},
-              "measurement_window_ms": 300, "max_windows": 4, "warmup_requests": 2,
-              "remeasure": {"top": 2, "repeats": 2}},
-    )
-    result = run_tuner("optimize", path, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    study = load(tmp_path, "confirmed")
-    assert counted_trials(study) == 3
-    again = [t for t in study.trials if ATTR_REMEASURE_OF in t.user_attrs]
-    groups = confirmed_groups(study)
-    assert 1 <= len(groups) <= 2 and len(again) == 2 * len(groups)
-    for number, group in groups.items():
-        assert {t.params == study.trials[number].params for t in group} == {True}
-    best = recommend(study)
-    assert best is not None and any(best in group for group in groups.values())
-    # The search measured a curve: several concurrencies per trial, in the project's own table.
-    show = run_tuner("show", "confirmed", "--storage", "sqlite:///tuner.db", "--json", cwd=tmp_path)
-    import json
-
-    trials = json.loads(show.stdout)["trials"]
-    assert max(len(t["points"]) for t in trials if t["state"] == "COMPLETE") >= 2
-    assert all("server_cpu_pct" in p for t in trials for p in t["points"])
 
 
 def test_perf_analyzer_takes_three_windows_as_they_come_when_they_never_agree(digits: Served, tmp_path: Path) -> None:

@@ -14,34 +14,19 @@ import optuna
 import psutil
 import pytest
 import yaml
+from factories import QUICK_LOAD, digits_study
 from optuna.trial import TrialState
 
-from tuner.triton.process import triton_processes
+from tuner.storage import read_study
+from tuner.study import config_results, recommend
+from tuner.triton._process import triton_processes
 
 TUNER = [sys.executable, "-m", "tuner.cli"]
 
 
 def study_file(folder: Path, onnx: Path, name: str = "digits", **overrides: object) -> Path:
-    """A short digits_forest study: small windows so a trial takes a few seconds."""
-    data: dict = {
-        "study": name,
-        "storage": "sqlite:///tuner.db",
-        "model": {"name": "digits_forest", "path": str(onnx)},
-        "search": {
-            "sampler": "tpe",
-            "n_trials": 3,
-            "seed": 3,
-            "space": {
-                "max_batch_size": [1, 8],
-                "dynamic_batching": [False, True],
-                "max_queue_delay_us": {"low": 0, "high": 2000, "step": 500},
-                "instance_count": {"low": 1, "high": 2},
-            },
-        },
-        "constraints": {"latency_p99_ms": {"max": 100}},
-        "load": {"remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 400, "max_windows": 5, "warmup_requests": 2},
-    }
-    data.update(overrides)
+    """A short digits_forest study on SQLite in ``folder``: small windows so a trial takes a few seconds."""
+    data = digits_study(name, str(onnx), storage="sqlite:///tuner.db", **overrides)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -60,15 +45,28 @@ def servers_under(folder: Path) -> list[psutil.Process]:
     return triton_processes(folder)
 
 
-def test_three_trial_study_is_stored(tmp_path: Path, digits_onnx: Path) -> None:
-    path = study_file(tmp_path, digits_onnx)
-    result = run_tuner("optimize", path, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert "Pareto front" in result.stdout and "recommended: trial" in result.stdout
+def test_the_default_sampler_models_real_measurements(tmp_path: Path, digits_onnx: Path) -> None:
+    path = study_file(tmp_path, digits_onnx, name="default-sampler")
+    data = yaml.safe_load(path.read_text())
+    del data["search"]["sampler"]  # the default: bo
+    data["search"]["n_trials"] = 4
+    path.write_text(yaml.safe_dump(data))
 
-    study = load(tmp_path)
-    assert len(study.trials) == 3
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    result = run_tuner("optimize", path, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "sampler bo" in result.stdout and "recommended: trial" in result.stdout
+    assert "Pareto front" in result.stdout
+    study = load(tmp_path, "default-sampler")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 4  # a new config each trial
+    # the default and two known-good configs (the space has no accelerator to choose), then the sampler's
+    warm = [t for t in study.trials if "fixed_params" in t.system_attrs]
+    assert [t.number for t in warm] == [0, 1, 2]
+    assert all("tuner:planned" in t.system_attrs for t in study.trials[3:])
+    assert not servers_under(tmp_path)
+
+    # What is stored of each trial, in Optuna's tables and the tuner's own.
     first = study.trials[0]
     assert first.user_attrs["default_config"] is True
     assert first.params["dynamic_batching"] is False and first.params["instance_count"] == 1
@@ -80,7 +78,7 @@ def test_three_trial_study_is_stored(tmp_path: Path, digits_onnx: Path) -> None:
     assert study.best_trials, "the feasible Pareto front is empty"
     assert study.metric_names == ["throughput", "latency_p99_ms"]
 
-    shown = run_tuner("show", "digits", "--storage", "sqlite:///tuner.db", "--json", cwd=tmp_path)
+    shown = run_tuner("show", "default-sampler", "--storage", "sqlite:///tuner.db", "--json", cwd=tmp_path)
     document = json.loads(shown.stdout)
     assert document["directions"] == ["maximize", "minimize"]
     trial = document["trials"][0]
@@ -90,46 +88,53 @@ def test_three_trial_study_is_stored(tmp_path: Path, digits_onnx: Path) -> None:
                 "server_queue_ms", "server_compute_infer_ms"):
         assert trial["metrics"][key] > 0, key
     assert trial["points"][0]["concurrency"] == 2
-    assert not servers_under(tmp_path)
-
-    # Running the same command again continues the study; a larger budget adds trials.
-    again = run_tuner("optimize", path, "--n-trials", "4", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert len(load(tmp_path).trials) == 4
+    # That running the command again continues the study: test_sigterm_keeps_the_study_and_stops_the_server.
 
 
-def test_the_default_sampler_models_real_measurements(tmp_path: Path, digits_onnx: Path) -> None:
-    path = study_file(tmp_path, digits_onnx, name="default-sampler")
-    data = yaml.safe_load(path.read_text())
-    del data["search"]["sampler"]  # the default: bo
-    data["search"]["n_trials"] = 6
-    path.write_text(yaml.safe_dump(data))
-
+def test_a_study_searches_concurrency_and_measures_the_best_again(tmp_path: Path, digits_onnx: Path) -> None:
+    """The concurrency search and the fresh loads of the contenders, in one short study."""
+    path = study_file(
+        tmp_path, digits_onnx, name="confirmed", workers={"backend": "local"},
+        load={"engine": "builtin", "concurrency": "auto", "concurrency_search": {"max": 8},
+              "measurement_window_ms": 300, "max_windows": 4, "stability_percentage": 50, "warmup_requests": 2,
+              "contamination_retries": 0, "early_stop": {"enabled": False},
+              "remeasure": {"loads": 2, "max_loads_per_config": 3}},
+    )
     result = run_tuner("optimize", path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = read_study(load(tmp_path, "confirmed"))
+    assert stored.counted() == 3
+    again = [t for t in stored.trials if t.remeasure_of is not None]
+    assert len(again) == 2, "the 2 fresh loads of the budget"
+    for trial in again:
+        assert trial.complete and trial.params == stored.trial(trial.remeasure_of).params
+    results = config_results(stored.trials, stored.info)
+    assert max(len(r.loads) for r in results) >= 2 and all(len(r.loads) <= 3 for r in results)
+    rec = recommend(results, stored.info)
+    assert rec is not None and f"recommended: trial {rec.number}" in result.stdout
+    # The search measured a curve: several concurrencies per trial, in the project's own table.
+    show = run_tuner("show", "confirmed", "--storage", "sqlite:///tuner.db", "--json", cwd=tmp_path)
+    trials = json.loads(show.stdout)["trials"]
+    assert max(len(t["points"]) for t in trials if t["state"] == "COMPLETE") >= 2
+    assert all("server_cpu_pct" in p for t in trials for p in t["points"])
 
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert "sampler bo" in result.stdout and "recommended: trial" in result.stdout
-    study = load(tmp_path, "default-sampler")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
-    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 6  # a new config each trial
-    # the default and two known-good configs (the space has no accelerator to choose), then the sampler's
-    warm = [t for t in study.trials if "fixed_params" in t.system_attrs]
-    assert [t.number for t in warm] == [0, 1, 2]
-    assert all("tuner:planned" in t.system_attrs for t in study.trials[3:])
 
+def test_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onnx: Path) -> None:
+    """SIGTERM (timeout, systemd, Kubernetes, docker stop) does what Ctrl-C does; Ray's own handler does not run.
 
-@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onnx: Path, stop: int, code: int) -> None:
-    """SIGTERM (timeout, systemd, Kubernetes, docker stop) does what Ctrl-C does; Ray's own handler does not run."""
-    path = study_file(tmp_path, digits_onnx, name="interrupted", load={
-        "remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 800, "max_windows": 5, "warmup_requests": 2})
+    The CLI turns SIGTERM into the KeyboardInterrupt that Ctrl-C raises, so one real signal tests
+    the path of both; the study loop's handling of Ctrl-C is tested in-process in
+    tests/test_study_interrupt.py.
+    """
+    path = study_file(tmp_path, digits_onnx, name="interrupted", load=QUICK_LOAD | {"measurement_window_ms": 800},
+                      workers={"backend": "ray"})
     process = subprocess.Popen([*TUNER, "optimize", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     _wait_for_running_trial(tmp_path, "interrupted", process)
     time.sleep(1.0)
-    process.send_signal(stop)
+    process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == code, stderr
+    assert process.returncode == 143, stderr
     assert "interrupted: the study is stored" in stderr and "Traceback" not in stderr, stderr
     assert not servers_under(tmp_path)
     with sqlite3.connect(tmp_path / "tuner.db") as conn:
@@ -144,39 +149,12 @@ def test_ctrl_c_or_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, 
     assert waiting and waiting[-1].number == len(study.trials) - 1, "the interrupted config is queued again"
     waiting = waiting[-1:]
 
-    resumed = run_tuner("optimize", path, cwd=tmp_path)
+    # Running the same command again continues the study; a larger budget (--n-trials) adds trials.
+    resumed = run_tuner("optimize", path, "--n-trials", "4", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = load(tmp_path, "interrupted")
-    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
     assert study.trials[waiting[0].number].params == failed[0].params
-
-
-def test_killed_tuner_resumes_without_losing_trials(tmp_path: Path, digits_onnx: Path) -> None:
-    path = study_file(tmp_path, digits_onnx, name="killed")
-    process = subprocess.Popen([*TUNER, "optimize", str(path)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    _wait_for_running_trial(tmp_path, "killed", process, minimum_number=1)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while _tritonservers_under(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _tritonservers_under(tmp_path), "the server outlived the killed tuner"
-    completed_before = [t.number for t in load(tmp_path, "killed").trials if t.state == TrialState.COMPLETE]
-    running = [t for t in load(tmp_path, "killed").trials if t.state == TrialState.RUNNING]
-    assert len(running) == 1
-
-    resumed = run_tuner("optimize", path, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    # The python-backend stubs of the killed server can outlive it; the next run cleans them up.
-    assert not servers_under(tmp_path)
-    study = load(tmp_path, "killed")
-    stale = study.trials[running[0].number]
-    assert stale.state == TrialState.FAIL and "stopped" in stale.user_attrs["fail_reason"]
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3
-    assert set(completed_before) <= {t.number for t in complete}
-    assert any(t.params == running[0].params for t in complete if t.number > running[0].number)
 
 
 def test_trials_of_a_model_triton_cannot_load_fail_with_the_reason(tmp_path: Path) -> None:

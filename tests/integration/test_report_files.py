@@ -7,6 +7,7 @@ measured config is infeasible. Both are measured by the real Triton server and p
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -21,14 +22,17 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tuner import results as rs
 from tuner.config import LoadSettings
+from tuner.storage import read_study
+from tuner.study import ConfigResult, config_results, recommend
 
 TUNER = [sys.executable, "-m", "tuner.cli"]
-BLUE, GREY = "rgb(31, 119, 180)", "rgb(170, 170, 170)"  # tuner.charts.FEASIBLE and INFEASIBLE as drawn
+BLUE, GREY = "rgb(31, 119, 180)", "rgb(170, 170, 170)"  # tuner.reports._charts.FEASIBLE and INFEASIBLE as drawn
 # No fresh loads of the best configs at the end and no retries of busy windows, where the tuner has them:
 # the tests read the report, not the recommendation's confidence.
-_QUICK = {k: v for k, v in {"remeasure": {"top": 0}, "contamination_retries": 0}.items() if k in LoadSettings.model_fields}
+# every config measured in full, under a tiny budget too
+_LOAD = {"remeasure": {"top": 0}, "contamination_retries": 0, "early_stop": {"enabled": False}}
+_QUICK = {k: v for k, v in _LOAD.items() if k in LoadSettings.model_fields}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,18 @@ class Studies:
     b: optuna.Study
 
 
+def _configs(study: optuna.Study) -> list[ConfigResult]:
+    stored = read_study(study)
+    return config_results(stored.trials, stored.info)
+
+
+def _recommended(study: optuna.Study) -> ConfigResult | None:
+    """The recommended config, as every reader names it (tuner.study._verdict.recommend)."""
+    stored = read_study(study)
+    rec = recommend(config_results(stored.trials, stored.info), stored.info)
+    return rec.config if rec else None
+
+
 def _study_file(folder: Path, onnx: Path, name: str, space: dict, n_trials: int, **extra: object) -> Path:
     data = {
         "study": name,
@@ -46,8 +62,8 @@ def _study_file(folder: Path, onnx: Path, name: str, space: dict, n_trials: int,
         "model": {"name": "digits_forest", "path": str(onnx)},
         "workers": {"backend": "local"},
         "search": {"sampler": "grid", "n_trials": n_trials, "space": space},
-        "load": {"concurrency": [1, 4], "measurement_window_ms": 500, "max_windows": 5, "warmup_requests": 2,
-                 **_QUICK},
+        "load": {"concurrency": [1, 4], "measurement_window_ms": 400, "max_windows": 3, "stability_percentage": 50,
+                 "warmup_requests": 2, **_QUICK},
         **extra,
     }
     path = folder / f"{name}.yaml"
@@ -100,7 +116,8 @@ def _chart(dom: str, div_id: str) -> str:
     """The rendered markup of one chart's div (up to the next chart's)."""
     start = dom.index(f'id="{div_id}"')
     following = [dom.find(f'id="{other}"', start + 1) for other in
-                 ("pareto", "curves", "breakdown", "batches", "resources", "importances", "accuracy", "trials")]
+                 ("pareto", "curves", "no-curves", "breakdown", "batches", "resources", "importances", "accuracy",
+                  "configs", "trials")]
     end = min([i for i in following if i > start] or [len(dom)])
     return dom[start:end]
 
@@ -131,11 +148,10 @@ def test_html_report_renders_the_pareto_front_in_chromium(studies: Studies) -> N
     dom = _rendered(html)
     pareto = _chart(dom, "pareto")
     assert "main-svg" in pareto, "Plotly did not draw the chart"
-    complete = [t for t in studies.a.trials if t.state == TrialState.COMPLETE]
     markers = _markers(pareto)
-    assert len(markers) == len(complete) >= 4, "one marker per measured config"
-    assert set(markers) == {BLUE}, "every trial is feasible"
-    recommended = rs.recommend(studies.a).number
+    assert len(markers) == len(_configs(studies.a)) >= 4, "one marker per measured config"
+    assert set(markers) == {BLUE}, "every config is feasible"
+    recommended = _recommended(studies.a).number
     assert f"recommended (trial {recommended})" in pareto and "default (trial 0)" in pareto
     for chart in ("curves", "breakdown", "batches", "resources", "importances"):
         assert "main-svg" in _chart(dom, chart), chart
@@ -149,8 +165,10 @@ def test_report_of_a_study_with_failures_greys_the_infeasible(studies: Studies) 
     states = [t.state for t in studies.b.trials]
     assert TrialState.FAIL in states and TrialState.COMPLETE in states
     markers = _markers(_chart(dom, "pareto"))
-    assert len(markers) == states.count(TrialState.COMPLETE) and set(markers) == {GREY}
-    assert "No feasible trial" in dom
+    assert len(markers) == len(_configs(studies.b)) and set(markers) == {GREY}
+    assert "No feasible config" in dom
+    configs = html.unescape(_chart(dom, "configs"))
+    assert "infeasible: latency_p99_ms" in configs and "> max 0.001" in configs
     trials = _chart(dom, "trials")
     assert "no INT8 variant" in trials and "Infeasible: p99 latency" in trials
 
@@ -190,19 +208,19 @@ def test_export_serves_in_a_fresh_triton(studies: Studies, tmp_path: Path, digit
     import tritonclient.http as triton_http
     from sklearn.datasets import load_digits
 
-    from tuner.triton.server import EmbeddedServer
+    from tuner.triton._embedded import EmbeddedServer
 
     out = tmp_path / "deploy"
     result = _tuner("export", "digits-a", out, "--storage", studies.storage, cwd=studies.folder)
     assert result.returncode == 0, result.stderr
-    recommended = rs.recommend(studies.a)
+    recommended = _recommended(studies.a).representative
     model = out / "digits_forest"
     assert sorted(p.name for p in model.rglob("*") if p.is_file()) == ["config.pbtxt", "model.onnx", "model.py"]
     assert (model / "1" / "model.onnx").read_bytes() == digits_onnx.read_bytes()
     readme = (out / "README.md").read_text()
     assert f"trial {recommended.number} of study digits-a" in readme
     assert f"{recommended.values[0]:.4g} infer/s" in readme
-    assert "perf_analyzer -m digits_forest" in readme and "--measurement-interval 500" in readme
+    assert "perf_analyzer -m digits_forest" in readme and "--measurement-interval 400" in readme
 
     digits = load_digits()
     samples = digits.data[:8].astype(np.float32)  # the config's max_batch_size
@@ -224,7 +242,7 @@ def test_export_serves_in_a_fresh_triton(studies: Studies, tmp_path: Path, digit
 
 
 def test_export_rebuilds_the_variant_of_the_trial(studies: Studies, tmp_path: Path, digits_onnx: Path) -> None:
-    from tuner.variants import build_variant
+    from tuner.model import build_variant
 
     fp16 = next(t for t in studies.b.trials if t.params.get("precision") == "fp16" and t.state == TrialState.COMPLETE)
     result = _tuner("export", "digits-b", tmp_path / "fp16", "--trial", fp16.number, "--storage", studies.storage,
@@ -236,20 +254,19 @@ def test_export_rebuilds_the_variant_of_the_trial(studies: Studies, tmp_path: Pa
 
 
 def test_export_under_a_latency_budget_picks_the_fastest_point_within_it(studies: Studies, tmp_path: Path) -> None:
-    from tuner.report import Curves
-    from tuner.store import Store
+    from tuner.reports import Curves
+    from tuner.storage import Store
 
     store = Store(studies.storage)
-    complete = [t for t in studies.a.trials if t.state == TrialState.COMPLETE]
-    records = store.records(t._trial_id for t in complete)
-    p99s = sorted(p.latency_p99_ms for r in records.values() for p in r.points)
+    complete = [t for t in read_study(studies.a, store).trials if t.complete]
+    p99s = sorted(p.latency_p99_ms for t in complete for p in t.curve)
     budget = p99s[len(p99s) // 2]
-    trial_id, point = Curves({i: r.points for i, r in records.items()},
-                             {t._trial_id: t.number for t in complete}).best(max_p99_ms=budget)
+    trial_id, point = Curves({t.trial_id: t.curve for t in complete},
+                             {t.trial_id: t.number for t in complete}).best(max_p99_ms=budget)
     result = _tuner("export", "digits-a", tmp_path / "budget", "--max-p99-ms", budget, "--storage", studies.storage,
                     cwd=studies.folder)
     assert result.returncode == 0, result.stderr
-    number = next(t.number for t in complete if t._trial_id == trial_id)
+    number = next(t.number for t in complete if t.trial_id == trial_id)
     assert f"exported trial {number} " in result.stdout and f"concurrency {point.concurrency}" in result.stdout
 
 
@@ -257,8 +274,8 @@ def test_compare_puts_the_fronts_side_by_side(studies: Studies) -> None:
     result = _tuner("compare", "digits-a", "digits-b", "--storage", studies.storage, cwd=studies.folder)
     assert result.returncode == 0, result.stderr
     assert "digits-a: Pareto front" in result.stdout and "digits-b: Pareto front" in result.stdout
-    assert "no feasible trial" in result.stdout and "Recommendations" in result.stdout
+    assert "no feasible config" in result.stdout and "Recommendations" in result.stdout
     document = json.loads(_tuner("compare", "digits-a", "digits-b", "--storage", studies.storage, "--json",
                                  cwd=studies.folder).stdout)
-    assert document["a"]["recommended_trial"] == rs.recommend(studies.a).number
+    assert document["a"]["recommended_trial"] == _recommended(studies.a).number
     assert document["b"]["recommended_trial"] is None and document["b"]["pareto_front"] == []

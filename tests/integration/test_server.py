@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import psutil
 import pytest
 import tritonclient.http as triton_http
 from onnx import TensorProto, helper
@@ -15,8 +14,9 @@ from onnx import TensorProto, helper
 from tuner.errors import ModelLoadError, ServerStartError
 from tuner.model_info import read_model_info
 from tuner.trial import InstanceKind, TrialSpec
-from tuner.triton.model_config import RUNNER_SOURCE, build_model_config, to_pbtxt
-from tuner.triton.server import EmbeddedServer, Ports, free_port
+from tuner.triton import RUNNER_SOURCE, build_model_config, server_version, to_pbtxt
+from tuner.triton._embedded import EmbeddedServer
+from tuner.triton._ports import Ports, free_port
 
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000, instance_count=2)
 
@@ -125,21 +125,6 @@ def test_refused_config_carries_tritons_message(server: EmbeddedServer) -> None:
     assert server.is_ready()
 
 
-def test_unload_then_stop_leaves_no_process(tmp_path: Path, digits_onnx: Path) -> None:
-    repository = tmp_path / "repository"
-    _install(repository, "digits_forest", digits_onnx)
-    server = EmbeddedServer(tmp_path / "work", repository)
-    server.start()
-    server.load("digits_forest")
-    process = psutil.Process(server.pid)
-    family = [process, *process.children(recursive=True)]
-    assert len(family) >= 3  # the server and one python backend stub per instance
-    server.unload("digits_forest")
-    server.stop()
-    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert "Started GRPCInferenceService" in server.log_path.read_text()
-
-
 def test_port_taken_is_a_start_error(tmp_path: Path) -> None:
     import socket
 
@@ -156,7 +141,7 @@ def test_port_taken_is_a_start_error(tmp_path: Path) -> None:
 
 
 def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Path) -> None:
-    from tuner.measure.warmup import warm_up
+    from tuner.measure import warm_up
 
     server.load("two_io")
     before = int(server.model_statistics("two_io")["model_stats"][0]["inference_count"])
@@ -168,9 +153,9 @@ def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Pa
 
 @pytest.mark.serial  # batches form from request timing, which other tests' load disturbs
 def test_a_longer_queue_delay_forms_larger_batches(tmp_path: Path, digits_onnx: Path) -> None:
-    from tuner.measure.engine import EngineSettings
-    from tuner.measure.sweep import SweepPlan
-    from tuner.worker import Worker, WorkerSetup
+    from tuner.measure import EngineSettings, SweepPlan
+    from tuner.workers import WorkerSetup
+    from tuner.workers._worker import Worker
 
     setup = WorkerSetup(
         model_name="digits_forest", model_path=digits_onnx, model_info=read_model_info(digits_onnx),
@@ -188,3 +173,8 @@ def test_a_longer_queue_delay_forms_larger_batches(tmp_path: Path, digits_onnx: 
             batches[delay] = server["mean_batch"]
     # With 8 requests in flight, a 20 ms window fills batches the 0 ms one does not wait for.
     assert batches[20_000] > batches[0] * 1.5, batches
+
+
+def test_a_started_server_says_its_version(server: EmbeddedServer) -> None:
+    version = server_version(server)
+    assert version is not None and version.split(".")[0].isdigit()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tuner.errors import MeasurementError
-from tuner.measure.perf_analyzer import parse_csv
+from tuner.measure._perf_analyzer import parse_csv
 from tuner.trial import LoadPoint
 
 HEADER = (

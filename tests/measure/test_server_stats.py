@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tuner.measure.server_stats import model_counters, window
+from tuner.measure._server_stats import model_counters, window
 
 
 def _stats(requests: int, executions: int, batches: dict[int, int], queue_ns: int, infer_ns: int) -> dict:

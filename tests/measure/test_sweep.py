@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tuner.measure.sweep import SweepPlan, edge, sweep
+from tuner.measure import SweepPlan, sweep
+from tuner.measure._sweep import edge
 from tuner.trial import LoadPoint
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tuner.measure.usage import UsageMonitor
+from tuner.measure import UsageMonitor
 
 _SPIN = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
 
@@ -31,6 +31,7 @@ def _window(monitor: UsageMonitor, seconds: float):
     return monitor.usage(start, monitor.mark())
 
 
+@pytest.mark.serial  # a spinner's share of the cores: other tests' load starves it (6% of a core seen)
 def test_a_busy_server_process_counts_as_server(spinner: subprocess.Popen) -> None:
     monitor = UsageMonitor(lambda: spinner.pid, interval_s=0.1)
     monitor.start()
@@ -45,6 +46,7 @@ def test_a_busy_server_process_counts_as_server(spinner: subprocess.Popen) -> No
     assert usage.loadgen_cpu_pct < 40.0, usage
 
 
+@pytest.mark.serial  # as above
 def test_a_busy_stranger_counts_as_other() -> None:
     # Started through a shell that exits at once: the spinner is not this process's child.
     shell = subprocess.run(

@@ -6,6 +6,9 @@ Triton asks for.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_aio
@@ -13,7 +16,8 @@ import tritonclient.http as triton_http
 from tritonclient._request import Request
 
 from tuner.errors import ConfigError
-from tuner.triton.access import ENV_KEY, ENV_VALUE, Access, HeaderPlugin, redact, with_access
+from tuner.triton import Access, redact, with_access
+from tuner.triton._access import ENV_KEY, ENV_VALUE, HeaderPlugin
 
 ACCESS = Access("tuner-key", "s3cret")
 
@@ -51,11 +55,22 @@ def test_plugin_adds_the_header_and_hides_it() -> None:
     assert "s3cret" not in repr(plugin)
 
 
+@pytest.fixture
+def event_loop_set() -> Iterator[None]:
+    """A grpc.aio client takes the thread's event loop: an earlier test's asyncio.run leaves none set."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 @pytest.mark.parametrize(("make", "header"), [
     (lambda: triton_http.InferenceServerClient("127.0.0.1:1"), "tuner-key"),
     (lambda: triton_grpc.InferenceServerClient("127.0.0.1:1"), "triton-grpc-protocol-tuner-key"),
     (lambda: triton_aio.InferenceServerClient("127.0.0.1:1"), "triton-grpc-protocol-tuner-key"),
 ])
+@pytest.mark.usefixtures("event_loop_set")
 def test_with_access_gives_each_client_its_protocol_form(make, header: str) -> None:
     client = with_access(make(), ACCESS)
     request = Request(None)

@@ -1,8 +1,8 @@
 """The launch modes without a server: command lines, the factory, the docker lifecycle with a fake client.
 
 No Docker engine and no full tritonserver run on these machines, so the docker and local command
-lines are checked here; tests/integration/test_launch_modes.py runs local (with the wheel's
-binary) and remote for real.
+lines are checked here; tests/contracts/test_server_contract.py runs every launch mode (local with
+the wheel's binary, docker with the fake client) through the server contract.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import pytest
 
 from tuner.config import RemoteEndpoint, ServerSettings
 from tuner.errors import ConfigError, ServerStartError
-from tuner.triton.access import ENV_KEY, ENV_VALUE, Access
-from tuner.triton.docker import (
+from tuner.triton import Access, check_launch, make_server, worker_gpus
+from tuner.triton._access import ENV_KEY, ENV_VALUE
+from tuner.triton._docker import (
     DEFAULT_IMAGE,
     DockerServer,
     container_name,
@@ -26,10 +27,10 @@ from tuner.triton.docker import (
     docker_stop_command,
     gpu_flag,
 )
-from tuner.triton.local import LocalServer, local_command
-from tuner.triton.ports import Ports
-from tuner.triton.remote import RemoteServer, load_request
-from tuner.triton.server import EmbeddedServer, check_launch, make_server, worker_gpus
+from tuner.triton._embedded import EmbeddedServer
+from tuner.triton._local import LocalServer, local_command
+from tuner.triton._ports import Ports
+from tuner.triton._remote import RemoteServer, load_request
 
 PORTS = Ports(http=18000, grpc=18001, metrics=18002)
 ACCESS = Access("tuner-key", "s3cret")
@@ -154,16 +155,6 @@ def test_load_request_sends_the_config_and_the_version_files(tmp_path: Path) -> 
     assert files == {"file:1/model.onnx": b"onnx", "file:1/model.py": b"py", "file:1/sub/extra.bin": b"x"}
 
 
-def test_remote_server_that_does_not_answer_is_a_start_error(tmp_path: Path) -> None:
-    from tuner.triton.ports import free_port
-
-    server = RemoteServer(f"127.0.0.1:{free_port()}", tmp_path, startup_timeout_s=1)
-    with pytest.raises(ServerStartError, match="no Triton server answered"):
-        server.start()
-    assert not server.is_alive()
-    server.stop()  # nothing to undo
-
-
 @pytest.fixture
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """An executable standing in for the docker client, and the file its calls go to."""
@@ -222,12 +213,6 @@ def test_docker_container_is_removed_when_it_never_gets_ready(
     assert [call[0] for call in _calls(calls)] == ["rm", "run", "stop", "rm"]
     assert not server.is_alive()
     assert "fake container" in server.log_tail()
-
-
-def test_docker_client_missing_is_a_start_error(tmp_path: Path) -> None:
-    server = DockerServer(tmp_path / "server", tmp_path / "repo", docker=str(tmp_path / "no-docker"))
-    with pytest.raises(ServerStartError, match="cannot run"):
-        server.start()
 
 
 def test_remote_header_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

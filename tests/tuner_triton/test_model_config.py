@@ -7,13 +7,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tuner.model_info import ModelInfo, TensorInfo, read_model_info
 from tuner.trial import InstanceKind, TrialSpec
-from tuner.triton.model_config import (
-    RUNNER_BACKEND,
-    build_model_config,
-    parse_pbtxt,
-    runner_parameters,
-    to_pbtxt,
-)
+from tuner.triton import RUNNER_BACKEND, build_model_config, parse_pbtxt, to_pbtxt
+from tuner.triton._model_config import runner_parameters
 
 HAND_MADE = ModelInfo(
     inputs=(

@@ -12,15 +12,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tuner.model_info import ModelInfo, read_model_info
 from tuner.trial import InstanceKind, TrialSpec
-from tuner.triton.model_config import (
-    TENSORRT_WORKSPACE_BYTES,
-    build_model_config,
-    build_native_config,
-    parse_pbtxt,
-    provider_options,
-    runner_parameters,
-    to_pbtxt,
-)
+from tuner.triton import build_model_config, build_native_config, parse_pbtxt, to_pbtxt
+from tuner.triton._model_config import TENSORRT_WORKSPACE_BYTES, provider_options, runner_parameters
 
 ACCELERATORS = ("none", "openvino", "cuda", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.triton.process import kill_orphans
+from tuner.triton import kill_orphans
 
 #: Python, which ignores the arguments after its -c code: under the name of a Triton program,
 #: it stands in for one with the same command line.

@@ -8,16 +8,19 @@ One module per section: ``_model``, ``_server`` (server and workers), ``_search`
 and ``_study`` (the whole file, objectives, constraints, reading it).
 """
 
-from tuner.config._load import ConcurrencySearch, LoadSettings, Remeasure
+from __future__ import annotations
+
+from tuner.config._load import ConcurrencySearch, EarlyStop, LoadSettings, Remeasure
 from tuner.config._model import ModelSettings, TensorSpec
 from tuner.config._search import (
     ACCELERATORS,
     GPU_ACCELERATORS,
     PRECISIONS,
-    SAMPLERS,
+    SAMPLER_NAMES,
     IntRange,
     SearchSettings,
-    SearchSpace,
+    SpaceSettings,
+    Transfer,
 )
 from tuner.config._server import RemoteEndpoint, ServerSettings, WorkerSettings
 from tuner.config._study import Bound, Objective, StudyConfig, load_config, parse_config, resolve_storage
@@ -26,9 +29,10 @@ __all__ = [
     "ACCELERATORS",
     "GPU_ACCELERATORS",
     "PRECISIONS",
-    "SAMPLERS",
+    "SAMPLER_NAMES",
     "Bound",
     "ConcurrencySearch",
+    "EarlyStop",
     "IntRange",
     "LoadSettings",
     "ModelSettings",
@@ -36,10 +40,11 @@ __all__ = [
     "Remeasure",
     "RemoteEndpoint",
     "SearchSettings",
-    "SearchSpace",
     "ServerSettings",
+    "SpaceSettings",
     "StudyConfig",
     "TensorSpec",
+    "Transfer",
     "WorkerSettings",
     "load_config",
     "parse_config",

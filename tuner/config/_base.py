@@ -46,5 +46,3 @@ def _base_dir(info: ValidationInfo) -> Path:
 def _resolve(value: Path, info: ValidationInfo) -> Path:
     path = value.expanduser()
     return path if path.is_absolute() else (_base_dir(info) / path).resolve()
-
-

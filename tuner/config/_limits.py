@@ -59,6 +59,11 @@ MAX_KNOB_VALUES: Final = 10_000
 #: model-based samplers slow down with every trial they learn from.
 MAX_TRIALS: Final = 10_000
 
+#: Studies a new study starts from (``search.warm_start.from``): each is read whole, every trial, when
+#: the study is set up, so a long list is seconds of reading before the first trial; 100 is far more
+#: than the machines, model versions or models a study has any use learning from.
+MAX_TRANSFER_STUDIES: Final = 100
+
 #: Seeds: Optuna's samplers seed numpy's RandomState, which takes 0 to 2**32 - 1.
 MAX_SEED: Final = 2**32 - 1
 
@@ -85,9 +90,12 @@ MAX_CPU_PCT: Final = 100 * MAX_CPUS_PER_WORKER
 #: Measurements of one window again after other processes used the CPU.
 MAX_RETRIES: Final = 10
 
-#: Best configs re-measured at the end, and fresh loads of each: each is a full measurement,
+#: Fresh loads of one config (``remeasure.max_loads_per_config``): each is a full measurement,
 #: and configs that tie within noise are told apart by a few.
 MAX_REMEASURE: Final = 100
+
+#: Fresh loads after the search (``remeasure.loads``): each is a full measurement, as a trial is.
+MAX_REMEASURE_LOADS: Final = MAX_TRIALS
 
 #: Inputs of one model (models with key-value caches have two per layer, a few hundred).
 MAX_INPUTS: Final = 1024

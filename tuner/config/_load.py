@@ -20,6 +20,7 @@ from tuner.config._limits import (
     MAX_GAIN_PCT,
     MAX_REFINE_STEPS,
     MAX_REMEASURE,
+    MAX_REMEASURE_LOADS,
     MAX_RETRIES,
     MAX_TIMEOUT_S,
     MAX_WARMUP_REQUESTS,
@@ -59,10 +60,61 @@ class ConcurrencySearch(_Strict):
 
 
 class Remeasure(_Strict):
-    """Fresh loads of the best configs at the end of a study, before one is recommended."""
+    """Fresh loads, after the search, of the configs that could still be recommended (tuner.study).
 
-    top: Annotated[int, Field(ge=0, le=MAX_REMEASURE)] = 3
-    repeats: Annotated[int, Field(ge=1, le=MAX_REMEASURE)] = 3
+    ``loads`` is the budget of fresh loads: ``auto`` is a quarter of the study's trials
+    (``search.n_trials``, or the trials run where only a timeout is set), 0 turns re-measuring off.
+    ``max_loads_per_config`` caps the loads of one config, the search's own load included.
+    The older ``top``/``repeats`` are still read: ``top: 0`` is ``loads: 0``, otherwise ``repeats``
+    more loads of each of the ``top`` configs is ``max_loads_per_config: repeats + 1`` and
+    ``loads: top * repeats``.
+    """
+
+    loads: Literal["auto"] | Annotated[int, Field(ge=0, le=MAX_REMEASURE_LOADS)] = "auto"
+    max_loads_per_config: Annotated[int, Field(ge=1, le=MAX_REMEASURE)] = 3
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not {"top", "repeats"} & data.keys():
+            return data
+        if {"loads", "max_loads_per_config"} & data.keys():
+            raise ValueError("top and repeats are the older form of loads and max_loads_per_config: give one form")
+        top, repeats = data.get("top", 3), data.get("repeats", 3)
+        for name, value, low in (("top", top, 0), ("repeats", repeats, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_REMEASURE:
+                raise ValueError(
+                    f"{name}: an integer from {low} to {MAX_REMEASURE} (or use loads and max_loads_per_config)"
+                )
+        rest = {k: v for k, v in data.items() if k not in ("top", "repeats")}
+        if top == 0:
+            return rest | {"loads": 0}
+        return rest | {"loads": top * repeats, "max_loads_per_config": repeats + 1}
+
+    def budget(self, trials: int) -> int:
+        """The fresh loads a study of ``trials`` trials may spend."""
+        return trials // 4 if self.loads == "auto" else self.loads
+
+
+class EarlyStop(_Strict):
+    """Stopping clearly hopeless configs after a short screening measurement (tuner.trial.Screen).
+
+    A trial's first concurrency is first measured in three short windows, whatever their spread
+    (a quarter of ``measurement_window_ms`` each, at least 100 ms). The trial stops there, stored
+    PRUNED with the reason, where the study's latency constraint metric is over ``latency_factor``
+    times its budget (far over it: more load will not bring it back; judged where the first
+    concurrency is the lowest), or throughput is under ``throughput_share`` of the best a feasible
+    config measured so far at that concurrency (judged where throughput is a maximized objective and
+    the first concurrency is the highest measured, as with the default ``[8]``; not under ``auto``,
+    where a config with a batcher can start slow and end the best). Otherwise it is measured to
+    stability as usual, as is one whose screen stays contaminated. With nothing to judge by, nothing
+    is screened; nor is the model's default config, the baseline, or a fresh load of a contender.
+    ``enabled: false`` measures every trial in full.
+    """
+
+    enabled: bool = True
+    latency_factor: Annotated[float, Field(gt=1)] = 2.0
+    throughput_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
 
 
 class LoadSettings(_Strict):
@@ -76,9 +128,9 @@ class LoadSettings(_Strict):
     """
 
     engine: Literal["perf_analyzer", "builtin"] = "perf_analyzer"
-    concurrency: Literal["auto"] | Annotated[
-        list[Concurrency], Field(min_length=1, max_length=MAX_CONCURRENCY_LEVELS)
-    ] = [8]
+    concurrency: (
+        Literal["auto"] | Annotated[list[Concurrency], Field(min_length=1, max_length=MAX_CONCURRENCY_LEVELS)]
+    ) = [8]
     concurrency_search: ConcurrencySearch = ConcurrencySearch()
     measurement_window_ms: Annotated[int, Field(ge=100, le=MAX_WINDOW_MS)] = 2000
     stability_percentage: Annotated[float, Field(gt=0, le=100)] = 10.0
@@ -89,6 +141,7 @@ class LoadSettings(_Strict):
     contamination_cpu_pct: Annotated[float, Field(gt=0, le=MAX_CPU_PCT)] = 30.0
     contamination_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = 1
     remeasure: Remeasure = Remeasure()
+    early_stop: EarlyStop = EarlyStop()
     trial_timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 900.0
 
     @field_validator("concurrency", mode="before")
@@ -111,5 +164,3 @@ class LoadSettings(_Strict):
         if self.engine == "builtin" and self.protocol != "grpc":
             raise ValueError("the builtin engine speaks gRPC: leave protocol out or set grpc")
         return self
-
-

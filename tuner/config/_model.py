@@ -85,5 +85,3 @@ class ModelSettings(_Strict):
                 hint = f" (run `tuner models prepare {path.parent.parent.name}`)"
             raise ValueError(f"model file {path} does not exist{hint}")
         return path
-
-

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     AliasChoices,
+    ConfigDict,
     Discriminator,
     Field,
     StrictBool,
@@ -19,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from tuner.config._base import _resolve, _Strict
+from tuner.config._base import _resolve, _Strict, _valid_name
 from tuner.config._limits import (
     MAX_BATCH_SIZE,
     MAX_CPUS_PER_WORKER,
@@ -28,10 +29,11 @@ from tuner.config._limits import (
     MAX_QUEUE_DELAY_US,
     MAX_SEED,
     MAX_TIMEOUT_S,
+    MAX_TRANSFER_STUDIES,
     MAX_TRIALS,
 )
 
-SAMPLERS: tuple[str, ...] = ("bo", "tpe", "nsga2", "gp", "random", "grid", "quick")  # tuner.samplers.SAMPLERS
+SAMPLER_NAMES: tuple[str, ...] = ("bo", "tpe", "nsga2", "gp", "random", "grid", "quick")  # tuner.samplers.SAMPLERS
 
 
 class IntRange(_Strict):
@@ -110,7 +112,7 @@ def _name_dim(valid: tuple[str, ...]) -> Any:
     return Annotated[str | Annotated[list[str], Field(min_length=1)], AfterValidator(check)]
 
 
-class SearchSpace(_Strict):
+class SpaceSettings(_Strict):
     """The knobs to search. A list is a set of choices, {low, high} a range, a scalar a fixed value.
 
     ``cpu_threads`` left out means each instance gets an equal share of the worker's cores.
@@ -150,6 +152,43 @@ class SearchSpace(_Strict):
         return value
 
 
+class Transfer(_Strict):
+    """``search.warm_start: {from: [...], configs: N}``: start from the best configs of earlier studies.
+
+    The studies live in the same storage (the same model on another machine, the model's previous
+    version, another model on the same hardware). Their configs, best first, are moved into this
+    study's space (tuner.samplers.SearchSpace.params_from) and measured first, after the default config.
+    """
+
+    # the stored study file is read again (tuner export), so it keeps the name the file uses
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    from_: Annotated[
+        list[Annotated[str, AfterValidator(_valid_name)]],
+        Field(alias="from", min_length=1, max_length=MAX_TRANSFER_STUDIES),
+    ]
+    # Distinct configs to start from, over all the studies together.
+    configs: Annotated[int, Field(ge=1, le=MAX_TRIALS)] = 4
+
+    @field_validator("from_")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each study may be named once")
+        return value
+
+
+def _warm_start_kind(value: Any) -> str:
+    return "transfer" if isinstance(value, (Mapping, Transfer)) else "flag"
+
+
+WarmStart = Annotated[
+    Annotated[bool, Tag("flag")] | Annotated[Transfer, Tag("transfer")], Discriminator(_warm_start_kind)
+]
+#: Names pydantic puts into an error's location for the member of a union it tried.
+UNION_TAGS = (*_DIM_TAGS, "flag", "transfer")
+
+
 class SearchSettings(_Strict):
     """The sampler and the budget of the search."""
 
@@ -159,20 +198,21 @@ class SearchSettings(_Strict):
         default=None, validation_alias=AliasChoices("timeout_s", "timeout")
     )
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
-    space: SearchSpace = SearchSpace()
+    space: SpaceSettings = SpaceSettings()
     # Finished trials before bo/tpe/gp model the results (None: tuner.samplers' default);
     # the warm-start configs come first and count among them.
     n_startup_trials: Annotated[int, Field(ge=0, le=MAX_TRIALS)] | None = None
-    # Start with the default config and a few known-good ones (tuner.samplers.warm_start_params).
-    warm_start: bool = True
+    # true: start with the default config and a few known-good ones (tuner.samplers.warm_start_params);
+    # {from: [studies]}: with the default config and the best configs of those studies (Transfer).
+    warm_start: WarmStart = True
     # Answer trials from a recorded landscape (tuner landscape record) instead of Triton.
     replay: Path | None = None
 
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        if value not in SAMPLERS:
-            raise ValueError(f"unknown sampler {value!r}; valid: {', '.join(SAMPLERS)}")
+        if value not in SAMPLER_NAMES:
+            raise ValueError(f"unknown sampler {value!r}; valid: {', '.join(SAMPLER_NAMES)}")
         return value
 
     @field_validator("replay")
@@ -184,5 +224,3 @@ class SearchSettings(_Strict):
         if not path.is_file():
             raise ValueError(f"landscape file {path} does not exist (record one with `tuner landscape record`)")
         return path
-
-

@@ -44,14 +44,17 @@ class RemoteEndpoint(_Strict):
 
 #: Fields of ServerSettings that only one launch mode uses.
 _MODE_FIELDS = {
-    "binary": "local", "backend_directory": "local",
-    "image": "docker", "docker_binary": "docker", "docker_args": "docker",
+    "binary": "local",
+    "backend_directory": "local",
+    "image": "docker",
+    "docker_binary": "docker",
+    "docker_args": "docker",
     "remote": "remote",
 }
 
 
 class ServerSettings(_Strict):
-    """How each worker runs Triton (tuner.triton.server.make_server builds it).
+    """How each worker runs Triton (tuner.triton.make_server builds it).
 
     ``launch``: ``embedded`` (the nvidia-pytriton wheel's tritonserver, python backend only),
     ``local`` (the tritonserver at ``binary``, e.g. in NVIDIA's container), ``docker`` (a
@@ -158,5 +161,3 @@ class WorkerSettings(_Strict):
         if self.backend == "local" and (self.count not in (None, 1) or self.ray_address or self.gpus_per_worker):
             raise ValueError("backend local runs one CPU worker in the tuner's process: use backend ray")
         return self
-
-

@@ -24,7 +24,7 @@ from pydantic import (
 from tuner.config._base import _base_dir, _known_metric, _resolve, _Strict, _valid_name
 from tuner.config._load import LoadSettings
 from tuner.config._model import ModelSettings
-from tuner.config._search import _DIM_TAGS, SearchSettings
+from tuner.config._search import UNION_TAGS, SearchSettings, Transfer
 from tuner.config._server import ServerSettings, WorkerSettings
 from tuner.errors import ConfigError
 from tuner.trial import METRICS
@@ -102,6 +102,13 @@ class StudyConfig(_Strict):
             raise ValueError("each metric may be an objective once")
         return value
 
+    def latency_budget(self) -> tuple[str, float] | None:
+        """The study's first constraint with a maximum on a latency metric, as (metric, budget)."""
+        return next(
+            ((m, b.max) for m, b in self.constraints.items() if m.startswith("latency_") and b.max is not None),
+            None,
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         fixed_ports = self.server.http_port is not None
@@ -112,6 +119,9 @@ class StudyConfig(_Strict):
             raise ValueError(
                 f"workers.count: launch remote runs one worker per server, and server.remote has {servers}"
             )
+        transfer = self.search.warm_start
+        if isinstance(transfer, Transfer) and self.study in transfer.from_:
+            raise ValueError(f"search.warm_start.from: names this study ({self.study!r}); name earlier studies")
         return self
 
     @model_validator(mode="before")
@@ -133,7 +143,7 @@ def resolve_storage(url: str, base_dir: Path) -> str:
     """Makes a relative SQLite path absolute against ``base_dir``; other URLs pass through."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and url != "sqlite:///:memory:":
-        path = Path(url[len(prefix):])
+        path = Path(url[len(prefix) :])
         if not path.is_absolute():
             return prefix + str((base_dir / path).resolve())
     return url
@@ -184,4 +194,4 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic adds the union member tried to the location
-    return isinstance(part, str) and (part in _DIM_TAGS or "[" in part or part in ("int", "float", "bool", "str"))
+    return isinstance(part, str) and (part in UNION_TAGS or "[" in part or part in ("int", "float", "bool", "str"))

@@ -4,11 +4,15 @@
     for params in initial_params("bo", space):
         study.enqueue_trial(params)
 
-A sampler with an ``is_exhausted(study)`` method (bo, grid, quick) ends the study when it has
-nothing left to propose.
+What the study loop relies on of every sampler is written in ``_contract`` (``Exhaustible``: a
+sampler with an ``is_exhausted(study)`` method, such as bo, grid and quick, ends the study when it
+has nothing left to propose).
 """
 
+from __future__ import annotations
+
 from tuner.samplers._bo import ConfigBOSampler
+from tuner.samplers._contract import DISTINCT, Exhaustible
 from tuner.samplers._grid import ConfigGridSampler
 from tuner.samplers._planned import PlannedSampler
 from tuner.samplers._quick import QuickSearchSampler
@@ -20,16 +24,20 @@ from tuner.samplers._registry import (
     make_sampler,
     warm_start_params,
 )
+from tuner.samplers._space import SearchSpace
 from tuner.samplers._unmeasured import UnmeasuredFirst
 
 __all__ = [
     "DEFAULT_STARTUP",
+    "DISTINCT",
     "SAMPLERS",
     "WARM_STARTED",
     "ConfigBOSampler",
     "ConfigGridSampler",
+    "Exhaustible",
     "PlannedSampler",
     "QuickSearchSampler",
+    "SearchSpace",
     "UnmeasuredFirst",
     "initial_params",
     "make_sampler",

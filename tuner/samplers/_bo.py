@@ -10,6 +10,9 @@ constraints. So this sampler models exactly that, over every config the space ha
 - one Gaussian process (scikit-learn, Matern 5/2 with a noise term) per quantity: the first
   objective (on a log scale where it is positive), each constraint (Optuna's convention:
   <= 0 holds), and whether the config ran at all (a FAIL trial counts as +1, a run as -1);
+- a PRUNED trial (stopped after its screen, tuner.study) ran: its constraints are the screen's,
+  and its objective the intermediate value reported from the screen, where there is one; so a
+  config pruned for its latency reads as infeasible, one pruned for its throughput as poor;
 - every config no trial has, runs or waits for is scored by the log of its expected
   improvement over the best feasible value so far, plus the log of the probability that it
   meets every constraint and runs; the best one is proposed. Before anything is feasible, the
@@ -28,21 +31,21 @@ import functools
 import math
 import random
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from scipy.special import log_ndtr
-from scipy.stats import norm
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-from threadpoolctl import threadpool_limits
 
-from tuner.results import ATTR_INTERRUPTED
 from tuner.samplers._planned import PlannedSampler, trial_params
-from tuner.search_space import SearchSpace
+from tuner.samplers._space import SearchSpace
+from tuner.storage import ATTR_INTERRUPTED
+
+if TYPE_CHECKING:
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+# scipy, scikit-learn and threadpoolctl are imported where a model is fitted: together they take over a
+# second to import, which every command (tuner show, report, the API) would pay for a sampler it never runs.
 
 #: A numeric knob with more values than this is one scaled column; fewer, one column per value.
 _ONE_HOT_MAX = 8
@@ -90,6 +93,8 @@ class ConfigBOSampler(PlannedSampler):
         finished = _finished(study)
         if len(finished) < max(1, self.n_startup_trials):
             return self.combinations[self._rng.choice(left)]
+        from threadpoolctl import threadpool_limits
+
         # one thread: the matrices are small, and the cores belong to the measurements
         with threadpool_limits(limits=1):
             scores = self.acquisition(study, finished, self._features[left])
@@ -101,7 +106,7 @@ class ConfigBOSampler(PlannedSampler):
     def acquisition(self, study: Study, finished: list[FrozenTrial], candidates: np.ndarray) -> np.ndarray:
         """Log constrained expected improvement of each candidate row (higher is better)."""
         features = np.array([self._encode(trial_params(t)) for t in finished])
-        ran = np.array([t.state == TrialState.COMPLETE for t in finished])
+        ran = np.array([t.state != TrialState.FAIL for t in finished])
         seed = self._rng.randrange(2**31)
         log_ok = np.zeros(len(candidates))
         if not ran.all():
@@ -115,9 +120,12 @@ class ConfigBOSampler(PlannedSampler):
         limits = limits.reshape(len(complete), len(names))
         for column in limits.T:
             log_ok += _log_prob_at_most_zero(rows, column, candidates, seed)
-        values = _objective(study, complete)
-        feasible = (limits <= 0.0).all(axis=1)
-        model = _fit(rows, values, seed)
+        valued = np.array([_first_value(t) is not None for t in complete])
+        if not valued.any():
+            return log_ok
+        values = _objective(study, [t for t, v in zip(complete, valued) if v])
+        feasible = (limits[valued] <= 0.0).all(axis=1)
+        model = _fit(rows[valued], values, seed)
         mean, std = _predict_latent(model, candidates)
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
@@ -158,9 +166,9 @@ class FeatureEncoder:
 
 
 def _finished(study: Study) -> list[FrozenTrial]:
-    """Trials the model learns from: measured, or failed because of their config."""
+    """Trials the model learns from: measured, stopped after their screen, or failed because of their config."""
     finished = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
         if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED):
             continue
         finished.append(t)
@@ -170,13 +178,25 @@ def _finished(study: Study) -> list[FrozenTrial]:
 def _objective(study: Study, complete: list[FrozenTrial]) -> np.ndarray:
     """The first objective of each trial, to be maximized: on a log scale where all are positive
     (throughput and latency vary by factors, not by amounts)."""
-    values = np.array([t.values[0] for t in complete], dtype=float)
+    values = np.array([_first_value(t) for t in complete], dtype=float)
     if (values > 0).all():
         values = np.log(values)
     return values if study.directions[0] == StudyDirection.MAXIMIZE else -values
 
 
+def _first_value(trial: FrozenTrial) -> float | None:
+    """The first objective: a COMPLETE trial's value, a PRUNED one's last intermediate value (if any)."""
+    if trial.state == TrialState.COMPLETE:
+        return float(trial.values[0])
+    steps = trial.intermediate_values
+    return float(steps[max(steps)]) if steps else None
+
+
 def _fit(rows: np.ndarray, values: np.ndarray, seed: int) -> GaussianProcessRegressor:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
     kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(1.0, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
     model = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1, random_state=seed)
     with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
@@ -197,6 +217,8 @@ def _predict_latent(model: GaussianProcessRegressor, rows: np.ndarray) -> tuple[
 
 def _log_prob_at_most_zero(rows: np.ndarray, values: np.ndarray, candidates: np.ndarray, seed: int) -> np.ndarray:
     """Log of the modelled probability that each candidate's value is <= 0."""
+    from scipy.special import log_ndtr
+
     # with the noise: whether a config meets a bound is decided by its measurement
     mean, std = _fit(rows, values, seed).predict(candidates, return_std=True)
     return log_ndtr(-mean / np.maximum(std, 1e-9))
@@ -204,6 +226,8 @@ def _log_prob_at_most_zero(rows: np.ndarray, values: np.ndarray, candidates: np.
 
 def _log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
     """log E[max(0, f - best)] for f ~ N(mean, std), stable far below the best."""
+    from scipy.stats import norm
+
     z = (mean - best) / std
     out = np.empty_like(z)
     near = z > -5.0

@@ -16,7 +16,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 
 from tuner.samplers._planned import PlannedSampler
-from tuner.search_space import SearchSpace
+from tuner.samplers._space import SearchSpace
 
 
 class ConfigGridSampler(PlannedSampler):

@@ -15,7 +15,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.search_space import SearchSpace
+from tuner.samplers._space import SearchSpace
 
 ATTR_PLANNED = "tuner:planned"
 
@@ -85,9 +85,7 @@ class PlannedSampler(BaseSampler):
         # Nothing planned (the sampler was asked past its end): a random config.
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
-    def after_trial(
-        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
         return None
 
 

@@ -20,7 +20,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._planned import PlannedSampler, trial_params
-from tuner.search_space import SearchSpace
+from tuner.samplers._space import SearchSpace
 
 #: A range with more values than this is climbed on a doubling ladder.
 _LADDER_MAX = 8

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -21,8 +21,8 @@ from tuner.errors import ConfigError
 from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._grid import ConfigGridSampler
 from tuner.samplers._quick import QuickSearchSampler
+from tuner.samplers._space import SearchSpace
 from tuner.samplers._unmeasured import UnmeasuredFirst
-from tuner.search_space import SearchSpace
 from tuner.trial import InstanceKind
 
 logger = logging.getLogger(__name__)
@@ -66,9 +66,7 @@ def _gp(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.sam
             f"search.sampler: gp needs {' and '.join(missing)} (Optuna's GPSampler); "
             "install them (pip install -e '.[transformer]' brings torch) or pick another sampler"
         )
-    gp = optuna.samplers.GPSampler(
-        seed=seed, n_startup_trials=_startup("gp", startup), warn_independent_sampling=False
-    )
+    gp = optuna.samplers.GPSampler(seed=seed, n_startup_trials=_startup("gp", startup), warn_independent_sampling=False)
     return UnmeasuredFirst(gp, space, seed)
 
 
@@ -120,12 +118,16 @@ def make_sampler(
     return factory(seed, space, n_startup_trials)
 
 
-def initial_params(name: str, space: SearchSpace, warm_start: bool = True) -> list[dict[str, Any]]:
+def initial_params(
+    name: str, space: SearchSpace, warm_start: bool = True, seeds: Sequence[Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """The configs a new study measures first: the default config, then (for the samplers in
-    ``WARM_STARTED``, with ``warm_start``) the known-good ones of ``warm_start_params``."""
+    ``WARM_STARTED``, with ``warm_start``) the known-good ones of ``warm_start_params``, or
+    ``seeds`` where given (trial params of this space: the best configs of earlier studies,
+    ``SearchSpace.params_from``) in their place. A config given twice is measured once."""
     first = [space.default_params()]
     if warm_start and name in WARM_STARTED:
-        first += warm_start_params(space)
+        first += [dict(params) for params in seeds] if seeds is not None else warm_start_params(space)
     unique: dict[str, dict[str, Any]] = {}
     for params in first:
         unique.setdefault(space.key_of(params), params)
@@ -141,7 +143,7 @@ def warm_start_params(space: SearchSpace) -> list[dict[str, Any]]:
     the knobs that matter most on CPU and GPU alike (docs/benchmarks.md), so a model of the
     results learns early which direction pays.
     """
-    configs = [
+    configs: list[dict[str, Any]] = [
         {"instance_count": space.worker_cores if space.kind is InstanceKind.CPU else 2},
         {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": 1000},
     ]

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.errors import ConfigError
 from tuner.samplers._planned import ATTR_PLANNED, PlannedSampler
-from tuner.search_space import SearchSpace
+from tuner.samplers._space import SearchSpace
 
 
 class UnmeasuredFirst(PlannedSampler):

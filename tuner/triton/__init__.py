@@ -1,1 +1,50 @@
-"""Triton-facing parts: config writing and the server."""
+"""Triton: the config.pbtxt writer and the server, in four launch modes.
+
+    server = make_server(settings, workdir, repository)    # embedded, local, docker or remote
+    server.start()
+    server.load(name)          # the config.pbtxt build_model_config wrote for the trial
+
+Every launch mode keeps the ``TritonServer`` contract (start, load, unload, stop); ``Access``
+carries the headers a restricted server wants. ``ort_runner/model.py`` is the python-backend
+model that runs ONNX Runtime inside Triton.
+"""
+
+from __future__ import annotations
+
+from tuner.triton._access import Access, redact, with_access
+from tuner.triton._embedded import pytriton_libs
+from tuner.triton._model_config import (
+    RUNNER_BACKEND,
+    RUNNER_SOURCE,
+    build_model_config,
+    build_native_config,
+    parse_pbtxt,
+    to_pbtxt,
+)
+from tuner.triton._ports import port_is_free
+from tuner.triton._process import die_with_parent, kill_orphans
+from tuner.triton._server import TritonServer, check_launch, make_server, worker_gpus
+from tuner.triton._versions import cpu_model, server_version, versions
+
+__all__ = [
+    "RUNNER_BACKEND",
+    "RUNNER_SOURCE",
+    "Access",
+    "TritonServer",
+    "build_model_config",
+    "build_native_config",
+    "check_launch",
+    "cpu_model",
+    "die_with_parent",
+    "kill_orphans",
+    "make_server",
+    "parse_pbtxt",
+    "port_is_free",
+    "pytriton_libs",
+    "redact",
+    "server_version",
+    "to_pbtxt",
+    "versions",
+    "with_access",
+    "worker_gpus",
+]

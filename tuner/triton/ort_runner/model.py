@@ -17,6 +17,8 @@ This file is copied into each model's version folder; it imports only numpy, onn
 the backend's own utilities.
 """
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
 
@@ -35,7 +37,7 @@ _GRAPH_LEVELS = {
 class TritonPythonModel:
     """Runs one ONNX Runtime session per model instance."""
 
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
@@ -75,23 +77,22 @@ class TritonPythonModel:
             )
         self.input_names = [t["name"] for t in config["input"]]
         self.output_names = [t["name"] for t in config["output"]]
-        self.output_dtypes = {
-            t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]
-        }
+        self.output_dtypes = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]}
         first_dims = [i.shape[0] if i.shape else None for i in self.session.get_inputs()]
         self.stackable = all(not isinstance(d, int) for d in first_dims)
 
-    def execute(self, requests):
+    def execute(self, requests: list[pb_utils.InferenceRequest]) -> list[pb_utils.InferenceResponse]:
         try:
             if self.stackable:
                 return self._run_stacked(requests)
             return [self._run_stacked([request])[0] for request in requests]
-        except Exception as exc:  # report to the clients instead of crashing the stub
+        except Exception as exc:  # noqa: BLE001  (report to the clients instead of crashing the stub)
             error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
 
-    def _run_stacked(self, requests):
-        feeds, sizes = {}, None
+    def _run_stacked(self, requests: list[pb_utils.InferenceRequest]) -> list[pb_utils.InferenceResponse]:
+        feeds: dict[str, np.ndarray] = {}
+        sizes: list[int] = []
         for name in self.input_names:
             arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
             sizes = sizes or [a.shape[0] for a in arrays]
@@ -108,5 +109,5 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.session = None

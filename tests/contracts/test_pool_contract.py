@@ -1,0 +1,182 @@
+"""The pool contract (tuner.pool.Pool), run against every pool.
+
+ReplayPool and the tests' ScriptedPool answer at once; LocalPool measures digits_forest on an
+embedded server with short windows; RayPool (a Ray start alone takes about 10 s) runs in one test.
+Each test drives the pool as the study loop does: submit while a worker is idle, collect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from scripted import ScriptedPool
+
+from tuner.measure import EngineSettings, SweepPlan
+from tuner.model_info import read_model_info
+from tuner.pool import Finished, Pool, WorkerPlan
+from tuner.replay import Landscape, ReplayPool
+from tuner.trial import Failure, InstanceKind, LoadPoint, Screen, TrialOutcome, TrialSpec
+from tuner.workers import LocalPool, RayPool, RaySettings, WorkerSetup
+
+#: Configs every pool can answer (one instance each: a Triton instance of the runner is a process to start).
+SPECS = [
+    TrialSpec(max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0, instance_count=1, cpu_threads=1),
+    TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=500, instance_count=1, cpu_threads=1),
+    TrialSpec(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=0, instance_count=1, cpu_threads=1),
+]
+#: A config Triton refuses on a CPU-only server (and the recorded landscape lacks).
+REFUSED = TrialSpec(max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0, instance_count=1,
+                    cpu_threads=1, kind=InstanceKind.GPU)
+
+POOLS = ["replay", "scripted", pytest.param("local", marks=pytest.mark.integration)]
+
+
+@dataclass
+class Made:
+    """A pool under test, and a config whose trial fails on it (None: it has none)."""
+
+    pool: Pool
+    failing: TrialSpec | None
+
+
+def _landscape() -> Landscape:
+    landscape = Landscape(model="digits_forest", study={}, worker_plan=WorkerPlan(2, 1, 0.0))
+    for spec in SPECS:
+        point = LoadPoint(2, 100.0 * spec.instance_count, 1.0, 1.0, 1.2, 1.3, 1.5)
+        landscape.add(TrialOutcome(spec, "", points=(point,)), {})
+    return landscape
+
+
+def _setup(folder: Path, onnx: Path) -> Callable[[int], WorkerSetup]:
+    """Worker setups for digits_forest with the shortest measurement that still measures."""
+    info = read_model_info(onnx)
+    engine = EngineSettings(engine="builtin", window_ms=200, max_windows=3, stability_percentage=50.0)
+
+    def setup_for(index: int) -> WorkerSetup:
+        return WorkerSetup(
+            model_name="digits_forest", model_path=onnx, model_info=info, workdir=folder / f"worker-{index}",
+            sweep=SweepPlan(fixed=(2,)), engine=engine, warmup_requests=1, contamination_retries=0, index=index,
+            contamination_cpu_pct=100_000.0,  # other test processes' CPU flags nothing (a flagged screen stops nothing)
+        )
+
+    return setup_for
+
+
+def _make(kind: str, folder: Path, onnx: Path) -> Made:
+    if kind == "replay":
+        return Made(ReplayPool(_landscape(), workers=2), failing=REFUSED)
+    if kind == "scripted":
+        return Made(ScriptedPool({1: (100.0, 1.0)}, workers=2), failing=None)
+    if kind == "local":
+        return Made(LocalPool(_setup(folder, onnx)(0)), failing=REFUSED)
+    settings = RaySettings(count=1, cpus_per_worker=1, start_timeout_s=120)
+    return Made(RayPool(_setup(folder, onnx), onnx, settings), failing=REFUSED)
+
+
+@pytest.fixture(scope="module", params=POOLS)
+def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, digits_onnx: Path) -> Iterator[Made]:
+    """An entered pool, shared by the module's tests; each leaves nothing in flight."""
+    made = _make(request.param, tmp_path_factory.mktemp(f"pool-{request.param}"), digits_onnx)
+    with made.pool:
+        yield made
+
+
+def _drive(pool: Pool, specs: list[TrialSpec], first_ticket: int = 0, screen: Screen | None = None) -> list[Finished]:
+    """Submits while a worker is idle and collects until every ticket is back, as the study loop does."""
+    waiting = list(enumerate(specs, start=first_ticket))
+    in_flight: set[int] = set()
+    finished: list[Finished] = []
+    deadline = time.monotonic() + 300
+    while waiting or in_flight:
+        while waiting and pool.idle() > 0:
+            ticket, spec = waiting.pop(0)
+            idle, done = pool.idle(), sum(s.done for s in pool.status)
+            pool.submit(ticket, spec, screen)
+            in_flight.add(ticket)
+            assert pool.idle() == idle - 1
+            assert ticket in {s.ticket for s in pool.status}  # a worker has it ...
+            assert sum(s.done for s in pool.status) == done  # ... and submit measured nothing
+        for item in pool.collect(timeout_s=1.0):
+            assert item.ticket in in_flight, f"ticket {item.ticket} came back twice or was never submitted"
+            in_flight.remove(item.ticket)
+            finished.append(item)
+        assert time.monotonic() < deadline, f"tickets {sorted(in_flight)} never came back"
+    return finished
+
+
+def test_idle_is_every_worker_while_nothing_runs(made: Made) -> None:
+    pool = made.pool
+    assert [s.index for s in pool.status] == list(range(len(pool.status)))
+    assert pool.idle() == len(pool.status) >= 1
+    assert all(s.ticket is None for s in pool.status)
+
+
+def test_collect_with_nothing_in_flight_returns_nothing_at_once(made: Made) -> None:
+    started = time.monotonic()
+
+    assert made.pool.collect(timeout_s=5.0) == []
+
+    assert time.monotonic() - started < 1.0
+
+
+def test_every_ticket_comes_back_once_with_its_spec(made: Made) -> None:
+    pool = made.pool
+    specs = SPECS[: len(pool.status) + 1]  # one more than the workers: the loop waits for a free one
+    done = sum(s.done for s in pool.status)
+
+    finished = _drive(pool, specs, first_ticket=100)
+
+    assert sorted(f.ticket for f in finished) == list(range(100, 100 + len(specs)))
+    for item in finished:
+        assert item.spec == specs[item.ticket - 100] and item.outcome.spec == item.spec
+        assert item.worker in {s.index for s in pool.status}
+        assert not item.outcome.failed, item.outcome.error
+    assert sum(s.done for s in pool.status) == done + len(specs)
+    assert pool.idle() == len(pool.status) and all(s.ticket is None for s in pool.status)
+
+
+def test_a_failed_trial_comes_back_as_an_outcome(made: Made) -> None:
+    if made.failing is None:
+        pytest.skip("the script answers every config it is given")
+    pool = made.pool
+    failed = sum(s.failed for s in pool.status)
+
+    [item] = _drive(pool, [made.failing], first_ticket=200)
+
+    assert item.ticket == 200 and item.outcome.failed and item.outcome.error
+    assert item.outcome.failure_kind == Failure.CONFIG
+    assert sum(s.failed for s in pool.status) == failed + 1
+    assert pool.idle() == len(pool.status)
+
+
+def test_a_trial_its_screen_shows_hopeless_comes_back_pruned_not_failed(made: Made) -> None:
+    pool = made.pool
+    failed = sum(s.failed for s in pool.status)
+    hopeless = Screen(concurrency=2, latency_metric="latency_p99_ms", latency_budget=1e-6)  # no answer in 1 ns
+    hopeful = Screen(concurrency=2, latency_metric="latency_p99_ms", latency_budget=1e6)
+
+    [stopped] = _drive(pool, SPECS[:1], first_ticket=300, screen=hopeless)
+    [measured] = _drive(pool, SPECS[:1], first_ticket=301, screen=hopeful)
+
+    assert stopped.spec == SPECS[0] and not stopped.outcome.failed
+    assert stopped.outcome.pruned is not None and "in the screening window" in stopped.outcome.pruned
+    assert len(stopped.outcome.points) == 1
+    assert measured.outcome.pruned is None and not measured.outcome.failed
+    assert sum(s.failed for s in pool.status) == failed, "a pruned trial is no failure"
+
+
+@pytest.mark.parametrize("kind", [*POOLS, pytest.param("ray", marks=[pytest.mark.integration, pytest.mark.slow])])
+def test_a_pool_enters_as_itself_and_closes_twice(kind: str, tmp_path: Path, digits_onnx: Path) -> None:
+    made = _make(kind, tmp_path, digits_onnx)
+
+    with made.pool as pool:
+        assert pool is made.pool and pool.idle() == len(pool.status)
+        if kind == "ray":  # the one test Ray runs in (its start takes 10 s): a trial too
+            [item] = _drive(pool, SPECS[:1])
+            assert item.ticket == 0 and item.outcome.spec == SPECS[0] and not item.outcome.failed, item.outcome.error
+
+    made.pool.close()  # closed twice: nothing happens

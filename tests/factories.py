@@ -1,0 +1,72 @@
+"""Study files the tests share: one definition instead of a copy per test module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Load settings for tests that need a real study to exist, not precise figures: three short windows
+#: that agree within 50%, no re-measuring, no second measurement when other processes (the other test
+#: workers) take CPU, and every trial measured in full (which trials a screen stops depends on the
+#: machine's load; tests/integration/test_early_stop_live.py screens).
+QUICK_LOAD: dict[str, Any] = {
+    "remeasure": {"top": 0}, "concurrency": [2], "measurement_window_ms": 400, "max_windows": 3,
+    "stability_percentage": 50, "warmup_requests": 2, "contamination_retries": 0, "early_stop": {"enabled": False},
+}
+
+
+def digits_study(name: str, model_path: str, n_trials: int = 3, **overrides: Any) -> dict[str, Any]:
+    """A short digits_forest study file (a trial takes a few seconds); ``overrides`` replace top-level keys.
+
+    Args:
+        name: The study's name.
+        model_path: The ONNX file, as the study file names it (absolute, or relative to where it runs).
+        n_trials: The trial budget.
+        overrides: Top-level sections to replace (``storage``, ``load``, ``model``...).
+    """
+    return {
+        "study": name,
+        "model": {"name": "digits_forest", "path": model_path},
+        "search": {
+            "sampler": "tpe",
+            "n_trials": n_trials,
+            "seed": 3,
+            "space": {
+                "max_batch_size": [1, 8],
+                "dynamic_batching": [False, True],
+                "max_queue_delay_us": {"low": 0, "high": 2000, "step": 500},
+                "instance_count": {"low": 1, "high": 2},
+            },
+        },
+        "constraints": {"latency_p99_ms": {"max": 100}},
+        "load": dict(QUICK_LOAD),
+        # One worker in the tuner's process: a local Ray costs 5-10 s and a core's worth of start-up per
+        # study. Ray is what tests/integration/test_workers.py, the pool contract, test_optimize's SIGTERM
+        # test and test_driver's killed-driver test run on (``workers={"backend": "ray"}``).
+        "workers": {"backend": "local"},
+        **overrides,
+    }
+
+
+def instances_study(name: str, storage: str, model_path: str, **search: Any) -> dict[str, Any]:
+    """A study file over 1 to 4 instances of digits_forest at concurrency 8 (nothing else searched), for
+    the scripted pool (tests/scripted.py), whose scripts give each instance count its figures.
+
+    Args:
+        name: The study's name.
+        storage: Its storage URL.
+        model_path: The digits_forest ONNX file.
+        search: Keys of ``search`` to set (``sampler``, ``n_trials``...); the seed is 1.
+    """
+    return {
+        "study": name,
+        "storage": storage,
+        "model": {"name": "digits_forest", "path": model_path},
+        "workers": {"backend": "local", "cpus_per_worker": 2},
+        "search": {
+            "seed": 1,
+            "space": {"instance_count": [1, 2, 3, 4], "max_batch_size": 1, "dynamic_batching": False,
+                      "max_queue_delay_us": 0},
+            **search,
+        },
+        "load": {"concurrency": [8]},
+    }

@@ -1,0 +1,58 @@
+"""tuner.study._plan: a study's set-up built once, by the pre-flight check, and used by the run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuner.config import StudyConfig, parse_config
+from tuner.errors import ConfigError, ModelError
+from tuner.storage import Store
+from tuner.study import StudyRunner, plan_study
+
+
+def _cfg(tmp_path: Path, onnx: Path, **changes: object) -> StudyConfig:
+    data: dict = {
+        "study": "planned",
+        "storage": f"sqlite:///{tmp_path / 'tuner.db'}",
+        "model": {"name": "digits_forest", "path": str(onnx)},
+        "workers": {"backend": "local", "cpus_per_worker": 2},
+        "search": {"sampler": "tpe", "n_trials": 2, "seed": 3, "space": {"instance_count": {"low": 1, "high": 2}}},
+    }
+    data.update(changes)
+    return parse_config(data, tmp_path)
+
+
+def test_the_plan_holds_what_a_run_needs(tmp_path: Path, digits_onnx: Path) -> None:
+    plan = plan_study(_cfg(tmp_path, digits_onnx))
+    assert [t.name for t in plan.model_info.inputs] == ["float_input"]
+    assert (plan.workers.count, plan.workers.cpus_per_worker, plan.workers.on_gpu) == (1, 2, False)
+    assert {p["instance_count"] for p in plan.space.combinations()} == {1, 2}
+    assert plan.validation["float_input"].shape == (8, 64)  # the bundled digits' test split
+    assert plan.load_samples is None and plan.landscape is None
+
+
+def test_the_runner_uses_the_plan_and_reads_the_model_no_more(tmp_path: Path, digits_onnx: Path) -> None:
+    model = tmp_path / "model.onnx"
+    shutil.copy(digits_onnx, model)
+    cfg = _cfg(tmp_path, model)
+    plan = plan_study(cfg)
+    model.unlink()  # what would read it again now fails
+    with pytest.raises(ModelError, match="model file not found"):
+        plan_study(cfg)
+    runner = StudyRunner(cfg, Store(cfg.storage), plan=plan)
+    assert runner.plan is plan and runner.space is plan.space
+    setup = runner.worker_setup(0)
+    assert setup.model_info is plan.model_info
+    assert setup.validation is not None
+    assert np.array_equal(setup.validation["float_input"], plan.validation["float_input"])
+    assert runner.study.user_attrs["worker_cores"] == 2
+
+
+def test_the_plan_refuses_a_space_the_workers_cannot_serve(tmp_path: Path, digits_onnx: Path) -> None:
+    cfg = _cfg(tmp_path, digits_onnx, search={"n_trials": 2, "space": {"accelerator": ["none", "tensorrt"]}})
+    with pytest.raises(ConfigError, match="search.space.accelerator"):
+        plan_study(cfg)  # the file is valid; CPU workers make TensorRT impossible

@@ -1,0 +1,63 @@
+"""Ctrl-C in the search, in-process: the trial in flight is failed and its config queued for the next run.
+
+The study loop, the sampler and SQLite are real; the pool is scripted and raises KeyboardInterrupt
+as Python does on SIGINT (and as the CLI does on SIGTERM). That a real signal reaches a real
+tuner, stops its server and exits 143 is tested in tests/integration/test_optimize.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optuna.trial import TrialState
+from scripted import ScriptedPool, ScriptedRunner
+
+from tuner.config import StudyConfig, parse_config
+from tuner.storage import ATTR_INTERRUPTED
+
+#: Throughput by instance count: one config clearly ahead, none re-measured (the budget is 0).
+SCRIPT = {1: (50.0, 1.0), 2: (90.0, 1.0), 3: (100.0, 1.0), 4: (60.0, 1.0)}
+
+
+def _cfg(tmp_path: Path, digits_onnx: Path, sampler: str) -> StudyConfig:
+    return parse_config({
+        "study": "interrupted",
+        "storage": f"sqlite:///{tmp_path / 'tuner.db'}",
+        "model": {"name": "digits_forest", "path": str(digits_onnx)},
+        "workers": {"backend": "local", "cpus_per_worker": 2},
+        "search": {
+            "sampler": sampler, "n_trials": 4, "seed": 1,
+            "space": {"instance_count": [1, 2, 3, 4], "max_batch_size": [1, 8], "dynamic_batching": False,
+                      "max_queue_delay_us": 0},
+        },
+        "load": {"concurrency": [8], "remeasure": {"loads": 0}},
+    }, tmp_path)
+
+
+def test_ctrl_c_fails_the_trial_in_flight_and_the_next_run_measures_its_config(
+    tmp_path: Path, digits_onnx: Path
+) -> None:
+    cfg = _cfg(tmp_path, digits_onnx, "tpe")
+    interrupted = ScriptedRunner(cfg, ScriptedPool(SCRIPT, interrupt_at=2)).run()
+
+    assert interrupted.interrupted
+    trials = interrupted.study.get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 2 and TrialState.RUNNING not in states
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
+    assert failed[0].user_attrs[ATTR_INTERRUPTED]
+    # The warm-start configs not yet asked wait too; the interrupted one is queued after them.
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert waiting and waiting[-1].number == len(trials) - 1, "the interrupted config is queued again"
+    assert waiting[-1].system_attrs["fixed_params"] == failed[0].params
+
+    pool = ScriptedPool(SCRIPT)
+    resumed = ScriptedRunner(cfg, pool).run()
+
+    assert not resumed.interrupted
+    trials = resumed.study.get_trials()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4, "the interrupted trial does not count"
+    assert trials[waiting[-1].number].state == TrialState.COMPLETE
+    assert trials[waiting[-1].number].params == failed[0].params
+    assert len(pool.submitted) == 2, "the 2 trials measured before Ctrl-C are not measured again"

@@ -1,0 +1,114 @@
+"""Configs, not loads: medians, intervals, the front over configs, and the one recommendation rule."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner.storage import Store, StoredTrial, StudyInfo, misses, read_study
+from tuner.study import config_results, pareto_front, recommend
+
+INFO = StudyInfo(name="s", directions=("maximize", "minimize"), metric_names=("throughput", "latency_p99_ms"),
+                 study_file={"constraints": {"latency_p99_ms": {"max": 50.0}}})
+
+
+def load(number: int, throughput: float, p99: float = 10.0, spread: float = 0.0, **spec: object) -> StoredTrial:
+    spec = {"instance_count": 1, "cpu_threads": 1, "precision": "fp32", "dynamic_batching": False,
+            "max_batch_size": 8, "max_queue_delay_us": 0} | spec
+    return StoredTrial(
+        number=number, trial_id=100 + number, state=TrialState.COMPLETE, params=dict(spec),
+        values=(throughput, p99), constraints={"latency_p99_ms": p99 - 50.0},
+        metrics={"throughput": throughput, "latency_p99_ms": p99, "throughput_spread_pct": spread},
+        spec_key=json.dumps(spec, sort_keys=True),
+    )
+
+
+def test_loads_of_one_config_are_one_result_judged_by_their_median() -> None:
+    trials = [load(0, 80.0), load(1, 100.0, instance_count=2), load(2, 90.0), load(3, 82.0)]
+    results = config_results(trials, INFO)
+    assert [len(r.loads) for r in results] == [3, 1]
+    first = results[0]
+    assert first.values[0] == pytest.approx(82.0)
+    assert first.representative.number == 3  # the load at the median
+    assert first.interval == (80.0, 90.0)
+    assert first.spread_pct == pytest.approx(100 * 10 / 82)
+
+
+def test_a_copy_of_a_result_is_not_a_load() -> None:
+    copy = StoredTrial(**{**load(1, 95.0).__dict__, "reused_from": 0})
+    results = config_results([load(0, 80.0), copy], INFO)
+    assert len(results) == 1 and len(results[0].loads) == 1
+
+
+def test_feasibility_is_judged_on_the_median_not_the_luckiest_load() -> None:
+    # two of three loads over the 50 ms budget: the config is infeasible though one load held it
+    trials = [load(0, 100.0, p99=40.0), load(1, 100.0, p99=60.0), load(2, 100.0, p99=70.0)]
+    (result,) = config_results(trials, INFO)
+    assert not result.feasible
+    assert [m.text() for m in result.failed_constraints(INFO.bounds)] == ["latency_p99_ms 60 > max 50 (+20%)"]
+    assert recommend([result], INFO) is None
+
+
+def test_a_tie_goes_to_the_cheaper_config_and_says_so() -> None:
+    # 2 instances lead by a median of 100 against 97, but their loads overlap
+    trials = [load(0, 95.0, instance_count=2), load(1, 100.0, instance_count=2), load(2, 104.0, instance_count=2),
+              load(3, 96.0), load(4, 97.0), load(5, 99.0)]
+    rec = recommend(config_results(trials, INFO), INFO)
+    assert rec is not None
+    assert rec.leader.values[0] == 100.0 and rec.config.values[0] == 97.0
+    assert rec.number == 4
+    assert "cheaper" in rec.reason and "instances 1 instead of 2" in rec.reason
+
+
+def test_no_tie_where_intervals_are_apart() -> None:
+    trials = [load(0, 120.0, instance_count=2), load(1, 121.0, instance_count=2), load(2, 97.0), load(3, 99.0)]
+    rec = recommend(config_results(trials, INFO), INFO)
+    assert rec is not None and rec.config is rec.leader and rec.number == 0
+    assert rec.tied == (rec.config,)
+
+
+def test_window_spread_widens_a_single_load_into_a_tie() -> None:
+    trials = [load(0, 100.0, spread=10.0, cpu_threads=2), load(1, 96.0, spread=0.0, precision="fp32"),
+              load(2, 99.0, spread=0.0, precision="int8")]
+    rec = recommend(config_results(trials, INFO), INFO)
+    assert rec is not None and rec.number == 1  # 95-105 overlaps both; FP32 with 1 thread is cheapest
+
+
+def test_the_front_is_over_configs_by_their_medians() -> None:
+    # config A's lucky load (200) alone would dominate B; its median (100) does not
+    trials = [load(0, 100.0, p99=20.0), load(1, 200.0, p99=20.0), load(2, 90.0, p99=20.0),
+              load(3, 150.0, p99=30.0, instance_count=2)]
+    front = pareto_front(config_results(trials, INFO), INFO.directions)
+    assert sorted(r.values for r in front) == [(100.0, 20.0), (150.0, 30.0)]
+
+
+def test_misses_name_the_side_and_the_excess() -> None:
+    found = misses({"throughput": 40.0, "latency_p99_ms": 10.0}, {"throughput": {"min": 50.0, "max": None}})
+    assert [m.text() for m in found] == ["throughput 40 < min 50 (+20%)"]
+
+
+def test_a_stored_study_reads_its_attrs_and_rows(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="read", storage=store.optuna, directions=["maximize"])
+    study.set_user_attr("study_file", {"constraints": {"latency_p99_ms": {"max": 5.0}}, "search": {"n_trials": 3}})
+    first = optuna.trial.create_trial(
+        params={"instance_count": 1}, distributions={"instance_count": optuna.distributions.IntDistribution(1, 4)},
+        values=[10.0], user_attrs={"metrics": {"throughput": 10.0}, "default_config": True, "spec_key": "a"},
+        constraints={"latency_p99_ms": 0.0},
+    )
+    again = optuna.trial.create_trial(
+        params={"instance_count": 1}, distributions={"instance_count": optuna.distributions.IntDistribution(1, 4)},
+        values=[12.0], user_attrs={"metrics": {"throughput": 12.0}, "spec_key": "a", "remeasure_of": 0},
+        constraints={"latency_p99_ms": 0.0},
+    )
+    study.add_trials([first, again])
+    stored = read_study(study, store)
+    assert stored.info.bounds == {"latency_p99_ms": {"max": 5.0}} and stored.info.n_trials == 3
+    assert stored.default is not None and stored.default.number == 0
+    assert stored.trial(1).remeasure_of == 0 and stored.counted() == 1
+    (result,) = config_results(stored.trials, stored.info)
+    assert [t.number for t in result.loads] == [0, 1] and result.values == (11.0,)
+    store.close()

@@ -1,0 +1,328 @@
+"""What the `tuner` commands print: progress while a study runs, tables of configs, one trial in full."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from tuner.config import StudyConfig
+from tuner.pool import Pool
+from tuner.reports import params_text
+from tuner.storage import Bounds, StoredTrial, read_trial
+from tuner.study import ConfigResult, Recommendation, RunSummary, StudyRunner, TrialEvent, gain
+
+# Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; tables read better wider.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@contextmanager
+def study_progress(runner: StudyRunner, cfg: StudyConfig, total: int | None) -> Iterator[None]:
+    """Shows the study's progress and every worker's while the block runs the runner."""
+    with progress() as bar:
+        task = bar.add_task("starting workers and their Triton servers", total=total, best="")
+        screen = StudyDisplay(bar, task, cfg)
+
+        def on_event(event: TrialEvent) -> None:
+            screen.runner_pool = runner.pool
+            screen.show(event)
+
+        runner.on_event = on_event
+        yield
+
+
+def progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[best]}"),
+        console=console,
+        transient=False,
+    )
+
+
+class StudyDisplay:
+    """The progress of a study: one bar for the study, one line for each worker."""
+
+    def __init__(self, progress: Progress, task: TaskID, cfg: StudyConfig) -> None:
+        self.progress = progress
+        self.task = task
+        self.cfg = cfg
+        self.workers: dict[int, TaskID] = {}
+        self.params: dict[int, dict] = {}
+        self.runner_pool: Pool | None = None  # the study's pool once it runs; its workers' lines follow it
+
+    def show(self, event: TrialEvent) -> None:
+        progress = self.progress
+        # The phase sets the bar: trials of the budget while searching, then the loads planned to confirm.
+        progress.update(self.task, description=event.phase, total=event.total, completed=event.done)
+        if event.kind == "started":
+            self.params[event.number] = event.params
+        else:
+            trial = event.trial
+            assert trial is not None
+            progress.update(self.task, best=best_text(event.best, self.cfg))
+            progress.console.print(
+                f"  trial {trial.number:>3} {params_text(trial.params):<48} {result_text(trial, self.cfg)}"
+            )
+        self._show_workers()
+
+    def _show_workers(self) -> None:
+        pool = self.runner_pool
+        statuses = pool.status if pool is not None else []
+        for status in statuses:
+            if status.index not in self.workers:
+                self.workers[status.index] = self.progress.add_task("", total=None, best="")
+            now = (
+                "idle"
+                if status.ticket is None
+                else (f"trial {status.ticket}: {params_text(self.params.get(status.ticket, {}))}")
+            )
+            cores = ",".join(map(str, status.cores))
+            self.progress.update(
+                self.workers[status.index],
+                description=f"  worker {status.index} [{status.node} cores {cores}] {now}",
+                best=f"{status.done} done, {status.failed} failed",
+            )
+
+
+def result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
+    """One finished trial in a line: its objectives and what to know about the load."""
+    stored = read_trial(trial)
+    if stored.pruned:
+        return f"[yellow]PRUNED[/] {stored.pruned_reason or ''}"
+    if not stored.complete:
+        return f"[red]FAIL[/] {stored.fail_reason or ''}"
+    metrics = stored.metrics
+    text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
+    flags = []
+    if not stored.feasible:
+        flags.append("[yellow]infeasible[/]")
+    if stored.reused_from is not None:
+        flags.append(f"reused from {stored.reused_from}")
+    if stored.remeasure_of is not None:
+        flags.append(f"again of {stored.remeasure_of}")
+    if metrics.get("stable") is False:
+        flags.append("[yellow]unstable[/]")
+    if metrics.get("contaminated"):
+        flags.append("[yellow]contaminated[/]")
+    if metrics.get("loadgen_saturated"):
+        flags.append("[yellow]load generator saturated[/]")
+    return " ".join([text, *flags])
+
+
+def best_text(best: Recommendation | None, cfg: StudyConfig) -> str:
+    if best is None:
+        return "no feasible trial yet"
+    metric = cfg.objectives[0].metric
+    return f"best: trial {best.number}, {metric} {best.config.values[0]:.4g}"
+
+
+def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
+    study = summary.study
+    states = [t.state for t in study.trials]
+    pruned = states.count(TrialState.PRUNED)
+    console.print(
+        f"\n{len(states)} trials: {states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.FAIL)} failed"
+        + (f", {pruned} stopped after their screen (pruned)" if pruned else "")
+    )
+    if summary.stopped:
+        console.print(summary.stopped)
+    if not summary.pareto:
+        console.print(
+            "[yellow]no feasible trial: no config held the constraints by the median of its loads; "
+            "loosen the constraints or widen the search space[/]"
+        )
+        return
+    bounds = summary.stored.info.bounds
+    rec = summary.recommendation
+    console.print(
+        configs_table("Pareto front (feasible configs, by the median of their loads)", summary.pareto, rec, bounds)
+    )
+    print_recommendation(rec, summary.default, [o.metric for o in cfg.objectives])
+
+
+def print_recommendation(rec: Recommendation | None, default: ConfigResult | None, metrics: Sequence[str]) -> None:
+    """The recommended config, why, and its gain over the default config (by medians)."""
+    if rec is None:
+        console.print("[yellow]no feasible config: loosen the constraints or widen the search space[/]")
+        return
+    console.print(f"recommended: trial {rec.number} {params_text(rec.config.params)}")
+    console.print(f"  {rec.reason}", highlight=False, markup=False)
+    if default is not None and default.key != rec.config.key:
+        parts = []
+        for metric in metrics:
+            ratio = gain(rec.config, default, metric)
+            if ratio is not None:
+                parts.append(f"{metric} x{ratio:.2f}")
+        console.print(f"  vs the default config (trial {default.number}): " + ", ".join(parts))
+
+
+#: The columns of a configs table: header, the metric whose median it shows (None: not a metric).
+_CONFIG_COLUMNS = (
+    ("trial", None),
+    ("params", None),
+    ("infer/s", "throughput"),
+    ("p50 ms", "latency_p50_ms"),
+    ("p99 ms", "latency_p99_ms"),
+    ("queue ms", "server_queue_ms"),
+    ("infer ms", "server_compute_infer_ms"),
+    ("loads", None),
+    ("note", None),
+)
+
+
+def configs_table(
+    title: str,
+    results: Sequence[ConfigResult],
+    rec: Recommendation | None = None,
+    bounds: Bounds | None = None,
+) -> Table:
+    """One row per config: the trial that stands for it, the medians of its loads, how many and how far apart.
+
+    The note names each failed constraint and by how much; it wraps rather than being cut.
+    """
+    table = Table(title=title)
+    # Every column may wrap: a column that may not pushes the table past a narrow terminal, which crops the note.
+    for header, metric in _CONFIG_COLUMNS:
+        if header == "note":
+            table.add_column(header, min_width=16, overflow="fold")
+        elif header == "params":
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right" if metric or header == "trial" else "left", overflow="fold")
+    for result in results:
+        cells = [str(result.number), params_text(result.params)]
+        cells += [_fmt(result.metric(metric)) for _, metric in _CONFIG_COLUMNS if metric is not None]
+        cells += [_loads_text(result), config_note(result, rec, bounds or {})]
+        table.add_row(*cells)
+    return table
+
+
+def failed_table(title: str, trials: Sequence[StoredTrial]) -> Table:
+    """Trials not measured in full (FAIL, PRUNED, RUNNING), each with its reason in full."""
+    table = Table(title=title)
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("params", overflow="fold")
+    table.add_column("reason", min_width=24, overflow="fold")
+    for trial in trials:
+        table.add_row(str(trial.number), trial.state.name, params_text(trial.params), Text(trial.reason or ""))
+    return table
+
+
+def config_note(result: ConfigResult, rec: Recommendation | None, bounds: Bounds) -> str:
+    """``recommended``, ``default``, ``infeasible: latency_p99_ms 61.2 > max 50 (+22%)``, as they apply."""
+    note = []
+    if rec is not None and result.key == rec.config.key:
+        note.append("[green]recommended[/]")
+    if result.is_default:
+        note.append("default")
+    if not result.feasible:
+        missed = "; ".join(m.text() for m in result.failed_constraints(bounds)) or "a constraint failed"
+        note.append(f"[yellow]infeasible: {missed}[/]")
+    if any(t.metrics.get("contaminated") for t in result.loads):
+        note.append("contaminated")
+    return " ".join(note)
+
+
+def _loads_text(result: ConfigResult) -> str:
+    low, high = result.interval
+    if len(result.loads) == 1:
+        return "1"
+    return f"{len(result.loads)} ({low:.4g}-{high:.4g}, {result.spread_pct:.0f}%)"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def usage_text(point: dict) -> str:
+    """CPU/GPU use, window spread and trust flags of one measured point."""
+    text = (
+        f"CPU: server {point.get('server_cpu_pct', 0):.0f}% (max {point.get('server_cpu_max_pct', 0):.0f}%), "
+        f"load generator {point.get('loadgen_cpu_pct', 0):.0f}%, other processes {point.get('other_cpu_pct', 0):.0f}% "
+        f"(100% = one core); windows spread {point.get('throughput_spread_pct', 0):.1f}%"
+    )
+    if point.get("gpu_util_max_pct") or point.get("gpu_memory_mb"):
+        text += (
+            f"\n  GPU: {point['gpu_util_pct']:.0f}% busy (max {point['gpu_util_max_pct']:.0f}%), "
+            f"{point['gpu_memory_mb']:.0f} MiB, {point.get('gpu_power_w', 0):.0f} W"
+        )
+    if point.get("loadgen_saturated"):
+        text += "\n  [yellow]the load generator was saturated: the throughput is a floor, not the server's limit[/]"
+    if point.get("contaminated"):
+        text += "\n  [yellow]other processes used material CPU during the window: not trusted[/]"
+    return text
+
+
+def print_trial(trial: dict) -> None:
+    console.print(f"[bold]trial {trial['number']}[/] {trial['state']} {params_text(trial['params'])}")
+    if trial["fail_reason"]:
+        console.print(f"failed: {trial['fail_reason']}", highlight=False, markup=False)
+    if trial.get("pruned_reason"):
+        console.print(f"stopped after its screen: {trial['pruned_reason']}", highlight=False, markup=False)
+    if trial.get("failed_constraints"):
+        console.print("infeasible: " + "; ".join(trial["failed_constraints"]), highlight=False, markup=False)
+    config = trial.get("config")
+    if config is not None and config != trial["number"]:
+        console.print(f"one load of the config that trial {config} stands for (the load nearest its median)")
+    for point in sorted(trial["points"], key=lambda p: p["concurrency"]):
+        server_total = sum(
+            point[k]
+            for k in (
+                "server_queue_ms",
+                "server_compute_input_ms",
+                "server_compute_infer_ms",
+                "server_compute_output_ms",
+            )
+        )
+        console.print(
+            f"Concurrency {point['concurrency']}: {point['throughput']:.2f} infer/sec"
+            f"{'' if point['stable'] else ' (unstable)'}\n"
+            f"  Client: p50 {point['latency_p50_ms']:.3f} ms, p90 {point['latency_p90_ms']:.3f} ms, "
+            f"p95 {point['latency_p95_ms']:.3f} ms, p99 {point['latency_p99_ms']:.3f} ms, "
+            f"avg {point['latency_avg_ms']:.3f} ms (send {point['client_send_ms']:.3f} ms, "
+            f"recv {point['client_recv_ms']:.3f} ms)\n"
+            f"  Server: {server_total:.3f} ms (queue {point['server_queue_ms']:.3f} ms + compute input "
+            f"{point['server_compute_input_ms']:.3f} ms + compute infer {point['server_compute_infer_ms']:.3f} ms "
+            f"+ compute output {point['server_compute_output_ms']:.3f} ms)\n"
+            f"  {usage_text(point)}"
+        )
+    for concurrency, server in (trial.get("server") or {}).items():
+        sizes = ", ".join(f"{size}: {count}" for size, count in server["batch_sizes"].items())
+        console.print(
+            f"Server at concurrency {concurrency}: {server['requests']} requests in {server['executions']} executions "
+            f"(mean batch {server['mean_batch']:.2f}; executions by batch size {{{sizes}}})"
+        )
+    accuracy = trial.get("accuracy")
+    if accuracy:
+        console.print(f"Accuracy against FP32 on {accuracy['samples']} samples: drop {accuracy['accuracy_drop']:.4f}")
+        for name, numbers in accuracy["outputs"].items():
+            console.print("  " + name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
+    if trial.get("timings_s"):
+        console.print("Time: " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in trial["timings_s"].items()))
+    if trial.get("explanations"):
+        console.print("What the numbers say:", style="bold")
+        for explanation in trial["explanations"]:
+            console.print(f"  - {explanation['text']}", highlight=False, markup=False)
+    if trial["config_pbtxt"]:
+        console.print("config.pbtxt:", style="bold")
+        console.print(trial["config_pbtxt"], highlight=False, markup=False)

@@ -1,0 +1,315 @@
+"""Measurement with perf_analyzer, the standard Triton load generator.
+
+The binary ships inside the ``tritonclient[all]==2.50.0`` wheel. It needs ``libb64.so.0d`` and
+``libcudart.so.12``, which the nvidia-pytriton wheel bundles under mangled names: symlinks with
+the plain names in a private folder on LD_LIBRARY_PATH are enough.
+
+perf_analyzer measures in windows and accepts the result once the last three windows agree
+within the stability percentage. When they never do, it writes no report; the tuner then
+measures three windows once more, accepting whatever they spread, and marks the point unstable.
+A screen (``LoadEngine.screen``) is such a run of three short windows from the start.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import errno
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tuner.errors import MeasurementError
+from tuner.measure._engine import EngineSettings, Measured, Probe, spread_pct
+from tuner.trial import LoadPoint
+from tuner.triton import Access, die_with_parent, redact
+
+logger = logging.getLogger(__name__)
+
+_UNSTABLE = "Failed to obtain stable measurement"
+#: perf_analyzer calls windows stable when max/min <= 1 + percentage/100, on throughput and on latency.
+#: With 1000 a window starved by another process (seen: 1384, 1208 and 117 infer/s) still failed
+#: the fallback, and a config lost its trial to a disturbance; this accepts any spread.
+_ANY_SPREAD_PCT = "1000000"
+_PASS = re.compile(r"Pass \[\d+\] throughput: ([0-9.]+) infer/sec")
+#: perf_analyzer's share of its cores above which it, not the server, limits the load.
+SATURATED_SHARE = 0.9
+_REQUIRED_LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
+
+
+def find_binary() -> Path:
+    """The perf_analyzer binary of the running environment."""
+    candidate = Path(sys.executable).parent / "perf_analyzer"
+    found = candidate if candidate.is_file() else shutil.which("perf_analyzer")
+    if not found:
+        raise MeasurementError("perf_analyzer not found: install tritonclient[all]==2.50.0")
+    return Path(found)
+
+
+def library_dir(cache: Path) -> Path:
+    """A folder of plainly named links to the libraries perf_analyzer needs."""
+    from tuner.triton import pytriton_libs
+
+    libs = pytriton_libs()
+    cache.mkdir(parents=True, exist_ok=True)
+    for plain, pattern in _REQUIRED_LIBS.items():
+        matches = sorted(libs.glob(pattern))
+        if not matches:
+            raise MeasurementError(f"{plain} not found in {libs}: perf_analyzer cannot run")
+        link = cache / plain
+        if not link.exists():
+            tmp = cache / f".{plain}.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(matches[-1])
+            tmp.replace(link)
+    return cache
+
+
+def write_input_json(path: Path, requests: list[dict[str, np.ndarray]]) -> Path:
+    """perf_analyzer's ``--input-data`` JSON of real samples, one entry per request (base64)."""
+    data = [
+        {
+            name: {"b64": base64.b64encode(np.ascontiguousarray(a).tobytes()).decode(), "shape": list(a.shape[1:])}
+            for name, a in request.items()
+        }
+        for request in requests
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": data}))
+    return path
+
+
+class PerfAnalyzer:
+    """Runs perf_analyzer against one server; a LoadEngine (see tuner.measure._engine).
+
+    Args:
+        url: The server's endpoint for ``settings.protocol`` (host:port).
+        workdir: Folder for report files and the library links.
+        settings: Measurement settings.
+        input_file: perf_analyzer's JSON of real input samples (see write_input_json), or None
+            for ``settings.input_data``.
+        access: The server's header (tuner.triton.TritonServer.access): perf_analyzer
+            reads the model's config, a restricted protocol, before it sends any request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        workdir: Path,
+        settings: EngineSettings,
+        input_file: Path | None = None,
+        *,
+        access: Access | None,
+    ) -> None:
+        self.url = url
+        self.access = access
+        self.workdir = workdir
+        self.settings = settings
+        self.input_data = str(input_file) if input_file else settings.input_data
+        self.binary = find_binary()
+        self.env = dict(os.environ)
+        lib_path = str(library_dir(workdir / "lib"))
+        self.env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (lib_path, self.env.get("LD_LIBRARY_PATH")) if p)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.cpu_capacity_pct = 100.0 * cores
+
+    def measure(self, model: str, concurrency: int, probe: Probe) -> Measured:
+        """Runs perf_analyzer between two snapshots of the probe (see tuner.measure._engine).
+
+        Raises:
+            MeasurementError: perf_analyzer failed (its own message is kept).
+        """
+        return self._bracketed(probe, lambda: self.run(model, concurrency))
+
+    def screen(self, model: str, concurrency: int, probe: Probe) -> Measured:
+        """Three windows of ``screen_window_ms`` whatever their spread, between two snapshots of the probe.
+
+        Raises:
+            MeasurementError: perf_analyzer failed (its own message is kept).
+        """
+        args = self._window_args(any_three=True, window_ms=self.settings.screen_window_ms)
+        return self._bracketed(
+            probe, lambda: dataclasses.replace(self._run(model, concurrency, args, report=True), stable=False)
+        )
+
+    def _bracketed(self, probe: Probe, run: Callable[[], LoadPoint]) -> Measured:
+        """``run``'s point with the server statistics and CPU use between snapshots taken around it."""
+        start = probe.snap()
+        point = run()
+        server, usage = probe.between(start, probe.snap())
+        saturated = usage.loadgen_cpu_pct >= SATURATED_SHARE * self.cpu_capacity_pct
+        point = dataclasses.replace(point, **usage.as_point_fields(), loadgen_saturated=saturated)
+        return Measured(point, server, usage, exact_window=False)
+
+    def run(self, model: str, concurrency: int) -> LoadPoint:
+        """Measures ``model`` at ``concurrency`` until the windows agree (see the module doc).
+
+        Raises:
+            MeasurementError: perf_analyzer failed (its own message is kept).
+        """
+        try:
+            return self._run(model, concurrency, self._window_args(), report=True)
+        except _Unstable:
+            logger.info(
+                "%s at concurrency %d did not stabilise; measuring three windows as they come", model, concurrency
+            )
+            point = self._run(model, concurrency, self._window_args(any_three=True), report=True)
+            return dataclasses.replace(point, stable=False)
+
+    def _window_args(self, any_three: bool = False, window_ms: int | None = None) -> list[str]:
+        """perf_analyzer's window options; ``any_three`` accepts the first three windows whatever their spread."""
+        s = self.settings
+        return [
+            "--measurement-interval",
+            str(window_ms or s.window_ms),
+            "--stability-percentage",
+            _ANY_SPREAD_PCT if any_three else f"{s.stability_percentage:g}",
+            "--max-trials",
+            "3" if any_three else str(s.max_windows),
+        ]
+
+    def _run(self, model: str, concurrency: int, extra: list[str], report: bool) -> LoadPoint:
+        csv_path = self.workdir / f"perf_{model}_c{concurrency}.csv"
+        csv_path.unlink(missing_ok=True)
+        # -v prints every window's throughput: their spread is kept with the point
+        cmd = [
+            str(self.binary),
+            "-m",
+            model,
+            "-u",
+            self.url,
+            "-i",
+            self.settings.protocol,
+            "--concurrency-range",
+            f"{concurrency}:{concurrency}",
+            "--input-data",
+            self.input_data,
+            "-v",
+            *extra,
+        ]
+        if report:
+            cmd += ["-f", str(csv_path), "--verbose-csv"]
+        if self.access is not None:
+            cmd += self.access.perf_analyzer_args(self.settings.protocol)
+        timeout = self._timeout_s(concurrency)
+        logger.debug("running %s", redact(" ".join(cmd), self.access))
+        try:
+            result = subprocess.run(
+                cmd,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,  # a killed tuner must not leave it loading the machine
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise MeasurementError(f"perf_analyzer did not finish within {timeout:.0f} s") from exc
+        output = (result.stdout or "") + (result.stderr or "")
+        if _UNSTABLE in output:
+            raise _Unstable(output)
+        if result.returncode != 0:
+            check_disk(self.workdir)
+            raise MeasurementError(f"perf_analyzer failed (exit {result.returncode}): {_last_error(output)}")
+        if not report:
+            return LoadPoint(concurrency, 0, 0, 0, 0, 0, 0)
+        try:
+            text = csv_path.read_text()
+        except OSError as exc:
+            check_disk(self.workdir)
+            raise MeasurementError(f"perf_analyzer wrote no report: {_last_error(output)}") from exc
+        points = parse_csv(text)
+        if not points:
+            raise MeasurementError("perf_analyzer's report has no rows")
+        passes = [float(m) for m in _PASS.findall(output)][-3:]
+        return dataclasses.replace(points[0], throughput_spread_pct=spread_pct(passes)) if passes else points[0]
+
+    def _timeout_s(self, concurrency: int) -> float:
+        s = self.settings
+        return 60.0 + 3 * s.window_ms / 1000 * (s.max_windows + 2) + concurrency
+
+
+#: Below this many free bytes a disk counts as full: perf_analyzer could not have written its report.
+MIN_FREE_BYTES = 4 << 20
+
+
+def check_disk(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Raises OSError(ENOSPC) where ``folder``'s disk is full.
+
+    perf_analyzer says so only in its own words, if at all: the file system is asked instead,
+    so that a full disk stops the study rather than failing configs (tuner.trial.Failure).
+    """
+    free = shutil.disk_usage(folder).free
+    if free < min_free:
+        raise OSError(errno.ENOSPC, f"no space left for perf_analyzer's report ({free} bytes free)", str(folder))
+
+
+class _Unstable(MeasurementError):
+    """perf_analyzer gave up: the windows never agreed."""
+
+
+def _last_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    return (errors or lines or ["no output"])[-1][:500]
+
+
+_US = 1000.0  # perf_analyzer reports microseconds; LoadPoint holds milliseconds
+
+
+def parse_csv(text: str) -> list[LoadPoint]:
+    """Parses the report of ``perf_analyzer -f FILE --verbose-csv``.
+
+    Each row is one concurrency. Latencies come in microseconds and are returned in
+    milliseconds. Columns that a perf_analyzer version does not write are left at 0.
+
+    Raises:
+        MeasurementError: a required column is missing or a value is not a number.
+    """
+    reader = csv.DictReader(io.StringIO(text.strip()))
+    if reader.fieldnames is not None and "Concurrency" not in reader.fieldnames:
+        raise MeasurementError("perf_analyzer report lacks column 'Concurrency'")
+    points = []
+    for row in reader:
+        if not any(row.values()):
+            continue
+        try:
+            points.append(_row_to_point(row))
+        except KeyError as exc:
+            raise MeasurementError(f"perf_analyzer report lacks column {exc}") from exc
+        except (TypeError, ValueError) as exc:  # TypeError: a short row leaves None values
+            raise MeasurementError(f"perf_analyzer report has a bad value: {exc}") from exc
+    return points
+
+
+def _row_to_point(row: dict[str, str]) -> LoadPoint:
+    def ms(column: str, required: bool = True) -> float:
+        value = row[column] if required else row.get(column) or "0"
+        return float(value) / _US
+
+    return LoadPoint(
+        concurrency=int(row["Concurrency"]),
+        throughput=float(row["Inferences/Second"]),
+        latency_avg_ms=ms("Avg latency"),
+        latency_p50_ms=ms("p50 latency"),
+        latency_p90_ms=ms("p90 latency"),
+        latency_p95_ms=ms("p95 latency"),
+        latency_p99_ms=ms("p99 latency"),
+        client_send_ms=ms("Client Send", required=False),
+        client_recv_ms=ms("Client Recv", required=False),
+        server_queue_ms=ms("Server Queue", required=False),
+        server_compute_input_ms=ms("Server Compute Input", required=False),
+        server_compute_infer_ms=ms("Server Compute Infer", required=False),
+        server_compute_output_ms=ms("Server Compute Output", required=False),
+    )

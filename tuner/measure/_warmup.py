@@ -1,0 +1,100 @@
+"""Requests from the worker itself: the warm-up after every load, and the accuracy check's inference.
+
+Warm-up sends a few requests per concurrency slot through Triton's HTTP client.
+
+The first requests an instance serves pay for lazy initialisation (ONNX Runtime allocations,
+thread pools); sending them from this process takes milliseconds, where starting another
+perf_analyzer would take about a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+from tuner.errors import MeasurementError
+from tuner.model_info import ModelInfo
+from tuner.triton import Access, with_access
+
+
+def random_inputs(model: ModelInfo, batch: int = 1, seed: int = 0) -> list[triton_http.InferInput]:
+    """One request's inputs filled with random values of each input's type and shape."""
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for tensor in model.inputs:
+        # A batch-only tensor travels as [batch, 1] (see tuner.triton).
+        shape = [batch, *(d if d > 0 else 1 for d in tensor.item_shape)] if tensor.item_shape else [batch, 1]
+        dtype = np.dtype(triton_to_np_dtype(tensor.dtype))
+        if dtype.kind == "f":
+            data = rng.random(shape, dtype=np.float64).astype(dtype)
+        elif dtype.kind == "b":
+            data = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            data = rng.integers(0, 8, size=shape).astype(dtype)
+        request = triton_http.InferInput(tensor.name, shape, tensor.dtype)
+        request.set_data_from_numpy(data)
+        inputs.append(request)
+    return inputs
+
+
+def warm_up(
+    url: str, model_name: str, model: ModelInfo, requests: int, concurrency: int, access: Access | None = None
+) -> None:
+    """Sends ``requests`` inference requests, ``concurrency`` at a time, and checks the answers.
+
+    ``access`` is the server's header (tuner.triton.TritonServer.access), sent with each request.
+
+    Raises:
+        MeasurementError: the server answered a request with an error.
+    """
+    if requests <= 0:
+        return
+    inputs = random_inputs(model)
+    client = with_access(
+        triton_http.InferenceServerClient(url, concurrency=max(1, concurrency), network_timeout=120.0), access
+    )
+    try:
+        for start in range(0, requests, concurrency):
+            batch = [client.async_infer(model_name, inputs) for _ in range(min(concurrency, requests - start))]
+            for pending in batch:
+                pending.get_result()
+    except InferenceServerException as exc:
+        raise MeasurementError(f"warm-up request failed: {exc.message() or exc}") from exc
+    finally:
+        client.close()
+
+
+def infer_samples(
+    url: str, model_name: str, model: ModelInfo, inputs: dict[str, np.ndarray], access: Access | None = None
+) -> dict[str, np.ndarray]:
+    """Runs each sample of ``inputs`` (first axis) through the server; the outputs, stacked.
+
+    ``access`` is the server's header, sent with each request.
+
+    Raises:
+        MeasurementError: the server answered with an error.
+    """
+    client = with_access(triton_http.InferenceServerClient(url, network_timeout=120.0), access)
+    count = min(len(array) for array in inputs.values())
+    results: dict[str, list[np.ndarray]] = {t.name: [] for t in model.outputs}
+    try:
+        for index in range(count):
+            requests = []
+            for tensor in model.inputs:
+                sample = inputs[tensor.name][index : index + 1]
+                if not tensor.item_shape:
+                    sample = sample.reshape(1, 1)
+                request = triton_http.InferInput(tensor.name, list(sample.shape), tensor.dtype)
+                request.set_data_from_numpy(np.ascontiguousarray(sample))
+                requests.append(request)
+            answer = client.infer(model_name, requests)
+            for tensor in model.outputs:
+                results[tensor.name].append(
+                    answer.as_numpy(tensor.name).reshape(1, *answer.as_numpy(tensor.name).shape[1:])
+                )
+    except InferenceServerException as exc:
+        raise MeasurementError(f"inference of the validation batch failed: {exc.message() or exc}") from exc
+    finally:
+        client.close()
+    return {name: np.concatenate(parts) for name, parts in results.items()}

@@ -1,0 +1,26 @@
+"""The model under study: bundled examples, reduced-precision variants, validation inputs, accuracy.
+
+    prepare("digits_forest", repository)         # a bundled example model, built on demand
+    path = build_variant(source, "fp16", cache_dir)  # FP16 / INT8 copies, cached by content
+    inputs = validation_inputs(name, info)           # the fixed batch every variant is checked on
+    agreement = compare(info, reference, got)        # a variant's answers against FP32's
+
+What a model takes and returns (``ModelInfo``) is in ``tuner.model_info``: every stage reads it.
+"""
+
+from __future__ import annotations
+
+from tuner.model._accuracy import compare, reference_outputs
+from tuner.model._bundled import DEFAULT_MODELS, prepare
+from tuner.model._validation import load_samples, validation_inputs
+from tuner.model._variants import build_variant
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "build_variant",
+    "compare",
+    "load_samples",
+    "prepare",
+    "reference_outputs",
+    "validation_inputs",
+]

@@ -1,0 +1,161 @@
+"""Model variants by precision: FP16 and INT8 copies of an ONNX model, built once and cached.
+
+    path = build_variant(source, "int8", cache_dir, calibration)
+
+- ``fp32``: the model itself.
+- ``fp16``: the graph converted with onnxconverter-common, float32 inputs and outputs kept, so
+  clients and configs do not change.
+- ``int8``: ONNX Runtime quantization: static QDQ (per-channel weights, calibrated on the
+  validation inputs) for models with convolutions, dynamic for models without (transformers,
+  MLPs). A model with nothing quantizable (a tree ensemble) has no INT8 variant: ModelError.
+
+Variants are cached by the SHA-256 of the source file, the precision and the method (and of the
+calibration inputs, for static INT8), so a study builds each once per worker, and a resumed
+study not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from tuner.config import PRECISIONS
+from tuner.errors import ConfigError, ModelError
+
+logger = logging.getLogger(__name__)
+_CONV_OPS = {"Conv", "ConvTranspose"}
+_DYNAMIC_OPS = {"MatMul", "Gemm", "Attention", "LSTM", "GRU"}
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def int8_method(source: Path) -> str:
+    """``static`` for models with convolutions, ``dynamic`` for MatMul/Gemm models.
+
+    Raises:
+        ModelError: the model has no operator ONNX Runtime quantizes.
+    """
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(source), load_external_data=False).graph.node}
+    if ops & _CONV_OPS:
+        return "static"
+    if ops & _DYNAMIC_OPS:
+        return "dynamic"
+    raise ModelError(f"no INT8 variant: the model has no operator ONNX Runtime quantizes (it has {sorted(ops)[:8]})")
+
+
+def build_variant(
+    source: Path,
+    precision: str,
+    cache_dir: Path,
+    calibration: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """The ONNX file of ``source`` at ``precision``, built where not cached yet.
+
+    Args:
+        source: The FP32 model.
+        precision: One of PRECISIONS.
+        cache_dir: Where variants are kept.
+        calibration: Inputs by name (first axis: samples) for static INT8 calibration.
+
+    Raises:
+        ConfigError: an unknown precision.
+        ModelError: the variant cannot be built for this model; the message says why.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return source
+    method = int8_method(source) if precision == "int8" else "convert"
+    key = file_digest(source)[:20]
+    if method == "static":  # the scales depend on the calibration inputs too
+        key += "-" + _arrays_digest(calibration or {})[:12]
+    target = cache_dir / f"{key}-{precision}-{method}.onnx"
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        partial = Path(tmp) / "variant.onnx"
+        try:
+            if precision == "fp16":
+                _to_fp16(source, partial)
+            elif method == "static":
+                _to_int8_static(source, partial, calibration)
+            else:
+                _to_int8_dynamic(source, partial)
+        except ModelError:
+            raise
+        except Exception as exc:  # the converters raise anything from ValueError to RuntimeError
+            raise ModelError(f"no {precision} variant ({method}): {str(exc).strip()[:400]}") from exc
+        partial.replace(target)
+    logger.info("built %s variant of %s: %s", precision, source.name, target.name)
+    return target
+
+
+def _to_fp16(source: Path, target: Path) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():  # it warns once per weight it rounds
+        warnings.simplefilter("ignore")
+        model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+
+
+def _to_int8_static(source: Path, target: Path, calibration: Mapping[str, np.ndarray] | None) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if not calibration:
+        raise ModelError("no INT8 variant: static quantization needs calibration inputs")
+    samples = _samples(calibration)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._samples = samples
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._samples, None)
+
+    quantize_static(
+        str(source),
+        str(target),
+        _Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def _to_int8_dynamic(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+def _samples(inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    count = min(len(array) for array in inputs.values())
+    for index in range(count):
+        yield {name: array[index : index + 1] for name, array in inputs.items()}

@@ -1,0 +1,293 @@
+"""A trial of a study as a deployable Triton model repository.
+
+    exported = export_trial(study, store, Path("deploy"), number=7)    # or max_p99_ms=20, or neither
+    # neither: the recommendation (tuner.study.recommend), as its representative load (nearest its median)
+    # deploy/<model>/config.pbtxt, deploy/<model>/1/model.onnx (the trial's variant),
+    # deploy/<model>/1/model.py (where the config runs the python-backend runner), deploy/README.md
+
+The model variant is rebuilt from the study file the study stored (its model path, precision
+and validation batch), so the study's work folder is not needed; a built variant is cached in
+``<work_dir>/<study>/variants`` like the workers' own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from tuner.config import StudyConfig, parse_config
+from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.model import build_variant, validation_inputs
+from tuner.model_info import TensorInfo, read_model_info
+from tuner.reports import _report as report
+from tuner.reports._explain import Explanation, explain_trial
+from tuner.storage import Store, StoredStudy, StoredTrial, StudyInfo, read_info, read_study, redact_url
+from tuner.study import ConfigResult, Recommendation, by_number, config_results, recommend
+from tuner.trial import InstanceKind, LoadPoint, TrialSpec
+from tuner.triton import RUNNER_BACKEND, RUNNER_SOURCE, parse_pbtxt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What ``export_trial`` wrote.
+
+    Attributes:
+        repository: The model repository folder.
+        model_dir: Its model's folder.
+        trial: The trial exported.
+        point: The measured point the export stands for.
+        files: Every file written.
+    """
+
+    repository: Path
+    model_dir: Path
+    trial: int
+    point: LoadPoint
+    files: tuple[Path, ...]
+
+
+def study_config(study: optuna.Study | StudyInfo) -> StudyConfig:
+    """The study file the study last ran with, validated again.
+
+    Raises:
+        ConfigError: the study stored no study file, or it no longer validates (e.g. the model moved).
+    """
+    info = study if isinstance(study, StudyInfo) else read_info(study)
+    if not info.study_file:
+        raise ConfigError(f"study {info.name!r} stored no study file: it was not run by `tuner optimize`")
+    # The stored URL has its password masked; nothing here opens it.
+    return parse_config(info.study_file, Path.cwd(), source=f"the study file stored in study {info.name!r}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The trial to export and what it stands for.
+
+    Attributes:
+        trial: The trial (its record read).
+        point: The measured point the export stands for.
+        config: Its config's result over every load, where the trial is a load of one.
+        recommendation: The recommendation, where the trial is its representative.
+    """
+
+    trial: StoredTrial
+    point: LoadPoint
+    config: ConfigResult | None = None
+    recommendation: Recommendation | None = None
+
+
+def choose(stored: StoredStudy, number: int | None = None, max_p99_ms: float | None = None) -> Choice:
+    """The trial to export and the point it is exported for.
+
+    ``number``: that trial, at the point it was judged by. ``max_p99_ms``: the highest-throughput
+    point of any COMPLETE trial whose p99 is within the limit. Neither: the recommended config's
+    representative load (tuner.study.recommend), at the point it was judged by.
+
+    Raises:
+        StudyNotFoundError: no such trial, no trial within the limit, or no feasible config.
+    """
+    results = config_results(stored.trials, stored.info)
+    configs = by_number(results)
+    rec = None
+    if number is not None:
+        trial = stored.trial(number)
+        if trial is None:
+            raise StudyNotFoundError(f"study {stored.name!r} has no trial {number} (it has {len(stored.trials)})")
+        if not trial.complete:
+            raise StudyNotFoundError(f"trial {number} is {trial.state.name}: only a measured config can be exported")
+    elif max_p99_ms is not None:
+        points = {t.trial_id: t.record.points for t in stored.trials if t.complete and t.record is not None}
+        complete = [t for t in stored.trials if t.trial_id in points]
+        curves = report.Curves(points, {t.trial_id: t.number for t in complete})
+        found = curves.best(max_p99_ms=max_p99_ms)
+        if found is None:
+            raise StudyNotFoundError(f"no measured point of study {stored.name!r} has p99 <= {max_p99_ms:g} ms")
+        trial_id, point = found
+        trial = next(t for t in complete if t.trial_id == trial_id)
+        return Choice(trial, point, configs.get(trial.number))
+    else:
+        rec = recommend(results, stored.info)
+        if rec is None:
+            raise StudyNotFoundError(f"study {stored.name!r} has no feasible config to recommend; name a trial")
+        trial = rec.config.representative
+    if trial.record is None:
+        raise StudyNotFoundError(f"trial {trial.number} has no stored config")
+    judged = trial.point
+    at_judged = next((p for p in trial.record.points if judged and p.concurrency == judged.concurrency), None)
+    return Choice(trial, at_judged or trial.record.points[0], configs.get(trial.number), rec)
+
+
+def export_trial(
+    study: optuna.Study,
+    store: Store,
+    out_dir: Path,
+    number: int | None = None,
+    max_p99_ms: float | None = None,
+) -> Exported:
+    """Writes the chosen trial's config as a model repository in ``out_dir`` (see the module doc).
+
+    Raises:
+        ConfigError: the study file no longer validates, or ``out_dir`` already holds the model.
+        StudyNotFoundError: no trial to export (see ``choose``).
+        ModelError: the variant cannot be built.
+    """
+    stored = read_study(study, store)
+    cfg = study_config(stored.info)
+    choice = choose(stored, number, max_p99_ms)
+    trial, record = choice.trial, choice.trial.record
+    assert record is not None  # choose refuses a trial without its rows
+    spec = _spec(record.spec)
+    config = parse_pbtxt(record.config_pbtxt)
+    model_dir = out_dir / config.name
+    if model_dir.exists():
+        raise ConfigError(f"{model_dir} already exists: export into an empty folder")
+    version = model_dir / "1"
+    version.mkdir(parents=True)
+    files = [model_dir / "config.pbtxt", version / "model.onnx"]
+    files[0].write_text(record.config_pbtxt)
+    _copy_variant(cfg, spec.precision, files[1])
+    files[1].chmod(0o644)  # the server may run as another user (NVIDIA's image does)
+    if config.backend == RUNNER_BACKEND:
+        shutil.copy2(RUNNER_SOURCE, version / "model.py")
+        files.append(version / "model.py")
+    readme = out_dir / "README.md"
+    explanations = explain_trial(trial, stored.info.bounds)
+    readme.write_text(readme_text(cfg, stored.name, choice, explanations, out_dir))
+    files.append(readme)
+    logger.info("exported trial %d of %s to %s", trial.number, stored.name, out_dir)
+    return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files))
+
+
+def _spec(values: dict) -> TrialSpec:
+    return TrialSpec(**{**values, "kind": InstanceKind(values.get("kind", InstanceKind.CPU.value))})
+
+
+def _copy_variant(cfg: StudyConfig, precision: str, target: Path) -> None:
+    """Builds (or takes from the cache) the variant of ``precision`` and copies it to ``target``."""
+    calibration = None
+    if precision == "int8":  # static INT8 is calibrated on the study's validation batch: the same one
+        inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
+        info = read_model_info(cfg.model.path, inputs)
+        calibration = validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
+    cache = cfg.work_dir / cfg.study / "variants"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(build_variant(cfg.model.path, precision, cache, calibration), target)
+    except PermissionError:
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy2(build_variant(cfg.model.path, precision, Path(tmp), calibration), target)
+
+
+def perf_analyzer_command(cfg: StudyConfig, model: str, concurrency: int) -> str:
+    """The perf_analyzer command line that measures ``model`` as the study did, on a local server."""
+    load = cfg.load
+    port = 8001 if load.protocol == "grpc" else 8000
+    data = getattr(load, "input_data", "auto")
+    if not isinstance(data, str):  # real samples: perf_analyzer takes them as its JSON (see tuner.measure)
+        data = "samples.json"
+    elif data == "auto":  # random integers would be out of range for ids and indices
+        data = "zero" if any(t.dtype not in ("FP16", "FP32", "FP64") for t in cfg.model.inputs) else "random"
+    return (
+        f"perf_analyzer -m {model} -u 127.0.0.1:{port} -i {load.protocol} "
+        f"--concurrency-range {concurrency}:{concurrency} --input-data {data} "
+        f"--measurement-interval {load.measurement_window_ms} --stability-percentage {load.stability_percentage:g} "
+        f"--max-trials {load.max_windows} --verbose-csv -f perf.csv"
+    )
+
+
+def readme_text(
+    cfg: StudyConfig,
+    study_name: str,
+    choice: Choice,
+    explanations: list[Explanation],
+    out_dir: Path,
+) -> str:
+    """The README of an exported repository: what was measured, and how to measure it again."""
+    name = cfg.model.name
+    trial, point = choice.trial, choice.point
+    record = trial.record
+    assert record is not None
+    spec = json.dumps(record.spec, sort_keys=True)
+    rows = "\n".join(
+        f"| {p.concurrency} | {p.throughput:.4g} | {p.latency_p50_ms:.3g} | {p.latency_p99_ms:.3g} | "
+        f"{p.server_queue_ms:.3g} | {p.server_compute_infer_ms:.3g} | {'yes' if p.stable else 'no'} |"
+        for p in trial.curve
+    )
+    readings = "\n".join(f"- {e.text}" for e in explanations) or "- (none)"
+    accuracy = trial.accuracy or {}
+    accuracy_line = (
+        f"Accuracy against the FP32 model on {accuracy.get('samples')} validation samples: "
+        f"drop {accuracy.get('accuracy_drop', 0):.4g}.\n"
+        if accuracy
+        else ""
+    )
+    runner = (
+        "The config runs the ONNX file through Triton's python backend (`1/model.py`, ONNX Runtime): the server's "
+        "python environment needs `numpy` and `onnxruntime` (the `onnxruntime-openvino` build for OpenVINO).\n"
+        if (out_dir / name / "1" / "model.py").is_file()
+        else ""
+    )
+    return f"""# {name}: trial {trial.number} of study {study_name}
+
+Exported by `tuner export` from the study stored in `{redact_url(cfg.storage)}`.
+
+Config: `{spec}`
+
+{_verdict_text(choice)}Measured at concurrency {point.concurrency} (the point this export stands for): **{point.throughput:.4g} infer/s**,
+p50 {point.latency_p50_ms:.3g} ms, p90 {point.latency_p90_ms:.3g} ms, p95 {point.latency_p95_ms:.3g} ms,
+p99 {point.latency_p99_ms:.3g} ms; per request: queue {point.server_queue_ms:.3g} ms, compute input
+{point.server_compute_input_ms:.3g} ms, infer {point.server_compute_infer_ms:.3g} ms, output
+{point.server_compute_output_ms:.3g} ms.
+{accuracy_line}
+Every concurrency measured:
+
+| concurrency | infer/s | p50 ms | p99 ms | queue ms | infer ms | stable |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+What the numbers say:
+
+{readings}
+
+## Serve it
+
+{runner}
+```bash
+tritonserver --model-repository="$PWD" --model-control-mode=explicit --load-model={name}
+```
+
+## Measure it again
+
+With the server above running, this is the measurement the tuner made (its settings from the study file):
+
+```bash
+{perf_analyzer_command(cfg, name, point.concurrency)}
+```
+"""
+
+
+def _verdict_text(choice: Choice) -> str:
+    """Why this trial: the recommendation's reason and its config's loads, where it stands for one."""
+    lines = []
+    if choice.recommendation is not None:
+        lines.append(f"Recommended: {choice.recommendation.reason}.")
+    config = choice.config
+    if config is not None and len(config.loads) > 1:
+        low, high = config.interval
+        numbers = ", ".join(str(t.number) for t in config.loads)
+        nearest = config.representative.number
+        which = "this one" if nearest == choice.trial.number else f"trial {nearest}"
+        lines.append(
+            f"The config was measured {len(config.loads)} times (trials {numbers}): median "
+            f"{config.values[0]:.4g} of the first objective, interval {low:.4g}-{high:.4g}; the load nearest "
+            f"the median is {which}."
+        )
+    return "\n".join(lines) + "\n\n" if lines else ""

@@ -1,0 +1,253 @@
+"""The study file's search space -> Optuna distributions -> TrialSpec.
+
+Only the knobs given as choices or ranges become trial parameters, under the names the study
+file uses; a fixed value is a constant of the study. ``max_queue_delay_us`` is asked only when
+dynamic batching is on, because it means nothing otherwise (and is no dimension at all where
+batching is never on). ``cpu_threads``, when the study
+leaves it out, gives each instance an equal share of the worker's cores, so that instances x
+threads never exceeds them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+
+from tuner import config as cfg
+from tuner.errors import ConfigError
+from tuner.trial import InstanceKind, TrialSpec
+
+#: Searchable knobs in the order they are asked.
+KNOBS: tuple[str, ...] = (
+    "max_batch_size",
+    "dynamic_batching",
+    "max_queue_delay_us",
+    "instance_count",
+    "cpu_threads",
+    "accelerator",
+    "precision",
+)
+_GRID_LIMIT = 100_000
+
+
+class SearchSpace:
+    """Turns a study's search space into Optuna questions and answers into TrialSpecs.
+
+    Args:
+        space: The ``search.space`` section of the study file.
+        worker_cores: CPU cores one worker may use.
+        kind: Where model instances run on the workers.
+    """
+
+    def __init__(self, space: cfg.SpaceSettings, worker_cores: int, kind: InstanceKind = InstanceKind.CPU) -> None:
+        self.space = space
+        self.worker_cores = max(1, worker_cores)
+        self.kind = kind
+        accelerators = space.accelerator if isinstance(space.accelerator, list) else [space.accelerator]
+        needs_gpu = [a for a in accelerators if a in cfg.GPU_ACCELERATORS]
+        if needs_gpu and kind is not InstanceKind.GPU:
+            raise ConfigError(
+                f"search.space.accelerator: {', '.join(needs_gpu)} need GPU workers, and this study's workers have "
+                "none (no GPU found, or workers.gpus_per_worker is 0)"
+            )
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.fixed: dict[str, Any] = {}
+        batching_possible = space.dynamic_batching is True or (
+            isinstance(space.dynamic_batching, list) and True in space.dynamic_batching
+        )
+        for knob in KNOBS:
+            value = getattr(space, knob)
+            if value is None or (knob == "max_queue_delay_us" and not batching_possible):
+                continue
+            distribution = _distribution(value)
+            if distribution is None:
+                self.fixed[knob] = fixed_value(value)
+            else:
+                self.distributions[knob] = distribution
+
+    def suggest(self, trial: optuna.Trial) -> TrialSpec:
+        """Asks the trial for every searched knob and returns the resulting spec."""
+        values: dict[str, Any] = dict(self.fixed)
+        for knob, distribution in self.distributions.items():
+            if knob == "max_queue_delay_us" and not values.get("dynamic_batching", False):
+                continue
+            if isinstance(distribution, CategoricalDistribution):
+                values[knob] = trial.suggest_categorical(knob, distribution.choices)
+            else:
+                assert isinstance(distribution, IntDistribution)
+                values[knob] = trial.suggest_int(
+                    knob, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+                )
+        return self.to_spec(values)
+
+    def to_spec(self, values: Mapping[str, Any]) -> TrialSpec:
+        """A TrialSpec from trial params (fixed values and derived threads filled in)."""
+        merged = {**self.fixed, **values}
+        instances = int(merged.get("instance_count", 1))
+        threads = merged.get("cpu_threads")
+        if threads is None:
+            threads = max(1, self.worker_cores // instances)
+        dynamic = bool(merged.get("dynamic_batching", False))
+        accelerator = str(merged.get("accelerator", "none"))
+        # OpenVINO runs on the CPU even on a GPU worker.
+        kind = InstanceKind.CPU if accelerator == "openvino" else self.kind
+        return TrialSpec(
+            max_batch_size=int(merged.get("max_batch_size", 1)),
+            dynamic_batching=dynamic,
+            max_queue_delay_us=int(merged.get("max_queue_delay_us", 0)) if dynamic else 0,
+            instance_count=instances,
+            cpu_threads=int(threads),
+            kind=kind,
+            accelerator=accelerator,
+            precision=str(merged.get("precision", "fp32")),
+        )
+
+    def default_params(self) -> dict[str, Any]:
+        """Trial params of the model's default config, moved into the space where needed.
+
+        The default is Triton's usual start: no dynamic batching, one instance, max_batch_size
+        4 (the value Triton fills in for a batching ONNX model), ONNX Runtime's default provider
+        at FP32; every searched knob gets a value, as the grid sampler needs.
+        """
+        return self.params_near({})
+
+    def params_near(self, wanted: Mapping[str, Any]) -> dict[str, Any]:
+        """Trial params for every searched knob: ``wanted`` where given, else the default's,
+        each moved to the nearest value the space has."""
+        wanted = {
+            "max_batch_size": 4,
+            "dynamic_batching": False,
+            "instance_count": 1,
+            "accelerator": "none",
+            "precision": "fp32",
+            "max_queue_delay_us": 0,
+            **wanted,
+        }
+        params: dict[str, Any] = {}
+        for knob, distribution in self.distributions.items():
+            if knob in wanted and knob not in ("max_queue_delay_us", "cpu_threads"):
+                params[knob] = _nearest(distribution, wanted[knob])
+        if "cpu_threads" in self.distributions:
+            instances = {**self.fixed, **params}.get("instance_count", 1)
+            threads = wanted.get("cpu_threads", max(1, self.worker_cores // instances))
+            params["cpu_threads"] = _nearest(self.distributions["cpu_threads"], threads)
+        batching = {**self.fixed, **params}.get("dynamic_batching", False)
+        if batching and "max_queue_delay_us" in self.distributions:
+            params["max_queue_delay_us"] = _nearest(
+                self.distributions["max_queue_delay_us"], wanted["max_queue_delay_us"]
+            )
+        return params
+
+    def params_from(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Trial params for a config measured in another space (``search.warm_start.from``).
+
+        A knob this space searches keeps the config's value where the space has it; else a number
+        moves to the nearest value the space has, and a choice the space lacks (an accelerator not
+        offered here) falls back to the default config's. A knob the config lacks, or one it had
+        but this space fixes, takes this space's value; the queue delay is asked only where
+        batching is on, as ``suggest`` asks it.
+
+        Args:
+            config: The config's knobs by name (a stored spec: ``StoredTrial.spec``); other keys are ignored.
+        """
+        wanted: dict[str, Any] = {}
+        for knob, value in config.items():
+            distribution = self.distributions.get(knob)
+            if distribution is None or value is None:
+                continue
+            lacking = isinstance(distribution, CategoricalDistribution) and value not in distribution.choices
+            if lacking and isinstance(value, (bool, str)):
+                continue
+            wanted[knob] = value
+        return self.params_near(wanted)
+
+    def values(self, knob: str) -> list[Any]:
+        """Every value a searched knob can take, in the space's order (ranges ascending)."""
+        distribution = self.distributions[knob]
+        if isinstance(distribution, CategoricalDistribution):
+            return list(distribution.choices)
+        assert isinstance(distribution, IntDistribution)
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every distinct config of the space as trial params, once each (the queue delay only
+        where batching is on).
+
+        Raises:
+            ConfigError: a knob is a log range, or the space is too large to enumerate.
+        """
+        grid = self.grid()
+        delays = grid.pop("max_queue_delay_us", None)
+        combos: list[dict[str, Any]] = []
+        for values in itertools.product(*grid.values()):
+            params = dict(zip(grid, values))
+            if delays is not None and {**self.fixed, **params}.get("dynamic_batching", False):
+                combos.extend({**params, "max_queue_delay_us": d} for d in delays)
+            else:
+                combos.append(params)
+        return combos
+
+    def key_of(self, params: Mapping[str, Any]) -> str:
+        """The TrialSpec key of trial params (see TrialSpec.key)."""
+        return self.to_spec(params).key()
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every value of every searched knob, for the grid sampler.
+
+        Raises:
+            ConfigError: a knob is a log range, or the grid is too large to enumerate.
+        """
+        grid: dict[str, list[Any]] = {}
+        size = 1
+        for knob, distribution in self.distributions.items():
+            if isinstance(distribution, CategoricalDistribution):
+                grid[knob] = list(distribution.choices)
+            elif isinstance(distribution, IntDistribution) and not distribution.log:
+                grid[knob] = list(range(distribution.low, distribution.high + 1, distribution.step))
+            else:
+                raise ConfigError(
+                    f"search.space.{knob}: the grid sampler needs choices or a stepped range, not a log range"
+                )
+            size *= len(grid[knob])
+        if size > _GRID_LIMIT:
+            raise ConfigError(
+                f"search.space: the grid has {size} combinations; the grid sampler takes at most {_GRID_LIMIT}"
+            )
+        return grid
+
+
+def _distribution(value: Any) -> BaseDistribution | None:
+    if isinstance(value, cfg.IntRange):
+        if value.low == value.high:
+            return None
+        high = value.low + (value.high - value.low) // value.step * value.step
+        return IntDistribution(value.low, high, log=value.log, step=value.step)
+    if isinstance(value, list):
+        return CategoricalDistribution(value) if len(value) > 1 else None
+    return None
+
+
+def _nearest(distribution: BaseDistribution, target: Any) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        choices = list(distribution.choices)
+        if target in choices:
+            return target
+        if isinstance(target, (bool, str)):
+            return choices[0]
+        return min(choices, key=lambda c: (abs(c - target), c))
+    assert isinstance(distribution, IntDistribution)
+    clipped = min(max(target, distribution.low), distribution.high)
+    return distribution.low + round((clipped - distribution.low) / distribution.step) * distribution.step
+
+
+def fixed_value(value: Any) -> Any:
+    """The constant of a knob that has one value (a scalar, a single choice, a point range)."""
+    if isinstance(value, cfg.IntRange):
+        return value.low
+    if isinstance(value, list):
+        return value[0]
+    return value

@@ -1,0 +1,294 @@
+"""What a study's loads say about its configs: each config's result, the front, the recommendation.
+
+    results = config_results(stored.trials, stored.info)
+    front = pareto_front(results, stored.info.directions)
+    rec = recommend(results, stored.info)
+
+The unit of a result is the config, not the load: a config measured three times (once by the
+search, twice more to confirm it) is one ``ConfigResult`` with three loads, judged by their
+median. ``recommend`` is the one rule every reader uses (the CLI, the API, the report, the export,
+``tuner verify``):
+
+1. Among the feasible configs (feasible by the median of their loads), the best median of the
+   first objective is the leader.
+2. Every feasible config whose interval overlaps the leader's ties with it: the loads cannot tell
+   them apart.
+3. Of the tied configs the cheapest wins (``cost``: fewer instances, then fewer threads, FP32 over
+   reduced precision, no batching over batching, a smaller batch); the leader where it is the cheapest.
+
+A config's interval is the range of its loads' values, each widened by its own window spread
+(where the first objective is throughput, whose windows the load generator reports): with n loads
+the median lies in the range of n loads with probability 1 - 2 * 0.5^n (75% for 3, 94% for 5), and
+a single load's interval is its windows' spread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tuner.storage import Bounds, ConstraintMiss, StoredTrial, StudyInfo, misses
+
+#: Precision by cost: full precision risks nothing, reduced precision risks accuracy.
+_PRECISION_COST = {"fp32": 0, "fp16": 1, "int8": 2}
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """One config and every fresh load of it.
+
+    Attributes:
+        key: The config's canonical text (``StoredTrial.config_key``).
+        loads: The trials that measured it, by number (copies of a result are not loads).
+        values: Per objective, the median over the loads.
+        constraints: Per constraint, the median over the loads (<= 0 where it holds).
+        interval: Where the first objective's median lies (see the module doc): (low, high).
+    """
+
+    key: str
+    loads: tuple[StoredTrial, ...]
+    values: tuple[float, ...]
+    constraints: dict[str, float]
+    interval: tuple[float, float]
+
+    @property
+    def number(self) -> int:
+        """The number of the trial that stands for the config (``representative``)."""
+        return self.representative.number
+
+    @property
+    def first(self) -> StoredTrial:
+        """The load that measured the config first."""
+        return self.loads[0]
+
+    @property
+    def representative(self) -> StoredTrial:
+        """The load nearest the median of the first objective (the lower one of two); its point,
+        curve and server windows describe the config in charts and explanations."""
+        ordered = sorted(self.loads, key=lambda t: (t.values or (0.0,))[0])
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0.0 for v in self.constraints.values())
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.first.params
+
+    @property
+    def is_default(self) -> bool:
+        return any(t.is_default for t in self.loads)
+
+    @property
+    def spread_pct(self) -> float:
+        """(max - min) / median of the first objective over the loads, in percent."""
+        firsts = [t.values[0] for t in self.loads if t.values]
+        median = self.values[0]
+        return 100.0 * (max(firsts) - min(firsts)) / abs(median) if median else 0.0
+
+    def metric(self, name: str) -> float | None:
+        """The median of a metric over the loads."""
+        values = [t.metrics[name] for t in self.loads if isinstance(t.metrics.get(name), (int, float))]
+        return float(np.median(values)) if values else None
+
+    def median_metrics(self) -> dict[str, float]:
+        """Every numeric metric's median over the loads."""
+        names = {
+            k
+            for t in self.loads
+            for k, v in t.metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        return {name: value for name in sorted(names) if (value := self.metric(name)) is not None}
+
+    def failed_constraints(self, bounds: Bounds) -> list[ConstraintMiss]:
+        """The constraints the config's medians break, and by how much."""
+        return misses(self.median_metrics(), bounds)
+
+    def cost(self) -> tuple[float, ...]:
+        """What running the config costs, for breaking ties: lower is cheaper (see the module doc)."""
+        spec = self.first.spec
+        batching = bool(spec.get("dynamic_batching", False))
+        return (
+            float(spec.get("instance_count", 1)),
+            float(spec.get("cpu_threads", 1)),
+            float(_PRECISION_COST.get(str(spec.get("precision", "fp32")), 3)),
+            float(batching),
+            float(spec.get("max_batch_size", 0)),
+            float(spec.get("max_queue_delay_us", 0)) if batching else 0.0,
+        )
+
+
+def config_results(trials: Sequence[StoredTrial], info: StudyInfo | None = None) -> list[ConfigResult]:
+    """Every config with at least one load, in the order first measured.
+
+    ``info``: the study, whose first objective decides whether window spreads widen the interval.
+    """
+    groups: dict[str, list[StoredTrial]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.is_load:
+            groups.setdefault(trial.config_key, []).append(trial)
+    first_metric = info.metric_names[0] if info and info.metric_names else None
+    return [_result(key, tuple(loads), first_metric) for key, loads in groups.items()]
+
+
+def _result(key: str, loads: tuple[StoredTrial, ...], first_metric: str | None) -> ConfigResult:
+    values = np.array([t.values for t in loads], dtype=float)
+    names = sorted({name for t in loads for name in t.constraints})
+    constraints = {
+        name: float(np.median([t.constraints[name] for t in loads if name in t.constraints])) for name in names
+    }
+    lows, highs = [], []
+    for trial, value in zip(loads, values[:, 0]):
+        half = 0.0
+        if first_metric == "throughput":
+            half = abs(value) * float(trial.metrics.get("throughput_spread_pct", 0.0)) / 200.0
+        lows.append(value - half)
+        highs.append(value + half)
+    return ConfigResult(
+        key=key,
+        loads=loads,
+        values=tuple(float(v) for v in np.median(values, axis=0)),
+        constraints=constraints,
+        interval=(float(min(lows)), float(max(highs))),
+    )
+
+
+def pareto_front(results: Sequence[ConfigResult], directions: Sequence[str]) -> list[ConfigResult]:
+    """The feasible configs no other feasible config dominates (by their medians), in the order given."""
+    candidates = [r for r in results if r.feasible]
+    if not candidates:
+        return []
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    loss = np.array([r.values for r in candidates], dtype=float) * signs
+    keep = non_dominated(loss)
+    return [r for r, kept in zip(candidates, keep) if kept]
+
+
+def non_dominated(loss: np.ndarray) -> np.ndarray:
+    """Which rows no other row dominates (all <= and one <), minimizing every column.
+
+    Rows with equal values are all on the front or all off it, as in Optuna.
+    """
+    unique, inverse = np.unique(loss, axis=0, return_inverse=True)  # sorted lexicographically
+    if unique.shape[1] == 1:
+        on_front = unique[:, 0] == unique[0, 0]
+    elif unique.shape[1] == 2:
+        # Rows before a row have a lower or equal first value; it is dominated iff one has a
+        # second value at most its own.
+        before = np.minimum.accumulate(unique[:-1, 1])
+        on_front = np.concatenate([[True], unique[1:, 1] < before])
+    else:
+        on_front = np.ones(len(unique), dtype=bool)
+        for i, row in enumerate(unique):
+            earlier = unique[:i][on_front[:i]]  # a dominator comes earlier in lexicographic order
+            on_front[i] = not np.any(np.all(earlier <= row, axis=1))
+    return on_front[inverse.reshape(-1)]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The config to deploy, and why.
+
+    Attributes:
+        config: The recommended config.
+        leader: The config with the best median (the same as ``config`` unless a tie went to a cheaper one).
+        tied: The configs whose intervals overlap the leader's, the leader and ``config`` included.
+        reason: What the choice rests on, in a sentence or two.
+    """
+
+    config: ConfigResult
+    leader: ConfigResult
+    tied: tuple[ConfigResult, ...]
+    reason: str
+
+    @property
+    def number(self) -> int:
+        return self.config.number
+
+
+def recommend(results: Sequence[ConfigResult], info: StudyInfo) -> Recommendation | None:
+    """The config to deploy (see the module doc), or None where no config is feasible."""
+    feasible = [r for r in results if r.feasible]
+    if not feasible:
+        return None
+    sign = 1.0 if info.maximize else -1.0
+    leader = max(feasible, key=lambda r: (sign * r.values[0], -r.first.number))
+    low, high = leader.interval
+    tied = [r for r in feasible if r.interval[0] <= high and r.interval[1] >= low]
+    chosen = min(tied, key=lambda r: (r.cost(), -sign * r.values[0], r.first.number))
+    return Recommendation(chosen, leader, tuple(tied), _reason(chosen, leader, tied, info))
+
+
+def ranked(results: Sequence[ConfigResult], info: StudyInfo) -> list[ConfigResult]:
+    """Every config best first, as its own study judges it: the feasible ones first, each part by
+    the median of the first objective (the first measured first where equal)."""
+    sign = 1.0 if info.maximize else -1.0
+    return sorted(results, key=lambda r: (not r.feasible, -sign * r.values[0], r.first.number))
+
+
+def _reason(chosen: ConfigResult, leader: ConfigResult, tied: Sequence[ConfigResult], info: StudyInfo) -> str:
+    metric = info.metric_names[0] if info.metric_names else "the first objective"
+    loads = len(chosen.loads)
+    low, high = chosen.interval
+    text = (
+        f"trial {chosen.number}: the best feasible median {metric} {chosen.values[0]:.4g} "
+        f"over {loads} load{'s' if loads != 1 else ''} (interval {low:.4g}-{high:.4g})"
+    )
+    if chosen is leader:
+        others = [r for r in tied if r is not chosen]
+        if others:
+            numbers = ", ".join(str(r.number) for r in others)
+            text += f"; it ties with trial{'s' if len(others) > 1 else ''} {numbers}, none of them cheaper"
+        return text
+    return (
+        f"trial {chosen.number}: ties with trial {leader.number} (median {metric} {leader.values[0]:.4g}, "
+        f"interval {leader.interval[0]:.4g}-{leader.interval[1]:.4g}) at {chosen.values[0]:.4g} "
+        f"(interval {low:.4g}-{high:.4g}), and is the cheaper config ({cheaper_text(chosen, leader)})"
+    )
+
+
+def cheaper_text(cheap: ConfigResult, other: ConfigResult) -> str:
+    """Where ``cheap`` costs less than ``other``: ``1 instance instead of 2``."""
+    names = ("instances", "threads", "precision", "batching", "max batch size", "queue delay us")
+    a, b = cheap.first.spec, other.first.spec
+    shown = (
+        a.get("instance_count", 1),
+        a.get("cpu_threads", 1),
+        a.get("precision", "fp32"),
+        "on" if a.get("dynamic_batching") else "off",
+        a.get("max_batch_size", 0),
+        a.get("max_queue_delay_us", 0),
+    )
+    against = (
+        b.get("instance_count", 1),
+        b.get("cpu_threads", 1),
+        b.get("precision", "fp32"),
+        "on" if b.get("dynamic_batching") else "off",
+        b.get("max_batch_size", 0),
+        b.get("max_queue_delay_us", 0),
+    )
+    for name, mine, theirs, x, y in zip(names, shown, against, cheap.cost(), other.cost()):
+        if x != y:
+            return f"{name} {mine} instead of {theirs}"
+    return "as cheap"
+
+
+def default_result(results: Sequence[ConfigResult]) -> ConfigResult | None:
+    """The model's default config, where measured."""
+    return next((r for r in results if r.is_default), None)
+
+
+def gain(a: ConfigResult, b: ConfigResult, metric: str) -> float | None:
+    """a / b of a metric's medians, or None where either lacks it."""
+    x, y = a.metric(metric), b.metric(metric)
+    return x / y if x is not None and y else None
+
+
+def by_number(results: Sequence[ConfigResult]) -> Mapping[int, ConfigResult]:
+    """Each config under the number of every load of it."""
+    return {t.number: r for r in results for t in r.loads}

@@ -1,0 +1,331 @@
+"""A Triton server that runs as a child process of the tuner: the base of the embedded, local and docker servers.
+
+The process runs in its own process group so that Ctrl-C reaches only the tuner, which then
+stops the server; it also gets SIGKILL from the kernel if the tuner dies without cleaning up.
+Its output goes to ``workdir/tritonserver.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+from typing_extensions import Self
+
+from tuner.errors import ModelLoadError, ServerStartError
+from tuner.triton._access import Access, redact, with_access
+from tuner.triton._client import clean_message, probe_ready, wait_unloaded
+from tuner.triton._ports import Ports, client_host, free_ports
+
+if TYPE_CHECKING:
+    import psutil
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Runs in the child before exec: own process group, and SIGKILL when the parent dies."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+#: Programs a worker's server folder starts: the server, and the python backend's stubs.
+_TRITON_PROGRAMS = frozenset({"tritonserver", "triton_python_backend_stub"})
+
+
+def kill_orphans(workdir: Path) -> int:
+    """Kills this machine's Triton processes started from ``workdir`` (servers and stubs).
+
+    For a server whose owner died without stopping it: the kernel kills the server itself
+    (parent-death signal), but its python-backend stubs outlive it. Returns how many were killed.
+    """
+    import psutil
+
+    killed = 0
+    for process in triton_processes(workdir):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+            killed += 1
+    return killed
+
+
+def triton_processes(workdir: Path) -> list[psutil.Process]:
+    """This machine's servers and python-backend stubs started from ``workdir``.
+
+    A process is the folder's when its program is a Triton one and one of its arguments is a
+    path at or under the folder, compared by whole path components: ``worker-1``'s are not
+    ``worker-10``'s.
+    """
+    import psutil
+
+    folder = workdir.resolve()
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        argv = process.info["cmdline"] or []
+        if argv and Path(argv[0]).name in _TRITON_PROGRAMS and _started_from(argv, folder):
+            found.append(process)
+    return found
+
+
+def _started_from(argv: list[str], folder: Path) -> bool:
+    """True when an argument of ``argv`` (or an ``--option=`` value) is an absolute path at or under ``folder``.
+
+    ``folder`` is resolved; the arguments are the tuner's own resolved paths, normalised without
+    asking the file system (a process's arguments may name files that are gone).
+    """
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value.startswith("/") and Path(os.path.normpath(value)).is_relative_to(folder):
+            return True
+    return False
+
+
+class ProcessServer:
+    """A Triton server started as a child process, serving ``repository`` in explicit model control.
+
+    Subclasses give the command line (``_command``) and may change the environment, how the
+    process is stopped, and which process the ``pid`` is.
+
+    Args:
+        workdir: Folder for the server's log (and whatever the subclass keeps there).
+        repository: The model repository the server serves.
+        address: Address all three endpoints bind to on this machine.
+        ports: Fixed ports; free ones are found at start when None.
+        startup_timeout_s: How long to wait for the server to become ready.
+        env: Extra environment variables for the server process.
+    """
+
+    #: Whether configs take the onnxruntime backend's own form (see tuner.triton._server.TritonServer).
+    native = False
+
+    def __init__(
+        self,
+        workdir: Path,
+        repository: Path,
+        address: str = "127.0.0.1",
+        ports: Ports | None = None,
+        startup_timeout_s: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir.resolve()
+        self.repository = repository.resolve()
+        self.address = address
+        self.fixed_ports = ports
+        self.ports: Ports | None = None
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_env = dict(env or {})
+        self.log_path = self.workdir / "tritonserver.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._access: Access | None = None
+        self._client: triton_http.InferenceServerClient | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def access(self) -> Access | None:
+        """The header the clients of the running server send: a secret drawn at each start."""
+        return self._access
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{client_host(self.address)}:{self._started_ports().grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{client_host(self.address)}:{self._started_ports().http}"
+
+    def start(self) -> None:
+        """Starts the server and waits until it is ready.
+
+        Raises:
+            ServerStartError: the binary is missing, a port is taken, or the server did not
+                become ready within the timeout. The message ends with the log's last lines.
+        """
+        if self.is_alive():
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.repository.mkdir(parents=True, exist_ok=True)
+        self.ports = self.fixed_ports or Ports(*free_ports(3, client_host(self.address)))
+        # A new secret at each start: one a stopped server's clients held opens nothing.
+        self._access = Access.generate()
+        cmd = self._command()
+        logger.debug("starting %s", redact(" ".join(cmd), self._access))
+        with self.log_path.open("ab") as log:
+            try:
+                self._process = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self._environment(),
+                    preexec_fn=die_with_parent,  # noqa: PLW1509 - only setsid and prctl
+                    cwd=self.workdir,
+                )
+            except OSError as exc:
+                raise ServerStartError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from exc
+        self._client = with_access(
+            triton_http.InferenceServerClient(self.http_url, network_timeout=120.0), self._access
+        )
+        self._wait_ready()
+        logger.info("%s ready on %s", self._describe(), self.ports)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stops the server and every process it started (python backend stubs included)."""
+        process, self._process = self._process, None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+        if process is not None:
+            self._terminate(process, timeout_s)
+
+    # -- models ----------------------------------------------------------------------------
+
+    def load(self, model_name: str) -> None:
+        """Loads (or reloads) a model of the repository.
+
+        Raises:
+            ModelLoadError: Triton refused the model; the message is Triton's.
+            ServerStartError: the server is not running.
+        """
+        client = self._require_client()
+        try:
+            client.load_model(model_name)
+        except InferenceServerException as exc:
+            self._raise_if_dead()
+            raise ModelLoadError(clean_message(exc)) from exc
+
+    def unload(self, model_name: str, timeout_s: float = 60.0) -> None:
+        """Unloads a model and waits until its instances are gone."""
+        client = self._require_client()
+        try:
+            client.unload_model(model_name)
+        except InferenceServerException as exc:
+            self._raise_if_dead()
+            logger.warning("unload of %s failed: %s", model_name, clean_message(exc))
+            return
+        wait_unloaded(client, model_name, timeout_s)
+
+    def is_ready(self) -> bool:
+        """True when the server answers that it is ready, within a couple of seconds."""
+        return self.is_alive() and self.ports is not None and probe_ready(self.http_url)
+
+    def model_statistics(self, model_name: str) -> dict:
+        return self._require_client().get_inference_statistics(model_name)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def last_error(self) -> str:
+        """The last error line of the server's log (or its last line)."""
+        lines = [line.strip() for line in self.log_tail(200).splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"E\d{4} ", line)]  # Triton's error lines: E1125 10:00:00...
+        return (errors or lines or ["no log output"])[-1][:500]
+
+    # -- for subclasses --------------------------------------------------------------------
+
+    def _command(self) -> list[str]:
+        """The command line that runs the server on ``self.ports``."""
+        raise NotImplementedError
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, **self.extra_env}
+
+    def _describe(self) -> str:
+        return f"tritonserver pid {self.pid}"
+
+    def _terminate(self, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        """SIGTERM to the process group, then SIGKILL of the group (stubs left in it go too)."""
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in %.0f s; killing it", self._describe(), timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _started_ports(self) -> Ports:
+        if self.ports is None:
+            raise ServerStartError("the server has not been started")
+        return self.ports
+
+    def _started_access(self) -> Access:
+        if self._access is None:
+            raise ServerStartError("the server has not been started")
+        return self._access
+
+    def _require_client(self) -> triton_http.InferenceServerClient:
+        self._raise_if_dead()
+        assert self._client is not None  # set by start(), which is_alive() implies
+        return self._client
+
+    def _raise_if_dead(self) -> None:
+        if not self.is_alive():
+            code = self._process.poll() if self._process else None
+            raise ServerStartError(f"tritonserver is not running (exit code {code}); log {self.log_path}")
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                code = self._process.returncode
+                self.stop()
+                raise ServerStartError(
+                    f"tritonserver exited with code {code} while starting: {self.last_error()} (log: {self.log_path})"
+                )
+            fatal = self._fatal_start_error()
+            if fatal:
+                self.stop(timeout_s=2)
+                raise ServerStartError(f"tritonserver could not start: {fatal} (log: {self.log_path})")
+            if self.is_ready():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise ServerStartError(
+            f"tritonserver not ready after {self.startup_timeout_s:.0f} s: {self.last_error()} (log: {self.log_path})"
+        )
+
+    def _fatal_start_error(self) -> str | None:
+        """A log line saying an endpoint could not start (e.g. its port is taken): the server
+        keeps running without it, but would never become ready."""
+        for line in self.log_tail(50).splitlines():
+            if "failed to start" in line:
+                return line.strip()[:500]
+        return None

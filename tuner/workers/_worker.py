@@ -1,0 +1,384 @@
+"""A worker owns one Triton server and its model repository, and turns TrialSpecs into outcomes.
+
+A trial: build (or take from the cache) the model variant of the spec's precision, write the
+config, load it, check its answers on the validation batch, then for each concurrency of the
+sweep (tuner.measure) warm up and measure with the load engine, watching the server's
+statistics and CPU/GPU use (tuner.measure); unload.
+
+A window in which other processes used material CPU is measured again, and flagged where it
+stays so: a concurrent job on the same cores can halve throughput while every window agrees.
+
+    with Worker(setup) as worker:
+        outcome = worker.evaluate(spec)   # never raises for a trial's own failure
+
+With a ``Screen`` (``evaluate(spec, screen)``) the first concurrency is first screened with a few
+short windows, and a clearly hopeless config stops there (``TrialOutcome.pruned``); a screen that
+stays contaminated stops nothing.
+
+A refused config, a failed measurement or a server that died mid-trial come back as an outcome
+with ``error`` and its kind (``tuner.trial.Failure``) set; a dead server is restarted before the
+next trial. A full disk (OSError ENOSPC anywhere in the trial) comes back as ``Failure.DISK_FULL``,
+which stops the study rather than spending a trial of its budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tuner.config import ServerSettings
+from tuner.errors import MeasurementError, ModelError, ModelLoadError, ServerStartError
+from tuner.measure import (
+    BuiltinEngine,
+    EngineSettings,
+    GpuReader,
+    LoadEngine,
+    Measured,
+    PerfAnalyzer,
+    Probe,
+    SweepPlan,
+    UsageMonitor,
+    infer_samples,
+    nvml_reader,
+    request_samples,
+    sweep,
+    warm_up,
+    write_input_json,
+)
+from tuner.model import build_variant, compare, reference_outputs
+from tuner.model_info import ModelInfo
+from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec
+from tuner.triton import (
+    RUNNER_SOURCE,
+    TritonServer,
+    build_model_config,
+    build_native_config,
+    kill_orphans,
+    make_server,
+    to_pbtxt,
+    worker_gpus,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11; only the checker reads it here
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """The slice of a study a worker needs.
+
+    Attributes:
+        model_name: Name of the model in Triton.
+        model_path: The ONNX file.
+        model_info: Its inputs and outputs.
+        workdir: The worker's own folder (repository, server log, reports).
+        sweep: The concurrencies to measure each config at.
+        engine: The load engine and its settings.
+        warmup_requests: Requests per concurrency slot sent after each load, before measuring.
+        load_samples: Real input samples for the load (by input name), or None for the
+            engine's ``input_data``.
+        contamination_cpu_pct: CPU of other processes (percent of a core) that makes a window
+            untrusted.
+        contamination_retries: Measurements again of an untrusted window.
+        gpu: Whether the worker has a GPU to watch (the first of CUDA_VISIBLE_DEVICES).
+        validation: Inputs (by name, samples on the first axis) that every variant's answers are
+            checked on, and that calibrate INT8 variants; None skips the check.
+        server: How the worker runs Triton (launch mode, address, ports, start-up timeout).
+        index: The worker's index (picks its server under ``launch: remote``).
+    """
+
+    model_name: str
+    model_path: Path
+    model_info: ModelInfo
+    workdir: Path
+    sweep: SweepPlan
+    engine: EngineSettings
+    warmup_requests: int = 4
+    load_samples: dict[str, np.ndarray] | None = None
+    contamination_cpu_pct: float = 30.0
+    contamination_retries: int = 1
+    gpu: bool = False
+    validation: dict[str, np.ndarray] | None = None
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    index: int = 0
+
+
+class Worker:
+    """Evaluates configs of one model on its own Triton server (the study file's `server.launch`)."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+        self.repository = setup.workdir / "repository"
+        self.server: TritonServer = make_server(
+            setup.server, setup.workdir / "server", self.repository, gpu=worker_gpus(), index=setup.index
+        )
+        self._engine: LoadEngine | None = None
+        self.monitor: UsageMonitor | None = None
+        self._installed: Path | None = None
+        self._reference: dict[str, np.ndarray] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Lays out the model repository and starts the server.
+
+        Processes a killed tuner left behind in this worker's folder (python-backend stubs
+        outlive their server) are killed first.
+        """
+        if kill_orphans(self.setup.workdir):
+            logger.info("killed processes a previous run left in %s", self.setup.workdir)
+        version_dir = self.repository / self.setup.model_name / "1"
+        version_dir.mkdir(parents=True, exist_ok=True)
+        runner = version_dir / "model.py"
+        if self.server.native:  # the onnxruntime backend needs only model.onnx
+            runner.unlink(missing_ok=True)
+        else:
+            shutil.copy2(RUNNER_SOURCE, runner)
+        self._install_variant("fp32")
+        self.server.start()
+        self._engine = self._make_engine()
+        self.monitor = UsageMonitor(lambda: self.server.pid, self._gpu_reader())
+        self.monitor.start()
+
+    def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        self.server.stop()
+
+    def _gpu_reader(self) -> GpuReader | None:
+        if not self.setup.gpu:
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+        try:
+            return nvml_reader(int(visible), lambda: self.monitor.server_pids() if self.monitor else set())
+        except Exception as exc:  # noqa: BLE001 - NVML missing or refusing: measure without the GPU
+            logger.warning("GPU use not measured: %s", exc)
+            return None
+
+    def _make_engine(self) -> LoadEngine:
+        s = self.setup
+        if s.engine.engine == "builtin":
+            return BuiltinEngine(self.server.grpc_url, s.engine, s.model_info, s.load_samples, self.server.access)
+        url = self.server.grpc_url if s.engine.protocol == "grpc" else self.server.http_url
+        data = None
+        if s.load_samples:
+            requests = request_samples(s.model_info, s.engine.input_data, s.load_samples)
+            data = write_input_json(s.workdir / "perf" / "input_data.json", requests)
+        return PerfAnalyzer(url, s.workdir / "perf", s.engine, data, access=self.server.access)
+
+    def evaluate(self, spec: TrialSpec, screen: Screen | None = None) -> TrialOutcome:
+        """Builds the spec's variant, loads it with the spec's config, checks its answers,
+        measures it at each concurrency and unloads it.
+
+        With a ``screen`` that has something to judge by, the first concurrency is screened first
+        (``LoadEngine.screen``): where the screen shows the config hopeless, the outcome is pruned
+        to the screen's point with the reason, and nothing more is measured.
+        """
+        name = self.setup.model_name
+        timings: dict[str, float] = {}
+        build_config = build_native_config if self.server.native else build_model_config
+        pbtxt = to_pbtxt(build_config(name, self.setup.model_info, spec))
+        points: list[LoadPoint] = []
+        server: dict[str, dict] = {}
+        accuracy: dict | None = None
+        error: str | None = None
+        failure: Failure | None = None
+        pruned: str | None = None
+        try:
+            accuracy = self._load_and_check(name, spec, pbtxt, timings)
+            points, pruned = self._measure_curve(name, timings, server, screen)
+        except (ModelError, ModelLoadError, MeasurementError, ServerStartError, OSError) as exc:
+            error, failure = trial_failure(exc, spec)
+        finally:
+            with _timed(timings, "unload_s"):
+                died = self._after_trial(name)
+            if died is not None:
+                error = died if error is None else f"{died}; {error}"
+                failure = failure if failure == Failure.DISK_FULL else Failure.SERVER
+        if error:
+            points, pruned = [], None
+        return TrialOutcome(
+            spec=spec,
+            config_pbtxt=pbtxt,
+            points=tuple(points),
+            error=error,
+            timings_s=timings,
+            accuracy=accuracy,
+            server=server if not error else {},
+            failure=failure,
+            pruned=pruned,
+        )
+
+    def _load_and_check(self, name: str, spec: TrialSpec, pbtxt: str, timings: dict[str, float]) -> dict | None:
+        """Installs the variant and the config, loads them and checks the answers."""
+        with _timed(timings, "variant_s"):
+            # The onnxruntime backend's TensorRT takes FP16/INT8 as its precision_mode on the FP32 model.
+            native_trt = self.server.native and spec.accelerator == "tensorrt"
+            self._install_variant("fp32" if native_trt else spec.precision)
+        with _timed(timings, "write_s"):
+            (self.repository / name / "config.pbtxt").write_text(pbtxt)
+        self._ensure_server()
+        with _timed(timings, "load_s"):
+            self.server.load(name)
+        with _timed(timings, "accuracy_s"):
+            return self._check_accuracy()
+
+    def _measure_curve(
+        self, name: str, timings: dict[str, float], server: dict[str, dict], screen: Screen | None
+    ) -> tuple[list[LoadPoint], str | None]:
+        """Warms up and measures at each concurrency of the sweep; the server's side goes to ``server``.
+
+        Returns the points, and why the screen stopped the trial (then the one point is the screen's).
+        """
+        warmed: set[int] = set()
+
+        def warm(concurrency: int) -> None:
+            if concurrency in warmed:
+                return
+            with _timed(timings, "warmup_s"):
+                warm_up(
+                    self.server.http_url,
+                    name,
+                    self.setup.model_info,
+                    self.setup.warmup_requests * concurrency,
+                    concurrency,
+                    self.server.access,
+                )
+            warmed.add(concurrency)
+
+        def measure_at(concurrency: int) -> LoadPoint:
+            warm(concurrency)
+            with _timed(timings, "measure_s"):
+                measured = self._measure_trusted(name, concurrency)
+            server[str(concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
+            return measured.point
+
+        if screen is not None and screen.judges:
+            warm(screen.concurrency)
+            with _timed(timings, "screen_s"):
+                measured = self._measure_trusted(name, screen.concurrency, screening=True)
+            reason = screen.verdict(measured.point)
+            if reason is not None:
+                server[str(screen.concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
+                logger.info("%s stopped after its screen: %s", name, reason)
+                return [measured.point], reason
+        return sweep(measure_at, self.setup.sweep), None
+
+    def _measure_trusted(self, name: str, concurrency: int, screening: bool = False) -> Measured:
+        """One measurement (or screen), taken again while other processes used material CPU during it.
+
+        Not judged where the server's processes cannot be seen (docker, remote): its CPU would
+        count as theirs.
+        """
+        assert self._engine is not None and self.monitor is not None, "worker not started"
+        probe = Probe(lambda: self.server.model_statistics(name), self.monitor)
+        take = self._engine.screen if screening else self._engine.measure
+        for attempt in range(self.setup.contamination_retries + 1):
+            measured = take(name, concurrency, probe)
+            # Where the server's processes cannot be seen (docker, remote) they would count as strangers.
+            if self.server.pid is None or measured.usage.other_cpu_pct <= self.setup.contamination_cpu_pct:
+                return measured
+            logger.warning(
+                "other processes used %.0f%% of a core while %s was measured at concurrency %d%s",
+                measured.usage.other_cpu_pct,
+                name,
+                concurrency,
+                "; measuring again" if attempt < self.setup.contamination_retries else "; kept, flagged",
+            )
+        return dataclasses.replace(measured, point=dataclasses.replace(measured.point, contaminated=True))
+
+    def _install_variant(self, precision: str) -> None:
+        """Puts the model file of ``precision`` in the repository (built once, then cached)."""
+        source = build_variant(self.setup.model_path, precision, self.setup.workdir / "variants", self.setup.validation)
+        if source != self._installed:
+            shutil.copy2(source, self.repository / self.setup.model_name / "1" / "model.onnx")
+            self._installed = source
+
+    def _check_accuracy(self) -> dict | None:
+        """The loaded variant's answers on the validation batch against the FP32 model's."""
+        inputs = self.setup.validation
+        if not inputs:
+            return None
+        if self._reference is None:
+            self._reference = reference_outputs(str(self.setup.model_path), inputs)
+        got = infer_samples(
+            self.server.http_url, self.setup.model_name, self.setup.model_info, inputs, self.server.access
+        )
+        return compare(self.setup.model_info, self._reference, got)
+
+    def _after_trial(self, name: str) -> str | None:
+        """Unloads the model; a server that died is restarted, and why is returned."""
+        if self.server.is_alive():
+            with suppress(ServerStartError):
+                self.server.unload(name)
+            return None
+        reason = f"tritonserver died during the trial (last log line: {self.server.last_error()})"
+        logger.warning("%s; restarting it", reason)
+        self._restart()
+        return reason
+
+    def _ensure_server(self) -> None:
+        if not self.server.is_alive():
+            self._restart()
+
+    def _restart(self) -> None:
+        self.server.stop()
+        self.server.start()
+        self._engine = self._make_engine()
+
+
+def trial_failure(exc: BaseException, spec: TrialSpec) -> tuple[str, Failure]:
+    """The error text and kind of a trial that raised ``exc``.
+
+    A full disk is looked for in the whole chain of causes (a variant builder or the server's
+    launcher wraps the OSError); any other OSError is not a trial's failure and is raised again.
+    """
+    full = disk_full_error(exc)
+    if full is not None:
+        return f"disk full: {full}", Failure.DISK_FULL
+    if isinstance(exc, ModelError):
+        return f"{spec.precision} variant: {exc}", Failure.CONFIG
+    if isinstance(exc, ModelLoadError):
+        return f"Triton refused the config ({spec.accelerator}, {spec.precision}): {exc}", Failure.CONFIG
+    if isinstance(exc, MeasurementError):
+        return f"measurement failed: {exc}", Failure.CONFIG
+    if isinstance(exc, ServerStartError):
+        return str(exc), Failure.SERVER
+    raise exc
+
+
+def disk_full_error(exc: BaseException | None) -> OSError | None:
+    """The OSError(ENOSPC) that ``exc`` is or was raised from, if any."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        exc = exc.__cause__
+    return None
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the seconds the block took to ``timings[key]``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
