@@ -61,3 +61,24 @@ def test_ctrl_c_fails_the_trial_in_flight_and_the_next_run_measures_its_config(
     assert trials[waiting[-1].number].state == TrialState.COMPLETE
     assert trials[waiting[-1].number].params == failed[0].params
     assert len(pool.submitted) == 2, "the 2 trials measured before Ctrl-C are not measured again"
+
+
+def test_a_trial_killed_before_its_config_was_whole_is_failed_and_not_queued_again(
+    tmp_path: Path, digits_onnx: Path
+) -> None:
+    """A tuner killed between asking a trial and proposing all its knobs leaves it RUNNING with
+    part of a config: nothing of it was measured, so the next run fails it and proposes afresh."""
+    cfg = _cfg(tmp_path, digits_onnx, "tpe")
+    first = ScriptedRunner(cfg, ScriptedPool(SCRIPT)).run(n_trials=2)
+    half = first.study.ask()
+    half.suggest_categorical("instance_count", [1, 2, 3, 4])  # killed before the other knobs
+
+    resumed = ScriptedRunner(cfg, ScriptedPool(SCRIPT)).run()
+
+    trials = resumed.study.get_trials()
+    stale = trials[half.number]
+    assert stale.state == TrialState.FAIL and stale.user_attrs[ATTR_INTERRUPTED]
+    assert TrialState.WAITING not in [t.state for t in trials]
+    later = [t for t in trials if t.number > half.number]
+    assert not any(t.system_attrs.get("fixed_params") == stale.params for t in later), "the half config was queued"
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4

@@ -16,8 +16,9 @@ import pytest
 import yaml
 from factories import QUICK_LOAD, digits_study
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
-from tuner.storage import read_study
+from tuner.storage import ATTR_SPEC_KEY, read_study
 from tuner.study import config_results, recommend
 from tuner.triton._process import triton_processes
 
@@ -188,9 +189,11 @@ def _wait_for_running_trial(folder: Path, name: str, process: subprocess.Popen, 
         assert process.poll() is None, "the tuner exited early"
         try:
             trials = load(folder, name).trials
-        except (KeyError, Exception):  # the study may not exist yet
+        except (KeyError, OperationalError):  # the study or its tables do not exist yet
             trials = []
-        if any(t.state == TrialState.RUNNING and t.number >= minimum_number for t in trials):
+        # a whole config: the tuner stores its spec key once every knob is proposed
+        if any(t.state == TrialState.RUNNING and t.number >= minimum_number and ATTR_SPEC_KEY in t.user_attrs
+               for t in trials):
             return
         time.sleep(0.3)
     pytest.fail("no trial started within 120 s")

@@ -9,21 +9,25 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.storage import ATTR_DEFAULT, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REMEASURE_OF
+from tuner.storage import ATTR_DEFAULT, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REMEASURE_OF, ATTR_SPEC_KEY
 
 logger = logging.getLogger(__name__)
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Marks trials left RUNNING by a killed tuner as FAIL and proposes their configs again."""
+    """Marks trials left RUNNING by a killed tuner as FAIL and proposes their configs again.
+
+    A trial killed before its config was whole (its spec key is stored once every knob is) was
+    never measured: it is failed and not proposed again, so the sampler proposes afresh."""
     recovered = []
     storage = study._storage  # Optuna offers no public way to fail a stale trial
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, "the tuner stopped while this trial ran")
         storage.set_trial_user_attr(trial._trial_id, ATTR_INTERRUPTED, True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs=carry_attrs(trial), skip_if_exists=False)
-        recovered.append(trial.number)
+        if ATTR_SPEC_KEY in trial.user_attrs:
+            study.enqueue_trial(trial.params, user_attrs=carry_attrs(trial), skip_if_exists=False)
+            recovered.append(trial.number)
     if recovered:
         logger.info("trials %s were running when the tuner stopped; they run again", recovered)
     return recovered
