@@ -23,7 +23,6 @@ import yaml
 from optuna.trial import TrialState
 from test_optimize import (
     TUNER,
-    _tritonservers_under,
     _wait_for_running_trial,
     load,
     run_tuner,
@@ -69,9 +68,10 @@ def test_one_driver_at_a_time_and_a_killed_ones_study_is_taken_over_without_losi
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while _tritonservers_under(tmp_path) and time.monotonic() < deadline:
+    while servers_under(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _tritonservers_under(tmp_path), "the server outlived the killed tuner"
+    # the server and its python-backend stubs (servers_under finds both)
+    assert not servers_under(tmp_path), "the server or its stubs outlived the killed tuner"
     assert [row[2] for row in _lease_rows(tmp_path)] == [first.pid], "a SIGKILL leaves the lease behind"
     killed = load(tmp_path, "one-driver").trials
     completed_before = [t.number for t in killed if t.state == TrialState.COMPLETE]
@@ -81,7 +81,6 @@ def test_one_driver_at_a_time_and_a_killed_ones_study_is_taken_over_without_losi
     resumed = run_tuner("-v", "optimize", path, cwd=tmp_path)  # its pid is gone: no TTL to wait for
     assert resumed.returncode == 0, resumed.stderr
     assert f"took over study 'one-driver' from pid {first.pid}" in resumed.stderr
-    # The python-backend stubs of the killed server can outlive it; the next run cleans them up.
     assert not servers_under(tmp_path)
     assert _lease_rows(tmp_path) == [], "the lease outlived its driver"
     study = load(tmp_path, "one-driver")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +80,43 @@ def test_a_folder_given_through_a_symlink_or_dots_is_the_same_folder(tmp_path: P
 def test_no_process_of_a_folder_kills_nothing(tmp_path: Path, processes) -> None:
     assert kill_orphans(tmp_path / "study" / "worker-2") == 0
     assert all(p.poll() is None for group in processes.values() for p in group)
+
+
+def test_a_killed_owner_takes_its_servers_whole_process_group_with_it(tmp_path: Path) -> None:
+    """The server dies with its owner (parent-death signal); the guard takes the rest of its group,
+    where the python backend's stubs run, as a SIGKILLed tuner leaves them."""
+    owner = subprocess.Popen([sys.executable, "-c", """
+import subprocess, sys, time
+from tuner.triton._process import die_with_parent, guard_group
+server = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                           "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"],
+                          preexec_fn=die_with_parent)
+guard_group(server.pid)
+print(server.pid, flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    assert owner.stdout is not None
+    pgid = int(owner.stdout.readline())
+    deadline = time.monotonic() + 10
+    while len(_group(pgid)) < 2 and time.monotonic() < deadline:  # the server and its child ("stub")
+        time.sleep(0.1)
+    assert len(_group(pgid)) == 2
+
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 5
+    while _group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert _group(pgid) == [], "a process of the server's group outlived its owner"
+
+
+def _group(pgid: int) -> list[int]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+    return found

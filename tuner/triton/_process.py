@@ -37,9 +37,37 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     """Runs in the child before exec: own process group, and SIGKILL when the parent dies."""
+    _own_session_until_parent_dies(signal.SIGKILL)
+
+
+def _own_session_until_parent_dies(sig: int) -> None:
     os.setsid()
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+
+
+#: Watches a server's process group ($0): when the tuner that started it dies, the kernel sends
+#: this shell SIGTERM (parent-death signal), and it kills the whole group. The kernel kills the
+#: server itself the same way, but not the python backend's stubs in its group, which would
+#: otherwise run on until their own check of the server times out (30 s and more). It exits
+#: once the group is gone, so a server stopped the usual way leaves nothing behind.
+_GROUP_GUARD = 'trap "kill -KILL -$0 2>/dev/null; exit 0" TERM; while kill -0 -$0 2>/dev/null; do sleep 1; done'
+
+
+def guard_group(pgid: int) -> subprocess.Popen[bytes] | None:
+    """Starts the watcher that kills process group ``pgid`` when this process dies (None where
+    there is no ``sh``: the group's stubs then outlive a killed tuner until cleaned up)."""
+    try:
+        return subprocess.Popen(
+            ["sh", "-c", _GROUP_GUARD, str(pgid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: _own_session_until_parent_dies(signal.SIGTERM),  # noqa: PLW1509 - setsid and prctl
+        )
+    except OSError as exc:
+        logger.debug("no guard for process group %d: %s", pgid, exc)
+        return None
 
 
 #: Programs a worker's server folder starts: the server, and the python backend's stubs.
@@ -50,7 +78,8 @@ def kill_orphans(workdir: Path) -> int:
     """Kills this machine's Triton processes started from ``workdir`` (servers and stubs).
 
     For a server whose owner died without stopping it: the kernel kills the server itself
-    (parent-death signal), but its python-backend stubs outlive it. Returns how many were killed.
+    (parent-death signal) and its group's guard the stubs (``guard_group``), but a guard that
+    could not start, or a machine that rebooted mid-kill, can leave some. Returns how many were killed.
     """
     import psutil
 
@@ -129,6 +158,7 @@ class ProcessServer:
         self.extra_env = dict(env or {})
         self.log_path = self.workdir / "tritonserver.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
         self._access: Access | None = None
         self._client: triton_http.InferenceServerClient | None = None
 
@@ -190,6 +220,7 @@ class ProcessServer:
                 )
             except OSError as exc:
                 raise ServerStartError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from exc
+        self._guard = guard_group(self._process.pid)
         self._client = with_access(
             triton_http.InferenceServerClient(self.http_url, network_timeout=120.0), self._access
         )
@@ -205,6 +236,11 @@ class ProcessServer:
             self._client = None
         if process is not None:
             self._terminate(process, timeout_s)
+        guard, self._guard = self._guard, None
+        if guard is not None:  # it exits within a second of the group
+            guard.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                guard.wait(timeout=5)
 
     # -- models ----------------------------------------------------------------------------
 
