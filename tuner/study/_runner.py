@@ -234,16 +234,7 @@ class StudyRunner:
             self.study.enqueue_trial(first[0], user_attrs={ATTR_DEFAULT: True})
             for params in first[1:]:
                 self.study.enqueue_trial(params)
-        self._measured = {
-            t.user_attrs[ATTR_SPEC_KEY]: t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if ATTR_SPEC_KEY in t.user_attrs
-        }
-        self._pruned = {
-            t.user_attrs[ATTR_SPEC_KEY]: t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-            if ATTR_SPEC_KEY in t.user_attrs
-        }
+        self._measured, self._pruned = self._by_config(TrialState.COMPLETE), self._by_config(TrialState.PRUNED)
         self._incumbent = incumbent_of(read_study(self.study, self.store).trials, screen_concurrency(self.cfg))
         deadline = time.monotonic() + timeout_s if timeout_s else None
         self._pending, self._twins, self._in_flight = {}, {}, {}
@@ -297,6 +288,11 @@ class StudyRunner:
             and time.monotonic() >= deadline
             and counted_trials(self.study) < n_trials
         )
+
+    def _by_config(self, state: TrialState) -> dict[str, FrozenTrial]:
+        """The study's trials in ``state``, by their config's key."""
+        trials = self.study.get_trials(deepcopy=False, states=(state,))
+        return {t.user_attrs[ATTR_SPEC_KEY]: t for t in trials if ATTR_SPEC_KEY in t.user_attrs}
 
     def _ask_search(self, pool: Pool, n_trials: int | None, deadline: float | None) -> bool:
         if not self._may_ask(n_trials, deadline):
