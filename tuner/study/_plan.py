@@ -75,7 +75,12 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     space = build_space(cfg, workers)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
     make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
-    validation = validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
+    # a replay answers every trial from its landscape, accuracy included: it checks no variant
+    validation = (
+        validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
+        if landscape is None
+        else {}
+    )
     seeds = plan_transfer(cfg, space, store)
     return StudyPlan(info, workers, space, validation, real_samples(cfg, info), landscape, seeds)
 
