@@ -101,6 +101,22 @@ def test_classifier_with_half_the_argmaxes_changed() -> None:
     assert result["accuracy_drop"] == pytest.approx(0.5)
 
 
+def test_an_embedding_judged_by_cosine_is_not_failed_by_its_largest_dimension_moving() -> None:
+    """An embedding [N, C] has the shape of class scores; its top-1 "class" means nothing. With
+    ``cosine``, a change of the largest dimension that keeps the vectors close costs little."""
+    model = _model(TensorInfo("embedding", "FP32", (-1, 4)))
+    reference = np.array([[0.50, 0.49, 0.1, 0.1], [0.1, 0.2, 0.9, 0.1]], dtype=np.float32)
+    got = np.array([[0.49, 0.50, 0.1, 0.1], [0.1, 0.2, 0.9, 0.1]], dtype=np.float32)
+
+    guessed = compare(model, {"embedding": reference}, {"embedding": got})
+    cosine = compare(model, {"embedding": reference}, {"embedding": got}, metric="cosine")
+
+    assert guessed["accuracy_drop"] == pytest.approx(0.5) and guessed["judged_by"] == "top1_agreement"
+    assert cosine["accuracy_drop"] == pytest.approx(1.0 - cosine["outputs"]["embedding"]["cosine_similarity"])
+    assert cosine["accuracy_drop"] < 1e-3 and cosine["judged_by"] == "cosine_similarity"
+    assert "top1_agreement" not in cosine["outputs"]["embedding"]
+
+
 def test_sequence_classifier_counts_positions() -> None:
     model = _model(TensorInfo("sequence", "FP32", (-1, 2, 3)))
     reference = np.zeros((2, 2, 3), dtype=np.float32)
@@ -205,7 +221,7 @@ def test_the_worst_classifier_decides_the_drop() -> None:
 def test_a_model_without_outputs_has_no_drop() -> None:
     result = compare(_model(), {}, {})
 
-    assert result == {"accuracy_drop": 0.0, "outputs": {}, "samples": 0}
+    assert result == {"accuracy_drop": 0.0, "judged_by": "cosine_similarity", "outputs": {}, "samples": 0}
 
 
 # --- reference_outputs ------------------------------------------------------------------------

@@ -314,7 +314,11 @@ def print_trial(trial: dict) -> None:
         )
     accuracy = trial.get("accuracy")
     if accuracy:
-        console.print(f"Accuracy against FP32 on {accuracy['samples']} samples: drop {accuracy['accuracy_drop']:.4f}")
+        basis = {"top1_agreement": " (1 - top-1 agreement)", "cosine_similarity": " (1 - cosine similarity)"}
+        console.print(
+            f"Accuracy against FP32 on {accuracy['samples']} samples: drop {accuracy['accuracy_drop']:.4f}"
+            + basis.get(accuracy.get("judged_by", ""), "")  # older trials do not say
+        )
         for name, numbers in accuracy["outputs"].items():
             console.print("  " + name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
     if trial.get("timings_s"):

@@ -4,7 +4,10 @@ For each output: the largest absolute and relative error, the cosine similarity 
 flattened outputs and, for classifier outputs, the share of samples (or of positions, for a
 sequence of class scores such as a text recognizer's) whose top-1 class agrees.
 ``accuracy_drop`` sums it up for constraints: 1 - the lowest top-1 agreement, or, where no
-output is a classifier's, 1 - the lowest cosine similarity.
+output is a classifier's, 1 - the lowest cosine similarity. Which outputs are a classifier's is
+guessed from their shapes (``auto``) unless the study says (``model.accuracy_metric``): an
+embedding [N, C] has the shape of class scores, and the top-1 "class" of an embedding means
+nothing; ``cosine`` judges every output by its cosine similarity.
 """
 
 from __future__ import annotations
@@ -35,8 +38,14 @@ def is_classifier_output(tensor: TensorInfo) -> bool:
     return tensor.dtype.startswith("FP") and len(tensor.shape) in (2, 3) and tensor.shape[-1] > 1
 
 
-def compare(model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The accuracy numbers of ``got`` against ``reference``, per output and summed up."""
+def compare(
+    model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], metric: str = "auto"
+) -> dict[str, Any]:
+    """The accuracy numbers of ``got`` against ``reference``, per output and summed up.
+
+    ``metric``: ``auto`` (top-1 for outputs that look like class scores), ``top1`` (the same:
+    outputs that cannot have a top-1 class keep their cosine) or ``cosine`` (every output). The
+    result names what ``accuracy_drop`` was taken from (``judged_by``)."""
     outputs: dict[str, dict[str, float]] = {}
     agreements: list[float] = []
     cosines: list[float] = []
@@ -45,7 +54,7 @@ def compare(model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[
         ref = original.reshape(len(original), -1)
         out = np.asarray(got[tensor.name]).reshape(ref.shape)
         numbers = _errors(ref.astype(np.float64), out.astype(np.float64))
-        if is_classifier_output(tensor):
+        if metric != "cosine" and is_classifier_output(tensor):
             classes = original.shape[-1] if original.ndim >= 2 and tensor.dtype.startswith("FP") else 1
             numbers["top1_agreement"] = _top1(ref.reshape(-1, classes), out.reshape(-1, classes))
             agreements.append(numbers["top1_agreement"])
@@ -53,7 +62,12 @@ def compare(model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[
             cosines.append(numbers["cosine_similarity"])
         outputs[tensor.name] = numbers
     basis: Sequence[float] = agreements or cosines or [1.0]
-    return {"accuracy_drop": max(0.0, 1.0 - min(basis)), "outputs": outputs, "samples": _count(reference)}
+    return {
+        "accuracy_drop": max(0.0, 1.0 - min(basis)),
+        "judged_by": "top1_agreement" if agreements else "cosine_similarity",
+        "outputs": outputs,
+        "samples": _count(reference),
+    }
 
 
 def _errors(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:

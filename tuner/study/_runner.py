@@ -203,6 +203,7 @@ class StudyRunner:
             contamination_retries=load.contamination_retries,
             gpu=self.plan.workers.on_gpu,
             validation=self.plan.validation,
+            accuracy_metric=self.cfg.model.accuracy_metric,
             server=self.cfg.server,
             index=index,
         )

@@ -96,6 +96,7 @@ class WorkerSetup:
         gpu: Whether the worker has a GPU to watch (the first of CUDA_VISIBLE_DEVICES).
         validation: Inputs (by name, samples on the first axis) that every variant's answers are
             checked on, and that calibrate INT8 variants; None skips the check.
+        accuracy_metric: How the answers are judged (``model.accuracy_metric``).
         server: How the worker runs Triton (launch mode, address, ports, start-up timeout).
         index: The worker's index (picks its server under ``launch: remote``).
     """
@@ -112,6 +113,7 @@ class WorkerSetup:
     contamination_retries: int = 1
     gpu: bool = False
     validation: dict[str, np.ndarray] | None = None
+    accuracy_metric: str = "auto"
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     index: int = 0
 
@@ -322,7 +324,7 @@ class Worker:
         got = infer_samples(
             self.server.http_url, self.setup.model_name, self.setup.model_info, inputs, self.server.access
         )
-        return compare(self.setup.model_info, self._reference, got)
+        return compare(self.setup.model_info, self._reference, got, self.setup.accuracy_metric)
 
     def _after_trial(self, name: str) -> str | None:
         """Unloads the model; a server that died is restarted, and why is returned."""
