@@ -8,6 +8,10 @@ perf_analyzer measures in windows and accepts the result once the last three win
 within the stability percentage. When they never do, it writes no report; the tuner then
 measures three windows once more, accepting whatever they spread, and marks the point unstable.
 A screen (``LoadEngine.screen``) is such a run of three short windows from the start.
+
+A window in which no request finished (a slow config, or a machine busy with something else)
+makes perf_analyzer fail with "No valid requests recorded within time interval"; the tuner then
+measures again with windows four times as long, twice at most, before the trial fails.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ from tuner.triton import Access, die_with_parent, redact
 logger = logging.getLogger(__name__)
 
 _UNSTABLE = "Failed to obtain stable measurement"
+_EMPTY_WINDOW = "No valid requests recorded within time interval"
+#: How many times a window that held no finished request is made longer, and by what factor.
+_LONGER_WINDOWS = 2
+_LONGER_BY = 4
 #: perf_analyzer calls windows stable when max/min <= 1 + percentage/100, on throughput and on latency.
 #: With 1000 a window starved by another process (seen: 1384, 1208 and 117 infer/s) still failed
 #: the fallback, and a config lost its trial to a disturbance; this accepts any spread.
@@ -137,9 +145,10 @@ class PerfAnalyzer:
         Raises:
             MeasurementError: perf_analyzer failed (its own message is kept).
         """
-        args = self._window_args(any_three=True, window_ms=self.settings.screen_window_ms)
+        window_ms = self.settings.screen_window_ms
         return self._bracketed(
-            probe, lambda: dataclasses.replace(self._run(model, concurrency, args, report=True), stable=False)
+            probe,
+            lambda: dataclasses.replace(self._windows(model, concurrency, window_ms, any_three=True), stable=False),
         )
 
     def _bracketed(self, probe: Probe, run: Callable[[], LoadPoint]) -> Measured:
@@ -157,28 +166,47 @@ class PerfAnalyzer:
         Raises:
             MeasurementError: perf_analyzer failed (its own message is kept).
         """
+        window_ms = self.settings.window_ms
         try:
-            return self._run(model, concurrency, self._window_args(), report=True)
+            return self._windows(model, concurrency, window_ms)
         except _Unstable:
             logger.info(
                 "%s at concurrency %d did not stabilise; measuring three windows as they come", model, concurrency
             )
-            point = self._run(model, concurrency, self._window_args(any_three=True), report=True)
+            point = self._windows(model, concurrency, window_ms, any_three=True)
             return dataclasses.replace(point, stable=False)
 
-    def _window_args(self, any_three: bool = False, window_ms: int | None = None) -> list[str]:
+    def _windows(self, model: str, concurrency: int, window_ms: int, any_three: bool = False) -> LoadPoint:
+        """One perf_analyzer run with windows of ``window_ms``, made longer where one held no finished request."""
+        for _ in range(_LONGER_WINDOWS):
+            try:
+                return self._run(model, concurrency, window_ms, any_three)
+            except _EmptyWindow:
+                logger.info(
+                    "a %d ms window of %s at concurrency %d held no finished request; measuring with %d ms windows",
+                    window_ms, model, concurrency, window_ms * _LONGER_BY,
+                )  # fmt: skip
+                window_ms *= _LONGER_BY
+        try:
+            return self._run(model, concurrency, window_ms, any_three)
+        except _EmptyWindow as exc:
+            raise MeasurementError(
+                f"perf_analyzer: no request of {model} at concurrency {concurrency} finished within a {window_ms} ms window"
+            ) from exc
+
+    def _window_args(self, window_ms: int, any_three: bool = False) -> list[str]:
         """perf_analyzer's window options; ``any_three`` accepts the first three windows whatever their spread."""
         s = self.settings
         return [
             "--measurement-interval",
-            str(window_ms or s.window_ms),
+            str(window_ms),
             "--stability-percentage",
             _ANY_SPREAD_PCT if any_three else f"{s.stability_percentage:g}",
             "--max-trials",
             "3" if any_three else str(s.max_windows),
         ]
 
-    def _run(self, model: str, concurrency: int, extra: list[str], report: bool) -> LoadPoint:
+    def _run(self, model: str, concurrency: int, window_ms: int, any_three: bool) -> LoadPoint:
         csv_path = self.workdir / f"perf_{model}_c{concurrency}.csv"
         csv_path.unlink(missing_ok=True)
         # -v prints every window's throughput: their spread is kept with the point
@@ -195,13 +223,14 @@ class PerfAnalyzer:
             "--input-data",
             self.input_data,
             "-v",
-            *extra,
+            *self._window_args(window_ms, any_three),
+            "-f",
+            str(csv_path),
+            "--verbose-csv",
         ]
-        if report:
-            cmd += ["-f", str(csv_path), "--verbose-csv"]
         if self.access is not None:
             cmd += self.access.perf_analyzer_args(self.settings.protocol)
-        timeout = self._timeout_s(concurrency)
+        timeout = self._timeout_s(concurrency, window_ms)
         logger.debug("running %s", redact(" ".join(cmd), self.access))
         try:
             result = subprocess.run(
@@ -219,11 +248,11 @@ class PerfAnalyzer:
         output = (result.stdout or "") + (result.stderr or "")
         if _UNSTABLE in output:
             raise _Unstable(output)
+        if _EMPTY_WINDOW in output:
+            raise _EmptyWindow(output)
         if result.returncode != 0:
             check_disk(self.workdir)
             raise MeasurementError(f"perf_analyzer failed (exit {result.returncode}): {_last_error(output)}")
-        if not report:
-            return LoadPoint(concurrency, 0, 0, 0, 0, 0, 0)
         try:
             text = csv_path.read_text()
         except OSError as exc:
@@ -235,9 +264,8 @@ class PerfAnalyzer:
         passes = [float(m) for m in _PASS.findall(output)][-3:]
         return dataclasses.replace(points[0], throughput_spread_pct=spread_pct(passes)) if passes else points[0]
 
-    def _timeout_s(self, concurrency: int) -> float:
-        s = self.settings
-        return 60.0 + 3 * s.window_ms / 1000 * (s.max_windows + 2) + concurrency
+    def _timeout_s(self, concurrency: int, window_ms: int) -> float:
+        return 60.0 + 3 * window_ms / 1000 * (self.settings.max_windows + 2) + concurrency
 
 
 #: Below this many free bytes a disk counts as full: perf_analyzer could not have written its report.
@@ -257,6 +285,10 @@ def check_disk(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
 
 class _Unstable(MeasurementError):
     """perf_analyzer gave up: the windows never agreed."""
+
+
+class _EmptyWindow(MeasurementError):
+    """A window held no finished request."""
 
 
 def _last_error(output: str) -> str:
