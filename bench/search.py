@@ -2,6 +2,7 @@
 
     python bench/search.py [--seeds 20] [--trials 40] [--variants bo,tpe,random,...] [--noise] [--loo]
                            [--models text_detection,...] [--landscape PATH ...] [--out bench/results/search.json]
+    python bench/search.py --merge PART.json ... [--loo] --out RESULTS.json
 
 For each landscape (``--models NAME``: bench/landscapes/NAME.json, the grid a study recorded with
 ``tuner landscape record``, every config measured once on the real server; ``--landscape PATH``:
@@ -34,7 +35,10 @@ draw of the noise; a deterministic strategy gives the same answer on it for ever
 the redrawn landscapes show how it fares on landscapes like it.
 
 With --loo, the search defaults are judged by leave-one-landscape-out: the candidates
-(``CANDIDATES``: bo and TPE with 2-16 startup trials, warm-started or cold) and the baselines
+(``CANDIDATES``: bo with either of its surrogates, ``tuner.samplers._bo.SURROGATES``, and TPE, each
+with its default startup trials, warm-started or cold; bo's 2 and 8 and TPE's 4 and 16 startup trials
+are left out to keep the replays short: of them, the five-landscape run of 2026-12-05 chose only bo with 2,
+cold, with minilm held out) and the baselines
 (grid, random, TPE) are replayed on every landscape; for each landscape the default is the
 candidate with the best score on the *other* landscapes (``tuner.replay.leave_one_out``: the mean
 over them of log(median trials to target / grid size), a seed that never reaches the target
@@ -74,6 +78,7 @@ from optuna._hypervolume import compute_hypervolume
 
 from tuner.config import StudyConfig
 from tuner.replay import Landscape, leave_one_out, replay_config, trials_score
+from tuner.samplers import DEFAULT_STARTUP, _bo
 from tuner.storage import TrialRecord
 from tuner.study import StudyRunner
 from tuner.study._record import recording_machine
@@ -89,6 +94,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo": {"sampler": "bo"},
     "bo-cold": {"sampler": "bo", "warm_start": False},
     "bo-startup8": {"sampler": "bo", "n_startup_trials": 8},
+    "bo-structured": {"sampler": "bo", "surrogate": "structured"},
+    "bo-structured-cold": {"sampler": "bo", "surrogate": "structured", "warm_start": False},
     "tpe": {"sampler": "tpe"},
     "tpe-cold": {"sampler": "tpe", "warm_start": False},
     "tpe-startup4": {"sampler": "tpe", "n_startup_trials": 4},
@@ -101,11 +108,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 #: The defaults --loo chooses among, the current default first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {
-    f"{sampler}{'' if warm else '-cold'}-startup{startup}": {
-        "sampler": sampler, "n_startup_trials": startup, "warm_start": warm
+    f"{name}{'' if warm else '-cold'}-startup{startup}": {
+        "sampler": sampler, "n_startup_trials": startup, "warm_start": warm, **extra
     }
     for warm in (True, False)
-    for sampler, startups in (("bo", (4, 2, 8)), ("tpe", (8, 4, 16)))
+    for name, sampler, extra, startups in (
+        ("bo", "bo", {}, (4,)),
+        ("bo-structured", "bo", {"surrogate": "structured"}, (4,)),
+        ("tpe", "tpe", {}, (8,)),
+    )
     for startup in startups
 }
 #: What --loo sets the chosen defaults against, with the start (cold or warm) of their row.
@@ -197,9 +208,15 @@ def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, la
            ) -> list[dict[str, Any]]:
     """One replayed study; per trial: feasible, throughput, p99, and the seconds it cost to measure."""
     replayed = {"replay": landscape} if landscape is not None else {}
-    search = cfg.search.model_copy(update={"seed": seed, "n_trials": trials, **variant, **replayed})
+    settings = {k: v for k, v in variant.items() if k != "surrogate"}
+    search = cfg.search.model_copy(update={"seed": seed, "n_trials": trials, **settings, **replayed})
     run_cfg = cfg.model_copy(update={"study": f"replay-{seed}", "search": search})
-    summary = StudyRunner(run_cfg, MemoryStore()).run()  # type: ignore[arg-type]
+    # the bo sampler's model is a default of the sampler, not a study setting: a variant may swap it
+    default, _bo.DEFAULT_SURROGATE = _bo.DEFAULT_SURROGATE, variant.get("surrogate", _bo.DEFAULT_SURROGATE)
+    try:
+        summary = StudyRunner(run_cfg, MemoryStore()).run()  # type: ignore[arg-type]
+    finally:
+        _bo.DEFAULT_SURROGATE = default
     rows = []
     for trial in summary.stored.trials:
         rows.append({
@@ -389,7 +406,23 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
     parser.add_argument("--table", action="store_true", help="Print the --out results as markdown and exit.")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, metavar="PATH",
+        help="Merge the landscapes of these results files (one replay process each) into --out; with --loo, "
+             "choose the defaults over all of them.",
+    )
     args = parser.parse_args()
+    if args.merge:
+        merged: dict[str, Any] = {"models": {}}
+        for path in args.merge:
+            part = json.loads(path.read_text())
+            merged["machine"], merged["noise_cv"] = part["machine"], part["noise_cv"]
+            merged["models"] |= part["models"]
+        if args.loo:
+            merged["loo"] = loo(merged, args.trials)
+            print(loo_table(merged["loo"]))
+        args.out.write_text(json.dumps(merged, indent=1) + "\n")
+        return
     if args.table:
         stored = json.loads(args.out.read_text())
         print(loo_table(stored["loo"]) if args.loo else table(stored))
@@ -418,10 +451,15 @@ def main() -> None:
                     drawn = redraw(landscape, 1000 + seed)
                     drawn.save(drawn_path := Path(tmp) / f"{seed}.json")
                     redrawn[seed] = (drawn_path, reference(cfg, drawn))
+            replayed: dict[str, dict[str, Any]] = {}  # a baseline that is also a candidate is replayed once
             for name in variants:
                 variant = VARIANTS.get(name) or CANDIDATES[name]
-                summary = run_variant(cfg, variant, seeds, args.trials, lambda seed, ref=ref: (None, ref))
-                entry["variants"][name] = summary
+                startup = variant.get("n_startup_trials")
+                startup = DEFAULT_STARTUP.get(variant["sampler"]) if startup is None else startup
+                same = json.dumps({"warm_start": True, **variant, "n_startup_trials": startup}, sort_keys=True)
+                if same not in replayed:
+                    replayed[same] = run_variant(cfg, variant, seeds, args.trials, lambda seed, ref=ref: (None, ref))
+                summary = entry["variants"][name] = replayed[same]
                 _print("recorded", name, summary)
                 if args.noise:
                     summary = run_variant(cfg, variant, seeds, args.trials, redrawn.__getitem__)

@@ -280,6 +280,27 @@ def test_bo_encodes_every_knob_value_and_long_ranges_as_one_column() -> None:
     assert on == [0.0, 1.0, 0.0, 1.0, 0.25, 0.0, 1.0]
 
 
+def test_bo_structured_encodes_ordered_knobs_by_rank_and_the_threads_against_the_cores() -> None:
+    space = _space(4, max_batch_size=[1, 8, 32], dynamic_batching=[False, True], max_queue_delay_us=[0, 1000, 5000],
+                   instance_count=[1, 2, 4], cpu_threads=[1, 2, 4], accelerator=["none", "openvino"])
+    encode = samplers._bo.FeatureEncoder(space, structured=True)
+
+    row = encode({"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 5000, "instance_count": 4,
+                  "cpu_threads": 4, "accelerator": "none"})
+    lean = encode({"max_batch_size": 1, "dynamic_batching": False, "instance_count": 1, "cpu_threads": 1,
+                   "accelerator": "openvino"})
+
+    # max batch rank 1 of 0..2, batching off|on, delay rank 2 of 0..2, instances and threads by rank,
+    # none|openvino, then log2(4 x 4 / 4 cores) = 2 on [-3, 3] scaled to [0, 1]
+    assert row == [0.5, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 5 / 6]
+    assert lean == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1 / 6]  # 1 thread of 4 cores: log2 = -2
+
+
+def test_bo_takes_only_a_known_surrogate() -> None:
+    with pytest.raises(ValueError, match="unknown surrogate 'forest'"):
+        samplers._bo.ConfigBOSampler(_space(), 0, surrogate="forest")
+
+
 def test_bo_on_a_space_it_cannot_list_searches_with_tpe() -> None:
     space = _space(max_batch_size={"low": 1, "high": 64, "log": True}, instance_count=[1, 2])
 

@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.samplers._planned import PlannedSampler, trial_params
 from tuner.samplers._space import SearchSpace
 from tuner.storage import ATTR_INTERRUPTED
+from tuner.trial import InstanceKind
 
 if TYPE_CHECKING:
     from sklearn.gaussian_process import GaussianProcessRegressor
@@ -47,8 +48,14 @@ if TYPE_CHECKING:
 # scipy, scikit-learn and threadpoolctl are imported where a model is fitted: together they take over a
 # second to import, which every command (tuner show, report, the API) would pay for a sampler it never runs.
 
-#: A numeric knob with more values than this is one scaled column; fewer, one column per value.
+#: A numeric knob with more values than this is one scaled column; fewer, one column per value
+#: (in the ``onehot`` surrogate; the ``structured`` one gives every numeric knob one column).
 _ONE_HOT_MAX = 8
+#: The Gaussian processes' inputs and kernels (``FeatureEncoder``): ``onehot``, every knob's values
+#: as columns under one length scale; ``structured``, ordered knobs as one ordered column each,
+#: the cores the config's threads ask for as a column of its own, and a length scale per column.
+SURROGATES = ("onehot", "structured")
+DEFAULT_SURROGATE = "onehot"
 
 
 class ConfigBOSampler(PlannedSampler):
@@ -65,11 +72,16 @@ class ConfigBOSampler(PlannedSampler):
 
     exhausted_reason = "every config of the space was measured"
 
-    def __init__(self, space: SearchSpace, seed: int | None = None, n_startup_trials: int = 4) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int | None = None, n_startup_trials: int = 4, surrogate: str | None = None
+    ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
         space.grid()  # raises where the space cannot be enumerated; the configs are listed when first needed
-        self._encode = FeatureEncoder(space)
+        self.surrogate = surrogate or DEFAULT_SURROGATE
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"unknown surrogate {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
+        self._encode = FeatureEncoder(space, structured=self.surrogate == "structured")
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -110,7 +122,7 @@ class ConfigBOSampler(PlannedSampler):
         seed = self._rng.randrange(2**31)
         log_ok = np.zeros(len(candidates))
         if not ran.all():
-            log_ok += _log_prob_at_most_zero(features, np.where(ran, -1.0, 1.0), candidates, seed)
+            log_ok += _log_prob_at_most_zero(features, np.where(ran, -1.0, 1.0), candidates, seed, self._encode.ard)
         if not ran.any():
             return log_ok
         complete = [t for t, r in zip(finished, ran) if r]
@@ -119,13 +131,13 @@ class ConfigBOSampler(PlannedSampler):
         limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in complete], dtype=float)
         limits = limits.reshape(len(complete), len(names))
         for column in limits.T:
-            log_ok += _log_prob_at_most_zero(rows, column, candidates, seed)
+            log_ok += _log_prob_at_most_zero(rows, column, candidates, seed, self._encode.ard)
         valued = np.array([_first_value(t) is not None for t in complete])
         if not valued.any():
             return log_ok
         values = _objective(study, [t for t, v in zip(complete, valued) if v])
         feasible = (limits[valued] <= 0.0).all(axis=1)
-        model = _fit(rows[valued], values, seed)
+        model = _fit(rows[valued], values, seed, self._encode.ard)
         mean, std = _predict_latent(model, candidates)
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
@@ -137,32 +149,59 @@ class FeatureEncoder:
 
     Args:
         space: The study's search space.
+        structured: Ordered knobs (numbers) as one column each, by their rank among the space's
+            values, and one more column for the threads the config runs against the worker's
+            cores (instances x threads per instance / cores, on a log scale: a general fact of
+            CPU inference is that asking for more threads than there are cores costs, whatever the
+            model); the kernel then has a length scale per column (``ard``). Otherwise every
+            value of a knob with few values is a column of its own.
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, structured: bool = False) -> None:
         self.space = space
-        self.columns: list[tuple[str, list[Any] | None, float, float]] = []
+        self.ard = structured
+        #: (knob, how it is encoded, the space's values): "onehot" a column per value, "rank" one
+        #: column by the value's rank, "scaled" one column by the value between the lowest and highest
+        self.columns: list[tuple[str, str, list[Any]]] = []
         for knob in space.distributions:
             values = space.values(knob)
-            if all(_is_number(v) for v in values) and len(values) > _ONE_HOT_MAX:
-                self.columns.append((knob, None, float(min(values)), float(max(values))))
-            else:
-                self.columns.append((knob, values, 0.0, 0.0))
+            if not all(_is_number(v) for v in values):
+                self.columns.append((knob, "onehot", values))
+            elif len(values) > _ONE_HOT_MAX:
+                self.columns.append((knob, "scaled", [min(values), max(values)]))
+            else:  # few numbers: their rank (1, 8, 32 are evenly apart), or a column each
+                self.columns.append(
+                    (knob, "rank" if structured else "onehot", sorted(values) if structured else values)
+                )
+        self._threads = structured and (space.kind is InstanceKind.CPU or "openvino" in _accelerators(space))
 
     def __call__(self, params: dict[str, Any]) -> list[float]:
         merged = {**self.space.fixed, **params}
         if not merged.get("dynamic_batching", False):
             merged.pop("max_queue_delay_us", None)  # means nothing without batching
         row: list[float] = []
-        for knob, values, low, high in self.columns:
+        for knob, encoding, values in self.columns:
             value = merged.get(knob)
-            if values is not None:
+            if encoding == "onehot":
                 row.extend(1.0 if value == v else 0.0 for v in values)
             elif value is None:
                 row.append(0.0)
+            elif encoding == "rank":
+                row.append(values.index(value) / max(1, len(values) - 1))
             else:
-                row.append((float(value) - low) / (high - low))
+                row.append((float(value) - values[0]) / (values[1] - values[0]))
+        if self._threads:
+            spec = self.space.to_spec(params)
+            on_cpu = self.space.kind is InstanceKind.CPU or spec.accelerator == "openvino"
+            load = spec.instance_count * spec.cpu_threads / self.space.worker_cores if on_cpu else 1.0
+            row.append((min(max(math.log2(load), -3.0), 3.0) + 3.0) / 6.0)
         return row
+
+
+def _accelerators(space: SearchSpace) -> list[Any]:
+    if "accelerator" in space.distributions:
+        return space.values("accelerator")
+    return [space.fixed.get("accelerator", "none")]
 
 
 def _finished(study: Study) -> list[FrozenTrial]:
@@ -192,12 +231,13 @@ def _first_value(trial: FrozenTrial) -> float | None:
     return float(steps[max(steps)]) if steps else None
 
 
-def _fit(rows: np.ndarray, values: np.ndarray, seed: int) -> GaussianProcessRegressor:
+def _fit(rows: np.ndarray, values: np.ndarray, seed: int, ard: bool = False) -> GaussianProcessRegressor:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(1.0, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
+    scale = np.ones(rows.shape[1]) if ard else 1.0  # a length scale per column: how much each knob matters
+    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
     model = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1, random_state=seed)
     with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -215,12 +255,14 @@ def _predict_latent(model: GaussianProcessRegressor, rows: np.ndarray) -> tuple[
         model.kernel_ = fitted
 
 
-def _log_prob_at_most_zero(rows: np.ndarray, values: np.ndarray, candidates: np.ndarray, seed: int) -> np.ndarray:
+def _log_prob_at_most_zero(
+    rows: np.ndarray, values: np.ndarray, candidates: np.ndarray, seed: int, ard: bool = False
+) -> np.ndarray:
     """Log of the modelled probability that each candidate's value is <= 0."""
     from scipy.special import log_ndtr
 
     # with the noise: whether a config meets a bound is decided by its measurement
-    mean, std = _fit(rows, values, seed).predict(candidates, return_std=True)
+    mean, std = _fit(rows, values, seed, ard).predict(candidates, return_std=True)
     return log_ndtr(-mean / np.maximum(std, 1e-9))
 
 
