@@ -23,13 +23,6 @@ ACCELERATOR_PROVIDERS: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 
-#: The install extra (pyproject.toml) whose ONNX Runtime build has each provider; the CPU provider is in both.
-PROVIDER_EXTRAS: dict[str, str] = {
-    "OpenVINOExecutionProvider": "cpu",
-    "CUDAExecutionProvider": "gpu",
-    "TensorrtExecutionProvider": "gpu",
-}
-
 
 def execution_provider(accelerator: str, kind: InstanceKind) -> str:
     """The ONNX Runtime provider that runs instances of this kind on this accelerator.

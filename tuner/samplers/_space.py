@@ -19,7 +19,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 
 from tuner import config as cfg
 from tuner.errors import ConfigError
-from tuner.trial import PROVIDER_EXTRAS, InstanceKind, TrialSpec, execution_provider
+from tuner.trial import InstanceKind, TrialSpec, execution_provider
 
 #: Searchable knobs in the order they are asked.
 KNOBS: tuple[str, ...] = (
@@ -32,6 +32,12 @@ KNOBS: tuple[str, ...] = (
     "precision",
 )
 _GRID_LIMIT = 100_000
+#: The install extra (pyproject.toml) whose ONNX Runtime build has each provider; the CPU provider is in both.
+PROVIDER_EXTRAS: dict[str, str] = {
+    "OpenVINOExecutionProvider": "cpu",
+    "CUDAExecutionProvider": "gpu",
+    "TensorrtExecutionProvider": "gpu",
+}
 
 
 class SearchSpace:
