@@ -105,7 +105,7 @@ main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   local python=${PYTHON:-python3}
   EXTRAS=${EXTRAS:-test}
-  local choice build extras package stale
+  local choice build extras package stale present
   choice=$(ort_build)
   build=${choice%% *}
   extras=$(with_build "$EXTRAS" "$build")
@@ -117,9 +117,11 @@ main() {
   pip=(.venv/bin/python -m pip)
   stale=$(other_builds .venv/bin/python "$package")
   if [ -n "$stale" ]; then
-    echo "taking out $stale (and $package where present): one onnxruntime module at a time" >&2
+    # The picked build goes too, where present: the other one may have written over its files.
+    present=$(other_builds .venv/bin/python "")
+    echo "taking out $present: one onnxruntime module at a time" >&2
     # shellcheck disable=SC2086  # one word per distribution
-    "${pip[@]}" uninstall --quiet -y $stale "$package"
+    "${pip[@]}" uninstall --quiet -y $present
   fi
   if ! install_with_uv "$extras"; then
     echo "uv could not install the packages: installing with pip" >&2

@@ -114,6 +114,8 @@ def test_the_build_not_picked_is_found_to_be_taken_out(tmp_path: Path) -> None:
     assert (found.returncode, found.stdout.strip()) == (0, "onnxruntime-openvino"), found.stderr
     found = _run(tmp_path / "cpu", f'other_builds "{sys.executable}" "$(ort_package cpu)"')
     assert (found.returncode, found.stdout.strip()) == (0, ""), found.stderr
+    found = _run(tmp_path / "all", f'other_builds "{sys.executable}" ""')  # what is taken out when one is stale
+    assert (found.returncode, found.stdout.strip()) == (0, "onnxruntime-openvino"), found.stderr
 
 
 def test_sourcing_the_script_installs_nothing(tmp_path: Path) -> None:
