@@ -57,6 +57,10 @@ def _assert_refused(result: subprocess.CompletedProcess[str], folder: Path, *nee
         ({"model": {"name": "m", "path": "missing.onnx"}}, ["model.path", "missing.onnx"]),
         ({"surprise": 1}, ["surprise: unknown field"]),
         ({"search": {"space": {"accelerator": ["none", "tensorrt"]}}}, ["search.space.accelerator", "GPU"]),
+        # GPU workers as the file asks for them; this machine's ONNX Runtime is the OpenVINO build
+        ({"workers": {"count": 1, "gpus_per_worker": 1}, "search": {"space": {"accelerator": ["cuda"]}}},
+         ["search.space.accelerator: cuda needs CUDAExecutionProvider",
+          "its providers: OpenVINOExecutionProvider, CPUExecutionProvider", "install the gpu extra"]),
         ({"search": {"sampler": "grid", "space": {"max_batch_size": {"low": 1, "high": 64, "log": True}}}},
          ["search.space.max_batch_size", "grid"]),
     ],

@@ -56,3 +56,32 @@ def test_the_plan_refuses_a_space_the_workers_cannot_serve(tmp_path: Path, digit
     cfg = _cfg(tmp_path, digits_onnx, search={"n_trials": 2, "space": {"accelerator": ["none", "tensorrt"]}})
     with pytest.raises(ConfigError, match="search.space.accelerator"):
         plan_study(cfg)  # the file is valid; CPU workers make TensorRT impossible
+
+
+def _gpu_workers(tmp_path: Path, onnx: Path, accelerator: object, **server: object) -> StudyConfig:
+    """GPU workers as a study file asks for them (Ray's GPUs are counted only when it starts, and it does not here)."""
+    workers = {"backend": "ray", "count": 1, "cpus_per_worker": 2, "gpus_per_worker": 1}
+    search = {"n_trials": 2, "space": {"accelerator": accelerator}}
+    return _cfg(tmp_path, onnx, workers=workers, search=search, server=server or {"launch": "embedded"})
+
+
+def test_the_plan_refuses_an_accelerator_the_runners_onnxruntime_lacks(tmp_path: Path, digits_onnx: Path) -> None:
+    # This machine's ONNX Runtime is the OpenVINO build: OpenVINO and CPU providers, no CUDA.
+    with pytest.raises(ConfigError) as refused:
+        plan_study(_gpu_workers(tmp_path, digits_onnx, ["cuda"]))
+    message = str(refused.value)
+    assert message.startswith("search.space.accelerator: cuda needs CUDAExecutionProvider, which the ONNX Runtime")
+    assert "(its providers: OpenVINOExecutionProvider, CPUExecutionProvider)" in message
+    assert message.endswith("install the gpu extra in its place (ORT_BUILD=gpu bash scripts/setup.sh)")
+    plan = plan_study(_gpu_workers(tmp_path, digits_onnx, ["openvino"]))
+    assert plan.workers.on_gpu and plan.space.to_spec({}).accelerator == "openvino"
+    plan_study(_cfg(tmp_path, digits_onnx, search={"n_trials": 2, "space": {"accelerator": ["none", "openvino"]}}))
+
+
+def test_the_plan_leaves_a_runner_out_of_sight_unchecked(tmp_path: Path, digits_onnx: Path) -> None:
+    # Triton's own onnxruntime backend, and workers on a Ray cluster's other nodes, have ONNX Runtimes of their own.
+    remote = {"launch": "remote", "remote": ["127.0.0.1:8000"]}
+    assert plan_study(_gpu_workers(tmp_path, digits_onnx, ["cuda"], **remote)).space.to_spec({}).accelerator == "cuda"
+    elsewhere = _gpu_workers(tmp_path, digits_onnx, ["cuda", "none"])
+    elsewhere = elsewhere.model_copy(update={"workers": elsewhere.workers.model_copy(update={"ray_address": "x:6379"})})
+    assert plan_study(elsewhere).space.values("accelerator") == ["cuda", "none"]

@@ -13,6 +13,7 @@ from tuner.errors import ConfigError
 from tuner.samplers import SearchSpace
 from tuner.samplers._space import KNOBS, fixed_value
 from tuner.trial import InstanceKind, TrialSpec
+from tuner.triton import installed_providers
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -475,6 +476,56 @@ def test_gpu_accelerators_are_refused_on_cpu_workers() -> None:
     space = _space(kind=InstanceKind.GPU, accelerator=["cuda", "openvino"])
     assert space.to_spec({"accelerator": "cuda"}).kind is InstanceKind.GPU
     assert space.to_spec({"accelerator": "openvino"}).kind is InstanceKind.CPU  # OpenVINO runs on the CPU
+
+
+#: The providers of ONNX Runtime's CUDA build (the gpu extra), which cannot be installed beside this machine's.
+GPU_BUILD = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _with_providers(providers: tuple[str, ...], kind: InstanceKind = InstanceKind.GPU, **knobs: Any) -> SearchSpace:
+    return SearchSpace(cfg.SpaceSettings.model_validate(knobs), 8, kind, providers)
+
+
+def test_an_accelerator_the_installed_onnxruntime_lacks_is_refused_naming_the_extra() -> None:
+    here = installed_providers()  # the OpenVINO build: OpenVINO and CPU, no CUDA
+    assert "CUDAExecutionProvider" not in here and "OpenVINOExecutionProvider" in here
+    with pytest.raises(ConfigError) as refused:
+        _with_providers(here, accelerator=["none", "cuda"])
+    message = str(refused.value)
+    assert message.startswith("search.space.accelerator: none on GPU workers needs CUDAExecutionProvider; ")
+    assert "cuda needs CUDAExecutionProvider" in message
+    assert f"(its providers: {', '.join(here)})" in message
+    assert "install the gpu extra in its place (ORT_BUILD=gpu bash scripts/setup.sh)" in message
+    with pytest.raises(ConfigError, match="tensorrt needs TensorrtExecutionProvider, .* the gpu extra"):
+        _with_providers(here, accelerator="tensorrt")
+    # what the OpenVINO build has passes, on CPU workers and (OpenVINO on the CPU) on GPU ones
+    assert _with_providers(here, InstanceKind.CPU, accelerator=["none", "openvino"]).values("accelerator") == [
+        "none",
+        "openvino",
+    ]
+    _with_providers(here, InstanceKind.GPU, accelerator="openvino")
+
+
+def test_the_gpu_build_passes_gpu_accelerators_and_refuses_openvino() -> None:
+    _with_providers(GPU_BUILD, accelerator=["none", "cuda", "tensorrt"])
+    with pytest.raises(ConfigError, match=r"openvino needs OpenVINOExecutionProvider, .* install the cpu extra"):
+        _with_providers(GPU_BUILD, InstanceKind.CPU, accelerator=["none", "openvino"])
+    with pytest.raises(ConfigError, match=r"no one ONNX Runtime build has them all \(cuda: the gpu extra, "
+                                          r"openvino: the cpu extra\): search them in separate studies"):
+        _with_providers(GPU_BUILD, accelerator=["cuda", "openvino"])
+
+
+def test_without_onnxruntime_even_the_cpu_provider_is_missing() -> None:
+    with pytest.raises(ConfigError, match=r"^search.space.accelerator: none needs CPUExecutionProvider, and there is "
+                                          r"no onnxruntime module here; install the cpu or the gpu extra"):
+        _with_providers((), InstanceKind.CPU)
+
+
+def test_providers_out_of_sight_are_not_checked() -> None:
+    space = _with_providers(None, accelerator=["cuda", "openvino"])  # type: ignore[arg-type]
+    assert space.values("accelerator") == ["cuda", "openvino"]
+    with pytest.raises(ConfigError, match="need GPU workers"):  # the workers are still checked
+        _with_providers(GPU_BUILD, InstanceKind.CPU, accelerator="cuda")
 
 
 def test_accelerator_and_precision_reach_the_spec_and_the_default() -> None:

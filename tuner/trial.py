@@ -16,6 +16,25 @@ class InstanceKind(str, enum.Enum):
     GPU = "KIND_GPU"
 
 
+#: The ONNX Runtime execution provider of each accelerator but ``none`` (the device's default provider).
+ACCELERATOR_PROVIDERS: dict[str, str] = {
+    "openvino": "OpenVINOExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def execution_provider(accelerator: str, kind: InstanceKind) -> str:
+    """The ONNX Runtime provider that runs instances of this kind on this accelerator.
+
+    ``none`` is the device's default: the CPU provider on the CPU, CUDA on a GPU. OpenVINO runs on
+    the CPU whatever the kind.
+    """
+    if accelerator == "none":
+        return "CUDAExecutionProvider" if kind is InstanceKind.GPU else "CPUExecutionProvider"
+    return ACCELERATOR_PROVIDERS[accelerator]
+
+
 class Failure(str, enum.Enum):
     """Why a trial failed, as a kind the study acts on (the text of ``TrialOutcome.error`` is for people).
 

@@ -89,7 +89,7 @@ def test_cuda_and_tensorrt_trials_on_a_gpu_worker(tmp_path: Path, text_detection
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("this ONNX Runtime build has no CUDA provider (install onnxruntime-gpu on GPU machines)")
+        pytest.skip("this ONNX Runtime build has no CUDA provider (the gpu extra: ORT_BUILD=gpu bash scripts/test.sh)")
     cfg = parse_config(
         {
             "study": "gpu",

@@ -125,6 +125,29 @@ def test_refused_config_carries_tritons_message(server: EmbeddedServer) -> None:
     assert server.is_ready()
 
 
+def test_a_provider_the_build_lacks_is_refused_by_the_runner_naming_the_extras(server: EmbeddedServer) -> None:
+    # What the pre-flight refuses where it sees the runner's environment; a CPU instance, so that the runner
+    # itself (not Triton's instance placement) meets the CUDA provider this machine's OpenVINO build lacks.
+    repository = server.repository
+    config_path = repository / "digits_forest" / "config.pbtxt"
+    good = config_path.read_text()
+    cuda_spec = TrialSpec(max_batch_size=4, dynamic_batching=False, max_queue_delay_us=0, instance_count=1,
+                          accelerator="cuda")
+    config_path.write_text(to_pbtxt(build_model_config("digits_forest", read_model_info(
+        repository / "digits_forest" / "1" / "model.onnx"), cuda_spec)))
+    try:
+        with pytest.raises(ModelLoadError) as caught:
+            server.load("digits_forest")
+        message = str(caught.value)
+        assert "execution provider CUDAExecutionProvider is not available here" in message
+        assert "available: OpenVINOExecutionProvider, CPUExecutionProvider" in message
+        assert "the gpu extra" in message
+    finally:
+        config_path.write_text(good)
+    server.load("digits_forest")
+    assert server.is_ready()
+
+
 def test_port_taken_is_a_start_error(tmp_path: Path) -> None:
     import socket
 

@@ -4,8 +4,8 @@ Each model is made from an installed or downloadable PyPI package, never from a 
 the repository:
 
 - ``text_detection``: the trained PP-OCRv4 text-detection CNN shipped inside the
-  ``rapidocr_onnxruntime`` wheel. The wheel is downloaded (not installed: it would replace the
-  OpenVINO build of onnxruntime) and the .onnx is taken out of it, with its input fixed to
+  ``rapidocr_onnxruntime`` wheel. The wheel is downloaded (not installed: it would put plain
+  onnxruntime over the installed build) and the .onnx is taken out of it, with its input fixed to
   Nx3x320x320.
 - ``text_recognition``: the PP-OCRv4 text-recognition model from the same wheel, its input
   fixed to Nx3x48x320 (one line of text).

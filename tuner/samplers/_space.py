@@ -11,7 +11,7 @@ threads never exceeds them.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import optuna
@@ -19,7 +19,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 
 from tuner import config as cfg
 from tuner.errors import ConfigError
-from tuner.trial import InstanceKind, TrialSpec
+from tuner.trial import InstanceKind, TrialSpec, execution_provider
 
 #: Searchable knobs in the order they are asked.
 KNOBS: tuple[str, ...] = (
@@ -32,6 +32,12 @@ KNOBS: tuple[str, ...] = (
     "precision",
 )
 _GRID_LIMIT = 100_000
+#: The install extra (pyproject.toml) whose ONNX Runtime build has each provider; the CPU provider is in both.
+PROVIDER_EXTRAS: dict[str, str] = {
+    "OpenVINOExecutionProvider": "cpu",
+    "CUDAExecutionProvider": "gpu",
+    "TensorrtExecutionProvider": "gpu",
+}
 
 
 class SearchSpace:
@@ -41,19 +47,25 @@ class SearchSpace:
         space: The ``search.space`` section of the study file.
         worker_cores: CPU cores one worker may use.
         kind: Where model instances run on the workers.
+        providers: The ONNX Runtime execution providers the workers' runner has
+            (tuner.triton.runner_providers), or None where they cannot be seen from here.
+
+    Raises:
+        ConfigError: an accelerator of the space needs GPU workers and the workers have none, or
+            needs a provider the runner's ONNX Runtime build lacks (naming the extra that has it).
     """
 
-    def __init__(self, space: cfg.SpaceSettings, worker_cores: int, kind: InstanceKind = InstanceKind.CPU) -> None:
+    def __init__(
+        self,
+        space: cfg.SpaceSettings,
+        worker_cores: int,
+        kind: InstanceKind = InstanceKind.CPU,
+        providers: Collection[str] | None = None,
+    ) -> None:
         self.space = space
         self.worker_cores = max(1, worker_cores)
         self.kind = kind
-        accelerators = space.accelerator if isinstance(space.accelerator, list) else [space.accelerator]
-        needs_gpu = [a for a in accelerators if a in cfg.GPU_ACCELERATORS]
-        if needs_gpu and kind is not InstanceKind.GPU:
-            raise ConfigError(
-                f"search.space.accelerator: {', '.join(needs_gpu)} need GPU workers, and this study's workers have "
-                "none (no GPU found, or workers.gpus_per_worker is 0)"
-            )
+        _check_accelerators(space, kind, providers)
         self.distributions: dict[str, BaseDistribution] = {}
         self.fixed: dict[str, Any] = {}
         batching_possible = space.dynamic_batching is True or (
@@ -218,6 +230,49 @@ class SearchSpace:
                 f"search.space: the grid has {size} combinations; the grid sampler takes at most {_GRID_LIMIT}"
             )
         return grid
+
+
+def _check_accelerators(space: cfg.SpaceSettings, kind: InstanceKind, providers: Collection[str] | None) -> None:
+    """Refuses the accelerators that no trial of these workers could run on, before anything starts."""
+    accelerators = space.accelerator if isinstance(space.accelerator, list) else [space.accelerator]
+    needs_gpu = [a for a in accelerators if a in cfg.GPU_ACCELERATORS]
+    if needs_gpu and kind is not InstanceKind.GPU:
+        raise ConfigError(
+            f"search.space.accelerator: {', '.join(needs_gpu)} need GPU workers, and this study's workers have "
+            "none (no GPU found, or workers.gpus_per_worker is 0)"
+        )
+    if providers is None:
+        return
+    # OpenVINO runs on the CPU on any worker (SearchSpace.to_spec), so its provider is the same on GPU workers.
+    wanted = {a: execution_provider(a, InstanceKind.CPU if a == "openvino" else kind) for a in accelerators}
+    missing = {a: p for a, p in wanted.items() if p not in providers}
+    if not missing:
+        return
+    raise _lacking(missing, wanted, providers, kind)
+
+
+def _lacking(
+    missing: Mapping[str, str], wanted: Mapping[str, str], providers: Collection[str], kind: InstanceKind
+) -> ConfigError:
+    """The error for accelerators whose providers the installed ONNX Runtime lacks, naming the extra that has them."""
+    on_gpu = " on GPU workers" if kind is InstanceKind.GPU else ""
+    needs = "; ".join(f"{a}{on_gpu if a == 'none' else ''} needs {p}" for a, p in missing.items())
+    if not providers:
+        return ConfigError(
+            f"search.space.accelerator: {needs}, and there is no onnxruntime module here; install the cpu or the "
+            "gpu extra (bash scripts/setup.sh picks the one for this machine)"
+        )
+    lacks = f"search.space.accelerator: {needs}, which the ONNX Runtime installed here lacks"
+    lacks += f" (its providers: {', '.join(providers)})"
+    extras = {a: PROVIDER_EXTRAS[p] for a, p in wanted.items() if p in PROVIDER_EXTRAS}
+    if len(set(extras.values())) > 1:
+        by_extra = ", ".join(f"{a}: the {e} extra" for a, e in extras.items())
+        return ConfigError(
+            f"{lacks}; no one ONNX Runtime build has them all ({by_extra}): search them in separate studies"
+        )
+    extra = next(iter(extras.values()), "cpu")
+    # Both builds provide the onnxruntime module: the set-up script takes the one there out before it installs.
+    return ConfigError(f"{lacks}; install the {extra} extra in its place (ORT_BUILD={extra} bash scripts/setup.sh)")
 
 
 def _distribution(value: Any) -> BaseDistribution | None:

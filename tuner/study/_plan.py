@@ -4,7 +4,8 @@
     runner = StudyRunner(cfg, store, plan=plan)
 
 ``plan_study`` reads the model file, the replay's landscape and the data files, plans the
-workers, builds the search space and reads the studies a transfer starts from
+workers, builds the search space (checking its accelerators against the workers and the ONNX
+Runtime providers of the runner's environment) and reads the studies a transfer starts from
 (``search.warm_start.from``, tuner.study._transfer), before any worker or server starts, so a
 bad file stops the command with its message (exit code 2) and the run that follows reads
 nothing again.
@@ -12,6 +13,7 @@ nothing again.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,7 @@ from tuner.samplers import SearchSpace, make_sampler
 from tuner.storage import Store
 from tuner.study._transfer import Seeds, plan_transfer
 from tuner.trial import InstanceKind
+from tuner.triton import runner_providers
 from tuner.workers import plan_workers, real_samples
 
 
@@ -65,14 +68,17 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         ModelError: the model file cannot be served (unreadable, free dimensions), or the
             validation or load data do not fit it.
         ConfigError: the replay is no landscape of this model, or the search space does not
-            suit the workers or the sampler (e.g. TensorRT on CPU workers), or a study a transfer
-            starts from is not in the storage.
+            suit the workers or the sampler (e.g. TensorRT on CPU workers, or CUDA where the
+            runner's ONNX Runtime is the OpenVINO build), or a study a transfer starts from is
+            not in the storage.
     """
     inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
     info = read_model_info(cfg.model.path, inputs)
     landscape = load_replay(cfg)
     workers = replay_plan(landscape, cfg.workers.count) if landscape is not None else plan_workers(cfg.workers)
-    space = build_space(cfg, workers)
+    # A replay starts no server, so no ONNX Runtime of this environment runs its trials.
+    providers = None if landscape is not None else runner_providers(cfg.server, cfg.workers.ray_address is None)
+    space = build_space(cfg, workers, providers)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
     make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
     # a replay answers every trial from its landscape, accuracy included: it checks no variant
@@ -85,7 +91,8 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     return StudyPlan(info, workers, space, validation, real_samples(cfg, info), landscape, seeds)
 
 
-def build_space(cfg: StudyConfig, workers: WorkerPlan) -> SearchSpace:
-    """The study file's search space for workers of this many cores, on CPU or GPU."""
+def build_space(cfg: StudyConfig, workers: WorkerPlan, providers: Collection[str] | None = None) -> SearchSpace:
+    """The study file's search space for workers of this many cores, on CPU or GPU, whose runner has these
+    ONNX Runtime providers (None: not known here)."""
     kind = InstanceKind.GPU if workers.on_gpu else InstanceKind.CPU
-    return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind)
+    return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind, providers)

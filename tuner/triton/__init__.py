@@ -6,7 +6,8 @@
 
 Every launch mode keeps the ``TritonServer`` contract (start, load, unload, stop); ``Access``
 carries the headers a restricted server wants. ``ort_runner/model.py`` is the python-backend
-model that runs ONNX Runtime inside Triton.
+model that runs ONNX Runtime inside Triton; ``runner_providers`` says which execution providers it
+will find there (the ONNX Runtime build is the ``cpu`` or ``gpu`` install extra).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tuner.triton._model_config import (
 )
 from tuner.triton._ports import port_is_free
 from tuner.triton._process import die_with_parent, kill_orphans
+from tuner.triton._providers import installed_providers, runner_providers
 from tuner.triton._server import TritonServer, check_launch, make_server, worker_gpus
 from tuner.triton._versions import cpu_model, server_version, versions
 
@@ -36,12 +38,14 @@ __all__ = [
     "check_launch",
     "cpu_model",
     "die_with_parent",
+    "installed_providers",
     "kill_orphans",
     "make_server",
     "parse_pbtxt",
     "port_is_free",
     "pytriton_libs",
     "redact",
+    "runner_providers",
     "server_version",
     "to_pbtxt",
     "versions",

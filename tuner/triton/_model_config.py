@@ -19,31 +19,21 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tuner.model_info import ModelInfo, TensorInfo
-from tuner.trial import InstanceKind, TrialSpec
+from tuner.trial import InstanceKind, TrialSpec, execution_provider
 
 #: The Python-backend model that runs the ONNX file, and the backend that runs it.
 RUNNER_SOURCE = Path(__file__).parent / "ort_runner" / "model.py"
 RUNNER_BACKEND = "python"
 
 
-#: The ONNX Runtime provider of each accelerator; ``none`` is the device's default provider.
-PROVIDERS = {
-    "openvino": "OpenVINOExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 TENSORRT_WORKSPACE_BYTES = 1 << 30
 
 
 def runner_parameters(spec: TrialSpec) -> dict[str, str]:
     """The ONNX Runtime settings the runner reads from the config's ``parameters``."""
-    if spec.accelerator == "none":
-        provider = "CUDAExecutionProvider" if spec.kind is InstanceKind.GPU else "CPUExecutionProvider"
-    else:
-        provider = PROVIDERS[spec.accelerator]
     return {
         "onnx_file": "model.onnx",
-        "execution_provider": provider,
+        "execution_provider": execution_provider(spec.accelerator, spec.kind),
         "provider_options": json.dumps(provider_options(spec), sort_keys=True),
         "intra_op_threads": str(spec.cpu_threads),
         "inter_op_threads": "1",

@@ -60,9 +60,11 @@ class TritonPythonModel:
 
         provider = params.get("execution_provider", "CPUExecutionProvider")
         if provider not in ort.get_available_providers():
+            # The tuner's pre-flight check refuses this where it can see the runner's environment.
             raise pb_utils.TritonModelException(
                 f"execution provider {provider} is not available here "
-                f"(available: {', '.join(ort.get_available_providers())})"
+                f"(available: {', '.join(ort.get_available_providers())}; ONNX Runtime's OpenVINO build is "
+                "the tuner's cpu extra, its CUDA and TensorRT build the gpu extra)"
             )
         providers = [(provider, json.loads(params.get("provider_options", "{}")))]
         if provider == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in ort.get_available_providers():
