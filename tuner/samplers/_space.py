@@ -41,12 +41,21 @@ class SearchSpace:
         space: The ``search.space`` section of the study file.
         worker_cores: CPU cores one worker may use.
         kind: Where model instances run on the workers.
+        defaults: The model's own values of knobs (a repository model's config:
+            tuner.triton.tuned_knobs), which its default config takes instead of Triton's usual start.
     """
 
-    def __init__(self, space: cfg.SpaceSettings, worker_cores: int, kind: InstanceKind = InstanceKind.CPU) -> None:
+    def __init__(
+        self,
+        space: cfg.SpaceSettings,
+        worker_cores: int,
+        kind: InstanceKind = InstanceKind.CPU,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
         self.space = space
         self.worker_cores = max(1, worker_cores)
         self.kind = kind
+        self.defaults = dict(defaults or {})
         accelerators = space.accelerator if isinstance(space.accelerator, list) else [space.accelerator]
         needs_gpu = [a for a in accelerators if a in cfg.GPU_ACCELERATORS]
         if needs_gpu and kind is not InstanceKind.GPU:
@@ -109,9 +118,10 @@ class SearchSpace:
     def default_params(self) -> dict[str, Any]:
         """Trial params of the model's default config, moved into the space where needed.
 
-        The default is Triton's usual start: no dynamic batching, one instance, max_batch_size
-        4 (the value Triton fills in for a batching ONNX model), ONNX Runtime's default provider
-        at FP32; every searched knob gets a value, as the grid sampler needs.
+        The default is the model's own config where it has one (``defaults``), else Triton's usual
+        start: no dynamic batching, one instance, max_batch_size 4 (the value Triton fills in for a
+        batching ONNX model), ONNX Runtime's default provider at FP32; every searched knob gets a
+        value, as the grid sampler needs.
         """
         return self.params_near({})
 
@@ -125,6 +135,7 @@ class SearchSpace:
             "accelerator": "none",
             "precision": "fp32",
             "max_queue_delay_us": 0,
+            **self.defaults,
             **wanted,
         }
         params: dict[str, Any] = {}
