@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from factories import DOUBLER_CONFIG, doubler_repository
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -42,10 +43,6 @@ def _cfg(tmp_path: Path, repository: Path, name: str = "doubler", **changes: obj
 def _spec(**changes: object) -> TrialSpec:
     values: dict = {"max_batch_size": 4, "dynamic_batching": True, "max_queue_delay_us": 300, "instance_count": 3}
     return TrialSpec(**(values | changes))
-
-
-def _with(config: str, extra: str) -> str:
-    return config + extra
 
 
 # --- the study file ---
@@ -248,7 +245,7 @@ def test_onnx_runtime_knobs_and_accuracy_are_refused_for_a_python_model(
 
 
 def test_a_python_model_is_tuned_from_its_own_config(tmp_path: Path) -> None:
-    config = _with(DOUBLER_CONFIG, "dynamic_batching { max_queue_delay_microseconds: 500 }\n")
+    config = DOUBLER_CONFIG + "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
     plan = plan_study(_cfg(tmp_path, doubler_repository(tmp_path / "repo", config=config)))
     assert plan.model_file is None and plan.validation == {}
     assert plan.space.default_params() == {
@@ -269,6 +266,17 @@ def test_another_backend_on_the_embedded_server_is_a_config_error(tmp_path: Path
         plan_study(_cfg(tmp_path, repository))
     remote = ServerSettings(launch="remote", remote=["127.0.0.1:8000"])
     check_launch_runs(read_repository_model(repository, "doubler"), remote)  # a full Triton may have it
+
+
+def test_the_cli_refuses_it_with_exit_code_2_and_starts_nothing(tmp_path: Path, tuner_main) -> None:
+    doubler_repository(tmp_path / "repo", config=DOUBLER_CONFIG.replace('backend: "python"', 'backend: "openvino"'))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"study": "bad", "model": {"name": "doubler", "repository": "repo"}}))
+    result = tuner_main("optimize", study, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "openvino backend, which the embedded server lacks" in result.stderr
+    assert "server.launch local, docker or remote" in result.stderr
+    assert not (tmp_path / "tuner.db").exists() and not (tmp_path / ".tuner").exists()
 
 
 @pytest.mark.parametrize(
