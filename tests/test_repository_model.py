@@ -18,7 +18,7 @@ from tuner.study import plan_study
 from tuner.trial import InstanceKind, TrialSpec
 from tuner.triton import build_model_config, build_native_config, parse_pbtxt, to_pbtxt, tune_config, tuned_knobs
 from tuner.workers._pool import pack_model, unpack_model
-from tuner.workers._worker import WorkerSetup
+from tuner.workers._worker import Worker, WorkerSetup
 
 SPACE = {
     "max_batch_size": [1, 4, 8, 16],
@@ -317,3 +317,45 @@ def test_a_repository_model_travels_to_a_worker_as_its_folder(tmp_path: Path) ->
         tmp_path / "repo" / "doubler" / "1" / "model.py"
     ).read_text()
     assert moved.repository_model.config_text == plan.repository_model.config_text
+
+
+# --- the worker's repository (laid out, no server started) ---
+
+
+def _worker(cfg: StudyConfig, workdir: Path) -> Worker:
+    plan = plan_study(cfg)
+    setup = WorkerSetup(
+        model_name=cfg.model.name,
+        model_path=plan.model_file,
+        model_info=plan.model_info,
+        workdir=workdir,
+        sweep=None,  # type: ignore[arg-type]  # nothing is measured
+        engine=None,  # type: ignore[arg-type]
+        server=cfg.server,
+        repository_model=plan.repository_model,
+    )
+    return Worker(setup)
+
+
+def test_a_worker_lays_out_a_python_model_as_it_is_and_tunes_its_config(tmp_path: Path) -> None:
+    worker = _worker(_cfg(tmp_path, doubler_repository(tmp_path / "repo")), tmp_path / "w")
+    worker.lay_out()
+    folder = tmp_path / "w" / "repository" / "doubler"
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "1/model.py",
+        "config.pbtxt",
+        "labels.txt",
+    ]
+    config = worker.trial_config(_spec())
+    assert (config.name, config.backend, config.max_batch_size) == ("doubler", "python", 4)
+    assert config.parameters["greeting"].string_value == "kept" and "onnx_file" not in config.parameters
+
+
+def test_a_worker_puts_the_runner_beside_an_onnx_model_in_its_version_folder(
+    tmp_path: Path, onnx_repository: Path
+) -> None:
+    worker = _worker(_cfg(tmp_path, onnx_repository, name="digits"), tmp_path / "w")
+    worker.lay_out()
+    version = tmp_path / "w" / "repository" / "digits" / "3"
+    assert (version / "model.py").is_file() and (version / "model.onnx").is_file()
+    assert worker.trial_config(_spec()).parameters["onnx_file"].string_value == "model.onnx"

@@ -156,6 +156,14 @@ class Worker:
         """
         if kill_orphans(self.setup.workdir):
             logger.info("killed processes a previous run left in %s", self.setup.workdir)
+        self.lay_out()
+        self.server.start()
+        self._engine = self._make_engine()
+        self.monitor = UsageMonitor(lambda: self.server.pid, self._gpu_reader())
+        self.monitor.start()
+
+    def lay_out(self) -> None:
+        """Writes the model's folder into the worker's repository, as ``start`` does before the server starts."""
         if self.setup.repository_model is not None:
             shutil.copytree(
                 self.setup.repository_model.folder, self.repository / self.setup.model_name, dirs_exist_ok=True
@@ -168,10 +176,6 @@ class Worker:
             else:
                 shutil.copy2(RUNNER_SOURCE, runner)
             self._install_variant("fp32")
-        self.server.start()
-        self._engine = self._make_engine()
-        self.monitor = UsageMonitor(lambda: self.server.pid, self._gpu_reader())
-        self.monitor.start()
 
     def stop(self) -> None:
         if self.monitor is not None:
