@@ -108,6 +108,15 @@ def test_a_config_the_tuner_cannot_serve_is_a_model_error(tmp_path: Path, config
         open_model(_cfg(tmp_path, tmp_path).model)
 
 
+def test_the_version_is_the_highest_folder_or_the_highest_the_policy_names(tmp_path: Path) -> None:
+    doubler_repository(tmp_path)
+    shutil.copytree(tmp_path / "doubler" / "1", tmp_path / "doubler" / "7")
+    assert read_repository_model(tmp_path, "doubler").version == "7"
+    pinned = DOUBLER_CONFIG.replace("latest { num_versions: 1 }", "specific { versions: [1] }")
+    (tmp_path / "doubler" / "config.pbtxt").write_text(pinned)
+    assert read_repository_model(tmp_path, "doubler").version == "1"
+
+
 def test_a_model_without_its_file_or_version_folder_is_a_model_error(tmp_path: Path) -> None:
     doubler_repository(tmp_path)
     (tmp_path / "doubler" / "1" / "model.py").unlink()

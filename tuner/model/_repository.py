@@ -1,9 +1,9 @@
 """A model of a Triton model repository: its folder, its own config.pbtxt and the backend that runs it.
 
-    model = open_model(cfg.model)                              # an ONNX file or a repository's model
-    model = read_repository_model(repository, "detector")   # ModelError where it cannot be served
-    check_launch_runs(model, cfg.server)                      # ConfigError where the launch mode cannot run it
-    base = model.config                                       # what each trial's config starts from
+    study_model = open_model(cfg.model)                   # an ONNX file or a repository's model, its inputs
+    model = read_repository_model(repository, "detector")  # ModelError where it cannot be served
+    check_launch_runs(model, cfg.server)                   # ConfigError where the launch mode cannot run it
+    base = model.config                                    # what each trial's config starts from
 
 The config is parsed with protobuf (tuner.triton.parse_pbtxt) and kept as the text the user
 wrote, so a study's plan and its workers all start from the same base; the trial configs are
@@ -57,7 +57,8 @@ class RepositoryModel:
         folder: The model's folder, with its config.pbtxt and version folders.
         config_text: Its config.pbtxt as written: the base of every trial's config.
         backend: The backend that runs it (``onnxruntime`` for ``platform: "onnxruntime_onnx"``).
-        version: The version folder the server loads (the highest).
+        version: The version folder the server loads: the highest, or the highest its
+            ``version_policy`` names where it names versions.
     """
 
     name: str
@@ -146,8 +147,11 @@ def read_repository_model(repository: Path, name: str) -> RepositoryModel:
     if not backend:
         raise ModelError(f"{path} names neither a backend nor a platform")
     versions = sorted((int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+    named = set(config.version_policy.specific.versions)
+    if named:
+        versions = [v for v in versions if v in named]
     if not versions and backend != "ensemble":
-        raise ModelError(f"model {name!r} has no version folder (such as {folder / '1'})")
+        raise ModelError(f"model {name!r} has no version folder (such as {folder / '1'}) its version policy serves")
     model = RepositoryModel(name, folder, text, backend, str(versions[0]) if versions else "1")
     if backend in _DEFAULT_FILES and not model.model_file.is_file():
         raise ModelError(f"model {name!r} ({backend} backend) has no {model.model_file}")
