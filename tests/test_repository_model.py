@@ -368,3 +368,32 @@ def test_a_worker_puts_the_runner_beside_an_onnx_model_in_its_version_folder(
     version = tmp_path / "w" / "repository" / "digits" / "3"
     assert (version / "model.py").is_file() and (version / "model.onnx").is_file()
     assert worker.trial_config(_spec()).parameters["onnx_file"].string_value == "model.onnx"
+
+
+# --- export ---
+
+
+def test_export_writes_the_models_own_files_with_the_trials_config(tmp_path: Path) -> None:
+    from stored_studies import PLAIN, Load, write_study
+
+    from tuner.reports import export_trial
+    from tuner.storage import Store
+
+    repository = doubler_repository(tmp_path / "repo")
+    store = Store(f"sqlite:///{tmp_path / 'tuner.db'}")
+    tuned = to_pbtxt(tune_config(parse_pbtxt(DOUBLER_CONFIG), _spec()))
+    model = {"name": "doubler", "repository": str(repository)}
+    study = write_study(store, "doubler-export", [Load(PLAIN, default=True)], {}, model=model, config_pbtxt=tuned)
+    exported = export_trial(study, store, tmp_path / "deploy", number=0)
+    folder = tmp_path / "deploy" / "doubler"
+    assert exported.model_dir == folder
+    assert [p.relative_to(tmp_path / "deploy").as_posix() for p in exported.files] == [
+        "doubler/config.pbtxt",
+        "doubler/1/model.py",
+        "doubler/labels.txt",
+        "README.md",
+    ]
+    assert (folder / "config.pbtxt").read_text() == tuned
+    assert parse_pbtxt(tuned).parameters["greeting"].string_value == "kept"
+    assert (folder / "1" / "model.py").read_text() == (repository / "doubler" / "1" / "model.py").read_text()
+    assert "python backend (`1/model.py`, ONNX Runtime)" not in (tmp_path / "deploy" / "README.md").read_text()
