@@ -12,12 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
+import tritonclient.http as triton_http
 import yaml
 from factories import DOUBLER_MODEL_PY, digits_study, doubler_repository
 from optuna.trial import TrialState
 
 from tuner.triton import parse_pbtxt
+from tuner.triton._embedded import EmbeddedServer
 
 TUNER = [sys.executable, "-m", "tuner.cli"]
 SPACE = {
@@ -75,6 +78,17 @@ def test_a_python_model_is_tuned_from_its_own_config_and_exported_with_its_files
     assert (model / "1" / "model.py").read_text() == DOUBLER_MODEL_PY
     assert (model / "labels.txt").is_file() and not (model / "1" / "model.onnx").exists()
     assert (model / "config.pbtxt").read_text() == trials[1]["config_pbtxt"]
+
+    # The export is a repository a fresh server loads, and the model answers as its author wrote it.
+    samples = np.arange(8, dtype=np.float32).reshape(2, 4)
+    with EmbeddedServer(tmp_path / "server", tmp_path / "deploy") as server:
+        server.load("doubler")
+        client = triton_http.InferenceServerClient(server.http_url)
+        request = triton_http.InferInput("INPUT0", list(samples.shape), "FP32")
+        request.set_data_from_numpy(samples)
+        doubled = client.infer("doubler", [request]).as_numpy("OUTPUT0")
+        client.close()
+    assert np.array_equal(doubled, samples * 2)
 
 
 ONNX_CONFIG = """
