@@ -4,7 +4,7 @@ A study posted to the API runs as the API's user, so whatever in it names code t
 to read, or a place the model and its inputs are sent to must be what the operator allowed
 (``api.settings.ApiSettings``, from ``TUNER_API_*`` variables):
 
-- every path of the study file (each ``Path`` field of ``tuner.config``: ``model.path``,
+- every path of the study file (each ``Path`` field of ``tuner.config``: ``model.path``, ``model.repository``,
   ``model.validation_data``, ``load.input_data``, ``search.replay``, ``server.backend_directory``)
   must resolve, symlinks followed, inside the study root, and so must every file inside a folder
   it names; ``server.binary`` must be one of ``TUNER_API_BINARIES`` instead;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 #: Load settings for tests that need a real study to exist, not precise figures: three short windows
@@ -70,3 +71,42 @@ def instances_study(name: str, storage: str, model_path: str, **search: Any) -> 
         },
         "load": {"concurrency": [8]},
     }
+
+
+#: A python-backend model that someone other than the tuner wrote: it doubles its FP32 input.
+DOUBLER_MODEL_PY = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            out = pb_utils.Tensor("OUTPUT0", (x * 2).astype(np.float32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+"""
+
+#: Its config, with fields the tuner does not tune (a version policy, a parameter) and an instance group.
+DOUBLER_CONFIG = """\
+name: "doubler"
+backend: "python"
+max_batch_size: 8
+version_policy { latest { num_versions: 1 } }
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters { key: "greeting" value: { string_value: "kept" } }
+"""
+
+
+def doubler_repository(root: Path, config: str = DOUBLER_CONFIG) -> Path:
+    """Writes a model repository holding the python-backend ``doubler`` model; returns the repository."""
+    version = root / "doubler" / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(DOUBLER_MODEL_PY)
+    (root / "doubler" / "config.pbtxt").write_text(config)
+    (root / "doubler" / "labels.txt").write_text("a file of the model's that the tuner never reads\n")
+    return root

@@ -70,12 +70,17 @@ class Load:
 
 
 def write_study(
-    store: Store, name: str, loads: list[Load], bounds: dict[str, dict[str, float | None]], onnx: Path | None = None
+    store: Store, name: str, loads: list[Load], bounds: dict[str, dict[str, float | None]], onnx: Path | None = None,
+    model: dict[str, str] | None = None, config_pbtxt: str | None = None,
 ) -> optuna.Study:
-    """A study of ``loads`` in ``store`` (objectives: throughput up, p99 down; constraints: ``bounds``)."""
+    """A study of ``loads`` in ``store`` (objectives: throughput up, p99 down; constraints: ``bounds``).
+
+    ``model`` replaces the study file's model section (digits_forest at ``onnx``), and ``config_pbtxt``
+    the config each trial stores.
+    """
     study = optuna.create_study(study_name=name, storage=store.optuna, directions=["maximize", "minimize"])
     study.set_metric_names(["throughput", "latency_p99_ms"])
-    model = {"name": "digits_forest", "path": str(onnx) if onnx else "model.onnx"}
+    model = model or {"name": "digits_forest", "path": str(onnx) if onnx else "model.onnx"}
     study.set_user_attr(ATTR_STUDY_FILE, {
         "study": name, "model": model, "storage": store.url, "constraints": bounds,
         "objectives": [{"metric": "throughput", "direction": "maximize"},
@@ -83,16 +88,19 @@ def write_study(
     })
     info = read_model_info(onnx) if onnx else None
     for load in loads:
-        _write_trial(study, store, load, bounds, info)
+        _write_trial(study, store, load, bounds, info, config_pbtxt)
     return study
 
 
-def _write_trial(study: optuna.Study, store: Store, load: Load, bounds: dict, info: Any) -> None:
+def _write_trial(
+    study: optuna.Study, store: Store, load: Load, bounds: dict, info: Any, config_pbtxt: str | None = None
+) -> None:
     data = entry(load.source)
     spec = TrialSpec(**{**data["spec"], "kind": InstanceKind(data["spec"]["kind"])})
     study.enqueue_trial(data["params"])  # as the study loop does for the default config: these params, asked
     trial = study.ask({name: _DISTRIBUTIONS[name] for name in data["params"]})
     pbtxt = to_pbtxt(build_model_config("digits_forest", info, spec)) if info else 'name: "digits_forest"\n'
+    pbtxt = config_pbtxt or pbtxt
     if data["state"] == "FAIL":
         trial.set_user_attr(ATTR_FAIL_REASON, data["fail_reason"])
         store.save_outcome(study.study_name, trial._trial_id, trial.number,

@@ -1,4 +1,4 @@
-"""What a model takes and returns, read from its ONNX file (or given in the study file)."""
+"""What a model takes and returns, read from its ONNX file or its Triton config (or given in the study file)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tuner.errors import ModelError
 
 if TYPE_CHECKING:
     import onnx
+    from tritonclient.grpc import model_config_pb2 as pb
 
 #: ONNX TensorProto element type -> Triton data type name (without the TYPE_ prefix).
 _ONNX_TO_TRITON = {
@@ -87,16 +88,56 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> Mode
     initializers = {init.name for init in graph.initializer}
     inputs = [_tensor(v) for v in graph.input if v.name not in initializers]
     outputs = [_tensor(v) for v in graph.output]
+    return _given_shapes(inputs, outputs, input_shapes, path.name)
+
+
+def config_model_info(config: pb.ModelConfig, input_shapes: Sequence[TensorInfo] = ()) -> ModelInfo:
+    """Reads the inputs and outputs a Triton model config declares.
+
+    ``dims`` are the shape clients send; a batching model (``max_batch_size`` above 0) gets the
+    free batch dimension in front. A tensor of dims [1] reshaped to a scalar is a batch-only tensor,
+    as tuner.triton writes one.
+
+    Args:
+        config: The model's config.
+        input_shapes: Inputs given in the study file, as for ``read_model_info``.
+
+    Raises:
+        ModelError: the config declares no inputs or outputs, or a type the tuner cannot send, or an
+            input is left with a free dimension other than the batch dimension.
+    """
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    def tensor(t: pb.ModelInput | pb.ModelOutput) -> TensorInfo:
+        dtype = pb.DataType.Name(t.data_type).removeprefix("TYPE_")
+        if dtype not in TRITON_DTYPES:
+            raise ModelError(f"tensor {t.name!r} of model {config.name!r} has type {dtype}, not supported")
+        dims = tuple(int(d) for d in t.dims)
+        if dims == (1,) and t.HasField("reshape") and not t.reshape.shape:
+            dims = ()
+        return TensorInfo(name=t.name, dtype=dtype, shape=(-1, *dims) if config.max_batch_size > 0 else dims)
+
+    if not config.input or not config.output:
+        raise ModelError(f"the config.pbtxt of model {config.name!r} must list its inputs and outputs")
+    inputs = [tensor(t) for t in config.input]
+    outputs = [tensor(t) for t in config.output]
+    return _given_shapes(inputs, outputs, input_shapes, f"model {config.name!r}")
+
+
+def _given_shapes(
+    inputs: list[TensorInfo], outputs: list[TensorInfo], input_shapes: Sequence[TensorInfo], source: str
+) -> ModelInfo:
+    """The model's tensors with ``model.inputs`` applied, every input's shape fixed but the batch dimension's."""
     overrides = {t.name: t for t in input_shapes}
     unknown = set(overrides) - {t.name for t in inputs}
     if unknown:
         names = ", ".join(t.name for t in inputs)
-        raise ModelError(f"model.inputs names {sorted(unknown)} are not inputs of {path.name} ({names})")
+        raise ModelError(f"model.inputs names {sorted(unknown)} are not inputs of {source} ({names})")
     inputs = [_override(t, overrides.get(t.name)) for t in inputs]
     for t in inputs:
         if -1 in t.shape[1:]:
             raise ModelError(
-                f"input {t.name!r} of {path.name} has free dimensions {list(t.shape)}: give its shape in model.inputs"
+                f"input {t.name!r} of {source} has free dimensions {list(t.shape)}: give its shape in model.inputs"
             )
     return ModelInfo(inputs=tuple(inputs), outputs=tuple(outputs))
 

@@ -164,3 +164,22 @@ def test_allow_lists_come_from_the_environment(tmp_path: Path) -> None:
     assert defaults.allowed_hosts is None and not defaults.non_loopback
     with pytest.raises(ConfigError, match="TUNER_API_LAUNCH_MODES"):
         _settings(tmp_path, TUNER_API_LAUNCH_MODES="embedded,ssh")
+
+
+def test_a_model_repository_is_confined_to_the_root_with_every_file_in_it(root: Path, digits_onnx: Path) -> None:
+    from factories import doubler_repository
+
+    repos = root / "repos"
+    doubler_repository(repos / "clean")
+    doubler_repository(repos / "leaky")
+    (repos / "leaky" / "doubler" / "1" / "weights.bin").symlink_to(digits_onnx)  # a file outside the root
+    settings = _settings(root)
+
+    def study(repository: str) -> dict:
+        return {**_study(), "model": {"name": "doubler", "repository": repository}}
+
+    assert validate_study(study("repos/clean"), settings).model.repository == (repos / "clean").resolve()
+    with pytest.raises(ConfigError, match="model.repository: .*outside the study root"):
+        validate_study(study("repos/leaky"), settings)
+    with pytest.raises(ConfigError, match="model.repository: .*outside the study root"):
+        validate_study(study(OUTSIDE), settings)

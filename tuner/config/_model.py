@@ -1,4 +1,4 @@
-"""The ``model`` section: the ONNX file and its inputs."""
+"""The ``model`` section: the model (an ONNX file, or a model of a Triton repository) and its inputs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from tuner.config._base import _resolve, _Strict, _valid_name
@@ -43,10 +44,16 @@ class TensorSpec(_Strict):
 
 
 class ModelSettings(_Strict):
-    """The model to tune: a name for Triton, the ONNX file, and the inputs its variants are checked on."""
+    """The model to tune: a name for Triton, where it comes from, and the inputs its variants are checked on.
+
+    ``path`` names one ONNX file; ``repository`` names a Triton model repository whose folder
+    ``name`` (with its config.pbtxt) is the model, of any backend (tuner.model.read_repository_model).
+    A study gives one of the two.
+    """
 
     name: str
-    path: Path
+    path: Path | None = None
+    repository: Path | None = None
     inputs: Annotated[list[TensorSpec], Field(max_length=MAX_INPUTS)] = []
     validation_data: Path | None = None
     validation_samples: Annotated[int, Field(ge=1, le=256)] = 8
@@ -82,7 +89,9 @@ class ModelSettings(_Strict):
 
     @field_validator("path")
     @classmethod
-    def _existing_file(cls, value: Path, info: ValidationInfo) -> Path:
+    def _existing_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
         path = _resolve(value, info)
         if not path.is_file():
             hint = ""
@@ -90,3 +99,23 @@ class ModelSettings(_Strict):
                 hint = f" (run `tuner models prepare {path.parent.parent.name}`)"
             raise ValueError(f"model file {path} does not exist{hint}")
         return path
+
+    @field_validator("repository")
+    @classmethod
+    def _existing_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve(value, info)
+        if not path.is_dir():
+            raise ValueError(f"model repository {path} is not an existing folder")
+        return path
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSettings:
+        if self.path is not None and self.repository is not None:
+            raise ValueError("give path (an ONNX file) or repository (a Triton model repository), not both")
+        if self.path is None and self.repository is None:
+            raise ValueError("give path (an ONNX file) or repository (a Triton model repository holding the model)")
+        if self.repository is not None and not (self.repository / self.name / "config.pbtxt").is_file():
+            raise ValueError(f"repository {self.repository} has no model {self.name!r} (no {self.name}/config.pbtxt)")
+        return self

@@ -5,6 +5,10 @@
     # deploy/<model>/config.pbtxt, deploy/<model>/1/model.onnx (the trial's variant),
     # deploy/<model>/1/model.py (where the config runs the python-backend runner), deploy/README.md
 
+A study of a repository model (``model.repository``) exports that model's folder as its user
+keeps it (every other file and version folder), with the trial's config.pbtxt (the model's own
+config with the tuned knobs set) and, for an ONNX model, the trial's variant in its version folder.
+
 The model variant is rebuilt from the study file the study stored (its model path, precision
 and validation batch), so the study's work folder is not needed; a built variant is cached in
 ``<work_dir>/<study>/variants`` like the workers' own.
@@ -23,8 +27,7 @@ import optuna
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.model import build_variant, validation_inputs
-from tuner.model_info import TensorInfo, read_model_info
+from tuner.model import StudyModel, build_variant, open_model, validation_inputs
 from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
 from tuner.storage import Store, StoredStudy, StoredTrial, StudyInfo, read_info, read_study, redact_url
@@ -137,7 +140,7 @@ def export_trial(
     Raises:
         ConfigError: the study file no longer validates, or ``out_dir`` already holds the model.
         StudyNotFoundError: no trial to export (see ``choose``).
-        ModelError: the variant cannot be built.
+        ModelError: the model cannot be read again, or the variant cannot be built.
     """
     stored = read_study(study, store)
     cfg = study_config(stored.info)
@@ -149,15 +152,17 @@ def export_trial(
     model_dir = out_dir / config.name
     if model_dir.exists():
         raise ConfigError(f"{model_dir} already exists: export into an empty folder")
-    version = model_dir / "1"
-    version.mkdir(parents=True)
-    files = [model_dir / "config.pbtxt", version / "model.onnx"]
-    files[0].write_text(record.config_pbtxt)
-    _copy_variant(cfg, spec.precision, files[1])
-    files[1].chmod(0o644)  # the server may run as another user (NVIDIA's image does)
-    if config.backend == RUNNER_BACKEND:
-        shutil.copy2(RUNNER_SOURCE, version / "model.py")
-        files.append(version / "model.py")
+    model = open_model(cfg.model)
+    files = _write_model(model, model_dir, record.config_pbtxt)
+    if model.onnx_file is not None:
+        version = model_dir / (model.repository.version if model.repository else "1")
+        variant = version / (model.onnx_file.name if model.repository else "model.onnx")
+        _copy_variant(cfg, model, spec.precision, variant)
+        variant.chmod(0o644)  # the server may run as another user (NVIDIA's image does)
+        files += [variant] if variant not in files else []
+        if config.backend == RUNNER_BACKEND:
+            shutil.copy2(RUNNER_SOURCE, version / "model.py")
+            files.append(version / "model.py")
     readme = out_dir / "README.md"
     explanations = explain_trial(trial, stored.info.bounds)
     readme.write_text(readme_text(cfg, stored.name, choice, explanations, out_dir))
@@ -166,24 +171,36 @@ def export_trial(
     return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files))
 
 
+def _write_model(model: StudyModel, model_dir: Path, config_pbtxt: str) -> list[Path]:
+    """Lays out the model's folder with the trial's config: a repository model's own files as they are, or
+    an empty version folder for an ONNX file. Returns the files written, the config first."""
+    if model.repository is None:
+        (model_dir / "1").mkdir(parents=True)
+    else:
+        shutil.copytree(model.repository.folder, model_dir)
+    config = model_dir / "config.pbtxt"
+    config.write_text(config_pbtxt)
+    return [config, *sorted(p for p in model_dir.rglob("*") if p.is_file() and p != config)]
+
+
 def _spec(values: dict) -> TrialSpec:
     return TrialSpec(**{**values, "kind": InstanceKind(values.get("kind", InstanceKind.CPU.value))})
 
 
-def _copy_variant(cfg: StudyConfig, precision: str, target: Path) -> None:
+def _copy_variant(cfg: StudyConfig, model: StudyModel, precision: str, target: Path) -> None:
     """Builds (or takes from the cache) the variant of ``precision`` and copies it to ``target``."""
+    assert model.onnx_file is not None  # only ONNX models have variants
     calibration = None
     if precision == "int8":  # static INT8 is calibrated on the study's validation batch: the same one
-        inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
-        info = read_model_info(cfg.model.path, inputs)
+        info = model.info
         calibration = validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
     cache = cfg.work_dir / cfg.study / "variants"
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(build_variant(cfg.model.path, precision, cache, calibration), target)
+        shutil.copy2(build_variant(model.onnx_file, precision, cache, calibration), target)
     except PermissionError:
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy2(build_variant(cfg.model.path, precision, Path(tmp), calibration), target)
+            shutil.copy2(build_variant(model.onnx_file, precision, Path(tmp), calibration), target)
 
 
 def perf_analyzer_command(cfg: StudyConfig, model: str, concurrency: int) -> str:
@@ -232,7 +249,7 @@ def readme_text(
     runner = (
         "The config runs the ONNX file through Triton's python backend (`1/model.py`, ONNX Runtime): the server's "
         "python environment needs `numpy` and `onnxruntime` (the `onnxruntime-openvino` build for OpenVINO).\n"
-        if (out_dir / name / "1" / "model.py").is_file()
+        if _runs_runner(record.config_pbtxt)
         else ""
     )
     return f"""# {name}: trial {trial.number} of study {study_name}
@@ -272,6 +289,12 @@ With the server above running, this is the measurement the tuner made (its setti
 {perf_analyzer_command(cfg, name, point.concurrency)}
 ```
 """
+
+
+def _runs_runner(config_pbtxt: str) -> bool:
+    """True where the config runs an ONNX file through the tuner's python-backend runner (not a python model)."""
+    config = parse_pbtxt(config_pbtxt)
+    return config.backend == RUNNER_BACKEND and "onnx_file" in config.parameters
 
 
 def _verdict_text(choice: Choice) -> str:

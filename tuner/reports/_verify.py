@@ -35,7 +35,8 @@ import optuna
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.measure import PerfAnalyzer, request_samples, warm_up, write_input_json
-from tuner.model_info import ModelInfo, TensorInfo, read_model_info
+from tuner.model import open_model
+from tuner.model_info import ModelInfo
 from tuner.reports._export import Exported, export_trial, perf_analyzer_command, study_config
 from tuner.storage import ATTR_VERIFICATIONS, Store, StoredTrial, StudyInfo, read_study
 from tuner.study import ConfigResult, by_number, config_results, recommend
@@ -309,8 +310,7 @@ def measure_exported(
     ``concurrency`` with the study's load settings and unloads the model again.
     """
     name = exported.model_dir.name
-    inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
-    model = read_model_info(cfg.model.path, inputs)
+    model = open_model(cfg.model).info
     settings = engine_settings(cfg, model)
     step("server")
     server = make_server(cfg.server, workdir / "server", exported.repository, gpu=worker_gpus())

@@ -49,6 +49,8 @@ class SearchSpace:
         kind: Where model instances run on the workers.
         providers: The ONNX Runtime execution providers the workers' runner has
             (tuner.triton.runner_providers), or None where they cannot be seen from here.
+        defaults: The model's own values of knobs (a repository model's config:
+            tuner.triton.tuned_knobs), which its default config takes instead of Triton's usual start.
 
     Raises:
         ConfigError: an accelerator of the space needs GPU workers and the workers have none, or
@@ -61,10 +63,12 @@ class SearchSpace:
         worker_cores: int,
         kind: InstanceKind = InstanceKind.CPU,
         providers: Collection[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.space = space
         self.worker_cores = max(1, worker_cores)
         self.kind = kind
+        self.defaults = dict(defaults or {})
         _check_accelerators(space, kind, providers)
         self.distributions: dict[str, BaseDistribution] = {}
         self.fixed: dict[str, Any] = {}
@@ -121,9 +125,10 @@ class SearchSpace:
     def default_params(self) -> dict[str, Any]:
         """Trial params of the model's default config, moved into the space where needed.
 
-        The default is Triton's usual start: no dynamic batching, one instance, max_batch_size
-        4 (the value Triton fills in for a batching ONNX model), ONNX Runtime's default provider
-        at FP32; every searched knob gets a value, as the grid sampler needs.
+        The default is the model's own config where it has one (``defaults``), else Triton's usual
+        start: no dynamic batching, one instance, max_batch_size 4 (the value Triton fills in for a
+        batching ONNX model), ONNX Runtime's default provider at FP32; every searched knob gets a
+        value, as the grid sampler needs.
         """
         return self.params_near({})
 
@@ -137,6 +142,7 @@ class SearchSpace:
             "accelerator": "none",
             "precision": "fp32",
             "max_queue_delay_us": 0,
+            **self.defaults,
             **wanted,
         }
         params: dict[str, Any] = {}

@@ -3,7 +3,8 @@
     plan = plan_study(cfg)                    # the pre-flight check: raises what a run would
     runner = StudyRunner(cfg, store, plan=plan)
 
-``plan_study`` reads the model file, the replay's landscape and the data files, plans the
+``plan_study`` reads the model (its ONNX file, or its folder of a Triton repository, whose
+launch mode and search space it checks), the replay's landscape and the data files, plans the
 workers, builds the search space (checking its accelerators against the workers and the ONNX
 Runtime providers of the runner's environment) and reads the studies a transfer starts from
 (``search.warm_start.from``, tuner.study._transfer), before any worker or server starts, so a
@@ -15,19 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tuner.config import StudyConfig
-from tuner.model import validation_inputs
-from tuner.model_info import ModelInfo, TensorInfo, read_model_info
+from tuner.config import IntRange, StudyConfig
+from tuner.errors import ConfigError
+from tuner.model import RepositoryModel, StudyModel, check_launch_runs, open_model, validation_inputs
+from tuner.model_info import ModelInfo
 from tuner.pool import WorkerPlan
 from tuner.replay import Landscape, load_replay, replay_plan
 from tuner.samplers import SearchSpace, make_sampler
 from tuner.storage import Store
 from tuner.study._transfer import Seeds, plan_transfer
-from tuner.trial import InstanceKind
-from tuner.triton import runner_providers
+from tuner.trial import ACCURACY_METRICS, InstanceKind
+from tuner.triton import runner_providers, tuned_knobs
 from tuner.workers import plan_workers, real_samples
 
 
@@ -36,7 +40,7 @@ class StudyPlan:
     """What a study runs with, derived from its study file.
 
     Attributes:
-        model_info: The model's inputs and outputs, as read from its file (and ``model.inputs``).
+        model_info: The model's inputs and outputs, as read from its file or config (and ``model.inputs``).
         workers: How many workers, and the cores and GPUs of each.
         space: The search space, for the workers' cores and device.
         validation: The fixed batch every variant's outputs are checked on, by input name.
@@ -45,6 +49,8 @@ class StudyPlan:
         landscape: The recorded landscape a replay answers trials from; None for a live study.
         seeds: The configs of earlier studies the study starts from (``search.warm_start.from``);
             None where it names none.
+        model_file: The FP32 ONNX file the workers serve; None for a repository model that is not ONNX.
+        repository_model: The model's folder and own config, where the study names a repository.
     """
 
     model_info: ModelInfo
@@ -54,6 +60,8 @@ class StudyPlan:
     load_samples: dict[str, np.ndarray] | None
     landscape: Landscape | None
     seeds: Seeds | None = None
+    model_file: Path | None = None
+    repository_model: RepositoryModel | None = None
 
 
 def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
@@ -65,34 +73,106 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
             (``search.warm_start.from``) opens ``cfg.storage`` otherwise.
 
     Raises:
-        ModelError: the model file cannot be served (unreadable, free dimensions), or the
+        ModelError: the model cannot be served (unreadable, free dimensions), or the
             validation or load data do not fit it.
         ConfigError: the replay is no landscape of this model, or the search space does not
             suit the workers or the sampler (e.g. TensorRT on CPU workers, or CUDA where the
             runner's ONNX Runtime is the OpenVINO build), or a study a transfer starts from is
-            not in the storage.
+            not in the storage, or a repository model's backend does not run in the study's
+            launch mode or has no variants, accelerators or accuracy check to search.
     """
-    inputs = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in cfg.model.inputs]
-    info = read_model_info(cfg.model.path, inputs)
+    model = open_model(cfg.model)
+    if model.repository is not None:
+        check_launch_runs(model.repository, cfg.server)
+        check_repository_study(cfg, model.repository)
+    info = model.info
     landscape = load_replay(cfg)
     workers = replay_plan(landscape, cfg.workers.count) if landscape is not None else plan_workers(cfg.workers)
-    # A replay starts no server, so no ONNX Runtime of this environment runs its trials.
-    providers = None if landscape is not None else runner_providers(cfg.server, cfg.workers.ray_address is None)
-    space = build_space(cfg, workers, providers)
+    # A replay starts no server, and a model that is not ONNX no runner: no ONNX Runtime of this
+    # environment runs their trials.
+    runs_onnx = landscape is None and model.onnx_file is not None
+    providers = runner_providers(cfg.server, cfg.workers.ray_address is None) if runs_onnx else None
+    space = build_space(cfg, workers, providers, model)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
     make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
-    # a replay answers every trial from its landscape, accuracy included: it checks no variant
-    validation = (
-        validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
-        if landscape is None
-        else {}
-    )
+    # the accuracy check compares ONNX variants with the FP32 file; a replay answers it from its landscape
+    validation: dict[str, np.ndarray] = {}
+    if runs_onnx:
+        validation = validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
     seeds = plan_transfer(cfg, space, store)
-    return StudyPlan(info, workers, space, validation, real_samples(cfg, info), landscape, seeds)
+    return StudyPlan(
+        info,
+        workers,
+        space,
+        validation,
+        real_samples(cfg, info),
+        landscape,
+        seeds,
+        model_file=model.onnx_file,
+        repository_model=model.repository,
+    )
 
 
-def build_space(cfg: StudyConfig, workers: WorkerPlan, providers: Collection[str] | None = None) -> SearchSpace:
+def build_space(
+    cfg: StudyConfig, workers: WorkerPlan, providers: Collection[str] | None = None, model: StudyModel | None = None
+) -> SearchSpace:
     """The study file's search space for workers of this many cores, on CPU or GPU, whose runner has these
-    ONNX Runtime providers (None: not known here)."""
+    ONNX Runtime providers (None: not known here).
+
+    A repository model's own config gives the default config (the first trial): the study tunes
+    it from where its user left it.
+    """
     kind = InstanceKind.GPU if workers.on_gpu else InstanceKind.CPU
-    return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind, providers)
+    defaults = tuned_knobs(model.repository.config) if model is not None and model.repository is not None else {}
+    return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind, providers, defaults)
+
+
+def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
+    """Raises ConfigError where the study asks of a repository model what it cannot give.
+
+    Every model: a batching dimension (``max_batch_size`` above 0, as the tuner tunes it), and
+    no sequence batcher where dynamic batching is searched (Triton has one scheduler). A model
+    that is not ONNX: no precision variants, no ONNX Runtime accelerators or threads, and no
+    accuracy metric or validation data (the accuracy check compares ONNX variants with the
+    FP32 file; a model that is not ONNX runs the same code in every trial).
+    """
+    config, space = model.config, cfg.search.space
+    where = f"model {model.name!r} ({model.backend} backend)"
+    if config.max_batch_size <= 0:
+        raise ConfigError(
+            f"model.name: {where} has max_batch_size 0 (its inputs have no batch dimension); the tuner tunes "
+            "batching models: give its config.pbtxt a max_batch_size above 0"
+        )
+    if config.HasField("sequence_batching") and space.dynamic_batching is not False:
+        raise ConfigError(
+            f"search.space.dynamic_batching: {where} uses the sequence batcher, which dynamic batching would "
+            "replace: set dynamic_batching: false"
+        )
+    if model.is_onnx:
+        return
+    asked = {
+        "precision": [p for p in _values(space.precision) if p != "fp32"],
+        "accelerator": [a for a in _values(space.accelerator) if a != "none"],
+        "cpu_threads": _values(space.cpu_threads) if space.cpu_threads is not None else [],
+    }
+    for knob, values in asked.items():
+        if values:
+            what = "precision variants are built from ONNX models only"
+            if knob != "precision":
+                what = "it is an ONNX Runtime setting"
+            raise ConfigError(f"search.space.{knob}: {what}, and {where} is not ONNX (asked: {values})")
+    metrics = [o.metric for o in cfg.objectives] + list(cfg.constraints)
+    if any(m in ACCURACY_METRICS for m in metrics) or cfg.model.validation_data is not None:
+        raise ConfigError(
+            f"model: {where} has no accuracy check: it compares precision variants with an ONNX model's FP32 "
+            "answers; leave accuracy_drop and model.validation_data out"
+        )
+
+
+def _values(value: Any) -> list[Any]:
+    """The values a knob of the study file names: its choices, a range's ends, or its one value."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, IntRange):
+        return [value.low, value.high]
+    return [value]

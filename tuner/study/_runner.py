@@ -192,7 +192,7 @@ class StudyRunner:
         load = self.cfg.load
         return WorkerSetup(
             model_name=self.cfg.model.name,
-            model_path=self.cfg.model.path,
+            model_path=self.plan.model_file,
             model_info=self.plan.model_info,
             workdir=self.cfg.work_dir / self.cfg.study / f"worker-{index}",
             sweep=sweep_plan(self.cfg),
@@ -206,6 +206,7 @@ class StudyRunner:
             accuracy_metric=self.cfg.model.accuracy_metric,
             server=self.cfg.server,
             index=index,
+            repository_model=self.plan.repository_model,
         )
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
@@ -533,7 +534,9 @@ def make_pool(cfg: StudyConfig, plan: StudyPlan, setup_for: Callable[[int], Work
         trial_timeout_s=cfg.load.trial_timeout_s,
         start_timeout_s=cfg.server.startup_timeout_s + 60,
     )
-    return RayPool(setup_for, cfg.model.path, settings)
+    model = plan.repository_model.folder if plan.repository_model is not None else plan.model_file
+    assert model is not None  # a study has an ONNX file or a repository model
+    return RayPool(setup_for, model, settings)
 
 
 def _sampler_exhausted(study: optuna.Study) -> bool:

@@ -21,6 +21,8 @@ from tuner.triton._model_config import (
     build_native_config,
     parse_pbtxt,
     to_pbtxt,
+    tune_config,
+    tuned_knobs,
 )
 from tuner.triton._ports import port_is_free
 from tuner.triton._process import die_with_parent, kill_orphans
@@ -48,6 +50,8 @@ __all__ = [
     "runner_providers",
     "server_version",
     "to_pbtxt",
+    "tune_config",
+    "tuned_knobs",
     "versions",
     "with_access",
     "worker_gpus",

@@ -1,9 +1,13 @@
 """TrialSpec -> Triton ModelConfig protobuf -> config.pbtxt text.
 
-Two forms: ``build_model_config`` for the embedded server, where the python-backend runner
-(tuner/triton/ort_runner/model.py) reads its provider and threads from ``parameters``, and
+Two forms for ONNX models: ``build_model_config`` for the embedded server, where the python-backend
+runner (tuner/triton/ort_runner/model.py) reads its provider and threads from ``parameters``, and
 ``build_native_config`` for a full Triton's onnxruntime backend (``platform:
 "onnxruntime_onnx"`` with ``optimization { execution_accelerators { ... } }``).
+
+A model from a repository brings its own config.pbtxt: it is the base, ``tune_config`` sets the
+spec's Triton knobs on a copy and keeps every other field (``tuned_knobs`` reads those knobs back,
+as the model's default config), and both ONNX forms take it as their ``base``.
 
 The configs are built as ``model_config_pb2.ModelConfig`` messages and printed with
 ``google.protobuf.text_format``, so every file the tuner writes is one Triton can parse.
@@ -14,12 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tuner.model_info import ModelInfo, TensorInfo
-from tuner.trial import InstanceKind, TrialSpec, execution_provider
+from tuner.trial import ACCELERATOR_PROVIDERS, InstanceKind, TrialSpec, execution_provider
 
 #: The Python-backend model that runs the ONNX file, and the backend that runs it.
 RUNNER_SOURCE = Path(__file__).parent / "ort_runner" / "model.py"
@@ -66,23 +71,36 @@ def provider_options(spec: TrialSpec) -> dict[str, str]:
     return {}
 
 
-def build_model_config(name: str, model: ModelInfo, spec: TrialSpec) -> pb.ModelConfig:
-    """The config of ``model`` under ``spec`` for the embedded server's python-backend runner."""
-    config = _base_config(name, model, spec)
+def build_model_config(
+    name: str, model: ModelInfo, spec: TrialSpec, base: pb.ModelConfig | None = None
+) -> pb.ModelConfig:
+    """The config of ``model`` under ``spec`` for the embedded server's python-backend runner.
+
+    With a ``base`` (an onnxruntime model's own config) its other fields are kept; its platform
+    and model file name give way to the runner's, which reads the ONNX file's name from its
+    parameters.
+    """
+    config = _base_config(name, model, spec) if base is None else _from_base(name, model, spec, base)
+    onnx_file = config.default_model_filename or "model.onnx"
+    config.ClearField("platform")
+    config.ClearField("default_model_filename")  # the python backend would take it for its model.py
     config.backend = RUNNER_BACKEND
-    _set_parameters(config, runner_parameters(spec))
+    _set_parameters(config, runner_parameters(spec) | {"onnx_file": onnx_file})
     return config
 
 
-def build_native_config(name: str, model: ModelInfo, spec: TrialSpec) -> pb.ModelConfig:
+def build_native_config(
+    name: str, model: ModelInfo, spec: TrialSpec, base: pb.ModelConfig | None = None
+) -> pb.ModelConfig:
     """The config for a full Triton's onnxruntime backend, in the form that backend documents.
 
     Accelerators go in ``optimization.execution_accelerators``; threads in ``parameters``. The
     model file is the variant of the spec's precision, except under TensorRT, which takes FP16
-    and INT8 as its ``precision_mode``.
+    and INT8 as its ``precision_mode``. With a ``base``, its other fields are kept.
     """
-    config = _base_config(name, model, spec)
-    config.platform = "onnxruntime_onnx"
+    config = _base_config(name, model, spec) if base is None else _from_base(name, model, spec, base)
+    if not config.backend:
+        config.platform = "onnxruntime_onnx"
     accelerators = config.optimization.execution_accelerators
     if spec.accelerator == "openvino":
         accelerators.cpu_execution_accelerator.add(name="openvino")
@@ -100,6 +118,66 @@ def build_native_config(name: str, model: ModelInfo, spec: TrialSpec) -> pb.Mode
             "execution_mode": "0",
         },
     )
+    return config
+
+
+def tune_config(base: pb.ModelConfig, spec: TrialSpec) -> pb.ModelConfig:
+    """A copy of ``base`` with the spec's Triton knobs set and every other field kept.
+
+    The knobs: ``max_batch_size``, the dynamic batcher (its other fields, such as preferred batch
+    sizes, kept where it stays on) and its queue delay, and the count of every instance group (each
+    keeps its kind and devices; a config without one gets one of the spec's kind).
+    """
+    config = pb.ModelConfig()
+    config.CopyFrom(base)
+    config.max_batch_size = spec.max_batch_size
+    if spec.dynamic_batching:
+        config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    else:
+        config.ClearField("dynamic_batching")
+    for group in config.instance_group:
+        group.count = spec.instance_count
+    if not config.instance_group:
+        kind = pb.ModelInstanceGroup.KIND_GPU if spec.kind is InstanceKind.GPU else pb.ModelInstanceGroup.KIND_CPU
+        config.instance_group.add(count=spec.instance_count, kind=kind)
+    return config
+
+
+def tuned_knobs(config: pb.ModelConfig) -> dict[str, Any]:
+    """The values a model's own config gives the knobs the tuner tunes, by knob name.
+
+    They are the model's default config (the study's first trial): a knob the config leaves to
+    Triton is left out, and the search space's default stands for it.
+    """
+    knobs: dict[str, Any] = {"dynamic_batching": config.HasField("dynamic_batching")}
+    if config.max_batch_size > 0:
+        knobs["max_batch_size"] = config.max_batch_size
+    if config.HasField("dynamic_batching"):
+        knobs["max_queue_delay_us"] = config.dynamic_batching.max_queue_delay_microseconds
+    if config.instance_group:
+        knobs["instance_count"] = config.instance_group[0].count or 1  # Triton's default count is 1
+    threads = config.parameters.get("intra_op_thread_count")
+    if threads is not None and threads.string_value.isdigit():
+        knobs["cpu_threads"] = int(threads.string_value)
+    accelerators = config.optimization.execution_accelerators
+    named = [a.name for a in (*accelerators.gpu_execution_accelerator, *accelerators.cpu_execution_accelerator)]
+    if named and named[0] in ACCELERATOR_PROVIDERS:
+        knobs["accelerator"] = named[0]
+    return knobs
+
+
+def _from_base(name: str, model: ModelInfo, spec: TrialSpec, base: pb.ModelConfig) -> pb.ModelConfig:
+    """``base`` tuned to ``spec`` for an ONNX backend: tensors it leaves out (Triton completes them for
+    ONNX files) are taken from ``model``, and its accelerators give way to the spec's."""
+    config = tune_config(base, spec)
+    config.name = name
+    if not config.input:
+        config.input.extend(_tensor(t, pb.ModelInput) for t in model.inputs)
+    if not config.output:
+        config.output.extend(_tensor(t, pb.ModelOutput) for t in model.outputs)
+    config.optimization.ClearField("execution_accelerators")
+    if config.optimization.ByteSize() == 0:
+        config.ClearField("optimization")
     return config
 
 

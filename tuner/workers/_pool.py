@@ -22,8 +22,11 @@ FAIL. A dead actor is replaced.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import shutil
+import tarfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -106,12 +109,41 @@ def worker_cores(index: int, cores_per_worker: int) -> list[int]:
     return available[start : start + cores_per_worker] or available
 
 
+def pack_model(model: Path) -> bytes:
+    """The bytes a Ray actor gets its model from: an ONNX file's content, or a model folder as a tar archive."""
+    if model.is_file():
+        return model.read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(model, arcname=model.name)
+    return buffer.getvalue()
+
+
+def unpack_model(setup: WorkerSetup, model_bytes: bytes) -> WorkerSetup:
+    """``setup`` with its model in the worker's own folder, written from ``pack_model``'s bytes."""
+    model = setup.repository_model
+    if model is None:
+        model_path = setup.workdir / "model.onnx"
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        if not model_path.is_file() or model_path.read_bytes() != model_bytes:
+            model_path.write_bytes(model_bytes)
+        return replace(setup, model_path=model_path)
+    source = setup.workdir / "source"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(model_bytes)) as archive:
+        archive.extractall(source, filter="data")
+    moved = replace(model, folder=source / model.folder.name)
+    return replace(setup, repository_model=moved, model_path=moved.model_file if moved.is_onnx else None)
+
+
 class WorkerActor:
     """The body of a Ray actor: one Worker whose model arrives as bytes through Ray.
 
     Args:
-        setup: The worker's setup; ``model_path`` is replaced by a file this actor writes.
-        model_bytes: The ONNX file's content (so no shared disk is needed).
+        setup: The worker's setup; its model (``model_path``, or ``repository_model``'s folder)
+            is replaced by a copy this actor writes.
+        model_bytes: The model, as ``pack_model`` gives it (so no shared disk is needed).
         cores_per_worker: Pin this process, and so its server and load generator, to this many
             cores of its node; None leaves the affinity as it is (GPU workers).
         index: The worker's index, which picks its slice of cores.
@@ -120,11 +152,7 @@ class WorkerActor:
     def __init__(self, setup: WorkerSetup, model_bytes: bytes, cores_per_worker: int | None, index: int) -> None:
         if cores_per_worker:
             os.sched_setaffinity(0, worker_cores(index, cores_per_worker))
-        model_path = setup.workdir / "model.onnx"
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        if not model_path.is_file() or model_path.read_bytes() != model_bytes:
-            model_path.write_bytes(model_bytes)
-        self.worker = Worker(replace(setup, model_path=model_path))
+        self.worker = Worker(unpack_model(setup, model_bytes))
 
     def start(self) -> dict[str, Any]:
         import ray
@@ -184,7 +212,7 @@ class RayPool:
 
     Args:
         setup_for: The setup of worker ``index`` (its own work folder).
-        model_path: The ONNX file, sent to every worker through Ray.
+        model_path: The ONNX file, or a repository model's folder, sent to every worker through Ray.
         settings: Worker count, resources and timeouts.
     """
 
@@ -220,7 +248,7 @@ class RayPool:
             num_cpus = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
             init_ray(self.settings.address, num_cpus)
             self._started_ray = True
-        self._model_ref = ray.put(self.model_path.read_bytes())
+        self._model_ref = ray.put(pack_model(self.model_path))
         for slot in self.slots:
             self._spawn(slot)
         for slot in self.slots:

@@ -1,7 +1,7 @@
 """A worker owns one Triton server and its model repository, and turns TrialSpecs into outcomes.
 
 A trial: build (or take from the cache) the model variant of the spec's precision, write the
-config, load it, check its answers on the validation batch, then for each concurrency of the
+config (a repository model's own config with the spec's knobs set, tuner.triton.tune_config), load it, check its answers on the validation batch, then for each concurrency of the
 sweep (tuner.measure) warm up and measure with the load engine, watching the server's
 statistics and CPU/GPU use (tuner.measure); unload.
 
@@ -56,7 +56,7 @@ from tuner.measure import (
     warm_up,
     write_input_json,
 )
-from tuner.model import build_variant, compare, reference_outputs
+from tuner.model import RepositoryModel, build_variant, compare, reference_outputs
 from tuner.model_info import ModelInfo
 from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec
 from tuner.triton import (
@@ -67,10 +67,12 @@ from tuner.triton import (
     kill_orphans,
     make_server,
     to_pbtxt,
+    tune_config,
     worker_gpus,
 )
 
 if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as pb
     from typing_extensions import Self  # typing.Self from Python 3.11; only the checker reads it here
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class WorkerSetup:
 
     Attributes:
         model_name: Name of the model in Triton.
-        model_path: The ONNX file.
+        model_path: The FP32 ONNX file; None for a repository model that is not ONNX.
         model_info: Its inputs and outputs.
         workdir: The worker's own folder (repository, server log, reports).
         sweep: The concurrencies to measure each config at.
@@ -99,10 +101,13 @@ class WorkerSetup:
         accuracy_metric: How the answers are judged (``model.accuracy_metric``).
         server: How the worker runs Triton (launch mode, address, ports, start-up timeout).
         index: The worker's index (picks its server under ``launch: remote``).
+        repository_model: The model's folder in its repository and its own config, where the study
+            names one: the folder is copied into the worker's repository and its config is each
+            trial's base.
     """
 
     model_name: str
-    model_path: Path
+    model_path: Path | None
     model_info: ModelInfo
     workdir: Path
     sweep: SweepPlan
@@ -116,6 +121,7 @@ class WorkerSetup:
     accuracy_metric: str = "auto"
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     index: int = 0
+    repository_model: RepositoryModel | None = None
 
 
 class Worker:
@@ -131,6 +137,9 @@ class Worker:
         self.monitor: UsageMonitor | None = None
         self._installed: Path | None = None
         self._reference: dict[str, np.ndarray] | None = None
+        model = setup.repository_model
+        self.version_dir = self.repository / setup.model_name / (model.version if model else "1")
+        self._onnx_name = model.model_file.name if model else "model.onnx"
 
     def __enter__(self) -> Self:
         self.start()
@@ -143,22 +152,32 @@ class Worker:
         """Lays out the model repository and starts the server.
 
         Processes a killed tuner left behind in this worker's folder (python-backend stubs
-        outlive their server) are killed first.
+        outlive their server) are killed first. A repository model's folder is copied as it is
+        (each trial writes its config.pbtxt); an ONNX model gets the runner beside its file where
+        the server runs it through the python backend.
         """
         if kill_orphans(self.setup.workdir):
             logger.info("killed processes a previous run left in %s", self.setup.workdir)
-        version_dir = self.repository / self.setup.model_name / "1"
-        version_dir.mkdir(parents=True, exist_ok=True)
-        runner = version_dir / "model.py"
-        if self.server.native:  # the onnxruntime backend needs only model.onnx
-            runner.unlink(missing_ok=True)
-        else:
-            shutil.copy2(RUNNER_SOURCE, runner)
-        self._install_variant("fp32")
+        self.lay_out()
         self.server.start()
         self._engine = self._make_engine()
         self.monitor = UsageMonitor(lambda: self.server.pid, self._gpu_reader())
         self.monitor.start()
+
+    def lay_out(self) -> None:
+        """Writes the model's folder into the worker's repository, as ``start`` does before the server starts."""
+        if self.setup.repository_model is not None:
+            shutil.copytree(
+                self.setup.repository_model.folder, self.repository / self.setup.model_name, dirs_exist_ok=True
+            )
+        self.version_dir.mkdir(parents=True, exist_ok=True)
+        if self.setup.model_path is not None:
+            runner = self.version_dir / "model.py"
+            if self.server.native:  # the onnxruntime backend needs only model.onnx
+                runner.unlink(missing_ok=True)
+            else:
+                shutil.copy2(RUNNER_SOURCE, runner)
+            self._install_variant("fp32")
 
     def stop(self) -> None:
         if self.monitor is not None:
@@ -196,8 +215,7 @@ class Worker:
         """
         name = self.setup.model_name
         timings: dict[str, float] = {}
-        build_config = build_native_config if self.server.native else build_model_config
-        pbtxt = to_pbtxt(build_config(name, self.setup.model_info, spec))
+        pbtxt = to_pbtxt(self.trial_config(spec))
         points: list[LoadPoint] = []
         server: dict[str, dict] = {}
         accuracy: dict | None = None
@@ -229,12 +247,28 @@ class Worker:
             pruned=pruned,
         )
 
+    def trial_config(self, spec: TrialSpec) -> pb.ModelConfig:
+        """The config of ``spec``: a repository model's own config tuned to it, in the form its server runs.
+
+        An ONNX model takes the runner's form or the onnxruntime backend's (``server.native``); any
+        other model runs on its own backend, so only the tuned knobs change.
+        """
+        name, model = self.setup.model_name, self.setup.repository_model
+        base = model.config if model is not None else None
+        if base is not None and self.setup.model_path is None:
+            config = tune_config(base, spec)
+            config.name = name
+            return config
+        build_config = build_native_config if self.server.native else build_model_config
+        return build_config(name, self.setup.model_info, spec, base)
+
     def _load_and_check(self, name: str, spec: TrialSpec, pbtxt: str, timings: dict[str, float]) -> dict | None:
         """Installs the variant and the config, loads them and checks the answers."""
         with _timed(timings, "variant_s"):
             # The onnxruntime backend's TensorRT takes FP16/INT8 as its precision_mode on the FP32 model.
             native_trt = self.server.native and spec.accelerator == "tensorrt"
-            self._install_variant("fp32" if native_trt else spec.precision)
+            if self.setup.model_path is not None:
+                self._install_variant("fp32" if native_trt else spec.precision)
         with _timed(timings, "write_s"):
             (self.repository / name / "config.pbtxt").write_text(pbtxt)
         self._ensure_server()
@@ -309,15 +343,16 @@ class Worker:
 
     def _install_variant(self, precision: str) -> None:
         """Puts the model file of ``precision`` in the repository (built once, then cached)."""
+        assert self.setup.model_path is not None, "only an ONNX model has variants"
         source = build_variant(self.setup.model_path, precision, self.setup.workdir / "variants", self.setup.validation)
         if source != self._installed:
-            shutil.copy2(source, self.repository / self.setup.model_name / "1" / "model.onnx")
+            shutil.copy2(source, self.version_dir / self._onnx_name)
             self._installed = source
 
     def _check_accuracy(self) -> dict | None:
         """The loaded variant's answers on the validation batch against the FP32 model's."""
         inputs = self.setup.validation
-        if not inputs:
+        if not inputs or self.setup.model_path is None:
             return None
         if self._reference is None:
             self._reference = reference_outputs(str(self.setup.model_path), inputs)

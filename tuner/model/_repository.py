@@ -1,0 +1,180 @@
+"""A model of a Triton model repository: its folder, its own config.pbtxt and the backend that runs it.
+
+    study_model = open_model(cfg.model)                   # an ONNX file or a repository's model, its inputs
+    model = read_repository_model(repository, "detector")  # ModelError where it cannot be served
+    check_launch_runs(model, cfg.server)                   # ConfigError where the launch mode cannot run it
+    base = model.config                                    # what each trial's config starts from
+
+The config is parsed with protobuf (tuner.triton.parse_pbtxt) and kept as the text the user
+wrote, so a study's plan and its workers all start from the same base; the trial configs are
+that base with the tuned knobs set (tuner.triton.tune_config).
+
+Which backends a launch mode runs is known before anything starts: the embedded server (the
+nvidia-pytriton wheel's Triton) has the python backend only, so it runs python-backend models
+natively and ONNX models through the tuner's runner; ``local``, ``docker`` and ``remote`` run
+the backends their server has, which only loading the model can tell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from google.protobuf import text_format
+
+from tuner.config import ModelSettings, ServerSettings
+from tuner.errors import ConfigError, ModelError
+from tuner.model_info import ModelInfo, TensorInfo, config_model_info, read_model_info
+from tuner.triton import parse_pbtxt
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+#: The backend of each platform name Triton accepts in place of ``backend``.
+_PLATFORM_BACKENDS = {
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorrt_plan": "tensorrt",
+    "ensemble": "ensemble",
+}
+#: The file each backend loads from the version folder where ``default_model_filename`` names none.
+_DEFAULT_FILES = {"onnxruntime": "model.onnx", "python": "model.py"}
+#: Backends the embedded server runs: its python backend, and ONNX through the tuner's runner.
+EMBEDDED_BACKENDS: tuple[str, ...] = ("python", "onnxruntime")
+#: Launch modes whose server has the backends of a full Triton.
+FULL_TRITON_LAUNCHES: tuple[str, ...] = ("local", "docker", "remote")
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    """A model folder of a Triton repository, as a study tunes it.
+
+    Attributes:
+        name: The model's name (its folder's).
+        folder: The model's folder, with its config.pbtxt and version folders.
+        config_text: Its config.pbtxt as written: the base of every trial's config.
+        backend: The backend that runs it (``onnxruntime`` for ``platform: "onnxruntime_onnx"``).
+        version: The version folder the server loads: the highest, or the highest its
+            ``version_policy`` names where it names versions.
+    """
+
+    name: str
+    folder: Path
+    config_text: str
+    backend: str
+    version: str
+
+    @property
+    def config(self) -> pb.ModelConfig:
+        """The model's own config (a new message each time, so no caller changes another's)."""
+        return parse_pbtxt(self.config_text)
+
+    @property
+    def is_onnx(self) -> bool:
+        """True for an ONNX model: the tuner's runner and its precision variants can serve it."""
+        return self.backend == "onnxruntime"
+
+    @property
+    def model_file(self) -> Path:
+        """The file the backend loads from the version folder."""
+        name = self.config.default_model_filename or _DEFAULT_FILES.get(self.backend, "model")
+        return self.folder / self.version / name
+
+
+@dataclass(frozen=True)
+class StudyModel:
+    """The model a study tunes, as its study file's ``model`` section names it.
+
+    Attributes:
+        info: Its inputs and outputs (with ``model.inputs`` applied).
+        onnx_file: The FP32 ONNX file the runner serves and the precision variants are built from;
+            None for a model that is not ONNX.
+        repository: The repository model, where the study names one (``model.repository``).
+    """
+
+    info: ModelInfo
+    onnx_file: Path | None
+    repository: RepositoryModel | None = None
+
+
+def open_model(settings: ModelSettings) -> StudyModel:
+    """Reads the study's model: its ONNX file (``model.path``) or its repository folder.
+
+    A repository model's inputs and outputs come from its config; an ONNX model whose config
+    leaves them out (Triton completes them from the file) has them read from its ONNX file.
+
+    Raises:
+        ModelError: the model cannot be read or served (see ``read_repository_model``,
+            ``tuner.model_info``).
+    """
+    shapes = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in settings.inputs]
+    if settings.repository is None:
+        assert settings.path is not None  # ModelSettings holds one of the two
+        return StudyModel(read_model_info(settings.path, shapes), settings.path)
+    model = read_repository_model(settings.repository, settings.name)
+    config = model.config
+    if model.is_onnx and not (config.input and config.output):
+        info = read_model_info(model.model_file, shapes)
+    else:
+        info = config_model_info(config, shapes)
+    return StudyModel(info, model.model_file if model.is_onnx else None, model)
+
+
+def read_repository_model(repository: Path, name: str) -> RepositoryModel:
+    """Reads model ``name`` of ``repository``: its config, backend and version folder.
+
+    Raises:
+        ModelError: the config cannot be read or parsed, names another model, names no backend or
+            platform, or the model has no version folder (or no model file in it, for ONNX and
+            python models).
+    """
+    folder = repository / name
+    path = folder / "config.pbtxt"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        config = parse_pbtxt(text)
+    except text_format.ParseError as exc:
+        raise ModelError(f"{path} is not a Triton model config: {exc}") from exc
+    if config.name and config.name != name:
+        raise ModelError(f"{path} names model {config.name!r}, and its folder is {name!r}: Triton needs them equal")
+    backend = config.backend or _PLATFORM_BACKENDS.get(config.platform, config.platform)
+    if not backend:
+        raise ModelError(f"{path} names neither a backend nor a platform")
+    versions = sorted((int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+    named = set(config.version_policy.specific.versions)
+    if named:
+        versions = [v for v in versions if v in named]
+    if not versions and backend != "ensemble":
+        raise ModelError(f"model {name!r} has no version folder (such as {folder / '1'}) its version policy serves")
+    model = RepositoryModel(name, folder, text, backend, str(versions[0]) if versions else "1")
+    if backend in _DEFAULT_FILES and not model.model_file.is_file():
+        raise ModelError(f"model {name!r} ({backend} backend) has no {model.model_file}")
+    return model
+
+
+def check_launch_runs(model: RepositoryModel, server: ServerSettings) -> None:
+    """Raises ConfigError where the study's launch mode cannot run ``model``'s backend.
+
+    Raises:
+        ConfigError: an ensemble (tuning composing models together is not supported yet), or a
+            backend other than python and onnxruntime on the embedded server; the message names
+            the launch modes that could run it.
+    """
+    if model.backend == "ensemble":
+        raise ConfigError(
+            f"model.name: {model.name!r} is an ensemble; tuning an ensemble's composing models together is not "
+            "supported yet: name one composing model"
+        )
+    if server.launch == "embedded" and model.backend not in EMBEDDED_BACKENDS:
+        raise ConfigError(
+            f"model.name: {model.name!r} runs on the {model.backend} backend, which the embedded server lacks (it "
+            "runs python-backend models, and ONNX models through the tuner's runner); use server.launch "
+            f"{', '.join(FULL_TRITON_LAUNCHES[:-1])} or {FULL_TRITON_LAUNCHES[-1]}, with a Triton that has the "
+            f"{model.backend} backend"
+        )
