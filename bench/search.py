@@ -295,8 +295,12 @@ def run_variant(
     runs = []
     for seed in seeds:
         path, ref = landscape_of(seed)
-        # the grid runs to its end; the others get 3x the budget, as a repeated config is not counted
-        total = max(trials, ref.configs) if variant["sampler"] == "grid" else 3 * trials
+        # the grid runs to its end; bo proposes only configs not yet measured, so the budget is its
+        # trials; the others get 3x the budget, as a repeated config is not counted
+        if variant["sampler"] == "grid":
+            total = max(trials, ref.configs)
+        else:
+            total = trials if variant["sampler"] == "bo" else 3 * trials
         budget = total if variant["sampler"] == "grid" else trials
         runs.append(score(replay(cfg, variant, seed, total, path), ref, budget))
     return summarize(runs) | {"replay_s_per_study": (time.perf_counter() - started) / len(seeds), "runs": runs}
