@@ -412,8 +412,8 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="Print the --out results as markdown and exit.")
     parser.add_argument(
         "--merge", nargs="+", type=Path, metavar="PATH",
-        help="Merge the landscapes of these results files (one replay process each) into --out; with --loo, "
-             "choose the defaults over all of them.",
+        help="Merge the landscapes of these results files (one replay process each; a later file's variants "
+             "replace an earlier one's) into --out; with --loo, choose the defaults over all of them.",
     )
     args = parser.parse_args()
     if args.merge:
@@ -421,7 +421,10 @@ def main() -> None:
         for path in args.merge:
             part = json.loads(path.read_text())
             merged["machine"], merged["noise_cv"] = part["machine"], part["noise_cv"]
-            merged["models"] |= part["models"]
+            for model, entry in part["models"].items():  # a later file's variants replace an earlier one's
+                known = merged["models"].setdefault(model, {"variants": {}})
+                known |= {k: v for k, v in entry.items() if k != "variants"}
+                known["variants"] |= entry["variants"]
         if args.loo:
             merged["loo"] = loo(merged, args.trials)
             print(loo_table(merged["loo"]))

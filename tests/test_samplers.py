@@ -6,6 +6,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 
@@ -299,6 +300,31 @@ def test_bo_structured_encodes_ordered_knobs_by_rank_and_the_threads_against_the
 def test_bo_takes_only_a_known_surrogate() -> None:
     with pytest.raises(ValueError, match="unknown surrogate 'forest'"):
         samplers._bo.ConfigBOSampler(_space(), 0, surrogate="forest")
+
+
+def test_bo_knows_a_variants_accuracy_from_one_of_its_configs() -> None:
+    space = _space(max_batch_size=[1, 8], instance_count=[1, 2], accelerator=["none", "openvino"],
+                   precision=["fp32", "int8"])
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=0)
+    study = _study(sampler)
+    for params, drop_excess in (({"max_batch_size": 1, "instance_count": 1, "accelerator": "openvino",
+                                  "precision": "int8"}, 0.1),
+                                ({"max_batch_size": 1, "instance_count": 1, "accelerator": "none",
+                                  "precision": "int8"}, -0.01)):
+        study.enqueue_trial(params)
+        trial = study.ask()
+        space.suggest(trial)
+        trial.set_constraint("accuracy_drop", drop_excess)
+        study.tell(trial, [100.0, 1.0])
+    left = [p for p in space.combinations() if p["max_batch_size"] == 8 and p["instance_count"] == 2]
+    rows = np.array([sampler._encode(p) for p in left])
+
+    scores = sampler.acquisition(study, samplers._bo._finished(study), rows, left)
+
+    by_variant = {(p["accelerator"], p["precision"]): score for p, score in zip(left, scores)}
+    assert by_variant[("openvino", "int8")] < -500, "the failed variant's other configs are known to fail"
+    assert by_variant[("none", "int8")] > -50, "the passing variant's other configs are known to pass"
+    assert by_variant[("openvino", "fp32")] > -500 and by_variant[("none", "fp32")] > -500  # unknown: modelled
 
 
 def test_bo_on_a_space_it_cannot_list_searches_with_tpe() -> None:

@@ -13,6 +13,9 @@ constraints. So this sampler models exactly that, over every config the space ha
 - a PRUNED trial (stopped after its screen, tuner.study) ran: its constraints are the screen's,
   and its objective the intermediate value reported from the screen, where there is one; so a
   config pruned for its latency reads as infeasible, one pruned for its throughput as poor;
+- an accuracy bound (``accuracy_drop``) is not left to a model where a measured config of the
+  same variant (precision x accelerator x device) decided it: the accuracy check sends one
+  sample per request, so batching and instances do not change a variant's answers;
 - every config no trial has, runs or waits for is scored by the log of its expected
   improvement over the best feasible value so far, plus the log of the probability that it
   meets every constraint and runs; the best one is proposed. Before anything is feasible, the
@@ -40,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.samplers._planned import PlannedSampler, trial_params
 from tuner.samplers._space import SearchSpace
 from tuner.storage import ATTR_INTERRUPTED
-from tuner.trial import InstanceKind
+from tuner.trial import ACCURACY_METRICS, InstanceKind
 
 if TYPE_CHECKING:
     from sklearn.gaussian_process import GaussianProcessRegressor
@@ -55,6 +58,9 @@ _ONE_HOT_MAX = 8
 #: as columns under one length scale; ``structured``, ordered knobs as one ordered column each,
 #: the cores the config's threads ask for as a column of its own, and a length scale per column.
 SURROGATES = ("onehot", "structured")
+#: The log probability of a bound known not to hold: far below any the models give, yet finite, so
+#: that the least bad config is still proposed where every one left is known to miss it.
+_NEVER = -1e3
 DEFAULT_SURROGATE = "onehot"
 
 
@@ -109,14 +115,22 @@ class ConfigBOSampler(PlannedSampler):
 
         # one thread: the matrices are small, and the cores belong to the measurements
         with threadpool_limits(limits=1):
-            scores = self.acquisition(study, finished, self._features[left])
+            scores = self.acquisition(study, finished, self._features[left], [self.combinations[i] for i in left])
         return self.combinations[left[int(np.argmax(scores))]]
 
     def has_proposal(self, study: Study) -> bool:
         return not set(self._keys) <= self.visited(study)
 
-    def acquisition(self, study: Study, finished: list[FrozenTrial], candidates: np.ndarray) -> np.ndarray:
-        """Log constrained expected improvement of each candidate row (higher is better)."""
+    def acquisition(
+        self,
+        study: Study,
+        finished: list[FrozenTrial],
+        candidates: np.ndarray,
+        params: list[dict[str, Any]] | None = None,
+    ) -> np.ndarray:
+        """Log constrained expected improvement of each candidate row (higher is better); with the
+        candidates' ``params``, an accuracy bound a measured config of the same variant decided is
+        taken as known (``_known_accuracy``)."""
         features = np.array([self._encode(trial_params(t)) for t in finished])
         ran = np.array([t.state != TrialState.FAIL for t in finished])
         seed = self._rng.randrange(2**31)
@@ -130,8 +144,11 @@ class ConfigBOSampler(PlannedSampler):
         names = sorted(complete[0].constraints)
         limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in complete], dtype=float)
         limits = limits.reshape(len(complete), len(names))
-        for column in limits.T:
-            log_ok += _log_prob_at_most_zero(rows, column, candidates, seed, self._encode.ard)
+        for name, column in zip(names, limits.T):
+            term = _log_prob_at_most_zero(rows, column, candidates, seed, self._encode.ard)
+            if name in ACCURACY_METRICS and params is not None:
+                term = self._known_accuracy(term, complete, column, params)
+            log_ok += term
         valued = np.array([_first_value(t) is not None for t in complete])
         if not valued.any():
             return log_ok
@@ -142,6 +159,28 @@ class ConfigBOSampler(PlannedSampler):
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
         return _log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
+
+    def _known_accuracy(
+        self, term: np.ndarray, complete: list[FrozenTrial], values: np.ndarray, params: list[dict[str, Any]]
+    ) -> np.ndarray:
+        """An accuracy constraint's log probability, made certain where it is known: a variant's answers
+        are those of its model file under its provider (precision x accelerator x device) whatever
+        the batching and instances, so one measured config of a variant says for all of them
+        whether the bound holds."""
+        held: dict[tuple[str, str, str], bool] = {}
+        for trial, value in zip(complete, values):
+            variant = self._variant(trial_params(trial))
+            held[variant] = held.get(variant, True) and bool(value <= 0.0)
+        out = term.copy()
+        for i, candidate in enumerate(params):
+            known = held.get(self._variant(candidate))
+            if known is not None:
+                out[i] = 0.0 if known else _NEVER
+        return out
+
+    def _variant(self, params: dict[str, Any]) -> tuple[str, str, str]:
+        spec = self.space.to_spec(params)
+        return spec.precision, spec.accelerator, spec.kind.value
 
 
 class FeatureEncoder:
