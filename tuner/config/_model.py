@@ -57,11 +57,11 @@ class ModelSettings(_Strict):
     inputs: Annotated[list[TensorSpec], Field(max_length=MAX_INPUTS)] = []
     validation_data: Path | None = None
     validation_samples: Annotated[int, Field(ge=1, le=256)] = 8
-    #: How a variant's answers are judged against FP32's (tuner.model._accuracy): ``top1`` the
-    #: agreement of the top-1 class, ``cosine`` the cosine similarity (embeddings, maps), ``auto``
-    #: top-1 where an output looks like class scores and cosine elsewhere. An embedding [N, C] looks
-    #: like class scores: name ``cosine`` for it.
-    accuracy_metric: Literal["auto", "top1", "cosine"] = "auto"
+    #: How a variant's answers are judged against FP32's (tuner.model._accuracy): ``auto`` the
+    #: agreement of the top-1 class where an output looks like class scores and the cosine
+    #: similarity elsewhere; ``cosine`` the cosine similarity of every output. An embedding
+    #: [N, C] looks like class scores: name ``cosine`` for it.
+    accuracy_metric: Literal["auto", "cosine"] = "auto"
 
     @field_validator("validation_data")
     @classmethod

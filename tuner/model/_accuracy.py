@@ -43,9 +43,8 @@ def compare(
 ) -> dict[str, Any]:
     """The accuracy numbers of ``got`` against ``reference``, per output and summed up.
 
-    ``metric``: ``auto`` (top-1 for outputs that look like class scores), ``top1`` (the same:
-    outputs that cannot have a top-1 class keep their cosine) or ``cosine`` (every output). The
-    result names what ``accuracy_drop`` was taken from (``judged_by``)."""
+    ``metric``: ``auto`` (top-1 for outputs that look like class scores) or ``cosine`` (every
+    output). The result names what ``accuracy_drop`` was taken from (``judged_by``)."""
     outputs: dict[str, dict[str, float]] = {}
     agreements: list[float] = []
     cosines: list[float] = []
