@@ -32,10 +32,23 @@ def _server_and_stub(root: Path, bin_dir: Path, worker: str) -> list[list[str]]:
     workdir = root / worker
     backends = workdir / "server" / "backends"
     stub = _program(backends / "python", "triton_python_backend_stub")
-    server = [str(bin_dir / "tritonserver"), *_SLEEP, f"--model-repository={workdir / 'repository'}",
-              f"--backend-directory={backends}", "--model-control-mode=explicit"]
-    stub_cmd = [str(stub), *_SLEEP, str(workdir / "repository" / "m" / "1" / "model.py"), "shm_region", "1048576",
-                str(backends / "python"), "m_0_0", "DEFAULT"]
+    server = [
+        str(bin_dir / "tritonserver"),
+        *_SLEEP,
+        f"--model-repository={workdir / 'repository'}",
+        f"--backend-directory={backends}",
+        "--model-control-mode=explicit",
+    ]
+    stub_cmd = [
+        str(stub),
+        *_SLEEP,
+        str(workdir / "repository" / "m" / "1" / "model.py"),
+        "shm_region",
+        "1048576",
+        str(backends / "python"),
+        "m_0_0",
+        "DEFAULT",
+    ]
     return [server, stub_cmd]
 
 
@@ -82,33 +95,95 @@ def test_no_process_of_a_folder_kills_nothing(tmp_path: Path, processes) -> None
     assert all(p.poll() is None for group in processes.values() for p in group)
 
 
-def test_a_killed_owner_takes_its_servers_whole_process_group_with_it(tmp_path: Path) -> None:
-    """The server dies with its owner (parent-death signal); the guard takes the rest of its group,
-    where the python backend's stubs run, as a SIGKILLed tuner leaves them."""
-    owner = subprocess.Popen([sys.executable, "-c", """
-import subprocess, sys, time
-from tuner.triton._process import die_with_parent, guard_group
+_OWNER = """
+import os, subprocess, sys, time
+import psutil
+from tuner.triton._process import die_with_parent, GroupGuard
 server = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
                            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"],
                           preexec_fn=die_with_parent)
-guard_group(server.pid)
+guard = GroupGuard(server.pid)
 print(server.pid, flush=True)
+sys.stdin.readline()
+if sys.argv[1] == "stop":
+    guard.stop()
+    print("stopped", flush=True)
+    time.sleep(600)
+if sys.argv[1] == "children":  # as a Ray worker leaves: its children SIGKILLed, then exit
+    for child in psutil.Process().children():
+        child.kill()
+    os._exit(0)
 time.sleep(600)
-"""], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+"""
+
+
+def _start_owner(how: str) -> tuple[subprocess.Popen[str], int]:
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).parents[2])  # fmt: skip
     assert owner.stdout is not None
     pgid = int(owner.stdout.readline())
     deadline = time.monotonic() + 10
     while len(_group(pgid)) < 2 and time.monotonic() < deadline:  # the server and its child ("stub")
         time.sleep(0.1)
     assert len(_group(pgid)) == 2
+    assert _guards_of(pgid), "no guard watches the group"
+    return owner, pgid
 
-    owner.kill()
-    owner.wait()
+
+def _wait_gone(pgid: int) -> list[int]:
     deadline = time.monotonic() + 5
     while _group(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
+    return _group(pgid)
 
-    assert _group(pgid) == [], "a process of the server's group outlived its owner"
+
+@pytest.mark.parametrize("how", ["kill", "children"])
+def test_a_dead_owner_takes_its_servers_whole_process_group_with_it(how: str) -> None:
+    """The server dies with its owner (parent-death signal); the guard takes the rest of its group,
+    where the python backend's stubs run, whether the owner is SIGKILLed or, as a Ray worker that
+    loses its driver does, kills its own children (the guard is not one) and exits."""
+    owner, pgid = _start_owner(how)
+
+    if how == "kill":
+        owner.kill()
+    else:
+        _tell(owner)
+    owner.wait(timeout=10)
+
+    assert _wait_gone(pgid) == [], "a process of the server's group outlived its owner"
+
+
+def test_a_stood_down_guard_leaves_and_kills_nothing() -> None:
+    owner, pgid = _start_owner("stop")
+    try:
+        _tell(owner)
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "stopped"
+        deadline = time.monotonic() + 5
+        while _guards_of(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _guards_of(pgid) == []
+        assert len(_group(pgid)) == 2, "the stood-down guard killed the group"
+    finally:
+        owner.kill()
+        owner.wait()
+        _wait_gone(pgid)
+
+
+def _tell(owner: subprocess.Popen[str]) -> None:
+    assert owner.stdin is not None
+    owner.stdin.write("go\n")
+    owner.stdin.flush()
+
+
+def _guards_of(pgid: int) -> list[int]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        argv = process.info["cmdline"] or []
+        if argv[:2] == ["sh", "-c"] and argv[-1] == str(pgid) and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process.pid)
+    return found
 
 
 def _group(pgid: int) -> list[int]:

@@ -232,20 +232,14 @@ class PerfAnalyzer:
             cmd += self.access.perf_analyzer_args(self.settings.protocol)
         timeout = self._timeout_s(concurrency, window_ms)
         logger.debug("running %s", redact(" ".join(cmd), self.access))
-        try:
-            result = subprocess.run(
-                cmd,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,  # a killed tuner must not leave it loading the machine
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise MeasurementError(f"perf_analyzer did not finish within {timeout:.0f} s") from exc
-        output = (result.stdout or "") + (result.stderr or "")
+        result = _invoke(cmd, self.env, timeout)
+        if result.returncode < 0:  # a crash of the load generator (its gRPC aborts now and then), not the config's
+            logger.warning(
+                "perf_analyzer died of signal %d measuring %s (%s); measuring again",
+                -result.returncode, model, _last_error(result.stdout + result.stderr),
+            )  # fmt: skip
+            result = _invoke(cmd, self.env, timeout)
+        output = result.stdout + result.stderr
         if _UNSTABLE in output:
             raise _Unstable(output)
         if _EMPTY_WINDOW in output:
@@ -281,6 +275,22 @@ def check_disk(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
     free = shutil.disk_usage(folder).free
     if free < min_free:
         raise OSError(errno.ENOSPC, f"no space left for perf_analyzer's report ({free} bytes free)", str(folder))
+
+
+def _invoke(cmd: list[str], env: dict[str, str] | None, timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # a killed tuner must not leave it loading the machine
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise MeasurementError(f"perf_analyzer did not finish within {timeout:.0f} s") from exc
 
 
 class _Unstable(MeasurementError):

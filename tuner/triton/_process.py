@@ -37,37 +37,55 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     """Runs in the child before exec: own process group, and SIGKILL when the parent dies."""
-    _own_session_until_parent_dies(signal.SIGKILL)
-
-
-def _own_session_until_parent_dies(sig: int) -> None:
     os.setsid()
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-#: Watches a server's process group ($0): when the tuner that started it dies, the kernel sends
-#: this shell SIGTERM (parent-death signal), and it kills the whole group. The kernel kills the
-#: server itself the same way, but not the python backend's stubs in its group, which would
-#: otherwise run on until their own check of the server times out (30 s and more). It exits
-#: once the group is gone, so a server stopped the usual way leaves nothing behind.
-_GROUP_GUARD = 'trap "kill -KILL -$0 2>/dev/null; exit 0" TERM; while kill -0 -$0 2>/dev/null; do sleep 1; done'
+#: Watches a server's process group ($0) from outside its owner's children: it waits on a pipe
+#: whose only writer is the owner, and when the pipe closes without "stop" (the owner died, by
+#: whatever signal), it kills the whole group. The kernel kills the server itself (parent-death
+#: signal), but not the python backend's stubs in its group, which would otherwise run on until
+#: their own check of the server times out (30 s and more). The watcher runs in the background
+#: of a shell that exits at once, so that it is nobody's child: an owner's runtime that kills its
+#: children on the way out (Ray's workers do) cannot take it before it acts.
+_GROUP_GUARD = 'exec 3<&0; (read -r line <&3; [ "$line" = stop ] || kill -KILL -$0 2>/dev/null) &'
 
 
-def guard_group(pgid: int) -> subprocess.Popen[bytes] | None:
-    """Starts the watcher that kills process group ``pgid`` when this process dies (None where
-    there is no ``sh``: the group's stubs then outlive a killed tuner until cleaned up)."""
-    try:
-        return subprocess.Popen(
-            ["sh", "-c", _GROUP_GUARD, str(pgid)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: _own_session_until_parent_dies(signal.SIGTERM),  # noqa: PLW1509 - setsid and prctl
-        )
-    except OSError as exc:
-        logger.debug("no guard for process group %d: %s", pgid, exc)
-        return None
+class GroupGuard:
+    """Kills process group ``pgid`` when this process dies, however it dies (see ``_GROUP_GUARD``).
+
+    ``stop`` stands it down, for a group stopped the usual way. Where there is no ``sh``, there is
+    no guard: the group's stubs then outlive a killed owner until cleaned up (``kill_orphans``).
+    """
+
+    def __init__(self, pgid: int) -> None:
+        read_end, self._write_end = os.pipe()  # neither end is inherited by later children
+        try:
+            shell = subprocess.Popen(
+                ["sh", "-c", _GROUP_GUARD, str(pgid)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # no terminal's signal reaches it
+            )
+        except OSError as exc:
+            logger.debug("no guard for process group %d: %s", pgid, exc)
+            os.close(self._write_end)
+            self._write_end = -1
+        else:
+            shell.wait()  # it exits once the watcher runs
+        finally:
+            os.close(read_end)
+
+    def stop(self) -> None:
+        """Stands the watcher down (it exits without killing anything)."""
+        if self._write_end < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._write_end, b"stop\n")
+        os.close(self._write_end)
+        self._write_end = -1
 
 
 #: Programs a worker's server folder starts: the server, and the python backend's stubs.
@@ -78,7 +96,7 @@ def kill_orphans(workdir: Path) -> int:
     """Kills this machine's Triton processes started from ``workdir`` (servers and stubs).
 
     For a server whose owner died without stopping it: the kernel kills the server itself
-    (parent-death signal) and its group's guard the stubs (``guard_group``), but a guard that
+    (parent-death signal) and its group's guard the stubs (``GroupGuard``), but a guard that
     could not start, or a machine that rebooted mid-kill, can leave some. Returns how many were killed.
     """
     import psutil
@@ -158,7 +176,7 @@ class ProcessServer:
         self.extra_env = dict(env or {})
         self.log_path = self.workdir / "tritonserver.log"
         self._process: subprocess.Popen[bytes] | None = None
-        self._guard: subprocess.Popen[bytes] | None = None
+        self._guard: GroupGuard | None = None
         self._access: Access | None = None
         self._client: triton_http.InferenceServerClient | None = None
 
@@ -220,7 +238,7 @@ class ProcessServer:
                 )
             except OSError as exc:
                 raise ServerStartError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from exc
-        self._guard = guard_group(self._process.pid)
+        self._guard = GroupGuard(self._process.pid)
         self._client = with_access(
             triton_http.InferenceServerClient(self.http_url, network_timeout=120.0), self._access
         )
@@ -237,10 +255,8 @@ class ProcessServer:
         if process is not None:
             self._terminate(process, timeout_s)
         guard, self._guard = self._guard, None
-        if guard is not None:  # it exits within a second of the group
-            guard.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                guard.wait(timeout=5)
+        if guard is not None:
+            guard.stop()
 
     # -- models ----------------------------------------------------------------------------
 
