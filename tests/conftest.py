@@ -90,7 +90,8 @@ def _shared_fixture_home(item: pytest.Item) -> str | None:
     home = min(shared.values(), key=len)
     params = getattr(item, "callspec", None)
     taken = [f"{name}={params.params[name]}" for name in sorted(shared) if params and name in params.params]
-    return f"{home}[{','.join(taken)}]" if taken else home
+    # no "]" at the end: xdist takes a node id ending in "]" for a parametrized test with no group
+    return f"{home}:{','.join(taken)}" if taken else home
 
 
 @pytest.fixture(scope="session")
