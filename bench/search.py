@@ -35,7 +35,8 @@ draw of the noise; a deterministic strategy gives the same answer on it for ever
 the redrawn landscapes show how it fares on landscapes like it.
 
 With --loo, the search defaults are judged by leave-one-landscape-out: the candidates
-(``CANDIDATES``: bo with either of its surrogates, ``tuner.samplers._bo.SURROGATES``, and TPE, each
+(``CANDIDATES``: bo with either of its surrogates, ``tuner.samplers._bo.SURROGATES``, the one-hot one
+also with its variants measured first (``tuner.samplers._bo.VARIANTS_FIRST``), and TPE, each
 with its default startup trials, warm-started or cold; bo's 2 and 8 and TPE's 4 and 16 startup trials
 are left out to keep the replays short: of them, the five-landscape run of 2026-12-05 chose only bo with 2,
 cold, with minilm held out) and the baselines
@@ -94,6 +95,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo": {"sampler": "bo"},
     "bo-cold": {"sampler": "bo", "warm_start": False},
     "bo-startup8": {"sampler": "bo", "n_startup_trials": 8},
+    "bo-mixed": {"sampler": "bo", "variants_first": False},
     "bo-structured": {"sampler": "bo", "surrogate": "structured"},
     "bo-structured-cold": {"sampler": "bo", "surrogate": "structured", "warm_start": False},
     "tpe": {"sampler": "tpe"},
@@ -106,6 +108,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grid": {"sampler": "grid"},
     "quick": {"sampler": "quick"},
 }
+#: Variant settings that are the bo sampler's module defaults (tuner.samplers._bo), not study settings.
+BO_DEFAULTS = {"surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST"}
 #: The defaults --loo chooses among, the current default first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {
     f"{name}{'' if warm else '-cold'}-startup{startup}": {
@@ -113,8 +117,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     }
     for warm in (True, False)
     for name, sampler, extra, startups in (
-        ("bo", "bo", {}, (4,)),
-        ("bo-structured", "bo", {"surrogate": "structured"}, (4,)),
+        ("bo", "bo", {"variants_first": False}, (4,)),
+        ("bo-variants", "bo", {"variants_first": True}, (4,)),
+        ("bo-structured", "bo", {"surrogate": "structured", "variants_first": False}, (4,)),
         ("tpe", "tpe", {}, (8,)),
     )
     for startup in startups
@@ -208,15 +213,20 @@ def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, la
            ) -> list[dict[str, Any]]:
     """One replayed study; per trial: feasible, throughput, p99, and the seconds it cost to measure."""
     replayed = {"replay": landscape} if landscape is not None else {}
-    settings = {k: v for k, v in variant.items() if k != "surrogate"}
+    settings = {k: v for k, v in variant.items() if k not in BO_DEFAULTS}
     search = cfg.search.model_copy(update={"seed": seed, "n_trials": trials, **settings, **replayed})
     run_cfg = cfg.model_copy(update={"study": f"replay-{seed}", "search": search})
-    # the bo sampler's model is a default of the sampler, not a study setting: a variant may swap it
-    default, _bo.DEFAULT_SURROGATE = _bo.DEFAULT_SURROGATE, variant.get("surrogate", _bo.DEFAULT_SURROGATE)
+    # the bo sampler's model and its order of variants are defaults of the sampler, not study settings:
+    # a variant may swap them
+    swapped = {BO_DEFAULTS[k]: v for k, v in variant.items() if k in BO_DEFAULTS}
+    before = {name: getattr(_bo, name) for name in swapped}
     try:
+        for name, value in swapped.items():
+            setattr(_bo, name, value)
         summary = StudyRunner(run_cfg, MemoryStore()).run()  # type: ignore[arg-type]
     finally:
-        _bo.DEFAULT_SURROGATE = default
+        for name, value in before.items():
+            setattr(_bo, name, value)
     rows = []
     for trial in summary.stored.trials:
         rows.append({

@@ -327,6 +327,31 @@ def test_bo_knows_a_variants_accuracy_from_one_of_its_configs() -> None:
     assert by_variant[("openvino", "fp32")] > -500 and by_variant[("none", "fp32")] > -500  # unknown: modelled
 
 
+@pytest.mark.parametrize("variants_first", [True, False])
+def test_bo_tries_every_variant_before_it_ranges_over_them_all(variants_first: bool) -> None:
+    """Six variants; FP32 without an accelerator looks best from the startup trials, and the
+    fastest variant (INT8 on the CPU provider) is unlike its neighbours: variants first finds it
+    among the first 6 proposals, the mixed model keeps to what it has seen."""
+    space = _space(max_batch_size=[1, 8], instance_count=[1, 2], cpu_threads=[1, 2], accelerator=["none", "openvino"],
+                   precision=["fp32", "fp16", "int8"])
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=4, variants_first=variants_first)
+    study = _study(sampler)
+    speed = {("none", "fp32"): 100.0, ("openvino", "fp32"): 60.0, ("none", "fp16"): 20.0,
+             ("openvino", "fp16"): 30.0, ("none", "int8"): 400.0, ("openvino", "int8"): 50.0}
+    for params in space.combinations():  # the startup: FP32 without an accelerator only
+        if params["accelerator"] == "none" and params["precision"] == "fp32" and len(study.trials) < 4:
+            study.enqueue_trial(params)
+
+    specs = _measure(study, space, lambda s: (speed[s.accelerator, s.precision] * s.instance_count, -1.0), trials=10)
+
+    proposed = [(s.accelerator, s.precision) for s in specs[4:]]
+    if variants_first:
+        assert set(proposed[:5]) == set(speed) - {("none", "fp32")}, proposed
+        assert ("none", "int8") in proposed[5:], "the fastest variant, once found, is measured again"
+    else:
+        assert len(set(proposed)) < 5, proposed
+
+
 def test_bo_on_a_space_it_cannot_list_searches_with_tpe() -> None:
     space = _space(max_batch_size={"low": 1, "high": 64, "log": True}, instance_count=[1, 2])
 

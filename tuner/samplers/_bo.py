@@ -16,6 +16,9 @@ constraints. So this sampler models exactly that, over every config the space ha
 - an accuracy bound (``accuracy_drop``) is not left to a model where a measured config of the
   same variant (precision x accelerator x device) decided it: the accuracy check sends one
   sample per request, so batching and instances do not change a variant's answers;
+- while a variant (precision x accelerator x device) has no trial, the proposal is one of the
+  untried variants' configs (``variants_first``): a variant's accuracy is its own, and its speed
+  differs from the others' by a factor the model cannot learn from them;
 - every config no trial has, runs or waits for is scored by the log of its expected
   improvement over the best feasible value so far, plus the log of the probability that it
   meets every constraint and runs; the best one is proposed. Before anything is feasible, the
@@ -62,6 +65,9 @@ SURROGATES = ("onehot", "structured")
 #: that the least bad config is still proposed where every one left is known to miss it.
 _NEVER = -1e3
 DEFAULT_SURROGATE = "onehot"
+#: Whether every variant (precision x accelerator x device) is measured once, at its best-scored
+#: config, before the model's proposals range over all of them (``ConfigBOSampler``).
+VARIANTS_FIRST = True
 
 
 class ConfigBOSampler(PlannedSampler):
@@ -71,6 +77,10 @@ class ConfigBOSampler(PlannedSampler):
         space: The study's search space; it must be small enough to enumerate.
         seed: Seeds the random startup configs and the Gaussian processes' restarts.
         n_startup_trials: Finished trials (warm start included) before the model is used.
+        surrogate: The Gaussian processes' inputs (``SURROGATES``); None takes ``DEFAULT_SURROGATE``.
+        variants_first: Once the model is used, propose from the variants no trial has tried yet,
+            while there are any (None takes ``VARIANTS_FIRST``). A variant's accuracy, and its
+            speed by a factor, are its own: the model cannot tell them from the others' results.
 
     Raises:
         ConfigError: the space cannot be enumerated (a log range, or too many configs).
@@ -79,7 +89,12 @@ class ConfigBOSampler(PlannedSampler):
     exhausted_reason = "every config of the space was measured"
 
     def __init__(
-        self, space: SearchSpace, seed: int | None = None, n_startup_trials: int = 4, surrogate: str | None = None
+        self,
+        space: SearchSpace,
+        seed: int | None = None,
+        n_startup_trials: int = 4,
+        surrogate: str | None = None,
+        variants_first: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -87,6 +102,7 @@ class ConfigBOSampler(PlannedSampler):
         self.surrogate = surrogate or DEFAULT_SURROGATE
         if self.surrogate not in SURROGATES:
             raise ValueError(f"unknown surrogate {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
+        self.variants_first = VARIANTS_FIRST if variants_first is None else variants_first
         self._encode = FeatureEncoder(space, structured=self.surrogate == "structured")
         self._rng = random.Random(seed)
 
@@ -111,12 +127,25 @@ class ConfigBOSampler(PlannedSampler):
         finished = _finished(study)
         if len(finished) < max(1, self.n_startup_trials):
             return self.combinations[self._rng.choice(left)]
+        if self.variants_first:
+            untried = {self._variants[i] for i in left} - self._tried_variants(study, trial.number)
+            if untried:
+                left = [i for i in left if self._variants[i] in untried]
         from threadpoolctl import threadpool_limits
 
         # one thread: the matrices are small, and the cores belong to the measurements
         with threadpool_limits(limits=1):
             scores = self.acquisition(study, finished, self._features[left], [self.combinations[i] for i in left])
         return self.combinations[left[int(np.argmax(scores))]]
+
+    @functools.cached_property
+    def _variants(self) -> list[tuple[str, str, str]]:
+        return [self._variant(params) for params in self.combinations]
+
+    def _tried_variants(self, study: Study, exclude: int) -> set[tuple[str, str, str]]:
+        """The variants a trial of the study has, runs or will run."""
+        return {self._variant(params) for t in study.get_trials(deepcopy=False) if t.number != exclude
+                if (params := trial_params(t))}  # fmt: skip
 
     def has_proposal(self, study: Study) -> bool:
         return not set(self._keys) <= self.visited(study)
