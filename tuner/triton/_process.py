@@ -218,6 +218,8 @@ class ProcessServer:
         """
         if self.is_alive():
             return
+        if self._process is not None:  # it died on its own: what is left of its group goes, and its guard stands down
+            self.stop()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.repository.mkdir(parents=True, exist_ok=True)
         self.ports = self.fixed_ports or Ports(*free_ports(3, client_host(self.address)))
