@@ -162,7 +162,10 @@ def trial_detail(opened: OpenStudy, store: Store, number: int) -> s.TrialDetail:
         interrupted=trial.interrupted,
         worker=trial.worker,
         server=trial.server,
-        explanations=[s.Explanation(rule=e.rule, text=e.text) for e in explain_trial(trial, snap.info.bounds)],
+        explanations=[
+            s.Explanation(rule=e.rule, text=e.text)
+            for e in explain_trial(trial, snap.info.bounds, snap.info.has_variants)
+        ],
     )
 
 

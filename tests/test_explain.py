@@ -30,11 +30,11 @@ def _entry(source: str) -> dict[str, Any]:
     return next(e for e in _DATA if e["source"].startswith(source))
 
 
-def _explain(entry: dict[str, Any], **changes: Any) -> list[Explanation]:
+def _explain(entry: dict[str, Any], variants: bool = True, **changes: Any) -> list[Explanation]:
     point = dataclasses.replace(point_of(entry["metrics"]), **changes)
     return explain(
         point, spec=entry["spec"], servers=entry["server"], curve=[LoadPoint(**p) for p in entry["curve"]],
-        metrics=entry["metrics"], constraints=entry["constraints"], bounds=entry["bounds"],
+        metrics=entry["metrics"], constraints=entry["constraints"], bounds=entry["bounds"], variants=variants,
     )
 
 
@@ -58,6 +58,14 @@ def test_compute_dominates_the_text_detector() -> None:
     found = _explain(_entry("study td-precision (text_detection), trial 0"))
     assert "compute" in _rules(found) and "queue" not in _rules(found)
     assert "accelerator or a lower precision" in _text(found, "compute")
+
+
+def test_a_model_without_variants_is_not_told_to_change_its_accelerator() -> None:
+    """A python-backend model (StudyInfo.has_variants false) has no accelerator or precision to change."""
+    found = _explain(_entry("study td-precision (text_detection), trial 0"), variants=False)
+    text = _text(found, "compute")
+    assert "A faster accelerator" not in text and "lower precision (now" not in text
+    assert "The model's own code is where to shorten it" in text
 
 
 def test_most_time_outside_the_server_over_http() -> None:

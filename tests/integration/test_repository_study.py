@@ -19,6 +19,7 @@ import yaml
 from factories import DOUBLER_MODEL_PY, digits_study, doubler_repository
 from optuna.trial import TrialState
 
+from tuner.storage import read_info
 from tuner.triton import parse_pbtxt
 from tuner.triton._embedded import EmbeddedServer
 
@@ -47,7 +48,7 @@ def _optimize(folder: Path, name: str, model: dict[str, str]) -> list[dict]:
     path.write_text(yaml.safe_dump(data))
     result = _tuner("optimize", path, cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'tuner.db'}")
+    study = _study(folder, name)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert study.trials[0].user_attrs["default_config"] is True
     shown = _tuner("show", name, "--storage", "sqlite:///tuner.db", "--json", cwd=folder)
@@ -56,9 +57,15 @@ def _optimize(folder: Path, name: str, model: dict[str, str]) -> list[dict]:
     return trials
 
 
+def _study(folder: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'tuner.db'}")
+
+
 def test_a_python_model_is_tuned_from_its_own_config_and_exported_with_its_files(tmp_path: Path) -> None:
     doubler_repository(tmp_path / "repo")
     trials = _optimize(tmp_path, "doubler-study", {"name": "doubler", "repository": "repo"})
+    info = read_info(_study(tmp_path, "doubler-study"))
+    assert info.model_backend == "python" and not info.has_variants  # explanations suggest no accelerator to it
 
     # The first trial is the model's own config: max_batch_size 8, one instance, no batcher.
     assert trials[0]["params"]["max_batch_size"] == 8 and trials[0]["params"]["instance_count"] == 1
@@ -108,6 +115,7 @@ def test_an_onnx_model_of_a_repository_runs_through_the_runner_from_its_own_conf
     shutil.copy(digits_onnx, version / "model.onnx")
     (version.parent / "config.pbtxt").write_text(ONNX_CONFIG)
     trials = _optimize(tmp_path, "digits-repo", {"name": "digits", "repository": "repo"})
+    assert read_info(_study(tmp_path, "digits-repo")).model_backend == "onnxruntime"
 
     assert trials[0]["params"]["max_batch_size"] == 8 and trials[0]["params"]["instance_count"] == 2
     for trial in trials:

@@ -271,7 +271,7 @@ def study_data(
     """A stored study as the reports show it (``importances``: Optuna's, where computed)."""
     info = stored.info
     bounds = info.bounds
-    trials = [TrialData(t, tuple(explain_trial(t, bounds))) for t in stored.trials]
+    trials = [TrialData(t, tuple(explain_trial(t, bounds, info.has_variants))) for t in stored.trials]
     by_number = {t.number: t for t in trials}
     results = config_results(stored.trials, info)
     configs = [ConfigData(r, by_number[r.representative.number], tuple(r.failed_constraints(bounds))) for r in results]

@@ -80,9 +80,10 @@ def bounds_of(study: optuna.Study) -> dict[str, dict[str, float | None]]:
 
 
 def explain_trial(
-    trial: StoredTrial, bounds: Mapping[str, Mapping[str, float | None]] | None = None
+    trial: StoredTrial, bounds: Mapping[str, Mapping[str, float | None]] | None = None, variants: bool = True
 ) -> list[Explanation]:
-    """The readings of one stored trial (see the module doc); ``bounds``: the study's constraints."""
+    """The readings of one stored trial (see the module doc); ``bounds``: the study's constraints;
+    ``variants``: whether the model has precision and accelerator knobs (``StudyInfo.has_variants``)."""
     if trial.state == TrialState.FAIL:
         return [_failed(str(trial.fail_reason or "no reason"))]
     if trial.state == TrialState.PRUNED:
@@ -98,6 +99,7 @@ def explain_trial(
         metrics=trial.metrics,
         constraints=trial.constraints,
         bounds=bounds or {},
+        variants=variants,
     )
 
 
@@ -110,6 +112,7 @@ def explain(
     metrics: Mapping[str, float] | None = None,
     constraints: Mapping[str, float] | None = None,
     bounds: Mapping[str, Mapping[str, float | None]] | None = None,
+    variants: bool = True,
 ) -> list[Explanation]:
     """The readings of one measured point.
 
@@ -122,10 +125,12 @@ def explain(
         metrics: The trial's metrics (the point's, plus ``accuracy_drop``).
         constraints: Optuna's constraint values by metric (> 0: violated by that much).
         bounds: The study's constraint bounds by metric.
+        variants: Whether the model has precision and accelerator knobs (an ONNX model's): where it
+            has not, a compute-bound reading suggests none.
     """
     metrics = metrics or point.metrics()
     found = _constraint_failures(metrics, constraints or {}, bounds or {})
-    found += _where_time_goes(point, spec)
+    found += _where_time_goes(point, spec, variants)
     found += _batching(point, spec, servers or {})
     found += _trust(point, curve)
     drop = float(metrics.get("accuracy_drop") or 0.0)
@@ -182,7 +187,7 @@ def _constraint_failures(
     return found
 
 
-def _where_time_goes(point: LoadPoint, spec: Mapping[str, Any]) -> list[Explanation]:
+def _where_time_goes(point: LoadPoint, spec: Mapping[str, Any], variants: bool = True) -> list[Explanation]:
     latency = point.latency_avg_ms
     if latency <= 0:
         return []
@@ -206,12 +211,17 @@ def _where_time_goes(point: LoadPoint, spec: Mapping[str, Any]) -> list[Explanat
             )
         ]
     if compute >= DOMINANT_SHARE * latency:
+        remedy = (
+            f"A faster accelerator or a lower precision (now {spec.get('accelerator', 'none')}, "
+            f"{spec.get('precision', 'fp32')}) shortens it"
+            if variants
+            else "The model's own code is where to shorten it (its backend has no accelerator or precision knobs)"
+        )
         return [
             Explanation(
                 "compute",
                 f"Compute dominates: the model runs {compute:.3g} ms of each request's {latency:.3g} ms "
-                f"({compute / latency:.0%}; queue {queue:.3g} ms). A faster accelerator or a lower precision "
-                f"(now {spec.get('accelerator', 'none')}, {spec.get('precision', 'fp32')}) shortens it; "
+                f"({compute / latency:.0%}; queue {queue:.3g} ms). {remedy}; "
                 "more instances only help while cores are idle.",
             )
         ]

@@ -164,7 +164,7 @@ def export_trial(
             shutil.copy2(RUNNER_SOURCE, version / "model.py")
             files.append(version / "model.py")
     readme = out_dir / "README.md"
-    explanations = explain_trial(trial, stored.info.bounds)
+    explanations = explain_trial(trial, stored.info.bounds, stored.info.has_variants)
     readme.write_text(readme_text(cfg, stored.name, choice, explanations, out_dir))
     files.append(readme)
     logger.info("exported trial %d of %s to %s", trial.number, stored.name, out_dir)

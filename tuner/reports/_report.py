@@ -18,8 +18,9 @@ from tuner.study import ConfigResult, Recommendation, by_number, config_results,
 from tuner.trial import LoadPoint
 
 
-def stored_trial_json(trial: StoredTrial, bounds: Bounds | None = None) -> dict[str, Any]:
-    """One trial with everything stored about it, and what its numbers say (bounds: the study's constraints)."""
+def stored_trial_json(trial: StoredTrial, bounds: Bounds | None = None, variants: bool = True) -> dict[str, Any]:
+    """One trial with everything stored about it, and what its numbers say (bounds: the study's constraints;
+    variants: whether the model has precision and accelerator knobs)."""
     record = trial.record
     return {
         "number": trial.number,
@@ -41,7 +42,7 @@ def stored_trial_json(trial: StoredTrial, bounds: Bounds | None = None) -> dict[
         "worker": trial.worker,
         "config_pbtxt": record.config_pbtxt if record else None,
         "points": [p.as_dict() for p in record.points] if record else [],
-        "explanations": [dataclasses.asdict(e) for e in explain_trial(trial, bounds)],
+        "explanations": [dataclasses.asdict(e) for e in explain_trial(trial, bounds, variants)],
     }
 
 
@@ -85,7 +86,7 @@ def study_document(stored: StoredStudy) -> dict[str, Any]:
     configs = by_number(results)
     trials = []
     for trial in stored.trials:
-        document = stored_trial_json(trial, info.bounds)
+        document = stored_trial_json(trial, info.bounds, info.has_variants)
         document["config"] = configs[trial.number].number if trial.number in configs else None
         trials.append(document)
     return {

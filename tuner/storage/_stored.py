@@ -41,6 +41,7 @@ ATTR_TIMINGS = "timings_s"
 # Study attributes.
 ATTR_STUDY_FILE = "study_file"
 ATTR_WORKER_CORES = "worker_cores"
+ATTR_MODEL_BACKEND = "model_backend"
 ATTR_WORKERS = "workers"
 ATTR_VERIFICATIONS = "verifications"
 ATTR_WARM_START_FROM = "warm_start_from"
@@ -264,6 +265,7 @@ class StudyInfo:
         metric_names: The objectives' metrics (``objective_N`` where none were set).
         study_file: The study file it last ran with (storage password masked), or empty.
         worker_cores: Cores per worker.
+        model_backend: The backend that serves the model (``onnxruntime`` for an ONNX file), where stored.
         workers: The workers of its last run (index, node, cores).
         verifications: Checks of its recommendation on a fresh server (``tuner verify``), oldest first.
         warm_start_from: The earlier studies whose best configs it started from (``search.warm_start.from``).
@@ -274,9 +276,16 @@ class StudyInfo:
     metric_names: tuple[str, ...]
     study_file: dict[str, Any] = field(default_factory=dict)
     worker_cores: int | None = None
+    model_backend: str | None = None
     workers: tuple[dict[str, Any], ...] = ()
     verifications: tuple[dict[str, Any], ...] = ()
     warm_start_from: tuple[str, ...] = ()
+
+    @property
+    def has_variants(self) -> bool:
+        """Whether precision and accelerator are knobs of the model: an ONNX model's (or a study that
+        did not store its model's backend, from before it did)."""
+        return self.model_backend in (None, "onnxruntime")
 
     @property
     def bounds(self) -> dict[str, dict[str, float | None]]:
@@ -306,6 +315,7 @@ def read_info(study: optuna.Study) -> StudyInfo:
         metric_names=tuple(names),
         study_file=study_file if isinstance(study_file, dict) else {},
         worker_cores=attrs.get(ATTR_WORKER_CORES),
+        model_backend=attrs.get(ATTR_MODEL_BACKEND),
         workers=tuple(attrs.get(ATTR_WORKERS) or ()),
         verifications=tuple(v for v in attrs.get(ATTR_VERIFICATIONS) or () if isinstance(v, dict)),
         warm_start_from=tuple(str(name) for name in attrs.get(ATTR_WARM_START_FROM) or ()),

@@ -37,6 +37,7 @@ from tuner.storage import (
     ATTR_FAIL_REASON,
     ATTR_INTERRUPTED,
     ATTR_METRICS,
+    ATTR_MODEL_BACKEND,
     ATTR_REMEASURE_OF,
     ATTR_REUSED_FROM,
     ATTR_SERVER,
@@ -151,6 +152,8 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     # The study file as it ran, its storage URL without a password (the dashboard shows it).
     study.set_user_attr(ATTR_STUDY_FILE, cfg.model_dump(mode="json") | {"storage": redact_url(cfg.storage)})
     study.set_user_attr(ATTR_WORKER_CORES, plan.workers.cpus_per_worker)
+    repository = plan.repository_model
+    study.set_user_attr(ATTR_MODEL_BACKEND, repository.backend if repository is not None else "onnxruntime")
     return study
 
 
