@@ -110,7 +110,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 #: Variant settings that are the bo sampler's module defaults (tuner.samplers._bo), not study settings.
 BO_DEFAULTS = {"surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST"}
-#: The defaults --loo chooses among, the current default first (equal scores go to the first).
+#: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {
     f"{name}{'' if warm else '-cold'}-startup{startup}": {
         "sampler": sampler, "n_startup_trials": startup, "warm_start": warm, **extra
