@@ -80,7 +80,7 @@ def build_model_config(
     and model file name give way to the runner's, which reads the ONNX file's name from its
     parameters.
     """
-    config = _base_config(name, model, spec) if base is None else _from_base(name, model, spec, base)
+    config = _from_base(name, model, spec, base if base is not None else pb.ModelConfig())
     onnx_file = config.default_model_filename or "model.onnx"
     config.ClearField("platform")
     config.ClearField("default_model_filename")  # the python backend would take it for its model.py
@@ -98,7 +98,7 @@ def build_native_config(
     model file is the variant of the spec's precision, except under TensorRT, which takes FP16
     and INT8 as its ``precision_mode``. With a ``base``, its other fields are kept.
     """
-    config = _base_config(name, model, spec) if base is None else _from_base(name, model, spec, base)
+    config = _from_base(name, model, spec, base if base is not None else pb.ModelConfig())
     if not config.backend:
         config.platform = "onnxruntime_onnx"
     accelerators = config.optimization.execution_accelerators
@@ -168,7 +168,8 @@ def tuned_knobs(config: pb.ModelConfig) -> dict[str, Any]:
 
 def _from_base(name: str, model: ModelInfo, spec: TrialSpec, base: pb.ModelConfig) -> pb.ModelConfig:
     """``base`` tuned to ``spec`` for an ONNX backend: tensors it leaves out (Triton completes them for
-    ONNX files) are taken from ``model``, and its accelerators give way to the spec's."""
+    ONNX files) are taken from ``model``, and its accelerators give way to the spec's. An empty base
+    gives the tuner's own config of the model."""
     config = tune_config(base, spec)
     config.name = name
     if not config.input:
@@ -178,17 +179,6 @@ def _from_base(name: str, model: ModelInfo, spec: TrialSpec, base: pb.ModelConfi
     config.optimization.ClearField("execution_accelerators")
     if config.optimization.ByteSize() == 0:
         config.ClearField("optimization")
-    return config
-
-
-def _base_config(name: str, model: ModelInfo, spec: TrialSpec) -> pb.ModelConfig:
-    config = pb.ModelConfig(name=name, max_batch_size=spec.max_batch_size)
-    config.input.extend(_tensor(t, pb.ModelInput) for t in model.inputs)
-    config.output.extend(_tensor(t, pb.ModelOutput) for t in model.outputs)
-    if spec.dynamic_batching:
-        config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
-    kind = pb.ModelInstanceGroup.KIND_GPU if spec.kind is InstanceKind.GPU else pb.ModelInstanceGroup.KIND_CPU
-    config.instance_group.add(count=spec.instance_count, kind=kind)
     return config
 
 
