@@ -319,7 +319,7 @@ def test_bo_knows_a_variants_accuracy_from_one_of_its_configs() -> None:
     left = [p for p in space.combinations() if p["max_batch_size"] == 8 and p["instance_count"] == 2]
     rows = np.array([sampler._encode(p) for p in left])
 
-    scores = sampler.acquisition(study, samplers._bo._finished(study), rows, left)
+    scores = sampler.acquisition(study, samplers._bo._finished(study), rows, [sampler.variant_of(p) for p in left])
 
     by_variant = {(p["accelerator"], p["precision"]): score for p, score in zip(left, scores)}
     assert by_variant[("openvino", "int8")] < -500, "the failed variant's other configs are known to fail"

@@ -135,16 +135,16 @@ class ConfigBOSampler(PlannedSampler):
 
         # one thread: the matrices are small, and the cores belong to the measurements
         with threadpool_limits(limits=1):
-            scores = self.acquisition(study, finished, self._features[left], [self.combinations[i] for i in left])
+            scores = self.acquisition(study, finished, self._features[left], [self._variants[i] for i in left])
         return self.combinations[left[int(np.argmax(scores))]]
 
     @functools.cached_property
     def _variants(self) -> list[tuple[str, str, str]]:
-        return [self._variant(params) for params in self.combinations]
+        return [self.variant_of(params) for params in self.combinations]
 
     def _tried_variants(self, study: Study, exclude: int) -> set[tuple[str, str, str]]:
         """The variants a trial of the study has, runs or will run."""
-        return {self._variant(params) for t in study.get_trials(deepcopy=False) if t.number != exclude
+        return {self.variant_of(params) for t in study.get_trials(deepcopy=False) if t.number != exclude
                 if (params := trial_params(t))}  # fmt: skip
 
     def has_proposal(self, study: Study) -> bool:
@@ -155,11 +155,11 @@ class ConfigBOSampler(PlannedSampler):
         study: Study,
         finished: list[FrozenTrial],
         candidates: np.ndarray,
-        params: list[dict[str, Any]] | None = None,
+        variants: list[tuple[str, str, str]] | None = None,
     ) -> np.ndarray:
         """Log constrained expected improvement of each candidate row (higher is better); with the
-        candidates' ``params``, an accuracy bound a measured config of the same variant decided is
-        taken as known (``_known_accuracy``)."""
+        candidates' ``variants`` (``variant_of``), an accuracy bound a measured config of the same
+        variant decided is taken as known (``_known_accuracy``)."""
         features = np.array([self._encode(trial_params(t)) for t in finished])
         ran = np.array([t.state != TrialState.FAIL for t in finished])
         seed = self._rng.randrange(2**31)
@@ -175,8 +175,8 @@ class ConfigBOSampler(PlannedSampler):
         limits = limits.reshape(len(complete), len(names))
         for name, column in zip(names, limits.T):
             term = _log_prob_at_most_zero(rows, column, candidates, seed, self._encode.ard)
-            if name in ACCURACY_METRICS and params is not None:
-                term = self._known_accuracy(term, complete, column, params)
+            if name in ACCURACY_METRICS and variants is not None:
+                term = self._known_accuracy(term, complete, column, variants)
             log_ok += term
         valued = np.array([_first_value(t) is not None for t in complete])
         if not valued.any():
@@ -190,7 +190,7 @@ class ConfigBOSampler(PlannedSampler):
         return _log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
 
     def _known_accuracy(
-        self, term: np.ndarray, complete: list[FrozenTrial], values: np.ndarray, params: list[dict[str, Any]]
+        self, term: np.ndarray, complete: list[FrozenTrial], values: np.ndarray, variants: list[tuple[str, str, str]]
     ) -> np.ndarray:
         """An accuracy constraint's log probability, made certain where it is known: a variant's answers
         are those of its model file under its provider (precision x accelerator x device) whatever
@@ -198,16 +198,17 @@ class ConfigBOSampler(PlannedSampler):
         whether the bound holds."""
         held: dict[tuple[str, str, str], bool] = {}
         for trial, value in zip(complete, values):
-            variant = self._variant(trial_params(trial))
+            variant = self.variant_of(trial_params(trial))
             held[variant] = held.get(variant, True) and bool(value <= 0.0)
         out = term.copy()
-        for i, candidate in enumerate(params):
-            known = held.get(self._variant(candidate))
+        for i, candidate in enumerate(variants):
+            known = held.get(candidate)
             if known is not None:
                 out[i] = 0.0 if known else _NEVER
         return out
 
-    def _variant(self, params: dict[str, Any]) -> tuple[str, str, str]:
+    def variant_of(self, params: dict[str, Any]) -> tuple[str, str, str]:
+        """The variant of a config: its precision, accelerator and instance kind."""
         spec = self.space.to_spec(params)
         return spec.precision, spec.accelerator, spec.kind.value
 
