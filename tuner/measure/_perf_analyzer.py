@@ -11,7 +11,8 @@ A screen (``LoadEngine.screen``) is such a run of three short windows from the s
 
 A window in which no request finished (a slow config, or a machine busy with something else)
 makes perf_analyzer fail with "No valid requests recorded within time interval"; the tuner then
-measures again with windows four times as long, twice at most, before the trial fails.
+measures again with windows four times as long, twice at most, before the trial fails. A run
+that dies of a signal (its gRPC client aborts now and then) is run once more.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """A worker owns one Triton server and its model repository, and turns TrialSpecs into outcomes.
 
 A trial: build (or take from the cache) the model variant of the spec's precision, write the
-config (a repository model's own config with the spec's knobs set, tuner.triton.tune_config), load it, check its answers on the validation batch, then for each concurrency of the
-sweep (tuner.measure) warm up and measure with the load engine, watching the server's
+config (a repository model's own config with the spec's knobs set, tuner.triton.tune_config),
+load it, check its answers on the validation batch, then for each concurrency of the sweep
+(tuner.measure) warm up and measure with the load engine, watching the server's
 statistics and CPU/GPU use (tuner.measure); unload.
 
 A window in which other processes used material CPU is measured again, and flagged where it
