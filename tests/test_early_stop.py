@@ -60,6 +60,21 @@ def test_a_screen_other_processes_disturbed_stops_nothing() -> None:
     assert screen.verdict(dataclasses.replace(disturbed, contaminated=False)) is not None
 
 
+def test_a_variant_checked_over_its_accuracy_bound_is_hopeless_whatever_its_point() -> None:
+    screen = Screen(concurrency=8, accuracy_bound=0.05)
+    disturbed = dataclasses.replace(_point(), contaminated=True)
+
+    assert screen.verdict(_point(), accuracy_drop=0.151) == (
+        "accuracy drop 0.151 over the 0.05 bound: the variant's answers, whatever the load"
+    )
+    assert screen.verdict(disturbed, accuracy_drop=0.151) is not None, "the answers do not depend on the load"
+    assert screen.verdict(_point(), accuracy_drop=0.05) is None, "at the bound: feasible"
+    assert screen.verdict(_point(), accuracy_drop=None) is None, "not checked: nothing to judge"
+    assert Screen(concurrency=8).verdict(_point(), accuracy_drop=0.9) is None, "no bound: nothing to judge"
+    assert not screen.judges, "the accuracy alone asks for no screening measurement"
+    assert screen.inaccurate(0.151) and not screen.inaccurate(0.01)
+
+
 def test_the_factor_and_share_are_the_study_files() -> None:
     strict = Screen(concurrency=1, latency_metric="latency_avg_ms", latency_budget=1.0, latency_factor=1.5,
                     incumbent=100.0, throughput_share=0.8)
@@ -113,6 +128,9 @@ def test_a_screen_goes_only_where_it_has_something_to_judge(tmp_path: Path, digi
 
     latency_first = _cfg(tmp_path, digits_onnx, objectives=[{"metric": "latency_p99_ms", "direction": "minimize"}])
     assert screen_for(latency_first, 100.0) is None, "throughput is no objective: not judged by it"
+
+    accuracy = _cfg(tmp_path, digits_onnx, load={"concurrency": [2, 16]}, constraints={"accuracy_drop": {"max": 0.05}})
+    assert screen_for(accuracy, None) == Screen(concurrency=2, accuracy_bound=0.05), "a variant's answers are judged"
 
 
 #: Instance counts 2 and 4 reach under half the best throughput; p99 is 1000 / throughput.

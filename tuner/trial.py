@@ -170,6 +170,11 @@ class TrialOutcome:
         return self.error is not None or not self.points
 
     @property
+    def accuracy_drop(self) -> float | None:
+        """The checked variant's accuracy drop (see tuner.model.compare), or None where not checked."""
+        return None if self.accuracy is None else self.accuracy.get("accuracy_drop")
+
+    @property
     def failure_kind(self) -> Failure | None:
         """The kind of failure, or None for a trial that succeeded."""
         if not self.failed:
@@ -206,6 +211,9 @@ class Screen:
         incumbent: The best throughput a feasible config has measured at ``concurrency`` so far, or
             None where throughput is not judged (none yet, or throughput is no maximized objective).
         throughput_share: The throughput is hopeless below this share of the incumbent's.
+        accuracy_bound: The study's bound on ``accuracy_drop``, or None where it has none. A variant
+            whose answers were checked over it is hopeless at any load: its accuracy is the
+            variant's, whatever the server's knobs.
     """
 
     concurrency: int
@@ -214,17 +222,30 @@ class Screen:
     latency_factor: float = 2.0
     incumbent: float | None = None
     throughput_share: float = 0.5
+    accuracy_bound: float | None = None
 
     @property
     def judges(self) -> bool:
-        """Whether there is anything to judge a screen against."""
+        """Whether there is anything to judge a screen's measurement against."""
         return self.latency_budget is not None or self.incumbent is not None
 
-    def verdict(self, point: LoadPoint) -> str | None:
-        """Why ``point``, the screen's measurement, shows the config hopeless; None where it does not.
+    def inaccurate(self, accuracy_drop: float | None) -> bool:
+        """Whether the variant's checked ``accuracy_drop`` is over the bound."""
+        return self.accuracy_bound is not None and accuracy_drop is not None and accuracy_drop > self.accuracy_bound
 
-        A point other processes disturbed (``contaminated``) shows nothing: it is no evidence to stop on.
+    def verdict(self, point: LoadPoint, accuracy_drop: float | None = None) -> str | None:
+        """Why ``point``, the screen's measurement, or ``accuracy_drop``, the loaded variant's checked
+        answers, show the config hopeless; None where they do not.
+
+        A point other processes disturbed (``contaminated``) shows nothing: it is no evidence to stop
+        on. The accuracy does not depend on the load, so it is judged whatever the point.
         """
+        if self.inaccurate(accuracy_drop):
+            assert accuracy_drop is not None and self.accuracy_bound is not None
+            return (
+                f"accuracy drop {_number(accuracy_drop)} over the {_number(self.accuracy_bound)} bound: "
+                "the variant's answers, whatever the load"
+            )
         if point.contaminated:
             return None
         if self.latency_metric is not None and self.latency_budget is not None:
@@ -252,7 +273,7 @@ def screened(outcome: TrialOutcome, screen: Screen | None) -> TrialOutcome:
     if screen is None or outcome.failed:
         return outcome
     point = next((p for p in outcome.points if p.concurrency == screen.concurrency), outcome.points[0])
-    reason = screen.verdict(point)
+    reason = screen.verdict(point, outcome.accuracy_drop)
     if reason is None:
         return outcome
     server = {k: v for k, v in outcome.server.items() if k == str(point.concurrency)}

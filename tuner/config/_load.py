@@ -106,7 +106,9 @@ class EarlyStop(_Strict):
     concurrency is the lowest), or throughput is under ``throughput_share`` of the best a feasible
     config measured so far at that concurrency (judged where throughput is a maximized objective and
     the first concurrency is the highest measured, as with the default ``[8]``; not under ``auto``,
-    where a config with a batcher can start slow and end the best). Otherwise it is measured to
+    where a config with a batcher can start slow and end the best), or the variant's answers,
+    checked after the load, are over the study's ``accuracy_drop`` bound (no load or knob changes
+    them; judged whatever the concurrency). Otherwise it is measured to
     stability as usual, as is one whose screen stays contaminated. With nothing to judge by, nothing
     is screened; nor is the model's default config, the baseline, or a fresh load of a contender.
     ``enabled: false`` measures every trial in full.

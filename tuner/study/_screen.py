@@ -54,8 +54,9 @@ def screen_for(cfg: StudyConfig, incumbent: float | None) -> Screen | None:
         latency_factor=settings.latency_factor,
         incumbent=incumbent if judges_throughput(cfg) and highest else None,
         throughput_share=settings.throughput_share,
+        accuracy_bound=cfg.constraints["accuracy_drop"].max if "accuracy_drop" in cfg.constraints else None,
     )
-    return screen if screen.judges else None
+    return screen if screen.judges or screen.accuracy_bound is not None else None
 
 
 def throughput_at(points: Iterable[LoadPoint], concurrency: int) -> float | None:

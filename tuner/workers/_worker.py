@@ -225,7 +225,8 @@ class Worker:
         pruned: str | None = None
         try:
             accuracy = self._load_and_check(name, spec, pbtxt, timings)
-            points, pruned = self._measure_curve(name, timings, server, screen)
+            drop = None if accuracy is None else accuracy.get("accuracy_drop")
+            points, pruned = self._measure_curve(name, timings, server, screen, drop)
         except (ModelError, ModelLoadError, MeasurementError, ServerStartError, OSError) as exc:
             error, failure = trial_failure(exc, spec)
         finally:
@@ -279,11 +280,17 @@ class Worker:
             return self._check_accuracy()
 
     def _measure_curve(
-        self, name: str, timings: dict[str, float], server: dict[str, dict], screen: Screen | None
+        self,
+        name: str,
+        timings: dict[str, float],
+        server: dict[str, dict],
+        screen: Screen | None,
+        accuracy_drop: float | None = None,
     ) -> tuple[list[LoadPoint], str | None]:
         """Warms up and measures at each concurrency of the sweep; the server's side goes to ``server``.
 
-        Returns the points, and why the screen stopped the trial (then the one point is the screen's).
+        Returns the points, and why the screen stopped the trial (then the one point is the screen's):
+        its measurement, or the variant's ``accuracy_drop`` already checked after the load.
         """
         warmed: set[int] = set()
 
@@ -308,11 +315,11 @@ class Worker:
             server[str(concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
             return measured.point
 
-        if screen is not None and screen.judges:
+        if screen is not None and (screen.judges or screen.inaccurate(accuracy_drop)):
             warm(screen.concurrency)
             with _timed(timings, "screen_s"):
                 measured = self._measure_trusted(name, screen.concurrency, screening=True)
-            reason = screen.verdict(measured.point)
+            reason = screen.verdict(measured.point, accuracy_drop)
             if reason is not None:
                 server[str(screen.concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
                 logger.info("%s stopped after its screen: %s", name, reason)
