@@ -28,6 +28,7 @@ from tuner.samplers import SearchSpace
 from tuner.samplers._bo import ConfigBOSampler, _finished
 from tuner.storage import Store, read_study
 from tuner.study import recording_config
+from tuner.study._results import choose_point
 from tuner.study._screen import screen_for
 from tuner.trial import LoadPoint, Screen
 
@@ -260,3 +261,12 @@ def test_bo_reads_a_pruned_config_as_infeasible_and_poor() -> None:
     assert scores[0] > scores[1], "next to the pruned config is where the model expects no good"
     assert study.trials[2].number not in [t.number for t in study.trials if t.state == TrialState.COMPLETE]
     assert space.key_of({"instance_count": 12}) in sampler.visited(study), "a pruned config is not proposed again"
+
+
+def test_a_trial_is_judged_by_its_points_measured_to_stability(tmp_path: Path, digits_onnx: Path) -> None:
+    cfg = _cfg(tmp_path, digits_onnx, constraints={"latency_p99_ms": {"max": 50}})
+    step = dataclasses.replace(_point(throughput=300.0, p99=20.0, concurrency=4), screened=True)
+    full = _point(throughput=200.0, p99=20.0, concurrency=2)
+
+    assert choose_point((step, full), cfg) == full, "a screened step's higher throughput is not judged"
+    assert choose_point((step,), cfg) == step, "with nothing measured in full, the step is all there is"

@@ -90,7 +90,9 @@ class LoadPoint:
     """What the load generator measured at one concurrency.
 
     Latencies are in milliseconds, throughput in inferences per second. The server-side
-    times are per request, averaged over the measured window.
+    times are per request, averaged over the measured window. A ``screened`` point was measured in
+    the screen's short windows only, as a step of the concurrency search: it shows where to measure,
+    and a trial is not judged by it where a point measured to stability exists.
     """
 
     concurrency: int
@@ -118,6 +120,7 @@ class LoadPoint:
     stable: bool = True
     loadgen_saturated: bool = False
     contaminated: bool = False
+    screened: bool = False
 
     def metrics(self) -> dict[str, float]:
         """The point's numbers by metric name (see LOAD_METRICS), for objectives and constraints."""

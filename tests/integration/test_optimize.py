@@ -118,6 +118,12 @@ def test_a_study_searches_concurrency_and_measures_the_best_again(tmp_path: Path
     trials = json.loads(show.stdout)["trials"]
     assert max(len(t["points"]) for t in trials if t["state"] == "COMPLETE") >= 2
     assert all("server_cpu_pct" in p for t in trials for p in t["points"])
+    # Its steps were screens; each trial was measured to stability where the search settled, and judged there.
+    for trial in trials:
+        if trial["state"] == "COMPLETE":
+            full = {p["concurrency"] for p in trial["points"] if not p["screened"]}
+            assert full and trial["metrics"]["concurrency"] in full, trial["points"]
+    assert any(p["screened"] for t in trials for p in t["points"])
 
 
 def test_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onnx: Path) -> None:

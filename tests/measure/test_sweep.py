@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tuner.measure import SweepPlan, sweep
+from tuner.measure import SweepPlan, screened_sweep, sweep
 from tuner.measure._sweep import edge
 from tuner.trial import LoadPoint
 
@@ -66,3 +66,56 @@ def test_never_goes_past_max(maximum: int) -> None:
     measure_at, asked = _curve(lambda c: 100.0 * c, lambda c: 1.0)
     sweep(measure_at, SweepPlan(start=1, max=maximum, min_gain_pct=None))
     assert max(asked) == maximum
+
+
+def _screened(
+    screen: Callable[[int], tuple[float, float]], full: Callable[[int], tuple[float, float]]
+) -> tuple[Callable[[int], LoadPoint], Callable[[int], LoadPoint], list[tuple[str, int]]]:
+    """A screen and a full measurement of one curve, each a (throughput, p99) function; ``asked`` logs both."""
+    asked: list[tuple[str, int]] = []
+
+    def at(kind: str, curve: Callable[[int], tuple[float, float]]) -> Callable[[int], LoadPoint]:
+        def measure(c: int) -> LoadPoint:
+            asked.append((kind, c))
+            throughput, p99 = curve(c)
+            return LoadPoint(c, throughput, p99, p99, p99, p99, p99, screened=kind == "screen")
+
+        return measure
+
+    return at("screen", screen), at("full", full), asked
+
+
+PLAN = SweepPlan(start=1, max=64, min_gain_pct=5.0, refine_steps=2, metric="latency_p99_ms", budget=100.0)
+
+
+def test_screened_steps_then_the_best_within_budget_in_full() -> None:
+    # throughput levels off at 4 in flight, p99 = 30 ms per request in flight: the search settles on 2
+    curve = lambda c: (100.0 * min(c, 4), 30.0 * c)  # noqa: E731
+    screen_at, measure_at, asked = _screened(curve, curve)
+
+    points = screened_sweep(screen_at, measure_at, PLAN)
+
+    assert asked == [("screen", 1), ("screen", 2), ("screen", 4), ("screen", 3), ("full", 3)]
+    assert [(p.concurrency, p.screened) for p in points] == [(1, True), (2, True), (4, True), (3, False)]
+
+
+def test_a_full_measurement_over_budget_falls_back_to_the_next_step_once() -> None:
+    # the screens read p99 too low: in full, 3 in flight is over budget, 2 is within
+    screen_at, measure_at, asked = _screened(
+        lambda c: (100.0 * min(c, 4), 30.0 * c), lambda c: (100.0 * min(c, 4), 40.0 * c)
+    )
+
+    points = screened_sweep(screen_at, measure_at, PLAN)
+
+    assert [a for a in asked if a[0] == "full"] == [("full", 3), ("full", 2)]
+    assert [(p.concurrency, p.screened) for p in points if not p.screened] == [(3, False), (2, False)]
+    assert sorted(p.concurrency for p in points) == [1, 2, 3, 4]
+
+
+def test_with_no_step_within_budget_the_start_is_measured_in_full() -> None:
+    screen_at, measure_at, asked = _screened(lambda c: (50.0, 500.0), lambda c: (50.0, 500.0))
+
+    points = screened_sweep(screen_at, measure_at, PLAN)
+
+    assert asked == [("screen", 1), ("full", 1)]
+    assert [(p.concurrency, p.screened) for p in points] == [(1, False)]

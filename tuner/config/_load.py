@@ -38,7 +38,10 @@ class ConcurrencySearch(_Strict):
     grows by less than ``min_gain_pct`` (null: never stop on that) or ``max`` is reached; past the budget, up to
     ``refine_steps`` bisections narrow the edge. The budget left out is the study's constraint
     on a latency metric (e.g. ``latency_p99_ms: {max: 200}``); with neither, the search stops
-    where throughput stops growing.
+    where throughput stops growing. With ``screened_steps`` (the default) each step is measured in
+    the screen's short windows (``early_stop``) and only the concurrency the search settles on (the
+    step of the highest throughput within the budget) is measured to stability, and the trial is
+    judged by that; ``false`` measures every step to stability.
     """
 
     start: Concurrency = 1
@@ -47,6 +50,7 @@ class ConcurrencySearch(_Strict):
     refine_steps: Annotated[int, Field(ge=0, le=MAX_REFINE_STEPS)] = 3
     metric: str | None = None
     budget: Annotated[float, Field(gt=0)] | None = None
+    screened_steps: bool = True
 
     _metric = field_validator("metric")(classmethod(lambda cls, v: v if v is None else _known_metric(v)))
 

@@ -3,11 +3,18 @@ throughput within a latency budget.
 
     plan = SweepPlan(start=1, max=64, metric="latency_p99_ms", budget=200.0)
     points = sweep(measure_at, plan)      # measure_at(concurrency) -> LoadPoint
+    points = screened_sweep(screen_at, measure_at, plan)
 
 The search doubles the concurrency from ``start`` while the budget holds and throughput keeps
 growing by ``min_gain_pct``; at the first concurrency over budget it bisects the gap to the
 last one within budget ``refine_steps`` times. Every point measured is returned, in the order
 measured: the whole curve.
+
+``screened_sweep`` takes the search's steps in short screening windows and measures to stability
+only the concurrency the search settles on: the screened step of the highest throughput within
+budget (the start where none is). Where that full measurement is over budget, the next such step
+is measured in full, once. The steps stay on the curve, marked ``screened``, but where measured
+in full.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class SweepPlan:
         min_gain_pct: Stop doubling when throughput grows by less than this; None never stops on it.
         refine_steps: Bisections between the last concurrency within budget and the first over.
         metric / budget: The latency metric and its limit; None stops only on the gain.
+        screened: Take the search's steps as screens (``screened_sweep``).
     """
 
     fixed: tuple[int, ...] | None = None
@@ -37,6 +45,7 @@ class SweepPlan:
     refine_steps: int = 3
     metric: str | None = None
     budget: float | None = None
+    screened: bool = False
 
     def within(self, point: LoadPoint) -> bool:
         return self.metric is None or self.budget is None or float(getattr(point, self.metric)) <= self.budget
@@ -61,6 +70,21 @@ def sweep(measure_at: Callable[[int], LoadPoint], plan: SweepPlan) -> list[LoadP
             break
         good = step
     return points
+
+
+def screened_sweep(
+    screen_at: Callable[[int], LoadPoint], measure_at: Callable[[int], LoadPoint], plan: SweepPlan
+) -> list[LoadPoint]:
+    """The search on screens, then the concurrency it settles on measured to stability (see the module doc)."""
+    steps = sweep(screen_at, plan)
+    within = sorted((p for p in steps if plan.within(p)), key=lambda p: p.throughput, reverse=True)
+    full: list[LoadPoint] = []
+    for step in within[:2] or steps[:1]:
+        full.append(measure_at(step.concurrency))
+        if plan.within(full[-1]):
+            break
+    measured = {p.concurrency for p in full}
+    return [p for p in steps if p.concurrency not in measured] + full
 
 
 def _bisect(measure_at: Callable[[int], LoadPoint], plan: SweepPlan, good: int, bad: int) -> list[LoadPoint]:

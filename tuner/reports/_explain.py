@@ -289,7 +289,8 @@ def consistent(point: LoadPoint) -> bool:
 
 
 def _saturation(curve: Sequence[LoadPoint]) -> list[Explanation]:
-    points = sorted((p for p in curve if p.stable and consistent(p)), key=lambda p: p.concurrency)
+    # a screened step of the concurrency search is read too: the rule's margins are wider than its noise
+    points = sorted((p for p in curve if (p.stable or p.screened) and consistent(p)), key=lambda p: p.concurrency)
     for low, high in itertools.pairwise(points):
         gain = high.throughput / low.throughput - 1
         growth = high.latency_p99_ms / low.latency_p99_ms - 1

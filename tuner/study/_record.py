@@ -42,8 +42,15 @@ def recording_config(cfg: StudyConfig, study_name: str | None = None) -> StudyCo
         update={"sampler": "grid", "n_trials": None, "timeout_s": None, "replay": None, "warm_start": False}
     )
     update: dict[str, object] = {"study": study_name or f"{cfg.study}-landscape", "search": search}
-    # one full measurement per config: no fresh loads of the best ones, no config stopped after its screen
-    load = cfg.load.model_copy(update={"early_stop": cfg.load.early_stop.model_copy(update={"enabled": False})})
+    # one full measurement per config: no fresh loads of the best ones, no config stopped after its screen,
+    # every step of the concurrency search measured to stability
+    search_steps = cfg.load.concurrency_search.model_copy(update={"screened_steps": False})
+    load = cfg.load.model_copy(
+        update={
+            "early_stop": cfg.load.early_stop.model_copy(update={"enabled": False}),
+            "concurrency_search": search_steps,
+        }
+    )
     update["load"] = load.model_copy(update={"remeasure": load.remeasure.model_copy(update={"loads": 0})})
     return cfg.model_copy(update=update)
 

@@ -23,10 +23,12 @@ def choose_point(
 ) -> LoadPoint:
     """The point a trial is judged by: the best feasible one by the first objective.
 
-    Where no concurrency meets the constraints, the one that violates them least.
+    Where no concurrency meets the constraints, the one that violates them least. Points measured
+    to stability are judged; the concurrency search's screened steps only where there is none.
     """
     first = cfg.objectives[0]
     sign = 1.0 if first.direction == "maximize" else -1.0
+    points = tuple(p for p in points if not p.screened) or points
     feasible = [p for p in points if violation(trial_metrics(p, accuracy), cfg) == 0.0]
     if feasible:
         return max(feasible, key=lambda p: sign * trial_metrics(p, accuracy)[first.metric])

@@ -30,6 +30,7 @@ def sweep_plan(cfg: StudyConfig) -> SweepPlan:
         refine_steps=search.refine_steps,
         metric=metric,
         budget=budget,
+        screened=search.screened_steps,
     )
 
 

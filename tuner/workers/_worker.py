@@ -53,6 +53,7 @@ from tuner.measure import (
     infer_samples,
     nvml_reader,
     request_samples,
+    screened_sweep,
     sweep,
     warm_up,
     write_input_json,
@@ -290,7 +291,9 @@ class Worker:
         """Warms up and measures at each concurrency of the sweep; the server's side goes to ``server``.
 
         Returns the points, and why the screen stopped the trial (then the one point is the screen's):
-        its measurement, or the variant's ``accuracy_drop`` already checked after the load.
+        its measurement, or the variant's ``accuracy_drop`` already checked after the load. Under the
+        concurrency search with screened steps, the steps are screens (the trial's screen the first)
+        and only the concurrency the search settles on is measured to stability (``screened_sweep``).
         """
         warmed: set[int] = set()
 
@@ -315,16 +318,27 @@ class Worker:
             server[str(concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
             return measured.point
 
+        screens: dict[int, LoadPoint] = {}
+
+        def screen_at(concurrency: int) -> LoadPoint:
+            if concurrency not in screens:
+                warm(concurrency)
+                with _timed(timings, "screen_s"):
+                    measured = self._measure_trusted(name, concurrency, screening=True)
+                server[str(concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
+                screens[concurrency] = measured.point
+            return screens[concurrency]
+
         if screen is not None and (screen.judges or screen.inaccurate(accuracy_drop)):
-            warm(screen.concurrency)
-            with _timed(timings, "screen_s"):
-                measured = self._measure_trusted(name, screen.concurrency, screening=True)
-            reason = screen.verdict(measured.point, accuracy_drop)
+            reason = screen.verdict(screen_at(screen.concurrency), accuracy_drop)
             if reason is not None:
-                server[str(screen.concurrency)] = measured.server.as_dict() | {"exact_window": measured.exact_window}
                 logger.info("%s stopped after its screen: %s", name, reason)
-                return [measured.point], reason
-        return sweep(measure_at, self.setup.sweep), None
+                return [screens[screen.concurrency]], reason
+        plan = self.setup.sweep
+        if plan.fixed is None and plan.screened:
+            steps = screened_sweep(lambda c: dataclasses.replace(screen_at(c), screened=True), measure_at, plan)
+            return steps, None
+        return sweep(measure_at, plan), None
 
     def _measure_trusted(self, name: str, concurrency: int, screening: bool = False) -> Measured:
         """One measurement (or screen), taken again while other processes used material CPU during it.
