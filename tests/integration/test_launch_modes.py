@@ -169,7 +169,8 @@ def test_a_worker_measures_on_a_remote_server(
         assert outcome.error is None, outcome.error
         assert outcome.points and outcome.points[0].throughput > 0
         assert outcome.server["2"]["requests"] > 0  # the server's own statistics, read remotely
-        assert not _ready(remote["http"], "digits_forest")  # unloaded after the trial
+        assert _ready(remote["http"], "digits_forest")  # kept for the next trial's load to replace
+    assert not _ready(remote["http"], "digits_forest")  # the worker's stop unloads it
     assert _ready(remote["http"], "bystander")
 
 

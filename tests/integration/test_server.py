@@ -201,3 +201,40 @@ def test_a_longer_queue_delay_forms_larger_batches(tmp_path: Path, digits_onnx: 
 def test_a_started_server_says_its_version(server: EmbeddedServer) -> None:
     version = server_version(server)
     assert version is not None and version.split(".")[0].isdigit()
+
+
+def test_a_cpu_worker_leaves_a_measured_config_for_the_next_load_to_replace(tmp_path: Path, digits_onnx: Path) -> None:
+    import time
+
+    import psutil
+
+    from tuner.measure import EngineSettings, SweepPlan
+    from tuner.workers import WorkerSetup
+    from tuner.workers._worker import Worker
+
+    setup = WorkerSetup(
+        model_name="digits_forest", model_path=digits_onnx, model_info=read_model_info(digits_onnx),
+        workdir=tmp_path / "worker", sweep=SweepPlan(fixed=(2,)), engine=EngineSettings(window_ms=300, max_windows=3),
+    )
+
+    def stubs(worker: Worker) -> int:
+        children = psutil.Process(worker.server.pid).children(recursive=True)
+        return sum("stub" in c.name() for c in children if c.status() != psutil.STATUS_ZOMBIE)
+
+    with Worker(setup) as worker:
+        two = worker.evaluate(TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0, instance_count=2))
+        assert two.error is None, two.error
+        assert stubs(worker) == 2, "the measured config stays loaded"
+        assert two.timings_s["unload_s"] < 0.5, "nothing waited for the instances to stop"
+        one = worker.evaluate(
+            TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0, instance_count=1, precision="fp16")
+        )
+        assert one.error is None and one.points[0].throughput > 0, one.error
+        deadline = time.monotonic() + 30
+        while stubs(worker) != 1 and time.monotonic() < deadline:  # the old instances retire in the background
+            time.sleep(0.1)
+        assert stubs(worker) == 1, "the load replaced the two instances with one"
+        failed = worker.evaluate(TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0,
+                                           instance_count=1, precision="int8"))  # a forest has no INT8 variant
+        assert failed.error is not None
+        assert stubs(worker) == 0, "a failed trial unloads what is there"
