@@ -372,8 +372,12 @@ class Worker:
             # a new file in place of the old: the model may still be loaded from the old one
             target = self.version_dir / self._onnx_name
             staged = target.with_name(f".{target.name}.new")
-            shutil.copy2(source, staged)
-            staged.replace(target)
+            try:
+                shutil.copy2(source, staged)
+                staged.replace(target)
+            except OSError:
+                staged.unlink(missing_ok=True)  # a full disk leaves no part of a file behind
+                raise
             self._installed = source
 
     def _check_accuracy(self) -> dict | None:
