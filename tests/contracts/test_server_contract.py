@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.http as triton_http
+from served import settled_statistics
 
 from tuner.errors import ModelLoadError, ServerStartError
 from tuner.model_info import read_model_info
@@ -168,10 +168,6 @@ def _family(server: TritonServer) -> list[psutil.Process]:
     return [process, *process.children(recursive=True)]
 
 
-def _inference_count(server: TritonServer) -> int:
-    return int(server.model_statistics(MODEL)["model_stats"][0]["inference_count"])
-
-
 def test_start_stop_and_start_again(mode: Mode, fresh: TritonServer) -> None:
     fresh.stop()  # before start: nothing to undo
     assert not fresh.is_alive()
@@ -222,11 +218,7 @@ def test_load_serves_the_model_and_unload_takes_it_away(mode: Mode, started: Tri
     started.load(MODEL)
 
     assert _infer(started.http_url).shape[0] == 3
-    # The server counts a request after it answers it: under load the count may lag the answer.
-    deadline = time.monotonic() + 10
-    while (count := _inference_count(started)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert count >= 3
+    assert int(settled_statistics(started, MODEL, inferences=3)["inference_count"]) >= 3
     started.unload(MODEL)
     assert not _ready(started.http_url)
     assert started.is_alive()

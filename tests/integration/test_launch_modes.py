@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
+from served import settled_statistics
 
 from tuner.config import ServerSettings
 from tuner.errors import ModelLoadError
@@ -101,10 +102,6 @@ def _infer(http_url: str, name: str, rows: int = 3) -> np.ndarray:
         client.close()
 
 
-def _inference_count(server: RemoteServer) -> int:
-    return int(server.model_statistics("digits_forest")["model_stats"][0]["inference_count"])
-
-
 def test_remote_load_with_override_serves_and_unloads_only_its_model(
     remote: dict, tmp_path: Path, digits_onnx: Path
 ) -> None:
@@ -115,11 +112,7 @@ def test_remote_load_with_override_serves_and_unloads_only_its_model(
         assert server.pid is None and server.is_alive()
         server.load("digits_forest")
         assert _infer(server.http_url, "digits_forest").shape[0] == 3
-        # The server counts a request after it answers it: under load the count may lag the answer.
-        deadline = time.monotonic() + 10
-        while (count := _inference_count(server)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert count == 3
+        assert int(settled_statistics(server, "digits_forest", inferences=3)["inference_count"]) == 3
         server.unload("digits_forest")
         assert not _ready(remote["http"], "digits_forest")
         assert _ready(remote["http"], "bystander")  # unloading touches no other model

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import tritonclient.http as triton_http
 from onnx import TensorProto, helper
+from served import settled_statistics
 
 from tuner.errors import ModelLoadError, ServerStartError
 from tuner.model_info import read_model_info
@@ -57,19 +58,6 @@ def _two_io_model(path: Path) -> Path:
     return path
 
 
-def _settled_statistics(server: EmbeddedServer, name: str, inferences: int, timeout_s: float = 10.0) -> dict:
-    """The model's statistics once they count ``inferences`` (or at the timeout): the backend reports an
-    execution's statistics after it has sent the responses, so a client can read them before they are in."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        stats = server.model_statistics(name)["model_stats"][0]
-        if int(stats["inference_count"]) >= inferences or time.monotonic() > deadline:
-            return stats
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, digits_onnx: Path):
     root = tmp_path_factory.mktemp("server")
@@ -114,7 +102,7 @@ def test_runner_stacks_concurrent_requests_of_several_dtypes(server: EmbeddedSer
         result = future.get_result()
         np.testing.assert_allclose(result.as_numpy("y"), np.full((2, 3), i + 1.5, dtype=np.float32))
         assert result.as_numpy("n").reshape(-1).tolist() == [2 * i, 2 * (i + 1)]
-    stats = _settled_statistics(server, "two_io", inferences=16)
+    stats = settled_statistics(server, "two_io", inferences=16)
     assert int(stats["inference_count"]) == 16
     # Dynamic batching stacked some requests into one execution.
     assert int(stats["execution_count"]) <= 4
@@ -183,7 +171,7 @@ def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Pa
     before = int(server.model_statistics("two_io")["model_stats"][0]["inference_count"])
     info = read_model_info(server.repository / "two_io" / "1" / "model.onnx")
     warm_up(server.http_url, "two_io", info, requests=6, concurrency=3)
-    after = int(_settled_statistics(server, "two_io", inferences=before + 6)["inference_count"])
+    after = int(settled_statistics(server, "two_io", inferences=before + 6)["inference_count"])
     assert after - before == 6
 
 
