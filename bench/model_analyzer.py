@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -53,8 +52,10 @@ from tuner.model_info import read_model_info
 from tuner.storage import Store
 from tuner.study import StudyRunner
 from tuner.trial import InstanceKind, TrialSpec, execution_provider
+from tuner.triton import cpu_model, versions
 from tuner.triton._embedded import embedded_backends, embedded_environment, pytriton_root
 from tuner.triton._model_config import RUNNER_SOURCE, build_model_config, provider_options, to_pbtxt
+from tuner.workers import cpu_cores
 
 STUDY_FILE = ROOT / "bench" / "model_analyzer.yaml"
 _PROFILING = re.compile(r"Profiling (\S+): concurrency=(\d+)")
@@ -85,7 +86,7 @@ def main() -> None:
     ma = result["model_analyzer"]
     result["tuner"] = run_tuner(cfg, args.workdir / "tuner", ma["wall_s"], ma["best"]["throughput"])
     _report("tuner", result)
-    result["raw_onnxruntime"] = raw_ceiling(cfg)
+    result["raw_onnxruntime"] = raw_ceiling(cfg, args.workdir / "variants")
     ceiling = result["raw_onnxruntime"]["best"]["throughput"]
     result["tuner_share_of_raw"] = round(result["tuner"]["best"]["throughput"] / ceiling, 3)
     result["model_analyzer_share_of_raw"] = round(ma["best"]["throughput"] / ceiling, 3)
@@ -263,7 +264,7 @@ def run_tuner(cfg: Any, workdir: Path, wall_s: float, ma_best: float) -> dict[st
     }
 
 
-def raw_ceiling(cfg: Any) -> dict[str, Any]:
+def raw_ceiling(cfg: Any, cache: Path) -> dict[str, Any]:
     """Part 3 of the module doc: raw ONNX Runtime's best on the accurate variants."""
     import onnxruntime as ort
 
@@ -272,9 +273,8 @@ def raw_ceiling(cfg: Any) -> dict[str, Any]:
     inputs = validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
     reference = reference_outputs(str(onnx), inputs)
     bound = cfg.constraints["accuracy_drop"].max
-    cores = len(os.sched_getaffinity(0))
+    cores = cpu_cores()
     layouts = [(s, t) for s in (1, 2) for t in (1, 2) if s * t <= cores]
-    cache = Path("/tmp/tuner-model-analyzer/variants")
     cache.mkdir(parents=True, exist_ok=True)
     runs = []
     for precision in cfg.search.space.precision:
@@ -344,22 +344,11 @@ def _drive(sessions: list, feed: dict[str, np.ndarray], batch: int) -> float:
 
 
 def _machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
+    """The CPU and the measuring packages' versions, as landscapes and verifications record them."""
     return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "triton": "2.51 (nvidia-pytriton " + version("nvidia-pytriton") + ")",
-        "onnxruntime": version("onnxruntime-openvino"),
-        "perf_analyzer": "tritonclient " + version("tritonclient"),
+        "cpu": cpu_model(),
+        "cores": cpu_cores(),
+        "versions": versions(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
