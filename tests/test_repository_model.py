@@ -293,7 +293,6 @@ def test_the_cli_refuses_it_with_exit_code_2_and_starts_nothing(tmp_path: Path, 
     [
         (DOUBLER_CONFIG.replace("max_batch_size: 8", "max_batch_size: 0"), {}, "has max_batch_size 0"),
         (DOUBLER_CONFIG + "sequence_batching { }", {}, "dynamic_batching: .* uses the sequence batcher"),
-        (DOUBLER_CONFIG.replace('backend: "python"', 'platform: "ensemble"'), {}, "is an ensemble"),
     ],
 )
 def test_what_the_tuner_cannot_tune_is_said_before_anything_starts(
@@ -355,7 +354,7 @@ def test_a_worker_lays_out_a_python_model_as_it_is_and_tunes_its_config(tmp_path
         "config.pbtxt",
         "labels.txt",
     ]
-    config = worker.trial_config(_spec())
+    config = worker.trial_configs(_spec())["doubler"]
     assert (config.name, config.backend, config.max_batch_size) == ("doubler", "python", 4)
     assert config.parameters["greeting"].string_value == "kept" and "onnx_file" not in config.parameters
 
@@ -367,7 +366,7 @@ def test_a_worker_puts_the_runner_beside_an_onnx_model_in_its_version_folder(
     worker.lay_out()
     version = tmp_path / "w" / "repository" / "digits" / "3"
     assert (version / "model.py").is_file() and (version / "model.onnx").is_file()
-    assert worker.trial_config(_spec()).parameters["onnx_file"].string_value == "model.onnx"
+    assert worker.trial_configs(_spec())["digits"].parameters["onnx_file"].string_value == "model.onnx"
 
 
 # --- export ---

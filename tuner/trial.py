@@ -65,6 +65,9 @@ class TrialSpec:
         accelerator: ``none`` (ONNX Runtime's default provider on the device), ``openvino``,
             ``cuda`` or ``tensorrt``.
         precision: ``fp32``, ``fp16`` or ``int8``.
+        steps: For an ensemble, each composing model's spec by model name, in the order the
+            ensemble runs them; its own knobs then are its scheduler's (``max_batch_size``, which
+            no step's may be below). Empty for a single model.
     """
 
     max_batch_size: int
@@ -75,14 +78,43 @@ class TrialSpec:
     kind: InstanceKind = InstanceKind.CPU
     accelerator: str = "none"
     precision: str = "fp32"
+    steps: tuple[tuple[str, TrialSpec], ...] = ()
 
     def key(self) -> str:
         """A canonical text that is equal for configs that behave the same on the server."""
-        values = dataclasses.asdict(self)
+        return json.dumps(self._key_values(), sort_keys=True)
+
+    def _key_values(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "steps"}
         values["kind"] = self.kind.value
         if not self.dynamic_batching:
             values["max_queue_delay_us"] = 0
-        return json.dumps(values, sort_keys=True)
+        if self.steps:  # absent for a single model, so its key stays what it was
+            values["steps"] = [[name, step._key_values()] for name, step in self.steps]
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> TrialSpec:
+        """The spec of a key's JSON (``json.loads(spec.key())``)."""
+        steps = tuple((name, cls.from_json(step)) for name, step in values.get("steps", []))
+        kind = InstanceKind(values.get("kind", InstanceKind.CPU.value))
+        return cls(**{**values, "kind": kind, "steps": steps})
+
+    @property
+    def step_specs(self) -> dict[str, TrialSpec]:
+        """The composing models' specs by name (empty for a single model)."""
+        return dict(self.steps)
+
+    @property
+    def cpu_threads_used(self) -> int:
+        """Threads the config runs on the CPU at once: instances x threads, over every step of an ensemble.
+
+        Instances on a GPU count none, except OpenVINO's, which runs on the CPU whatever the kind.
+        """
+        if self.steps:
+            return sum(step.cpu_threads_used for _, step in self.steps)
+        on_cpu = self.kind is InstanceKind.CPU or self.accelerator == "openvino"
+        return self.instance_count * self.cpu_threads if on_cpu else 0
 
 
 @dataclass(frozen=True)

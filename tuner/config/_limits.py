@@ -99,6 +99,8 @@ MAX_REMEASURE_LOADS: Final = MAX_TRIALS
 
 #: Inputs of one model (models with key-value caches have two per layer, a few hundred).
 MAX_INPUTS: Final = 1024
+#: Composing models of an ensemble a study tunes together (each adds its knobs to the space).
+MAX_STEPS: Final = 64
 
 #: Dimensions of one input: numpy (which tritonclient 2.50 pins below 2.0) holds at most 32.
 MAX_RANK: Final = 32

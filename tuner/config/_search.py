@@ -28,6 +28,7 @@ from tuner.config._limits import (
     MAX_KNOB_VALUES,
     MAX_QUEUE_DELAY_US,
     MAX_SEED,
+    MAX_STEPS,
     MAX_TIMEOUT_S,
     MAX_TRANSFER_STUDIES,
     MAX_TRIALS,
@@ -112,11 +113,19 @@ def _name_dim(valid: tuple[str, ...]) -> Any:
     return Annotated[str | Annotated[list[str], Field(min_length=1)], AfterValidator(check)]
 
 
+#: Knobs only ONNX models have: ONNX Runtime's settings and the precision variants.
+ONNX_KNOBS: tuple[str, ...] = ("cpu_threads", "accelerator", "precision")
+
+
 class SpaceSettings(_Strict):
     """The knobs to search. A list is a set of choices, {low, high} a range, a scalar a fixed value.
 
     ``cpu_threads`` left out means each instance gets an equal share of the worker's cores.
     ``accelerator`` and ``precision`` left out mean ONNX Runtime's default provider at FP32.
+
+    For an ensemble the knobs are searched for each composing model apart: a knob given here
+    applies to every one (ONNX Runtime's to the ONNX ones), and ``models.<name>`` gives one model
+    its own (``for_model``).
     """
 
     max_batch_size: IntDim = [1, 4, 8, 16, 32]
@@ -126,6 +135,25 @@ class SpaceSettings(_Strict):
     cpu_threads: IntDim | None = None
     accelerator: _name_dim(ACCELERATORS) = "none"  # type: ignore[valid-type]
     precision: _name_dim(PRECISIONS) = "fp32"  # type: ignore[valid-type]
+    models: Annotated[
+        dict[Annotated[str, AfterValidator(_valid_name)], SpaceSettings], Field(max_length=MAX_STEPS)
+    ] = {}
+
+    def for_model(self, name: str, onnx: bool) -> SpaceSettings:
+        """The space of composing model ``name``: its own knobs (``models.<name>``) over the ones given
+        for every model (ONNX Runtime's left out where the model is not ONNX, ``onnx``)."""
+        shared = {k: getattr(self, k) for k in self.model_fields_set if k != "models" and (onnx or k not in ONNX_KNOBS)}
+        own = self.models.get(name)
+        mine = {k: getattr(own, k) for k in own.model_fields_set} if own is not None else {}
+        return SpaceSettings.model_validate({**shared, **mine})
+
+    @field_validator("models")
+    @classmethod
+    def _one_level(cls, value: dict[str, SpaceSettings]) -> dict[str, SpaceSettings]:
+        for name, space in value.items():
+            if space.models:
+                raise ValueError(f"{name}: a composing model's space names no models of its own")
+        return value
 
     @field_validator("max_batch_size", "max_queue_delay_us", "instance_count", "cpu_threads")
     @classmethod

@@ -81,14 +81,24 @@ class Probe:
     Args:
         statistics: Returns Triton's statistics answer for the model being measured.
         monitor: The worker's running usage monitor.
+        steps: For an ensemble, returns each composing model's statistics answer by name.
     """
 
-    def __init__(self, statistics: Callable[[], Mapping[str, Any]], monitor: UsageMonitor) -> None:
+    def __init__(
+        self,
+        statistics: Callable[[], Mapping[str, Any]],
+        monitor: UsageMonitor,
+        steps: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
         self._statistics = statistics
         self.monitor = monitor
+        self._steps = steps
 
     def snap(self) -> CounterSnapshot:
-        return CounterSnapshot(model_counters(self._statistics()), self.monitor.mark())
+        counters = model_counters(self._statistics())
+        if self._steps is not None:
+            counters["steps"] = {name: model_counters(answer) for name, answer in self._steps().items()}
+        return CounterSnapshot(counters, self.monitor.mark())
 
     def snap_after(self, start: CounterSnapshot, answered: int, timeout_s: float = 1.0) -> CounterSnapshot:
         """A snapshot once the server has counted the ``answered`` requests since ``start``.

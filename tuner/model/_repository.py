@@ -17,6 +17,7 @@ the backends their server has, which only loading the model can tell.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,7 @@ class RepositoryModel:
         backend: The backend that runs it (``onnxruntime`` for ``platform: "onnxruntime_onnx"``).
         version: The version folder the server loads: the highest, or the highest its
             ``version_policy`` names where it names versions.
+        steps: An ensemble's composing models, in the order its steps first name them.
     """
 
     name: str
@@ -66,6 +68,11 @@ class RepositoryModel:
     config_text: str
     backend: str
     version: str
+    steps: tuple[RepositoryModel, ...] = ()
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.backend == "ensemble"
 
     @property
     def config(self) -> pb.ModelConfig:
@@ -115,21 +122,28 @@ def open_model(settings: ModelSettings) -> StudyModel:
         assert settings.path is not None  # ModelSettings holds one of the two
         return StudyModel(read_model_info(settings.path, shapes), settings.path)
     model = read_repository_model(settings.repository, settings.name)
+    return StudyModel(repository_model_info(model, shapes), model.model_file if model.is_onnx else None, model)
+
+
+def repository_model_info(model: RepositoryModel, shapes: Sequence[TensorInfo] = ()) -> ModelInfo:
+    """A repository model's inputs and outputs: its config's, or its ONNX file's where the config
+    leaves them out (Triton completes them from the file); ``shapes`` fix free dimensions."""
     config = model.config
     if model.is_onnx and not (config.input and config.output):
-        info = read_model_info(model.model_file, shapes)
-    else:
-        info = config_model_info(config, shapes)
-    return StudyModel(info, model.model_file if model.is_onnx else None, model)
+        return read_model_info(model.model_file, shapes)
+    return config_model_info(config, shapes)
 
 
 def read_repository_model(repository: Path, name: str) -> RepositoryModel:
     """Reads model ``name`` of ``repository``: its config, backend and version folder.
 
+    An ensemble's composing models are read with it (``RepositoryModel.steps``).
+
     Raises:
         ModelError: the config cannot be read or parsed, names another model, names no backend or
             platform, or the model has no version folder (or no model file in it, for ONNX and
-            python models).
+            python models); an ensemble names no steps, a model the repository lacks, or another
+            ensemble (nested ensembles are not tuned).
     """
     folder = repository / name
     path = folder / "config.pbtxt"
@@ -152,29 +166,41 @@ def read_repository_model(repository: Path, name: str) -> RepositoryModel:
         versions = [v for v in versions if v in named]
     if not versions and backend != "ensemble":
         raise ModelError(f"model {name!r} has no version folder (such as {folder / '1'}) its version policy serves")
-    model = RepositoryModel(name, folder, text, backend, str(versions[0]) if versions else "1")
+    steps = _composing_models(repository, name, config) if backend == "ensemble" else ()
+    model = RepositoryModel(name, folder, text, backend, str(versions[0]) if versions else "1", steps)
     if backend in _DEFAULT_FILES and not model.model_file.is_file():
         raise ModelError(f"model {name!r} ({backend} backend) has no {model.model_file}")
     return model
 
 
+def _composing_models(repository: Path, name: str, config: pb.ModelConfig) -> tuple[RepositoryModel, ...]:
+    names = list(dict.fromkeys(step.model_name for step in config.ensemble_scheduling.step))
+    if not names:
+        raise ModelError(f"ensemble {name!r} has no ensemble_scheduling steps")
+    steps = []
+    for step in names:
+        if not (repository / step / "config.pbtxt").is_file():
+            raise ModelError(f"ensemble {name!r} runs model {step!r}, which {repository} lacks")
+        model = read_repository_model(repository, step)
+        if model.is_ensemble:
+            raise ModelError(f"ensemble {name!r} runs ensemble {step!r}: nested ensembles are not tuned")
+        steps.append(model)
+    return tuple(steps)
+
+
 def check_launch_runs(model: RepositoryModel, server: ServerSettings) -> None:
-    """Raises ConfigError where the study's launch mode cannot run ``model``'s backend.
+    """Raises ConfigError where the study's launch mode cannot run ``model``'s backend (an ensemble's:
+    its composing models').
 
     Raises:
-        ConfigError: an ensemble (tuning composing models together is not supported yet), or a
-            backend other than python and onnxruntime on the embedded server; the message names
-            the launch modes that could run it.
+        ConfigError: a backend other than python and onnxruntime on the embedded server; the
+            message names the launch modes that could run it.
     """
-    if model.backend == "ensemble":
-        raise ConfigError(
-            f"model.name: {model.name!r} is an ensemble; tuning an ensemble's composing models together is not "
-            "supported yet: name one composing model"
-        )
-    if server.launch == "embedded" and model.backend not in EMBEDDED_BACKENDS:
-        raise ConfigError(
-            f"model.name: {model.name!r} runs on the {model.backend} backend, which the embedded server lacks (it "
-            "runs python-backend models, and ONNX models through the tuner's runner); use server.launch "
-            f"{', '.join(FULL_TRITON_LAUNCHES[:-1])} or {FULL_TRITON_LAUNCHES[-1]}, with a Triton that has the "
-            f"{model.backend} backend"
-        )
+    for step in model.steps or (model,):
+        if server.launch == "embedded" and step.backend not in EMBEDDED_BACKENDS:
+            raise ConfigError(
+                f"model.name: {step.name!r} runs on the {step.backend} backend, which the embedded server lacks (it "
+                "runs python-backend models, and ONNX models through the tuner's runner); use server.launch "
+                f"{', '.join(FULL_TRITON_LAUNCHES[:-1])} or {FULL_TRITON_LAUNCHES[-1]}, with a Triton that has the "
+                f"{step.backend} backend"
+            )

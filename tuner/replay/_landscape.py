@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError
 from tuner.pool import Finished, WorkerPlan, WorkerStatus
-from tuner.trial import InstanceKind, LoadPoint, Screen, TrialOutcome, TrialSpec, screened
+from tuner.trial import LoadPoint, Screen, TrialOutcome, TrialSpec, screened
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -122,7 +122,7 @@ class Landscape:
                 machine=dict(data.get("machine") or {}),
             )
             for entry in data["entries"]:
-                spec = spec_from_json(entry["spec"])
+                spec = TrialSpec.from_json(entry["spec"])
                 outcome = TrialOutcome(
                     spec=spec,
                     config_pbtxt=entry.get("config_pbtxt", ""),
@@ -152,11 +152,6 @@ class Landscape:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{source}: {path} is not JSON: {exc}") from None
         return cls.from_json(data, source)
-
-
-def spec_from_json(values: dict[str, Any]) -> TrialSpec:
-    """The TrialSpec of a key's JSON (``json.loads(spec.key())``)."""
-    return TrialSpec(**{**values, "kind": InstanceKind(values.get("kind", InstanceKind.CPU.value))})
 
 
 class ReplayPool:

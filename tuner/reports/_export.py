@@ -32,7 +32,7 @@ from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
 from tuner.storage import Store, StoredStudy, StoredTrial, StudyInfo, read_info, read_study, redact_url
 from tuner.study import ConfigResult, Recommendation, by_number, config_results, recommend
-from tuner.trial import InstanceKind, LoadPoint, TrialSpec
+from tuner.trial import LoadPoint, TrialSpec
 from tuner.triton import RUNNER_BACKEND, RUNNER_SOURCE, parse_pbtxt
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def export_trial(
     choice = choose(stored, number, max_p99_ms)
     trial, record = choice.trial, choice.trial.record
     assert record is not None  # choose refuses a trial without its rows
-    spec = _spec(record.spec)
+    spec = TrialSpec.from_json(record.spec)
     config = parse_pbtxt(record.config_pbtxt)
     model_dir = out_dir / config.name
     if model_dir.exists():
@@ -181,10 +181,6 @@ def _write_model(model: StudyModel, model_dir: Path, config_pbtxt: str) -> list[
     config = model_dir / "config.pbtxt"
     config.write_text(config_pbtxt)
     return [config, *sorted(p for p in model_dir.rglob("*") if p.is_file() and p != config)]
-
-
-def _spec(values: dict) -> TrialSpec:
-    return TrialSpec(**{**values, "kind": InstanceKind(values.get("kind", InstanceKind.CPU.value))})
 
 
 def _copy_variant(cfg: StudyConfig, model: StudyModel, precision: str, target: Path) -> None:

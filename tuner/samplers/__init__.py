@@ -14,6 +14,7 @@ from __future__ import annotations
 from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._contract import DISTINCT, Exhaustible
 from tuner.samplers._grid import ConfigGridSampler
+from tuner.samplers._pipeline import PipelineSpace
 from tuner.samplers._planned import PlannedSampler
 from tuner.samplers._quick import QuickSearchSampler
 from tuner.samplers._registry import (
@@ -24,7 +25,7 @@ from tuner.samplers._registry import (
     make_sampler,
     warm_start_params,
 )
-from tuner.samplers._space import SearchSpace
+from tuner.samplers._space import SearchSpace, Space
 from tuner.samplers._unmeasured import UnmeasuredFirst
 
 __all__ = [
@@ -35,9 +36,11 @@ __all__ = [
     "ConfigBOSampler",
     "ConfigGridSampler",
     "Exhaustible",
+    "PipelineSpace",
     "PlannedSampler",
     "QuickSearchSampler",
     "SearchSpace",
+    "Space",
     "UnmeasuredFirst",
     "initial_params",
     "make_sampler",

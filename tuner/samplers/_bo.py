@@ -44,7 +44,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._planned import PlannedSampler, trial_params
-from tuner.samplers._space import SearchSpace
+from tuner.samplers._space import Space
 from tuner.storage import ATTR_INTERRUPTED
 from tuner.trial import ACCURACY_METRICS, InstanceKind
 
@@ -90,7 +90,7 @@ class ConfigBOSampler(PlannedSampler):
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: Space,
         seed: int | None = None,
         n_startup_trials: int = 4,
         surrogate: str | None = None,
@@ -226,7 +226,7 @@ class FeatureEncoder:
             value of a knob with few values is a column of its own.
     """
 
-    def __init__(self, space: SearchSpace, structured: bool = False) -> None:
+    def __init__(self, space: Space, structured: bool = False) -> None:
         self.space = space
         self.ard = structured
         #: (knob, how it is encoded, the space's values): "onehot" a column per value, "rank" one
@@ -246,11 +246,9 @@ class FeatureEncoder:
 
     def __call__(self, params: dict[str, Any]) -> list[float]:
         merged = {**self.space.fixed, **params}
-        if not merged.get("dynamic_batching", False):
-            merged.pop("max_queue_delay_us", None)  # means nothing without batching
         row: list[float] = []
         for knob, encoding, values in self.columns:
-            value = merged.get(knob)
+            value = merged.get(knob) if self.space.asked(knob, merged) else None  # a delay means nothing unbatched
             if encoding == "onehot":
                 row.extend(1.0 if value == v else 0.0 for v in values)
             elif value is None:
@@ -260,14 +258,13 @@ class FeatureEncoder:
             else:
                 row.append((float(value) - values[0]) / (values[1] - values[0]))
         if self._threads:
-            spec = self.space.to_spec(params)
-            on_cpu = self.space.kind is InstanceKind.CPU or spec.accelerator == "openvino"
-            load = spec.instance_count * spec.cpu_threads / self.space.worker_cores if on_cpu else 1.0
+            threads = self.space.to_spec(params).cpu_threads_used
+            load = threads / self.space.worker_cores if threads else 1.0
             row.append((min(max(math.log2(load), -3.0), 3.0) + 3.0) / 6.0)
         return row
 
 
-def _accelerators(space: SearchSpace) -> list[Any]:
+def _accelerators(space: Space) -> list[Any]:
     if "accelerator" in space.distributions:
         return space.values("accelerator")
     return [space.fixed.get("accelerator", "none")]

@@ -16,7 +16,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 
 from tuner.samplers._planned import PlannedSampler
-from tuner.samplers._space import SearchSpace
+from tuner.samplers._space import Space
 
 
 class ConfigGridSampler(PlannedSampler):
@@ -32,7 +32,7 @@ class ConfigGridSampler(PlannedSampler):
 
     exhausted_reason = "grid search done: every config of the space was measured"
 
-    def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
+    def __init__(self, space: Space, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.combinations = space.combinations()
         if seed is not None:

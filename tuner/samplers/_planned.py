@@ -15,7 +15,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.samplers._space import SearchSpace
+from tuner.samplers._space import Space
 
 ATTR_PLANNED = "tuner:planned"
 
@@ -31,7 +31,7 @@ class PlannedSampler(BaseSampler):
     #: What the study's summary says when the sampler ends it (``is_exhausted``).
     exhausted_reason = "the sampler has nothing left to propose"
 
-    def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
+    def __init__(self, space: Space, seed: int | None = None) -> None:
         self.space = space
         self.seed = seed
         self._fallback = RandomSampler(seed=seed)

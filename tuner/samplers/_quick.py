@@ -20,7 +20,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._planned import PlannedSampler, trial_params
-from tuner.samplers._space import SearchSpace
+from tuner.samplers._space import Space
 
 #: A range with more values than this is climbed on a doubling ladder.
 _LADDER_MAX = 8
@@ -36,7 +36,7 @@ class QuickSearchSampler(PlannedSampler):
 
     exhausted_reason = "quick search converged: no neighbour of the best config improves on it"
 
-    def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
+    def __init__(self, space: Space, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.ladders = {knob: ladder(space, knob) for knob in space.distributions}
 
@@ -63,16 +63,17 @@ class QuickSearchSampler(PlannedSampler):
     def neighbours(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Configs one knob step away from ``params``, in a seeded order."""
         found: list[dict[str, Any]] = []
-        batching = {**self.space.fixed, **params}.get("dynamic_batching", False)
         for knob, values in self.ladders.items():
-            if knob == "max_queue_delay_us" and not batching:
+            if not self.space.asked(knob, params):
                 continue
             for value in _steps(values, params.get(knob), self.space.distributions[knob]):
                 moved = {**params, knob: value}
-                if knob == "dynamic_batching":
-                    moved.pop("max_queue_delay_us", None)
-                    if value and "max_queue_delay_us" in self.ladders:
-                        moved["max_queue_delay_us"] = self.ladders["max_queue_delay_us"][0]
+                # a knob asked only under another (the queue delay under batching) starts at its lowest rung
+                for other, rungs in self.ladders.items():
+                    if not self.space.asked(other, moved):
+                        moved.pop(other, None)
+                    elif other not in moved:
+                        moved[other] = rungs[0]
                 found.append(moved)
         if self.seed is not None:
             random.Random(f"{self.seed}:{sorted(params.items())}").shuffle(found)
@@ -89,7 +90,7 @@ class QuickSearchSampler(PlannedSampler):
         return [p for p in self.neighbours(trial_params(best)) if self.space.key_of(p) not in visited]
 
 
-def ladder(space: SearchSpace, knob: str) -> list[Any]:
+def ladder(space: Space, knob: str) -> list[Any]:
     """The values a knob is climbed on: all of them, or a doubling ladder for a long range."""
     values = space.values(knob)
     if isinstance(space.distributions[knob], CategoricalDistribution) or len(values) <= _LADDER_MAX:

@@ -22,7 +22,7 @@ from tuner.errors import ConfigError
 from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._grid import ConfigGridSampler
 from tuner.samplers._quick import QuickSearchSampler
-from tuner.samplers._space import SearchSpace
+from tuner.samplers._space import Space
 from tuner.samplers._unmeasured import UnmeasuredFirst
 from tuner.trial import InstanceKind
 
@@ -38,7 +38,7 @@ def _startup(name: str, given: int | None) -> int:
     return given if given is not None else DEFAULT_STARTUP[name]
 
 
-def _bo(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+def _bo(seed: int | None, space: Space, startup: int | None) -> optuna.samplers.BaseSampler:
     try:
         return ConfigBOSampler(space, seed, _startup("bo", startup))
     except ConfigError as exc:  # a space too large to enumerate, or a log range
@@ -46,7 +46,7 @@ def _bo(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.sam
         return _tpe(seed, space, startup)
 
 
-def _tpe(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+def _tpe(seed: int | None, space: Space, startup: int | None) -> optuna.samplers.BaseSampler:
     # multivariate: the knobs interact (instances x threads x provider); constant_liar keeps
     # trials in flight from being proposed twice when workers run in parallel
     tpe = optuna.samplers.TPESampler(
@@ -55,12 +55,12 @@ def _tpe(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.sa
     return UnmeasuredFirst(tpe, space, seed)
 
 
-def _nsga2(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+def _nsga2(seed: int | None, space: Space, startup: int | None) -> optuna.samplers.BaseSampler:
     del space
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, _startup("nsga2", startup)))
 
 
-def _gp(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+def _gp(seed: int | None, space: Space, startup: int | None) -> optuna.samplers.BaseSampler:
     missing = [name for name in ("torch", "scipy") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(
@@ -71,22 +71,22 @@ def _gp(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.sam
     return UnmeasuredFirst(gp, space, seed)
 
 
-def _random(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+def _random(seed: int | None, space: Space, startup: int | None) -> optuna.samplers.BaseSampler:
     del space, startup
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _grid(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+def _grid(seed: int | None, space: Space, startup: int | None) -> optuna.samplers.BaseSampler:
     del startup
     return ConfigGridSampler(space, seed=seed)
 
 
-def _quick(seed: int | None, space: SearchSpace, startup: int | None) -> optuna.samplers.BaseSampler:
+def _quick(seed: int | None, space: Space, startup: int | None) -> optuna.samplers.BaseSampler:
     del startup
     return QuickSearchSampler(space, seed=seed)
 
 
-SAMPLERS: dict[str, Callable[[int | None, SearchSpace, int | None], optuna.samplers.BaseSampler]] = {
+SAMPLERS: dict[str, Callable[[int | None, Space, int | None], optuna.samplers.BaseSampler]] = {
     "bo": _bo,
     "tpe": _tpe,
     "nsga2": _nsga2,
@@ -98,7 +98,7 @@ SAMPLERS: dict[str, Callable[[int | None, SearchSpace, int | None], optuna.sampl
 
 
 def make_sampler(
-    name: str, seed: int | None, space: SearchSpace, n_startup_trials: int | None = None
+    name: str, seed: int | None, space: Space, n_startup_trials: int | None = None
 ) -> optuna.samplers.BaseSampler:
     """The sampler called ``name``.
 
@@ -120,7 +120,7 @@ def make_sampler(
 
 
 def initial_params(
-    name: str, space: SearchSpace, warm_start: bool = True, seeds: Sequence[Mapping[str, Any]] | None = None
+    name: str, space: Space, warm_start: bool = True, seeds: Sequence[Mapping[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """The configs a new study measures first: the default config, then (for the samplers in
     ``WARM_STARTED``, with ``warm_start``) the known-good ones of ``warm_start_params``, or
@@ -135,7 +135,7 @@ def initial_params(
     return list(unique.values())
 
 
-def warm_start_params(space: SearchSpace) -> list[dict[str, Any]]:
+def warm_start_params(space: Space) -> list[dict[str, Any]]:
     """A few configs that are often good, each moved into the space.
 
     One instance per core (no batching); dynamic batching at a larger batch with a short

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -31,13 +31,35 @@ KNOBS: tuple[str, ...] = (
     "accelerator",
     "precision",
 )
-_GRID_LIMIT = 100_000
+GRID_LIMIT = 100_000
 #: The install extra (pyproject.toml) whose ONNX Runtime build has each provider; the CPU provider is in both.
 PROVIDER_EXTRAS: dict[str, str] = {
     "OpenVINOExecutionProvider": "cpu",
     "CUDAExecutionProvider": "gpu",
     "TensorrtExecutionProvider": "gpu",
 }
+
+
+class Space(Protocol):
+    """What the samplers and the study ask of a search space: ``SearchSpace`` (one model) and
+    ``PipelineSpace`` (an ensemble's composing models) answer it. Params are a config's trial
+    params by knob name; see ``SearchSpace`` for each method's contract."""
+
+    worker_cores: int
+    kind: InstanceKind
+    distributions: dict[str, BaseDistribution]
+    fixed: dict[str, Any]
+
+    def suggest(self, trial: optuna.Trial) -> TrialSpec: ...
+    def asked(self, knob: str, params: Mapping[str, Any]) -> bool: ...
+    def to_spec(self, values: Mapping[str, Any]) -> TrialSpec: ...
+    def default_params(self) -> dict[str, Any]: ...
+    def params_near(self, wanted: Mapping[str, Any]) -> dict[str, Any]: ...
+    def params_from(self, config: Mapping[str, Any]) -> dict[str, Any]: ...
+    def values(self, knob: str) -> list[Any]: ...
+    def key_of(self, params: Mapping[str, Any]) -> str: ...
+    def combinations(self) -> list[dict[str, Any]]: ...
+    def grid(self) -> dict[str, list[Any]]: ...
 
 
 class SearchSpace:
@@ -87,18 +109,27 @@ class SearchSpace:
 
     def suggest(self, trial: optuna.Trial) -> TrialSpec:
         """Asks the trial for every searched knob and returns the resulting spec."""
-        values: dict[str, Any] = dict(self.fixed)
+        return self.to_spec(self.ask(trial))
+
+    def ask(self, trial: optuna.Trial, prefix: str = "") -> dict[str, Any]:
+        """Asks the trial for every searched knob (named ``prefix`` + knob) and returns the params, unprefixed."""
+        values: dict[str, Any] = {}
         for knob, distribution in self.distributions.items():
-            if knob == "max_queue_delay_us" and not values.get("dynamic_batching", False):
+            if not self.asked(knob, values):
                 continue
+            name = prefix + knob
             if isinstance(distribution, CategoricalDistribution):
-                values[knob] = trial.suggest_categorical(knob, distribution.choices)
+                values[knob] = trial.suggest_categorical(name, distribution.choices)
             else:
                 assert isinstance(distribution, IntDistribution)
                 values[knob] = trial.suggest_int(
-                    knob, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+                    name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
                 )
-        return self.to_spec(values)
+        return values
+
+    def asked(self, knob: str, params: Mapping[str, Any]) -> bool:
+        """Whether a config of these params asks ``knob``: the queue delay only where batching is on."""
+        return knob != "max_queue_delay_us" or bool({**self.fixed, **params}.get("dynamic_batching", False))
 
     def to_spec(self, values: Mapping[str, Any]) -> TrialSpec:
         """A TrialSpec from trial params (fixed values and derived threads filled in)."""
@@ -185,11 +216,7 @@ class SearchSpace:
 
     def values(self, knob: str) -> list[Any]:
         """Every value a searched knob can take, in the space's order (ranges ascending)."""
-        distribution = self.distributions[knob]
-        if isinstance(distribution, CategoricalDistribution):
-            return list(distribution.choices)
-        assert isinstance(distribution, IntDistribution)
-        return list(range(distribution.low, distribution.high + 1, distribution.step))
+        return distribution_values(self.distributions[knob])
 
     def combinations(self) -> list[dict[str, Any]]:
         """Every distinct config of the space as trial params, once each (the queue delay only
@@ -231,11 +258,19 @@ class SearchSpace:
                     f"search.space.{knob}: the grid sampler needs choices or a stepped range, not a log range"
                 )
             size *= len(grid[knob])
-        if size > _GRID_LIMIT:
+        if size > GRID_LIMIT:
             raise ConfigError(
-                f"search.space: the grid has {size} combinations; the grid sampler takes at most {_GRID_LIMIT}"
+                f"search.space: the grid has {size} combinations; the grid sampler takes at most {GRID_LIMIT}"
             )
         return grid
+
+
+def distribution_values(distribution: BaseDistribution) -> list[Any]:
+    """Every value of a knob's distribution, in its order (ranges ascending)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    assert isinstance(distribution, IntDistribution)
+    return list(range(distribution.low, distribution.high + 1, distribution.step))
 
 
 def _check_accelerators(space: cfg.SpaceSettings, kind: InstanceKind, providers: Collection[str] | None) -> None:

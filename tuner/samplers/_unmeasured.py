@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.errors import ConfigError
 from tuner.samplers._planned import ATTR_PLANNED, PlannedSampler
-from tuner.samplers._space import SearchSpace
+from tuner.samplers._space import Space
 
 
 class UnmeasuredFirst(PlannedSampler):
@@ -34,7 +34,7 @@ class UnmeasuredFirst(PlannedSampler):
         attempts: Proposals asked of ``inner`` before an unmeasured config is taken at random.
     """
 
-    def __init__(self, inner: BaseSampler, space: SearchSpace, seed: int | None = None, attempts: int = 3) -> None:
+    def __init__(self, inner: BaseSampler, space: Space, seed: int | None = None, attempts: int = 3) -> None:
         super().__init__(space, seed)
         self.inner = inner
         self.attempts = attempts
@@ -65,7 +65,7 @@ class UnmeasuredFirst(PlannedSampler):
         for knob, distribution in self.space.distributions.items():
             if knob in params:
                 continue
-            if knob == "max_queue_delay_us" and not {**self.space.fixed, **params}.get("dynamic_batching", False):
+            if not self.space.asked(knob, params):
                 continue
             params[knob] = self.inner.sample_independent(study, trial, knob, distribution)
         return params

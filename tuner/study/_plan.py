@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from tuner.config import IntRange, StudyConfig
+from tuner.config import IntRange, SpaceSettings, StudyConfig
 from tuner.errors import ConfigError
 from tuner.model import RepositoryModel, StudyModel, check_launch_runs, open_model, validation_inputs
 from tuner.model_info import ModelInfo
 from tuner.pool import WorkerPlan
 from tuner.replay import Landscape, load_replay, replay_plan
-from tuner.samplers import SearchSpace, make_sampler
+from tuner.samplers import PipelineSpace, SearchSpace, Space, make_sampler
 from tuner.storage import Store
 from tuner.study._transfer import Seeds, plan_transfer
 from tuner.trial import ACCURACY_METRICS, InstanceKind
@@ -55,7 +55,7 @@ class StudyPlan:
 
     model_info: ModelInfo
     workers: WorkerPlan
-    space: SearchSpace
+    space: Space
     validation: dict[str, np.ndarray]
     load_samples: dict[str, np.ndarray] | None
     landscape: Landscape | None
@@ -91,7 +91,9 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     # A replay starts no server, and a model that is not ONNX no runner: no ONNX Runtime of this
     # environment runs their trials.
     runs_onnx = landscape is None and model.onnx_file is not None
-    providers = runner_providers(cfg.server, cfg.workers.ray_address is None) if runs_onnx else None
+    steps = model.repository.steps if model.repository is not None else ()
+    serves_onnx = runs_onnx or (landscape is None and any(step.is_onnx for step in steps))
+    providers = runner_providers(cfg.server, cfg.workers.ray_address is None) if serves_onnx else None
     space = build_space(cfg, workers, providers, model)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
     make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
@@ -115,15 +117,29 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
 
 def build_space(
     cfg: StudyConfig, workers: WorkerPlan, providers: Collection[str] | None = None, model: StudyModel | None = None
-) -> SearchSpace:
+) -> Space:
     """The study file's search space for workers of this many cores, on CPU or GPU, whose runner has these
     ONNX Runtime providers (None: not known here).
 
     A repository model's own config gives the default config (the first trial): the study tunes
-    it from where its user left it.
+    it from where its user left it. An ensemble's space is its composing models' spaces together
+    (``PipelineSpace``), each from ``search.space.for_model`` and its own config.
     """
     kind = InstanceKind.GPU if workers.on_gpu else InstanceKind.CPU
-    defaults = tuned_knobs(model.repository.config) if model is not None and model.repository is not None else {}
+    repository = model.repository if model is not None else None
+    if repository is not None and repository.is_ensemble:
+        parts = {
+            step.name: SearchSpace(
+                cfg.search.space.for_model(step.name, step.is_onnx),
+                workers.cpus_per_worker,
+                kind,
+                providers if step.is_onnx else None,
+                tuned_knobs(step.config),
+            )
+            for step in repository.steps
+        }
+        return PipelineSpace(parts, repository.config.max_batch_size)
+    defaults = tuned_knobs(repository.config) if repository is not None else {}
     return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind, providers, defaults)
 
 
@@ -134,9 +150,41 @@ def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
     no sequence batcher where dynamic batching is searched (Triton has one scheduler). A model
     that is not ONNX: no precision variants, no ONNX Runtime accelerators or threads, and no
     accuracy metric or validation data (the accuracy check compares ONNX variants with the
-    FP32 file; a model that is not ONNX runs the same code in every trial).
+    FP32 file; a model that is not ONNX runs the same code in every trial). An ensemble: each
+    composing model as one model under its space (``search.space.models`` naming only them),
+    no precision variants (the accuracy check compares one ONNX model's answers) and no
+    accuracy check.
     """
-    config, space = model.config, cfg.search.space
+    space = cfg.search.space
+    if not model.is_ensemble:
+        if space.models:
+            raise ConfigError(
+                f"search.space.models: model {model.name!r} is no ensemble; give its knobs in search.space itself"
+            )
+        _check_model(cfg, model, space, "search.space")
+        return
+    unknown = sorted(set(space.models) - {step.name for step in model.steps})
+    if unknown:
+        raise ConfigError(
+            f"search.space.models.{unknown[0]}: ensemble {model.name!r} runs no model {unknown[0]!r}; it runs "
+            f"{', '.join(step.name for step in model.steps)}"
+        )
+    for step in model.steps:
+        where = f"search.space.models.{step.name}"
+        step_space = space.for_model(step.name, step.is_onnx)
+        asked = [p for p in _values(step_space.precision) if p != "fp32"]
+        if asked:
+            raise ConfigError(
+                f"{where}.precision: precision variants of an ensemble's composing models are not searched (the "
+                f"accuracy check compares one ONNX model's answers with its FP32 file); asked: {asked}"
+            )
+        _check_model(cfg, step, step_space, where)
+    _check_no_accuracy(cfg, f"ensemble {model.name!r}")
+
+
+def _check_model(cfg: StudyConfig, model: RepositoryModel, space: SpaceSettings, field: str) -> None:
+    """``check_repository_study`` for one model (not an ensemble) searched over ``space`` (at ``field``)."""
+    config = model.config
     where = f"model {model.name!r} ({model.backend} backend)"
     if config.max_batch_size <= 0:
         raise ConfigError(
@@ -145,7 +193,7 @@ def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
         )
     if config.HasField("sequence_batching") and space.dynamic_batching is not False:
         raise ConfigError(
-            f"search.space.dynamic_batching: {where} uses the sequence batcher, which dynamic batching would "
+            f"{field}.dynamic_batching: {where} uses the sequence batcher, which dynamic batching would "
             "replace: set dynamic_batching: false"
         )
     if model.is_onnx:
@@ -160,7 +208,11 @@ def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
             what = "precision variants are built from ONNX models only"
             if knob != "precision":
                 what = "it is an ONNX Runtime setting"
-            raise ConfigError(f"search.space.{knob}: {what}, and {where} is not ONNX (asked: {values})")
+            raise ConfigError(f"{field}.{knob}: {what}, and {where} is not ONNX (asked: {values})")
+    _check_no_accuracy(cfg, where)
+
+
+def _check_no_accuracy(cfg: StudyConfig, where: str) -> None:
     metrics = [o.metric for o in cfg.objectives] + list(cfg.constraints)
     if any(m in ACCURACY_METRICS for m in metrics) or cfg.model.validation_data is not None:
         raise ConfigError(

@@ -21,7 +21,7 @@ from typing import Any
 
 from tuner.config import StudyConfig, Transfer
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.samplers import WARM_STARTED, SearchSpace
+from tuner.samplers import WARM_STARTED, Space
 from tuner.storage import Store, read_study
 from tuner.study._verdict import config_results, ranked
 
@@ -43,7 +43,7 @@ class Seeds:
     unmeasured: tuple[str, ...] = ()
 
 
-def plan_transfer(cfg: StudyConfig, space: SearchSpace, store: Store | None = None) -> Seeds | None:
+def plan_transfer(cfg: StudyConfig, space: Space, store: Store | None = None) -> Seeds | None:
     """The configs of earlier studies the study starts from, or None where ``search.warm_start`` names none.
 
     Args:
@@ -76,7 +76,7 @@ def plan_transfer(cfg: StudyConfig, space: SearchSpace, store: Store | None = No
         opened.close()
 
 
-def transfer_seeds(transfer: Transfer, study: str, space: SearchSpace, store: Store) -> Seeds:
+def transfer_seeds(transfer: Transfer, study: str, space: Space, store: Store) -> Seeds:
     """The seeds of ``transfer`` for the study ``study`` searching ``space``.
 
     A named study with no measured config gives none, with a warning.

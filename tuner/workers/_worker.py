@@ -59,7 +59,7 @@ from tuner.measure import (
     warm_up,
     write_input_json,
 )
-from tuner.model import RepositoryModel, build_variant, compare, reference_outputs
+from tuner.model import RepositoryModel, build_variant, compare, reference_outputs, repository_model_info
 from tuner.model_info import ModelInfo
 from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec
 from tuner.triton import (
@@ -143,6 +143,8 @@ class Worker:
         model = setup.repository_model
         self.version_dir = self.repository / setup.model_name / (model.version if model else "1")
         self._onnx_name = model.model_file.name if model else "model.onnx"
+        #: An ensemble's composing models, with their inputs and outputs, in the order it runs them.
+        self._steps = {step.name: (step, repository_model_info(step)) for step in model.steps} if model else {}
 
     def __enter__(self) -> Self:
         self.start()
@@ -168,19 +170,28 @@ class Worker:
         self.monitor.start()
 
     def lay_out(self) -> None:
-        """Writes the model's folder into the worker's repository, as ``start`` does before the server starts."""
+        """Writes the model's folder (an ensemble's, and its composing models') into the worker's
+        repository, as ``start`` does before the server starts."""
         if self.setup.repository_model is not None:
             shutil.copytree(
                 self.setup.repository_model.folder, self.repository / self.setup.model_name, dirs_exist_ok=True
             )
-        self.version_dir.mkdir(parents=True, exist_ok=True)
+        self.version_dir.mkdir(parents=True, exist_ok=True)  # an ensemble's may be missing: Triton wants one
+        for step, _ in self._steps.values():
+            shutil.copytree(step.folder, self.repository / step.name, dirs_exist_ok=True)
+            if step.is_onnx:
+                self._place_runner(step.model_file.parent.name, self.repository / step.name / step.version)
         if self.setup.model_path is not None:
-            runner = self.version_dir / "model.py"
-            if self.server.native:  # the onnxruntime backend needs only model.onnx
-                runner.unlink(missing_ok=True)
-            else:
-                shutil.copy2(RUNNER_SOURCE, runner)
+            self._place_runner(self.version_dir.name, self.version_dir)
             self._install_variant("fp32")
+
+    def _place_runner(self, version: str, folder: Path) -> None:
+        """Puts the runner beside an ONNX file where the server runs it through the python backend."""
+        runner = folder / "model.py"
+        if self.server.native:  # the onnxruntime backend needs only the ONNX file
+            runner.unlink(missing_ok=True)
+        else:
+            shutil.copy2(RUNNER_SOURCE, runner)
 
     def stop(self) -> None:
         if self.monitor is not None:
@@ -218,7 +229,8 @@ class Worker:
         """
         name = self.setup.model_name
         timings: dict[str, float] = {}
-        pbtxt = to_pbtxt(self.trial_config(spec))
+        configs = self.trial_configs(spec)
+        pbtxt = to_pbtxt(configs[name])
         points: list[LoadPoint] = []
         server: dict[str, dict] = {}
         accuracy: dict | None = None
@@ -226,7 +238,7 @@ class Worker:
         failure: Failure | None = None
         pruned: str | None = None
         try:
-            accuracy = self._load_and_check(name, spec, pbtxt, timings)
+            accuracy = self._load_and_check(spec, configs, timings)
             drop = None if accuracy is None else accuracy.get("accuracy_drop")
             points, pruned = self._measure_curve(name, timings, server, screen, drop)
         except (ModelError, ModelLoadError, MeasurementError, ServerStartError, OSError) as exc:
@@ -251,33 +263,54 @@ class Worker:
             pruned=pruned,
         )
 
-    def trial_config(self, spec: TrialSpec) -> pb.ModelConfig:
-        """The config of ``spec``: a repository model's own config tuned to it, in the form its server runs.
+    def trial_configs(self, spec: TrialSpec) -> dict[str, pb.ModelConfig]:
+        """The configs of ``spec`` by model name, in the order they load: the model's, or an ensemble's
+        composing models' and then its own (its ``max_batch_size`` the spec's)."""
+        name, model = self.setup.model_name, self.setup.repository_model
+        if model is None or not model.is_ensemble:
+            return {name: self._config(name, spec, model, self.setup.model_info)}
+        configs = {
+            step_name: self._config(step_name, spec.step_specs[step_name], step, info)
+            for step_name, (step, info) in self._steps.items()
+        }
+        own = model.config
+        own.max_batch_size = spec.max_batch_size
+        return configs | {name: own}
+
+    def _config(self, name: str, spec: TrialSpec, model: RepositoryModel | None, info: ModelInfo) -> pb.ModelConfig:
+        """A model's config under ``spec``: its own config tuned to it, in the form its server runs.
 
         An ONNX model takes the runner's form or the onnxruntime backend's (``server.native``); any
         other model runs on its own backend, so only the tuned knobs change.
         """
-        name, model = self.setup.model_name, self.setup.repository_model
         base = model.config if model is not None else None
-        if base is not None and self.setup.model_path is None:
+        if model is not None and base is not None and not model.is_onnx:
             config = tune_config(base, spec)
             config.name = name
             return config
         build_config = build_native_config if self.server.native else build_model_config
-        return build_config(name, self.setup.model_info, spec, base)
+        return build_config(name, info, spec, base)
 
-    def _load_and_check(self, name: str, spec: TrialSpec, pbtxt: str, timings: dict[str, float]) -> dict | None:
-        """Installs the variant and the config, loads them and checks the answers."""
+    def _load_and_check(
+        self, spec: TrialSpec, configs: dict[str, pb.ModelConfig], timings: dict[str, float]
+    ) -> dict | None:
+        """Installs the variant and the configs, loads them in order and checks the answers.
+
+        Each of an ensemble's composing models is loaded itself before the ensemble: a model loaded
+        again takes its new config, and loading the ensemble alone would keep those already loaded.
+        """
         with _timed(timings, "variant_s"):
             # The onnxruntime backend's TensorRT takes FP16/INT8 as its precision_mode on the FP32 model.
             native_trt = self.server.native and spec.accelerator == "tensorrt"
             if self.setup.model_path is not None:
                 self._install_variant("fp32" if native_trt else spec.precision)
         with _timed(timings, "write_s"):
-            (self.repository / name / "config.pbtxt").write_text(pbtxt)
+            for model_name, config in configs.items():
+                (self.repository / model_name / "config.pbtxt").write_text(to_pbtxt(config))
         self._ensure_server()
         with _timed(timings, "load_s"):
-            self.server.load(name)
+            for model_name in configs:
+                self.server.load(model_name)
         with _timed(timings, "accuracy_s"):
             return self._check_accuracy()
 
@@ -348,7 +381,8 @@ class Worker:
         count as theirs.
         """
         assert self._engine is not None and self.monitor is not None, "worker not started"
-        probe = Probe(lambda: self.server.model_statistics(name), self.monitor)
+        steps = self._step_statistics if self._steps else None
+        probe = Probe(lambda: self.server.model_statistics(name), self.monitor, steps)
         take = self._engine.screen if screening else self._engine.measure
         for attempt in range(self.setup.contamination_retries + 1):
             measured = take(name, concurrency, probe)
@@ -363,6 +397,10 @@ class Worker:
                 "; measuring again" if attempt < self.setup.contamination_retries else "; kept, flagged",
             )
         return dataclasses.replace(measured, point=dataclasses.replace(measured.point, contaminated=True))
+
+    def _step_statistics(self) -> dict[str, dict]:
+        """Each composing model's statistics, by name (an ensemble's own count only the whole pipeline)."""
+        return {step: self.server.model_statistics(step) for step in self._steps}
 
     def _install_variant(self, precision: str) -> None:
         """Puts the model file of ``precision`` in the repository (built once, then cached)."""
@@ -404,7 +442,8 @@ class Worker:
         if self.server.is_alive():
             if not keep_loaded:
                 with suppress(ServerStartError):
-                    self.server.unload(name)
+                    for model_name in (name, *self._steps):  # an ensemble before the models it runs
+                        self.server.unload(model_name)
             return None
         reason = f"tritonserver died during the trial (last log line: {self.server.last_error()})"
         logger.warning("%s; restarting it", reason)
