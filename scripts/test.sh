@@ -36,7 +36,7 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 
 # The bundled models, once, before the workers start (they would otherwise all build them at once).
-.venv/bin/tuner models prepare digits_forest text_detection text_recognition >/dev/null
+.venv/bin/tuner models prepare digits_forest text_detection text_recognition ocr_pipeline >/dev/null
 
 workers=${TEST_WORKERS:-4}
 if [ "$workers" = 0 ]; then

@@ -115,6 +115,13 @@ def text_recognition_onnx(model_repository: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ocr_pipeline_repository(model_repository: Path) -> Path:
+    """The bundled OCR pipeline's repository (an ensemble), its detector's ONNX file prepared."""
+    models.prepare("ocr_pipeline", model_repository)
+    return model_repository / "ocr_pipeline"
+
+
+@pytest.fixture(scope="session")
 def digits_onnx(model_repository: Path) -> Path:
     return model_repository / "digits_forest" / "1" / "model.onnx"
 

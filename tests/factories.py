@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -109,4 +110,38 @@ def doubler_repository(root: Path, config: str = DOUBLER_CONFIG) -> Path:
     (version / "model.py").write_text(DOUBLER_MODEL_PY)
     (root / "doubler" / "config.pbtxt").write_text(config)
     (root / "doubler" / "labels.txt").write_text("a file of the model's that the tuner never reads\n")
+    return root
+
+
+#: An ensemble that runs the doubler twice: ``first`` (dynamic batching already on) then ``second``.
+QUADRUPLER_CONFIG = """\
+name: "quadrupler"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "first" model_version: -1
+      input_map { key: "INPUT0" value: "IN" } output_map { key: "OUTPUT0" value: "twice" } },
+    { model_name: "second" model_version: -1
+      input_map { key: "INPUT0" value: "twice" } output_map { key: "OUTPUT0" value: "OUT" } }
+  ]
+}
+"""
+
+
+def ensemble_repository(root: Path) -> Path:
+    """Writes a repository holding ``quadrupler``, an ensemble of two doublers (``first`` batching
+    already, ``second`` with two instances); returns the repository."""
+    doubler_repository(root)
+    for name, extra in (("first", "dynamic_batching { max_queue_delay_microseconds: 100 }\n"), ("second", "")):
+        shutil.copytree(root / "doubler", root / name)
+        config = DOUBLER_CONFIG.replace('name: "doubler"', f'name: "{name}"') + extra
+        if name == "second":
+            config = config.replace("count: 1", "count: 2")
+        (root / name / "config.pbtxt").write_text(config)
+    shutil.rmtree(root / "doubler")
+    (root / "quadrupler").mkdir()
+    (root / "quadrupler" / "config.pbtxt").write_text(QUADRUPLER_CONFIG)
     return root

@@ -188,6 +188,8 @@ class TrialOutcome:
         failure: The kind of failure where ``error`` is set (CONFIG where the maker did not say).
         pruned: Why the trial stopped after its screening measurement (see ``Screen``), or None
             where it was measured in full. A pruned outcome has one point, the screen's.
+        step_configs: For an ensemble, each composing model's config.pbtxt text by name, in the
+            order they loaded (``config_pbtxt`` is the ensemble's own).
     """
 
     spec: TrialSpec
@@ -199,6 +201,7 @@ class TrialOutcome:
     server: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure: Failure | None = None
     pruned: str | None = None
+    step_configs: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from tuner.config import StudyConfig
 from tuner.pool import Pool
-from tuner.reports import params_text
+from tuner.reports import params_text, step_compute_ms
 from tuner.storage import Bounds, StoredTrial, read_trial
 from tuner.study import ConfigResult, Recommendation, RunSummary, StudyRunner, TrialEvent, gain
 
@@ -273,6 +273,14 @@ def usage_text(point: dict) -> str:
     return text
 
 
+def _window_text(window: dict) -> str:
+    sizes = ", ".join(f"{size}: {count}" for size, count in window["batch_sizes"].items())
+    return (
+        f"{window['requests']} requests in {window['executions']} executions "
+        f"(mean batch {window['mean_batch']:.2f}; executions by batch size {{{sizes}}})"
+    )
+
+
 def print_trial(trial: dict) -> None:
     console.print(f"[bold]trial {trial['number']}[/] {trial['state']} {params_text(trial['params'])}")
     if trial["fail_reason"]:
@@ -307,11 +315,13 @@ def print_trial(trial: dict) -> None:
             f"  {usage_text(point)}"
         )
     for concurrency, server in (trial.get("server") or {}).items():
-        sizes = ", ".join(f"{size}: {count}" for size, count in server["batch_sizes"].items())
-        console.print(
-            f"Server at concurrency {concurrency}: {server['requests']} requests in {server['executions']} executions "
-            f"(mean batch {server['mean_batch']:.2f}; executions by batch size {{{sizes}}})"
-        )
+        console.print(f"Server at concurrency {concurrency}: {_window_text(server)}")
+        for step, window in (server.get("steps") or {}).items():
+            console.print(
+                f"  step {step}: queue {window['queue_ms']:.3f} ms + compute {step_compute_ms(window):.3f} ms; "
+                + _window_text(window),
+                highlight=False,
+            )
     accuracy = trial.get("accuracy")
     if accuracy:
         basis = {"top1_agreement": " (1 - top-1 agreement)", "cosine_similarity": " (1 - cosine similarity)"}

@@ -159,6 +159,8 @@ class PerfAnalyzer:
         server, usage = probe.between(start, probe.snap())
         saturated = usage.loadgen_cpu_pct >= SATURATED_SHARE * self.cpu_capacity_pct
         point = dataclasses.replace(point, **usage.as_point_fields(), loadgen_saturated=saturated)
+        if server.steps:  # an ensemble: perf_analyzer's figures count its own queue only, not its steps'
+            point = dataclasses.replace(point, server_queue_ms=server.as_point_fields()["server_queue_ms"])
         return Measured(point, server, usage, exact_window=False)
 
     def run(self, model: str, concurrency: int) -> LoadPoint:

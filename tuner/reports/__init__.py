@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.reports._compare import comparison, comparison_json
 from tuner.reports._data import gather, params_text
-from tuner.reports._explain import explain_trial
+from tuner.reports._explain import explain_trial, step_compute_ms
 from tuner.reports._export import export_trial, study_config
 from tuner.reports._report import Curves, study_document
 from tuner.reports._verify import MAX_REPEATS, choose_target, record, stored_verifications, verify_study
@@ -49,6 +49,7 @@ __all__ = [
     "gather",
     "params_text",
     "record",
+    "step_compute_ms",
     "stored_verifications",
     "study_config",
     "study_document",

@@ -9,6 +9,7 @@ concurrency (batch sizes formed), the config measured and the study's constraint
 
     failed            the trial failed: Triton's (or the measurement's) reason
     constraint        a constraint failed: which one, and by how much
+    bottleneck        an ensemble's step where its requests spend the most time, and each step's queue and compute
     queue             queue time dominates: more instances, or batching that empties the queue faster
     compute           compute dominates: a faster accelerator or a lower precision
     overhead          most of the latency is outside the server (client, protocol, network)
@@ -35,7 +36,16 @@ from optuna.trial import TrialState
 from tuner.storage import StoredTrial, point_of, read_info
 from tuner.trial import LoadPoint
 
-__all__ = ["Explanation", "bounds_of", "consistent", "expected_throughput", "explain", "explain_trial", "point_of"]
+__all__ = [
+    "Explanation",
+    "bounds_of",
+    "consistent",
+    "expected_throughput",
+    "explain",
+    "explain_trial",
+    "point_of",
+    "step_compute_ms",
+]
 
 #: A part of the latency "dominates" when it is at least this share of the client's mean latency.
 DOMINANT_SHARE = 0.5
@@ -130,8 +140,11 @@ def explain(
     """
     metrics = metrics or point.metrics()
     found = _constraint_failures(metrics, constraints or {}, bounds or {})
-    found += _where_time_goes(point, spec, variants)
-    found += _batching(point, spec, servers or {})
+    if spec.get("steps"):  # an ensemble: each step has knobs of its own, so the readings are per step
+        found += _bottleneck(point, spec, servers or {})
+    else:
+        found += _where_time_goes(point, spec, variants)
+        found += _batching(point, spec, servers or {})
     found += _trust(point, curve)
     drop = float(metrics.get("accuracy_drop") or 0.0)
     if drop > 0:
@@ -236,6 +249,50 @@ def _where_time_goes(point: LoadPoint, spec: Mapping[str, Any], variants: bool =
             )
         ]
     return []
+
+
+def _bottleneck(
+    point: LoadPoint, spec: Mapping[str, Any], servers: Mapping[str, Mapping[str, Any]]
+) -> list[Explanation]:
+    """The ensemble's step whose requests spend the most time in the server, and what would shorten it."""
+    steps: Mapping[str, Mapping[str, Any]] = (servers.get(str(point.concurrency)) or {}).get("steps") or {}
+    spent = {name: float(w["queue_ms"]) + step_compute_ms(w) for name, w in steps.items() if w.get("requests")}
+    total = sum(spent.values())
+    if total <= 0:
+        return []
+    slowest = max(spent, key=lambda name: spent[name])
+    window, knobs = steps[slowest], dict(spec.get("steps") or []).get(slowest, {})
+    queue, compute = float(window["queue_ms"]), step_compute_ms(window)
+    if queue >= compute:
+        remedy = (
+            f"Its requests wait for a free instance: more {slowest} instances (now {knobs.get('instance_count', 1)})"
+            + ("" if knobs.get("dynamic_batching") else ", or dynamic batching for it,")
+            + " empty its queue faster while cores are idle."
+        )
+    else:
+        accelerator = knobs.get("accelerator", "none")
+        remedy = (
+            f"Its compute is the cost: a faster accelerator for it (now {accelerator}) or its own code shortens it; "
+            "more instances only help while cores are idle."
+        )
+    each = "; ".join(
+        f"{name} {float(w['queue_ms']):.3g} ms queued + {step_compute_ms(w):.3g} ms compute "
+        f"(mean batch {float(w.get('mean_batch') or 0):.2f})"
+        for name, w in steps.items()
+    )
+    return [
+        Explanation(
+            "bottleneck",
+            f"{slowest} holds the pipeline back: its requests spend {spent[slowest]:.3g} ms in it "
+            f"({queue:.3g} ms queued, {compute:.3g} ms compute), {spent[slowest] / total:.0%} of their {total:.3g} ms "
+            f"in the steps at concurrency {point.concurrency}. {remedy} Per step: {each}.",
+        )
+    ]
+
+
+def step_compute_ms(window: Mapping[str, Any]) -> float:
+    """A server window's compute per request: input, infer and output."""
+    return sum(float(window.get(f"compute_{part}_ms") or 0.0) for part in ("input", "infer", "output"))
 
 
 def _batching(point: LoadPoint, spec: Mapping[str, Any], servers: Mapping[str, Mapping[str, Any]]) -> list[Explanation]:

@@ -8,6 +8,7 @@
 A study of a repository model (``model.repository``) exports that model's folder as its user
 keeps it (every other file and version folder), with the trial's config.pbtxt (the model's own
 config with the tuned knobs set) and, for an ONNX model, the trial's variant in its version folder.
+An ensemble exports its folder and every composing model's, each with the config the trial ran.
 
 The model variant is rebuilt from the study file the study stored (its model path, precision
 and validation batch), so the study's work folder is not needed; a built variant is cached in
@@ -27,10 +28,19 @@ import optuna
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.model import StudyModel, build_variant, open_model, validation_inputs
+from tuner.model import RepositoryModel, StudyModel, build_variant, open_model, validation_inputs
 from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
-from tuner.storage import Store, StoredStudy, StoredTrial, StudyInfo, read_info, read_study, redact_url
+from tuner.storage import (
+    Store,
+    StoredStudy,
+    StoredTrial,
+    StudyInfo,
+    TrialRecord,
+    read_info,
+    read_study,
+    redact_url,
+)
 from tuner.study import ConfigResult, Recommendation, by_number, config_results, recommend
 from tuner.trial import LoadPoint, TrialSpec
 from tuner.triton import RUNNER_BACKEND, RUNNER_SOURCE, parse_pbtxt
@@ -153,7 +163,10 @@ def export_trial(
     if model_dir.exists():
         raise ConfigError(f"{model_dir} already exists: export into an empty folder")
     model = open_model(cfg.model)
-    files = _write_model(model, model_dir, record.config_pbtxt)
+    if model.repository is not None and model.repository.is_ensemble:
+        files = _write_ensemble(model.repository, out_dir, record)
+    else:
+        files = _write_model(model, model_dir, record.config_pbtxt)
     if model.onnx_file is not None:
         version = model_dir / (model.repository.version if model.repository else "1")
         variant = version / (model.onnx_file.name if model.repository else "model.onnx")
@@ -181,6 +194,39 @@ def _write_model(model: StudyModel, model_dir: Path, config_pbtxt: str) -> list[
     config = model_dir / "config.pbtxt"
     config.write_text(config_pbtxt)
     return [config, *sorted(p for p in model_dir.rglob("*") if p.is_file() and p != config)]
+
+
+def _write_ensemble(ensemble: RepositoryModel, out_dir: Path, record: TrialRecord) -> list[Path]:
+    """Lays out an ensemble's folder and each composing model's, each with the config the trial ran
+    (and the runner beside an ONNX file where its config runs it). Returns the files written, the
+    ensemble's config first.
+
+    Raises:
+        ConfigError: ``out_dir`` already holds one of the models.
+        StudyNotFoundError: the trial stored no config of a composing model.
+    """
+    missing = [step.name for step in ensemble.steps if step.name not in record.step_configs]
+    if missing:
+        raise StudyNotFoundError(f"the trial stored no config of {', '.join(missing)}: it cannot be exported")
+    taken = [out_dir / step.name for step in ensemble.steps if (out_dir / step.name).exists()]
+    if taken:
+        raise ConfigError(f"{taken[0]} already exists: export into an empty folder")
+    model_dir = out_dir / ensemble.name
+    shutil.copytree(ensemble.folder, model_dir)
+    (model_dir / ensemble.version).mkdir(exist_ok=True)  # Triton wants a version folder, even an empty one
+    files = [model_dir / "config.pbtxt"]
+    files[0].write_text(record.config_pbtxt)
+    for step in ensemble.steps:
+        step_dir = out_dir / step.name
+        shutil.copytree(step.folder, step_dir)
+        config = record.step_configs[step.name]
+        (step_dir / "config.pbtxt").write_text(config)
+        if _runs_runner(config):
+            shutil.copy2(RUNNER_SOURCE, step_dir / step.version / "model.py")
+        files += sorted(p for p in step_dir.rglob("*") if p.is_file())
+    for path in files:
+        path.chmod(path.stat().st_mode | 0o644)  # the server may run as another user (NVIDIA's image does)
+    return files + sorted(p for p in model_dir.rglob("*") if p.is_file() and p != files[0])
 
 
 def _copy_variant(cfg: StudyConfig, model: StudyModel, precision: str, target: Path) -> None:
@@ -245,9 +291,14 @@ def readme_text(
     runner = (
         "The config runs the ONNX file through Triton's python backend (`1/model.py`, ONNX Runtime): the server's "
         "python environment needs `numpy` and `onnxruntime` (the `onnxruntime-openvino` build for OpenVINO).\n"
-        if _runs_runner(record.config_pbtxt)
+        if any(_runs_runner(c) for c in (record.config_pbtxt, *record.step_configs.values()))
         else ""
     )
+    if record.step_configs:
+        runner += (
+            f"`{name}` is an ensemble: the server loads its composing models ({', '.join(record.step_configs)}) "
+            "with it, each with the config the trial ran.\n"
+        )
     return f"""# {name}: trial {trial.number} of study {study_name}
 
 Exported by `tuner export` from the study stored in `{redact_url(cfg.storage)}`.

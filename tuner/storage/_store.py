@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ trial_configs = sa.Table(
     sa.Column("spec_json", sa.Text, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("timings_json", sa.Text, nullable=False, default="{}"),
+    # an ensemble's trial: each composing model's config.pbtxt by name (migration 0004)
+    sa.Column("step_configs_json", sa.Text, nullable=True),
 )
 
 #: LoadPoint fields with a column of their own (migration 0001); any other field goes to extra_json.
@@ -106,6 +108,7 @@ class TrialRecord:
     error: str | None
     timings_s: dict[str, float]
     points: tuple[LoadPoint, ...]
+    step_configs: dict[str, str] = field(default_factory=dict)
 
 
 class Store:
@@ -147,6 +150,7 @@ class Store:
                     spec_json=outcome.spec.key(),
                     error=outcome.error,
                     timings_json=json.dumps(outcome.timings_s),
+                    step_configs_json=json.dumps(outcome.step_configs) if outcome.step_configs else None,
                 )
             )
             rows = [
@@ -183,6 +187,7 @@ class Store:
                 error=row["error"],
                 timings_s=json.loads(row["timings_json"] or "{}"),
                 points=tuple(by_trial.get(row["trial_id"], ())),
+                step_configs=json.loads(row["step_configs_json"] or "{}"),
             )
             for row in configs
         }

@@ -169,6 +169,7 @@ def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
             f"search.space.models.{unknown[0]}: ensemble {model.name!r} runs no model {unknown[0]!r}; it runs "
             f"{', '.join(step.name for step in model.steps)}"
         )
+    _check_no_accuracy(cfg, f"ensemble {model.name!r}")
     for step in model.steps:
         where = f"search.space.models.{step.name}"
         step_space = space.for_model(step.name, step.is_onnx)
@@ -179,7 +180,6 @@ def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
                 f"accuracy check compares one ONNX model's answers with its FP32 file); asked: {asked}"
             )
         _check_model(cfg, step, step_space, where)
-    _check_no_accuracy(cfg, f"ensemble {model.name!r}")
 
 
 def _check_model(cfg: StudyConfig, model: RepositoryModel, space: SpaceSettings, field: str) -> None:

@@ -53,7 +53,9 @@ def tell_pruned_again(
     """Tells a trial of a config already pruned (``source``) as PRUNED alike, marked ``reused_from``."""
     record = store.records([source._trial_id]).get(source._trial_id)
     if record is not None:
-        outcome = TrialOutcome(spec=spec, config_pbtxt=record.config_pbtxt, points=record.points)
+        outcome = TrialOutcome(
+            spec=spec, config_pbtxt=record.config_pbtxt, points=record.points, step_configs=record.step_configs
+        )
         store.save_outcome(study.study_name, trial._trial_id, trial.number, outcome)
     trial.set_user_attr(ATTR_REUSED_FROM, source.number)
     for attr in (ATTR_PRUNED_REASON, ATTR_METRICS, ATTR_ACCURACY, ATTR_SERVER):

@@ -484,6 +484,7 @@ class StudyRunner:
                 config_pbtxt=record.config_pbtxt,
                 points=record.points,
                 timings_s={},
+                step_configs=record.step_configs,
             )
             self.store.save_outcome(self.cfg.study, trial._trial_id, trial.number, outcome)
         trial.set_user_attr(ATTR_REUSED_FROM, source.number)

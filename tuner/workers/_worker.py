@@ -261,6 +261,7 @@ class Worker:
             server=server if not error else {},
             failure=failure,
             pruned=pruned,
+            step_configs={n: to_pbtxt(c) for n, c in configs.items() if n != name},
         )
 
     def trial_configs(self, spec: TrialSpec) -> dict[str, pb.ModelConfig]:
