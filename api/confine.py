@@ -59,16 +59,22 @@ def _leaves(annotation: Any) -> Iterator[Any]:
         yield annotation
 
 
-def path_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], set[str]]]:
-    """Where a model (and the models in it) holds paths, with the words the same field takes instead."""
+def path_fields(
+    model: type[BaseModel], prefix: tuple[str, ...] = (), within: frozenset[type[BaseModel]] = frozenset()
+) -> Iterator[tuple[tuple[str, ...], set[str]]]:
+    """Where a model (and the models in it) holds paths, with the words the same field takes instead.
+
+    A model that holds itself (the search space's ``models``) is walked once: ``within`` holds the
+    models on the way here.
+    """
     for name, info in model.model_fields.items():
         leaves = list(_leaves(info.annotation))
         where = (*prefix, name)
         if any(isinstance(leaf, type) and issubclass(leaf, Path) for leaf in leaves):
             yield where, {leaf for leaf in leaves if isinstance(leaf, str)}
         for leaf in leaves:
-            if isinstance(leaf, type) and issubclass(leaf, BaseModel):
-                yield from path_fields(leaf, where)
+            if isinstance(leaf, type) and issubclass(leaf, BaseModel) and leaf is not model and leaf not in within:
+                yield from path_fields(leaf, where, within | {model})
 
 
 def check_paths(data: Mapping[str, Any], settings: ApiSettings) -> None:
