@@ -181,6 +181,11 @@ class TrialDetail(TrialSummary):
         description="The measured curve: one point per concurrency, with the server breakdown."
     )
     config_pbtxt: str | None = Field(description="The config.pbtxt its server was given.")
+    step_configs: dict[str, str] = Field(
+        default={},
+        description="For an ensemble, the config.pbtxt of each composing model by name (`config_pbtxt` is the "
+        "ensemble's own).",
+    )
     spec: dict[str, Any] | None = Field(description="The config the worker measured.")
     error: str | None = Field(description="The worker's error, where the measurement failed.")
     fail_reason: str | None = Field(description="Why the trial failed (FAIL trials).")
@@ -199,7 +204,8 @@ class TrialDetail(TrialSummary):
     server: dict[str, dict[str, Any]] = Field(
         default={},
         description="By concurrency (as text), what the server did while measured: queue and "
-        "compute times, the batch sizes it executed, CPU/GPU use where measured.",
+        "compute times, the batch sizes it executed, CPU/GPU use where measured; for an ensemble, `steps` "
+        "holds each composing model's.",
     )
     explanations: list[Explanation] = Field(
         default=[], description="What its numbers say: where the time went, what failed, what to try next."

@@ -152,6 +152,7 @@ def trial_detail(opened: OpenStudy, store: Store, number: int) -> s.TrialDetail:
         **_summary_of(trial, snap.info.bounds),
         points=list(record.points) if record else [],
         config_pbtxt=record.config_pbtxt if record else None,
+        step_configs=dict(record.step_configs) if record else {},
         spec=record.spec if record else None,
         error=record.error if record else None,
         fail_reason=trial.fail_reason,
