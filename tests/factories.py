@@ -145,3 +145,45 @@ def ensemble_repository(root: Path) -> Path:
     (root / "quadrupler").mkdir()
     (root / "quadrupler" / "config.pbtxt").write_text(QUADRUPLER_CONFIG)
     return root
+
+
+#: A python model that calls others through BLS: ``first`` then ``second`` on its input (the repository of
+#: ``ensemble_repository`` holds them), as its author wrote it, no ensemble config involved.
+QUADRUPLER_BLS_PY = """\
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            for model in ("first", "second"):
+                call = pb_utils.InferenceRequest(
+                    model_name=model, requested_output_names=["OUTPUT0"], inputs=[pb_utils.Tensor("INPUT0", x)]
+                )
+                answer = call.exec()
+                if answer.has_error():
+                    raise pb_utils.TritonModelException(answer.error().message())
+                x = pb_utils.get_output_tensor_by_name(answer, "OUTPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUT", x)]))
+        return responses
+"""
+
+QUADRUPLER_BLS_CONFIG = """\
+name: "bls_quadrupler"
+backend: "python"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
+def bls_repository(root: Path) -> Path:
+    """``ensemble_repository`` plus ``bls_quadrupler``, a python model calling ``first`` and ``second`` via BLS."""
+    ensemble_repository(root)
+    (root / "bls_quadrupler" / "1").mkdir(parents=True)
+    (root / "bls_quadrupler" / "1" / "model.py").write_text(QUADRUPLER_BLS_PY)
+    (root / "bls_quadrupler" / "config.pbtxt").write_text(QUADRUPLER_BLS_CONFIG)
+    return root

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from factories import ensemble_repository
+from factories import bls_repository, ensemble_repository
 
 from tuner.config import SpaceSettings, StudyConfig, parse_config
 from tuner.errors import ConfigError, ModelError
@@ -252,3 +252,45 @@ def test_the_bundled_pipelines_configs_round_trip_every_field(model: str) -> Non
     if model != "ocr_pipeline":
         knobs = tuned_knobs(config)
         assert to_pbtxt(tune_config(config, TrialSpec(**{"max_queue_delay_us": 0, **knobs}))) == to_pbtxt(config)
+
+
+# --- a python model that calls others (BLS) ---
+
+
+def _bls_cfg(tmp_path: Path, composing: list[str], space: dict | None = None) -> StudyConfig:
+    bls_repository(tmp_path / "repo")
+    model = {"name": "bls_quadrupler", "repository": str(tmp_path / "repo"), "composing": composing}
+    return _cfg(tmp_path / "unused", space, model=model)
+
+
+def test_a_bls_models_own_knobs_are_the_specs_and_the_models_it_calls_its_steps(tmp_path: Path) -> None:
+    space = plan_study(_bls_cfg(tmp_path, ["first", "second"], {"models": {"bls_quadrupler": {"instance_count": [1, 3]}}})).space
+    assert isinstance(space, PipelineSpace) and space.caller == "bls_quadrupler"
+    assert "bls_quadrupler.instance_count" in space.distributions and "first.instance_count" in space.distributions
+    spec = space.to_spec(space.params_near({"bls_quadrupler.instance_count": 3, "second.instance_count": 1}))
+    assert spec.instance_count == 3 and [n for n, _ in spec.steps] == ["first", "second"]
+    assert spec.step_specs["second"].instance_count == 1
+    again = space.params_from(json.loads(spec.key()))
+    assert space.to_spec(again) == spec
+
+
+@pytest.mark.parametrize(
+    ("composing", "message"),
+    [
+        (["first", "first"], "composing names each model once"),
+        (["bls_quadrupler"], "and not the model itself"),
+        (["missing"], "has no model|lacks"),
+        (["quadrupler"], "runs ensemble 'quadrupler': nested ensembles are not tuned"),
+    ],
+)
+def test_what_a_bls_study_cannot_name_is_refused(tmp_path: Path, composing: list[str], message: str) -> None:
+    with pytest.raises((ConfigError, ModelError), match=message):
+        plan_study(_bls_cfg(tmp_path, composing))
+
+
+def test_an_ensemble_takes_no_composing_list_and_a_file_none_at_all(tmp_path: Path, digits_onnx: Path) -> None:
+    ensemble = {"name": "quadrupler", "repository": str(ensemble_repository(tmp_path / "repo")), "composing": ["first"]}
+    with pytest.raises(ModelError, match="runs the models its config names: leave model.composing out"):
+        plan_study(_cfg(tmp_path / "other", model=ensemble))
+    with pytest.raises(ConfigError, match="composing names models of a repository: give repository"):
+        parse_config({"study": "s", "model": {"name": "m", "path": str(digits_onnx), "composing": ["a"]}}, tmp_path)

@@ -48,7 +48,9 @@ def test_a_pipeline_is_tuned_per_step_and_exported_whole(tmp_path: Path, ocr_pip
             },
         },
         "constraints": {"latency_p99_ms": {"max": 2000}},
-        "load": {"concurrency": [4], "measurement_window_ms": 800, "remeasure": {"loads": 0}},
+        "load": {
+            "concurrency": [4], "measurement_window_ms": 800, "remeasure": {"loads": 0}, "early_stop": {"enabled": False}
+        },
     }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     result = _tuner("optimize", "study.yaml", cwd=tmp_path)

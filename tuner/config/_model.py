@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     ValidationInfo,
     field_validator,
@@ -14,7 +15,7 @@ from pydantic import (
 )
 
 from tuner.config._base import _resolve, _Strict, _valid_name
-from tuner.config._limits import MAX_INPUTS, MAX_RANK, MAX_REQUEST_BYTES
+from tuner.config._limits import MAX_INPUTS, MAX_RANK, MAX_REQUEST_BYTES, MAX_STEPS
 from tuner.model_info import TRITON_DTYPES
 
 
@@ -54,6 +55,9 @@ class ModelSettings(_Strict):
     name: str
     path: Path | None = None
     repository: Path | None = None
+    #: Models of the repository that the named python model calls through BLS (Triton's business logic
+    #: scripting): they are tuned with it, each under its own name, as an ensemble's steps are.
+    composing: Annotated[list[Annotated[str, AfterValidator(_valid_name)]], Field(max_length=MAX_STEPS)] = []
     inputs: Annotated[list[TensorSpec], Field(max_length=MAX_INPUTS)] = []
     validation_data: Path | None = None
     validation_samples: Annotated[int, Field(ge=1, le=256)] = 8
@@ -118,4 +122,8 @@ class ModelSettings(_Strict):
             raise ValueError("give path (an ONNX file) or repository (a Triton model repository holding the model)")
         if self.repository is not None and not (self.repository / self.name / "config.pbtxt").is_file():
             raise ValueError(f"repository {self.repository} has no model {self.name!r} (no {self.name}/config.pbtxt)")
+        if self.composing and self.repository is None:
+            raise ValueError("composing names models of a repository: give repository")
+        if len(set(self.composing)) != len(self.composing) or self.name in self.composing:
+            raise ValueError("composing names each model once, and not the model itself")
         return self

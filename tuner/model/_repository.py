@@ -60,7 +60,8 @@ class RepositoryModel:
         backend: The backend that runs it (``onnxruntime`` for ``platform: "onnxruntime_onnx"``).
         version: The version folder the server loads: the highest, or the highest its
             ``version_policy`` names where it names versions.
-        steps: An ensemble's composing models, in the order its steps first name them.
+        steps: An ensemble's composing models, in the order its steps first name them, or the
+            models a python model calls through BLS (``model.composing``), in the study's order.
     """
 
     name: str
@@ -121,7 +122,7 @@ def open_model(settings: ModelSettings) -> StudyModel:
     if settings.repository is None:
         assert settings.path is not None  # ModelSettings holds one of the two
         return StudyModel(read_model_info(settings.path, shapes), settings.path)
-    model = read_repository_model(settings.repository, settings.name)
+    model = read_repository_model(settings.repository, settings.name, settings.composing)
     return StudyModel(repository_model_info(model, shapes), model.model_file if model.is_onnx else None, model)
 
 
@@ -134,16 +135,18 @@ def repository_model_info(model: RepositoryModel, shapes: Sequence[TensorInfo] =
     return config_model_info(config, shapes)
 
 
-def read_repository_model(repository: Path, name: str) -> RepositoryModel:
+def read_repository_model(repository: Path, name: str, calls: Sequence[str] = ()) -> RepositoryModel:
     """Reads model ``name`` of ``repository``: its config, backend and version folder.
 
-    An ensemble's composing models are read with it (``RepositoryModel.steps``).
+    An ensemble's composing models are read with it (``RepositoryModel.steps``), and so are the
+    models a python model ``calls`` through BLS (``model.composing``).
 
     Raises:
         ModelError: the config cannot be read or parsed, names another model, names no backend or
             platform, or the model has no version folder (or no model file in it, for ONNX and
             python models); an ensemble names no steps, a model the repository lacks, or another
-            ensemble (nested ensembles are not tuned).
+            ensemble (nested ensembles are not tuned); ``calls`` are given for an ensemble (its
+            steps are its own), or name a model the repository lacks or an ensemble.
     """
     folder = repository / name
     path = folder / "config.pbtxt"
@@ -166,7 +169,13 @@ def read_repository_model(repository: Path, name: str) -> RepositoryModel:
         versions = [v for v in versions if v in named]
     if not versions and backend != "ensemble":
         raise ModelError(f"model {name!r} has no version folder (such as {folder / '1'}) its version policy serves")
-    steps = _composing_models(repository, name, config) if backend == "ensemble" else ()
+    if backend == "ensemble" and calls:
+        raise ModelError(f"ensemble {name!r} runs the models its config names: leave model.composing out")
+    steps = (
+        _composing_models(repository, name, config)
+        if backend == "ensemble"
+        else _steps(repository, f"model {name!r}", calls)
+    )
     model = RepositoryModel(name, folder, text, backend, str(versions[0]) if versions else "1", steps)
     if backend in _DEFAULT_FILES and not model.model_file.is_file():
         raise ModelError(f"model {name!r} ({backend} backend) has no {model.model_file}")
@@ -177,13 +186,18 @@ def _composing_models(repository: Path, name: str, config: pb.ModelConfig) -> tu
     names = list(dict.fromkeys(step.model_name for step in config.ensemble_scheduling.step))
     if not names:
         raise ModelError(f"ensemble {name!r} has no ensemble_scheduling steps")
+    return _steps(repository, f"ensemble {name!r}", names)
+
+
+def _steps(repository: Path, caller: str, names: Sequence[str]) -> tuple[RepositoryModel, ...]:
+    """The models ``caller`` runs, read from the repository; none may be an ensemble."""
     steps = []
     for step in names:
         if not (repository / step / "config.pbtxt").is_file():
-            raise ModelError(f"ensemble {name!r} runs model {step!r}, which {repository} lacks")
+            raise ModelError(f"{caller} runs model {step!r}, which {repository} lacks")
         model = read_repository_model(repository, step)
         if model.is_ensemble:
-            raise ModelError(f"ensemble {name!r} runs ensemble {step!r}: nested ensembles are not tuned")
+            raise ModelError(f"{caller} runs ensemble {step!r}: nested ensembles are not tuned")
         steps.append(model)
     return tuple(steps)
 
@@ -196,8 +210,8 @@ def check_launch_runs(model: RepositoryModel, server: ServerSettings) -> None:
         ConfigError: a backend other than python and onnxruntime on the embedded server; the
             message names the launch modes that could run it.
     """
-    for step in model.steps or (model,):
-        if server.launch == "embedded" and step.backend not in EMBEDDED_BACKENDS:
+    for step in (model, *model.steps):
+        if server.launch == "embedded" and not step.is_ensemble and step.backend not in EMBEDDED_BACKENDS:
             raise ConfigError(
                 f"model.name: {step.name!r} runs on the {step.backend} backend, which the embedded server lacks (it "
                 "runs python-backend models, and ONNX models through the tuner's runner); use server.launch "

@@ -8,7 +8,7 @@
 A study of a repository model (``model.repository``) exports that model's folder as its user
 keeps it (every other file and version folder), with the trial's config.pbtxt (the model's own
 config with the tuned knobs set) and, for an ONNX model, the trial's variant in its version folder.
-An ensemble exports its folder and every composing model's, each with the config the trial ran.
+An ensemble (or a BLS model) exports its folder and every composing model's, each with the config the trial ran.
 
 The model variant is rebuilt from the study file the study stored (its model path, precision
 and validation batch), so the study's work folder is not needed; a built variant is cached in
@@ -163,8 +163,8 @@ def export_trial(
     if model_dir.exists():
         raise ConfigError(f"{model_dir} already exists: export into an empty folder")
     model = open_model(cfg.model)
-    if model.repository is not None and model.repository.is_ensemble:
-        files = _write_ensemble(model.repository, out_dir, record)
+    if model.repository is not None and model.repository.steps:
+        files = _write_pipeline(model.repository, out_dir, record)
     else:
         files = _write_model(model, model_dir, record.config_pbtxt)
     if model.onnx_file is not None:
@@ -196,27 +196,27 @@ def _write_model(model: StudyModel, model_dir: Path, config_pbtxt: str) -> list[
     return [config, *sorted(p for p in model_dir.rglob("*") if p.is_file() and p != config)]
 
 
-def _write_ensemble(ensemble: RepositoryModel, out_dir: Path, record: TrialRecord) -> list[Path]:
-    """Lays out an ensemble's folder and each composing model's, each with the config the trial ran
-    (and the runner beside an ONNX file where its config runs it). Returns the files written, the
-    ensemble's config first.
+def _write_pipeline(pipeline: RepositoryModel, out_dir: Path, record: TrialRecord) -> list[Path]:
+    """Lays out an ensemble's folder (or a BLS model's) and each composing model's, each with the config
+    the trial ran (and the runner beside an ONNX file where its config runs it). Returns the files
+    written, the pipeline's own config first.
 
     Raises:
         ConfigError: ``out_dir`` already holds one of the models.
         StudyNotFoundError: the trial stored no config of a composing model.
     """
-    missing = [step.name for step in ensemble.steps if step.name not in record.step_configs]
+    missing = [step.name for step in pipeline.steps if step.name not in record.step_configs]
     if missing:
         raise StudyNotFoundError(f"the trial stored no config of {', '.join(missing)}: it cannot be exported")
-    taken = [out_dir / step.name for step in ensemble.steps if (out_dir / step.name).exists()]
+    taken = [out_dir / step.name for step in pipeline.steps if (out_dir / step.name).exists()]
     if taken:
         raise ConfigError(f"{taken[0]} already exists: export into an empty folder")
-    model_dir = out_dir / ensemble.name
-    shutil.copytree(ensemble.folder, model_dir)
-    (model_dir / ensemble.version).mkdir(exist_ok=True)  # Triton wants a version folder, even an empty one
+    model_dir = out_dir / pipeline.name
+    shutil.copytree(pipeline.folder, model_dir)
+    (model_dir / pipeline.version).mkdir(exist_ok=True)  # Triton wants a version folder, even an empty one
     files = [model_dir / "config.pbtxt"]
     files[0].write_text(record.config_pbtxt)
-    for step in ensemble.steps:
+    for step in pipeline.steps:
         step_dir = out_dir / step.name
         shutil.copytree(step.folder, step_dir)
         config = record.step_configs[step.name]
@@ -296,8 +296,9 @@ def readme_text(
     )
     if record.step_configs:
         runner += (
-            f"`{name}` is an ensemble: the server loads its composing models ({', '.join(record.step_configs)}) "
-            "with it, each with the config the trial ran.\n"
+            f"`{name}` runs {', '.join(record.step_configs)}, each with the config the trial ran: the server loads "
+            "an ensemble's composing models with it; load the models a BLS model calls first (`--load-model` for "
+            "each).\n"
         )
     return f"""# {name}: trial {trial.number} of study {study_name}
 

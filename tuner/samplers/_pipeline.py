@@ -1,14 +1,16 @@
-"""The search space of an ensemble: each composing model's knobs, searched together.
+"""The search space of an ensemble, or of a python model with the models it calls (BLS): each
+model's knobs, searched together.
 
-Each composing model has a space of its own (``SearchSpace``, from
-``search.space.for_model(name)``); its knobs become trial parameters named ``<model>.<knob>``
-(``detector.instance_count``), and a config is every model's knobs at once: a TrialSpec whose
-``steps`` hold each model's spec. ``PipelineSpace`` answers the samplers as a ``SearchSpace``
-does, so every sampler searches an ensemble as it searches one model.
+Each model has a space of its own (``SearchSpace``, from ``search.space.for_model(name)``); its
+knobs become trial parameters named ``<model>.<knob>`` (``detector.instance_count``), and a config
+is every model's knobs at once: a TrialSpec whose ``steps`` hold each composing model's spec (and,
+for a BLS model, whose own knobs are the calling model's). ``PipelineSpace`` answers the samplers
+as a ``SearchSpace`` does, so every sampler searches a pipeline as it searches one model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping
@@ -26,16 +28,20 @@ class PipelineSpace:
     """The composing models' spaces as one, under ``<model>.<knob>`` names.
 
     Args:
-        parts: Each composing model's space, by model name, in the order the ensemble runs them.
-        max_batch_size: The ensemble's own ``max_batch_size``; a config lowers it to its steps'
+        parts: Each model's space, by model name, in the order the pipeline runs them.
+        max_batch_size: An ensemble's own ``max_batch_size``; a config lowers it to its steps'
             lowest, as Triton refuses an ensemble whose batches a step could not take.
+        caller: The model of ``parts`` that calls the others through BLS: its knobs are the
+            spec's own, the others' its ``steps``. None for an ensemble (its own knobs are its
+            scheduler's).
     """
 
-    def __init__(self, parts: Mapping[str, SearchSpace], max_batch_size: int) -> None:
-        if not parts:
-            raise ValueError("an ensemble has at least one composing model")
+    def __init__(self, parts: Mapping[str, SearchSpace], max_batch_size: int, caller: str | None = None) -> None:
+        if len(parts) < (2 if caller else 1) or (caller is not None and caller not in parts):
+            raise ValueError("a pipeline runs at least one composing model")
         self.parts = dict(parts)
         self.max_batch_size = max_batch_size
+        self.caller = caller
         first = next(iter(self.parts.values()))
         self.worker_cores = first.worker_cores
         self.kind = first.kind
@@ -75,9 +81,13 @@ class PipelineSpace:
         return part is None or part.asked(own, self._split(params)[name])
 
     def to_spec(self, values: Mapping[str, Any]) -> TrialSpec:
-        """The ensemble's spec from trial params: each model's spec in ``steps``."""
+        """The pipeline's spec from trial params: each composing model's spec in ``steps``."""
         split = self._split(values)
-        steps = tuple((name, part.to_spec(split[name])) for name, part in self.parts.items())
+        specs = {name: part.to_spec(split[name]) for name, part in self.parts.items()}
+        if self.caller is not None:
+            own = specs.pop(self.caller)
+            return dataclasses.replace(own, steps=tuple(specs.items()))
+        steps = tuple(specs.items())
         batch = min([self.max_batch_size, *(spec.max_batch_size for _, spec in steps)])
         return TrialSpec(
             max_batch_size=batch, dynamic_batching=False, max_queue_delay_us=0, instance_count=1, steps=steps
@@ -100,6 +110,8 @@ class PipelineSpace:
         """Trial params for a stored config (``StoredTrial.spec``) of another study of the ensemble:
         each model's knobs moved into its space (see ``SearchSpace.params_from``)."""
         steps = dict(config.get("steps") or [])
+        if self.caller is not None:
+            steps[self.caller] = config
         params: dict[str, Any] = {}
         for name, part in self.parts.items():
             params |= self._join(name, part.params_from(steps.get(name, {})))

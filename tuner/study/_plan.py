@@ -127,7 +127,8 @@ def build_space(
     """
     kind = InstanceKind.GPU if workers.on_gpu else InstanceKind.CPU
     repository = model.repository if model is not None else None
-    if repository is not None and repository.is_ensemble:
+    if repository is not None and repository.steps:
+        caller = None if repository.is_ensemble else repository.name  # a BLS model's knobs are searched too
         parts = {
             step.name: SearchSpace(
                 cfg.search.space.for_model(step.name, step.is_onnx),
@@ -136,9 +137,9 @@ def build_space(
                 providers if step.is_onnx else None,
                 tuned_knobs(step.config),
             )
-            for step in repository.steps
+            for step in ((repository,) if caller else ()) + repository.steps
         }
-        return PipelineSpace(parts, repository.config.max_batch_size)
+        return PipelineSpace(parts, repository.config.max_batch_size, caller)
     defaults = tuned_knobs(repository.config) if repository is not None else {}
     return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind, providers, defaults)
 
@@ -156,21 +157,24 @@ def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
     accuracy check.
     """
     space = cfg.search.space
-    if not model.is_ensemble:
+    if not model.steps:
         if space.models:
             raise ConfigError(
-                f"search.space.models: model {model.name!r} is no ensemble; give its knobs in search.space itself"
+                f"search.space.models: model {model.name!r} is no ensemble and calls no models (model.composing); "
+                "give its knobs in search.space itself"
             )
         _check_model(cfg, model, space, "search.space")
         return
-    unknown = sorted(set(space.models) - {step.name for step in model.steps})
+    tuned = ([] if model.is_ensemble else [model]) + list(model.steps)
+    what = f"ensemble {model.name!r}" if model.is_ensemble else f"model {model.name!r} with the models it calls"
+    unknown = sorted(set(space.models) - {m.name for m in tuned})
     if unknown:
         raise ConfigError(
-            f"search.space.models.{unknown[0]}: ensemble {model.name!r} runs no model {unknown[0]!r}; it runs "
-            f"{', '.join(step.name for step in model.steps)}"
+            f"search.space.models.{unknown[0]}: {what} runs no model {unknown[0]!r}; it runs "
+            f"{', '.join(m.name for m in tuned)}"
         )
-    _check_no_accuracy(cfg, f"ensemble {model.name!r}")
-    for step in model.steps:
+    _check_no_accuracy(cfg, what)
+    for step in tuned:
         where = f"search.space.models.{step.name}"
         step_space = space.for_model(step.name, step.is_onnx)
         asked = [p for p in _values(step_space.precision) if p != "fp32"]

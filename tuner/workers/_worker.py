@@ -265,17 +265,19 @@ class Worker:
         )
 
     def trial_configs(self, spec: TrialSpec) -> dict[str, pb.ModelConfig]:
-        """The configs of ``spec`` by model name, in the order they load: the model's, or an ensemble's
-        composing models' and then its own (its ``max_batch_size`` the spec's)."""
+        """The configs of ``spec`` by model name, in the order they load: the model's, or first the
+        composing models' (an ensemble's steps, the models a BLS model calls) and then its own (an
+        ensemble's with its ``max_batch_size`` the spec's, a BLS model's tuned to the spec)."""
         name, model = self.setup.model_name, self.setup.repository_model
         if model is None or not model.is_ensemble:
-            return {name: self._config(name, spec, model, self.setup.model_info)}
+            own = self._config(name, spec, model, self.setup.model_info)
+        else:
+            own = model.config
+            own.max_batch_size = spec.max_batch_size
         configs = {
             step_name: self._config(step_name, spec.step_specs[step_name], step, info)
             for step_name, (step, info) in self._steps.items()
         }
-        own = model.config
-        own.max_batch_size = spec.max_batch_size
         return configs | {name: own}
 
     def _config(self, name: str, spec: TrialSpec, model: RepositoryModel | None, info: ModelInfo) -> pb.ModelConfig:
