@@ -306,11 +306,15 @@ def measure_exported(
 
     Returns the runs' points and the version the server reports (None where it does not say).
 
-    Each run loads the model, warms it up as the study's workers do, runs perf_analyzer at
-    ``concurrency`` with the study's load settings and unloads the model again.
+    Each run loads the model (after the models of its pipeline, where it has them), warms it up as
+    the study's workers do, runs perf_analyzer at ``concurrency`` with the study's load settings and
+    unloads the model (and its pipeline's) again.
     """
     name = exported.model_dir.name
-    model = open_model(cfg.model).info
+    opened = open_model(cfg.model)
+    model = opened.info
+    # an ensemble's steps or the models a BLS model calls: each loaded afresh too, before the model
+    steps = [step.name for step in opened.repository.steps] if opened.repository else []
     settings = engine_settings(cfg, model)
     step("server")
     server = make_server(cfg.server, workdir / "server", exported.repository, gpu=worker_gpus())
@@ -323,14 +327,16 @@ def measure_exported(
         )
         for i in range(repeats):
             step(f"run {i + 1}/{repeats}")
-            server.load(name)
+            for model_name in (*steps, name):
+                server.load(model_name)
             try:
                 warm_up(
                     server.http_url, name, model, cfg.load.warmup_requests * concurrency, concurrency, server.access
                 )
                 point = engine.run(name, concurrency)
             finally:
-                server.unload(name)
+                for model_name in (name, *steps):
+                    server.unload(model_name)
             logger.info("run %d of %s: %.4g infer/s, p99 %.3g ms", i + 1, name, point.throughput, point.latency_p99_ms)
             runs.append(point)
     return runs, triton
