@@ -66,10 +66,10 @@ def test_a_knob_given_for_every_model_gives_way_to_one_models_own() -> None:
     space = SpaceSettings.model_validate(
         {"instance_count": [1, 2], "cpu_threads": [1, 2], "models": {"det": {"instance_count": [1, 3]}}}
     )
-    assert space.for_model("det", onnx=True).instance_count == [1, 3]
-    assert space.for_model("det", onnx=True).cpu_threads == [1, 2]
-    assert space.for_model("pre", onnx=False).instance_count == [1, 2]
-    assert space.for_model("pre", onnx=False).cpu_threads is None  # an ONNX Runtime setting
+    assert space.for_model("det", "onnxruntime").instance_count == [1, 3]
+    assert space.for_model("det", "onnxruntime").cpu_threads == [1, 2]
+    assert space.for_model("pre", "python").instance_count == [1, 2]
+    assert space.for_model("pre", "python").cpu_threads is None  # a setting of the backends that have threads
     with pytest.raises(ValueError, match="a composing model's space names no models of its own"):
         SpaceSettings.model_validate({"models": {"det": {"models": {"x": {}}}}})
 

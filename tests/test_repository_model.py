@@ -242,7 +242,7 @@ def test_precision_variants_stay_with_onnx_models(tmp_path: Path, onnx_repositor
     ("changes", "message"),
     [
         ({"search": {"space": {"accelerator": "openvino"}}}, "search.space.accelerator: it is an ONNX Runtime"),
-        ({"search": {"space": {"cpu_threads": [1, 2]}}}, "search.space.cpu_threads: it is an ONNX Runtime"),
+        ({"search": {"space": {"cpu_threads": [1, 2]}}}, "search.space.cpu_threads: it is a setting of the onnxruntime, openvino and pytorch backends"),
         ({"constraints": {"accuracy_drop": {"max": 0.01}}}, "model: model 'doubler' .* has no accuracy check"),
     ],
 )
@@ -396,3 +396,54 @@ def test_export_writes_the_models_own_files_with_the_trials_config(tmp_path: Pat
     assert parse_pbtxt(tuned).parameters["greeting"].string_value == "kept"
     assert (folder / "1" / "model.py").read_text() == (repository / "doubler" / "1" / "model.py").read_text()
     assert "python backend (`1/model.py`, ONNX Runtime)" not in (tmp_path / "deploy" / "README.md").read_text()
+
+
+# --- the knobs of the OpenVINO and PyTorch backends ---
+
+OPENVINO_CONFIG = """
+name: "ov"
+backend: "openvino"
+max_batch_size: 4
+instance_group [ { count: 2 kind: KIND_CPU } ]
+parameters { key: "INFERENCE_NUM_THREADS" value: { string_value: "3" } }
+parameters { key: "PERFORMANCE_HINT" value: { string_value: "LATENCY" } }
+parameters { key: "NUM_STREAMS" value: { string_value: "1" } }
+"""
+
+
+def test_the_openvino_backends_threads_and_hint_are_its_parameters() -> None:
+    base = parse_pbtxt(OPENVINO_CONFIG)
+    knobs = tuned_knobs(base)
+    assert (knobs["cpu_threads"], knobs["performance_hint"], knobs["instance_count"]) == (3, "latency", 2)
+    assert to_pbtxt(tune_config(base, TrialSpec(**{"max_queue_delay_us": 0, **knobs}))) == to_pbtxt(base)
+    tuned = tune_config(base, _spec(cpu_threads=1, performance_hint="throughput"))
+    assert tuned.parameters["INFERENCE_NUM_THREADS"].string_value == "1"
+    assert tuned.parameters["PERFORMANCE_HINT"].string_value == "THROUGHPUT"
+    assert tuned.parameters["NUM_STREAMS"].string_value == "1"  # not tuned: kept
+    assert tune_config(base, _spec()).parameters["PERFORMANCE_HINT"].string_value == "LATENCY"  # no hint: its own
+
+
+def test_the_pytorch_backends_intra_op_threads_are_tuned_and_its_inter_op_ones_kept() -> None:
+    base = parse_pbtxt(
+        'platform: "pytorch_libtorch" max_batch_size: 2 '
+        'parameters { key: "INTER_OP_THREAD_COUNT" value: { string_value: "1" } }'
+    )
+    tuned = tune_config(base, _spec(cpu_threads=4))
+    assert tuned.parameters["INTRA_OP_THREAD_COUNT"].string_value == "4"
+    assert tuned.parameters["INTER_OP_THREAD_COUNT"].string_value == "1"
+    assert tuned_knobs(tuned)["cpu_threads"] == 4 and "performance_hint" not in tuned_knobs(tuned)
+    assert "INTRA_OP_THREAD_COUNT" not in tune_config(parse_pbtxt(DOUBLER_CONFIG), _spec()).parameters
+
+
+def test_a_performance_hint_is_searched_for_openvino_models_only(tmp_path: Path) -> None:
+    repository = doubler_repository(tmp_path / "repo", config=DOUBLER_CONFIG.replace('backend: "python"', 'backend: "openvino"'))
+    (repository / "doubler" / "1" / "model.xml").write_text("<net/>")  # not read: the server would read it
+    search = {"sampler": "tpe", "n_trials": 2, "space": {**SPACE, "performance_hint": ["latency", "throughput"], "cpu_threads": [1, 2]}}
+    plan = plan_study(_cfg(tmp_path, repository, search=search, server={"launch": "remote", "remote": ["127.0.0.1:8000"]}))
+    assert set(plan.space.values("performance_hint")) == {"latency", "throughput"}
+    spec = plan.space.to_spec(plan.space.params_near({"performance_hint": "throughput", "cpu_threads": 2}))
+    assert (spec.performance_hint, spec.cpu_threads) == ("throughput", 2)
+    assert '"performance_hint": "throughput"' in spec.key() and "performance_hint" not in _spec().key()
+    python = {"sampler": "tpe", "n_trials": 2, "space": {**SPACE, "performance_hint": "latency"}}
+    with pytest.raises(ConfigError, match="performance_hint: it is a setting of the OpenVINO backend alone"):
+        plan_study(_cfg(tmp_path, doubler_repository(tmp_path / "other"), search=python))

@@ -149,7 +149,7 @@ def test_single_values_are_constants_not_params() -> None:
 
 def test_distribution_types() -> None:
     space = _space(cpu_threads={"low": 1, "high": 16, "log": True}, accelerator=["none", "openvino"],
-                   precision=["fp32", "int8"])
+                   precision=["fp32", "int8"], performance_hint=["latency", "throughput"])
 
     assert list(space.distributions) == list(KNOBS)  # asked in KNOBS order
     assert space.distributions["accelerator"] == CategoricalDistribution(["none", "openvino"])

@@ -65,6 +65,8 @@ class TrialSpec:
         accelerator: ``none`` (ONNX Runtime's default provider on the device), ``openvino``,
             ``cuda`` or ``tensorrt``.
         precision: ``fp32``, ``fp16`` or ``int8``.
+        performance_hint: The OpenVINO backend's ``PERFORMANCE_HINT`` (``latency`` or
+            ``throughput``); empty to keep the model's own.
         steps: For an ensemble, each composing model's spec by model name, in the order the
             ensemble runs them; its own knobs then are its scheduler's (``max_batch_size``, which
             no step's may be below). Empty for a single model.
@@ -78,6 +80,7 @@ class TrialSpec:
     kind: InstanceKind = InstanceKind.CPU
     accelerator: str = "none"
     precision: str = "fp32"
+    performance_hint: str = ""
     steps: tuple[tuple[str, TrialSpec], ...] = ()
 
     def key(self) -> str:
@@ -89,6 +92,8 @@ class TrialSpec:
         values["kind"] = self.kind.value
         if not self.dynamic_batching:
             values["max_queue_delay_us"] = 0
+        if not self.performance_hint:  # absent where not set, so a key stays what it was before the knob
+            del values["performance_hint"]
         if self.steps:  # absent for a single model, so its key stays what it was
             values["steps"] = [[name, step._key_values()] for name, step in self.steps]
         return values

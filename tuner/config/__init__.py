@@ -15,6 +15,8 @@ from tuner.config._model import ModelSettings, TensorSpec
 from tuner.config._search import (
     ACCELERATORS,
     GPU_ACCELERATORS,
+    KNOB_BACKENDS,
+    PERFORMANCE_HINTS,
     PRECISIONS,
     SAMPLER_NAMES,
     IntRange,
@@ -28,6 +30,8 @@ from tuner.config._study import Bound, Objective, StudyConfig, load_config, pars
 __all__ = [
     "ACCELERATORS",
     "GPU_ACCELERATORS",
+    "KNOB_BACKENDS",
+    "PERFORMANCE_HINTS",
     "PRECISIONS",
     "SAMPLER_NAMES",
     "Bound",

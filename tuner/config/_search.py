@@ -113,8 +113,16 @@ def _name_dim(valid: tuple[str, ...]) -> Any:
     return Annotated[str | Annotated[list[str], Field(min_length=1)], AfterValidator(check)]
 
 
-#: Knobs only ONNX models have: ONNX Runtime's settings and the precision variants.
-ONNX_KNOBS: tuple[str, ...] = ("cpu_threads", "accelerator", "precision")
+PERFORMANCE_HINTS: tuple[str, ...] = ("latency", "throughput")
+#: The backends that have each knob the Triton config alone does not: the threads of an instance
+#: (ONNX Runtime's intra-op threads, OpenVINO's INFERENCE_NUM_THREADS, PyTorch's INTRA_OP_THREAD_COUNT),
+#: ONNX Runtime's accelerators and the ONNX precision variants, and OpenVINO's PERFORMANCE_HINT.
+KNOB_BACKENDS: dict[str, tuple[str, ...]] = {
+    "cpu_threads": ("onnxruntime", "openvino", "pytorch"),
+    "accelerator": ("onnxruntime",),
+    "precision": ("onnxruntime",),
+    "performance_hint": ("openvino",),
+}
 
 
 class SpaceSettings(_Strict):
@@ -123,9 +131,11 @@ class SpaceSettings(_Strict):
     ``cpu_threads`` left out means each instance gets an equal share of the worker's cores.
     ``accelerator`` and ``precision`` left out mean ONNX Runtime's default provider at FP32.
 
+    ``performance_hint`` is the OpenVINO backend's; left out, a model keeps its own.
+
     For an ensemble the knobs are searched for each composing model apart: a knob given here
-    applies to every one (ONNX Runtime's to the ONNX ones), and ``models.<name>`` gives one model
-    its own (``for_model``).
+    applies to every one (a backend's own knobs to the models of that backend), and
+    ``models.<name>`` gives one model its own (``for_model``).
     """
 
     max_batch_size: IntDim = [1, 4, 8, 16, 32]
@@ -135,14 +145,19 @@ class SpaceSettings(_Strict):
     cpu_threads: IntDim | None = None
     accelerator: _name_dim(ACCELERATORS) = "none"  # type: ignore[valid-type]
     precision: _name_dim(PRECISIONS) = "fp32"  # type: ignore[valid-type]
+    performance_hint: _name_dim(PERFORMANCE_HINTS) | None = None  # type: ignore[valid-type]
     models: Annotated[
         dict[Annotated[str, AfterValidator(_valid_name)], SpaceSettings], Field(max_length=MAX_STEPS)
     ] = {}
 
-    def for_model(self, name: str, onnx: bool) -> SpaceSettings:
+    def for_model(self, name: str, backend: str) -> SpaceSettings:
         """The space of composing model ``name``: its own knobs (``models.<name>``) over the ones given
-        for every model (ONNX Runtime's left out where the model is not ONNX, ``onnx``)."""
-        shared = {k: getattr(self, k) for k in self.model_fields_set if k != "models" and (onnx or k not in ONNX_KNOBS)}
+        for every model (a backend's own knobs, ``KNOB_BACKENDS``, only where it runs on that ``backend``)."""
+        shared = {
+            k: getattr(self, k)
+            for k in self.model_fields_set
+            if k != "models" and backend in KNOB_BACKENDS.get(k, (backend,))
+        }
         own = self.models.get(name)
         mine = {k: getattr(own, k) for k in own.model_fields_set} if own is not None else {}
         return SpaceSettings.model_validate({**shared, **mine})

@@ -27,20 +27,11 @@ from google.protobuf import text_format
 from tuner.config import ModelSettings, ServerSettings
 from tuner.errors import ConfigError, ModelError
 from tuner.model_info import ModelInfo, TensorInfo, config_model_info, read_model_info
-from tuner.triton import parse_pbtxt
+from tuner.triton import config_backend, parse_pbtxt
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as pb
 
-#: The backend of each platform name Triton accepts in place of ``backend``.
-_PLATFORM_BACKENDS = {
-    "onnxruntime_onnx": "onnxruntime",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-    "tensorrt_plan": "tensorrt",
-    "ensemble": "ensemble",
-}
 #: The file each backend loads from the version folder where ``default_model_filename`` names none.
 _DEFAULT_FILES = {"onnxruntime": "model.onnx", "python": "model.py"}
 #: Backends the embedded server runs: its python backend, and ONNX through the tuner's runner.
@@ -160,7 +151,7 @@ def read_repository_model(repository: Path, name: str, calls: Sequence[str] = ()
         raise ModelError(f"{path} is not a Triton model config: {exc}") from exc
     if config.name and config.name != name:
         raise ModelError(f"{path} names model {config.name!r}, and its folder is {name!r}: Triton needs them equal")
-    backend = config.backend or _PLATFORM_BACKENDS.get(config.platform, config.platform)
+    backend = config_backend(config)
     if not backend:
         raise ModelError(f"{path} names neither a backend nor a platform")
     versions = sorted((int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)

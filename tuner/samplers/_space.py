@@ -30,6 +30,7 @@ KNOBS: tuple[str, ...] = (
     "cpu_threads",
     "accelerator",
     "precision",
+    "performance_hint",
 )
 GRID_LIMIT = 100_000
 #: The install extra (pyproject.toml) whose ONNX Runtime build has each provider; the CPU provider is in both.
@@ -151,6 +152,7 @@ class SearchSpace:
             kind=kind,
             accelerator=accelerator,
             precision=str(merged.get("precision", "fp32")),
+            performance_hint=str(merged.get("performance_hint", "")),
         )
 
     def default_params(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.config import IntRange, SpaceSettings, StudyConfig
+from tuner.config import KNOB_BACKENDS, IntRange, SpaceSettings, StudyConfig
 from tuner.errors import ConfigError
 from tuner.model import RepositoryModel, StudyModel, check_launch_runs, open_model, validation_inputs
 from tuner.model_info import ModelInfo
@@ -131,7 +131,7 @@ def build_space(
         caller = None if repository.is_ensemble else repository.name  # a BLS model's knobs are searched too
         parts = {
             step.name: SearchSpace(
-                cfg.search.space.for_model(step.name, step.is_onnx),
+                cfg.search.space.for_model(step.name, step.backend),
                 workers.cpus_per_worker,
                 kind,
                 providers if step.is_onnx else None,
@@ -176,7 +176,7 @@ def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
     _check_no_accuracy(cfg, what)
     for step in tuned:
         where = f"search.space.models.{step.name}"
-        step_space = space.for_model(step.name, step.is_onnx)
+        step_space = space.for_model(step.name, step.backend)
         asked = [p for p in _values(step_space.precision) if p != "fp32"]
         if asked:
             raise ConfigError(
@@ -200,20 +200,23 @@ def _check_model(cfg: StudyConfig, model: RepositoryModel, space: SpaceSettings,
             f"{field}.dynamic_batching: {where} uses the sequence batcher, which dynamic batching would "
             "replace: set dynamic_batching: false"
         )
-    if model.is_onnx:
-        return
     asked = {
         "precision": [p for p in _values(space.precision) if p != "fp32"],
         "accelerator": [a for a in _values(space.accelerator) if a != "none"],
         "cpu_threads": _values(space.cpu_threads) if space.cpu_threads is not None else [],
+        "performance_hint": _values(space.performance_hint) if space.performance_hint is not None else [],
     }
     for knob, values in asked.items():
-        if values:
-            what = "precision variants are built from ONNX models only"
-            if knob != "precision":
-                what = "it is an ONNX Runtime setting"
-            raise ConfigError(f"{field}.{knob}: {what}, and {where} is not ONNX (asked: {values})")
-    _check_no_accuracy(cfg, where)
+        backends = KNOB_BACKENDS[knob]
+        if values and model.backend not in backends:
+            what = {
+                "precision": "precision variants are built from ONNX models only, and",
+                "accelerator": "it is an ONNX Runtime setting, and",
+                "performance_hint": "it is a setting of the OpenVINO backend alone:",
+            }.get(knob, f"it is a setting of the {', '.join(backends[:-1])} and {backends[-1]} backends:")
+            raise ConfigError(f"{field}.{knob}: {what} {where} has none (asked: {values})")
+    if not model.is_onnx:
+        _check_no_accuracy(cfg, where)
 
 
 def _check_no_accuracy(cfg: StudyConfig, where: str) -> None:

@@ -33,6 +33,25 @@ RUNNER_BACKEND = "python"
 
 TENSORRT_WORKSPACE_BYTES = 1 << 30
 
+#: The backend of each platform name Triton accepts in place of ``backend``.
+PLATFORM_BACKENDS = {
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorrt_plan": "tensorrt",
+    "ensemble": "ensemble",
+}
+#: The parameter a backend reads an instance's threads from (the backends' READMEs). PyTorch's
+#: INTER_OP_THREAD_COUNT is one for the whole backend (the first model's wins), so only the intra-op
+#: count is tuned; ONNX Runtime's are set by the two ONNX forms below.
+THREAD_PARAMETERS = {"openvino": "INFERENCE_NUM_THREADS", "pytorch": "INTRA_OP_THREAD_COUNT"}
+
+
+def config_backend(config: pb.ModelConfig) -> str:
+    """The backend that runs ``config``: its ``backend``, or the one its ``platform`` names."""
+    return config.backend or PLATFORM_BACKENDS.get(config.platform, config.platform)
+
 
 def runner_parameters(spec: TrialSpec) -> dict[str, str]:
     """The ONNX Runtime settings the runner reads from the config's ``parameters``."""
@@ -126,7 +145,9 @@ def tune_config(base: pb.ModelConfig, spec: TrialSpec) -> pb.ModelConfig:
 
     The knobs: ``max_batch_size``, the dynamic batcher (its other fields, such as preferred batch
     sizes, kept where it stays on) and its queue delay, and the count of every instance group (each
-    keeps its kind and devices; a config without one gets one of the spec's kind).
+    keeps its kind and devices; a config without one gets one of the spec's kind); for the OpenVINO
+    and PyTorch backends, an instance's threads (``THREAD_PARAMETERS``), and OpenVINO's
+    ``PERFORMANCE_HINT`` where the spec sets one.
     """
     config = pb.ModelConfig()
     config.CopyFrom(base)
@@ -140,6 +161,11 @@ def tune_config(base: pb.ModelConfig, spec: TrialSpec) -> pb.ModelConfig:
     if not config.instance_group:
         kind = pb.ModelInstanceGroup.KIND_GPU if spec.kind is InstanceKind.GPU else pb.ModelInstanceGroup.KIND_CPU
         config.instance_group.add(count=spec.instance_count, kind=kind)
+    backend = config_backend(config)
+    if backend in THREAD_PARAMETERS:
+        config.parameters[THREAD_PARAMETERS[backend]].string_value = str(spec.cpu_threads)
+    if backend == "openvino" and spec.performance_hint:
+        config.parameters["PERFORMANCE_HINT"].string_value = spec.performance_hint.upper()
     return config
 
 
@@ -156,9 +182,13 @@ def tuned_knobs(config: pb.ModelConfig) -> dict[str, Any]:
         knobs["max_queue_delay_us"] = config.dynamic_batching.max_queue_delay_microseconds
     if config.instance_group:
         knobs["instance_count"] = config.instance_group[0].count or 1  # Triton's default count is 1
-    threads = config.parameters.get("intra_op_thread_count")
+    backend = config_backend(config)
+    threads = config.parameters.get(THREAD_PARAMETERS.get(backend, "intra_op_thread_count"))
     if threads is not None and threads.string_value.isdigit():
         knobs["cpu_threads"] = int(threads.string_value)
+    hint = config.parameters.get("PERFORMANCE_HINT")
+    if backend == "openvino" and hint is not None and hint.string_value.lower() in ("latency", "throughput"):
+        knobs["performance_hint"] = hint.string_value.lower()
     accelerators = config.optimization.execution_accelerators
     named = [a.name for a in (*accelerators.gpu_execution_accelerator, *accelerators.cpu_execution_accelerator)]
     if named and named[0] in ACCELERATOR_PROVIDERS:
