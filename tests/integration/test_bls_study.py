@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import tritonclient.http as triton_http
 import yaml
 from factories import QUADRUPLER_BLS_PY, bls_repository
+from served import infer_on_fresh_server
+from served import run_tuner as _tuner
 
 from tuner.triton import parse_pbtxt
-from tuner.triton._embedded import EmbeddedServer
 
-TUNER = [sys.executable, "-m", "tuner.cli"]
 MODELS = ["bls_quadrupler", "first", "second"]
-
-
-def _tuner(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TUNER, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_a_bls_model_is_tuned_with_the_models_it_calls(tmp_path: Path) -> None:
@@ -66,12 +56,7 @@ def test_a_bls_model_is_tuned_with_the_models_it_calls(tmp_path: Path) -> None:
         assert config.instance_group[0].count == trials[1]["params"][f"{model}.instance_count"]
 
     samples = np.arange(8, dtype=np.float32).reshape(2, 4)
-    with EmbeddedServer(tmp_path / "server", deploy) as server:
-        for model in ("first", "second", "bls_quadrupler"):  # a BLS model's callees are loaded on their own
-            server.load(model)
-        client = triton_http.InferenceServerClient(server.http_url)
-        request = triton_http.InferInput("IN", list(samples.shape), "FP32")
-        request.set_data_from_numpy(samples)
-        answer = client.infer("bls_quadrupler", [request]).as_numpy("OUT")
-        client.close()
+    # a BLS model's callees are loaded on their own
+    result = infer_on_fresh_server(deploy, tmp_path / "server", "bls_quadrupler", {"IN": samples}, ("first", "second"))
+    answer = result.as_numpy("OUT")
     assert np.array_equal(answer, samples * 4)

@@ -5,28 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import optuna
-import tritonclient.http as triton_http
 import yaml
 from optuna.trial import TrialState
+from served import infer_on_fresh_server
+from served import run_tuner as _tuner
 
 from tuner.triton import parse_pbtxt
-from tuner.triton._embedded import EmbeddedServer
 
-TUNER = [sys.executable, "-m", "tuner.cli"]
 STEPS = ["preprocess", "detector", "postprocess"]
-
-
-def _tuner(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TUNER, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600, check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_a_pipeline_is_tuned_per_step_and_exported_whole(tmp_path: Path, ocr_pipeline_repository: Path) -> None:
@@ -94,13 +84,7 @@ def test_a_pipeline_is_tuned_per_step_and_exported_whole(tmp_path: Path, ocr_pip
     page = np.full((2, 320, 320, 3), 255, dtype=np.uint8)
     for top in (60, 140, 220):
         page[0, top : top + 24, 40:280] = 0  # dark bands on white: lines of text to the detector
-    with EmbeddedServer(tmp_path / "server", deploy) as server:
-        server.load("ocr_pipeline")
-        client = triton_http.InferenceServerClient(server.http_url)
-        request = triton_http.InferInput("image", list(page.shape), "UINT8")
-        request.set_data_from_numpy(page)
-        answer = client.infer("ocr_pipeline", [request])
-        client.close()
+    answer = infer_on_fresh_server(deploy, tmp_path / "server", "ocr_pipeline", {"image": page})
     assert answer.as_numpy("text_regions").ravel().tolist() == [3, 0]
     fraction = answer.as_numpy("text_fraction").ravel()
     assert 0.05 < fraction[0] < 0.5 and fraction[1] == 0.0

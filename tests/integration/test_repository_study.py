@@ -8,35 +8,25 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import optuna
-import tritonclient.http as triton_http
 import yaml
 from factories import DOUBLER_MODEL_PY, digits_study, doubler_repository
 from optuna.trial import TrialState
+from served import infer_on_fresh_server
+from served import run_tuner as _tuner
 
 from tuner.storage import read_info
 from tuner.triton import parse_pbtxt
-from tuner.triton._embedded import EmbeddedServer
 
-TUNER = [sys.executable, "-m", "tuner.cli"]
 SPACE = {
     "max_batch_size": [1, 8],
     "dynamic_batching": [False, True],
     "max_queue_delay_us": {"low": 0, "high": 2000, "step": 500},
     "instance_count": {"low": 1, "high": 2},
 }
-
-
-def _tuner(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TUNER, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _optimize(folder: Path, name: str, model: dict[str, str]) -> list[dict]:
@@ -88,13 +78,8 @@ def test_a_python_model_is_tuned_from_its_own_config_and_exported_with_its_files
 
     # The export is a repository a fresh server loads, and the model answers as its author wrote it.
     samples = np.arange(8, dtype=np.float32).reshape(2, 4)
-    with EmbeddedServer(tmp_path / "server", tmp_path / "deploy") as server:
-        server.load("doubler")
-        client = triton_http.InferenceServerClient(server.http_url)
-        request = triton_http.InferInput("INPUT0", list(samples.shape), "FP32")
-        request.set_data_from_numpy(samples)
-        doubled = client.infer("doubler", [request]).as_numpy("OUTPUT0")
-        client.close()
+    answer = infer_on_fresh_server(tmp_path / "deploy", tmp_path / "server", "doubler", {"INPUT0": samples})
+    doubled = answer.as_numpy("OUTPUT0")
     assert np.array_equal(doubled, samples * 2)
 
 
