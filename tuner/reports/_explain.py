@@ -9,7 +9,7 @@ concurrency (batch sizes formed), the config measured and the study's constraint
 
     failed            the trial failed: Triton's (or the measurement's) reason
     constraint        a constraint failed: which one, and by how much
-    bottleneck        an ensemble's step where its requests spend the most time, and each step's queue and compute
+    bottleneck        a pipeline's step where its requests spend the most time, and each step's queue and compute
     queue             queue time dominates: more instances, or batching that empties the queue faster
     compute           compute dominates: a faster accelerator or a lower precision
     overhead          most of the latency is outside the server (client, protocol, network)
@@ -140,7 +140,7 @@ def explain(
     """
     metrics = metrics or point.metrics()
     found = _constraint_failures(metrics, constraints or {}, bounds or {})
-    if spec.get("steps"):  # an ensemble: each step has knobs of its own, so the readings are per step
+    if spec.get("steps"):  # a pipeline: each step has knobs of its own, so the readings are per step
         found += _bottleneck(point, spec, servers or {})
     else:
         found += _where_time_goes(point, spec, variants)
@@ -254,7 +254,7 @@ def _where_time_goes(point: LoadPoint, spec: Mapping[str, Any], variants: bool =
 def _bottleneck(
     point: LoadPoint, spec: Mapping[str, Any], servers: Mapping[str, Mapping[str, Any]]
 ) -> list[Explanation]:
-    """The ensemble's step whose requests spend the most time in the server, and what would shorten it."""
+    """The pipeline's step whose requests spend the most time in the server, and what would shorten it."""
     steps: Mapping[str, Mapping[str, Any]] = (servers.get(str(point.concurrency)) or {}).get("steps") or {}
     spent = {name: float(w["queue_ms"]) + step_compute_ms(w) for name, w in steps.items() if w.get("requests")}
     total = sum(spent.values())

@@ -43,7 +43,7 @@ PROVIDER_EXTRAS: dict[str, str] = {
 
 class Space(Protocol):
     """What the samplers and the study ask of a search space: ``SearchSpace`` (one model) and
-    ``PipelineSpace`` (an ensemble's composing models) answer it. Params are a config's trial
+    ``PipelineSpace`` (an ensemble's or a BLS model's models together) answer it. Params are a config's trial
     params by knob name; see ``SearchSpace`` for each method's contract."""
 
     worker_cores: int

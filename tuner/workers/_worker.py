@@ -143,7 +143,8 @@ class Worker:
         model = setup.repository_model
         self.version_dir = self.repository / setup.model_name / (model.version if model else "1")
         self._onnx_name = model.model_file.name if model else "model.onnx"
-        #: An ensemble's composing models, with their inputs and outputs, in the order it runs them.
+        #: An ensemble's composing models (or the models a BLS model calls), with their inputs and
+        #: outputs, in the order they run.
         self._steps = {step.name: (step, repository_model_info(step)) for step in model.steps} if model else {}
 
     def __enter__(self) -> Self:
@@ -170,8 +171,8 @@ class Worker:
         self.monitor.start()
 
     def lay_out(self) -> None:
-        """Writes the model's folder (an ensemble's, and its composing models') into the worker's
-        repository, as ``start`` does before the server starts."""
+        """Writes the model's folder (and its composing models') into the worker's repository, as
+        ``start`` does before the server starts."""
         if self.setup.repository_model is not None:
             shutil.copytree(
                 self.setup.repository_model.folder, self.repository / self.setup.model_name, dirs_exist_ok=True
@@ -180,12 +181,12 @@ class Worker:
         for step, _ in self._steps.values():
             shutil.copytree(step.folder, self.repository / step.name, dirs_exist_ok=True)
             if step.is_onnx:
-                self._place_runner(step.model_file.parent.name, self.repository / step.name / step.version)
+                self._place_runner(self.repository / step.name / step.version)
         if self.setup.model_path is not None:
-            self._place_runner(self.version_dir.name, self.version_dir)
+            self._place_runner(self.version_dir)
             self._install_variant("fp32")
 
-    def _place_runner(self, version: str, folder: Path) -> None:
+    def _place_runner(self, folder: Path) -> None:
         """Puts the runner beside an ONNX file where the server runs it through the python backend."""
         runner = folder / "model.py"
         if self.server.native:  # the onnxruntime backend needs only the ONNX file
