@@ -152,6 +152,7 @@ class PipelineSpace:
     def _check_size(size: int) -> None:
         if size > GRID_LIMIT:
             raise ConfigError(
-                f"search.space: the composing models' knobs make {size} configs together; the bo and grid "
-                f"samplers take at most {GRID_LIMIT}: give fewer values (search.space.models.<name>) or use tpe"
+                f"search.space: the composing models' knobs make {size} configs together; the grid sampler takes "
+                f"at most {GRID_LIMIT} (bo searches with tpe beyond that): give fewer values "
+                "(search.space.models.<name>) or use tpe"
             )
