@@ -96,6 +96,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-cold": {"sampler": "bo", "warm_start": False},
     "bo-startup8": {"sampler": "bo", "n_startup_trials": 8},
     "bo-mixed": {"sampler": "bo", "variants_first": False},
+    "bo-per-second": {"sampler": "bo", "per_second": True},
+    "bo-per-second-cold": {"sampler": "bo", "per_second": True, "warm_start": False},
     "bo-structured": {"sampler": "bo", "surrogate": "structured"},
     "bo-structured-cold": {"sampler": "bo", "surrogate": "structured", "warm_start": False},
     "tpe": {"sampler": "tpe"},
@@ -109,7 +111,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "quick": {"sampler": "quick"},
 }
 #: Variant settings that are the bo sampler's module defaults (tuner.samplers._bo), not study settings.
-BO_DEFAULTS = {"surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST"}
+BO_DEFAULTS = {"surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST", "per_second": "PER_SECOND"}
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {
     f"{name}{'' if warm else '-cold'}-startup{startup}": {

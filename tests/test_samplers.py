@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -409,3 +410,29 @@ def test_model_based_samplers_measure_a_new_config_each_trial(name: str) -> None
         study.tell(trial, [_hill(spec), 1.0])
 
     assert len(set(keys)) == 8
+
+
+def test_bo_per_second_learns_what_measuring_costs() -> None:
+    """Instances cost the measurement: 2 instances took 37 s a trial, 1 took 10 s. The cost model puts an
+    unmeasured config of 2 instances above one of 1, by at most the log of the ratio (five rows: the
+    Gaussian process draws the difference toward their mean)."""
+    space = _space(max_batch_size=[1, 4, 8], instance_count=[1, 2])
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=0, per_second=True)
+    study = _study(sampler)
+    for batch in (1, 4, 8):
+        for instances in (1, 2):
+            if (batch, instances) == (4, 2):
+                continue  # left unmeasured
+            study.enqueue_trial({"max_batch_size": batch, "instance_count": instances})
+            trial = study.ask()
+            space.suggest(trial)
+            trial.set_user_attr("timings_s", {"load_s": 1.0, "measure_s": 9.0 * instances**2})
+            study.tell(trial, [100.0, 1.0])
+    finished = samplers._bo._finished(study)
+    rows = np.array([sampler._encode({"max_batch_size": 4, "instance_count": n}) for n in (1, 2)])
+
+    one, two = sampler.log_seconds(finished, rows)
+
+    assert 0.3 < two - one < math.log(37.0 / 10.0) + 0.2
+    assert samplers._bo.ConfigBOSampler(space, 0).per_second is samplers._bo.PER_SECOND
+    assert not sampler.log_seconds(finished[:1], rows).any(), "one trial says nothing of what measuring costs"

@@ -45,7 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._planned import PlannedSampler, trial_params
 from tuner.samplers._space import Space
-from tuner.storage import ATTR_INTERRUPTED
+from tuner.storage import ATTR_INTERRUPTED, ATTR_TIMINGS
 from tuner.trial import ACCURACY_METRICS, InstanceKind
 
 if TYPE_CHECKING:
@@ -68,6 +68,9 @@ DEFAULT_SURROGATE = "onehot"
 #: Whether every variant (precision x accelerator x device) is measured once, at its best-scored
 #: config, before the model's proposals range over all of them (``ConfigBOSampler``).
 VARIANTS_FIRST = True
+#: Whether a candidate's score is its expected improvement per second of measuring it
+#: (``ConfigBOSampler``, ``per_second``) rather than its expected improvement.
+PER_SECOND = False
 
 
 class ConfigBOSampler(PlannedSampler):
@@ -81,6 +84,10 @@ class ConfigBOSampler(PlannedSampler):
         variants_first: Once the model is used, propose from the variants no trial has tried yet,
             while there are any (None takes ``VARIANTS_FIRST``). A variant's accuracy, and its
             speed by a factor, are its own: the model cannot tell them from the others' results.
+        per_second: Score each candidate by its expected improvement per second of measuring: one
+            more Gaussian process models the log of the seconds each finished trial took (its
+            ``timings_s``: variant, load, screen, measurement, unload), and its prediction for the
+            candidate divides the improvement (None takes ``PER_SECOND``).
 
     Raises:
         ConfigError: the space cannot be enumerated (a log range, or too many configs).
@@ -95,6 +102,7 @@ class ConfigBOSampler(PlannedSampler):
         n_startup_trials: int = 4,
         surrogate: str | None = None,
         variants_first: bool | None = None,
+        per_second: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -103,6 +111,7 @@ class ConfigBOSampler(PlannedSampler):
         if self.surrogate not in SURROGATES:
             raise ValueError(f"unknown surrogate {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
         self.variants_first = VARIANTS_FIRST if variants_first is None else variants_first
+        self.per_second = PER_SECOND if per_second is None else per_second
         self._encode = FeatureEncoder(space, structured=self.surrogate == "structured")
         self._rng = random.Random(seed)
 
@@ -136,7 +145,21 @@ class ConfigBOSampler(PlannedSampler):
         # one thread: the matrices are small, and the cores belong to the measurements
         with threadpool_limits(limits=1):
             scores = self.acquisition(study, finished, self._features[left], [self._variants[i] for i in left])
+            if self.per_second:
+                scores = scores - self.log_seconds(finished, self._features[left])
         return self.combinations[left[int(np.argmax(scores))]]
+
+    def log_seconds(self, finished: list[FrozenTrial], candidates: np.ndarray) -> np.ndarray:
+        """The log of the seconds measuring each candidate row would take, as a Gaussian process of the
+        finished trials' own (``timings_s``) predicts it; zeros while fewer than two trials say."""
+        timed = [(t, sum((t.user_attrs.get(ATTR_TIMINGS) or {}).values())) for t in finished]
+        timed = [(t, seconds) for t, seconds in timed if seconds > 0]
+        if len(timed) < 2:
+            return np.zeros(len(candidates))
+        rows = np.array([self._encode(trial_params(t)) for t, _ in timed])
+        model = _fit(rows, np.log([seconds for _, seconds in timed]), self._rng.randrange(2**31), self._encode.ard)
+        mean, _ = _predict_latent(model, candidates)
+        return np.asarray(mean)
 
     @functools.cached_property
     def _variants(self) -> list[tuple[str, str, str]]:
