@@ -294,3 +294,9 @@ def test_an_ensemble_takes_no_composing_list_and_a_file_none_at_all(tmp_path: Pa
         plan_study(_cfg(tmp_path / "other", model=ensemble))
     with pytest.raises(ConfigError, match="composing names models of a repository: give repository"):
         parse_config({"study": "s", "model": {"name": "m", "path": str(digits_onnx), "composing": ["a"]}}, tmp_path)
+
+
+def test_an_ensemble_is_refused_on_a_remote_server(tmp_path: Path) -> None:
+    remote = {"launch": "remote", "remote": ["127.0.0.1:8000"]}
+    with pytest.raises(ConfigError, match="is an ensemble, which server.launch remote cannot load"):
+        plan_study(_cfg(tmp_path, server=remote))

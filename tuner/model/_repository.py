@@ -199,8 +199,15 @@ def check_launch_runs(model: RepositoryModel, server: ServerSettings) -> None:
 
     Raises:
         ConfigError: a backend other than python and onnxruntime on the embedded server; the
-            message names the launch modes that could run it.
+            message names the launch modes that could run it. An ensemble under ``remote``: its
+            composing models reach that server by a load with their files, and Triton then finds no
+            composing model in its repository for the ensemble (checked with Triton 2.51).
     """
+    if model.is_ensemble and server.launch == "remote":
+        raise ConfigError(
+            f"model.name: {model.name!r} is an ensemble, which server.launch remote cannot load (the remote server "
+            "resolves an ensemble's composing models from its own repository); use embedded, local or docker"
+        )
     for step in (model, *model.steps):
         if server.launch == "embedded" and not step.is_ensemble and step.backend not in EMBEDDED_BACKENDS:
             raise ConfigError(
