@@ -292,6 +292,12 @@ def test_an_ensemble_takes_no_composing_list_and_a_file_none_at_all(tmp_path: Pa
     ensemble = {"name": "quadrupler", "repository": str(ensemble_repository(tmp_path / "repo")), "composing": ["first"]}
     with pytest.raises(ModelError, match="runs the models its config names: leave model.composing out"):
         plan_study(_cfg(tmp_path / "other", model=ensemble))
+    onnx = {"name": "first", "repository": str(tmp_path / "repo"), "composing": ["second"]}
+    (tmp_path / "repo" / "first" / "config.pbtxt").write_text(
+        (tmp_path / "repo" / "first" / "config.pbtxt").read_text().replace('backend: "python"', 'backend: "openvino"')
+    )
+    with pytest.raises(ModelError, match="runs on the openvino backend; model.composing names the models a python"):
+        plan_study(_cfg(tmp_path / "third", model=onnx))
     with pytest.raises(ConfigError, match="composing names models of a repository: give repository"):
         parse_config({"study": "s", "model": {"name": "m", "path": str(digits_onnx), "composing": ["a"]}}, tmp_path)
 

@@ -69,7 +69,8 @@ class TrialSpec:
             ``throughput``); empty to keep the model's own.
         steps: For an ensemble, each composing model's spec by model name, in the order the
             ensemble runs them; its own knobs then are its scheduler's (``max_batch_size``, which
-            no step's may be below). Empty for a single model.
+            no step's may be below). For a python model that calls others through BLS, theirs, its
+            own knobs being the calling model's. Empty for a single model.
     """
 
     max_batch_size: int
@@ -112,7 +113,8 @@ class TrialSpec:
 
     @property
     def cpu_threads_used(self) -> int:
-        """Threads the config runs on the CPU at once: instances x threads, over every step of an ensemble.
+        """Threads the config runs on the CPU at once: instances x threads, over every composing model of a
+        pipeline (an ensemble's steps, or the models a BLS model calls).
 
         Instances on a GPU count none, except OpenVINO's, which runs on the CPU whatever the kind.
         """

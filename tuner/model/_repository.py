@@ -136,8 +136,9 @@ def read_repository_model(repository: Path, name: str, calls: Sequence[str] = ()
         ModelError: the config cannot be read or parsed, names another model, names no backend or
             platform, or the model has no version folder (or no model file in it, for ONNX and
             python models); an ensemble names no steps, a model the repository lacks, or another
-            ensemble (nested ensembles are not tuned); ``calls`` are given for an ensemble (its
-            steps are its own), or name a model the repository lacks or an ensemble.
+            ensemble (nested ensembles are not tuned); ``calls`` are given for a model that is not
+            a python model (an ensemble's steps are its own), or name a model the repository lacks
+            or an ensemble.
     """
     folder = repository / name
     path = folder / "config.pbtxt"
@@ -162,6 +163,11 @@ def read_repository_model(repository: Path, name: str, calls: Sequence[str] = ()
         raise ModelError(f"model {name!r} has no version folder (such as {folder / '1'}) its version policy serves")
     if backend == "ensemble" and calls:
         raise ModelError(f"ensemble {name!r} runs the models its config names: leave model.composing out")
+    if calls and backend != "python":
+        raise ModelError(
+            f"model {name!r} runs on the {backend} backend; model.composing names the models a python model calls "
+            "through BLS"
+        )
     steps = (
         _composing_models(repository, name, config)
         if backend == "ensemble"
