@@ -224,9 +224,10 @@ def _write_pipeline(pipeline: RepositoryModel, out_dir: Path, record: TrialRecor
         if _runs_runner(config):
             shutil.copy2(RUNNER_SOURCE, step_dir / step.version / "model.py")
         files += sorted(p for p in step_dir.rglob("*") if p.is_file())
+    files += sorted(p for p in model_dir.rglob("*") if p.is_file() and p != files[0])
     for path in files:
         path.chmod(path.stat().st_mode | 0o644)  # the server may run as another user (NVIDIA's image does)
-    return files + sorted(p for p in model_dir.rglob("*") if p.is_file() and p != files[0])
+    return files
 
 
 def _copy_variant(cfg: StudyConfig, model: StudyModel, precision: str, target: Path) -> None:
