@@ -111,16 +111,34 @@ class ConfigResult:
 
     def cost(self) -> tuple[float, ...]:
         """What running the config costs, for breaking ties: lower is cheaper (see the module doc)."""
-        spec = self.first.spec
-        batching = bool(spec.get("dynamic_batching", False))
+        knobs = _cost_knobs(self.first.spec)
         return (
-            float(spec.get("instance_count", 1)),
-            float(spec.get("cpu_threads", 1)),
-            float(_PRECISION_COST.get(str(spec.get("precision", "fp32")), 3)),
-            float(batching),
-            float(spec.get("max_batch_size", 0)),
-            float(spec.get("max_queue_delay_us", 0)) if batching else 0.0,
+            float(knobs["instance_count"]),
+            float(knobs["cpu_threads"]),
+            float(_PRECISION_COST.get(str(knobs["precision"]), 3)),
+            float(knobs["dynamic_batching"]),
+            float(knobs["max_batch_size"]),
+            float(knobs["max_queue_delay_us"]),
         )
+
+
+def _cost_knobs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The knobs a config's cost is read from; a pipeline's (``steps``) summed over its composing models
+    (its most costly precision, the number of steps that batch)."""
+    steps = [dict(values) for _, values in spec.get("steps") or []]
+    if not steps:
+        batching = bool(spec.get("dynamic_batching", False))
+        return {
+            "instance_count": spec.get("instance_count", 1),
+            "cpu_threads": spec.get("cpu_threads", 1),
+            "precision": spec.get("precision", "fp32"),
+            "dynamic_batching": int(batching),
+            "max_batch_size": spec.get("max_batch_size", 0),
+            "max_queue_delay_us": spec.get("max_queue_delay_us", 0) if batching else 0,
+        }
+    each = [_cost_knobs(step) for step in steps]
+    summed = {k: sum(knobs[k] for knobs in each) for k in each[0] if k != "precision"}
+    return summed | {"precision": max((k["precision"] for k in each), key=lambda p: _PRECISION_COST.get(p, 3))}
 
 
 def config_results(trials: Sequence[StoredTrial], info: StudyInfo | None = None) -> list[ConfigResult]:
@@ -255,26 +273,20 @@ def _reason(chosen: ConfigResult, leader: ConfigResult, tied: Sequence[ConfigRes
 def cheaper_text(cheap: ConfigResult, other: ConfigResult) -> str:
     """Where ``cheap`` costs less than ``other``: ``1 instance instead of 2``."""
     names = ("instances", "threads", "precision", "batching", "max batch size", "queue delay us")
-    a, b = cheap.first.spec, other.first.spec
-    shown = (
-        a.get("instance_count", 1),
-        a.get("cpu_threads", 1),
-        a.get("precision", "fp32"),
-        "on" if a.get("dynamic_batching") else "off",
-        a.get("max_batch_size", 0),
-        a.get("max_queue_delay_us", 0),
-    )
-    against = (
-        b.get("instance_count", 1),
-        b.get("cpu_threads", 1),
-        b.get("precision", "fp32"),
-        "on" if b.get("dynamic_batching") else "off",
-        b.get("max_batch_size", 0),
-        b.get("max_queue_delay_us", 0),
-    )
-    for name, mine, theirs, x, y in zip(names, shown, against, cheap.cost(), other.cost()):
+    pipeline = bool(cheap.first.spec.get("steps"))
+    if pipeline:
+        names = ("instances in all", "threads in all", "precision", "steps batching", "max batch sizes", "delays us")
+
+    def shown(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+        knobs = _cost_knobs(spec)
+        batching = knobs["dynamic_batching"] if pipeline else ("on" if knobs["dynamic_batching"] else "off")
+        keys = ("instance_count", "cpu_threads", "precision")
+        return (*(knobs[k] for k in keys), batching, knobs["max_batch_size"], knobs["max_queue_delay_us"])
+
+    mine, theirs = shown(cheap.first.spec), shown(other.first.spec)
+    for name, a, b, x, y in zip(names, mine, theirs, cheap.cost(), other.cost()):
         if x != y:
-            return f"{name} {mine} instead of {theirs}"
+            return f"{name} {a} instead of {b}"
     return "as cheap"
 
 
