@@ -180,6 +180,11 @@ ACCURACY_METRICS: tuple[str, ...] = ("accuracy_drop",)
 METRICS: tuple[str, ...] = LOAD_METRICS + ACCURACY_METRICS
 
 
+def accuracy_drop(accuracy: dict[str, Any] | None) -> float | None:
+    """The accuracy drop of a variant's checked answers (see tuner.model.compare), or None where not checked."""
+    return None if accuracy is None else accuracy.get("accuracy_drop")
+
+
 @dataclass(frozen=True)
 class TrialOutcome:
     """The result of evaluating one TrialSpec on a worker.
@@ -217,7 +222,7 @@ class TrialOutcome:
     @property
     def accuracy_drop(self) -> float | None:
         """The checked variant's accuracy drop (see tuner.model.compare), or None where not checked."""
-        return None if self.accuracy is None else self.accuracy.get("accuracy_drop")
+        return accuracy_drop(self.accuracy)
 
     @property
     def failure_kind(self) -> Failure | None:

@@ -61,7 +61,7 @@ from tuner.measure import (
 )
 from tuner.model import RepositoryModel, build_variant, compare, reference_outputs, repository_model_info
 from tuner.model_info import ModelInfo
-from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec
+from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec, accuracy_drop
 from tuner.triton import (
     RUNNER_SOURCE,
     TritonServer,
@@ -230,8 +230,7 @@ class Worker:
         """
         name = self.setup.model_name
         timings: dict[str, float] = {}
-        configs = self.trial_configs(spec)
-        pbtxt = to_pbtxt(configs[name])
+        texts = {model_name: to_pbtxt(config) for model_name, config in self.trial_configs(spec).items()}
         points: list[LoadPoint] = []
         server: dict[str, dict] = {}
         accuracy: dict | None = None
@@ -239,9 +238,8 @@ class Worker:
         failure: Failure | None = None
         pruned: str | None = None
         try:
-            accuracy = self._load_and_check(spec, configs, timings)
-            drop = None if accuracy is None else accuracy.get("accuracy_drop")
-            points, pruned = self._measure_curve(name, timings, server, screen, drop)
+            accuracy = self._load_and_check(spec, texts, timings)
+            points, pruned = self._measure_curve(name, timings, server, screen, accuracy_drop(accuracy))
         except (ModelError, ModelLoadError, MeasurementError, ServerStartError, OSError) as exc:
             error, failure = trial_failure(exc, spec)
         finally:
@@ -254,7 +252,7 @@ class Worker:
             points, pruned = [], None
         return TrialOutcome(
             spec=spec,
-            config_pbtxt=pbtxt,
+            config_pbtxt=texts[name],
             points=tuple(points),
             error=error,
             timings_s=timings,
@@ -262,7 +260,7 @@ class Worker:
             server=server if not error else {},
             failure=failure,
             pruned=pruned,
-            step_configs={n: to_pbtxt(c) for n, c in configs.items() if n != name},
+            step_configs={n: text for n, text in texts.items() if n != name},
         )
 
     def trial_configs(self, spec: TrialSpec) -> dict[str, pb.ModelConfig]:
@@ -295,10 +293,9 @@ class Worker:
         build_config = build_native_config if self.server.native else build_model_config
         return build_config(name, info, spec, base)
 
-    def _load_and_check(
-        self, spec: TrialSpec, configs: dict[str, pb.ModelConfig], timings: dict[str, float]
-    ) -> dict | None:
-        """Installs the variant and the configs, loads them in order and checks the answers.
+    def _load_and_check(self, spec: TrialSpec, texts: dict[str, str], timings: dict[str, float]) -> dict | None:
+        """Installs the variant and the configs (config.pbtxt texts by model name), loads them in order and
+        checks the answers.
 
         Each of an ensemble's composing models is loaded itself before the ensemble: a model loaded
         again takes its new config, and loading the ensemble alone would keep those already loaded.
@@ -309,11 +306,11 @@ class Worker:
             if self.setup.model_path is not None:
                 self._install_variant("fp32" if native_trt else spec.precision)
         with _timed(timings, "write_s"):
-            for model_name, config in configs.items():
-                (self.repository / model_name / "config.pbtxt").write_text(to_pbtxt(config))
+            for model_name, text in texts.items():
+                (self.repository / model_name / "config.pbtxt").write_text(text)
         self._ensure_server()
         with _timed(timings, "load_s"):
-            for model_name in configs:
+            for model_name in texts:
                 self.server.load(model_name)
         with _timed(timings, "accuracy_s"):
             return self._check_accuracy()
