@@ -166,7 +166,8 @@ def export_trial(
     if model.repository is not None and model.repository.steps:
         files = _write_pipeline(model.repository, out_dir, record)
     else:
-        files = _write_model(model, model_dir, record.config_pbtxt)
+        folder = model.repository.folder if model.repository is not None else None
+        files = _write_model(folder, model_dir, record.config_pbtxt)
     if model.onnx_file is not None:
         version = model_dir / (model.repository.version if model.repository else "1")
         variant = version / (model.onnx_file.name if model.repository else "model.onnx")
@@ -184,13 +185,13 @@ def export_trial(
     return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files))
 
 
-def _write_model(model: StudyModel, model_dir: Path, config_pbtxt: str) -> list[Path]:
-    """Lays out the model's folder with the trial's config: a repository model's own files as they are, or
-    an empty version folder for an ONNX file. Returns the files written, the config first."""
-    if model.repository is None:
+def _write_model(folder: Path | None, model_dir: Path, config_pbtxt: str) -> list[Path]:
+    """Lays out a model's folder with the trial's config: a repository model's own files (``folder``) as
+    they are, or an empty version folder for an ONNX file. Returns the files written, the config first."""
+    if folder is None:
         (model_dir / "1").mkdir(parents=True)
     else:
-        shutil.copytree(model.repository.folder, model_dir)
+        shutil.copytree(folder, model_dir)
     config = model_dir / "config.pbtxt"
     config.write_text(config_pbtxt)
     return [config, *sorted(p for p in model_dir.rglob("*") if p.is_file() and p != config)]
@@ -212,19 +213,15 @@ def _write_pipeline(pipeline: RepositoryModel, out_dir: Path, record: TrialRecor
     if taken:
         raise ConfigError(f"{taken[0]} already exists: export into an empty folder")
     model_dir = out_dir / pipeline.name
-    shutil.copytree(pipeline.folder, model_dir)
+    files = _write_model(pipeline.folder, model_dir, record.config_pbtxt)
     (model_dir / pipeline.version).mkdir(exist_ok=True)  # Triton wants a version folder, even an empty one
-    files = [model_dir / "config.pbtxt"]
-    files[0].write_text(record.config_pbtxt)
     for step in pipeline.steps:
-        step_dir = out_dir / step.name
-        shutil.copytree(step.folder, step_dir)
         config = record.step_configs[step.name]
-        (step_dir / "config.pbtxt").write_text(config)
+        files += _write_model(step.folder, out_dir / step.name, config)
         if _runs_runner(config):
-            shutil.copy2(RUNNER_SOURCE, step_dir / step.version / "model.py")
-        files += sorted(p for p in step_dir.rglob("*") if p.is_file())
-    files += sorted(p for p in model_dir.rglob("*") if p.is_file() and p != files[0])
+            runner = out_dir / step.name / step.version / "model.py"
+            shutil.copy2(RUNNER_SOURCE, runner)
+            files += [runner] if runner not in files else []
     for path in files:
         path.chmod(path.stat().st_mode | 0o644)  # the server may run as another user (NVIDIA's image does)
     return files
