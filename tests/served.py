@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -26,8 +27,11 @@ def settled_statistics(server: Any, name: str, inferences: int, timeout_s: float
         time.sleep(0.05)
 
 
-def run_tuner(*args: object, cwd: Path, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    """``tuner ARGS`` as a user runs it: a process of its own in ``cwd``, no input, its output kept."""
+def run_tuner(
+    *args: object, cwd: Path, timeout_s: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tuner ARGS`` as a user runs it: a process of its own in ``cwd``, no input, its output kept;
+    ``env`` is added to this process's environment."""
     return subprocess.run(
         [sys.executable, "-m", "tuner.cli", *map(str, args)],
         cwd=cwd,
@@ -36,6 +40,7 @@ def run_tuner(*args: object, cwd: Path, timeout_s: float = 600) -> subprocess.Co
         timeout=timeout_s,
         check=False,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from served import run_tuner
 
 from tuner.triton._process import triton_processes
 
-TUNER = [sys.executable, "-m", "tuner.cli"]
-
 
 def _tuner(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TUNER, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          check=False, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    return run_tuner(*args, cwd=cwd, timeout_s=300, env=env)
 
 
 def _study_file(folder: Path, onnx: Path) -> Path:
