@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from tuner.config import PERFORMANCE_HINTS
 from tuner.model_info import ModelInfo, TensorInfo
 from tuner.trial import ACCELERATOR_PROVIDERS, InstanceKind, TrialSpec, execution_provider
 
@@ -187,7 +188,7 @@ def tuned_knobs(config: pb.ModelConfig) -> dict[str, Any]:
     if threads is not None and threads.string_value.isdigit():
         knobs["cpu_threads"] = int(threads.string_value)
     hint = config.parameters.get("PERFORMANCE_HINT")
-    if backend == "openvino" and hint is not None and hint.string_value.lower() in ("latency", "throughput"):
+    if backend == "openvino" and hint is not None and hint.string_value.lower() in PERFORMANCE_HINTS:
         knobs["performance_hint"] = hint.string_value.lower()
     accelerators = config.optimization.execution_accelerators
     named = [a.name for a in (*accelerators.gpu_execution_accelerator, *accelerators.cpu_execution_accelerator)]
