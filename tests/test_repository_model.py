@@ -11,7 +11,7 @@ from factories import DOUBLER_CONFIG, doubler_repository
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tuner.config import ServerSettings, StudyConfig, parse_config
-from tuner.errors import ConfigError, ModelError
+from tuner.errors import ConfigError, MeasurementError, ModelError
 from tuner.model import check_launch_runs, open_model, read_repository_model
 from tuner.model_info import TensorInfo, config_model_info
 from tuner.study import plan_study
@@ -343,6 +343,37 @@ def _worker(cfg: StudyConfig, workdir: Path) -> Worker:
         repository_model=plan.repository_model,
     )
     return Worker(setup)
+
+
+class _RecordingServer:
+    """Stands in for the worker's server: what was started and stopped, nothing run."""
+
+    pid = None
+    events: list[str]
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+
+def test_a_worker_whose_load_engine_cannot_start_stops_the_server_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = _worker(_cfg(tmp_path, doubler_repository(tmp_path / "repo")), tmp_path / "w")
+    server = worker.server = _RecordingServer()  # type: ignore[assignment]
+    server.events = []
+
+    def no_engine() -> None:
+        raise MeasurementError("perf_analyzer not found: install tritonclient[all]==2.50.0")
+
+    monkeypatch.setattr(worker, "_make_engine", no_engine)
+
+    with pytest.raises(MeasurementError, match="perf_analyzer not found"):
+        worker.__enter__()
+
+    assert server.events == ["start", "stop"]
 
 
 def test_a_worker_lays_out_a_python_model_as_it_is_and_tunes_its_config(tmp_path: Path) -> None:

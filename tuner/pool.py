@@ -54,7 +54,8 @@ class Pool(Protocol):
     Contract (the study loop calls every method from one thread; a pool need not be thread-safe):
 
     - ``__enter__`` starts every worker (their servers included) and returns the pool; it raises
-      ServerStartError where a worker cannot start. ``__exit__`` closes.
+      ServerStartError where a worker cannot start, having released what it took (a with-statement
+      calls no ``__exit__`` then). ``__exit__`` closes.
     - ``status``: one WorkerStatus per worker, ``index`` 0 to n-1 in order, kept current (displays
       read it while trials run). A worker's ``ticket`` is the trial it runs or holds, or None;
       ``done`` and ``failed`` count the trials it gave back, and those of them that failed.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from scripted import ScriptedPool
 
+from tuner.errors import ServerStartError
 from tuner.measure import EngineSettings, SweepPlan
 from tuner.model_info import read_model_info
 from tuner.pool import Finished, Pool, WorkerPlan
@@ -180,3 +181,22 @@ def test_a_pool_enters_as_itself_and_closes_twice(kind: str, tmp_path: Path, dig
             assert item.ticket == 0 and item.outcome.spec == SPECS[0] and not item.outcome.failed, item.outcome.error
 
     made.pool.close()  # closed twice: nothing happens
+
+
+def test_a_ray_pool_whose_worker_cannot_start_releases_what_it_took(
+    tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A with-statement does not call ``__exit__`` where ``__enter__`` raised: the pool closes itself."""
+    closed: list[bool] = []
+
+    def start(self: RayPool) -> None:
+        raise ServerStartError("worker 1: tritonserver exited with code 1")
+
+    monkeypatch.setattr(RayPool, "start", start)
+    monkeypatch.setattr(RayPool, "close", lambda self: closed.append(True))
+    made = _make("ray", tmp_path, digits_onnx)
+
+    with pytest.raises(ServerStartError, match="worker 1"), made.pool:
+        pytest.fail("the pool did not start")
+
+    assert closed == [True]

@@ -234,14 +234,19 @@ class RayPool:
         return len(self.slots)
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a worker that did not start: the others, their servers and Ray go too
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def start(self) -> None:
-        """Joins or starts Ray and starts every worker (each starts its server)."""
+        """Joins or starts Ray and starts every worker (each starts its server); ``close`` releases
+        what a start that raised took."""
         import ray
 
         if not ray.is_initialized():

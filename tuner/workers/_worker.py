@@ -166,9 +166,13 @@ class Worker:
             logger.info("killed processes a previous run left in %s", self.setup.workdir)
         self.lay_out()
         self.server.start()
-        self._engine = self._make_engine()
-        self.monitor = UsageMonitor(lambda: self.server.pid, self._gpu_reader())
-        self.monitor.start()
+        try:  # perf_analyzer missing, its input file unwritable: the started server goes with the error
+            self._engine = self._make_engine()
+            self.monitor = UsageMonitor(lambda: self.server.pid, self._gpu_reader())
+            self.monitor.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def lay_out(self) -> None:
         """Writes the model's folder (and its composing models') into the worker's repository, as
