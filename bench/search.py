@@ -35,7 +35,7 @@ draw of the noise; a deterministic strategy gives the same answer on it for ever
 the redrawn landscapes show how it fares on landscapes like it.
 
 With --loo, the search defaults are judged by leave-one-landscape-out: the candidates
-(``CANDIDATES``: bo with either of its surrogates, ``tuner.samplers._bo.SURROGATES``, the one-hot one
+(``CANDIDATES``: bo with its one-hot or structured surrogate, ``tuner.samplers._bo.SURROGATES``, the one-hot one
 also with its variants measured first (``tuner.samplers._bo.VARIANTS_FIRST``), and TPE, each
 with its default startup trials, warm-started or cold; bo's 2 and 8 and TPE's 4 and 16 startup trials
 are left out to keep the replays short: of them, the five-landscape run of 2026-12-05 chose only bo with 2,
@@ -100,6 +100,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-per-second-cold": {"sampler": "bo", "per_second": True, "warm_start": False},
     "bo-structured": {"sampler": "bo", "surrogate": "structured"},
     "bo-structured-cold": {"sampler": "bo", "surrogate": "structured", "warm_start": False},
+    "bo-forest": {"sampler": "bo", "surrogate": "forest"},
+    "bo-forest-cold": {"sampler": "bo", "surrogate": "forest", "warm_start": False},
+    "bo-forest-mixed": {"sampler": "bo", "surrogate": "forest", "variants_first": False},
+    "bo-forest-mixed-cold": {"sampler": "bo", "surrogate": "forest", "variants_first": False, "warm_start": False},
     "tpe": {"sampler": "tpe"},
     "tpe-cold": {"sampler": "tpe", "warm_start": False},
     "tpe-startup4": {"sampler": "tpe", "n_startup_trials": 4},

@@ -299,8 +299,8 @@ def test_bo_structured_encodes_ordered_knobs_by_rank_and_the_threads_against_the
 
 
 def test_bo_takes_only_a_known_surrogate() -> None:
-    with pytest.raises(ValueError, match="unknown surrogate 'forest'"):
-        samplers._bo.ConfigBOSampler(_space(), 0, surrogate="forest")
+    with pytest.raises(ValueError, match="unknown surrogate .tree."):
+        samplers._bo.ConfigBOSampler(_space(), 0, surrogate="tree")
 
 
 def test_bo_knows_a_variants_accuracy_from_one_of_its_configs() -> None:
@@ -436,3 +436,40 @@ def test_bo_per_second_learns_what_measuring_costs() -> None:
     assert 0.3 < two - one < math.log(37.0 / 10.0) + 0.2
     assert samplers._bo.ConfigBOSampler(space, 0).per_second is samplers._bo.PER_SECOND
     assert not sampler.log_seconds(finished[:1], rows).any(), "one trial says nothing of what measuring costs"
+
+
+# --- the models bo scores with -------------------------------------------------------------------
+
+
+def test_forest_learns_a_threshold_and_is_unsure_where_its_trees_disagree() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(0.0, 1.0, size=(24, 2))
+    values = np.where(rows[:, 0] > 0.5, 3.0, 0.0) + rng.normal(0.0, 0.05, 24)  # one knob matters, past a point
+    model = samplers._surrogate.fit(rows, values, 0, "forest")
+
+    mean, std = model.predict(np.array([[0.9, 0.1], [0.9, 0.9], [0.1, 0.5]]))
+
+    assert min(mean[0], mean[1]) > 2.0 and mean[2] < 1.0  # the second column is noise to it
+    assert (std > 0).all()
+    # where the rows do not say which side a config is on, the trees disagree the most
+    _, unsure = model.predict(np.array([[0.5, 0.5]]))
+    assert unsure[0] > std.max()
+
+
+def test_bo_with_a_forest_finds_the_best_config_within_the_latency_budget() -> None:
+    space = _space()
+
+    def judge(spec: TrialSpec) -> tuple[float, float]:
+        p99 = 10.0 + spec.max_batch_size * 2.0 + spec.max_queue_delay_us / 500
+        return _hill(spec) + 4.0 * spec.max_batch_size, p99 - 20.0
+
+    feasible = [s for s in map(space.to_spec, space.combinations()) if judge(s)[1] <= 0]
+    best = max(feasible, key=lambda s: judge(s)[0])
+    study = _study(samplers._bo.ConfigBOSampler(space, 0, surrogate="forest"))
+    for params in samplers.initial_params("bo", space):
+        study.enqueue_trial(params)
+
+    specs = _measure(study, space, judge, trials=16)
+
+    assert best.key() in {s.key() for s in specs}
+    assert len({s.key() for s in specs}) == len(specs)

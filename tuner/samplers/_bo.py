@@ -7,7 +7,8 @@ constraints. So this sampler models exactly that, over every config the space ha
 - each finished trial is a row of features: one column per value of each knob (a long
   numeric range, such as a queue delay in steps of 100 us, is one column scaled to [0, 1]);
   a knob a config lacks (the queue delay with batching off) is all zeros;
-- one Gaussian process (scikit-learn, Matern 5/2 with a noise term) per quantity: the first
+- one model (``surrogate``: by default a Gaussian process, scikit-learn's Matern 5/2 with a noise
+  term; tuner.samplers._surrogate) per quantity: the first
   objective (on a log scale where it is positive), each constraint (Optuna's convention:
   <= 0 holds), and whether the config ran at all (a FAIL trial counts as +1, a run as -1);
 - a PRUNED trial (stopped after its screen, tuner.study) ran: its constraints are the screen's,
@@ -36,8 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from optuna.study import Study, StudyDirection
@@ -45,22 +45,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._planned import PlannedSampler, trial_params
 from tuner.samplers._space import Space
+from tuner.samplers._surrogate import fit, log_expected_improvement, log_prob_at_most_zero
 from tuner.storage import ATTR_INTERRUPTED, ATTR_TIMINGS
 from tuner.trial import ACCURACY_METRICS, InstanceKind
 
-if TYPE_CHECKING:
-    from sklearn.gaussian_process import GaussianProcessRegressor
-
-# scipy, scikit-learn and threadpoolctl are imported where a model is fitted: together they take over a
-# second to import, which every command (tuner show, report, the API) would pay for a sampler it never runs.
+# threadpoolctl is imported where a model is fitted, as scipy and scikit-learn are (tuner.samplers._surrogate).
 
 #: A numeric knob with more values than this is one scaled column; fewer, one column per value
 #: (in the ``onehot`` surrogate; the ``structured`` one gives every numeric knob one column).
 _ONE_HOT_MAX = 8
-#: The Gaussian processes' inputs and kernels (``FeatureEncoder``): ``onehot``, every knob's values
-#: as columns under one length scale; ``structured``, ordered knobs as one ordered column each,
-#: the cores the config's threads ask for as a column of its own, and a length scale per column.
-SURROGATES = ("onehot", "structured")
+#: The models' inputs (``FeatureEncoder``) and kinds (tuner.samplers._surrogate): ``onehot``, every
+#: knob's values as columns, Gaussian processes under one length scale; ``structured``, ordered knobs
+#: as one ordered column each and the cores the config's threads ask for as a column of its own,
+#: Gaussian processes with a length scale per column; ``forest``, those columns, random forests.
+SURROGATES = {"onehot": "gp", "structured": "gp-ard", "forest": "forest"}
 #: The log probability of a bound known not to hold: far below any the models give, yet finite, so
 #: that the least bad config is still proposed where every one left is known to miss it.
 _NEVER = -1e3
@@ -78,14 +76,14 @@ class ConfigBOSampler(PlannedSampler):
 
     Args:
         space: The study's search space; it must be small enough to enumerate.
-        seed: Seeds the random startup configs and the Gaussian processes' restarts.
+        seed: Seeds the random startup configs and the models' fits.
         n_startup_trials: Finished trials (warm start included) before the model is used.
-        surrogate: The Gaussian processes' inputs (``SURROGATES``); None takes ``DEFAULT_SURROGATE``.
+        surrogate: The models' inputs and kind (``SURROGATES``); None takes ``DEFAULT_SURROGATE``.
         variants_first: Once the model is used, propose from the variants no trial has tried yet,
             while there are any (None takes ``VARIANTS_FIRST``). A variant's accuracy, and its
             speed by a factor, are its own: the model cannot tell them from the others' results.
         per_second: Score each candidate by its expected improvement per second of measuring: one
-            more Gaussian process models the log of the seconds each finished trial took (its
+            more model of the same kind models the log of the seconds each finished trial took (its
             ``timings_s``: variant, load, screen, measurement, unload), and its prediction for the
             candidate divides the improvement (None takes ``PER_SECOND``).
 
@@ -112,7 +110,8 @@ class ConfigBOSampler(PlannedSampler):
             raise ValueError(f"unknown surrogate {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
         self.variants_first = VARIANTS_FIRST if variants_first is None else variants_first
         self.per_second = PER_SECOND if per_second is None else per_second
-        self._encode = FeatureEncoder(space, structured=self.surrogate == "structured")
+        self._encode = FeatureEncoder(space, structured=self.surrogate != "onehot")
+        self._model = SURROGATES[self.surrogate]
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -150,15 +149,15 @@ class ConfigBOSampler(PlannedSampler):
         return self.combinations[left[int(np.argmax(scores))]]
 
     def log_seconds(self, finished: list[FrozenTrial], candidates: np.ndarray) -> np.ndarray:
-        """The log of the seconds measuring each candidate row would take, as a Gaussian process of the
+        """The log of the seconds measuring each candidate row would take, as a model of the
         finished trials' own (``timings_s``) predicts it; zeros while fewer than two trials say."""
         timed = [(t, sum((t.user_attrs.get(ATTR_TIMINGS) or {}).values())) for t in finished]
         timed = [(t, seconds) for t, seconds in timed if seconds > 0]
         if len(timed) < 2:
             return np.zeros(len(candidates))
         rows = np.array([self._encode(trial_params(t)) for t, _ in timed])
-        model = _fit(rows, np.log([seconds for _, seconds in timed]), self._rng.randrange(2**31), self._encode.ard)
-        mean, _ = _predict_latent(model, candidates)
+        model = fit(rows, np.log([seconds for _, seconds in timed]), self._rng.randrange(2**31), self._model)
+        mean, _ = model.predict(candidates, noise=False)
         return np.asarray(mean)
 
     @functools.cached_property
@@ -188,7 +187,8 @@ class ConfigBOSampler(PlannedSampler):
         seed = self._rng.randrange(2**31)
         log_ok = np.zeros(len(candidates))
         if not ran.all():
-            log_ok += _log_prob_at_most_zero(features, np.where(ran, -1.0, 1.0), candidates, seed, self._encode.ard)
+            failed = fit(features, np.where(ran, -1.0, 1.0), seed, self._model)
+            log_ok += log_prob_at_most_zero(failed, candidates)
         if not ran.any():
             return log_ok
         complete = [t for t, r in zip(finished, ran) if r]
@@ -197,7 +197,7 @@ class ConfigBOSampler(PlannedSampler):
         limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in complete], dtype=float)
         limits = limits.reshape(len(complete), len(names))
         for name, column in zip(names, limits.T):
-            term = _log_prob_at_most_zero(rows, column, candidates, seed, self._encode.ard)
+            term = log_prob_at_most_zero(fit(rows, column, seed, self._model), candidates)
             if name in ACCURACY_METRICS and variants is not None:
                 term = self._known_accuracy(term, complete, column, variants)
             log_ok += term
@@ -206,11 +206,11 @@ class ConfigBOSampler(PlannedSampler):
             return log_ok
         values = _objective(study, [t for t, v in zip(complete, valued) if v])
         feasible = (limits[valued] <= 0.0).all(axis=1)
-        model = _fit(rows[valued], values, seed, self._encode.ard)
-        mean, std = _predict_latent(model, candidates)
+        model = fit(rows[valued], values, seed, self._model)
+        mean, std = model.predict(candidates, noise=False)
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
-        return _log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
+        return log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
 
     def _known_accuracy(
         self, term: np.ndarray, complete: list[FrozenTrial], values: np.ndarray, variants: list[tuple[str, str, str]]
@@ -237,7 +237,7 @@ class ConfigBOSampler(PlannedSampler):
 
 
 class FeatureEncoder:
-    """Trial params -> a row of numbers for the Gaussian processes.
+    """Trial params -> a row of numbers for the models.
 
     Args:
         space: The study's search space.
@@ -245,13 +245,12 @@ class FeatureEncoder:
             values, and one more column for the threads the config runs against the worker's
             cores (instances x threads per instance / cores, on a log scale: a general fact of
             CPU inference is that asking for more threads than there are cores costs, whatever the
-            model); the kernel then has a length scale per column (``ard``). Otherwise every
+            model). Otherwise every
             value of a knob with few values is a column of its own.
     """
 
     def __init__(self, space: Space, structured: bool = False) -> None:
         self.space = space
-        self.ard = structured
         #: (knob, how it is encoded, the space's values): "onehot" a column per value, "rank" one
         #: column by the value's rank, "scaled" one column by the value between the lowest and highest
         self.columns: list[tuple[str, str, list[Any]]] = []
@@ -318,55 +317,6 @@ def _first_value(trial: FrozenTrial) -> float | None:
         return float(trial.values[0])
     steps = trial.intermediate_values
     return float(steps[max(steps)]) if steps else None
-
-
-def _fit(rows: np.ndarray, values: np.ndarray, seed: int, ard: bool = False) -> GaussianProcessRegressor:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-
-    scale = np.ones(rows.shape[1]) if ard else 1.0  # a length scale per column: how much each knob matters
-    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
-    model = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1, random_state=seed)
-    with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(rows, values)
-
-
-def _predict_latent(model: GaussianProcessRegressor, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of the modelled value itself, without the measurement noise:
-    a config next to a measured one is then as certain as its neighbour, not as noisy."""
-    fitted = model.kernel_
-    model.kernel_ = fitted.k1  # the noise term (k2) is left out of the prediction only
-    try:
-        return model.predict(rows, return_std=True)
-    finally:
-        model.kernel_ = fitted
-
-
-def _log_prob_at_most_zero(
-    rows: np.ndarray, values: np.ndarray, candidates: np.ndarray, seed: int, ard: bool = False
-) -> np.ndarray:
-    """Log of the modelled probability that each candidate's value is <= 0."""
-    from scipy.special import log_ndtr
-
-    # with the noise: whether a config meets a bound is decided by its measurement
-    mean, std = _fit(rows, values, seed, ard).predict(candidates, return_std=True)
-    return log_ndtr(-mean / np.maximum(std, 1e-9))
-
-
-def _log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
-    """log E[max(0, f - best)] for f ~ N(mean, std), stable far below the best."""
-    from scipy.stats import norm
-
-    z = (mean - best) / std
-    out = np.empty_like(z)
-    near = z > -5.0
-    zn = z[near]
-    out[near] = np.log(np.maximum(zn * norm.cdf(zn) + norm.pdf(zn), 1e-300))
-    zf = z[~near]  # z * Phi(z) + phi(z) ~ phi(z) / z**2 as z -> -inf
-    out[~near] = norm.logpdf(zf) - 2.0 * np.log(-zf)
-    return out + np.log(std)
 
 
 def _is_number(value: Any) -> bool:

@@ -1,0 +1,120 @@
+"""The models the bo sampler scores configs with: each predicts a mean and a standard deviation.
+
+- ``gp``: a Gaussian process (scikit-learn, Matern 5/2 with a noise term) under one length scale;
+  ``gp-ard``: the same with a length scale per column (how much each knob matters).
+- ``forest``: a random forest as SMAC's (Hutter et al., 2011): bootstrapped regression trees that
+  consider 5/6 of the columns at each split and stop at 3 rows a leaf (SMAC3's defaults); its
+  mean is the trees' mean, its variance the trees' spread plus the variance within their leaves
+  (the law of total variance). Trees split on a knob's values wherever the results do, so an
+  interaction (threads x instances against the cores, precision x accelerator) is a pair of
+  splits, not a distance. Replayed on recorded landscapes it trails the default ``gp`` (few rows
+  barely split such trees; docs/benchmarks.md), so it is an option, not the default.
+
+Both are fitted with one thread: the matrices are small, and the cores belong to the measurements.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+# scipy and scikit-learn are imported where a model is fitted: together they take over a second to
+# import, which every command (tuner show, report, the API) would pay for a sampler it never runs.
+
+#: The model kinds ``fit`` makes.
+KINDS = ("gp", "gp-ard", "forest")
+#: Trees of a ``forest`` model: more than SMAC's 10, as a fit of 40 rows costs milliseconds.
+FOREST_TREES = 50
+
+
+class Model(Protocol):
+    def predict(self, rows: np.ndarray, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation at each row; without ``noise``, of the modelled value itself
+        (a config next to a measured one is then as certain as its neighbour, not as noisy)."""
+        ...
+
+
+def fit(rows: np.ndarray, values: np.ndarray, seed: int, kind: str) -> Model:
+    """A model of ``values`` over ``rows`` (one per row), of one of ``KINDS``."""
+    if kind == "forest":
+        return _Forest(rows, values, seed)
+    if kind in ("gp", "gp-ard"):
+        return _GaussianProcess(rows, values, seed, ard=kind == "gp-ard")
+    raise ValueError(f"unknown model {kind!r}; valid: {', '.join(KINDS)}")
+
+
+class _GaussianProcess:
+    def __init__(self, rows: np.ndarray, values: np.ndarray, seed: int, ard: bool) -> None:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        scale = np.ones(rows.shape[1]) if ard else 1.0
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
+        self.model: GaussianProcessRegressor = GaussianProcessRegressor(
+            kernel, normalize_y=True, n_restarts_optimizer=1, random_state=seed
+        )
+        with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.model.fit(rows, values)
+
+    def predict(self, rows: np.ndarray, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        if noise:
+            return self.model.predict(rows, return_std=True)
+        fitted = self.model.kernel_
+        self.model.kernel_ = fitted.k1  # the noise term (k2) is left out of the prediction only
+        try:
+            return self.model.predict(rows, return_std=True)
+        finally:
+            self.model.kernel_ = fitted
+
+
+class _Forest:
+    def __init__(self, rows: np.ndarray, values: np.ndarray, seed: int) -> None:
+        from sklearn.ensemble import RandomForestRegressor
+
+        self.model: RandomForestRegressor = RandomForestRegressor(
+            n_estimators=FOREST_TREES, max_features=5 / 6, min_samples_split=3, min_samples_leaf=3,
+            bootstrap=True, random_state=seed, n_jobs=1,
+        )  # fmt: skip
+        self.model.fit(rows, values)
+
+    def predict(self, rows: np.ndarray, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        del noise  # a leaf's spread is the measurements' as much as the model's: both are kept
+        means = np.empty((len(self.model.estimators_), len(rows)))
+        second = np.empty_like(means)
+        for i, tree in enumerate(self.model.estimators_):
+            leaves = tree.apply(rows)
+            means[i] = tree.tree_.value[leaves, 0, 0]
+            second[i] = tree.tree_.impurity[leaves] + means[i] ** 2  # a leaf's variance + its mean squared
+        mean = means.mean(axis=0)
+        return mean, np.sqrt(np.maximum(second.mean(axis=0) - mean**2, 0.0))
+
+
+def log_prob_at_most_zero(model: Model, rows: np.ndarray) -> np.ndarray:
+    """Log of the modelled probability that each row's value is <= 0 (with the noise: whether a
+    config meets a bound is decided by its measurement)."""
+    from scipy.special import log_ndtr
+
+    mean, std = model.predict(rows)
+    return log_ndtr(-mean / np.maximum(std, 1e-9))
+
+
+def log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
+    """log E[max(0, f - best)] for f ~ N(mean, std), stable far below the best."""
+    from scipy.stats import norm
+
+    z = (mean - best) / std
+    out = np.empty_like(z)
+    near = z > -5.0
+    zn = z[near]
+    out[near] = np.log(np.maximum(zn * norm.cdf(zn) + norm.pdf(zn), 1e-300))
+    zf = z[~near]  # z * Phi(z) + phi(z) ~ phi(z) / z**2 as z -> -inf
+    out[~near] = norm.logpdf(zf) - 2.0 * np.log(-zf)
+    return out + np.log(std)
