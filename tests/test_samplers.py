@@ -218,21 +218,24 @@ def test_bo_finds_the_peak_in_a_quarter_of_the_grid() -> None:
         assert peak.key() in {s.key() for s in specs}, seed
 
 
+def _budgeted(spec: TrialSpec) -> tuple[float, float]:
+    """Bigger batches and longer delays are faster but slower to answer: a p99 budget cuts them off."""
+    p99 = 10.0 + spec.max_batch_size * 2.0 + spec.max_queue_delay_us / 500
+    return _hill(spec) + 4.0 * spec.max_batch_size, p99 - 20.0
+
+
+def _best_within_budget(space: SearchSpace) -> TrialSpec:
+    feasible = [s for s in map(space.to_spec, space.combinations()) if _budgeted(s)[1] <= 0]
+    return max(feasible, key=lambda s: _budgeted(s)[0])
+
+
 def test_bo_finds_the_best_config_within_the_latency_budget() -> None:
     space = _space()
+    specs = _measure(_warm_study("bo", space), space, _budgeted, trials=12)
 
-    def judge(spec: TrialSpec) -> tuple[float, float]:
-        # bigger batches and longer delays are faster but slower to answer: the budget cuts them off
-        p99 = 10.0 + spec.max_batch_size * 2.0 + spec.max_queue_delay_us / 500
-        return _hill(spec) + 4.0 * spec.max_batch_size, p99 - 20.0
-
-    feasible = [s for s in map(space.to_spec, space.combinations()) if judge(s)[1] <= 0]
-    best = max(feasible, key=lambda s: judge(s)[0])
-    specs = _measure(_warm_study("bo", space), space, judge, trials=12)
-
-    assert best.key() in {s.key() for s in specs}
+    assert _best_within_budget(space).key() in {s.key() for s in specs}
     later = specs[4:]  # after the warm start, most proposals keep to the budget
-    assert sum(judge(s)[1] <= 0 for s in later) >= len(later) * 0.6
+    assert sum(_budgeted(s)[1] <= 0 for s in later) >= len(later) * 0.6
 
 
 def test_bo_steers_away_from_configs_that_fail() -> None:
@@ -458,18 +461,27 @@ def test_forest_learns_a_threshold_and_is_unsure_where_its_trees_disagree() -> N
 
 def test_bo_with_a_forest_finds_the_best_config_within_the_latency_budget() -> None:
     space = _space()
-
-    def judge(spec: TrialSpec) -> tuple[float, float]:
-        p99 = 10.0 + spec.max_batch_size * 2.0 + spec.max_queue_delay_us / 500
-        return _hill(spec) + 4.0 * spec.max_batch_size, p99 - 20.0
-
-    feasible = [s for s in map(space.to_spec, space.combinations()) if judge(s)[1] <= 0]
-    best = max(feasible, key=lambda s: judge(s)[0])
     study = _study(samplers._bo.ConfigBOSampler(space, 0, surrogate="forest"))
     for params in samplers.initial_params("bo", space):
         study.enqueue_trial(params)
 
-    specs = _measure(study, space, judge, trials=16)
+    specs = _measure(study, space, _budgeted, trials=16)
 
-    assert best.key() in {s.key() for s in specs}
+    assert _best_within_budget(space).key() in {s.key() for s in specs}
     assert len({s.key() for s in specs}) == len(specs)
+
+
+def test_bo_spread_startup_configs_differ_from_those_measured_in_every_knob_it_can() -> None:
+    space = _space(max_batch_size=[1, 4, 8], dynamic_batching=False, instance_count=[1, 2, 3],
+                   accelerator=["none", "openvino"])
+    study = _study(samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=3, spread=True))
+    study.enqueue_trial(space.default_params())
+
+    specs = _measure(study, space, lambda spec: (_hill(spec), -1.0), trials=3)
+
+    def differing(a: TrialSpec, b: TrialSpec) -> int:
+        return sum(getattr(a, k) != getattr(b, k) for k in ("max_batch_size", "instance_count", "accelerator"))
+
+    assert differing(specs[1], specs[0]) == 3  # as far from the default as the space allows
+    assert min(differing(specs[2], s) for s in specs[:2]) >= 2
+    assert samplers._bo.ConfigBOSampler(space, 0).spread is samplers._bo.SPREAD_STARTUP
