@@ -100,6 +100,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-per-second-cold": {"sampler": "bo", "per_second": True, "warm_start": False},
     "bo-structured": {"sampler": "bo", "surrogate": "structured"},
     "bo-structured-cold": {"sampler": "bo", "surrogate": "structured", "warm_start": False},
+    "bo-spread-cold": {"sampler": "bo", "spread": True, "warm_start": False},
     "bo-forest": {"sampler": "bo", "surrogate": "forest"},
     "bo-forest-cold": {"sampler": "bo", "surrogate": "forest", "warm_start": False},
     "bo-forest-mixed": {"sampler": "bo", "surrogate": "forest", "variants_first": False},
@@ -115,7 +116,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "quick": {"sampler": "quick"},
 }
 #: Variant settings that are the bo sampler's module defaults (tuner.samplers._bo), not study settings.
-BO_DEFAULTS = {"surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST", "per_second": "PER_SECOND"}
+BO_DEFAULTS = {
+    "surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST", "per_second": "PER_SECOND",
+    "spread": "SPREAD_STARTUP",
+}
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {
     f"{name}{'' if warm else '-cold'}-startup{startup}": {
@@ -123,12 +127,17 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     }
     for warm in (True, False)
     for name, sampler, extra, startups in (
-        ("bo", "bo", {"variants_first": False}, (4,)),
-        ("bo-variants", "bo", {"variants_first": True}, (4,)),
-        ("bo-structured", "bo", {"surrogate": "structured", "variants_first": False}, (4,)),
+        ("bo", "bo", {"variants_first": False, "spread": False}, (4,)),
+        ("bo-variants", "bo", {"variants_first": True, "spread": False}, (4,)),
+        ("bo-structured", "bo", {"surrogate": "structured", "variants_first": False, "spread": False}, (4,)),
         ("tpe", "tpe", {}, (8,)),
     )
     for startup in startups
+}
+# Startup configs spread over the space differ from random ones only where the warm start does not fill the
+# startup: cold.
+CANDIDATES["bo-variants-spread-cold-startup4"] = {
+    "sampler": "bo", "n_startup_trials": 4, "warm_start": False, "variants_first": True, "spread": True
 }
 #: What --loo sets the chosen defaults against, with the start (cold or warm) of their row.
 BASELINES = {"grid": "cold", "random": "cold", "tpe-cold": "cold", "tpe": "warm"}

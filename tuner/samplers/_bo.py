@@ -69,6 +69,9 @@ VARIANTS_FIRST = True
 #: Whether a candidate's score is its expected improvement per second of measuring it
 #: (``ConfigBOSampler``, ``per_second``) rather than its expected improvement.
 PER_SECOND = False
+#: Whether the startup configs are spread over the space (``ConfigBOSampler``, ``spread``) rather than
+#: drawn at random.
+SPREAD_STARTUP = False
 
 
 class ConfigBOSampler(PlannedSampler):
@@ -86,6 +89,9 @@ class ConfigBOSampler(PlannedSampler):
             more model of the same kind models the log of the seconds each finished trial took (its
             ``timings_s``: variant, load, screen, measurement, unload), and its prediction for the
             candidate divides the improvement (None takes ``PER_SECOND``).
+        spread: Choose each startup config (those before ``n_startup_trials``) as far as any from
+            the configs the study has, by the knobs they differ in, rather than at random (None takes
+            ``SPREAD_STARTUP``).
 
     Raises:
         ConfigError: the space cannot be enumerated (a log range, or too many configs).
@@ -101,6 +107,7 @@ class ConfigBOSampler(PlannedSampler):
         surrogate: str | None = None,
         variants_first: bool | None = None,
         per_second: bool | None = None,
+        spread: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -110,6 +117,7 @@ class ConfigBOSampler(PlannedSampler):
             raise ValueError(f"unknown surrogate {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
         self.variants_first = VARIANTS_FIRST if variants_first is None else variants_first
         self.per_second = PER_SECOND if per_second is None else per_second
+        self.spread = SPREAD_STARTUP if spread is None else spread
         self._encode = FeatureEncoder(space, structured=self.surrogate != "onehot")
         self._model = SURROGATES[self.surrogate]
         self._rng = random.Random(seed)
@@ -134,7 +142,7 @@ class ConfigBOSampler(PlannedSampler):
             return None
         finished = _finished(study)
         if len(finished) < max(1, self.n_startup_trials):
-            return self.combinations[self._rng.choice(left)]
+            return self.combinations[self._startup_choice(left, visited)]
         if self.variants_first:
             untried = {self._variants[i] for i in left} - self._tried_variants(study, trial.number)
             if untried:
@@ -147,6 +155,19 @@ class ConfigBOSampler(PlannedSampler):
             if self.per_second:
                 scores = scores - self.log_seconds(finished, self._features[left])
         return self.combinations[left[int(np.argmax(scores))]]
+
+    def _startup_choice(self, left: list[int], visited: set[str]) -> int:
+        """A startup config: one at random, or (``spread``) one as far as any from the configs the
+        study has, by the number of knobs they differ in (ties at random)."""
+        if not self.spread or not visited:
+            return self._rng.choice(left)
+        index = {key: i for i, key in enumerate(self._keys)}
+        had = self._features[[index[key] for key in visited if key in index]]
+        if not len(had):
+            return self._rng.choice(left)
+        nearest = np.abs(self._features[left][:, None, :] - had[None, :, :]).sum(axis=2).min(axis=1)
+        farthest = [i for i, distance in zip(left, nearest) if distance >= nearest.max() - 1e-9]
+        return self._rng.choice(farthest)
 
     def log_seconds(self, finished: list[FrozenTrial], candidates: np.ndarray) -> np.ndarray:
         """The log of the seconds measuring each candidate row would take, as a model of the
