@@ -266,8 +266,7 @@ class FeatureEncoder:
             values, and one more column for the threads the config runs against the worker's
             cores (instances x threads per instance / cores, on a log scale: a general fact of
             CPU inference is that asking for more threads than there are cores costs, whatever the
-            model). Otherwise every
-            value of a knob with few values is a column of its own.
+            model). Otherwise every value of a knob with few values is a column of its own.
     """
 
     def __init__(self, space: Space, structured: bool = False) -> None:
