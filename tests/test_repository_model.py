@@ -349,7 +349,9 @@ class _RecordingServer:
     """Stands in for the worker's server: what was started and stopped, nothing run."""
 
     pid = None
-    events: list[str]
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
 
     def start(self) -> None:
         self.events.append("start")
@@ -363,7 +365,6 @@ def test_a_worker_whose_load_engine_cannot_start_stops_the_server_it_started(
 ) -> None:
     worker = _worker(_cfg(tmp_path, doubler_repository(tmp_path / "repo")), tmp_path / "w")
     server = worker.server = _RecordingServer()  # type: ignore[assignment]
-    server.events = []
 
     def no_engine() -> None:
         raise MeasurementError("perf_analyzer not found: install tritonclient[all]==2.50.0")

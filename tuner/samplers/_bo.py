@@ -158,14 +158,13 @@ class ConfigBOSampler(PlannedSampler):
 
     def _startup_choice(self, left: list[int], visited: set[str]) -> int:
         """A startup config: one at random, or (``spread``) one as far as any from the configs the
-        study has, by the number of knobs they differ in (ties at random)."""
-        if not self.spread or not visited:
+        study has, by the distance of their feature rows: the knobs they differ in, a long range by
+        how far apart (ties at random)."""
+        had = [i for i, key in enumerate(self._keys) if key in visited]
+        if not self.spread or not had:
             return self._rng.choice(left)
-        index = {key: i for i, key in enumerate(self._keys)}
-        had = self._features[[index[key] for key in visited if key in index]]
-        if not len(had):
-            return self._rng.choice(left)
-        nearest = np.abs(self._features[left][:, None, :] - had[None, :, :]).sum(axis=2).min(axis=1)
+        rows = self._features[had]
+        nearest = np.abs(self._features[left][:, None, :] - rows[None, :, :]).sum(axis=2).min(axis=1)
         farthest = [i for i, distance in zip(left, nearest) if distance >= nearest.max() - 1e-9]
         return self._rng.choice(farthest)
 
