@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from factories import QUADRUPLER_BLS_PY, bls_repository
+from factories import QUADRUPLER_BLS_PY, QUICK_LOAD, bls_repository
 from served import infer_on_fresh_server
 from served import run_tuner as _tuner
 
@@ -22,14 +22,14 @@ def test_a_bls_model_is_tuned_with_the_models_it_calls(tmp_path: Path) -> None:
         "study": "bls",
         "storage": "sqlite:///tuner.db",
         "model": {"name": "bls_quadrupler", "repository": "repo", "composing": ["first", "second"]},
-        "workers": {"count": 1},
+        "workers": {"backend": "local"},
         "search": {
             "sampler": "random",
             "n_trials": 2,
             "seed": 2,
             "space": {"instance_count": [1, 2], "max_batch_size": 8, "models": {"second": {"dynamic_batching": True}}},
         },
-        "load": {"concurrency": [2], "measurement_window_ms": 500, "remeasure": {"loads": 0}, "early_stop": {"enabled": False}},
+        "load": QUICK_LOAD,
     }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     result = _tuner("optimize", "study.yaml", cwd=tmp_path)

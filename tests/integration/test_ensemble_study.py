@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import yaml
 from optuna.trial import TrialState
+from factories import QUICK_LOAD
 from served import infer_on_fresh_server
 from served import run_tuner as _tuner
 
@@ -25,7 +26,7 @@ def test_a_pipeline_is_tuned_per_step_and_exported_whole(tmp_path: Path, ocr_pip
         "study": "pipeline",
         "storage": "sqlite:///tuner.db",
         "model": {"name": "ocr_pipeline", "repository": "repo"},
-        "workers": {"count": 1},
+        "workers": {"backend": "local"},
         "search": {
             "sampler": "bo",
             "n_trials": 2,
@@ -38,9 +39,7 @@ def test_a_pipeline_is_tuned_per_step_and_exported_whole(tmp_path: Path, ocr_pip
             },
         },
         "constraints": {"latency_p99_ms": {"max": 2000}},
-        "load": {
-            "concurrency": [4], "measurement_window_ms": 800, "remeasure": {"loads": 0}, "early_stop": {"enabled": False}
-        },
+        "load": QUICK_LOAD | {"concurrency": [4]},
     }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     result = _tuner("optimize", "study.yaml", cwd=tmp_path)

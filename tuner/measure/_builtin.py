@@ -140,7 +140,7 @@ class BuiltinEngine:
         client = with_access(triton_aio.InferenceServerClient(self.url), self.access)
         window_ms = self.settings.screen_window_ms if screen else self.settings.window_ms
         try:
-            snaps = [probe.snap()]
+            snaps = [probe.snap_quiet()]  # the load before this one may still be being counted
             windows: list[_Window] = []
             for _ in range(3 if screen else self.settings.max_windows):
                 windows.append(await self._window(client, model, concurrency, window_ms))

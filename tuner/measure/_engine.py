@@ -112,8 +112,25 @@ class Probe:
             snapshot = self.snap()
             counted = snapshot.counters["requests"] - start.counters["requests"]
             if counted >= answered or time.monotonic() >= deadline:
-                return snapshot
+                # an ensemble's steps are counted after their own responses, which can be after its own
+                return snapshot if self._steps is None else self.snap_quiet(max(0.0, deadline - time.monotonic()))
             time.sleep(0.005)
+
+    def snap_quiet(self, timeout_s: float = 1.0, quiet_s: float = 0.02) -> CounterSnapshot:
+        """A snapshot once the counters hold still for ``quiet_s``, for after a load has ended.
+
+        Triton counts a request after it sends the response, and the python backend a step's after
+        that, so the last requests of a load (and an ensemble's steps) can be counted a moment after
+        the client has every answer. Gives up after ``timeout_s`` and returns the last snapshot.
+        """
+        deadline = time.monotonic() + timeout_s
+        snapshot = self.snap()
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            previous, snapshot = snapshot, self.snap()
+            if snapshot.counters == previous.counters:
+                break
+        return snapshot
 
     def between(self, start: CounterSnapshot, end: CounterSnapshot) -> tuple[ServerWindow, Usage]:
         return window(start.counters, end.counters), self.monitor.usage(start.sample, end.sample)

@@ -154,9 +154,9 @@ class PerfAnalyzer:
 
     def _bracketed(self, probe: Probe, run: Callable[[], LoadPoint]) -> Measured:
         """``run``'s point with the server statistics and CPU use between snapshots taken around it."""
-        start = probe.snap()
+        start = probe.snap_quiet()  # the load before this one may still be being counted
         point = run()
-        server, usage = probe.between(start, probe.snap())
+        server, usage = probe.between(start, probe.snap_quiet())
         saturated = usage.loadgen_cpu_pct >= SATURATED_SHARE * self.cpu_capacity_pct
         point = dataclasses.replace(point, **usage.as_point_fields(), loadgen_saturated=saturated)
         if server.steps:  # an ensemble: perf_analyzer's figures count its own queue only, not its steps'
