@@ -78,6 +78,9 @@ def test_one_driver_at_a_time_and_a_killed_ones_study_is_taken_over_without_losi
     running = [t for t in killed if t.state == TrialState.RUNNING]
     assert completed_before and len(running) == 1
 
+    # The next run, with its worker in its own process: what is tested is the lease and the trials, to which
+    # a second Ray start adds nothing.
+    path.write_text(yaml.safe_dump({**data, "workers": {"backend": "local"}}))
     resumed = run_tuner("-v", "optimize", path, cwd=tmp_path)  # its pid is gone: no TTL to wait for
     assert resumed.returncode == 0, resumed.stderr
     assert f"took over study 'one-driver' from pid {first.pid}" in resumed.stderr

@@ -156,7 +156,10 @@ def test_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onn
     assert waiting and waiting[-1].number == len(study.trials) - 1, "the interrupted config is queued again"
     waiting = waiting[-1:]
 
-    # Running the same command again continues the study; a larger budget (--n-trials) adds trials.
+    # Running the study again continues it; a larger budget (--n-trials) adds trials. (Its worker runs in
+    # the tuner's process: a second Ray start would test nothing more.)
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "workers": {"backend": "local"}}))
     resumed = run_tuner("optimize", path, "--n-trials", "4", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = load(tmp_path, "interrupted")
