@@ -36,7 +36,8 @@ the redrawn landscapes show how it fares on landscapes like it.
 
 With --loo, the search defaults are judged by leave-one-landscape-out: the candidates
 (``CANDIDATES``: bo with its one-hot or structured surrogate, ``tuner.samplers._bo.SURROGATES``, the one-hot one
-also with its variants measured first (``tuner.samplers._bo.VARIANTS_FIRST``), and TPE, each
+also with its variants measured first (``tuner.samplers._bo.VARIANTS_FIRST``), with those and each
+throughput's measured noise (``tuner.samplers._bo.MEASURED_NOISE``), and TPE, each
 with its default startup trials, warm-started or cold; bo's 2 and 8 and TPE's 4 and 16 startup trials
 are left out to keep the replays short: of them, the five-landscape run of 2026-12-05 chose only bo with 2,
 cold, with minilm held out) and the baselines
@@ -101,6 +102,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-structured": {"sampler": "bo", "surrogate": "structured"},
     "bo-structured-cold": {"sampler": "bo", "surrogate": "structured", "warm_start": False},
     "bo-spread-cold": {"sampler": "bo", "spread": True, "warm_start": False},
+    "bo-no-noise": {"sampler": "bo", "measured_noise": False},
+    "bo-no-noise-cold": {"sampler": "bo", "measured_noise": False, "warm_start": False},
     "bo-forest": {"sampler": "bo", "surrogate": "forest"},
     "bo-forest-cold": {"sampler": "bo", "surrogate": "forest", "warm_start": False},
     "bo-forest-mixed": {"sampler": "bo", "surrogate": "forest", "variants_first": False},
@@ -118,7 +121,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: Variant settings that are the bo sampler's module defaults (tuner.samplers._bo), not study settings.
 BO_DEFAULTS = {
     "surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST", "per_second": "PER_SECOND",
-    "spread": "SPREAD_STARTUP",
+    "spread": "SPREAD_STARTUP", "measured_noise": "MEASURED_NOISE",
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -127,9 +130,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     }
     for warm in (True, False)
     for name, sampler, extra, startups in (
-        ("bo", "bo", {"variants_first": False, "spread": False}, (4,)),
-        ("bo-variants", "bo", {"variants_first": True, "spread": False}, (4,)),
-        ("bo-structured", "bo", {"surrogate": "structured", "variants_first": False, "spread": False}, (4,)),
+        ("bo", "bo", {"variants_first": False, "spread": False, "measured_noise": False}, (4,)),
+        ("bo-variants", "bo", {"variants_first": True, "spread": False, "measured_noise": False}, (4,)),
+        ("bo-structured", "bo", {"surrogate": "structured", "variants_first": False, "spread": False,
+                                 "measured_noise": False}, (4,)),
         ("tpe", "tpe", {}, (8,)),
     )
     for startup in startups
@@ -137,8 +141,15 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 # Startup configs spread over the space differ from random ones only where the warm start does not fill the
 # startup: cold.
 CANDIDATES["bo-variants-spread-cold-startup4"] = {
-    "sampler": "bo", "n_startup_trials": 4, "warm_start": False, "variants_first": True, "spread": True
+    "sampler": "bo", "n_startup_trials": 4, "warm_start": False, "variants_first": True, "spread": True,
+    "measured_noise": False,
 }
+# Each throughput's noise from the spread of its windows (tuner.samplers._bo.MEASURED_NOISE), warm and cold.
+for _warm in (True, False):
+    CANDIDATES[f"bo-variants-noise{'' if _warm else '-cold'}-startup4"] = {
+        "sampler": "bo", "n_startup_trials": 4, "warm_start": _warm, "variants_first": True, "spread": False,
+        "measured_noise": True,
+    }
 #: What --loo sets the chosen defaults against, with the start (cold or warm) of their row.
 BASELINES = {"grid": "cold", "random": "cold", "tpe-cold": "cold", "tpe": "warm"}
 

@@ -485,3 +485,34 @@ def test_bo_spread_startup_configs_differ_from_those_measured_in_every_knob_it_c
     assert differing(specs[1], specs[0]) == 3  # as far from the default as the space allows
     assert min(differing(specs[2], s) for s in specs[:2]) >= 2
     assert samplers._bo.ConfigBOSampler(space, 0).spread is samplers._bo.SPREAD_STARTUP
+
+
+def test_a_gaussian_process_trusts_a_reading_less_the_noisier_its_measurement() -> None:
+    # a smooth rise along one knob, and one reading far above it whose windows disagreed
+    rows = np.linspace(0.0, 1.0, 9).reshape(-1, 1)
+    values = rows[:, 0].copy()
+    values[4] = 3.0
+    noisy = np.zeros(9)
+    noisy[4] = 4.0  # the variance its windows' spread gives it: an sd of 2 around it
+
+    trusting, _ = samplers._surrogate.fit(rows, values, 0, "gp").predict(rows[4:5], noise=False)
+    wary, _ = samplers._surrogate.fit(rows, values, 0, "gp", noise=noisy).predict(rows[4:5], noise=False)
+
+    assert abs(wary[0] - 0.5) < abs(trusting[0] - 0.5)  # pulled back to its neighbours' line
+    assert wary[0] < 1.5
+
+
+def test_bo_reads_each_throughputs_noise_from_the_spread_of_its_windows() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["throughput", "latency_p99_ms"])
+    for throughput, spread in ((100.0, 0.0), (200.0, 29.32)):
+        trial = study.ask()
+        trial.set_user_attr("metrics", {"throughput": throughput, "throughput_spread_pct": spread})
+        study.tell(trial, [throughput, 1.0])
+
+    noise = samplers._bo._throughput_noise(study, study.trials)
+
+    assert noise is not None and noise[0] == 0.0
+    assert noise[1] == pytest.approx(0.1**2, rel=0.01)  # a 29.3% range of three windows: a mean known to 10%
+    study.set_metric_names(["latency_p99_ms", "throughput"])
+    assert samplers._bo._throughput_noise(study, study.trials) is None  # no spread of the latency's is measured

@@ -11,6 +11,9 @@ constraints. So this sampler models exactly that, over every config the space ha
   term; tuner.samplers._surrogate) per quantity: the first
   objective (on a log scale where it is positive), each constraint (Optuna's convention:
   <= 0 holds), and whether the config ran at all (a FAIL trial counts as +1, a run as -1);
+- where the first objective is the throughput, each reading's own noise (from the spread of the
+  windows it was measured over; ``measured_noise``) is added to the objective model's noise term
+  for that row, so a reading whose windows disagreed pulls the model less;
 - a PRUNED trial (stopped after its screen, tuner.study) ran: its constraints are the screen's,
   and its objective the intermediate value reported from the screen, where there is one; so a
   config pruned for its latency reads as infeasible, one pruned for its throughput as poor;
@@ -46,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.samplers._planned import PlannedSampler, trial_params
 from tuner.samplers._space import Space
 from tuner.samplers._surrogate import fit, log_expected_improvement, log_prob_at_most_zero
-from tuner.storage import ATTR_INTERRUPTED, ATTR_TIMINGS
+from tuner.storage import ATTR_INTERRUPTED, ATTR_METRICS, ATTR_TIMINGS
 from tuner.trial import ACCURACY_METRICS, InstanceKind
 
 # threadpoolctl is imported where a model is fitted, as scipy and scikit-learn are (tuner.samplers._surrogate).
@@ -72,6 +75,13 @@ PER_SECOND = False
 #: Whether the startup configs are spread over the space (``ConfigBOSampler``, ``spread``) rather than
 #: drawn at random.
 SPREAD_STARTUP = False
+#: Whether each measured throughput's own noise, as the spread of its windows gives it, enters the
+#: objective's model (``ConfigBOSampler``, ``measured_noise``).
+MEASURED_NOISE = True
+#: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
+#: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
+#: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
+_RANGE_TO_SD_OF_MEAN = 1.693 * math.sqrt(3.0)
 
 
 class ConfigBOSampler(PlannedSampler):
@@ -92,6 +102,10 @@ class ConfigBOSampler(PlannedSampler):
         spread: Choose each startup config (those before ``n_startup_trials``) as far as any from
             the configs the study has, by the knobs they differ in, rather than at random (None takes
             ``SPREAD_STARTUP``).
+        measured_noise: Where the first objective is the throughput, give the objective's model each
+            trial's own noise, from the spread of the windows it was measured over: a reading whose
+            windows disagreed pulls the model less than one whose windows agreed (None takes
+            ``MEASURED_NOISE``).
 
     Raises:
         ConfigError: the space cannot be enumerated (a log range, or too many configs).
@@ -108,6 +122,7 @@ class ConfigBOSampler(PlannedSampler):
         variants_first: bool | None = None,
         per_second: bool | None = None,
         spread: bool | None = None,
+        measured_noise: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -118,6 +133,7 @@ class ConfigBOSampler(PlannedSampler):
         self.variants_first = VARIANTS_FIRST if variants_first is None else variants_first
         self.per_second = PER_SECOND if per_second is None else per_second
         self.spread = SPREAD_STARTUP if spread is None else spread
+        self.measured_noise = MEASURED_NOISE if measured_noise is None else measured_noise
         self._encode = FeatureEncoder(space, structured=self.surrogate != "onehot")
         self._model = SURROGATES[self.surrogate]
         self._rng = random.Random(seed)
@@ -224,9 +240,11 @@ class ConfigBOSampler(PlannedSampler):
         valued = np.array([_first_value(t) is not None for t in complete])
         if not valued.any():
             return log_ok
-        values = _objective(study, [t for t, v in zip(complete, valued) if v])
+        scored = [t for t, v in zip(complete, valued) if v]
+        values = _objective(study, scored)
         feasible = (limits[valued] <= 0.0).all(axis=1)
-        model = fit(rows[valued], values, seed, self._model)
+        noise = _throughput_noise(study, scored) if self.measured_noise else None
+        model = fit(rows[valued], values, seed, self._model, noise=noise)
         mean, std = model.predict(candidates, noise=False)
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
@@ -328,6 +346,16 @@ def _objective(study: Study, complete: list[FrozenTrial]) -> np.ndarray:
     if (values > 0).all():
         values = np.log(values)
     return values if study.directions[0] == StudyDirection.MAXIMIZE else -values
+
+
+def _throughput_noise(study: Study, complete: list[FrozenTrial]) -> np.ndarray | None:
+    """Each trial's variance of ``_objective`` where it is the log of the throughput, from the spread of
+    the windows its throughput was measured over; None where the first objective is another metric."""
+    values = np.array([_first_value(t) for t in complete], dtype=float)
+    if study.metric_names is None or study.metric_names[0] != "throughput" or not (values > 0).all():
+        return None
+    spreads = [float((t.user_attrs.get(ATTR_METRICS) or {}).get("throughput_spread_pct", 0.0)) for t in complete]
+    return (np.array(spreads) / 100.0 / _RANGE_TO_SD_OF_MEAN) ** 2  # a relative sd is the log's sd
 
 
 def _first_value(trial: FrozenTrial) -> float | None:

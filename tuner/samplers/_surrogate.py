@@ -40,25 +40,33 @@ class Model(Protocol):
         ...
 
 
-def fit(rows: np.ndarray, values: np.ndarray, seed: int, kind: str) -> Model:
-    """A model of ``values`` over ``rows`` (one per row), of one of ``KINDS``."""
+def fit(rows: np.ndarray, values: np.ndarray, seed: int, kind: str, noise: np.ndarray | None = None) -> Model:
+    """A model of ``values`` over ``rows`` (one per row), of one of ``KINDS``.
+
+    ``noise``: each value's own variance as its measurement gives it, in the values' units. A
+    Gaussian process adds it to its noise term for that row (a value known to be noisy pulls the
+    model less); a forest has no use for it.
+    """
     if kind == "forest":
         return _Forest(rows, values, seed)
     if kind in ("gp", "gp-ard"):
-        return _GaussianProcess(rows, values, seed, ard=kind == "gp-ard")
+        return _GaussianProcess(rows, values, seed, ard=kind == "gp-ard", noise=noise)
     raise ValueError(f"unknown model {kind!r}; valid: {', '.join(KINDS)}")
 
 
 class _GaussianProcess:
-    def __init__(self, rows: np.ndarray, values: np.ndarray, seed: int, ard: bool) -> None:
+    def __init__(self, rows: np.ndarray, values: np.ndarray, seed: int, ard: bool, noise: np.ndarray | None) -> None:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
         scale = np.ones(rows.shape[1]) if ard else 1.0
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
+        alpha: float | np.ndarray = 1e-10  # scikit-learn's default
+        if noise is not None and np.var(values) > 0:
+            alpha = alpha + np.asarray(noise) / np.var(values)  # normalize_y fits values / their std
         self.model: GaussianProcessRegressor = GaussianProcessRegressor(
-            kernel, normalize_y=True, n_restarts_optimizer=1, random_state=seed
+            kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1, random_state=seed
         )
         with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
             warnings.simplefilter("ignore", ConvergenceWarning)
