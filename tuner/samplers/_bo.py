@@ -241,9 +241,9 @@ class ConfigBOSampler(PlannedSampler):
         if not valued.any():
             return log_ok
         scored = [t for t, v in zip(complete, valued) if v]
-        values = _objective(study, scored)
+        values, on_log_scale = _objective(study, scored)
         feasible = (limits[valued] <= 0.0).all(axis=1)
-        noise = _throughput_noise(study, scored) if self.measured_noise else None
+        noise = _throughput_noise(study, scored) if self.measured_noise and on_log_scale else None
         model = fit(rows[valued], values, seed, self._model, noise=noise)
         mean, std = model.predict(candidates, noise=False)
         if not feasible.any():
@@ -339,20 +339,20 @@ def _finished(study: Study) -> list[FrozenTrial]:
     return finished
 
 
-def _objective(study: Study, complete: list[FrozenTrial]) -> np.ndarray:
-    """The first objective of each trial, to be maximized: on a log scale where all are positive
-    (throughput and latency vary by factors, not by amounts)."""
+def _objective(study: Study, complete: list[FrozenTrial]) -> tuple[np.ndarray, bool]:
+    """The first objective of each trial, to be maximized, and whether it is on a log scale: it is
+    where all are positive (throughput and latency vary by factors, not by amounts)."""
     values = np.array([_first_value(t) for t in complete], dtype=float)
-    if (values > 0).all():
+    on_log_scale = bool((values > 0).all())
+    if on_log_scale:
         values = np.log(values)
-    return values if study.directions[0] == StudyDirection.MAXIMIZE else -values
+    return (values if study.directions[0] == StudyDirection.MAXIMIZE else -values), on_log_scale
 
 
 def _throughput_noise(study: Study, complete: list[FrozenTrial]) -> np.ndarray | None:
-    """Each trial's variance of ``_objective`` where it is the log of the throughput, from the spread of
-    the windows its throughput was measured over; None where the first objective is another metric."""
-    values = np.array([_first_value(t) for t in complete], dtype=float)
-    if study.metric_names is None or study.metric_names[0] != "throughput" or not (values > 0).all():
+    """Each trial's variance of the log of its throughput (``_objective`` on a log scale), from the
+    spread of the windows it was measured over; None where the first objective is another metric."""
+    if study.metric_names is None or study.metric_names[0] != "throughput":
         return None
     spreads = [float((t.user_attrs.get(ATTR_METRICS) or {}).get("throughput_spread_pct", 0.0)) for t in complete]
     return (np.array(spreads) / 100.0 / _RANGE_TO_SD_OF_MEAN) ** 2  # a relative sd is the log's sd

@@ -63,8 +63,9 @@ class _GaussianProcess:
         scale = np.ones(rows.shape[1]) if ard else 1.0
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
         alpha: float | np.ndarray = 1e-10  # scikit-learn's default
-        if noise is not None and np.var(values) > 0:
-            alpha = alpha + np.asarray(noise) / np.var(values)  # normalize_y fits values / their std
+        spread = float(np.var(values))
+        if noise is not None and spread > 0:
+            alpha = alpha + np.asarray(noise) / spread  # normalize_y fits values / their std
         self.model: GaussianProcessRegressor = GaussianProcessRegressor(
             kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1, random_state=seed
         )
