@@ -20,6 +20,7 @@ from tuner.measure import EngineSettings, SweepPlan
 from tuner.model_info import read_model_info
 from tuner.pool import Finished, Pool, WorkerPlan
 from tuner.replay import Landscape, ReplayPool
+from tuner.triton._process import triton_processes
 from tuner.trial import Failure, InstanceKind, LoadPoint, Screen, TrialOutcome, TrialSpec
 from tuner.workers import LocalPool, RayPool, RaySettings, WorkerSetup
 
@@ -179,7 +180,10 @@ def test_a_pool_enters_as_itself_and_closes_twice(kind: str, tmp_path: Path, dig
         if kind == "ray":  # the one test Ray runs in (its start takes 10 s): a trial too
             [item] = _drive(pool, SPECS[:1])
             assert item.ticket == 0 and item.outcome.spec == SPECS[0] and not item.outcome.failed, item.outcome.error
+            pool.submit(1, SPECS[1])  # closed while this trial runs: its worker is killed, not asked to stop
 
+    # Whatever the pool closed on, no server or stub of its workers is left once close returns.
+    assert triton_processes(tmp_path) == []
     made.pool.close()  # closed twice: nothing happens
 
 

@@ -97,16 +97,34 @@ def kill_orphans(workdir: Path) -> int:
 
     For a server whose owner died without stopping it: the kernel kills the server itself
     (parent-death signal) and its group's guard the stubs (``GroupGuard``), but a guard that
-    could not start, or a machine that rebooted mid-kill, can leave some. Returns how many were killed.
+    could not start, or a machine that rebooted mid-kill, can leave some. Returns how many were
+    killed; they are gone when it returns (or a warning says which is not, after 5 s).
     """
     import psutil
 
-    killed = 0
+    killed = []
     for process in triton_processes(workdir):
         with contextlib.suppress(psutil.Error):
             process.kill()
-            killed += 1
-    return killed
+            killed.append(process)
+    # Polled, not waited for: waiting would reap a caller's own child behind its back.
+    left, deadline = killed, time.monotonic() + 5.0
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [process for process in left if _running(process)]
+    for process in left:
+        logger.warning("process %d of %s did not exit after SIGKILL", process.pid, workdir)
+    return len(killed)
+
+
+def _running(process: psutil.Process) -> bool:
+    """True until the process has exited (a zombie has: it waits only for its parent to read it)."""
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def triton_processes(workdir: Path) -> list[psutil.Process]:

@@ -161,6 +161,7 @@ class WorkerActor:
         context = ray.get_runtime_context()
         return {
             "node": f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}",
+            "node_id": context.get_node_id(),
             "pid": os.getpid(),
             "cores": sorted(_affinity()),
             "server_pid": self.worker.server.pid,
@@ -182,6 +183,8 @@ class _Slot:
     screen: Screen | None = None
     attempt: int = 0
     started: float = 0.0
+    #: The actor's process runs on this machine (its pid means something here).
+    local: bool = False
 
 
 @dataclass
@@ -283,6 +286,7 @@ class RayPool:
         slot.future = None
         slot.status.node = info["node"]
         slot.status.pid = info["pid"]
+        slot.local = info["node_id"] == ray.get_runtime_context().get_node_id()
         slot.status.cores = tuple(info["cores"])
         logger.info("worker %d ready on %s, cores %s", slot.status.index, info["node"], info["cores"])
 
@@ -370,7 +374,17 @@ class RayPool:
         import ray
 
         ray.kill(slot.actor, no_restart=True)
-        _wait_gone(slot.status.pid)
+        self._sweep(slot)
+
+    def _sweep(self, slot: _Slot) -> None:
+        """Waits until the slot's killed actor is gone (where it ran on this node), then kills what
+        is left of its servers on this node.
+
+        The server dies with its actor (parent-death signal), but an actor that outlived the wait
+        may have started another; whatever is left is killed, and gone, when this returns.
+        """
+        if slot.local:
+            _wait_gone(slot.status.pid)
         kill_orphans(self.setup_for(slot.status.index).workdir)
 
     def _replace(self, slot: _Slot) -> None:
@@ -386,24 +400,26 @@ class RayPool:
             self.submit(ticket, spec, screen, attempt)
 
     def close(self) -> None:
-        """Stops every server (gracefully where the worker answers), then the actors and Ray."""
+        """Stops every server (gracefully where the worker answers), then the actors and Ray.
+
+        When it returns, no server or stub of a worker on this node is left running.
+        """
         import ray
 
         if not ray.is_initialized():
             return
-        stops = []
-        for slot in self.slots:
-            if slot.actor is not None:
-                if slot.future is not None:
-                    self._kill(slot)  # busy: it cannot take a stop call
-                else:
-                    stops.append(slot.actor.stop.remote())
+        live = [slot for slot in self.slots if slot.actor is not None]
+        for slot in live:
+            if slot.future is not None:  # busy: it cannot take a stop call
+                ray.kill(slot.actor, no_restart=True)
+        stops = [slot.actor.stop.remote() for slot in live if slot.future is None]
         if stops:
             ray.wait(stops, num_returns=len(stops), timeout=30)
-        for slot in self.slots:
-            if slot.actor is not None:
-                ray.kill(slot.actor, no_restart=True)
-                slot.actor = slot.future = None
+        for slot in live:
+            ray.kill(slot.actor, no_restart=True)
+            slot.actor = slot.future = None
+        for slot in live:
+            self._sweep(slot)
         if self._started_ray:
             ray.shutdown()
 
@@ -417,7 +433,7 @@ def _worker_error(spec: TrialSpec, exc: Exception) -> TrialOutcome:
 
 
 def _wait_gone(pid: int, timeout_s: float = 10.0) -> None:
-    """Waits until a local process has exited (a pid of another node is simply not found)."""
+    """Waits until a process of this machine has exited."""
     import psutil
 
     with contextlib.suppress(psutil.Error):

@@ -199,9 +199,12 @@ class Worker:
             shutil.copy2(RUNNER_SOURCE, runner)
 
     def stop(self) -> None:
-        if self.monitor is not None:
-            self.monitor.stop()
-        self.server.stop()
+        """Stops the usage monitor and the server; the server stops even where the monitor fails to."""
+        try:
+            if self.monitor is not None:
+                self.monitor.stop()
+        finally:
+            self.server.stop()
 
     def _gpu_reader(self) -> GpuReader | None:
         if not self.setup.gpu:
