@@ -15,6 +15,7 @@ from tuner.errors import (
     ConfigError,
     DiskFullError,
     ExitCode,
+    LeaseLostError,
     MeasurementError,
     ModelError,
     ModelLoadError,
@@ -26,7 +27,7 @@ from tuner.errors import (
 )
 from tuner.reports._verify import NoFeasibleConfigError
 
-INPUT = [ConfigError, StudyLockedError, ModelError, StudyNotFoundError, NoFeasibleConfigError]
+INPUT = [ConfigError, StudyLockedError, LeaseLostError, ModelError, StudyNotFoundError, NoFeasibleConfigError]
 ENVIRONMENT = [ServerStartError, ModelLoadError, MeasurementError, StorageError, DiskFullError, TunerError]
 
 

@@ -29,9 +29,15 @@ class Clock:
 
     def __init__(self, now: float = 1_780_000_000.0) -> None:
         self.now = now
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    def advance(self, seconds: float) -> None:
+        """A wait: the clock moves by ``seconds`` at once, and the wait is noted."""
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def _rows(store: Store) -> list[dict]:
@@ -87,15 +93,33 @@ def test_a_stale_lease_is_taken_over_and_its_old_holder_learns_it(store: Store) 
     first.acquire()
     clock.now += 29
     with pytest.raises(StudyLockedError):
-        StudyLease(store, "s", clock=clock).acquire()  # within the TTL: still live
+        StudyLease(store, "s", clock=clock, sleep=clock.advance).acquire()  # within the TTL: still live
     clock.now += 2
-    second = StudyLease(store, "s", clock=clock)
+    second = StudyLease(store, "s", clock=clock, sleep=clock.advance)
     second.acquire()
+    assert clock.slept == [second.confirm_s], "the stale heartbeat was seen to stay stale first"
     assert second.took_over is not None and second.took_over.host == "node-a"
     assert [r["holder"] for r in _rows(store)] == [second.holder]
     assert not first.renew() and first.lost
     first.release()  # releases nothing it no longer holds
     assert [r["holder"] for r in _rows(store)] == [second.holder]
+
+
+def test_a_holder_that_renews_once_the_database_is_back_keeps_its_lease(store: Store) -> None:
+    """A database restart longer than the TTL leaves a live holder's heartbeat stale; it renews within
+    a heartbeat of the database's return, before a second driver that saw it stale takes it over."""
+    clock = Clock()
+    first = _elsewhere(store, clock)
+    first.acquire()
+    clock.now += 60  # the database was down for a minute: no heartbeat reached it
+
+    def wait(seconds: float) -> None:
+        clock.advance(seconds)
+        assert first.renew()  # the holder's next heartbeat, meanwhile
+
+    with pytest.raises(StudyLockedError, match="pid 4242 on node-a"):
+        StudyLease(store, "s", clock=clock, sleep=wait).acquire()
+    assert [r["holder"] for r in _rows(store)] == [first.holder] and not first.lost
 
 
 def test_a_gone_process_on_this_host_is_taken_over_at_once(store: Store) -> None:

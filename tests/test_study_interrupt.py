@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from optuna.trial import TrialState
 from scripted import ScriptedPool, ScriptedRunner
 
 from tuner.config import StudyConfig, parse_config
-from tuner.storage import ATTR_INTERRUPTED
+from tuner.errors import LeaseLostError
+from tuner.pool import Finished
+from tuner.storage import ATTR_INTERRUPTED, Store, StudyLease
 
 #: Throughput by instance count: one config clearly ahead, none re-measured (the budget is 0).
 SCRIPT = {1: (50.0, 1.0), 2: (90.0, 1.0), 3: (100.0, 1.0), 4: (60.0, 1.0)}
@@ -82,3 +86,39 @@ def test_a_trial_killed_before_its_config_was_whole_is_failed_and_not_queued_aga
     later = [t for t in trials if t.number > half.number]
     assert not any(t.system_attrs.get("fixed_params") == stale.params for t in later), "the half config was queued"
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 4
+
+
+class _TakenOver(ScriptedPool):
+    """Once ``at`` loads came back, a driver on another host takes the study's lease over, as one would
+    whose clock saw this run's heartbeat stale; this run's next heartbeat learns it."""
+
+    def __init__(self, lease: StudyLease, at: int) -> None:
+        super().__init__(SCRIPT)
+        self.lease, self.at = lease, at
+
+    def collect(self, timeout_s: float) -> list[Finished]:
+        finished = super().collect(timeout_s)
+        if sum(s.done for s in self.status) == self.at:
+            later = self.lease.clock() + 60
+            other = StudyLease(self.lease.store, self.lease.study, host="node-b", pid=7,
+                               clock=lambda: later, sleep=lambda seconds: None)
+            other.acquire()
+            assert not self.lease.renew()
+        return finished
+
+
+def test_a_run_whose_lease_was_taken_over_stops_without_writing_more(tmp_path: Path, digits_onnx: Path) -> None:
+    cfg = _cfg(tmp_path, digits_onnx, "tpe")
+    store = Store(cfg.storage)
+    with StudyLease(store, cfg.study) as lease:
+        pool = _TakenOver(lease, at=2)
+        runner = ScriptedRunner(cfg, pool)
+        runner.lease = lease
+        with pytest.raises(LeaseLostError, match="another tuner took over"):
+            runner.run()
+
+    trials = runner.study.get_trials()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 1, "the load that came back after is not stored"
+    assert len(pool.submitted) == 2, "no trial started after the lease was lost"
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    assert len(running) == 1, "the trial in flight is left to the new driver to run again"

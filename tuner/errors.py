@@ -3,6 +3,7 @@
     TunerError                  anything the tuner reports on purpose                          exit code
     ├── ConfigError             a study file or command-line value is wrong                    2 input
     │   └── StudyLockedError    another driver runs the study (nothing touched)                2 input
+    │       └── LeaseLostError  another driver took the running study over (this run stopped)  2 input
     ├── ModelError              a model file is missing, unreadable or unsupported             2 input
     ├── ServerStartError        a Triton server did not start or became unreachable            3 environment
     ├── ModelLoadError          Triton refused a model config (carries Triton's message)       3 environment
@@ -109,6 +110,11 @@ class StudyNotFoundError(StorageError):
 
 class StudyLockedError(ConfigError):
     """Another driver holds the study's lease; the message names it (host, pid, since when)."""
+
+
+class LeaseLostError(StudyLockedError):
+    """Another driver took over the lease of the study this run drives: the run stops without
+    writing more (its trials in flight are the new driver's to run again)."""
 
 
 class DiskFullError(TunerError):

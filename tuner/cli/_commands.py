@@ -114,8 +114,8 @@ def optimize(
     cfg = cfg.model_copy(update=updates)
     study_plan = _preflight(cfg)
     store = Store(cfg.storage)
-    with StudyLease(store, cfg.study):  # before the study is opened: a second driver touches nothing
-        runner = StudyRunner(cfg, store, on_event=None, plan=study_plan)
+    with StudyLease(store, cfg.study) as lease:  # before the study is opened: a second driver touches nothing
+        runner = StudyRunner(cfg, store, plan=study_plan, lease=lease)
         total = n_trials or cfg.search.n_trials
         workers = study_plan.workers
         gpus = f", {workers.gpus_per_worker:g} GPU" if workers.on_gpu else ""
@@ -254,8 +254,8 @@ def landscape_record(
     cfg = recording_config(cfg, study_name)
     study_plan = _preflight(cfg)
     store = Store(cfg.storage)
-    with StudyLease(store, cfg.study):
-        runner = StudyRunner(cfg, store, plan=study_plan)
+    with StudyLease(store, cfg.study) as lease:
+        runner = StudyRunner(cfg, store, plan=study_plan, lease=lease)
         total = len(runner.space.combinations())
         display.console.print(
             f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · "

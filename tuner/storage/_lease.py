@@ -6,9 +6,12 @@
 
 A driver takes the lease before it opens (and so recovers) the study, renews it from a
 background thread every ``renew_s`` seconds and deletes it on the way out. Another driver refuses
-to start while the lease is live; it takes it over when the holder's heartbeat is older than
-``ttl_s`` (a host that died, a driver killed with SIGKILL elsewhere) or at once when the holder
-ran on this same host and its process is gone.
+to start while the lease is live; it takes it over at once when the holder ran on this same host and
+its process is gone, and when the holder's heartbeat is older than ``ttl_s`` (a host that died, a
+driver killed with SIGKILL elsewhere) and stays unchanged for two more heartbeats: a holder that
+could not renew only because the database was down (a restart longer than ``ttl_s``) renews as soon
+as it is back, and keeps its lease. A holder whose lease was taken over all the same learns it at
+its next heartbeat (``lost``), and its study loop stops without writing more.
 
 Taking and renewing are compare-and-swap writes in one transaction (an INSERT that the primary
 key makes fail for the second of two, an UPDATE conditional on the holder and heartbeat read), so
@@ -87,6 +90,13 @@ class _Raced(Exception):
     """Another driver changed the row between our read and our write: read again."""
 
 
+@dataclass(frozen=True)
+class _Stale:
+    """A holder whose heartbeat is older than the TTL, not yet seen to stay so."""
+
+    holder: Holder
+
+
 class StudyLease:
     """The lease of one study for this driver.
 
@@ -98,6 +108,7 @@ class StudyLease:
         host: This driver's host name (tests pretend to be another host).
         pid: This driver's process id.
         clock: Seconds since the epoch.
+        sleep: Waits this many seconds (tests move their clock instead).
     """
 
     def __init__(
@@ -109,6 +120,7 @@ class StudyLease:
         host: str | None = None,
         pid: int | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.study = study
@@ -117,6 +129,7 @@ class StudyLease:
         self.host = host or socket.gethostname()
         self.pid = pid if pid is not None else os.getpid()
         self.clock = clock
+        self.sleep = sleep
         self.holder = uuid.uuid4().hex
         self.lost = False
         self.took_over: Holder | None = None
@@ -139,11 +152,23 @@ class StudyLease:
         Raises:
             StudyLockedError: a live driver holds it.
         """
+        stale: Holder | None = None
         for _ in range(10):
             try:
-                other = self.store.retrier.call(self._take)
+                other = self.store.retrier.call(self._take, stale)
             except (IntegrityError, _Raced):
                 continue  # another driver wrote first: look at what it wrote
+            if isinstance(other, _Stale):
+                stale = other.holder
+                wait = self.confirm_s
+                logger.info(
+                    "study %r: the lease of %s is stale; taking it over if it is not renewed within %.0f s",
+                    self.study,
+                    stale.describe(self.clock()),
+                    wait,
+                )
+                self.sleep(wait)
+                continue
             if other is not None:
                 raise StudyLockedError(
                     f"study {self.study!r} is being run by another tuner: {other.describe(self.clock())}; "
@@ -154,8 +179,15 @@ class StudyLease:
             return
         raise StudyLockedError(f"study {self.study!r}: other tuners keep taking its lease; try again")
 
-    def _take(self) -> Holder | None:
-        """One try: None when taken, else the live holder."""
+    @property
+    def confirm_s(self) -> float:
+        """How long a stale heartbeat must stay unchanged before the lease is taken over: two
+        heartbeats, and a second for the holder's reconnection."""
+        return 2 * self.renew_s + 1
+
+    def _take(self, stale: Holder | None) -> Holder | _Stale | None:
+        """One try: None when taken, else the live holder, or a stale one not yet seen before
+        (``stale`` is the one seen a wait ago: taken over where it is still the same)."""
         now = self.clock()
         mine = {"holder": self.holder, "host": self.host, "pid": self.pid, "started": now, "heartbeat": now}
         table = study_leases
@@ -166,6 +198,8 @@ class StudyLease:
                 return None
             if not self._takeable(current, now):
                 return current
+            if self._unconfirmed(current, now, stale):
+                return _Stale(current)
             taken = conn.execute(
                 table.update()
                 .where(
@@ -179,6 +213,13 @@ class StudyLease:
                 raise _Raced()
         self.took_over = current if current.holder != self.holder else None
         return None
+
+    def _unconfirmed(self, current: Holder, now: float, stale: Holder | None) -> bool:
+        """True where ``current`` is another driver's lease, stale by its heartbeat alone, and not
+        the one seen stale a wait ago (a dead process on this host is known at once)."""
+        if current.holder == self.holder or is_gone(current, now, ttl_s=float("inf"), host=self.host):
+            return False
+        return stale is None or (stale.holder, stale.heartbeat) != (current.holder, current.heartbeat)
 
     def _takeable(self, current: Holder, now: float) -> bool:
         return current.holder == self.holder or is_gone(current, now, self.ttl_s, self.host)
@@ -198,7 +239,7 @@ class StudyLease:
             )
         if renewed.rowcount != 1 and not self.lost:
             self.lost = True
-            logger.error("study %r: another tuner took over this run's lease; stop one of them", self.study)
+            logger.error("study %r: another tuner took over this run's lease; this run stops", self.study)
         return not self.lost
 
     def release(self) -> None:

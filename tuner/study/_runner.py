@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
-from tuner.errors import ConfigError, DiskFullError
+from tuner.errors import ConfigError, DiskFullError, LeaseLostError
 from tuner.pool import Finished, Pool, WorkerStatus
 from tuner.replay import ReplayPool
 from tuner.samplers import initial_params, make_sampler
@@ -50,6 +50,7 @@ from tuner.storage import (
     ATTR_WORKERS,
     Store,
     StoredStudy,
+    StudyLease,
     read_study,
     redact_url,
 )
@@ -174,9 +175,11 @@ class StudyRunner:
         store: Store,
         on_event: Callable[[TrialEvent], None] | None = None,
         plan: StudyPlan | None = None,
+        lease: StudyLease | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
+        self.lease = lease
         self.on_event = on_event or (lambda event: None)
         self.plan = plan or plan_study(cfg, store)
         self.space = self.plan.space  # asked at every trial
@@ -270,11 +273,14 @@ class StudyRunner:
     def _loop(self, pool: Pool, start_next: Callable[[Pool], bool], n_trials: int | None) -> None:
         """Starts trials while a worker is idle and ``start_next`` starts one, tells each as it comes back."""
         while True:
+            self._check_lease()
             while pool.idle() > 0 and start_next(pool):
                 pass
             if not self._pending:
                 return
-            for finished in pool.collect(timeout_s=1.0):
+            collected = pool.collect(timeout_s=1.0)
+            self._check_lease()  # checked again before a result is stored: the lease may have gone meanwhile
+            for finished in collected:
                 trial = self._pending.pop(finished.ticket)
                 self._in_flight.pop(finished.spec.key(), None)
                 trial.set_user_attr(ATTR_WORKER, finished.worker)
@@ -283,6 +289,14 @@ class StudyRunner:
                 self._tell(trial, finished.outcome)
                 self._finish(trial, n_trials)
                 self._release_twins(pool, finished.spec.key(), n_trials)
+
+    def _check_lease(self) -> None:
+        """Raises LeaseLostError where another driver took this run's study over."""
+        if self.lease is not None and self.lease.lost:
+            raise LeaseLostError(
+                f"study {self.cfg.study!r}: another tuner took over its lease; this run stopped without "
+                f"writing more ({len(self._pending)} trial(s) in flight are the other tuner's to run again)"
+            )
 
     def _stopped_early(self, n_trials: int | None, deadline: float | None) -> bool:
         """True where the time ran out before the trial budget was spent (with only a timeout,
