@@ -38,6 +38,25 @@ def _matmul_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def _feature_model(path: Path) -> Path:
+    """x[N, 4] -> features = x @ w1 (an output) -> logits = features @ w2 (an output too)."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["features"]), helper.make_node("MatMul", ["features", "w2"], ["logits"])],
+        "features_and_logits",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "w1"),
+         numpy_helper.from_array(rng.standard_normal((8, 2)).astype(np.float32), "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def _ops(path: Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
 
@@ -125,6 +144,29 @@ def test_fp16_of_text_detection_runs_close_to_fp32(
     # A sigmoid map: FP16 may round, but stays in [0, 1] and near the FP32 answer.
     assert got.min() >= 0.0 and got.max() <= 1.0
     assert float(np.abs(got - reference).mean()) < 0.05
+
+
+def test_fp16_of_a_model_whose_output_feeds_another_node_runs_close_to_fp32(tmp_path: Path) -> None:
+    source = _feature_model(tmp_path / "model.onnx")
+
+    fp16 = build_variant(source, "fp16", tmp_path / "cache")
+
+    x = np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)
+    want = _session(source).run(None, {"x": x})
+    got = _session(fp16).run(None, {"x": x})
+    assert [o.name for o in _session(fp16).get_outputs()] == ["logits", "features"]
+    for expected, actual in zip(want, got, strict=True):
+        assert actual.dtype == np.float32
+        np.testing.assert_allclose(actual, expected, rtol=0.02, atol=0.02)
+
+
+def test_an_fp16_graph_the_runtime_refuses_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(variants, "_outputs_apart", lambda model: None)  # the converter's own output, as it was
+    source = _feature_model(tmp_path / "model.onnx")
+
+    with pytest.raises(ModelError, match="no fp16 variant: ONNX Runtime refuses the converted graph"):
+        build_variant(source, "fp16", tmp_path / "cache")
+    assert list((tmp_path / "cache").glob("*.onnx")) == [], "nothing cached"
 
 
 def test_fp16_is_cached_and_not_rebuilt(

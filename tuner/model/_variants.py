@@ -22,11 +22,15 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tuner.config import PRECISIONS
 from tuner.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger(__name__)
 _CONV_OPS = {"Conv", "ConvTranspose"}
@@ -116,12 +120,47 @@ def build_variant(
 
 def _to_fp16(source: Path, target: Path) -> None:
     import onnx
+    import onnxruntime as ort
     from onnxconverter_common import float16
 
+    model = onnx.load(str(source))
+    _outputs_apart(model)
     with warnings.catch_warnings():  # it warns once per weight it rounds
         warnings.simplefilter("ignore")
-        model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+        model = float16.convert_float_to_float16(model, keep_io_types=True)
     onnx.save(model, str(target))
+    try:  # a converted graph the runtime refuses is no variant: say so once, not at every trial's load
+        ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise ModelError(
+            f"no fp16 variant: ONNX Runtime refuses the converted graph: {str(exc).strip()[:400]}"
+        ) from exc
+
+
+def _outputs_apart(model: onnx.ModelProto) -> None:
+    """Gives each graph output that other nodes also read a tensor of its own, an Identity of the one they read.
+
+    The converter keeps a float32 output by casting the output tensor itself, so nodes that read it
+    would get float32 beside float16 weights, which ONNX Runtime refuses (a feature vector that is
+    both an output and the classifier's input, say).
+    """
+    import onnx
+
+    graph = model.graph
+    produced = {name for node in graph.node for name in node.output}
+    read = {name for node in graph.node for name in node.input}
+    taken = produced | read | {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer}
+    for output in graph.output:
+        if output.name not in produced or output.name not in read:
+            continue
+        inner = output.name + "_inner"
+        while inner in taken:
+            inner += "_"
+        taken.add(inner)
+        for node in graph.node:
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+        graph.node.append(onnx.helper.make_node("Identity", [inner], [output.name], name=f"{output.name}_output"))
 
 
 def _to_int8_static(source: Path, target: Path, calibration: Mapping[str, np.ndarray] | None) -> None:
