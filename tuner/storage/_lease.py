@@ -161,7 +161,7 @@ class StudyLease:
             if isinstance(other, _Stale):
                 stale = other.holder
                 wait = self.confirm_s
-                logger.info(
+                logger.warning(
                     "study %r: the lease of %s is stale; taking it over if it is not renewed within %.0f s",
                     self.study,
                     stale.describe(self.clock()),
