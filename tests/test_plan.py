@@ -33,6 +33,38 @@ def test_the_plan_holds_what_a_run_needs(tmp_path: Path, digits_onnx: Path) -> N
     assert {p["instance_count"] for p in plan.space.combinations()} == {1, 2}
     assert plan.validation["float_input"].shape == (8, 64)  # the bundled digits' test split
     assert plan.load_samples is None and plan.landscape is None
+    assert plan.notes == (), "its batch dimension is free: batching stays in the search"
+
+
+def _fixed_batch_model(path: Path) -> Path:
+    """x[1, 16] @ w[16, 8]: an ONNX export whose batch dimension was fixed at 1."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((16, 8), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "fixed_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_with_a_fixed_first_dimension_is_searched_without_batching(tmp_path: Path) -> None:
+    onnx_file = _fixed_batch_model(tmp_path / "fixed.onnx")
+    space = {"instance_count": [1, 2], "max_batch_size": [1, 8], "dynamic_batching": [False, True]}
+    cfg = _cfg(tmp_path, onnx_file, search={"n_trials": 2, "space": space})
+
+    plan = plan_study(cfg)
+
+    combinations = plan.space.combinations()
+    assert len(combinations) == 2, "instance counts only: batches cannot form"
+    assert {(c.get("max_batch_size", 1), c.get("dynamic_batching", False)) for c in combinations} == {(1, False)}
+    [note] = plan.notes
+    assert "fixed first dimension (x [1, 16])" in note
 
 
 def test_the_runner_uses_the_plan_and_reads_the_model_no_more(tmp_path: Path, digits_onnx: Path) -> None:

@@ -124,6 +124,7 @@ def optimize(
             f"{workers.count} {cfg.workers.backend} worker(s) of {workers.cpus_per_worker} cores{gpus} · "
             f"storage {redact_url(cfg.storage)}"
         )
+        _print_notes(study_plan)
         seeds = study_plan.seeds
         if seeds is not None and not runner.study.trials:
             display.console.print(
@@ -135,6 +136,11 @@ def optimize(
     if summary.interrupted:
         err_console.print("interrupted: the study is stored; run the same command to continue it")
         raise typer.Exit(_interrupted_code())
+
+
+def _print_notes(plan: StudyPlan) -> None:
+    for note in plan.notes:
+        display.console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _preflight(cfg: StudyConfig) -> StudyPlan:
@@ -261,6 +267,7 @@ def landscape_record(
             f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · "
             f"storage {redact_url(cfg.storage)}"
         )
+        _print_notes(study_plan)
         with display.study_progress(runner, cfg, total):
             landscape, summary = record_landscape(cfg, store, runner=runner)
     landscape.save(output)

@@ -51,6 +51,7 @@ class StudyPlan:
             None where it names none.
         model_file: The FP32 ONNX file the workers serve; None for a repository model that is not ONNX.
         repository_model: The model's folder and own config, where the study names a repository.
+        notes: What the plan changed in the study file's space, and why, for the user.
     """
 
     model_info: ModelInfo
@@ -62,6 +63,7 @@ class StudyPlan:
     seeds: Seeds | None = None
     model_file: Path | None = None
     repository_model: RepositoryModel | None = None
+    notes: tuple[str, ...] = ()
 
 
 def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
@@ -94,6 +96,14 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     steps = model.repository.steps if model.repository is not None else ()
     serves_onnx = runs_onnx or (landscape is None and any(step.is_onnx for step in steps))
     providers = runner_providers(cfg.server, cfg.workers.ray_address is None) if serves_onnx else None
+    notes = []
+    if runs_onnx and not info.batch_dim_free and _batches(cfg.search.space):
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"space": _unbatched(cfg.search.space)})})
+        fixed = ", ".join(f"{t.name} {list(t.shape)}" for t in info.inputs if not t.shape or t.shape[0] != -1)
+        notes.append(
+            f"batching is off the search: the model's inputs have a fixed first dimension ({fixed}), so the "
+            "runner runs one request at a time (max_batch_size 1, no dynamic batcher)"
+        )
     space = build_space(cfg, workers, providers, model)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
     make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
@@ -112,7 +122,18 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         seeds,
         model_file=model.onnx_file,
         repository_model=model.repository,
+        notes=tuple(notes),
     )
+
+
+def _batches(space: SpaceSettings) -> bool:
+    """True where the space may ask for batches: a max batch size above 1, or the dynamic batcher."""
+    return set(_values(space.max_batch_size)) != {1} or True in _values(space.dynamic_batching)
+
+
+def _unbatched(space: SpaceSettings) -> SpaceSettings:
+    """``space`` with one request at a time: what an ONNX model whose first dimension is fixed can run."""
+    return space.model_copy(update={"max_batch_size": 1, "dynamic_batching": False, "max_queue_delay_us": 0})
 
 
 def build_space(
