@@ -45,7 +45,8 @@ def test_a_pipeline_is_tuned_per_step_and_exported_whole(tmp_path: Path, ocr_pip
     result = _tuner("optimize", "study.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
     stored = optuna.load_study(study_name="pipeline", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
-    assert [t.state for t in stored.trials] == [TrialState.COMPLETE] * 2
+    reasons = [t.user_attrs.get("fail_reason") for t in stored.trials]
+    assert [t.state for t in stored.trials] == [TrialState.COMPLETE] * 2, reasons
     # The first trial is every model's own config: one instance each, the CPU provider for the detector.
     first = stored.trials[0].params
     assert {first[f"{s}.instance_count"] for s in STEPS} == {1} and first["detector.accelerator"] == "none"

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from tuner.errors import MeasurementError
-from tuner.measure._perf_analyzer import parse_csv
+from tuner.measure._perf_analyzer import _transient, parse_csv
 from tuner.trial import LoadPoint
 
 HEADER = (
@@ -136,3 +138,26 @@ def test_empty_optional_value_gives_zero() -> None:
 def test_truncated_row_raises_measurement_error() -> None:
     with pytest.raises(MeasurementError):
         parse_csv(HEADER + "\n4,2227.36,2,245\n")
+
+
+# --- which failed runs are run once more --------------------------------------------------------
+
+
+def _run(returncode: int, output: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess(["perf_analyzer"], returncode, stdout=output, stderr="")
+
+
+@pytest.mark.parametrize(
+    ("returncode", "output", "reason"),
+    [
+        (-6, "terminate called after throwing an instance of 'std::system_error'", "died of signal 6"),
+        (99, "error: failed to find the requested model version", "found no version of a model"),
+        (99, "error: failed to get model metadata: Request for unknown model", None),  # a model never loaded
+        (1, "Failed to obtain stable measurement within 10 measurement windows", None),  # handled on its own
+        (0, "failed to find the requested model version", None),  # a run that succeeded
+    ],
+)
+def test_a_run_is_measured_again_only_where_the_moment_failed_it(
+    returncode: int, output: str, reason: str | None
+) -> None:
+    assert _transient(_run(returncode, output)) == reason

@@ -12,7 +12,9 @@ A screen (``LoadEngine.screen``) is such a run of three short windows from the s
 A window in which no request finished (a slow config, or a machine busy with something else)
 makes perf_analyzer fail with "No valid requests recorded within time interval"; the tuner then
 measures again with windows four times as long, twice at most, before the trial fails. A run
-that dies of a signal (its gRPC client aborts now and then) is run once more.
+that dies of a signal (its gRPC client aborts now and then) is run once more, and so is one that
+could not find the model's version: right after a load, the versions a reload replaced retire in
+the background, and perf_analyzer's look at an ensemble's composing models can fall in between.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 _UNSTABLE = "Failed to obtain stable measurement"
 _EMPTY_WINDOW = "No valid requests recorded within time interval"
+_NO_VERSION = "failed to find the requested model version"
 #: How many times a window that held no finished request is made longer, and by what factor.
 _LONGER_WINDOWS = 2
 _LONGER_BY = 4
@@ -236,11 +240,11 @@ class PerfAnalyzer:
         timeout = self._timeout_s(concurrency, window_ms)
         logger.debug("running %s", redact(" ".join(cmd), self.access))
         result = _invoke(cmd, self.env, timeout)
-        if result.returncode < 0:  # a crash of the load generator (its gRPC aborts now and then), not the config's
-            logger.warning(
-                "perf_analyzer died of signal %d measuring %s (%s); measuring again",
-                -result.returncode, model, _last_error(result.stdout + result.stderr),
-            )  # fmt: skip
+        transient = _transient(result)
+        if transient:  # the load generator's or the moment's, not the config's
+            error = _last_error(result.stdout + result.stderr)
+            logger.warning("perf_analyzer %s measuring %s (%s); measuring again", transient, model, error)
+            time.sleep(1.0)
             result = _invoke(cmd, self.env, timeout)
         output = result.stdout + result.stderr
         if _UNSTABLE in output:
@@ -302,6 +306,16 @@ class _Unstable(MeasurementError):
 
 class _EmptyWindow(MeasurementError):
     """A window held no finished request."""
+
+
+def _transient(result: subprocess.CompletedProcess[str]) -> str | None:
+    """Why a failed run is worth one more, or None: it died of a signal (its gRPC client aborts now
+    and then), or the model's version was not found while a reload's old versions retired."""
+    if result.returncode < 0:
+        return f"died of signal {-result.returncode}"
+    if result.returncode != 0 and _NO_VERSION in result.stdout + result.stderr:
+        return "found no version of a model"
+    return None
 
 
 def _last_error(output: str) -> str:
