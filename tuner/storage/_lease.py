@@ -68,8 +68,11 @@ class Holder:
 def is_gone(holder: Holder, now: float, ttl_s: float = DEFAULT_TTL_S, host: str | None = None) -> bool:
     """True where the lease's driver is gone: its heartbeat is stale, or it ran on ``host``
     (default: this host), where a driver whose process has exited is known at once."""
-    if now - holder.heartbeat > ttl_s:
-        return True
+    return now - holder.heartbeat > ttl_s or _exited_here(holder, host)
+
+
+def _exited_here(holder: Holder, host: str | None = None) -> bool:
+    """True where the lease's driver ran on ``host`` (default: this host) and its process has exited."""
     return holder.host == (host or socket.gethostname()) and not psutil.pid_exists(holder.pid)
 
 
@@ -198,7 +201,7 @@ class StudyLease:
                 return None
             if not self._takeable(current, now):
                 return current
-            if self._unconfirmed(current, now, stale):
+            if self._unconfirmed(current, stale):
                 return _Stale(current)
             taken = conn.execute(
                 table.update()
@@ -214,10 +217,10 @@ class StudyLease:
         self.took_over = current if current.holder != self.holder else None
         return None
 
-    def _unconfirmed(self, current: Holder, now: float, stale: Holder | None) -> bool:
+    def _unconfirmed(self, current: Holder, stale: Holder | None) -> bool:
         """True where ``current`` is another driver's lease, stale by its heartbeat alone, and not
         the one seen stale a wait ago (a dead process on this host is known at once)."""
-        if current.holder == self.holder or is_gone(current, now, ttl_s=float("inf"), host=self.host):
+        if current.holder == self.holder or _exited_here(current, self.host):
             return False
         return stale is None or (stale.holder, stale.heartbeat) != (current.holder, current.heartbeat)
 

@@ -273,13 +273,12 @@ class StudyRunner:
     def _loop(self, pool: Pool, start_next: Callable[[Pool], bool], n_trials: int | None) -> None:
         """Starts trials while a worker is idle and ``start_next`` starts one, tells each as it comes back."""
         while True:
-            self._check_lease()
             while pool.idle() > 0 and start_next(pool):
                 pass
             if not self._pending:
                 return
             collected = pool.collect(timeout_s=1.0)
-            self._check_lease()  # checked again before a result is stored: the lease may have gone meanwhile
+            self._check_lease()  # before a result is stored or another trial started
             for finished in collected:
                 trial = self._pending.pop(finished.ticket)
                 self._in_flight.pop(finished.spec.key(), None)
