@@ -161,3 +161,26 @@ def test_a_run_is_measured_again_only_where_the_moment_failed_it(
     returncode: int, output: str, reason: str | None
 ) -> None:
     assert _transient(_run(returncode, output)) == reason
+
+
+#: Captured from perf_analyzer 2.50: the text recognizer's output did not fit a 1000-byte region.
+REFUSED = """Request concurrency: 2
+  Pass [1] cb::Error: No valid requests recorded within time interval. Please use a larger time window.
+Failed to maintain requested inference load. Worker thread(s) failed to generate concurrent requests.
+Thread [0] had error: shared memory size specified with the request for output 'softmax_11.tmp_0' (1000 bytes) \
+should be at least 1060000 bytes to hold the results
+"""
+
+
+def test_requests_the_server_refused_fail_the_run_at_once_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import tuner.measure._perf_analyzer as perf
+    from tuner.measure import EngineSettings
+
+    calls = []
+    monkeypatch.setattr(perf, "_invoke", lambda cmd, env, timeout: calls.append(cmd) or _run(99, REFUSED))
+    engine = perf.PerfAnalyzer("127.0.0.1:1", tmp_path, EngineSettings(window_ms=500), access=None)
+    with pytest.raises(MeasurementError, match=r"requests to m failed: shared memory size .* at least 1060000 bytes"):
+        engine.run("m", 2)
+    assert len(calls) == 1  # not again with longer windows: they would hold no answered request either

@@ -11,7 +11,8 @@ A screen (``LoadEngine.screen``) is such a run of three short windows from the s
 
 A window in which no request finished (a slow config, or a machine busy with something else)
 makes perf_analyzer fail with "No valid requests recorded within time interval"; the tuner then
-measures again with windows four times as long, twice at most, before the trial fails. A run
+measures again with windows four times as long, twice at most, before the trial fails; where
+the server answered its requests with an error, the run fails at once with that error. A run
 that dies of a signal (its gRPC client aborts now and then) is run once more, and so is one that
 could not find the model's version: right after a load, the versions a reload replaced retire in
 the background, and perf_analyzer's look at an ensemble's composing models can fall in between.
@@ -55,6 +56,8 @@ _LONGER_BY = 4
 #: the fallback, and a config lost its trial to a disturbance; this accepts any spread.
 _ANY_SPREAD_PCT = "1000000"
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([0-9.]+) infer/sec")
+#: A request the server answered with an error: the config's, whatever the window.
+_REQUEST_ERROR = re.compile(r"Thread \[\d+\] had error: (.+)")
 #: perf_analyzer's share of its cores above which it, not the server, limits the load.
 SATURATED_SHARE = 0.9
 _REQUIRED_LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
@@ -249,6 +252,9 @@ class PerfAnalyzer:
         output = result.stdout + result.stderr
         if _UNSTABLE in output:
             raise _Unstable(output)
+        refused = _REQUEST_ERROR.search(output)
+        if refused and result.returncode != 0:  # a longer window would hold no answered request either
+            raise MeasurementError(f"perf_analyzer: requests to {model} failed: {refused.group(1).strip()[:500]}")
         if _EMPTY_WINDOW in output:
             raise _EmptyWindow(output)
         if result.returncode != 0:
