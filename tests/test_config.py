@@ -471,6 +471,8 @@ def test_remeasure_auto_is_a_quarter_of_the_trials(study_dir: Path) -> None:
         ({"concurrency": "fast"}, "load.concurrency"),
         ({"engine": "locust"}, "load.engine"),
         ({"engine": "builtin", "protocol": "http"}, "builtin engine speaks gRPC"),
+        ({"shared_memory": "cuda"}, "load.shared_memory"),
+        ({"engine": "builtin", "shared_memory": "system"}, "builtin engine sends tensors over gRPC"),
         ({"concurrency_search": {"start": 8, "max": 4}}, "start (8) is above max (4)"),
         ({"concurrency_search": {"budget": 100}}, "give metric and budget together"),
         ({"concurrency_search": {"metric": "latency_p77_ms", "budget": 100}}, "unknown metric 'latency_p77_ms'"),
@@ -485,6 +487,27 @@ def test_remeasure_auto_is_a_quarter_of_the_trials(study_dir: Path) -> None:
 )
 def test_bad_load_settings_name_the_field(study_dir: Path, load: dict, message: str) -> None:
     assert message in _error(study_dir, _minimal(load=load))
+
+
+@pytest.mark.parametrize(
+    ("server", "shares"),
+    [
+        ({}, True),
+        ({"launch": "local", "binary": "/bin/true"}, True),
+        ({"launch": "docker", "docker_args": ["--ipc=host"]}, True),
+        ({"launch": "docker"}, False),
+        ({"launch": "remote", "remote": [{"http": "10.0.0.5:8000", "grpc": "10.0.0.5:8001"}]}, False),
+    ],
+)
+def test_shared_memory_needs_a_server_that_shares_the_workers_dev_shm(
+    study_dir: Path, server: dict, shares: bool
+) -> None:
+    data = _minimal(server=server, load={"shared_memory": "system"})
+    if shares:
+        assert load_config(_write(study_dir, data)).load.shared_memory == "system"
+    else:
+        assert "load.shared_memory: system needs the server's /dev/shm" in _error(study_dir, data)
+    assert load_config(_write(study_dir, _minimal(server=server))).load.shared_memory == "none"
 
 
 def test_input_data_file_is_relative_to_the_study_file(study_dir: Path) -> None:

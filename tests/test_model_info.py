@@ -148,3 +148,21 @@ def test_text_detection_input_is_fixed_to_320(text_detection_onnx: Path) -> None
 
     assert info.inputs == (TensorInfo("x", "FP32", (-1, 3, 320, 320)),)
     assert info.outputs[0].shape == (-1, 1, 320, 320)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "region"),
+    [
+        ([TensorInfo("y", "FP32", (-1, 1, 320, 320))], 4 * 320 * 320),  # a free batch counts once
+        ([TensorInfo("label", "INT64", (-1,)), TensorInfo("p", "FP16", (-1, 10))], 20),  # the largest
+        ([TensorInfo("y", "UINT8", (2, 3))], 6),  # a fixed first dimension is the request's
+        ([TensorInfo("y", "FP32", (-1, -1, 16))], "unknown"),  # a free sequence
+        ([TensorInfo("y", "FP32", (-1, 4)), TensorInfo("s", "BYTES", (-1, 1))], "unknown"),  # strings
+    ],
+)
+def test_the_shared_memory_region_of_each_output_fits_the_largest(outputs: list[TensorInfo], region: object) -> None:
+    from tuner.measure import output_region_bytes
+    from tuner.measure._perf_analyzer import UNKNOWN_OUTPUT_BYTES
+
+    info = ModelInfo(inputs=(TensorInfo("x", "FP32", (-1, 4)),), outputs=tuple(outputs))
+    assert output_region_bytes(info) == (UNKNOWN_OUTPUT_BYTES if region == "unknown" else region)

@@ -186,3 +186,25 @@ def test_bad_input_to_the_command_is_exit_2(study: tuple[optuna.Study, Store], t
         assert result.stderr.startswith("error: ") and needle in result.stderr, (args, result.stderr)
     result = tuner_main("verify", "s", "--repeats", "0", "--storage", storage, cwd=tmp_path)
     assert result.returncode == 2 and "--repeats" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("shared_memory", "args"), [("none", None), ("system", "--shared-memory system --output-shared-memory-size 40 ")]
+)
+def test_the_command_to_measure_again_passes_the_tensors_as_the_study_did(
+    tmp_path: Path, digits_onnx: Path, shared_memory: str, args: str | None
+) -> None:
+    from tuner.config import parse_config
+    from tuner.reports._export import perf_analyzer_command
+
+    cfg = parse_config(
+        {
+            "study": "s",
+            "model": {"name": "digits_forest", "path": str(digits_onnx)},
+            "load": {"shared_memory": shared_memory},
+        },
+        tmp_path,
+    )
+    command = perf_analyzer_command(cfg, "digits_forest", 4)
+    assert command.startswith("perf_analyzer -m digits_forest ")
+    assert (args in command) if args else ("--shared-memory" not in command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,17 @@ class TensorInfo:
     def item_shape(self) -> tuple[int, ...]:
         """The shape of one batch item (without the batch dimension)."""
         return self.shape[1:]
+
+    @property
+    def request_bytes(self) -> int | None:
+        """Bytes of this tensor in a request of one item; None where another dimension is free or it holds strings."""
+        if self.dtype == "BYTES" or -1 in self.shape[1:]:
+            return None
+        import numpy as np
+        from tritonclient.utils import triton_to_np_dtype
+
+        elements = math.prod(1 if d == -1 else d for d in self.shape)
+        return elements * np.dtype(triton_to_np_dtype(self.dtype)).itemsize
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,40 @@ def test_the_secret_changes_at_each_start_and_stays_out_of_the_log(
     with other:
         assert other.access is not None and other.access.value != server.access.value
     assert other.access.value not in other.log_path.read_text()
+
+
+def test_perf_analyzer_passes_the_tensors_through_shared_memory_when_asked(
+    served: tuple[EmbeddedServer, Path], tmp_path: Path, digits_onnx: Path
+) -> None:
+    """``load.shared_memory: system``: perf_analyzer registers its regions (a restricted protocol, so with
+    the server's header) and the server reads the requests from them."""
+    import threading
+
+    from tuner.measure import output_region_bytes
+
+    server, _ = served
+    assert server.access is not None
+    size = output_region_bytes(read_model_info(digits_onnx))
+    settings = EngineSettings(
+        window_ms=300, max_windows=4, stability_percentage=50, shared_memory="system", output_bytes=size
+    )
+    http = with_access(triton_http.InferenceServerClient(server.http_url), server.access)
+    regions: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() and not regions:
+            regions.extend(region["name"] for region in http.get_system_shared_memory_status())
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        point = PerfAnalyzer(server.grpc_url, tmp_path / "perf", settings, access=server.access).run("digits_forest", 2)
+    finally:
+        done.set()
+        watcher.join()
+    assert point.throughput > 0
+    assert regions, "perf_analyzer registered no shared memory region"
+    assert http.get_system_shared_memory_status() == [], "perf_analyzer left its regions registered"
+    http.close()

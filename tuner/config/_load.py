@@ -129,8 +129,13 @@ class LoadSettings(_Strict):
     ``concurrency`` is a list of concurrencies to measure, or ``auto`` for the search of
     ``concurrency_search``. ``input_data`` is ``random``, ``zero``, or a ``.npy``/``.npz`` file
     or folder of them with real samples; ``auto`` is random, but zero for integer inputs (ids
-    and indices). A window where other processes used more than ``contamination_cpu_pct`` of a
-    core is measured again up to ``contamination_retries`` times, then kept and flagged.
+    and indices). ``shared_memory: system`` has perf_analyzer pass every request's tensors through
+    system shared memory instead of the wire (``none``, the default): it measures the server as a
+    client on its own host would use it, without the load generator's and the server's cost of
+    sending the tensors over gRPC or HTTP; perf_analyzer only, with a server that shares the
+    worker's ``/dev/shm`` (``server.launch`` embedded or local, or docker with ``--ipc=host``).
+    A window where other processes used more than ``contamination_cpu_pct`` of a core is
+    measured again up to ``contamination_retries`` times, then kept and flagged.
     """
 
     engine: Literal["perf_analyzer", "builtin"] = "perf_analyzer"
@@ -143,6 +148,7 @@ class LoadSettings(_Strict):
     max_windows: Annotated[int, Field(ge=3, le=MAX_WINDOWS)] = 10
     warmup_requests: Annotated[int, Field(ge=0, le=MAX_WARMUP_REQUESTS)] = 4
     protocol: Literal["grpc", "http"] = "grpc"
+    shared_memory: Literal["none", "system"] = "none"
     input_data: Literal["auto", "random", "zero"] | Path = "auto"
     contamination_cpu_pct: Annotated[float, Field(gt=0, le=MAX_CPU_PCT)] = 30.0
     contamination_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = 1
@@ -169,4 +175,8 @@ class LoadSettings(_Strict):
     def _builtin_speaks_grpc(self) -> LoadSettings:
         if self.engine == "builtin" and self.protocol != "grpc":
             raise ValueError("the builtin engine speaks gRPC: leave protocol out or set grpc")
+        if self.engine == "builtin" and self.shared_memory != "none":
+            raise ValueError(
+                "the builtin engine sends tensors over gRPC: leave shared_memory out, or use perf_analyzer"
+            )
         return self

@@ -86,6 +86,11 @@ class ServerSettings(_Strict):
             return self.triton_backend == "onnxruntime"
         return self.launch != "embedded"
 
+    @property
+    def shares_memory(self) -> bool:
+        """True when the server's /dev/shm is the workers' own: a server on their host, outside a private IPC namespace."""
+        return self.launch in ("embedded", "local") or (self.launch == "docker" and "--ipc=host" in self.docker_args)
+
     @field_validator("binary", "backend_directory", "image", "docker_binary", "docker_args", "remote")
     @classmethod
     def _used_by_launch(cls, value: Any, info: ValidationInfo) -> Any:

@@ -119,6 +119,12 @@ class StudyConfig(_Strict):
             raise ValueError(
                 f"workers.count: launch remote runs one worker per server, and server.remote has {servers}"
             )
+        if self.load.shared_memory != "none" and not self.server.shares_memory:
+            raise ValueError(
+                f"load.shared_memory: {self.load.shared_memory} needs the server's /dev/shm to be the load "
+                "generator's: launch embedded or local, or docker with --ipc=host in server.docker_args "
+                f"(launch is {self.server.launch})"
+            )
         transfer = self.search.warm_start
         if isinstance(transfer, Transfer) and self.study in transfer.from_:
             raise ValueError(f"search.warm_start.from: names this study ({self.study!r}); name earlier studies")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tuner.measure._builtin import BuiltinEngine, request_samples
 from tuner.measure._engine import EngineSettings, LoadEngine, Measured, Probe
-from tuner.measure._perf_analyzer import PerfAnalyzer, find_binary, write_input_json
+from tuner.measure._perf_analyzer import PerfAnalyzer, find_binary, output_region_bytes, write_input_json
 from tuner.measure._sweep import SweepPlan, screened_sweep, sweep
 from tuner.measure._usage import GpuReader, UsageMonitor, nvml_reader
 from tuner.measure._warmup import infer_samples, warm_up
@@ -31,6 +31,7 @@ __all__ = [
     "find_binary",
     "infer_samples",
     "nvml_reader",
+    "output_region_bytes",
     "request_samples",
     "screened_sweep",
     "sweep",

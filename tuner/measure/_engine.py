@@ -45,6 +45,9 @@ class EngineSettings:
         input_data: ``random`` or ``zero`` where no real samples are given (random integers
             can be out of range, e.g. token ids).
         screen_window_ms: Length of each of the three windows of a screen (``LoadEngine.screen``).
+        shared_memory: ``none`` (tensors travel in the requests) or ``system`` (perf_analyzer
+            passes them through system shared memory).
+        output_bytes: The shared memory region of each output, in bytes, under ``system``.
     """
 
     engine: str = "perf_analyzer"
@@ -54,6 +57,8 @@ class EngineSettings:
     protocol: str = "grpc"
     input_data: str = "random"
     screen_window_ms: int = 500
+    shared_memory: str = "none"
+    output_bytes: int = 0
 
 
 @dataclass(frozen=True)

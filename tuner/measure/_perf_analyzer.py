@@ -16,6 +16,10 @@ the server answered its requests with an error, the run fails at once with that 
 that dies of a signal (its gRPC client aborts now and then) is run once more, and so is one that
 could not find the model's version: right after a load, the versions a reload replaced retire in
 the background, and perf_analyzer's look at an ensemble's composing models can fall in between.
+
+With ``shared_memory: system`` perf_analyzer registers system shared memory regions with the
+server (a restricted protocol: it sends the server's header) and passes the tensors through them;
+each output's region holds one request's output (``output_region_bytes``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 
 from tuner.errors import MeasurementError
 from tuner.measure._engine import EngineSettings, Measured, Probe, spread_pct
+from tuner.model_info import ModelInfo
 from tuner.trial import LoadPoint
 from tuner.triton import Access, die_with_parent, redact
 
@@ -89,6 +94,17 @@ def library_dir(cache: Path) -> Path:
             tmp.symlink_to(matches[-1])
             tmp.replace(link)
     return cache
+
+
+#: The shared memory region of an output whose size the model does not fix (a free dimension
+#: other than the batch, or strings); a response that does not fit fails the measurement.
+UNKNOWN_OUTPUT_BYTES = 64 << 20
+
+
+def output_region_bytes(model: ModelInfo) -> int:
+    """The bytes each output's shared memory region needs for a request of one item: the largest output's."""
+    known = [size for t in model.outputs if (size := t.request_bytes) is not None]
+    return max(known) if known and len(known) == len(model.outputs) else UNKNOWN_OUTPUT_BYTES
 
 
 def write_input_json(path: Path, requests: list[dict[str, np.ndarray]]) -> Path:
@@ -216,6 +232,13 @@ class PerfAnalyzer:
             "3" if any_three else str(s.max_windows),
         ]
 
+    def _memory_args(self) -> list[str]:
+        """How tensors reach the server: in the requests, or through system shared memory."""
+        s = self.settings
+        if s.shared_memory == "none":
+            return []
+        return ["--shared-memory", s.shared_memory, "--output-shared-memory-size", str(s.output_bytes)]
+
     def _run(self, model: str, concurrency: int, window_ms: int, any_three: bool) -> LoadPoint:
         csv_path = self.workdir / f"perf_{model}_c{concurrency}.csv"
         csv_path.unlink(missing_ok=True)
@@ -237,6 +260,7 @@ class PerfAnalyzer:
             "-f",
             str(csv_path),
             "--verbose-csv",
+            *self._memory_args(),
         ]
         if self.access is not None:
             cmd += self.access.perf_analyzer_args(self.settings.protocol)

@@ -28,6 +28,7 @@ import optuna
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.measure import output_region_bytes
 from tuner.model import RepositoryModel, StudyModel, build_variant, open_model, validation_inputs
 from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
@@ -252,11 +253,18 @@ def perf_analyzer_command(cfg: StudyConfig, model: str, concurrency: int) -> str
         data = "samples.json"
     elif data == "auto":  # random integers would be out of range for ids and indices
         data = "zero" if any(t.dtype not in ("FP16", "FP32", "FP64") for t in cfg.model.inputs) else "random"
+    memory = getattr(load, "shared_memory", "none")
+    if memory != "none":
+        memory_args = (
+            f"--shared-memory {memory} --output-shared-memory-size {output_region_bytes(open_model(cfg.model).info)} "
+        )
+    else:
+        memory_args = ""
     return (
         f"perf_analyzer -m {model} -u 127.0.0.1:{port} -i {load.protocol} "
         f"--concurrency-range {concurrency}:{concurrency} --input-data {data} "
         f"--measurement-interval {load.measurement_window_ms} --stability-percentage {load.stability_percentage:g} "
-        f"--max-trials {load.max_windows} --verbose-csv -f perf.csv"
+        f"--max-trials {load.max_windows} {memory_args}--verbose-csv -f perf.csv"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tuner.config import StudyConfig
-from tuner.measure import EngineSettings, SweepPlan
+from tuner.measure import EngineSettings, SweepPlan, output_region_bytes
 from tuner.model import load_samples
 from tuner.model_info import ModelInfo
 
@@ -49,6 +49,8 @@ def engine_settings(cfg: StudyConfig, model: ModelInfo) -> EngineSettings:
         protocol=load.protocol,
         input_data=input_data,
         screen_window_ms=screen_window_ms(load.measurement_window_ms),
+        shared_memory=load.shared_memory,
+        output_bytes=output_region_bytes(model) if load.shared_memory != "none" else 0,
     )
 
 
