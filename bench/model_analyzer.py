@@ -1,6 +1,7 @@
 """Triton Model Analyzer's brute search against the tuner: same model, machine, budget and wall time.
 
     python bench/model_analyzer.py --model-analyzer /tmp/ma/bin/model-analyzer [--max-p99-ms 100]
+        [--shared-memory none|system]
 
 Model Analyzer pins a newer tritonclient than the tuner, so it lives in an environment of its own:
 ``python -m venv /tmp/ma && /tmp/ma/bin/pip install triton-model-analyzer==1.58.0``. Three parts run
@@ -19,6 +20,10 @@ one after the other, so run nothing else meanwhile:
 3. **Raw ONNX Runtime**, without Triton: every precision x provider whose accuracy drop is within
    the study's bound, in sessions x threads that fit the machine's cores and batches of 1-8, each
    session driven by its own thread: the ceiling any server config could come near.
+
+``--shared-memory system`` has both sides' perf_analyzer pass the tensors through system shared
+memory (the tuner's ``load.shared_memory``, Model Analyzer's ``perf_analyzer_flags``), as raw
+ONNX Runtime passes none.
 
 Prints each side's best feasible throughput, when it was first measured, and the tuner's best
 against the ceiling, and adds the run to the ``runs`` of ``--out``. ``--skip-model-analyzer`` takes
@@ -46,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tuner.config import load_config
-from tuner.measure._perf_analyzer import find_binary, library_dir
+from tuner.measure._perf_analyzer import find_binary, library_dir, output_region_bytes
 from tuner.model import build_variant, compare, reference_outputs, validation_inputs
 from tuner.model_info import read_model_info
 from tuner.storage import Store
@@ -71,13 +76,24 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tuner-model-analyzer"))
     parser.add_argument("--skip-model-analyzer", action="store_true", help="take its side from --out")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model_analyzer.json")
+    parser.add_argument(
+        "--shared-memory",
+        choices=("none", "system"),
+        default="none",
+        help="how both sides' perf_analyzer passes the tensors (the tuner's load.shared_memory)",
+    )
     args = parser.parse_args()
     cfg = load_config(STUDY_FILE)
     constraints = dict(cfg.constraints)
     constraints["latency_p99_ms"] = constraints["latency_p99_ms"].model_copy(update={"max": args.max_p99_ms})
-    cfg = cfg.model_copy(update={"constraints": constraints})
+    load = cfg.load.model_copy(update={"shared_memory": args.shared_memory})
+    cfg = cfg.model_copy(update={"constraints": constraints, "load": load})
     runs = json.loads(args.out.read_text())["runs"] if args.out.is_file() else []
-    result: dict[str, Any] = {"machine": _machine(), "max_p99_ms": args.max_p99_ms}
+    result: dict[str, Any] = {
+        "machine": _machine(),
+        "max_p99_ms": args.max_p99_ms,
+        "shared_memory": args.shared_memory,
+    }
     if args.skip_model_analyzer:
         result["model_analyzer"] = runs[-1]["model_analyzer"]
     else:
@@ -164,6 +180,11 @@ def _ma_setup(cfg: Any, workdir: Path, max_p99_ms: float) -> Path:
         "constraints": {"perf_latency_p99": {"max": max_p99_ms}},
         "objectives": ["perf_throughput"],
     }
+    if cfg.load.shared_memory != "none":
+        settings["perf_analyzer_flags"] = {
+            "shared-memory": cfg.load.shared_memory,
+            "output-shared-memory-size": output_region_bytes(info),
+        }
     path = workdir / "model_analyzer.yaml"
     path.write_text(json.dumps(settings, indent=1))  # JSON is YAML
     return path

@@ -253,13 +253,10 @@ def perf_analyzer_command(cfg: StudyConfig, model: str, concurrency: int) -> str
         data = "samples.json"
     elif data == "auto":  # random integers would be out of range for ids and indices
         data = "zero" if any(t.dtype not in ("FP16", "FP32", "FP64") for t in cfg.model.inputs) else "random"
-    memory = getattr(load, "shared_memory", "none")
-    if memory != "none":
-        memory_args = (
-            f"--shared-memory {memory} --output-shared-memory-size {output_region_bytes(open_model(cfg.model).info)} "
-        )
-    else:
-        memory_args = ""
+    memory, memory_args = getattr(load, "shared_memory", "none"), ""
+    if memory != "none":  # each output's region sized as the study's workers sized it
+        region = output_region_bytes(open_model(cfg.model).info)
+        memory_args = f"--shared-memory {memory} --output-shared-memory-size {region} "
     return (
         f"perf_analyzer -m {model} -u 127.0.0.1:{port} -i {load.protocol} "
         f"--concurrency-range {concurrency}:{concurrency} --input-data {data} "
