@@ -213,13 +213,20 @@ def test_perf_analyzer_passes_the_tensors_through_shared_memory_when_asked(
     settings = EngineSettings(
         window_ms=300, max_windows=4, stability_percentage=50, shared_memory="system", output_bytes=size
     )
-    http = with_access(triton_http.InferenceServerClient(server.http_url), server.access)
     regions: list[str] = []
     done = threading.Event()
 
+    def status() -> list[dict]:
+        # a client of its own in each thread: the HTTP client's gevent hub belongs to the thread that made it
+        http = with_access(triton_http.InferenceServerClient(server.http_url), server.access)
+        try:
+            return http.get_system_shared_memory_status()
+        finally:
+            http.close()
+
     def watch() -> None:
         while not done.is_set() and not regions:
-            regions.extend(region["name"] for region in http.get_system_shared_memory_status())
+            regions.extend(region["name"] for region in status())
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch)
@@ -231,5 +238,4 @@ def test_perf_analyzer_passes_the_tensors_through_shared_memory_when_asked(
         watcher.join()
     assert point.throughput > 0
     assert regions, "perf_analyzer registered no shared memory region"
-    assert http.get_system_shared_memory_status() == [], "perf_analyzer left its regions registered"
-    http.close()
+    assert status() == [], "perf_analyzer left its regions registered"
