@@ -57,11 +57,16 @@ class TensorInfo:
         """Bytes of this tensor in a request of one item; None where another dimension is free or it holds strings."""
         if self.dtype == "BYTES" or -1 in self.shape[1:]:
             return None
-        import numpy as np
-        from tritonclient.utils import triton_to_np_dtype
+        return tensor_bytes(self.dtype, self.shape)
 
-        elements = math.prod(1 if d == -1 else d for d in self.shape)
-        return elements * np.dtype(triton_to_np_dtype(self.dtype)).itemsize
+
+def tensor_bytes(dtype: str, shape: Sequence[int]) -> int:
+    """Bytes of a ``dtype`` tensor of ``shape``, each free dimension (-1) counted once."""
+    import numpy as np
+    from tritonclient.utils import triton_to_np_dtype
+
+    elements = math.prod(1 if d == -1 else d for d in shape)
+    return elements * np.dtype(triton_to_np_dtype(dtype)).itemsize
 
 
 @dataclass(frozen=True)

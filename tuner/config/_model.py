@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,7 +15,7 @@ from pydantic import (
 
 from tuner.config._base import _resolve, _Strict, _valid_name
 from tuner.config._limits import MAX_INPUTS, MAX_RANK, MAX_REQUEST_BYTES, MAX_STEPS
-from tuner.model_info import TRITON_DTYPES
+from tuner.model_info import TRITON_DTYPES, tensor_bytes
 
 
 class TensorSpec(_Strict):
@@ -29,11 +28,7 @@ class TensorSpec(_Strict):
     @property
     def sample_bytes(self) -> int:
         """Bytes of one sample of this input (a free batch dimension counts once)."""
-        import numpy as np
-        from tritonclient.utils import triton_to_np_dtype
-
-        elements = math.prod(1 if d == -1 else d for d in self.shape)
-        return elements * np.dtype(triton_to_np_dtype(self.dtype)).itemsize
+        return tensor_bytes(self.dtype, self.shape)
 
     @field_validator("dtype")
     @classmethod
