@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from tuner.measure._builtin import BuiltinEngine, request_samples
 from tuner.measure._engine import EngineSettings, LoadEngine, Measured, Probe
-from tuner.measure._perf_analyzer import PerfAnalyzer, find_binary, output_region_bytes, write_input_json
+from tuner.measure._perf_analyzer import (
+    PerfAnalyzer,
+    find_binary,
+    output_region_bytes,
+    shared_memory_args,
+    write_input_json,
+)
 from tuner.measure._sweep import SweepPlan, screened_sweep, sweep
 from tuner.measure._usage import GpuReader, UsageMonitor, nvml_reader
 from tuner.measure._warmup import infer_samples, warm_up
@@ -34,6 +40,7 @@ __all__ = [
     "output_region_bytes",
     "request_samples",
     "screened_sweep",
+    "shared_memory_args",
     "sweep",
     "warm_up",
     "write_input_json",

@@ -107,6 +107,14 @@ def output_region_bytes(model: ModelInfo) -> int:
     return max(known) if known and len(known) == len(model.outputs) else UNKNOWN_OUTPUT_BYTES
 
 
+def shared_memory_args(mode: str, output_bytes: int) -> list[str]:
+    """perf_analyzer's options for how the tensors reach the server: none where they travel in the
+    requests, else the shared memory kind and each output's region."""
+    if mode == "none":
+        return []
+    return ["--shared-memory", mode, "--output-shared-memory-size", str(output_bytes)]
+
+
 def write_input_json(path: Path, requests: list[dict[str, np.ndarray]]) -> Path:
     """perf_analyzer's ``--input-data`` JSON of real samples, one entry per request (base64)."""
     data = [
@@ -232,13 +240,6 @@ class PerfAnalyzer:
             "3" if any_three else str(s.max_windows),
         ]
 
-    def _memory_args(self) -> list[str]:
-        """How tensors reach the server: in the requests, or through system shared memory."""
-        s = self.settings
-        if s.shared_memory == "none":
-            return []
-        return ["--shared-memory", s.shared_memory, "--output-shared-memory-size", str(s.output_bytes)]
-
     def _run(self, model: str, concurrency: int, window_ms: int, any_three: bool) -> LoadPoint:
         csv_path = self.workdir / f"perf_{model}_c{concurrency}.csv"
         csv_path.unlink(missing_ok=True)
@@ -260,7 +261,7 @@ class PerfAnalyzer:
             "-f",
             str(csv_path),
             "--verbose-csv",
-            *self._memory_args(),
+            *shared_memory_args(self.settings.shared_memory, self.settings.output_bytes),
         ]
         if self.access is not None:
             cmd += self.access.perf_analyzer_args(self.settings.protocol)

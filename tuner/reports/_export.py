@@ -28,7 +28,7 @@ import optuna
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.measure import output_region_bytes
+from tuner.measure import output_region_bytes, shared_memory_args
 from tuner.model import RepositoryModel, StudyModel, build_variant, open_model, validation_inputs
 from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
@@ -253,10 +253,10 @@ def perf_analyzer_command(cfg: StudyConfig, model: str, concurrency: int) -> str
         data = "samples.json"
     elif data == "auto":  # random integers would be out of range for ids and indices
         data = "zero" if any(t.dtype not in ("FP16", "FP32", "FP64") for t in cfg.model.inputs) else "random"
-    memory, memory_args = getattr(load, "shared_memory", "none"), ""
-    if memory != "none":  # each output's region sized as the study's workers sized it
-        region = output_region_bytes(open_model(cfg.model).info)
-        memory_args = f"--shared-memory {memory} --output-shared-memory-size {region} "
+    memory = getattr(load, "shared_memory", "none")
+    # each output's region sized as the study's workers sized it
+    region = output_region_bytes(open_model(cfg.model).info) if memory != "none" else 0
+    memory_args = "".join(f"{arg} " for arg in shared_memory_args(memory, region))
     return (
         f"perf_analyzer -m {model} -u 127.0.0.1:{port} -i {load.protocol} "
         f"--concurrency-range {concurrency}:{concurrency} --input-data {data} "
