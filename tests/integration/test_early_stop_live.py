@@ -18,8 +18,11 @@ def test_a_config_far_over_a_tiny_budget_stops_after_its_screen(tmp_path: Path, 
                                                      "instance_count": [1, 2]}}
     data["workers"] = {"backend": "local"}
     data["constraints"] = {"latency_p99_ms": {"max": 0.001}}  # no config answers in a microsecond
-    # other test processes' CPU use must not veto the screen (a contaminated screen stops nothing)
-    data["load"] = QUICK_LOAD | {"engine": "builtin", "early_stop": {"enabled": True}, "contamination_cpu_pct": 10000}
+    # other test processes' CPU use must not veto the screen (a contaminated screen stops nothing); windows
+    # of 1 s (screens of 250 ms) keep the measuring apart from the snapshots' waits, which a busy machine stretches
+    data["load"] = QUICK_LOAD | {
+        "engine": "builtin", "early_stop": {"enabled": True}, "contamination_cpu_pct": 10000, "measurement_window_ms": 1000,
+    }
     cfg = parse_config(data, tmp_path)
 
     summary = StudyRunner(cfg, Store(cfg.storage)).run()
