@@ -140,6 +140,20 @@ def test_a_saturated_load_generator_makes_the_throughput_a_floor() -> None:
     assert "loadgen_saturated" not in _rules(_explain(entry))
 
 
+def test_a_load_generator_beside_the_server_is_named_with_its_share_of_the_cpu() -> None:
+    # the builtin engine's loop beside the server on this 2-core machine: 56% of a core against the server's 75%
+    entry = _entry("study digits-loadgen (digits_forest), trial 0")
+    server, loadgen = entry["metrics"]["server_cpu_pct"], entry["metrics"]["loadgen_cpu_pct"]
+
+    text = _text(_explain(entry), "loadgen_share")
+
+    assert f"took {loadgen / (server + loadgen):.0%} of the CPU" in text and "load.shared_memory: system" in text
+    assert "loadgen_share" not in _rules(_explain(entry, loadgen_cpu_pct=server / 20))  # a twentieth: not worth a word
+    assert "loadgen_share" not in _rules(_explain(entry, server_cpu_pct=0.0))  # the server is on another machine
+    saturated = _rules(_explain(entry, loadgen_saturated=True))
+    assert "loadgen_saturated" in saturated and "loadgen_share" not in saturated
+
+
 @pytest.mark.parametrize("entry", _DATA, ids=[e["source"] for e in _DATA])
 def test_every_stored_trial_reads_through_explain_trial(entry: dict[str, Any]) -> None:
     """explain_trial on the stored form gives what explain gives on the parts."""

@@ -18,6 +18,7 @@ concurrency (batch sizes formed), the config measured and the study's constraint
     saturated         more concurrency only queued: throughput flat while p99 grew
     inconsistent      throughput and latency disagree (concurrency / mean latency): the window was disturbed
     loadgen_saturated the load generator used its cores up: the throughput is a floor, not the server's limit
+    loadgen_share     the load generator took a good share of the CPU on the server's own machine
     contaminated      other processes used the CPU during the window
     unstable          perf_analyzer's windows never agreed
     accuracy          the variant's answers moved from the FP32 model's
@@ -55,6 +56,9 @@ SINGLE_BATCH = 1.1
 CONSISTENT_RATIO = (0.5, 1.5)
 #: Other processes' CPU (percent of one core) that makes a window suspect, where the monitor did not flag it.
 OTHER_CPU_PCT = 25.0
+#: The load generator's share of the CPU it and the server used, on one machine, worth a word: from a
+#: tenth on, a config is rated that much below what a client elsewhere would see of it.
+LOADGEN_SHARE = 0.1
 
 _NAMES = {
     "latency_p99_ms": "p99 latency",
@@ -385,6 +389,19 @@ def _trust(point: LoadPoint, curve: Sequence[LoadPoint]) -> list[Explanation]:
                 "loadgen_saturated",
                 f"The load generator used its cores up ({point.loadgen_cpu_pct:.0f}% CPU): {point.throughput:.4g} "
                 "infer/s is a floor, not the server's limit. Give perf_analyzer more cores or another machine.",
+            )
+        )
+    elif point.server_cpu_pct > 0 and point.loadgen_cpu_pct >= LOADGEN_SHARE * (
+        point.server_cpu_pct + point.loadgen_cpu_pct
+    ):  # the server's CPU is seen: the load generator ran on its machine
+        share = point.loadgen_cpu_pct / (point.server_cpu_pct + point.loadgen_cpu_pct)
+        found.append(
+            Explanation(
+                "loadgen_share",
+                f"The load generator ran beside the server and took {share:.0%} of the CPU the two used "
+                f"({point.loadgen_cpu_pct:.0f}% against the server's {point.server_cpu_pct:.0f}%): where the "
+                "cores are all busy, the throughput is up to that much below what a client on another machine would see. "
+                "Tensors sent through shared memory (load.shared_memory: system) cost the load generator less.",
             )
         )
     if point.contaminated or point.other_cpu_pct >= OTHER_CPU_PCT:
