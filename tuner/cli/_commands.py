@@ -1,5 +1,8 @@
 """The `tuner` command line.
 
+Each command imports the parts it uses when it runs: ``tuner --help`` and a usage error load
+only typer and rich.
+
 Every TunerError becomes a one-line message on stderr and the exit code of its kind
 (``tuner.errors.ExitCode``): 2 for the user's input (as for a usage error), 3 for the environment.
 Ctrl-C exits with 130 and SIGTERM with 143, both after the study has been left intact (trials in
@@ -15,23 +18,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from tuner.cli import _display as display
-from tuner.config import StudyConfig, load_config, resolve_storage
 from tuner.errors import ConfigError, ExitCode, TunerError
-from tuner.measure import find_binary
-from tuner.model import DEFAULT_MODELS, prepare
-from tuner.reports import record, study_document, verify_study
-from tuner.storage import Store, StudyLease, live_driver, read_study, redact_url
-from tuner.study import StudyPlan, StudyRunner, config_results, default_result, plan_study, recommend
-from tuner.triton import check_launch, port_is_free
+
+if TYPE_CHECKING:
+    from tuner.config import StudyConfig
+    from tuner.study import StudyPlan
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Autotuner for Triton Inference Server configs.")
 models_app = typer.Typer(no_args_is_help=True, help="The bundled real models.")
@@ -51,15 +47,22 @@ StorageOption = Annotated[
 
 
 def _storage_url(option: str | None) -> str:
+    from tuner.config import resolve_storage
+
     return resolve_storage(option or os.environ.get("TUNER_STORAGE") or DEFAULT_STORAGE, Path.cwd())
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the tuner does.")] = False) -> None:
+def _main(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the tuner does.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if set(sys.argv[1:]) & set(ctx.help_option_names):  # a command's help: nothing runs, no library to quiet
+        return
     import warnings
 
     import optuna
@@ -94,6 +97,11 @@ def optimize(
     ] = None,
 ) -> None:
     """Run (or continue) a study: measure configs on a real Triton server until the budget is spent."""
+    from tuner.cli import _display as display
+    from tuner.config import load_config, resolve_storage
+    from tuner.storage import Store, StudyLease, redact_url
+    from tuner.study import StudyRunner
+
     cfg = load_config(study_file)
     updates: dict[str, object] = {}
     storage = storage or os.environ.get("TUNER_STORAGE")  # where a password can be kept off files and argv
@@ -139,12 +147,18 @@ def optimize(
 
 
 def _print_notes(plan: StudyPlan) -> None:
+    from tuner.cli import _display as display
+
     for note in plan.notes:
         display.console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _preflight(cfg: StudyConfig) -> StudyPlan:
     """Checks what would otherwise fail after things have started; the study's plan, for its run."""
+    from tuner.measure import find_binary
+    from tuner.study import plan_study
+    from tuner.triton import check_launch, port_is_free
+
     for field in ("http_port", "grpc_port", "metrics_port"):
         port = getattr(cfg.server, field)
         if port is not None and not port_is_free(port, cfg.server.address):
@@ -159,6 +173,11 @@ def _preflight(cfg: StudyConfig) -> StudyPlan:
 def studies(storage: StorageOption = None) -> None:
     """List the studies in a storage."""
     import optuna
+    from optuna.trial import TrialState
+    from rich.table import Table
+
+    from tuner.cli import _display as display
+    from tuner.storage import Store
 
     store = Store(_storage_url(storage), must_exist=True)
     summaries = optuna.get_all_study_summaries(store.optuna, include_best_trial=False)
@@ -192,6 +211,11 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Print a study's configs (each judged by the median of its loads) and the recommendation, or one trial in full."""
+    from tuner.cli import _display as display
+    from tuner.reports import study_document
+    from tuner.storage import Store, read_study
+    from tuner.study import config_results, default_result, recommend
+
     store = Store(_storage_url(storage), must_exist=True)
     stored = read_study(store.load_study(study_name), store)
     document = study_document(stored)
@@ -232,6 +256,9 @@ def models_prepare(
     force: Annotated[bool, typer.Option("--force", help="Build again even where the file exists.")] = False,
 ) -> None:
     """Write the bundled models' ONNX files into the model repository."""
+    from tuner.cli import _display as display
+    from tuner.model import DEFAULT_MODELS, prepare
+
     for name in names or DEFAULT_MODELS:
         path = prepare(name, repository, force=force)
         display.console.print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
@@ -252,7 +279,10 @@ def landscape_record(
     The recording is a grid study in the storage: running the command again measures only
     the configs still missing, then writes the whole file.
     """
-    from tuner.study import record_landscape, recording_config
+    from tuner.cli import _display as display
+    from tuner.config import load_config, resolve_storage
+    from tuner.storage import Store, StudyLease, redact_url
+    from tuner.study import StudyRunner, record_landscape, recording_config
 
     cfg = load_config(study_file)
     if storage:
@@ -288,7 +318,9 @@ def report_command(
     fmt: Annotated[str, typer.Option("--format", help="html: one self-contained page; png: the main charts.")] = "html",
 ) -> None:
     """Write a study's report: Pareto front, curves, time breakdown, batches, CPU/GPU, accuracy, importances."""
+    from tuner.cli import _display as display
     from tuner.reports import gather
+    from tuner.storage import Store
 
     if fmt not in ("html", "png"):
         raise ConfigError(f"--format: {fmt!r} is not one of html, png")
@@ -316,7 +348,9 @@ def export_command(
     ] = None,
 ) -> None:
     """Write a deployable model repository of a trial [default: the recommended one], with a README."""
+    from tuner.cli import _display as display
     from tuner.reports import export_trial
+    from tuner.storage import Store
 
     if trial is not None and max_p99_ms is not None:
         raise ConfigError("--trial and --max-p99-ms: give one of them")
@@ -340,7 +374,9 @@ def compare_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Two studies' Pareto fronts and recommendations side by side (CPU against GPU, before and after)."""
+    from tuner.cli import _display as display
     from tuner.reports import comparison, comparison_json, gather
+    from tuner.storage import Store
 
     store_a = Store(_storage_url(storage), must_exist=True)
     store_b = Store(_storage_url(storage_b), must_exist=True) if storage_b else store_a
@@ -361,6 +397,7 @@ def api(
 ) -> None:
     """Serve the REST API on a storage (settings: $TUNER_API_TOKEN, $TUNER_API_READ_TOKEN_REQUIRED, ...)."""
     from api import ApiSettings, serve
+    from tuner.triton import port_is_free
 
     if ":" not in host and not port_is_free(port, host):  # IPv6 addresses: left to uvicorn
         raise ConfigError(f"--port: port {port} is already in use on {host}")
@@ -375,6 +412,8 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on a storage, with each study's metric names set."""
     from api.dashboard import serve_dashboard
+    from tuner.storage import Store
+    from tuner.triton import port_is_free
 
     if ":" not in host and not port_is_free(port, host):
         raise ConfigError(f"--port: port {port} is already in use on {host}")
@@ -395,6 +434,12 @@ def verify_command(
     config's interval or within 10% of its stored median); 1: it does not; 2: bad input; 3: the
     server, perf_analyzer or the storage failed.
     """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from tuner.cli import _display as display
+    from tuner.reports import record, verify_study
+    from tuner.storage import Store, live_driver
+
     store = Store(_storage_url(storage), must_exist=True)
     study = store.load_study(study_name)
     driver = live_driver(store, study_name)
