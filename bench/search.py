@@ -37,7 +37,8 @@ the redrawn landscapes show how it fares on landscapes like it.
 With --loo, the search defaults are judged by leave-one-landscape-out: the candidates
 (``CANDIDATES``: bo with its one-hot or structured surrogate, ``tuner.samplers._bo.SURROGATES``, the one-hot one
 also with its variants measured first (``tuner.samplers._bo.VARIANTS_FIRST``), with those and each
-throughput's measured noise (``tuner.samplers._bo.MEASURED_NOISE``), and TPE, each
+throughput's measured noise (``tuner.samplers._bo.MEASURED_NOISE``), with those and the warm start's changes
+two at a time (``tuner.samplers._registry.WARM_START_DESIGN``), and TPE, each
 with its default startup trials, warm-started or cold; bo's 2 and 8 and TPE's 4 and 16 startup trials
 are left out to keep the replays short: of them, the five-landscape run of 2026-12-05 chose only bo with 2,
 cold, with minilm held out) and the baselines
@@ -80,7 +81,7 @@ from optuna._hypervolume import compute_hypervolume
 
 from tuner.config import StudyConfig
 from tuner.replay import Landscape, leave_one_out, replay_config, trials_score
-from tuner.samplers import DEFAULT_STARTUP, _bo
+from tuner.samplers import DEFAULT_STARTUP, _bo, _registry
 from tuner.storage import TrialRecord
 from tuner.study import StudyRunner
 from tuner.study._record import recording_machine
@@ -104,6 +105,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-spread-cold": {"sampler": "bo", "spread": True, "warm_start": False},
     "bo-no-noise": {"sampler": "bo", "measured_noise": False},
     "bo-no-noise-cold": {"sampler": "bo", "measured_noise": False, "warm_start": False},
+    "bo-single": {"sampler": "bo", "warm_start_design": "single"},
     "bo-forest": {"sampler": "bo", "surrogate": "forest"},
     "bo-forest-cold": {"sampler": "bo", "surrogate": "forest", "warm_start": False},
     "bo-forest-mixed": {"sampler": "bo", "surrogate": "forest", "variants_first": False},
@@ -118,10 +120,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grid": {"sampler": "grid"},
     "quick": {"sampler": "quick"},
 }
-#: Variant settings that are the bo sampler's module defaults (tuner.samplers._bo), not study settings.
+#: Variant settings that are module defaults of the samplers (tuner.samplers._bo, tuner.samplers._registry),
+#: not study settings: the module and the name of each.
 BO_DEFAULTS = {
-    "surrogate": "DEFAULT_SURROGATE", "variants_first": "VARIANTS_FIRST", "per_second": "PER_SECOND",
-    "spread": "SPREAD_STARTUP", "measured_noise": "MEASURED_NOISE",
+    "surrogate": (_bo, "DEFAULT_SURROGATE"), "variants_first": (_bo, "VARIANTS_FIRST"),
+    "per_second": (_bo, "PER_SECOND"), "spread": (_bo, "SPREAD_STARTUP"), "measured_noise": (_bo, "MEASURED_NOISE"),
+    "warm_start_design": (_registry, "WARM_START_DESIGN"),
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -150,6 +154,11 @@ for _warm in (True, False):
         "sampler": "bo", "n_startup_trials": 4, "warm_start": _warm, "variants_first": True, "spread": False,
         "measured_noise": True,
     }
+# The warm start's changes two at a time (tuner.samplers._registry.WARM_START_DESIGN): warm only.
+CANDIDATES["bo-variants-noise-pairs-startup4"] = {
+    "sampler": "bo", "n_startup_trials": 4, "warm_start": True, "variants_first": True, "spread": False,
+    "measured_noise": True, "warm_start_design": "pairs",
+}
 #: What --loo sets the chosen defaults against, with the start (cold or warm) of their row.
 BASELINES = {"grid": "cold", "random": "cold", "tpe-cold": "cold", "tpe": "warm"}
 
@@ -245,14 +254,14 @@ def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, la
     # the bo sampler's model and its order of variants are defaults of the sampler, not study settings:
     # a variant may swap them
     swapped = {BO_DEFAULTS[k]: v for k, v in variant.items() if k in BO_DEFAULTS}
-    before = {name: getattr(_bo, name) for name in swapped}
+    before = {(module, name): getattr(module, name) for module, name in swapped}
     try:
-        for name, value in swapped.items():
-            setattr(_bo, name, value)
+        for (module, name), value in swapped.items():
+            setattr(module, name, value)
         summary = StudyRunner(run_cfg, MemoryStore()).run()  # type: ignore[arg-type]
     finally:
-        for name, value in before.items():
-            setattr(_bo, name, value)
+        for (module, name), value in before.items():
+            setattr(module, name, value)
     rows = []
     for trial in summary.stored.trials:
         rows.append({

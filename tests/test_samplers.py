@@ -382,12 +382,40 @@ def test_initial_params_start_with_the_default_then_known_good_configs() -> None
     first = samplers.initial_params("tpe", space)
 
     assert first[0] == space.default_params()
-    assert first[1]["instance_count"] == 2
-    assert first[2]["dynamic_batching"] is True
+    assert first[1:] == samplers.warm_start_params(space)
+    assert any(p["instance_count"] == 2 for p in first) and any(p["dynamic_batching"] for p in first)
     assert any(p.get("accelerator") == "openvino" for p in first)
-    assert len({space.key_of(p) for p in first}) == len(first)
+    assert len({space.key_of(p) for p in first}) == len(first) == 4
     assert samplers.initial_params("tpe", space, warm_start=False) == [space.default_params()]
     assert samplers.initial_params("quick", space) == [space.default_params()]
+
+
+def test_paired_warm_start_puts_each_two_changes_together() -> None:
+    space = _space()
+    default = space.default_params()
+
+    first = samplers.warm_start_params(space, "pairs")
+
+    changed = [
+        (p["instance_count"] != default["instance_count"], p["dynamic_batching"], p["accelerator"] == "openvino")
+        for p in first
+    ]
+    # each of the three changes with each other one: with the default config, every change is on in two
+    # configs and off in two
+    assert sorted(changed) == sorted([(True, True, False), (True, False, True), (False, True, True)])
+    assert all(p["max_batch_size"] == 8 for p in first if p["dynamic_batching"])
+
+
+def test_paired_warm_start_without_an_accelerator_to_choose_is_both_changes_alone_and_together() -> None:
+    space = _space(max_batch_size=[1, 4, 8], dynamic_batching=[False, True], instance_count=[1, 2])
+
+    first = samplers.warm_start_params(space, "pairs")
+
+    assert [(p["instance_count"], p["dynamic_batching"]) for p in first] == [(2, False), (1, True), (2, True)]
+    single = samplers.warm_start_params(space, "single")
+    assert [(p["instance_count"], p["dynamic_batching"]) for p in single] == [(2, False), (1, True)]
+    with pytest.raises(ValueError, match="unknown warm-start design"):
+        samplers.warm_start_params(space, "all")
 
 
 def test_seeds_take_the_place_of_the_known_good_configs() -> None:

@@ -4,9 +4,10 @@ Constraints reach Optuna's samplers through ``Trial.set_constraint`` (Optuna 5),
 sampler that can use them does, and ``study.best_trials`` is the feasible Pareto front
 whatever the sampler.
 
-The defaults here (``bo``, started with the default config and three known-good ones, the
-model used from the fifth trial on) were chosen by leave-one-landscape-out over seven recorded
-landscapes, each judged only on landscapes that did not choose it (docs/benchmarks.md).
+The defaults here (``bo``, started with the default config and three configs that each make two
+of the changes the rules of thumb name, the model used from the fifth trial on) were chosen by
+leave-one-landscape-out over seven recorded landscapes, each judged only on landscapes that did
+not choose it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -135,22 +136,41 @@ def initial_params(
     return list(unique.values())
 
 
-def warm_start_params(space: Space) -> list[dict[str, Any]]:
+#: How the warm start's known-good changes are put together (``warm_start_params``): ``single``, each
+#: change on its own; ``pairs``, each two of them together.
+WARM_START_DESIGNS = ("single", "pairs")
+WARM_START_DESIGN = "pairs"
+
+
+def warm_start_params(space: Space, design: str | None = None) -> list[dict[str, Any]]:
     """A few configs that are often good, each moved into the space.
 
-    One instance per core (no batching); dynamic batching at a larger batch with a short
-    queue delay; and the fastest accelerator the space offers (TensorRT on a GPU, else
-    OpenVINO) with one instance using every core. They differ from the default config in
-    the knobs that matter most on CPU and GPU alike (docs/benchmarks.md), so a model of the
-    results learns early which direction pays.
+    The changes from the default config that the documented rules of thumb name: one instance
+    per core (no batching); dynamic batching at a larger batch with a short queue delay; and the
+    fastest accelerator the space offers (TensorRT on a GPU, else OpenVINO) with one instance
+    using every core. They are the knobs that matter most on CPU and GPU alike (docs/benchmarks.md).
+
+    ``design`` (None takes ``WARM_START_DESIGN``) says how they are put together: ``single``, each
+    change on its own; ``pairs``, each two changes together (with the default config, a half of the
+    three changes' 2 x 2 x 2 design: every change is on in two configs and off in two, so a model
+    of the results learns each one's direction as well as from single changes, and sees every two
+    together). A change the space cannot make (no accelerator to choose) drops out, and configs
+    that come out alike are given once.
     """
-    configs: list[dict[str, Any]] = [
+    design = design or WARM_START_DESIGN
+    if design not in WARM_START_DESIGNS:
+        raise ValueError(f"unknown warm-start design {design!r}; valid: {', '.join(WARM_START_DESIGNS)}")
+    changes: list[dict[str, Any]] = [
         {"instance_count": space.worker_cores if space.kind is InstanceKind.CPU else 2},
         {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": 1000},
     ]
     accelerators = space.values("accelerator") if "accelerator" in space.distributions else []
     for accelerator in ("tensorrt", "openvino"):
         if accelerator in accelerators:
-            configs.append({"accelerator": accelerator})
+            changes.append({"accelerator": accelerator})
             break
-    return [space.params_near(wanted) for wanted in configs]
+    if design == "pairs" and len(changes) > 2:
+        changes = [{**a, **b} for i, a in enumerate(changes) for b in changes[i + 1 :]]
+    elif design == "pairs":
+        changes = [*changes, {**changes[0], **changes[1]}]
+    return [space.params_near(wanted) for wanted in changes]
