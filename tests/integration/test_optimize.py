@@ -50,7 +50,7 @@ def test_the_default_sampler_models_real_measurements(tmp_path: Path, digits_onn
     path = study_file(tmp_path, digits_onnx, name="default-sampler")
     data = yaml.safe_load(path.read_text())
     del data["search"]["sampler"]  # the default: bo
-    data["search"]["n_trials"] = 4
+    data["search"]["n_trials"] = 5
     path.write_text(yaml.safe_dump(data))
 
     result = run_tuner("optimize", path, cwd=tmp_path)
@@ -59,12 +59,13 @@ def test_the_default_sampler_models_real_measurements(tmp_path: Path, digits_onn
     assert "sampler bo" in result.stdout and "recommended: trial" in result.stdout
     assert "Pareto front" in result.stdout
     study = load(tmp_path, "default-sampler")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
-    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 4  # a new config each trial
-    # the default and two known-good configs (the space has no accelerator to choose), then the sampler's
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 5  # a new config each trial
+    # the default, then the two known-good changes alone and together (the space has no accelerator to
+    # choose), then the sampler's
     warm = [t for t in study.trials if "fixed_params" in t.system_attrs]
-    assert [t.number for t in warm] == [0, 1, 2]
-    assert all("tuner:planned" in t.system_attrs for t in study.trials[3:])
+    assert [t.number for t in warm] == [0, 1, 2, 3]
+    assert study.trials[4:] and all("tuner:planned" in t.system_attrs for t in study.trials[4:])
     assert not servers_under(tmp_path)
 
     # What is stored of each trial, in Optuna's tables and the tuner's own.
