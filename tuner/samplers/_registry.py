@@ -154,8 +154,9 @@ def warm_start_params(space: Space, design: str | None = None) -> list[dict[str,
     change on its own; ``pairs``, each two changes together (with the default config, a half of the
     three changes' 2 x 2 x 2 design: every change is on in two configs and off in two, so a model
     of the results learns each one's direction as well as from single changes, and sees every two
-    together). A change the space cannot make (no accelerator to choose) drops out, and configs
-    that come out alike are given once.
+    together). A change the space cannot make (no accelerator to choose) drops out; with two
+    changes left, ``pairs`` is each alone and both together. Configs may come out alike once moved
+    into the space: ``initial_params`` measures each once.
     """
     design = design or WARM_START_DESIGN
     if design not in WARM_START_DESIGNS:
