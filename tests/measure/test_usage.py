@@ -89,3 +89,32 @@ def test_gpu_readings_are_averaged_and_peaked() -> None:
     assert usage.gpu_util_max_pct == 90.0
     assert usage.gpu_memory_mb == 300.0
     assert usage.gpu_power_w == pytest.approx(100.0)
+
+
+_PARENT = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time\\nend = time.time() + 1.0\\nwhile time.time() < end: pass'])\n"
+    "child.wait()\n"
+    "time.sleep(30)\n"
+)
+
+
+@pytest.mark.serial  # as above
+def test_a_server_process_that_exits_within_the_window_keeps_its_cpu() -> None:
+    """A stub (here: a child of the "server" that spins for a second and exits) that ends within a
+    window: the CPU it used there counts as the server's, not as a fall of the server's total that
+    reads as other processes' use."""
+    server = subprocess.Popen([sys.executable, "-c", _PARENT])
+    try:
+        monitor = UsageMonitor(lambda: server.pid, interval_s=0.1)
+        monitor.start()
+        try:
+            time.sleep(0.6)  # the child has spun about half its second, and the monitor has seen it
+            usage = _window(monitor, 1.2)  # the child exits within it
+        finally:
+            monitor.stop()
+    finally:
+        server.kill()
+        server.wait()
+    assert usage.server_cpu_pct >= 15.0, usage  # the rest of the child's second, over 1.2 s
+    assert usage.other_cpu_pct < usage.server_cpu_pct, usage

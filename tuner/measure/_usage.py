@@ -3,7 +3,9 @@
 A background thread samples, every ``interval_s``, the cumulative CPU seconds of three groups
 of processes and, where a GPU is in use, its utilization, memory and power:
 
-- the server: the Triton process and every process under it (python-backend stubs);
+- the server: the Triton process and every process under it (python-backend stubs); a process
+  of it that exits keeps the CPU seconds it was last seen with, so a stub or a server restarted
+  within a window adds what it used instead of taking it away from the server's total;
 - the load generator: this process (the builtin engine's event loop) and its other children
   (perf_analyzer), the finished ones included through ``children_user``/``children_system``;
 - everything else on the worker's cores: the cores' busy time less the two groups above.
@@ -139,6 +141,11 @@ class UsageMonitor:
         self._cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
+        #: The server's processes at the last sample (CPU seconds by pid), and the CPU seconds of
+        #: those that have exited since the monitor started.
+        self._server_seen: dict[int, float] = {}
+        self._server_exited_s = 0.0
+        self._server_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -215,16 +222,26 @@ class UsageMonitor:
 
     def _sample(self) -> Sample:
         server_pids = self.server_pids()
-        server = sum(_cpu_seconds(pid) for pid in server_pids)
+        server = self._server_seconds(server_pids)
         own = self._own.cpu_times()
         loadgen = own.user + own.system + own.children_user + own.children_system
         try:
             children = self._own.children(recursive=True)
         except psutil.Error:
             children = []
-        loadgen += sum(_cpu_seconds(c.pid) for c in children if c.pid not in server_pids)
+        loadgen += sum(_cpu_seconds(c.pid) or 0.0 for c in children if c.pid not in server_pids)
         gpu = self._gpu() if self._gpu is not None else (0.0, 0.0, 0.0)
         return Sample(time.monotonic(), server, loadgen, self._busy_seconds(), *gpu)
+
+    def _server_seconds(self, pids: set[int]) -> float:
+        """The CPU seconds of the server's processes, those that exited since the monitor started
+        included (at the last reading of each): a count that only grows."""
+        readings = {pid: _cpu_seconds(pid) for pid in pids}
+        now = {pid: seconds for pid, seconds in readings.items() if seconds is not None}
+        with self._server_lock:
+            self._server_exited_s += sum(s for pid, s in self._server_seen.items() if pid not in now)
+            self._server_seen = now
+            return self._server_exited_s + sum(now.values())
 
     def _busy_seconds(self) -> float:
         per_cpu = psutil.cpu_times(percpu=True)
@@ -243,9 +260,10 @@ class UsageMonitor:
         return busy
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> float | None:
+    """A process's own CPU seconds; None where it is gone (or cannot be read)."""
     try:
         times = psutil.Process(pid).cpu_times()
     except psutil.Error:
-        return 0.0
+        return None
     return times.user + times.system
