@@ -188,6 +188,27 @@ def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> 
     assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0)" in out
 
 
+def test_the_summary_of_an_interrupted_run_counts_the_trial_in_flight_apart_from_failures(remeasured: str) -> None:
+    import optuna
+
+    from tuner.storage import ATTR_INTERRUPTED
+
+    store = Store(remeasured)
+    stored = read_study(store.load_study("remeasured"), store)
+    store.close()
+    # Ctrl-C during the first trial: it is stored FAIL as interrupted, the warm-start configs still wait
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={ATTR_INTERRUPTED: True}))
+    for batch in (1, 8):
+        study.enqueue_trial({"max_batch_size": batch})
+    with display.console.capture() as captured:
+        display.print_summary(RunSummary(study, stored, interrupted=True), study_config(stored.info))
+    out = " ".join(captured.get().split())
+
+    assert "3 trials: 0 complete, 0 failed, 1 interrupted (measured again when the study continues), 2 waiting" in out
+    assert "no feasible config measured yet" in out and "loosen" not in out
+
+
 def test_the_note_names_the_failed_constraint_and_wraps_rather_than_being_cut(remeasured: str) -> None:
     store = Store(remeasured)
     stored = read_study(store.load_study("remeasured"), store)

@@ -23,7 +23,7 @@ from rich.text import Text
 from tuner.config import StudyConfig
 from tuner.pool import Pool
 from tuner.reports import params_text, step_compute_ms
-from tuner.storage import Bounds, StoredTrial, read_trial
+from tuner.storage import ATTR_INTERRUPTED, Bounds, StoredTrial, read_trial
 from tuner.study import ConfigResult, Recommendation, RunSummary, StudyRunner, TrialEvent, gain
 
 # Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; tables read better wider.
@@ -136,16 +136,25 @@ def best_text(best: Recommendation | None, cfg: StudyConfig) -> str:
 
 
 def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
-    study = summary.study
-    states = [t.state for t in study.trials]
-    pruned = states.count(TrialState.PRUNED)
-    console.print(
-        f"\n{len(states)} trials: {states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.FAIL)} failed"
-        + (f", {pruned} stopped after their screen (pruned)" if pruned else "")
-    )
+    trials = summary.study.trials
+    states = [t.state for t in trials]
+    # a trial in flight when the run stopped is stored FAIL and measured again when the study continues
+    interrupted = sum(1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED))
+    counts = [
+        (states.count(TrialState.COMPLETE), "complete"),
+        (states.count(TrialState.FAIL) - interrupted, "failed"),
+        (states.count(TrialState.PRUNED), "stopped after their screen (pruned)"),
+        (interrupted, "interrupted (measured again when the study continues)"),
+        (states.count(TrialState.WAITING), "waiting to run"),
+    ]
+    shown = [f"{n} {what}" for i, (n, what) in enumerate(counts) if n or i < 2]
+    console.print(f"\n{len(states)} trials: {', '.join(shown)}")
     if summary.stopped:
         console.print(summary.stopped)
     if not summary.pareto:
+        if summary.interrupted:  # the constraints are not to blame for what the run had no time to measure
+            console.print("no feasible config measured yet")
+            return
         console.print(
             "[yellow]no feasible trial: no config held the constraints by the median of its loads; "
             "loosen the constraints or widen the search space[/]"
