@@ -195,7 +195,9 @@ def test_the_command_to_measure_again_passes_the_tensors_as_the_study_did(
     tmp_path: Path, digits_onnx: Path, shared_memory: str, args: str | None
 ) -> None:
     from tuner.config import parse_config
+    from tuner.model import open_model
     from tuner.reports._export import perf_analyzer_command
+    from tuner.workers import engine_settings
 
     cfg = parse_config(
         {
@@ -205,6 +207,6 @@ def test_the_command_to_measure_again_passes_the_tensors_as_the_study_did(
         },
         tmp_path,
     )
-    command = perf_analyzer_command(cfg, "digits_forest", 4)
+    command = perf_analyzer_command(cfg, engine_settings(cfg, open_model(cfg.model).info), "digits_forest", 4)
     assert command.startswith("perf_analyzer -m digits_forest ")
     assert (args in command) if args else ("--shared-memory" not in command)

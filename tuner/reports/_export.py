@@ -28,7 +28,7 @@ import optuna
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.measure import output_region_bytes, shared_memory_args
+from tuner.measure import EngineSettings, shared_memory_args
 from tuner.model import RepositoryModel, StudyModel, build_variant, open_model, validation_inputs
 from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
@@ -45,6 +45,7 @@ from tuner.storage import (
 from tuner.study import ConfigResult, Recommendation, by_number, config_results, recommend
 from tuner.trial import LoadPoint, TrialSpec
 from tuner.triton import RUNNER_BACKEND, RUNNER_SOURCE, parse_pbtxt
+from tuner.workers import engine_settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Exported:
         trial: The trial exported.
         point: The measured point the export stands for.
         files: Every file written.
+        command: The perf_analyzer command line that measures it again, as the README gives it.
     """
 
     repository: Path
@@ -66,6 +68,7 @@ class Exported:
     trial: int
     point: LoadPoint
     files: tuple[Path, ...]
+    command: str
 
 
 def study_config(study: optuna.Study | StudyInfo) -> StudyConfig:
@@ -180,10 +183,11 @@ def export_trial(
             files.append(version / "model.py")
     readme = out_dir / "README.md"
     explanations = explain_trial(trial, stored.info.bounds, stored.info.has_variants)
-    readme.write_text(readme_text(cfg, stored.name, choice, explanations, out_dir))
+    command = perf_analyzer_command(cfg, engine_settings(cfg, model.info), model_dir.name, choice.point.concurrency)
+    readme.write_text(readme_text(cfg, stored.name, choice, explanations, command))
     files.append(readme)
     logger.info("exported trial %d of %s to %s", trial.number, stored.name, out_dir)
-    return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files))
+    return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files), command)
 
 
 def _write_model(folder: Path | None, model_dir: Path, config_pbtxt: str) -> list[Path]:
@@ -244,24 +248,18 @@ def _copy_variant(cfg: StudyConfig, model: StudyModel, precision: str, target: P
             shutil.copy2(build_variant(model.onnx_file, precision, Path(tmp), calibration), target)
 
 
-def perf_analyzer_command(cfg: StudyConfig, model: str, concurrency: int) -> str:
-    """The perf_analyzer command line that measures ``model`` as the study did, on a local server."""
-    load = cfg.load
-    port = 8001 if load.protocol == "grpc" else 8000
-    data = getattr(load, "input_data", "auto")
-    if not isinstance(data, str):  # real samples: perf_analyzer takes them as its JSON (see tuner.measure)
-        data = "samples.json"
-    elif data == "auto":  # random integers would be out of range for ids and indices
-        data = "zero" if any(t.dtype not in ("FP16", "FP32", "FP64") for t in cfg.model.inputs) else "random"
-    memory = getattr(load, "shared_memory", "none")
-    # each output's region sized as the study's workers sized it
-    region = output_region_bytes(open_model(cfg.model).info) if memory != "none" else 0
-    memory_args = "".join(f"{arg} " for arg in shared_memory_args(memory, region))
+def perf_analyzer_command(cfg: StudyConfig, settings: EngineSettings, model: str, concurrency: int) -> str:
+    """The perf_analyzer command line that measures ``model`` as the study did, on a local server;
+    ``settings``: the study's workers' (``tuner.workers.engine_settings``)."""
+    port = 8001 if settings.protocol == "grpc" else 8000
+    # real samples: perf_analyzer takes them as its JSON (see tuner.measure)
+    data = "samples.json" if isinstance(cfg.load.input_data, Path) else settings.input_data
+    memory_args = "".join(f"{arg} " for arg in shared_memory_args(settings.shared_memory, settings.output_bytes))
     return (
-        f"perf_analyzer -m {model} -u 127.0.0.1:{port} -i {load.protocol} "
+        f"perf_analyzer -m {model} -u 127.0.0.1:{port} -i {settings.protocol} "
         f"--concurrency-range {concurrency}:{concurrency} --input-data {data} "
-        f"--measurement-interval {load.measurement_window_ms} --stability-percentage {load.stability_percentage:g} "
-        f"--max-trials {load.max_windows} {memory_args}--verbose-csv -f perf.csv"
+        f"--measurement-interval {settings.window_ms} --stability-percentage {settings.stability_percentage:g} "
+        f"--max-trials {settings.max_windows} {memory_args}--verbose-csv -f perf.csv"
     )
 
 
@@ -270,9 +268,10 @@ def readme_text(
     study_name: str,
     choice: Choice,
     explanations: list[Explanation],
-    out_dir: Path,
+    command: str,
 ) -> str:
-    """The README of an exported repository: what was measured, and how to measure it again."""
+    """The README of an exported repository: what was measured, and how to measure it again
+    (``command``: ``perf_analyzer_command``'s)."""
     name = cfg.model.name
     trial, point = choice.trial, choice.point
     record = trial.record
@@ -337,7 +336,7 @@ tritonserver --model-repository="$PWD" --model-control-mode=explicit --load-mode
 With the server above running, this is the measurement the tuner made (its settings from the study file):
 
 ```bash
-{perf_analyzer_command(cfg, name, point.concurrency)}
+{command}
 ```
 """
 

@@ -37,7 +37,7 @@ from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.measure import PerfAnalyzer, request_samples, warm_up, write_input_json
 from tuner.model import open_model
 from tuner.model_info import ModelInfo
-from tuner.reports._export import Exported, export_trial, perf_analyzer_command, study_config
+from tuner.reports._export import Exported, export_trial, study_config
 from tuner.storage import ATTR_VERIFICATIONS, Store, StoredTrial, StudyInfo, read_study
 from tuner.study import ConfigResult, by_number, config_results, recommend
 from tuner.trial import LoadPoint
@@ -293,7 +293,7 @@ def _verify_in(
         throughput_median=float(statistics.median(r.throughput for r in runs)),
         latency_p99_median_ms=float(statistics.median(r.latency_p99_ms for r in runs)),
         launch=cfg.server.launch,
-        command=perf_analyzer_command(cfg, exported.model_dir.name, concurrency),
+        command=exported.command,
         versions=({"triton": triton} if triton else {}) | versions(),
         machine=machine(),
     )
