@@ -223,6 +223,8 @@ def test_a_cpu_worker_leaves_a_measured_config_for_the_next_load_to_replace(tmp_
         return sum("stub" in c.name() for c in children if c.status() != psutil.STATUS_ZOMBIE)
 
     with Worker(setup) as worker:
+        # an ONNX file's configs are the tuner's, whole: no stub per load to ask the runner for its config
+        assert "--disable-auto-complete-config" in psutil.Process(worker.server.pid).cmdline()
         two = worker.evaluate(TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0, instance_count=2))
         assert two.error is None, two.error
         assert stubs(worker) == 2, "the measured config stays loaded"

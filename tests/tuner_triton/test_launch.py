@@ -30,6 +30,7 @@ from tuner.triton._docker import (
 from tuner.triton._embedded import EmbeddedServer
 from tuner.triton._local import LocalServer, local_command
 from tuner.triton._ports import Ports
+from tuner.triton._process import ProcessServer
 from tuner.triton._remote import RemoteServer, load_request
 
 PORTS = Ports(http=18000, grpc=18001, metrics=18002)
@@ -93,6 +94,21 @@ def test_local_command() -> None:
     with_backends = local_command(Path("/t"), Path("/w/repo"), "127.0.0.1", PORTS, Path("/b"), access=ACCESS)
     assert "--backend-directory=/b" in with_backends
     assert cmd[-2:] == with_backends[-2:] == RESTRICTIONS
+
+
+def test_servers_for_configs_the_tuner_wrote_whole_run_without_auto_completion(tmp_path: Path) -> None:
+    flag = "--disable-auto-complete-config"
+    assert flag not in local_command(Path("/t"), Path("/r"), "127.0.0.1", PORTS, access=ACCESS)
+    assert flag in local_command(Path("/t"), Path("/r"), "127.0.0.1", PORTS, access=ACCESS, complete_configs=True)
+    docker = docker_run_command(image="img", name="n", repository=Path("/r"), ports=PORTS, access=ACCESS,
+                                complete_configs=True)
+    assert flag in docker[docker.index("tritonserver"):]
+    binary = tmp_path / "tritonserver"
+    binary.write_text("")
+    for settings in (ServerSettings(), ServerSettings(launch="local", binary=binary), ServerSettings(launch="docker")):
+        made = make_server(settings, tmp_path / "server", tmp_path / "repo", complete_configs=True)
+        assert isinstance(made, ProcessServer) and made.complete_configs, settings.launch
+        assert not make_server(settings, tmp_path / "server", tmp_path / "repo").complete_configs
 
 
 def test_make_server_picks_the_mode(tmp_path: Path) -> None:

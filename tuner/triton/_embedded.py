@@ -83,7 +83,13 @@ class EmbeddedServer(ProcessServer):
         binary = pytriton_root() / "bin" / "tritonserver"
         backends = embedded_backends(self.workdir / "backends")
         return local_command(
-            binary, self.repository, self.address, self._started_ports(), backends, access=self._started_access()
+            binary,
+            self.repository,
+            self.address,
+            self._started_ports(),
+            backends,
+            access=self._started_access(),
+            complete_configs=self.complete_configs,
         )
 
     def _environment(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from tuner.errors import ServerStartError
 from tuner.triton._access import Access
 from tuner.triton._ports import Ports
-from tuner.triton._process import ProcessServer
+from tuner.triton._process import ProcessServer, server_flags
 
 
 class LocalServer(ProcessServer):
@@ -37,6 +37,7 @@ class LocalServer(ProcessServer):
         ports: Fixed ports; free ones are found at start when None.
         startup_timeout_s: How long to wait for the server to become ready.
         env: Extra environment variables for the server process.
+        complete_configs: Every config it loads is written whole by the tuner (``server_flags``).
     """
 
     def __init__(
@@ -50,8 +51,9 @@ class LocalServer(ProcessServer):
         ports: Ports | None = None,
         startup_timeout_s: float = 60.0,
         env: dict[str, str] | None = None,
+        complete_configs: bool = False,
     ) -> None:
-        super().__init__(workdir, repository, address, ports, startup_timeout_s, env)
+        super().__init__(workdir, repository, address, ports, startup_timeout_s, env, complete_configs)
         self.binary = binary
         self.backend_directory = backend_directory
         self.native = native
@@ -66,6 +68,7 @@ class LocalServer(ProcessServer):
             self._started_ports(),
             self.backend_directory,
             access=self._started_access(),
+            complete_configs=self.complete_configs,
         )
 
 
@@ -77,9 +80,10 @@ def local_command(
     backend_directory: Path | None = None,
     *,
     access: Access,
+    complete_configs: bool = False,
 ) -> list[str]:
     """The command line of a tritonserver serving ``repository`` in explicit model control on ``ports``,
-    whose model-changing protocols ask for ``access``'s header (see tuner.triton._access)."""
+    whose model-changing protocols ask for ``access``'s header (``server_flags`` gives the rest)."""
     cmd = [str(binary), f"--model-repository={repository}"]
     if backend_directory is not None:
         cmd.append(f"--backend-directory={backend_directory}")
@@ -92,7 +96,5 @@ def local_command(
         f"--http-port={ports.http}",
         f"--grpc-port={ports.grpc}",
         f"--metrics-port={ports.metrics}",
-        "--log-info=true",
-        "--exit-timeout-secs=10",
-        *access.server_args(),
+        *server_flags(access, complete_configs=complete_configs),
     ]

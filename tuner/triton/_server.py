@@ -136,6 +136,7 @@ class _CommonArgs(TypedDict):
     address: str
     ports: Ports | None
     startup_timeout_s: float
+    complete_configs: bool
 
 
 def worker_gpus() -> str | None:
@@ -145,7 +146,13 @@ def worker_gpus() -> str | None:
 
 
 def make_server(
-    settings: ServerSettings, workdir: Path, repository: Path, *, gpu: str | None = None, index: int = 0
+    settings: ServerSettings,
+    workdir: Path,
+    repository: Path,
+    *,
+    gpu: str | None = None,
+    index: int = 0,
+    complete_configs: bool = False,
 ) -> TritonServer:
     """The server ``settings.launch`` asks for.
 
@@ -155,11 +162,19 @@ def make_server(
         repository: The worker's model repository, which the worker writes.
         gpu: The worker's GPUs (as CUDA_VISIBLE_DEVICES lists them) for a docker container; None: no GPU.
         index: The worker's index, which picks its server among ``settings.remote``.
+        complete_configs: Every config the server loads is written whole by the tuner, so a server
+            the tuner starts runs without Triton's auto-completion (tuner.triton._process.server_flags);
+            a remote server runs as its owner started it.
     """
     ports = None
     if settings.http_port is not None:
         ports = Ports(settings.http_port, settings.grpc_port or 0, settings.metrics_port or 0)
-    common: _CommonArgs = {"address": settings.address, "ports": ports, "startup_timeout_s": settings.startup_timeout_s}
+    common: _CommonArgs = {
+        "address": settings.address,
+        "ports": ports,
+        "startup_timeout_s": settings.startup_timeout_s,
+        "complete_configs": complete_configs,
+    }
     if settings.launch == "local":
         assert settings.binary is not None  # ServerSettings requires it for local
         return LocalServer(settings.binary, workdir, repository, settings.backend_directory, settings.native, **common)

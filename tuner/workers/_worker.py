@@ -133,8 +133,15 @@ class Worker:
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.repository = setup.workdir / "repository"
+        # An ONNX file's configs are the tuner's own, whole; a repository model's may rely on Triton
+        # completing them (a python model's auto_complete_config).
         self.server: TritonServer = make_server(
-            setup.server, setup.workdir / "server", self.repository, gpu=worker_gpus(), index=setup.index
+            setup.server,
+            setup.workdir / "server",
+            self.repository,
+            gpu=worker_gpus(),
+            index=setup.index,
+            complete_configs=setup.repository_model is None,
         )
         self._engine: LoadEngine | None = None
         self.monitor: UsageMonitor | None = None
