@@ -7,11 +7,14 @@ Each test drives the pool as the study loop does: submit while a worker is idle,
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from scripted import ScriptedPool
 
@@ -20,8 +23,8 @@ from tuner.measure import EngineSettings, SweepPlan
 from tuner.model_info import read_model_info
 from tuner.pool import Finished, Pool, WorkerPlan
 from tuner.replay import Landscape, ReplayPool
-from tuner.triton._process import triton_processes
 from tuner.trial import Failure, InstanceKind, LoadPoint, Screen, TrialOutcome, TrialSpec
+from tuner.triton._process import triton_processes
 from tuner.workers import LocalPool, RayPool, RaySettings, WorkerSetup
 
 #: Configs every pool can answer (one instance each: a Triton instance of the runner is a process to start).
@@ -181,10 +184,28 @@ def test_a_pool_enters_as_itself_and_closes_twice(kind: str, tmp_path: Path, dig
             [item] = _drive(pool, SPECS[:1])
             assert item.ticket == 0 and item.outcome.spec == SPECS[0] and not item.outcome.failed, item.outcome.error
             pool.submit(1, SPECS[1])  # closed while this trial runs: its worker is killed, not asked to stop
+            # Ray runs what reaches it: the Ray the pool started, and the worker's server, listen on loopback only.
+            assert any(p.name() == "gcs_server" for p in psutil.Process().children(recursive=True)), "no Ray here"
+            assert _listening_beyond_loopback() == []
 
     # Whatever the pool closed on, no server or stub of its workers is left once close returns.
     assert triton_processes(tmp_path) == []
     made.pool.close()  # closed twice: nothing happens
+
+
+def _listening_beyond_loopback() -> list[tuple[str, str, int]]:
+    """(program, address, port) of every socket this process and its descendants listen on, off loopback."""
+    processes = {p.pid: p for p in [psutil.Process(), *psutil.Process().children(recursive=True)]}
+    found = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status != psutil.CONN_LISTEN or conn.pid not in processes:
+            continue
+        address = ipaddress.ip_address(conn.laddr.ip)
+        mapped = getattr(address, "ipv4_mapped", None)
+        if not (address.is_loopback or (mapped is not None and mapped.is_loopback)):
+            with contextlib.suppress(psutil.Error):
+                found.append((processes[conn.pid].name(), conn.laddr.ip, conn.laddr.port))
+    return found
 
 
 def test_a_ray_pool_whose_worker_cannot_start_releases_what_it_took(

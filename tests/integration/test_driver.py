@@ -20,6 +20,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 import yaml
+from factories import QUICK_LOAD
 from optuna.trial import TrialState
 from test_optimize import (
     TUNER,
@@ -48,7 +49,9 @@ def test_one_driver_at_a_time_and_a_killed_ones_study_is_taken_over_without_losi
     One study serves the three: the refusal, the lease a SIGKILL leaves behind (and the server that
     must not outlive its tuner), and the run that takes the study over and completes it.
     """
-    path = study_file(tmp_path, digits_onnx, name="one-driver", workers={"backend": "ray"})  # as users run it
+    # Ray as users run it; windows long enough that a trial seen running is still running at the kill
+    path = study_file(tmp_path, digits_onnx, name="one-driver", workers={"backend": "ray"},
+                      load=QUICK_LOAD | {"measurement_window_ms": 800})
     data = yaml.safe_load(path.read_text())
     data["search"]["n_trials"] = 4  # a trial left for the kill however far the refusal lets the first get
     path.write_text(yaml.safe_dump(data))
