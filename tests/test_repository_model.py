@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from factories import DOUBLER_CONFIG, doubler_repository
+from factories import DOUBLER_CONFIG, DOUBLER_MODEL_PY, doubler_repository, ensemble_repository
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tuner.config import ServerSettings, StudyConfig, parse_config
@@ -343,6 +343,31 @@ def _worker(cfg: StudyConfig, workdir: Path) -> Worker:
         repository_model=plan.repository_model,
     )
     return Worker(setup)
+
+
+def test_triton_completes_only_the_repository_configs_that_may_need_it(tmp_path: Path, onnx_repository: Path) -> None:
+    """The worker's server runs without auto-completion where every config it loads is whole (the python
+    backend starts a stub per load only to ask the model for its config); where one may not be, with it."""
+
+    def complete(repository: Path, name: str) -> bool:
+        return _worker(_cfg(tmp_path, repository, name=name), tmp_path / f"w-{name}").server.complete_configs
+
+    python = doubler_repository(tmp_path / "python")
+    assert complete(python, "doubler")
+    ensemble = ensemble_repository(tmp_path / "ensemble")
+    assert complete(ensemble, "quadrupler")
+    assert complete(onnx_repository, "digits")
+
+    completing = DOUBLER_MODEL_PY + "\n    @staticmethod\n    def auto_complete_config(config):\n        return config\n"
+    (python / "doubler" / "1" / "model.py").write_text(completing)
+    assert not complete(python, "doubler")
+    (ensemble / "second" / "1" / "model.py").write_text(completing)  # one step's config may be completed
+    assert not complete(ensemble, "quadrupler")
+
+    config = DOUBLER_CONFIG.replace('backend: "python"', 'platform: "pytorch_libtorch"')
+    torch = doubler_repository(tmp_path / "torch", config=config)
+    (torch / "doubler" / "1" / "model.pt").write_bytes(b"not read")
+    assert not read_repository_model(torch, "doubler").config_is_whole  # may take its tensors from the file
 
 
 class _RecordingServer:

@@ -77,6 +77,25 @@ class RepositoryModel:
         return self.backend == "onnxruntime"
 
     @property
+    def config_is_whole(self) -> bool:
+        """True where the configs the tuner writes for it (and its steps) leave Triton nothing to complete.
+
+        An ONNX model's config is built with its inputs and outputs (tuner.triton.build_model_config),
+        an ensemble's is its own, and a python model's is completed only by its ``auto_complete_config``,
+        which its model.py may define. Other backends (OpenVINO, PyTorch, TensorRT, ...) may take
+        inputs, outputs or batching from their model files: their configs count as not whole.
+        """
+        if self.backend == "python":
+            try:
+                source = self.model_file.read_text(errors="replace")
+            except OSError:
+                return False
+            whole = "auto_complete_config" not in source  # defined, or taken from elsewhere
+        else:
+            whole = self.backend in ("onnxruntime", "ensemble")
+        return whole and all(step.config_is_whole for step in self.steps)
+
+    @property
     def model_file(self) -> Path:
         """The file the backend loads from the version folder."""
         name = self.config.default_model_filename or _DEFAULT_FILES.get(self.backend, "model")

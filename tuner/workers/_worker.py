@@ -134,20 +134,20 @@ class Worker:
         self.setup = setup
         self.repository = setup.workdir / "repository"
         # An ONNX file's configs are the tuner's own, whole; a repository model's may rely on Triton
-        # completing them (a python model's auto_complete_config).
+        # completing them (a python model's auto_complete_config, another backend's model file).
+        model = setup.repository_model
         self.server: TritonServer = make_server(
             setup.server,
             setup.workdir / "server",
             self.repository,
             gpu=worker_gpus(),
             index=setup.index,
-            complete_configs=setup.repository_model is None,
+            complete_configs=model is None or model.config_is_whole,
         )
         self._engine: LoadEngine | None = None
         self.monitor: UsageMonitor | None = None
         self._installed: Path | None = None
         self._reference: dict[str, np.ndarray] | None = None
-        model = setup.repository_model
         self.version_dir = self.repository / setup.model_name / (model.version if model else "1")
         self._onnx_name = model.model_file.name if model else "model.onnx"
         #: An ensemble's composing models (or the models a BLS model calls), with their inputs and
