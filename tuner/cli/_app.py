@@ -1,0 +1,82 @@
+"""The `tuner` command line's typer apps, shared options and exit codes.
+
+The commands themselves are in ``_study_commands`` (running and recording studies) and
+``_result_commands`` (what a study gives: reports, exports, comparisons, verification, the
+servers that show it); ``_commands.main`` is the entry point.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tuner.errors import ExitCode
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Autotuner for Triton Inference Server configs.")
+models_app = typer.Typer(no_args_is_help=True, help="The bundled real models.")
+app.add_typer(models_app, name="models")
+landscape_app = typer.Typer(no_args_is_help=True, help="Recorded landscapes: every config measured once, for replays.")
+app.add_typer(landscape_app, name="landscape")
+
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+DEFAULT_STORAGE = "sqlite:///tuner.db"
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage", help="SQLAlchemy URL of the study storage [default: $TUNER_STORAGE or sqlite:///tuner.db]"
+    ),
+]
+
+
+def storage_url(option: str | None) -> str:
+    from tuner.config import resolve_storage
+
+    return resolve_storage(option or os.environ.get("TUNER_STORAGE") or DEFAULT_STORAGE, Path.cwd())
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the tuner does.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if set(sys.argv[1:]) & set(ctx.help_option_names):  # a command's help: nothing runs, no library to quiet
+        return
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+#: The signal that stopped this run (SIGINT unless SIGTERM came), for its exit code.
+_stopped_by: list[int] = [signal.SIGINT]
+
+
+def interrupted_code() -> ExitCode:
+    """The exit code of a run that was stopped: 143 after SIGTERM, 130 after Ctrl-C."""
+    return ExitCode.TERMINATED if _stopped_by[0] == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
+def stop_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM (timeout, systemd, Kubernetes, docker stop) stops a run as Ctrl-C does.
+
+    A second SIGTERM is ignored: the clean-up the first one started (storing the trials in
+    flight, stopping the servers) must finish; SIGKILL remains for a run that hangs.
+    """
+    _stopped_by[0] = signum
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt

@@ -1,0 +1,253 @@
+"""The commands that run studies: optimize, studies, show, models prepare, landscape record."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tuner.cli._app import StorageOption, app, err_console, interrupted_code, landscape_app, models_app, storage_url
+from tuner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tuner.config import StudyConfig
+    from tuner.study import StudyPlan
+
+
+@app.command()
+def optimize(
+    study_file: Annotated[Path, typer.Argument(help="The study YAML file.")],
+    storage: StorageOption = None,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Overrides `study`.")] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Overrides `search.n_trials`.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=1, help="Seconds; overrides `search.timeout_s`.")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            envvar="TUNER_RAY_ADDRESS",
+            help="Join this Ray cluster; overrides `workers.ray_address`.",
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay", help="Answer trials from this landscape file instead of Triton; overrides `search.replay`."
+        ),
+    ] = None,
+) -> None:
+    """Run (or continue) a study: measure configs on a real Triton server until the budget is spent."""
+    from tuner.cli import _display as display
+    from tuner.config import load_config, resolve_storage
+    from tuner.storage import Store, StudyLease, redact_url
+    from tuner.study import StudyRunner
+
+    cfg = load_config(study_file)
+    updates: dict[str, object] = {}
+    storage = storage or os.environ.get("TUNER_STORAGE")  # where a password can be kept off files and argv
+    if storage:
+        updates["storage"] = resolve_storage(storage, Path.cwd())
+    if study_name:
+        updates["study"] = study_name
+    if ray_address:
+        if cfg.workers.backend == "local":
+            raise ConfigError(
+                "--ray-address (or $TUNER_RAY_ADDRESS): the study file runs its worker locally (workers.backend: local)"
+            )
+        updates["workers"] = cfg.workers.model_copy(update={"ray_address": ray_address})
+    if replay:
+        if not replay.is_file():
+            raise ConfigError(f"--replay: landscape file {replay} does not exist")
+        updates["search"] = cfg.search.model_copy(update={"replay": replay.resolve()})
+    cfg = cfg.model_copy(update=updates)
+    study_plan = _preflight(cfg)
+    store = Store(cfg.storage)
+    with StudyLease(store, cfg.study) as lease:  # before the study is opened: a second driver touches nothing
+        runner = StudyRunner(cfg, store, plan=study_plan, lease=lease)
+        total = n_trials or cfg.search.n_trials
+        workers = study_plan.workers
+        gpus = f", {workers.gpus_per_worker:g} GPU" if workers.on_gpu else ""
+        display.console.print(
+            f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
+            f"{workers.count} {cfg.workers.backend} worker(s) of {workers.cpus_per_worker} cores{gpus} · "
+            f"storage {redact_url(cfg.storage)}"
+        )
+        _print_notes(study_plan)
+        seeds = study_plan.seeds
+        if seeds is not None and not runner.study.trials:
+            display.console.print(
+                f"starting from {len(seeds.params)} config(s) of {', '.join(seeds.studies)}, after the default config"
+            )
+        with display.study_progress(runner, cfg, total):
+            summary = runner.run(n_trials=n_trials, timeout_s=timeout)
+    display.print_summary(summary, cfg)
+    if summary.interrupted:
+        err_console.print("interrupted: the study is stored; run the same command to continue it")
+        raise typer.Exit(interrupted_code())
+
+
+def _print_notes(plan: StudyPlan) -> None:
+    from tuner.cli import _display as display
+
+    for note in plan.notes:
+        display.console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _preflight(cfg: StudyConfig) -> StudyPlan:
+    """Checks what would otherwise fail after things have started; the study's plan, for its run."""
+    from tuner.measure import find_binary
+    from tuner.study import plan_study
+    from tuner.triton import check_launch, port_is_free
+
+    for field in ("http_port", "grpc_port", "metrics_port"):
+        port = getattr(cfg.server, field)
+        if port is not None and not port_is_free(port, cfg.server.address):
+            raise ConfigError(f"server.{field}: port {port} is already in use on {cfg.server.address}")
+    if cfg.search.replay is None:  # a replay starts no server
+        check_launch(cfg.server, workers_here=cfg.workers.ray_address is None)
+        find_binary()
+    return plan_study(cfg)
+
+
+@app.command()
+def studies(storage: StorageOption = None) -> None:
+    """List the studies in a storage."""
+    import optuna
+    from optuna.trial import TrialState
+    from rich.table import Table
+
+    from tuner.cli import _display as display
+    from tuner.storage import Store
+
+    store = Store(storage_url(storage), must_exist=True)
+    summaries = optuna.get_all_study_summaries(store.optuna, include_best_trial=False)
+    if not summaries:
+        display.console.print(f"no studies in {store.url}")
+        return
+    table = Table(title=f"studies in {store.url}")
+    for column in ("study", "trials", "complete", "failed", "pruned", "started", "objectives"):
+        table.add_column(column)
+    for summary in summaries:
+        study = store.load_study(summary.study_name)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        started = summary.datetime_start.strftime("%Y-%m-%d %H:%M") if summary.datetime_start else ""
+        table.add_row(
+            summary.study_name,
+            str(len(states)),
+            str(states.count(TrialState.COMPLETE)),
+            str(states.count(TrialState.FAIL)),
+            str(states.count(TrialState.PRUNED)),
+            started,
+            ", ".join(study.metric_names or []),
+        )
+    display.console.print(table)
+
+
+@app.command()
+def show(
+    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="Study name.")],
+    storage: StorageOption = None,
+    trial: Annotated[int | None, typer.Option("--trial", min=0, help="Show one trial in full.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Print a study's configs (each judged by the median of its loads) and the recommendation, or one trial in full."""
+    from tuner.cli import _display as display
+    from tuner.reports import study_document
+    from tuner.storage import Store, read_study
+    from tuner.study import config_results, default_result, recommend
+
+    store = Store(storage_url(storage), must_exist=True)
+    stored = read_study(store.load_study(study_name), store)
+    document = study_document(stored)
+    if trial is not None:
+        matches = [t for t in document["trials"] if t["number"] == trial]
+        if not matches:
+            raise ConfigError(f"--trial: study {study_name!r} has no trial {trial} (it has {len(document['trials'])})")
+        if as_json:
+            print(json.dumps(matches[0], indent=2))
+        else:
+            display.print_trial(matches[0])
+        return
+    if as_json:
+        print(json.dumps(document, indent=2))
+        return
+    info = stored.info
+    results = config_results(stored.trials, info)
+    rec = recommend(results, info)
+    title = f"study {study_name}: configs"
+    if info.warm_start_from:
+        title += f" (warm-started from {', '.join(info.warm_start_from)})"
+    display.console.print(display.configs_table(title, results, rec, info.bounds))
+    unmeasured = [t for t in stored.trials if not t.complete]
+    if unmeasured:
+        display.console.print(display.failed_table("trials not measured in full", unmeasured))
+    display.print_recommendation(rec, default_result(results), info.metric_names)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models to prepare [default: those that need no extra; minilm needs .[transformer]]."),
+    ] = None,
+    repository: Annotated[Path, typer.Option("--repository", help="Model repository folder.")] = Path(
+        "model_repository"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Build again even where the file exists.")] = False,
+) -> None:
+    """Write the bundled models' ONNX files into the model repository."""
+    from tuner.cli import _display as display
+    from tuner.model import DEFAULT_MODELS, prepare
+
+    for name in names or DEFAULT_MODELS:
+        path = prepare(name, repository, force=force)
+        display.console.print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@landscape_app.command("record")
+def landscape_record(
+    study_file: Annotated[Path, typer.Argument(help="The study YAML file: its model, space and load settings.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The landscape file to write (JSON).")],
+    storage: StorageOption = None,
+    study_name: Annotated[
+        str | None,
+        typer.Option("--study-name", help="The grid study that records it (default: STUDY-landscape)."),
+    ] = None,
+) -> None:
+    """Measure every config of a study's space once and save the results for `optimize --replay`.
+
+    The recording is a grid study in the storage: running the command again measures only
+    the configs still missing, then writes the whole file.
+    """
+    from tuner.cli import _display as display
+    from tuner.config import load_config, resolve_storage
+    from tuner.storage import Store, StudyLease, redact_url
+    from tuner.study import StudyRunner, record_landscape, recording_config
+
+    cfg = load_config(study_file)
+    if storage:
+        cfg = cfg.model_copy(update={"storage": resolve_storage(storage, Path.cwd())})
+    cfg = recording_config(cfg, study_name)
+    study_plan = _preflight(cfg)
+    store = Store(cfg.storage)
+    with StudyLease(store, cfg.study) as lease:
+        runner = StudyRunner(cfg, store, plan=study_plan, lease=lease)
+        total = len(runner.space.combinations())
+        display.console.print(
+            f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · "
+            f"storage {redact_url(cfg.storage)}"
+        )
+        _print_notes(study_plan)
+        with display.study_progress(runner, cfg, total):
+            landscape, summary = record_landscape(cfg, store, runner=runner)
+    landscape.save(output)
+    failed = sum(outcome.failed for outcome in landscape.outcomes.values())
+    display.console.print(f"{len(landscape.outcomes)} of {total} configs ({failed} failed) written to {output}")
+    if summary.interrupted:
+        err_console.print("interrupted: run the same command to measure the configs still missing")
+        raise typer.Exit(interrupted_code())
