@@ -1,0 +1,41 @@
+"""Writes the model of the `tabular_mlp` landscapes: a scikit-learn MLP classifier, as ONNX.
+
+A model family no default of the search was chosen on: a dense network (two hidden layers of
+1024 and 512 units) on a synthetic table of 256 features and 8 classes, trained for a few
+epochs with scikit-learn and converted with skl2onnx (class probabilities as a plain tensor).
+One sample is about 0.8 million multiply-adds: on 2 cores a request's cost is Triton's path as
+much as the network, and batching decides much.
+
+    python bench/landscapes/tabular_mlp.py      # -> model_repository/tabular_mlp/1/model.onnx
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from skl2onnx import to_onnx
+from sklearn.datasets import make_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier
+
+OUT = Path(__file__).resolve().parents[2] / "model_repository" / "tabular_mlp" / "1" / "model.onnx"
+
+
+def main() -> None:
+    x, y = make_classification(
+        n_samples=4000, n_features=256, n_informative=48, n_classes=8, n_clusters_per_class=2, random_state=0
+    )
+    x = x.astype("float32")
+    mlp = MLPClassifier(hidden_layer_sizes=(1024, 512), max_iter=8, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a few epochs are enough for a benchmark
+        mlp.fit(x, y)
+    onx = to_onnx(mlp, x[:1], options={id(mlp): {"zipmap": False}}, target_opset={"": 15, "ai.onnx.ml": 3})
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_bytes(onx.SerializeToString())
+    print(f"{OUT}: {OUT.stat().st_size / 1e6:.1f} MB, training accuracy {mlp.score(x, y):.3f}")
+
+
+if __name__ == "__main__":
+    main()
