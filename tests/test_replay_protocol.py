@@ -7,12 +7,14 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from tuner.config import load_config
 from tuner.errors import ConfigError
 from tuner.pool import WorkerPlan
-from tuner.replay import leave_one_out, replay_config, trials_score
+from tuner.replay import Landscape, leave_one_out, replay_config, trials_score
 from tuner.study._plan import build_space
 
 LANDSCAPES = Path(__file__).resolve().parents[1] / "bench" / "landscapes"
@@ -86,3 +88,23 @@ def test_the_landscapes_to_record_are_valid_studies_of_100_to_300_configs(name: 
     cfg = load_config(LANDSCAPES / f"{name}.yaml")
     assert len(build_space(cfg, WorkerPlan(1, 2, 0.0)).combinations()) == configs
     assert cfg.model.path.is_file() or name == "minilm"  # minilm is prepared with the transformer extra
+
+
+@pytest.mark.parametrize("name", ["tabular_mlp", "sequence_lstm"])
+def test_a_held_out_landscapes_tight_budget_follows_its_rule(name: str) -> None:
+    # The tight replay is the same recording under the 25th percentile of its configs' p99, rounded down
+    # to two significant digits; nothing else differs from the loose study file.
+    assert (LANDSCAPES / f"{name}_tight.json").resolve() == (LANDSCAPES / f"{name}.json").resolve()
+    landscape = Landscape.load(LANDSCAPES / f"{name}.json")
+    assert landscape.machine["cpu_model"] and {"triton", "onnxruntime-openvino", "tritonclient"} <= set(
+        landscape.machine["versions"]
+    )
+    p99 = [p.latency_p99_ms for o in landscape.outcomes.values() if not o.failed for p in o.points]
+    quartile = float(np.percentile(p99, 25))
+    scale = 10.0 ** (1 - math.floor(math.log10(quartile)))
+    loose = yaml.safe_load((LANDSCAPES / f"{name}.yaml").read_text())
+    tight = yaml.safe_load((LANDSCAPES / f"{name}_tight.yaml").read_text())
+    assert tight["constraints"]["latency_p99_ms"]["max"] == math.floor(quartile * scale) / scale
+    assert loose["constraints"]["latency_p99_ms"]["max"] > max(p99)  # the loose budget: no config misses it
+    same = ("model", "search", "objectives", "load")
+    assert {k: tight[k] for k in same} == {k: loose[k] for k in same}
