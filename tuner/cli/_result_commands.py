@@ -94,34 +94,42 @@ def compare_command(
         display.console.print(renderable)
 
 
+HostOption = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")]
+
+
+def _refuse_used_port(host: str, port: int) -> None:
+    """A port another process listens on is one error line, not a server's traceback."""
+    from tuner.triton import port_is_free
+
+    if ":" not in host and not port_is_free(port, host):  # IPv6 addresses: left to the server
+        raise ConfigError(f"--port: port {port} is already in use on {host}")
+
+
 @app.command()
 def api(
     storage: StorageOption = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
 ) -> None:
     """Serve the REST API on a storage (settings: $TUNER_API_TOKEN, $TUNER_API_READ_TOKEN_REQUIRED, ...)."""
     from api import ApiSettings, serve
-    from tuner.triton import port_is_free
 
-    if ":" not in host and not port_is_free(port, host):  # IPv6 addresses: left to uvicorn
-        raise ConfigError(f"--port: port {port} is already in use on {host}")
+    _refuse_used_port(host, port)
     serve(ApiSettings.from_env(storage_url(storage)), host=host, port=port)
 
 
 @app.command()
 def dashboard(
     storage: StorageOption = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8080,
 ) -> None:
     """Serve optuna-dashboard on a storage, with each study's metric names set."""
     from api.dashboard import serve_dashboard
     from tuner.storage import Store
-    from tuner.triton import port_is_free
 
-    if ":" not in host and not port_is_free(port, host):
-        raise ConfigError(f"--port: port {port} is already in use on {host}")
+    _refuse_used_port(host, port)
     serve_dashboard(Store(storage_url(storage)), host=host, port=port)
 
 
