@@ -349,20 +349,20 @@ def test_triton_completes_only_the_repository_configs_that_may_need_it(tmp_path:
     """The worker's server runs without auto-completion where every config it loads is whole (the python
     backend starts a stub per load only to ask the model for its config); where one may not be, with it."""
 
-    def complete(repository: Path, name: str) -> bool:
-        return _worker(_cfg(tmp_path, repository, name=name), tmp_path / f"w-{name}").server.complete_configs
+    def whole(repository: Path, name: str) -> bool:
+        return _worker(_cfg(tmp_path, repository, name=name), tmp_path / f"w-{name}").server.whole_configs
 
     python = doubler_repository(tmp_path / "python")
-    assert complete(python, "doubler")
+    assert whole(python, "doubler")
     ensemble = ensemble_repository(tmp_path / "ensemble")
-    assert complete(ensemble, "quadrupler")
-    assert complete(onnx_repository, "digits")
+    assert whole(ensemble, "quadrupler")
+    assert whole(onnx_repository, "digits")
 
     completing = DOUBLER_MODEL_PY + "\n    @staticmethod\n    def auto_complete_config(config):\n        return config\n"
     (python / "doubler" / "1" / "model.py").write_text(completing)
-    assert not complete(python, "doubler")
+    assert not whole(python, "doubler")
     (ensemble / "second" / "1" / "model.py").write_text(completing)  # one step's config may be completed
-    assert not complete(ensemble, "quadrupler")
+    assert not whole(ensemble, "quadrupler")
 
     config = DOUBLER_CONFIG.replace('backend: "python"', 'platform: "pytorch_libtorch"')
     torch = doubler_repository(tmp_path / "torch", config=config)

@@ -99,16 +99,16 @@ def test_local_command() -> None:
 def test_servers_for_configs_the_tuner_wrote_whole_run_without_auto_completion(tmp_path: Path) -> None:
     flag = "--disable-auto-complete-config"
     assert flag not in local_command(Path("/t"), Path("/r"), "127.0.0.1", PORTS, access=ACCESS)
-    assert flag in local_command(Path("/t"), Path("/r"), "127.0.0.1", PORTS, access=ACCESS, complete_configs=True)
+    assert flag in local_command(Path("/t"), Path("/r"), "127.0.0.1", PORTS, access=ACCESS, whole_configs=True)
     docker = docker_run_command(image="img", name="n", repository=Path("/r"), ports=PORTS, access=ACCESS,
-                                complete_configs=True)
+                                whole_configs=True)
     assert flag in docker[docker.index("tritonserver"):]
     binary = tmp_path / "tritonserver"
     binary.write_text("")
     for settings in (ServerSettings(), ServerSettings(launch="local", binary=binary), ServerSettings(launch="docker")):
-        made = make_server(settings, tmp_path / "server", tmp_path / "repo", complete_configs=True)
-        assert isinstance(made, ProcessServer) and made.complete_configs, settings.launch
-        assert not make_server(settings, tmp_path / "server", tmp_path / "repo").complete_configs
+        made = make_server(settings, tmp_path / "server", tmp_path / "repo", whole_configs=True)
+        assert isinstance(made, ProcessServer) and made.whole_configs, settings.launch
+        assert not make_server(settings, tmp_path / "server", tmp_path / "repo").whole_configs
 
 
 def test_make_server_picks_the_mode(tmp_path: Path) -> None:

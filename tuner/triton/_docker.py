@@ -63,7 +63,7 @@ def docker_run_command(
     docker: str = "docker",
     extra_args: Sequence[str] = (),
     label: str = "",
-    complete_configs: bool = False,
+    whole_configs: bool = False,
 ) -> list[str]:
     """The ``docker run`` command line of one Triton container (in the foreground: its output is the server's log).
 
@@ -78,7 +78,7 @@ def docker_run_command(
         docker: The docker client.
         extra_args: More ``docker run`` options, put before the image.
         label: Value of the container's ``tuner.workdir`` label.
-        complete_configs: Every config it loads is written whole by the tuner (``server_flags``).
+        whole_configs: Every config it loads is written whole by the tuner (``server_flags``).
     """
     cmd = [docker, "run", "--rm", "--name", name, "--label", f"{LABEL}={label}", "--shm-size=1g"]
     if gpu:
@@ -96,7 +96,7 @@ def docker_run_command(
         f"--http-port={CONTAINER_PORTS.http}",
         f"--grpc-port={CONTAINER_PORTS.grpc}",
         f"--metrics-port={CONTAINER_PORTS.metrics}",
-        *server_flags(access, complete_configs=complete_configs),
+        *server_flags(access, whole_configs=whole_configs),
     ]
 
 
@@ -123,7 +123,7 @@ class DockerServer(ProcessServer):
         address: Address of this machine the ports are published on.
         ports: Fixed ports; free ones are found at start when None.
         startup_timeout_s: How long to wait for the server to become ready.
-        complete_configs: Every config it loads is written whole by the tuner (``server_flags``).
+        whole_configs: Every config it loads is written whole by the tuner (``server_flags``).
     """
 
     def __init__(
@@ -138,9 +138,9 @@ class DockerServer(ProcessServer):
         address: str = "127.0.0.1",
         ports: Ports | None = None,
         startup_timeout_s: float = 60.0,
-        complete_configs: bool = False,
+        whole_configs: bool = False,
     ) -> None:
-        super().__init__(workdir, repository, address, ports, startup_timeout_s, complete_configs=complete_configs)
+        super().__init__(workdir, repository, address, ports, startup_timeout_s, whole_configs=whole_configs)
         self.image = image
         self.docker = docker
         self.extra_args = tuple(extra_args)
@@ -170,7 +170,7 @@ class DockerServer(ProcessServer):
             docker=self.docker,
             extra_args=self.extra_args,
             label=str(self.workdir),
-            complete_configs=self.complete_configs,
+            whole_configs=self.whole_configs,
         )
 
     def _describe(self) -> str:

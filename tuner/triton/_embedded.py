@@ -89,7 +89,7 @@ class EmbeddedServer(ProcessServer):
             self._started_ports(),
             backends,
             access=self._started_access(),
-            complete_configs=self.complete_configs,
+            whole_configs=self.whole_configs,
         )
 
     def _environment(self) -> dict[str, str]:

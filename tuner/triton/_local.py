@@ -37,7 +37,7 @@ class LocalServer(ProcessServer):
         ports: Fixed ports; free ones are found at start when None.
         startup_timeout_s: How long to wait for the server to become ready.
         env: Extra environment variables for the server process.
-        complete_configs: Every config it loads is written whole by the tuner (``server_flags``).
+        whole_configs: Every config it loads is written whole by the tuner (``server_flags``).
     """
 
     def __init__(
@@ -51,9 +51,9 @@ class LocalServer(ProcessServer):
         ports: Ports | None = None,
         startup_timeout_s: float = 60.0,
         env: dict[str, str] | None = None,
-        complete_configs: bool = False,
+        whole_configs: bool = False,
     ) -> None:
-        super().__init__(workdir, repository, address, ports, startup_timeout_s, env, complete_configs)
+        super().__init__(workdir, repository, address, ports, startup_timeout_s, env, whole_configs)
         self.binary = binary
         self.backend_directory = backend_directory
         self.native = native
@@ -68,7 +68,7 @@ class LocalServer(ProcessServer):
             self._started_ports(),
             self.backend_directory,
             access=self._started_access(),
-            complete_configs=self.complete_configs,
+            whole_configs=self.whole_configs,
         )
 
 
@@ -80,7 +80,7 @@ def local_command(
     backend_directory: Path | None = None,
     *,
     access: Access,
-    complete_configs: bool = False,
+    whole_configs: bool = False,
 ) -> list[str]:
     """The command line of a tritonserver serving ``repository`` in explicit model control on ``ports``,
     whose model-changing protocols ask for ``access``'s header (``server_flags`` gives the rest)."""
@@ -96,5 +96,5 @@ def local_command(
         f"--http-port={ports.http}",
         f"--grpc-port={ports.grpc}",
         f"--metrics-port={ports.metrics}",
-        *server_flags(access, complete_configs=complete_configs),
+        *server_flags(access, whole_configs=whole_configs),
     ]

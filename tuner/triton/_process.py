@@ -158,18 +158,18 @@ def _started_from(argv: list[str], folder: Path) -> bool:
     return False
 
 
-def server_flags(access: Access, *, complete_configs: bool) -> list[str]:
+def server_flags(access: Access, *, whole_configs: bool) -> list[str]:
     """The options every tritonserver the tuner starts takes, on this machine or in a container.
 
     Args:
         access: The header the model-changing protocols ask for (see tuner.triton._access).
-        complete_configs: Every config the server loads is written whole by the tuner (inputs,
+        whole_configs: Every config the server loads is written whole by the tuner (inputs,
             outputs, batch size), so Triton's auto-completion is turned off: it has nothing to add,
             and for each load of a python-backend model it started a stub only to ask the model
             for its config (1.2 s of the 1.4 s that loading digits_forest's runner took here).
     """
     flags = ["--log-info=true", "--exit-timeout-secs=10", *access.server_args()]
-    if complete_configs:
+    if whole_configs:
         flags.append("--disable-auto-complete-config")
     return flags
 
@@ -187,7 +187,7 @@ class ProcessServer:
         ports: Fixed ports; free ones are found at start when None.
         startup_timeout_s: How long to wait for the server to become ready.
         env: Extra environment variables for the server process.
-        complete_configs: Every config it loads is written whole by the tuner (``server_flags``).
+        whole_configs: Every config it loads is written whole by the tuner (``server_flags``).
     """
 
     #: Whether configs take the onnxruntime backend's own form (see tuner.triton._server.TritonServer).
@@ -201,7 +201,7 @@ class ProcessServer:
         ports: Ports | None = None,
         startup_timeout_s: float = 60.0,
         env: dict[str, str] | None = None,
-        complete_configs: bool = False,
+        whole_configs: bool = False,
     ) -> None:
         self.workdir = workdir.resolve()
         self.repository = repository.resolve()
@@ -210,7 +210,7 @@ class ProcessServer:
         self.ports: Ports | None = None
         self.startup_timeout_s = startup_timeout_s
         self.extra_env = dict(env or {})
-        self.complete_configs = complete_configs
+        self.whole_configs = whole_configs
         self.log_path = self.workdir / "tritonserver.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._guard: GroupGuard | None = None

@@ -136,7 +136,7 @@ class _CommonArgs(TypedDict):
     address: str
     ports: Ports | None
     startup_timeout_s: float
-    complete_configs: bool
+    whole_configs: bool
 
 
 def worker_gpus() -> str | None:
@@ -152,7 +152,7 @@ def make_server(
     *,
     gpu: str | None = None,
     index: int = 0,
-    complete_configs: bool = False,
+    whole_configs: bool = False,
 ) -> TritonServer:
     """The server ``settings.launch`` asks for.
 
@@ -162,7 +162,7 @@ def make_server(
         repository: The worker's model repository, which the worker writes.
         gpu: The worker's GPUs (as CUDA_VISIBLE_DEVICES lists them) for a docker container; None: no GPU.
         index: The worker's index, which picks its server among ``settings.remote``.
-        complete_configs: Every config the server loads is written whole by the tuner, so a server
+        whole_configs: Every config the server loads is written whole by the tuner, so a server
             the tuner starts runs without Triton's auto-completion (tuner.triton._process.server_flags);
             a remote server runs as its owner started it.
     """
@@ -173,7 +173,7 @@ def make_server(
         "address": settings.address,
         "ports": ports,
         "startup_timeout_s": settings.startup_timeout_s,
-        "complete_configs": complete_configs,
+        "whole_configs": whole_configs,
     }
     if settings.launch == "local":
         assert settings.binary is not None  # ServerSettings requires it for local

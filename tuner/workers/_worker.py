@@ -142,7 +142,7 @@ class Worker:
             self.repository,
             gpu=worker_gpus(),
             index=setup.index,
-            complete_configs=model is None or model.config_is_whole,
+            whole_configs=model is None or model.config_is_whole,
         )
         self._engine: LoadEngine | None = None
         self.monitor: UsageMonitor | None = None
