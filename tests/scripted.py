@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from tuner.config import StudyConfig
 from tuner.pool import Finished, Pool, WorkerStatus
 from tuner.storage import Store
 from tuner.study import StudyRunner, TrialEvent
-from tuner.trial import LoadPoint, Screen, TrialOutcome, TrialSpec, screened
+from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec, screened
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -38,11 +38,13 @@ class ScriptedPool:
         noise: Per instance count, factors for its successive loads (1.0 where left out).
         interrupt_at: Raise KeyboardInterrupt (Ctrl-C) in ``collect`` once this many loads came back.
         seconds: How long each load takes.
+        failing: Accelerators that cannot load the model: a config on one fails as Triton's refusal would.
     """
 
     def __init__(self, script: Script, workers: int = 1, noise: dict[int, Sequence[float]] | None = None,
-                 interrupt_at: int | None = None, seconds: float = 0.0) -> None:
+                 interrupt_at: int | None = None, seconds: float = 0.0, failing: Collection[str] = ()) -> None:
         self.script = script
+        self.failing = failing
         self.noise = noise or {}
         self.status = [WorkerStatus(index=i, node="scripted") for i in range(workers)]
         self.submitted: list[TrialSpec] = []
@@ -86,6 +88,9 @@ class ScriptedPool:
         self._queued.clear()
 
     def _answer(self, spec: TrialSpec) -> TrialOutcome:
+        if spec.accelerator in self.failing:
+            return TrialOutcome(spec, "", error=f"Triton refused the config ({spec.accelerator}): scripted",
+                                failure=Failure.CONFIG)
         n = spec.instance_count
         load = self._loads.get(n, 0)
         self._loads[n] = load + 1

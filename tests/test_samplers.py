@@ -418,6 +418,22 @@ def test_paired_warm_start_without_an_accelerator_to_choose_is_both_changes_alon
         samplers.warm_start_params(space, "all")
 
 
+def test_an_accelerator_that_cannot_load_the_model_leaves_the_warm_start() -> None:
+    space = _space()
+    without = _space(**{k: v for k, v in SPACE.items() if k != "accelerator"})
+
+    first = samplers.warm_start_params(space, unusable={"openvino"})
+
+    # the design of a space with no accelerator to choose: the two other changes alone and together
+    assert [space.key_of(p) for p in first] == [space.key_of(p) for p in samplers.warm_start_params(without)]
+    assert all(p["accelerator"] == "none" for p in first)
+    assert samplers.initial_params("bo", space, unusable={"openvino"})[1:] == first
+    seeds = [space.params_near({"accelerator": "openvino"}), space.params_near({"instance_count": 2})]
+    assert samplers.initial_params("bo", space, seeds=seeds, unusable={"openvino"})[1:] == seeds[1:]
+    # the default config is measured whatever it runs on
+    assert samplers.initial_params("bo", space, unusable={"none"})[0] == space.default_params()
+
+
 def test_seeds_take_the_place_of_the_known_good_configs() -> None:
     space = _space()
     seeds = [space.params_near({"instance_count": 3}), space.default_params(), space.params_near({"instance_count": 3})]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from optuna.trial import TrialState
 from scripted import ScriptedPool, ScriptedRunner
 
@@ -51,9 +50,9 @@ def test_ctrl_c_fails_the_trial_in_flight_and_the_next_run_measures_its_config(
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
     assert failed[0].user_attrs[ATTR_INTERRUPTED]
-    # The warm-start configs not yet asked wait too; the interrupted one is queued after them.
+    # The interrupted config waits to run again; the warm start's later configs are queued as the search asks.
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert waiting and waiting[-1].number == len(trials) - 1, "the interrupted config is queued again"
+    assert len(waiting) == 1 and waiting[-1].number == len(trials) - 1, "the interrupted config is queued again"
     assert waiting[-1].system_attrs["fixed_params"] == failed[0].params
 
     pool = ScriptedPool(SCRIPT)

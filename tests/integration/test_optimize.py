@@ -152,10 +152,9 @@ def test_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onn
     assert TrialState.RUNNING not in [t.state for t in study.trials]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
-    # The warm-start configs not yet asked wait too; the interrupted one is queued after them.
+    # The interrupted config waits to run again; the warm start's later configs are queued as the search asks.
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
-    assert waiting and waiting[-1].number == len(study.trials) - 1, "the interrupted config is queued again"
-    waiting = waiting[-1:]
+    assert len(waiting) == 1 and waiting[0].number == len(study.trials) - 1, "the interrupted config is queued again"
 
     # Running the study again continues it; a larger budget (--n-trials) adds trials. (Its worker runs in
     # the tuner's process: a second Ray start would test nothing more.)

@@ -15,7 +15,7 @@ from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._contract import DISTINCT, Exhaustible
 from tuner.samplers._grid import ConfigGridSampler
 from tuner.samplers._pipeline import PipelineSpace
-from tuner.samplers._planned import PlannedSampler
+from tuner.samplers._planned import PlannedSampler, trial_params
 from tuner.samplers._quick import QuickSearchSampler
 from tuner.samplers._registry import (
     DEFAULT_STARTUP,
@@ -44,5 +44,6 @@ __all__ = [
     "UnmeasuredFirst",
     "initial_params",
     "make_sampler",
+    "trial_params",
     "warm_start_params",
 ]

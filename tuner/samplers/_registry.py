@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -121,18 +121,29 @@ def make_sampler(
 
 
 def initial_params(
-    name: str, space: Space, warm_start: bool = True, seeds: Sequence[Mapping[str, Any]] | None = None
+    name: str,
+    space: Space,
+    warm_start: bool = True,
+    seeds: Sequence[Mapping[str, Any]] | None = None,
+    unusable: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The configs a new study measures first: the default config, then (for the samplers in
     ``WARM_STARTED``, with ``warm_start``) the known-good ones of ``warm_start_params``, or
     ``seeds`` where given (trial params of this space: the best configs of earlier studies,
-    ``SearchSpace.params_from``) in their place. A config given twice is measured once."""
+    ``SearchSpace.params_from``) in their place. A config given twice is measured once.
+
+    ``unusable`` names accelerators that could not load the model: the known-good configs are
+    those of a space without them, and no config after the default is on one.
+    """
     first = [space.default_params()]
     if warm_start and name in WARM_STARTED:
-        first += [dict(params) for params in seeds] if seeds is not None else warm_start_params(space)
+        first += (
+            [dict(params) for params in seeds] if seeds is not None else warm_start_params(space, unusable=unusable)
+        )
     unique: dict[str, dict[str, Any]] = {}
-    for params in first:
-        unique.setdefault(space.key_of(params), params)
+    for index, params in enumerate(first):
+        if index == 0 or params.get("accelerator") not in unusable:
+            unique.setdefault(space.key_of(params), params)
     return list(unique.values())
 
 
@@ -142,7 +153,7 @@ WARM_START_DESIGNS = ("single", "pairs")
 WARM_START_DESIGN = "pairs"
 
 
-def warm_start_params(space: Space, design: str | None = None) -> list[dict[str, Any]]:
+def warm_start_params(space: Space, design: str | None = None, unusable: Collection[str] = ()) -> list[dict[str, Any]]:
     """A few configs that are often good, each moved into the space.
 
     The changes from the default config that the documented rules of thumb name: one instance
@@ -154,9 +165,10 @@ def warm_start_params(space: Space, design: str | None = None) -> list[dict[str,
     change on its own; ``pairs``, each two changes together (with the default config, a half of the
     three changes' 2 x 2 x 2 design: every change is on in two configs and off in two, so a model
     of the results learns each one's direction as well as from single changes, and sees every two
-    together). A change the space cannot make (no accelerator to choose) drops out; with two
-    changes left, ``pairs`` is each alone and both together. Configs may come out alike once moved
-    into the space: ``initial_params`` measures each once.
+    together). A change the space cannot make (no accelerator to choose, or only ``unusable``
+    ones: accelerators that could not load the model) drops out; with two changes left, ``pairs``
+    is each alone and both together. Configs may come out alike once moved into the space:
+    ``initial_params`` measures each once.
     """
     design = design or WARM_START_DESIGN
     if design not in WARM_START_DESIGNS:
@@ -165,7 +177,8 @@ def warm_start_params(space: Space, design: str | None = None) -> list[dict[str,
         {"instance_count": space.worker_cores if space.kind is InstanceKind.CPU else 2},
         {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": 1000},
     ]
-    accelerators = space.values("accelerator") if "accelerator" in space.distributions else []
+    offered = space.values("accelerator") if "accelerator" in space.distributions else []
+    accelerators = [accelerator for accelerator in offered if accelerator not in unusable]
     for accelerator in ("tensorrt", "openvino"):
         if accelerator in accelerators:
             changes.append({"accelerator": accelerator})

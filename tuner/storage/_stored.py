@@ -38,6 +38,7 @@ ATTR_ACCURACY = "accuracy"
 ATTR_SERVER = "server"
 ATTR_REMEASURE_OF = "remeasure_of"
 ATTR_TIMINGS = "timings_s"
+ATTR_WARM_START = "warm_start"
 # Study attributes.
 ATTR_STUDY_FILE = "study_file"
 ATTR_WORKER_CORES = "worker_cores"

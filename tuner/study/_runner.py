@@ -3,7 +3,7 @@
     summary = StudyRunner(cfg, store, plan=plan_study(cfg), on_event=print).run()
 
 The first trial of a new study is the model's default config, so every result reads as a gain
-over it. A config already measured in this study is not measured again: its result is reused
+over it; the warm start follows, a config at a time (tuner.study._initial). A config already measured in this study is not measured again: its result is reused
 and the trial marked ``reused_from``. Trials left RUNNING by a tuner that was killed are marked
 FAIL when the study is opened again, and their configs are proposed again.
 
@@ -30,7 +30,7 @@ from tuner.config import StudyConfig
 from tuner.errors import ConfigError, DiskFullError, LeaseLostError
 from tuner.pool import Finished, Pool, WorkerStatus
 from tuner.replay import ReplayPool
-from tuner.samplers import initial_params, make_sampler
+from tuner.samplers import make_sampler
 from tuner.storage import (
     ATTR_ACCURACY,
     ATTR_DEFAULT,
@@ -54,6 +54,7 @@ from tuner.storage import (
     read_study,
     redact_url,
 )
+from tuner.study._initial import queue_initial
 from tuner.study._plan import StudyPlan, plan_study
 from tuner.study._pruned import tell_pruned, tell_pruned_again
 from tuner.study._remeasure import Confirming, contenders, remeasure_budget
@@ -227,21 +228,8 @@ class StudyRunner:
         n_trials = n_trials if n_trials is not None else self.cfg.search.n_trials
         timeout_s = timeout_s if timeout_s is not None else self.cfg.search.timeout_s
         recover_interrupted(self.study)
-        if not self.study.trials:
-            seeds = self.plan.seeds
-            first = initial_params(
-                self.cfg.search.sampler,
-                self.space,
-                self.cfg.search.warm_start is not False,
-                seeds=seeds.params if seeds is not None else None,
-            )
-            if seeds is not None:
-                self.study.set_user_attr(ATTR_WARM_START_FROM, list(seeds.studies))
-            # no more than the budget: a config left WAITING would be asked in a later phase or run
-            first = first[: max(1, n_trials)] if n_trials is not None else first
-            self.study.enqueue_trial(first[0], user_attrs={ATTR_DEFAULT: True})
-            for params in first[1:]:
-                self.study.enqueue_trial(params)
+        if not self.study.trials and self.plan.seeds is not None:
+            self.study.set_user_attr(ATTR_WARM_START_FROM, list(self.plan.seeds.studies))
         self._measured, self._pruned = self._by_config(TrialState.COMPLETE), self._by_config(TrialState.PRUNED)
         self._incumbent = incumbent_of(read_study(self.study, self.store).trials, screen_concurrency(self.cfg))
         deadline = time.monotonic() + timeout_s if timeout_s else None
@@ -315,6 +303,8 @@ class StudyRunner:
     def _ask_search(self, pool: Pool, n_trials: int | None, deadline: float | None) -> bool:
         if not self._may_ask(n_trials, deadline):
             return False
+        seeds = self.plan.seeds.params if self.plan.seeds is not None else None
+        queue_initial(self.study, self.space, self.cfg.search.sampler, self.cfg.search.warm_start is not False, seeds)
         self._start_trial(pool, n_trials)
         return True
 

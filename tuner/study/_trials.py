@@ -9,7 +9,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.storage import ATTR_DEFAULT, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REMEASURE_OF, ATTR_SPEC_KEY
+from tuner.storage import (
+    ATTR_DEFAULT,
+    ATTR_FAIL_REASON,
+    ATTR_INTERRUPTED,
+    ATTR_REMEASURE_OF,
+    ATTR_SPEC_KEY,
+    ATTR_WARM_START,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 
 def carry_attrs(trial: FrozenTrial) -> dict[str, Any]:
-    return {k: trial.user_attrs[k] for k in (ATTR_DEFAULT, ATTR_REMEASURE_OF) if k in trial.user_attrs}
+    return {k: trial.user_attrs[k] for k in (ATTR_DEFAULT, ATTR_WARM_START, ATTR_REMEASURE_OF) if k in trial.user_attrs}
 
 
 def counted_trials(study: optuna.Study) -> int:
