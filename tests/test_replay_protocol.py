@@ -90,7 +90,7 @@ def test_the_landscapes_to_record_are_valid_studies_of_100_to_300_configs(name: 
     assert cfg.model.path.is_file() or name == "minilm"  # minilm is prepared with the transformer extra
 
 
-@pytest.mark.parametrize("name", ["tabular_mlp", "sequence_lstm"])
+@pytest.mark.parametrize("name", ["tabular_mlp", "sequence_lstm", "tabular_knn"])
 def test_a_held_out_landscapes_tight_budget_follows_its_rule(name: str) -> None:
     # The tight replay is the same recording under the 25th percentile of its configs' p99, rounded down
     # to two significant digits; nothing else differs from the loose study file.

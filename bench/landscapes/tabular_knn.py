@@ -1,0 +1,37 @@
+"""Writes the model of the `tabular_knn` landscapes: a scikit-learn nearest-neighbours classifier, as ONNX.
+
+A model family no default of the search was chosen on, recorded after the warm start learned to
+drop an accelerator that cannot load the model: instance-based, no weights to multiply but the
+whole training table to compare with. Each sample's class comes from its 15 nearest neighbours
+among 3,000 stored rows of 64 features (a distance to every row, then a top-k), converted with
+skl2onnx (class probabilities as a plain tensor). The work grows with the batch and the table,
+not with a network's depth.
+
+    python bench/landscapes/tabular_knn.py      # -> model_repository/tabular_knn/1/model.onnx
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from skl2onnx import to_onnx
+from sklearn.datasets import make_classification
+from sklearn.neighbors import KNeighborsClassifier
+
+OUT = Path(__file__).resolve().parents[2] / "model_repository" / "tabular_knn" / "1" / "model.onnx"
+
+
+def main() -> None:
+    x, y = make_classification(
+        n_samples=3000, n_features=64, n_informative=24, n_classes=6, n_clusters_per_class=2, random_state=1
+    )
+    x = x.astype("float32")
+    knn = KNeighborsClassifier(n_neighbors=15).fit(x, y)
+    onx = to_onnx(knn, x[:1], options={id(knn): {"zipmap": False}}, target_opset={"": 15, "ai.onnx.ml": 3})
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_bytes(onx.SerializeToString())
+    print(f"{OUT}: {OUT.stat().st_size / 1e6:.1f} MB, training accuracy {knn.score(x, y):.3f}")
+
+
+if __name__ == "__main__":
+    main()
