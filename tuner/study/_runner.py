@@ -3,9 +3,10 @@
     summary = StudyRunner(cfg, store, plan=plan_study(cfg), on_event=print).run()
 
 The first trial of a new study is the model's default config, so every result reads as a gain
-over it; the warm start follows, a config at a time (tuner.study._initial). A config already measured in this study is not measured again: its result is reused
-and the trial marked ``reused_from``. Trials left RUNNING by a tuner that was killed are marked
-FAIL when the study is opened again, and their configs are proposed again.
+over it; the warm start follows, a config at a time (tuner.study._initial). A config already
+measured in this study is not measured again: its result is reused and the trial marked
+``reused_from``. Trials left RUNNING by a tuner that was killed are marked FAIL when the study is
+opened again, and their configs are proposed again.
 
 Each trial of the search but the default config goes to its worker with a screen
 (``load.early_stop``, tuner.study._screen): a config the screen shows hopeless comes back with
