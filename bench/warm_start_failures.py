@@ -27,38 +27,13 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_search_synthetic import BUDGET, CORES, SPACE, TARGET, Judge, landscape, shuffled_grid
+from test_search_synthetic import BUDGET, CORES, SPACE, landscape, shuffled_grid, trials_to_target
 
 from tuner import config as cfg
-from tuner import samplers
 from tuner.samplers import SearchSpace
-from tuner.study._initial import queue_initial
 from tuner.study._record import recording_machine
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def trials_to_target(seed: int, judge: Judge, space: SearchSpace, up_front: bool) -> int | None:
-    """Trials until the default sampler measures a feasible config within 3% of the best."""
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=samplers.make_sampler("bo", seed, space))
-    if up_front:
-        for params in samplers.initial_params("bo", space):
-            study.enqueue_trial(params)
-    results = [judge(space.to_spec(p)) for p in space.combinations()]
-    best = max(r[0] for r in results if r is not None and r[1] <= 0)
-    for number in range(1, BUDGET + 1):
-        if not up_front:
-            queue_initial(study, space, "bo")
-        trial = study.ask()
-        result = judge(space.suggest(trial))
-        if result is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        trial.set_constraint("latency_p99_ms", result[1])
-        study.tell(trial, [result[0], 1.0])
-        if result[1] <= 0 and result[0] >= TARGET * best:
-            return number
-    return None
 
 
 def _median(found: list[int | None]) -> float:
@@ -77,8 +52,8 @@ def main() -> None:
     for seed in range(first, last + 1):
         started = time.perf_counter()
         judge = landscape(seed, accelerator_fails=True)
-        queued = [trials_to_target(s, judge, space, up_front=False) for s in range(args.seeds)]
-        up_front = [trials_to_target(s, judge, space, up_front=True) for s in range(args.seeds)]
+        queued = [trials_to_target("bo", s, judge, space, BUDGET) for s in range(args.seeds)]
+        up_front = [trials_to_target("bo", s, judge, space, BUDGET, up_front=True) for s in range(args.seeds)]
         shuffled = statistics.median(shuffled_grid(s, judge, space) for s in range(25))
         row = {
             "landscape": seed,

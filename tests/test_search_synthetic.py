@@ -75,13 +75,22 @@ def landscape(seed: int, accelerator_fails: bool = False) -> Judge:
     return judge
 
 
-def trials_to_target(sampler: str, seed: int, judge: Judge, space: SearchSpace, budget: int) -> int | None:
+def trials_to_target(sampler: str, seed: int, judge: Judge, space: SearchSpace, budget: int,
+                     up_front: bool = False) -> int | None:
+    """Trials until the sampler measures a feasible config within 3% of the best, or None.
+
+    The warm start is queued as the study loop queues it, a config at a time; with ``up_front``, all
+    of it before the first trial, as the loop did before 2026-12-06 (bench/warm_start_failures.py)."""
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=samplers.make_sampler(sampler, seed, space))
+    if up_front:
+        for params in samplers.initial_params(sampler, space):
+            study.enqueue_trial(params)
     results = [judge(space.to_spec(p)) for p in space.combinations()]
     best = max(r[0] for r in results if r is not None and r[1] <= 0)
     for number in range(1, budget + 1):
-        queue_initial(study, space, sampler)  # as the study loop does: the warm start, a config at a time
+        if not up_front:
+            queue_initial(study, space, sampler)
         if study.sampler.is_exhausted(study):
             return None
         trial = study.ask()

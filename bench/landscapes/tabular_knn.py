@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skl2onnx import to_onnx
+from _sklearn_onnx import write_classifier
 from sklearn.datasets import make_classification
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -27,9 +27,7 @@ def main() -> None:
     )
     x = x.astype("float32")
     knn = KNeighborsClassifier(n_neighbors=15).fit(x, y)
-    onx = to_onnx(knn, x[:1], options={id(knn): {"zipmap": False}}, target_opset={"": 15, "ai.onnx.ml": 3})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_bytes(onx.SerializeToString())
+    write_classifier(knn, x[:1], OUT)
     print(f"{OUT}: {OUT.stat().st_size / 1e6:.1f} MB, training accuracy {knn.score(x, y):.3f}")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from skl2onnx import to_onnx
+from _sklearn_onnx import write_classifier
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
@@ -31,9 +31,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a few epochs are enough for a benchmark
         mlp.fit(x, y)
-    onx = to_onnx(mlp, x[:1], options={id(mlp): {"zipmap": False}}, target_opset={"": 15, "ai.onnx.ml": 3})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_bytes(onx.SerializeToString())
+    write_classifier(mlp, x[:1], OUT)
     print(f"{OUT}: {OUT.stat().st_size / 1e6:.1f} MB, training accuracy {mlp.score(x, y):.3f}")
 
 
