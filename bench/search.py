@@ -106,6 +106,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-no-noise": {"sampler": "bo", "measured_noise": False},
     "bo-no-noise-cold": {"sampler": "bo", "measured_noise": False, "warm_start": False},
     "bo-single": {"sampler": "bo", "warm_start_design": "single"},
+    "bo-config-loads": {"sampler": "bo", "variant_loads": False},
+    "bo-config-loads-cold": {"sampler": "bo", "variant_loads": False, "warm_start": False},
     "bo-forest": {"sampler": "bo", "surrogate": "forest"},
     "bo-forest-cold": {"sampler": "bo", "surrogate": "forest", "warm_start": False},
     "bo-forest-mixed": {"sampler": "bo", "surrogate": "forest", "variants_first": False},
@@ -125,7 +127,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 BO_DEFAULTS = {
     "surrogate": (_bo, "DEFAULT_SURROGATE"), "variants_first": (_bo, "VARIANTS_FIRST"),
     "per_second": (_bo, "PER_SECOND"), "spread": (_bo, "SPREAD_STARTUP"), "measured_noise": (_bo, "MEASURED_NOISE"),
-    "warm_start_design": (_registry, "WARM_START_DESIGN"),
+    "warm_start_design": (_registry, "WARM_START_DESIGN"), "variant_loads": (_bo, "VARIANT_LOADS"),
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {

@@ -331,6 +331,55 @@ def test_bo_knows_a_variants_accuracy_from_one_of_its_configs() -> None:
     assert by_variant[("openvino", "fp32")] > -500 and by_variant[("none", "fp32")] > -500  # unknown: modelled
 
 
+def _told(sampler: samplers._bo.ConfigBOSampler, space: SearchSpace,
+          outcomes: list[tuple[dict[str, Any], bool]]) -> optuna.Study:
+    """A study of ``sampler`` whose trials ran (True) or failed (False) at the given configs."""
+    study = _study(sampler)
+    for params, ran in outcomes:
+        study.enqueue_trial(params)
+        trial = study.ask()
+        space.suggest(trial)
+        if ran:
+            trial.set_constraint("latency_p99_ms", -1.0)
+            study.tell(trial, [100.0, 1.0])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return study
+
+
+def test_bo_takes_a_variant_that_failed_every_config_as_one_that_may_not_load() -> None:
+    space = _space(max_batch_size=[1, 8], instance_count=[1, 2], accelerator=["none", "openvino"],
+                   precision=["fp32", "int8"])
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=0)
+
+    def config(batch: int, instances: int, accelerator: str, precision: str) -> dict[str, Any]:
+        return {"max_batch_size": batch, "instance_count": instances, "accelerator": accelerator,
+                "precision": precision}
+
+    def log_probs(outcomes: list[tuple[dict[str, Any], bool]]) -> dict[tuple[str, str], float]:
+        study = _told(sampler, space, outcomes)
+        finished = samplers._bo._finished(study)
+        ran = np.array([t.state != optuna.trial.TrialState.FAIL for t in finished])
+        left = [p for p in space.combinations() if p["max_batch_size"] == 1 and p["instance_count"] == 2]
+        scores = sampler._log_prob_variant_loads(finished, ran, [sampler.variant_of(p) for p in left])
+        return {(p["accelerator"], p["precision"]): float(x) for p, x in zip(left, scores)}
+
+    runs = [(config(b, i, "none", "fp32"), True) for b in (1, 8) for i in (1, 2)]
+    mixed = [(config(1, 1, "none", "int8"), False), (config(8, 1, "none", "int8"), True)]
+    failing_twice = [(config(8, 2, "openvino", "int8"), False), (config(8, 1, "openvino", "int8"), False)]
+    once = log_probs(runs + mixed + failing_twice[:1])
+    twice = log_probs(runs + mixed + failing_twice)
+
+    # a variant that ran, or was never tried, is the model's to judge
+    assert once["none", "fp32"] == once["none", "int8"] == once["openvino", "fp32"] == 0.0
+    # one failure in six trials of the variants that run: a variant failing every config is likelier unusable
+    assert math.log(0.5) > once["openvino", "int8"] > twice["openvino", "int8"]
+    assert twice["openvino", "int8"] < math.log(0.1)
+    # where configs of the variants that run fail as often, a variant's failures say less about the variant
+    flaky = [(config(b, i, "none", "fp32"), b == 1) for b in (1, 8) for i in (1, 2)]
+    assert log_probs(flaky + failing_twice)["openvino", "int8"] > twice["openvino", "int8"]
+
+
 @pytest.mark.parametrize("variants_first", [True, False])
 def test_bo_tries_every_variant_before_it_ranges_over_them_all(variants_first: bool) -> None:
     """Six variants; FP32 without an accelerator looks best from the startup trials, and the

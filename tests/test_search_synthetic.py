@@ -45,20 +45,24 @@ BUDGET = 60
 Judge = Callable[[TrialSpec], tuple[float, float] | None]
 
 
-def landscape(seed: int, accelerator_fails: bool = False) -> Judge:
+def landscape(seed: int, accelerator_fails: bool = False, fails_at_scale: bool = False) -> Judge:
     """A random landscape: (throughput, p99 over budget) of a config, or None where it fails.
 
     With ``accelerator_fails``, OpenVINO cannot load the model at any precision (as on a model whose
-    output rank its CPU plug-in refuses) and the draws are otherwise the same."""
+    output rank its CPU plug-in refuses); with ``fails_at_scale``, every variant fails where instances x
+    max batch size is over a drawn limit (as where memory runs out). The draws are otherwise the same."""
     rng = np.random.default_rng(seed)
     effect = {knob: {v: float(rng.normal(0.0, 0.35)) for v in values} for knob, values in SPACE.items()}
     oversubscribed = float(rng.uniform(0.3, 0.8))  # throughput lost per doubling beyond the cores
     best_delay = int(rng.choice(SPACE["max_queue_delay_us"]))
     failing = {str(p) for p in SPACE["precision"] if rng.random() < 0.4} - {"fp32"}
     budget = float(rng.uniform(0.2, 0.6))  # the share of the batching latency the budget allows
+    memory = int(rng.choice([4, 8, 16]))  # the instances x max batch size that fits
 
     def judge(spec: TrialSpec) -> tuple[float, float] | None:
         if spec.accelerator == "openvino" and (accelerator_fails or spec.precision in failing):
+            return None
+        if fails_at_scale and spec.instance_count * spec.max_batch_size > memory:
             return None
         log_tp = sum(effect[k][getattr(spec, k)] for k in ("max_batch_size", "instance_count", "cpu_threads",
                                                             "accelerator", "precision"))
@@ -76,21 +80,22 @@ def landscape(seed: int, accelerator_fails: bool = False) -> Judge:
 
 
 def trials_to_target(sampler: str, seed: int, judge: Judge, space: SearchSpace, budget: int,
-                     up_front: bool = False) -> int | None:
+                     up_front: bool = False, warm_start: bool = True) -> int | None:
     """Trials until the sampler measures a feasible config within 3% of the best, or None.
 
     The warm start is queued as the study loop queues it, a config at a time; with ``up_front``, all
-    of it before the first trial, as the loop did before 2026-12-06 (bench/warm_start_failures.py)."""
+    of it before the first trial, as the loop did before 2026-12-06 (bench/warm_start_failures.py);
+    without ``warm_start``, the default config alone."""
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=samplers.make_sampler(sampler, seed, space))
     if up_front:
-        for params in samplers.initial_params(sampler, space):
+        for params in samplers.initial_params(sampler, space, warm_start):
             study.enqueue_trial(params)
     results = [judge(space.to_spec(p)) for p in space.combinations()]
     best = max(r[0] for r in results if r is not None and r[1] <= 0)
     for number in range(1, budget + 1):
         if not up_front:
-            queue_initial(study, space, sampler)
+            queue_initial(study, space, sampler, warm_start)
         if study.sampler.is_exhausted(study):
             return None
         trial = study.ask()

@@ -17,6 +17,9 @@ constraints. So this sampler models exactly that, over every config the space ha
 - a PRUNED trial (stopped after its screen, tuner.study) ran: its constraints are the screen's,
   and its objective the intermediate value reported from the screen, where there is one; so a
   config pruned for its latency reads as infeasible, one pruned for its throughput as poor;
+- a variant that failed every config it was tried at may not load at all (a provider lacking an
+  operator fails every config): its configs are weighed by the probability that it loads, from how
+  often configs of the variants that run fail (``variant_loads``);
 - an accuracy bound (``accuracy_drop``) is not left to a model where a measured config of the
   same variant (precision x accelerator x device) decided it: the accuracy check sends one
   sample per request, so batching and instances do not change a variant's answers;
@@ -78,6 +81,9 @@ SPREAD_STARTUP = False
 #: Whether each measured throughput's own noise, as the spread of its windows gives it, enters the
 #: objective's model (``ConfigBOSampler``, ``measured_noise``).
 MEASURED_NOISE = True
+#: Whether a variant that has failed every config it was tried at is taken as one that may not load at
+#: all (``ConfigBOSampler``, ``variant_loads``), beside the model of which configs run.
+VARIANT_LOADS = True
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -106,6 +112,11 @@ class ConfigBOSampler(PlannedSampler):
             trial's own noise, from the spread of the windows it was measured over: a reading whose
             windows disagreed pulls the model less than one whose windows agreed (None takes
             ``MEASURED_NOISE``).
+        variant_loads: Weigh each candidate by the probability that its variant can be loaded at
+            all, where every trial of the variant failed (``_log_prob_variant_loads``): a provider
+            that lacks an operator, or a precision the model cannot take, fails every config, which
+            the model of which configs run, over all the knobs, learns only a config at a time (None
+            takes ``VARIANT_LOADS``).
 
     Raises:
         ConfigError: the space cannot be enumerated (a log range, or too many configs).
@@ -123,6 +134,7 @@ class ConfigBOSampler(PlannedSampler):
         per_second: bool | None = None,
         spread: bool | None = None,
         measured_noise: bool | None = None,
+        variant_loads: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -134,6 +146,7 @@ class ConfigBOSampler(PlannedSampler):
         self.per_second = PER_SECOND if per_second is None else per_second
         self.spread = SPREAD_STARTUP if spread is None else spread
         self.measured_noise = MEASURED_NOISE if measured_noise is None else measured_noise
+        self.variant_loads = VARIANT_LOADS if variant_loads is None else variant_loads
         self._encode = FeatureEncoder(space, structured=self.surrogate != "onehot")
         self._model = SURROGATES[self.surrogate]
         self._rng = random.Random(seed)
@@ -225,6 +238,8 @@ class ConfigBOSampler(PlannedSampler):
         if not ran.all():
             failed = fit(features, np.where(ran, -1.0, 1.0), seed, self._model)
             log_ok += log_prob_at_most_zero(failed, candidates)
+            if variants is not None and self.variant_loads:
+                log_ok += self._log_prob_variant_loads(finished, ran, variants)
         if not ran.any():
             return log_ok
         complete = [t for t, r in zip(finished, ran) if r]
@@ -249,6 +264,35 @@ class ConfigBOSampler(PlannedSampler):
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
         return log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
+
+    def _log_prob_variant_loads(
+        self, finished: list[FrozenTrial], ran: np.ndarray, variants: list[tuple[str, str, str]]
+    ) -> np.ndarray:
+        """The log probability that each candidate's variant can be loaded at all, where its trials
+        say it may not: a variant that has failed every config it was tried at.
+
+        A variant either cannot be loaded (an operator its provider lacks, a precision the model cannot
+        take: every config fails) or can, and then a config of it fails at the rate configs of the
+        variants that have run fail (a server lost, memory for many instances), ``q``: the share of
+        those variants' trials that failed, with one failure and one run added (Laplace's rule).
+        With even odds before any trial, a variant whose ``k`` trials all failed can be loaded with
+        probability ``q**k / (q**k + 1)``. A variant with a run, or with no trial, is left to the
+        model of which configs run.
+        """
+        runs: dict[tuple[str, str, str], int] = {}
+        fails: dict[tuple[str, str, str], int] = {}
+        for trial, did_run in zip(finished, ran):
+            counts = runs if did_run else fails
+            variant = self.variant_of(trial_params(trial))
+            counts[variant] = counts.get(variant, 0) + 1
+        tried = sum(runs.values()) + sum(fails.get(v, 0) for v in runs)
+        q = (sum(fails.get(v, 0) for v in runs) + 1) / (tried + 2)
+        out = np.zeros(len(variants))
+        for i, variant in enumerate(variants):
+            k = fails.get(variant, 0)
+            if k and variant not in runs:
+                out[i] = k * math.log(q) - math.log1p(q**k)
+        return out
 
     def _known_accuracy(
         self, term: np.ndarray, complete: list[FrozenTrial], values: np.ndarray, variants: list[tuple[str, str, str]]
