@@ -1,6 +1,6 @@
 """The default sampler with and without the rule that a variant failing every config may not load at all.
 
-    python bench/variant_loads.py [--landscapes 221-230] [--seeds 5] [--out bench/results/variant_loads.json]
+    python bench/variant_loads.py [--landscapes 221-240] [--seeds 10] [--out bench/results/variant_loads.json]
 
 Each landscape is a synthetic one of tests/test_search_synthetic.py (432 configs: knob effects, the
 instances x threads interaction, a best queue delay and a latency budget, all drawn from the
@@ -20,9 +20,7 @@ median, and writes them to --out.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -31,10 +29,9 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_search_synthetic import BUDGET, CORES, SPACE, landscape, shuffled_grid, trials_to_target
-from warm_start_failures import _median
+from test_search_synthetic import BUDGET, landscape, shuffled_grid, trials_to_target
+from warm_start_failures import _median, ratio_summary, synthetic_args
 
-from tuner import config as cfg
 from tuner.samplers import SearchSpace, _bo
 from tuner.study._record import recording_machine
 
@@ -53,16 +50,10 @@ def _found(judge, space: SearchSpace, seeds: int, on: bool) -> list[int | None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--landscapes", default="221-230", help="seeds of the synthetic landscapes, FIRST-LAST")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds of the sampler on each landscape")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/variant_loads.json"))
-    args = parser.parse_args()
-    first, last = (int(x) for x in args.landscapes.split("-"))
-    space = SearchSpace(cfg.SpaceSettings.model_validate(SPACE), CORES)
+    args, landscapes, space = synthetic_args(__doc__, "221-240", 10, "bench/results/variant_loads.json")
     rows = []
     for kind, failures in KINDS.items():
-        for seed in range(first, last + 1):
+        for seed in landscapes:
             started = time.perf_counter()
             judge = landscape(seed, **failures)
             with_rule = _found(judge, space, args.seeds, on=True)
@@ -86,13 +77,7 @@ def main() -> None:
             )
     summary = {}
     for kind in KINDS:
-        ratios = [math.log(r["median_with_rule"] / r["median_without"]) for r in rows if r["kind"] == kind]
-        summary[kind] = {
-            "mean_log_ratio": statistics.fmean(ratios),
-            "fewer": sum(x < 0 for x in ratios),
-            "same": sum(x == 0 for x in ratios),
-            "more": sum(x > 0 for x in ratios),
-        }
+        summary[kind] = ratio_summary([(r["median_with_rule"], r["median_without"]) for r in rows if r["kind"] == kind])
         print(
             f"{kind}: with the rule against without: mean log ratio {summary[kind]['mean_log_ratio']:+.2f}; fewer "
             f"trials on {summary[kind]['fewer']}, the same on {summary[kind]['same']}, more on {summary[kind]['more']}"

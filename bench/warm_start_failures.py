@@ -40,16 +40,33 @@ def _median(found: list[int | None]) -> float:
     return statistics.median(2 * BUDGET if n is None else n for n in found)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--landscapes", default="211-220", help="seeds of the synthetic landscapes, FIRST-LAST")
-    parser.add_argument("--seeds", type=int, default=10, help="seeds of the sampler on each landscape")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/warm_start_failures.json"))
+def ratio_summary(medians: list[tuple[float, float]]) -> dict[str, float]:
+    """Over (new, old) medians: the mean log of new / old, and on how many new needed fewer, the same, more."""
+    ratios = [math.log(new / old) for new, old in medians]
+    return {
+        "mean_log_ratio": statistics.fmean(ratios),
+        "fewer": sum(x < 0 for x in ratios),
+        "same": sum(x == 0 for x in ratios),
+        "more": sum(x > 0 for x in ratios),
+    }
+
+
+def synthetic_args(doc: str, landscapes: str, seeds: int, out: str) -> tuple[argparse.Namespace, range, SearchSpace]:
+    """A synthetic benchmark's command line (--landscapes FIRST-LAST, --seeds, --out, with these defaults), the
+    landscapes' seeds it names, and the landscapes' search space."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--landscapes", default=landscapes, help="seeds of the synthetic landscapes, FIRST-LAST")
+    parser.add_argument("--seeds", type=int, default=seeds, help="seeds of the sampler on each landscape")
+    parser.add_argument("--out", type=Path, default=Path(out))
     args = parser.parse_args()
     first, last = (int(x) for x in args.landscapes.split("-"))
-    space = SearchSpace(cfg.SpaceSettings.model_validate(SPACE), CORES)
+    return args, range(first, last + 1), SearchSpace(cfg.SpaceSettings.model_validate(SPACE), CORES)
+
+
+def main() -> None:
+    args, landscapes, space = synthetic_args(__doc__, "211-220", 10, "bench/results/warm_start_failures.json")
     rows = []
-    for seed in range(first, last + 1):
+    for seed in landscapes:
         started = time.perf_counter()
         judge = landscape(seed, accelerator_fails=True)
         queued = [trials_to_target("bo", s, judge, space, BUDGET) for s in range(args.seeds)]
@@ -71,13 +88,7 @@ def main() -> None:
             f"  [{time.perf_counter() - started:.0f} s]",
             flush=True,
         )
-    ratios = [math.log(r["median_a_config_at_a_time"] / r["median_up_front"]) for r in rows]
-    summary = {
-        "mean_log_ratio": statistics.fmean(ratios),
-        "fewer": sum(x < 0 for x in ratios),
-        "same": sum(x == 0 for x in ratios),
-        "more": sum(x > 0 for x in ratios),
-    }
+    summary = ratio_summary([(r["median_a_config_at_a_time"], r["median_up_front"]) for r in rows])
     print(
         f"a config at a time against up front: mean log ratio {summary['mean_log_ratio']:+.2f}; "
         f"fewer trials on {summary['fewer']}, the same on {summary['same']}, more on {summary['more']} landscapes"
