@@ -12,13 +12,9 @@ not with a network's depth.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from _sklearn_onnx import write_classifier
 from sklearn.datasets import make_classification
 from sklearn.neighbors import KNeighborsClassifier
-
-OUT = Path(__file__).resolve().parents[2] / "model_repository" / "tabular_knn" / "1" / "model.onnx"
 
 
 def main() -> None:
@@ -27,8 +23,7 @@ def main() -> None:
     )
     x = x.astype("float32")
     knn = KNeighborsClassifier(n_neighbors=15).fit(x, y)
-    write_classifier(knn, x[:1], OUT)
-    print(f"{OUT}: {OUT.stat().st_size / 1e6:.1f} MB, training accuracy {knn.score(x, y):.3f}")
+    write_classifier(knn, x, y, "tabular_knn")
 
 
 if __name__ == "__main__":
