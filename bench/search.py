@@ -108,6 +108,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-single": {"sampler": "bo", "warm_start_design": "single"},
     "bo-config-loads": {"sampler": "bo", "variant_loads": False},
     "bo-config-loads-cold": {"sampler": "bo", "variant_loads": False, "warm_start": False},
+    "bo-bounded": {"sampler": "bo", "bounded_scale": True},
+    "bo-bounded-cold": {"sampler": "bo", "bounded_scale": True, "warm_start": False},
+    "bo-threads-knob": {"sampler": "bo", "threads_knob": True},
+    "bo-threads-knob-cold": {"sampler": "bo", "threads_knob": True, "warm_start": False},
     "bo-forest": {"sampler": "bo", "surrogate": "forest"},
     "bo-forest-cold": {"sampler": "bo", "surrogate": "forest", "warm_start": False},
     "bo-forest-mixed": {"sampler": "bo", "surrogate": "forest", "variants_first": False},
@@ -128,6 +132,7 @@ BO_DEFAULTS = {
     "surrogate": (_bo, "DEFAULT_SURROGATE"), "variants_first": (_bo, "VARIANTS_FIRST"),
     "per_second": (_bo, "PER_SECOND"), "spread": (_bo, "SPREAD_STARTUP"), "measured_noise": (_bo, "MEASURED_NOISE"),
     "warm_start_design": (_registry, "WARM_START_DESIGN"), "variant_loads": (_bo, "VARIANT_LOADS"),
+    "bounded_scale": (_bo, "BOUNDED_SCALE"), "threads_knob": (_bo, "THREADS_KNOB"),
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {

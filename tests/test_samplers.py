@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -301,6 +302,50 @@ def test_bo_structured_encodes_ordered_knobs_by_rank_and_the_threads_against_the
     assert lean == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1 / 6]  # 1 thread of 4 cores: log2 = -2
 
 
+def test_bo_gives_the_threads_a_config_runs_against_the_cores_a_knob_of_their_own() -> None:
+    space = _space(4, instance_count=[1, 2, 4], cpu_threads=[1, 2, 4])
+    encode = samplers._bo.FeatureEncoder(space, threads_knob=True)
+
+    def level(instances: int, threads: int) -> list[float]:
+        return encode({"instance_count": instances, "cpu_threads": threads})[-7:]  # log2(threads / cores): -3..3
+
+    assert level(4, 1) == level(1, 4) == level(2, 2) == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # the 4 cores full
+    assert level(4, 4) == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # 16 threads on 4 cores: 2
+    assert level(1, 1) == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # 1 of 4: -2
+    plain = samplers._bo.FeatureEncoder(space)({"instance_count": 1, "cpu_threads": 1})
+    assert len(plain) == len(encode({"instance_count": 1, "cpu_threads": 1})) - 7
+    assert samplers._bo.ConfigBOSampler(space, 0)._encode.threads == (
+        "onehot" if samplers._bo.THREADS_KNOB else None
+    )
+
+
+def test_what_configs_that_fill_the_cores_read_reaches_another_through_the_threads_knob() -> None:
+    # 4 cores: throughput rises with the threads up to the cores and falls beyond them, times a max batch
+    # size's factor; every config is measured but those of 4 instances x 1 thread, which fill the cores
+    space = _space(4, max_batch_size=[1, 4, 16], instance_count=[1, 2, 4], cpu_threads=[1, 2, 4])
+
+    def log_speed(batch: int, instances: int, threads: int) -> float:
+        used = instances * threads
+        return math.log(min(used, 4)) - 0.5 * max(0.0, math.log2(used / 4)) + {1: 0.0, 4: 0.3, 16: 0.1}[batch]
+
+    measured = [(b, i, t) for b in (1, 4, 16) for i in (1, 2, 4) for t in (1, 2, 4) if (i, t) != (4, 1)]
+
+    def predicted(threads_knob: bool) -> float:
+        encode = samplers._bo.FeatureEncoder(space, threads_knob=threads_knob)
+
+        def row(b: int, i: int, t: int) -> list[float]:
+            return encode({"max_batch_size": b, "instance_count": i, "cpu_threads": t})
+
+        rows = np.array([row(*config) for config in measured])
+        model = samplers._surrogate.fit(rows, np.array([log_speed(*config) for config in measured]), 0, "gp")
+        mean, _ = model.predict(np.array([row(4, 4, 1)]), noise=False)
+        return float(mean[0])
+
+    truth = log_speed(4, 4, 1)
+    assert abs(predicted(threads_knob=True) - truth) < 0.2  # as fast as 1 x 4 and 2 x 2 at that batch size
+    assert predicted(threads_knob=False) < truth - 0.5  # 4 instances and 1 thread each read slow elsewhere
+
+
 def test_bo_takes_only_a_known_surrogate() -> None:
     with pytest.raises(ValueError, match="unknown surrogate .tree."):
         samplers._bo.ConfigBOSampler(_space(), 0, surrogate="tree")
@@ -593,6 +638,48 @@ def test_a_gaussian_process_trusts_a_reading_less_the_noisier_its_measurement() 
 
     assert abs(wary[0] - 0.5) < abs(trusting[0] - 0.5)  # pulled back to its neighbours' line
     assert wary[0] < 1.5
+
+
+def test_no_two_configs_are_farther_apart_than_the_encoders_diameter() -> None:
+    space = _space(max_batch_size=[1, 8, 32], instance_count=[1, 2], accelerator=["none", "openvino"])
+    encode = samplers._bo.FeatureEncoder(space)
+    rows = np.array([encode(params) for params in space.combinations()])
+    farthest = np.sqrt(((rows[:, None, :] - rows[None, :, :]) ** 2).sum(axis=2)).max()
+    assert farthest == pytest.approx(encode.diameter())  # configs that differ in every knob
+
+    # the queue delay is no column at all where batching is off: the diameter stays a bound
+    encode = samplers._bo.FeatureEncoder(_space())
+    rows = np.array([encode(params) for params in _space().combinations()])
+    farthest = np.sqrt(((rows[:, None, :] - rows[None, :, :]) ** 2).sum(axis=2)).max()
+    assert farthest <= encode.diameter() + 1e-9
+
+
+def test_a_length_scale_bounded_by_the_space_leaves_doubt_one_knob_from_a_measured_config() -> None:
+    # three knobs of three values, one column per value; 18 of the 27 configs measured, their values
+    # adding up knob by knob: a fit free to take any length scale makes them one smooth surface
+    configs = list(itertools.product(range(3), repeat=3))
+    effects = [[0.0, 0.5, 1.0], [0.0, -0.3, 0.4], [0.2, 0.0, -0.6]]
+
+    def row(config: tuple[int, ...]) -> list[float]:
+        return [1.0 if config[knob] == value else 0.0 for knob in range(3) for value in range(3)]
+
+    measured = [c for c in configs if sum(c) % 3 != 2]
+    rows = np.array([row(c) for c in measured])
+    values = np.array([sum(effects[knob][c[knob]] for knob in range(3)) for c in measured])
+    others = np.array([row(c) for c in configs if sum(c) % 3 == 2])  # each one knob from a measured one
+    diameter = math.sqrt(2 * 3)
+
+    free = samplers._surrogate.fit(rows, values, 0, "gp")
+    bounded = samplers._surrogate.fit(rows, values, 0, "gp", longest=diameter)
+
+    assert bounded.model.kernel_.k1.k2.length_scale <= diameter + 1e-9
+    assert free.model.kernel_.k1.k2.length_scale > diameter  # the surface over the whole space
+    _, sure = free.predict(others, noise=False)
+    _, doubting = bounded.predict(others, noise=False)
+    assert (doubting > 5 * sure).all()
+    sampler = samplers._bo.ConfigBOSampler(_space(), 0, bounded_scale=True)
+    assert sampler._longest == pytest.approx(sampler._encode.diameter())
+    assert samplers._bo.ConfigBOSampler(_space(), 0, bounded_scale=False)._longest is None
 
 
 def test_bo_reads_each_throughputs_noise_from_the_spread_of_its_windows() -> None:

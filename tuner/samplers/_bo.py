@@ -84,6 +84,14 @@ MEASURED_NOISE = True
 #: Whether a variant that has failed every config it was tried at is taken as one that may not load at
 #: all (``ConfigBOSampler``, ``variant_loads``), beside the model of which configs run.
 VARIANT_LOADS = True
+#: Whether the threads a config runs against the worker's cores are a knob of their own in the one-hot
+#: encoding (``ConfigBOSampler``, ``threads_knob``; ``FeatureEncoder``): off, as it needed more trials on
+#: recorded landscapes, where 2 instances x 1 thread and 1 x 2 differ (docs/benchmarks.md).
+THREADS_KNOB = False
+#: Whether the Gaussian processes' length scales are bounded by the distance between the space's two
+#: farthest configs (``ConfigBOSampler``, ``bounded_scale``) rather than by a fixed 50: off, as it
+#: needed more trials on the synthetic landscapes it was judged on (docs/benchmarks.md).
+BOUNDED_SCALE = False
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -117,6 +125,14 @@ class ConfigBOSampler(PlannedSampler):
             that lacks an operator, or a precision the model cannot take, fails every config, which
             the model of which configs run, over all the knobs, learns only a config at a time (None
             takes ``VARIANT_LOADS``).
+        bounded_scale: Bound the Gaussian processes' length scales by the distance between the two
+            farthest configs of the space (``FeatureEncoder.diameter``): with a longer one, a fit of
+            few rows is a smooth surface over the whole space that is next to certain of a config one
+            knob from a measured one, and no longer looks there (None takes ``BOUNDED_SCALE``).
+        threads_knob: Give the one-hot encoding one more knob: the threads the config runs against
+            the worker's cores, by powers of two (``FeatureEncoder``). Instances and threads per
+            instance are knobs of their own, and a model of their columns learns that 4 x 1 and
+            1 x 4 both fill 4 cores only by measuring both (None takes ``THREADS_KNOB``).
 
     Raises:
         ConfigError: the space cannot be enumerated (a log range, or too many configs).
@@ -135,6 +151,8 @@ class ConfigBOSampler(PlannedSampler):
         spread: bool | None = None,
         measured_noise: bool | None = None,
         variant_loads: bool | None = None,
+        bounded_scale: bool | None = None,
+        threads_knob: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -147,8 +165,11 @@ class ConfigBOSampler(PlannedSampler):
         self.spread = SPREAD_STARTUP if spread is None else spread
         self.measured_noise = MEASURED_NOISE if measured_noise is None else measured_noise
         self.variant_loads = VARIANT_LOADS if variant_loads is None else variant_loads
-        self._encode = FeatureEncoder(space, structured=self.surrogate != "onehot")
+        self.threads_knob = THREADS_KNOB if threads_knob is None else threads_knob
+        self._encode = FeatureEncoder(space, structured=self.surrogate != "onehot", threads_knob=self.threads_knob)
         self._model = SURROGATES[self.surrogate]
+        bounded = BOUNDED_SCALE if bounded_scale is None else bounded_scale
+        self._longest = self._encode.diameter() if bounded else None
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -205,7 +226,8 @@ class ConfigBOSampler(PlannedSampler):
         if len(timed) < 2:
             return np.zeros(len(candidates))
         rows = np.array([self._encode(trial_params(t)) for t, _ in timed])
-        model = fit(rows, np.log([seconds for _, seconds in timed]), self._rng.randrange(2**31), self._model)
+        logs = np.log([seconds for _, seconds in timed])
+        model = fit(rows, logs, self._rng.randrange(2**31), self._model, longest=self._longest)
         mean, _ = model.predict(candidates, noise=False)
         return np.asarray(mean)
 
@@ -236,7 +258,7 @@ class ConfigBOSampler(PlannedSampler):
         seed = self._rng.randrange(2**31)
         log_ok = np.zeros(len(candidates))
         if not ran.all():
-            failed = fit(features, np.where(ran, -1.0, 1.0), seed, self._model)
+            failed = fit(features, np.where(ran, -1.0, 1.0), seed, self._model, longest=self._longest)
             log_ok += log_prob_at_most_zero(failed, candidates)
             if variants is not None and self.variant_loads:
                 log_ok += self._log_prob_variant_loads(finished, ran, variants)
@@ -248,7 +270,7 @@ class ConfigBOSampler(PlannedSampler):
         limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in complete], dtype=float)
         limits = limits.reshape(len(complete), len(names))
         for name, column in zip(names, limits.T):
-            term = log_prob_at_most_zero(fit(rows, column, seed, self._model), candidates)
+            term = log_prob_at_most_zero(fit(rows, column, seed, self._model, longest=self._longest), candidates)
             if name in ACCURACY_METRICS and variants is not None:
                 term = self._known_accuracy(term, complete, column, variants)
             log_ok += term
@@ -259,7 +281,7 @@ class ConfigBOSampler(PlannedSampler):
         values, on_log_scale = _objective(study, scored)
         feasible = (limits[valued] <= 0.0).all(axis=1)
         noise = _throughput_noise(study, scored) if self.measured_noise and on_log_scale else None
-        model = fit(rows[valued], values, seed, self._model, noise=noise)
+        model = fit(rows[valued], values, seed, self._model, noise=noise, longest=self._longest)
         mean, std = model.predict(candidates, noise=False)
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
@@ -328,9 +350,13 @@ class FeatureEncoder:
             cores (instances x threads per instance / cores, on a log scale: a general fact of
             CPU inference is that asking for more threads than there are cores costs, whatever the
             model). Otherwise every value of a knob with few values is a column of its own.
+        threads_knob: Without ``structured``, the threads the config runs against the worker's cores
+            as one more knob, a column per level (log2 of threads / cores, rounded, from -3 to 3): two
+            configs that ask for as many threads (2 instances x 2 threads, 4 x 1) share a level, so
+            what one's reading says of running the cores full, or oversubscribed, reaches the other.
     """
 
-    def __init__(self, space: Space, structured: bool = False) -> None:
+    def __init__(self, space: Space, structured: bool = False, threads_knob: bool = False) -> None:
         self.space = space
         #: (knob, how it is encoded, the space's values): "onehot" a column per value, "rank" one
         #: column by the value's rank, "scaled" one column by the value between the lowest and highest
@@ -345,7 +371,16 @@ class FeatureEncoder:
                 self.columns.append(
                     (knob, "rank" if structured else "onehot", sorted(values) if structured else values)
                 )
-        self._threads = structured and (space.kind is InstanceKind.CPU or "openvino" in _accelerators(space))
+        on_cpu = space.kind is InstanceKind.CPU or "openvino" in _accelerators(space)
+        #: How the threads a config runs against the worker's cores are encoded: "scaled", one
+        #: column; "onehot", a column per level (a power of two); None, not at all
+        self.threads: str | None = ("scaled" if structured else "onehot" if threads_knob else None) if on_cpu else None
+
+    def diameter(self) -> float:
+        """The distance between the two farthest configs' rows, at most: sqrt(2) for each knob of a
+        column per value (two values differ in two columns), 1 for each column in [0, 1]."""
+        encodings = [encoding for _knob, encoding, _values in self.columns] + [self.threads]
+        return math.sqrt(sum(2.0 if encoding == "onehot" else 1.0 for encoding in encodings if encoding))
 
     def __call__(self, params: dict[str, Any]) -> list[float]:
         merged = {**self.space.fixed, **params}
@@ -360,10 +395,13 @@ class FeatureEncoder:
                 row.append(values.index(value) / max(1, len(values) - 1))
             else:
                 row.append((float(value) - values[0]) / (values[1] - values[0]))
-        if self._threads:
+        if self.threads is not None:
             threads = self.space.to_spec(params).cpu_threads_used
-            load = threads / self.space.worker_cores if threads else 1.0
-            row.append((min(max(math.log2(load), -3.0), 3.0) + 3.0) / 6.0)
+            load = min(max(math.log2(threads / self.space.worker_cores), -3.0), 3.0) if threads else 0.0
+            if self.threads == "onehot":
+                row.extend(1.0 if round(load) == level else 0.0 for level in range(-3, 4))
+            else:
+                row.append((load + 3.0) / 6.0)
         return row
 
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: The model kinds ``fit`` makes.
 KINDS = ("gp", "gp-ard", "forest")
+#: The bounds of a Gaussian process's length scales, where ``fit`` is given none.
+SHORTEST_SCALE, LONGEST_SCALE = 0.05, 50.0
 #: Trees of a ``forest`` model: more than SMAC's 10, as a fit of 40 rows costs milliseconds.
 FOREST_TREES = 50
 
@@ -40,28 +42,50 @@ class Model(Protocol):
         ...
 
 
-def fit(rows: np.ndarray, values: np.ndarray, seed: int, kind: str, noise: np.ndarray | None = None) -> Model:
+def fit(
+    rows: np.ndarray,
+    values: np.ndarray,
+    seed: int,
+    kind: str,
+    noise: np.ndarray | None = None,
+    longest: float | None = None,
+) -> Model:
     """A model of ``values`` over ``rows`` (one per row), of one of ``KINDS``.
 
     ``noise``: each value's own variance as its measurement gives it, in the values' units. A
     Gaussian process adds it to its noise term for that row (a value known to be noisy pulls the
     model less); a forest has no use for it.
+
+    ``longest``: the longest length scale a Gaussian process may take (None: ``LONGEST_SCALE``).
+    Bounded by the distance between the two farthest configs of the space, it keeps every config
+    a neighbour of its neighbours only: far longer, the fit is a smooth surface over the whole space
+    that predicts a config one knob from a measured one with next to no doubt, where a knob can
+    change throughput by a factor.
     """
     if kind == "forest":
         return _Forest(rows, values, seed)
     if kind in ("gp", "gp-ard"):
-        return _GaussianProcess(rows, values, seed, ard=kind == "gp-ard", noise=noise)
+        return _GaussianProcess(rows, values, seed, ard=kind == "gp-ard", noise=noise, longest=longest)
     raise ValueError(f"unknown model {kind!r}; valid: {', '.join(KINDS)}")
 
 
 class _GaussianProcess:
-    def __init__(self, rows: np.ndarray, values: np.ndarray, seed: int, ard: bool, noise: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        rows: np.ndarray,
+        values: np.ndarray,
+        seed: int,
+        ard: bool,
+        noise: np.ndarray | None,
+        longest: float | None,
+    ) -> None:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
         scale = np.ones(rows.shape[1]) if ard else 1.0
-        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, (0.05, 50.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
+        bounds = (SHORTEST_SCALE, longest or LONGEST_SCALE)
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, bounds, nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
         alpha: float | np.ndarray = 1e-10  # scikit-learn's default
         spread = float(np.var(values))
         if noise is not None and spread > 0:
