@@ -22,6 +22,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -51,13 +52,21 @@ def ratio_summary(medians: list[tuple[float, float]]) -> dict[str, float]:
     }
 
 
-def synthetic_args(doc: str, landscapes: str, seeds: int, out: str) -> tuple[argparse.Namespace, range, SearchSpace]:
-    """A synthetic benchmark's command line (--landscapes FIRST-LAST, --seeds, --out, with these defaults), the
-    landscapes' seeds it names, and the landscapes' search space."""
+def synthetic_args(
+    doc: str,
+    landscapes: str,
+    seeds: int,
+    out: str | None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> tuple[argparse.Namespace, range, SearchSpace]:
+    """A synthetic benchmark's command line (--landscapes FIRST-LAST, --seeds, --out, with these defaults, and
+    what ``extra`` adds), the landscapes' seeds it names, and the landscapes' search space."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--landscapes", default=landscapes, help="seeds of the synthetic landscapes, FIRST-LAST")
     parser.add_argument("--seeds", type=int, default=seeds, help="seeds of the sampler on each landscape")
-    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--out", type=Path, default=None if out is None else Path(out))
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args()
     first, last = (int(x) for x in args.landscapes.split("-"))
     return args, range(first, last + 1), SearchSpace(cfg.SpaceSettings.model_validate(SPACE), CORES)
