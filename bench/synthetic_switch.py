@@ -14,7 +14,9 @@ queue delay and a latency budget, all drawn from the landscape's seed), under on
 - ``accelerator``: OpenVINO fails every config (an operator or output its plug-in refuses), besides the
   landscape's own draw of precisions that fail on it: the failures are the variant's;
 - ``scale``: every variant fails where instances x max batch size is over a limit drawn for the
-  landscape (memory running out): the failures are the config's.
+  landscape (memory running out): the failures are the config's;
+- ``threads``: every config loads, and a thread per instance helps less than an instance by a drawn
+  factor (2 instances x 1 thread 1.3-1.7 times as fast as 1 x 2, as on the recorded landscapes).
 
 On each, the default sampler (bo) runs from each of the sampler's seeds, cold (the default config, then
 the sampler) or warm-started (``--start``), with the switch on and off. It prints, per landscape, kind and
@@ -42,7 +44,8 @@ from tuner.study._record import recording_machine
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-KINDS = {"plain": {}, "accelerator": {"accelerator_fails": True}, "scale": {"fails_at_scale": True}}
+KINDS = {"plain": {}, "accelerator": {"accelerator_fails": True}, "scale": {"fails_at_scale": True},
+         "threads": {"threads_pay_less": True}}
 SWITCHES = ("VARIANT_LOADS", "BOUNDED_SCALE", "THREADS_KNOB")
 
 

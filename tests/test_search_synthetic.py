@@ -45,12 +45,15 @@ BUDGET = 60
 Judge = Callable[[TrialSpec], tuple[float, float] | None]
 
 
-def landscape(seed: int, accelerator_fails: bool = False, fails_at_scale: bool = False) -> Judge:
+def landscape(seed: int, accelerator_fails: bool = False, fails_at_scale: bool = False,
+              threads_pay_less: bool = False) -> Judge:
     """A random landscape: (throughput, p99 over budget) of a config, or None where it fails.
 
     With ``accelerator_fails``, OpenVINO cannot load the model at any precision (as on a model whose
     output rank its CPU plug-in refuses); with ``fails_at_scale``, every variant fails where instances x
-    max batch size is over a drawn limit (as where memory runs out). The draws are otherwise the same."""
+    max batch size is over a drawn limit (as where memory runs out); with ``threads_pay_less``, each doubling
+    of the threads per instance pays a drawn share less than a doubling of the instances (recorded
+    landscapes: 2 instances x 1 thread ran 1.3-1.7 times as fast as 1 x 2). The draws are otherwise the same."""
     rng = np.random.default_rng(seed)
     effect = {knob: {v: float(rng.normal(0.0, 0.35)) for v in values} for knob, values in SPACE.items()}
     oversubscribed = float(rng.uniform(0.3, 0.8))  # throughput lost per doubling beyond the cores
@@ -58,6 +61,7 @@ def landscape(seed: int, accelerator_fails: bool = False, fails_at_scale: bool =
     failing = {str(p) for p in SPACE["precision"] if rng.random() < 0.4} - {"fp32"}
     budget = float(rng.uniform(0.2, 0.6))  # the share of the batching latency the budget allows
     memory = int(rng.choice([4, 8, 16]))  # the instances x max batch size that fits
+    thread_cost = float(rng.uniform(0.4, 0.75)) if threads_pay_less else 0.0  # log2 of 2 x 1 over 1 x 2
 
     def judge(spec: TrialSpec) -> tuple[float, float] | None:
         if spec.accelerator == "openvino" and (accelerator_fails or spec.precision in failing):
@@ -70,6 +74,7 @@ def landscape(seed: int, accelerator_fails: bool = False, fails_at_scale: bool =
         threads = spec.instance_count * spec.cpu_threads
         log_tp += math.log(min(threads, CORES))  # more threads help up to the cores...
         log_tp -= oversubscribed * max(0.0, math.log2(threads / CORES))  # ...and cost beyond them
+        log_tp -= thread_cost * math.log(2.0) * math.log2(spec.cpu_threads)  # a thread helps less than an instance
         if spec.dynamic_batching:
             log_tp += 0.3 - 0.1 * abs(SPACE["max_queue_delay_us"].index(spec.max_queue_delay_us)
                                       - SPACE["max_queue_delay_us"].index(best_delay))
