@@ -86,7 +86,7 @@ MEASURED_NOISE = True
 VARIANT_LOADS = True
 #: Whether the threads a config runs against the worker's cores are a knob of their own in the one-hot
 #: encoding (``ConfigBOSampler``, ``threads_knob``; ``FeatureEncoder``): off, as it needed more trials on
-#: recorded landscapes, where 2 instances x 1 thread and 1 x 2 differ (docs/benchmarks.md).
+#: recorded landscapes, where it needed fewer on synthetic ones (docs/benchmarks.md).
 THREADS_KNOB = False
 #: Whether the Gaussian processes' length scales are bounded by the distance between the space's two
 #: farthest configs (``ConfigBOSampler``, ``bounded_scale``) rather than by a fixed 50: off, as it
