@@ -58,6 +58,7 @@ perf_analyzer versions, where the landscape file has them).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -66,7 +67,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,22 @@ def reference(cfg: StudyConfig, landscape: Landscape) -> Reference:
     )
 
 
+@contextlib.contextmanager
+def sampler_defaults(settings: dict[str, Any]) -> Iterator[None]:
+    """Sets, for the block, the module defaults of the samplers that ``settings`` names (``BO_DEFAULTS``: the
+    bo sampler's model and its order of variants are defaults of the sampler, not study settings), and
+    restores them after it; the other settings are left alone."""
+    swapped = {BO_DEFAULTS[k]: v for k, v in settings.items() if k in BO_DEFAULTS}
+    before = {(module, name): getattr(module, name) for module, name in swapped}
+    try:
+        for (module, name), value in swapped.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for (module, name), value in before.items():
+            setattr(module, name, value)
+
+
 def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, landscape: Path | None = None
            ) -> list[dict[str, Any]]:
     """One replayed study; per trial: feasible, throughput, p99, and the seconds it cost to measure."""
@@ -258,17 +275,8 @@ def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, la
     settings = {k: v for k, v in variant.items() if k not in BO_DEFAULTS}
     search = cfg.search.model_copy(update={"seed": seed, "n_trials": trials, **settings, **replayed})
     run_cfg = cfg.model_copy(update={"study": f"replay-{seed}", "search": search})
-    # the bo sampler's model and its order of variants are defaults of the sampler, not study settings:
-    # a variant may swap them
-    swapped = {BO_DEFAULTS[k]: v for k, v in variant.items() if k in BO_DEFAULTS}
-    before = {(module, name): getattr(module, name) for module, name in swapped}
-    try:
-        for (module, name), value in swapped.items():
-            setattr(module, name, value)
+    with sampler_defaults(variant):
         summary = StudyRunner(run_cfg, MemoryStore()).run()  # type: ignore[arg-type]
-    finally:
-        for (module, name), value in before.items():
-            setattr(module, name, value)
     rows = []
     for trial in summary.stored.trials:
         rows.append({

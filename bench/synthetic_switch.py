@@ -36,10 +36,11 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from search import sampler_defaults
 from test_search_synthetic import BUDGET, landscape, shuffled_grid, trials_to_target
 from warm_start_failures import _median, ratio_summary, synthetic_args
 
-from tuner.samplers import SearchSpace, _bo
+from tuner.samplers import SearchSpace
 from tuner.study._record import recording_machine
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -50,12 +51,8 @@ SWITCHES = ("VARIANT_LOADS", "BOUNDED_SCALE", "THREADS_KNOB")
 
 
 def _found(judge, space: SearchSpace, seeds: int, switch: str, on: bool, warm: bool) -> list[int | None]:
-    before = getattr(_bo, switch)
-    setattr(_bo, switch, on)
-    try:
+    with sampler_defaults({switch.lower(): on}):  # the switch's setting, as bench/search.py's variants name it
         return [trials_to_target("bo", s, judge, space, BUDGET, warm_start=warm) for s in range(seeds)]
-    finally:
-        setattr(_bo, switch, before)
 
 
 def main() -> None:

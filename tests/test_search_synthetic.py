@@ -74,7 +74,7 @@ def landscape(seed: int, accelerator_fails: bool = False, fails_at_scale: bool =
         threads = spec.instance_count * spec.cpu_threads
         log_tp += math.log(min(threads, CORES))  # more threads help up to the cores...
         log_tp -= oversubscribed * max(0.0, math.log2(threads / CORES))  # ...and cost beyond them
-        log_tp -= thread_cost * math.log(2.0) * math.log2(spec.cpu_threads)  # a thread helps less than an instance
+        log_tp -= thread_cost * math.log(spec.cpu_threads)  # a thread helps less than an instance
         if spec.dynamic_batching:
             log_tp += 0.3 - 0.1 * abs(SPACE["max_queue_delay_us"].index(spec.max_queue_delay_us)
                                       - SPACE["max_queue_delay_us"].index(best_delay))
