@@ -111,6 +111,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-config-loads-cold": {"sampler": "bo", "variant_loads": False, "warm_start": False},
     "bo-bounded": {"sampler": "bo", "bounded_scale": True},
     "bo-bounded-cold": {"sampler": "bo", "bounded_scale": True, "warm_start": False},
+    "bo-prior": {"sampler": "bo", "gp_prior": True},
+    "bo-prior-cold": {"sampler": "bo", "gp_prior": True, "warm_start": False},
+    "bo-structured-prior": {"sampler": "bo", "surrogate": "structured", "gp_prior": True},
+    "bo-structured-prior-cold": {"sampler": "bo", "surrogate": "structured", "gp_prior": True, "warm_start": False},
     "bo-threads-knob": {"sampler": "bo", "threads_knob": True},
     "bo-threads-knob-cold": {"sampler": "bo", "threads_knob": True, "warm_start": False},
     "bo-forest": {"sampler": "bo", "surrogate": "forest"},
@@ -134,6 +138,7 @@ BO_DEFAULTS = {
     "per_second": (_bo, "PER_SECOND"), "spread": (_bo, "SPREAD_STARTUP"), "measured_noise": (_bo, "MEASURED_NOISE"),
     "warm_start_design": (_registry, "WARM_START_DESIGN"), "variant_loads": (_bo, "VARIANT_LOADS"),
     "bounded_scale": (_bo, "BOUNDED_SCALE"), "threads_knob": (_bo, "THREADS_KNOB"),
+    "gp_prior": (_bo, "GP_PRIOR"),
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {

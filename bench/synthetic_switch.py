@@ -5,8 +5,9 @@
 
 ``NAME`` is a switch of the bo sampler, a module default of tuner.samplers._bo: ``VARIANT_LOADS`` (a
 variant that failed every config may not load at all), ``BOUNDED_SCALE`` (the Gaussian processes'
-length scales bounded by the space's diameter) or ``THREADS_KNOB`` (the threads a config runs against the
-cores as a knob of the models' inputs). Each landscape is a synthetic one of
+length scales bounded by the space's diameter) ``THREADS_KNOB`` (the threads a config runs against the
+cores as a knob of the models' inputs) or ``GP_PRIOR`` (the Gaussian processes' hyperparameters the most
+probable under Optuna's priors). Each landscape is a synthetic one of
 tests/test_search_synthetic.py (432 configs: knob effects, the instances x threads interaction, a best
 queue delay and a latency budget, all drawn from the landscape's seed), under one of these kinds:
 
@@ -47,7 +48,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 KINDS = {"plain": {}, "accelerator": {"accelerator_fails": True}, "scale": {"fails_at_scale": True},
          "threads": {"threads_pay_less": True}}
-SWITCHES = ("VARIANT_LOADS", "BOUNDED_SCALE", "THREADS_KNOB")
+SWITCHES = ("VARIANT_LOADS", "BOUNDED_SCALE", "THREADS_KNOB", "GP_PRIOR")
 
 
 def _found(judge, space: SearchSpace, seeds: int, switch: str, on: bool, warm: bool) -> list[int | None]:

@@ -682,6 +682,54 @@ def test_a_length_scale_bounded_by_the_space_leaves_doubt_one_knob_from_a_measur
     assert samplers._bo.ConfigBOSampler(_space(), 0, bounded_scale=False)._longest is None
 
 
+def test_the_prior_keeps_a_few_rows_from_fitting_one_smooth_surface_over_the_space() -> None:
+    # the same additive rows: the likelihood alone takes the amplitude's upper bound (10^2) and a length
+    # scale longer than the space; under Optuna's priors the fit is a unit's neighbourhood and doubts more
+    configs = list(itertools.product(range(3), repeat=3))
+    effects = [[0.0, 0.5, 1.0], [0.0, -0.3, 0.4], [0.2, 0.0, -0.6]]
+
+    def row(config: tuple[int, ...]) -> list[float]:
+        return [1.0 if config[knob] == value else 0.0 for knob in range(3) for value in range(3)]
+
+    measured = [c for c in configs if sum(c) % 3 != 2]
+    rows = np.array([row(c) for c in measured])
+    values = np.array([sum(effects[knob][c[knob]] for knob in range(3)) for c in measured])
+    others = np.array([row(c) for c in configs if sum(c) % 3 == 2])
+    unit = math.sqrt(2)
+
+    likely = samplers._surrogate.fit(rows, values, 0, "gp")
+    probable = samplers._surrogate.fit(rows, values, 0, "gp", prior_unit=unit)
+
+    assert likely.model.kernel_.k1.k1.constant_value == pytest.approx(1e2)
+    assert probable.model.kernel_.k1.k1.constant_value < 10.0
+    assert probable.model.kernel_.k1.k2.length_scale < likely.model.kernel_.k1.k2.length_scale / 3
+    _, sure = likely.predict(others, noise=False)
+    _, doubting = probable.predict(others, noise=False)
+    assert (doubting > 2 * sure).all()
+    # the fit is the most probable: its likelihood plus the prior beats the likelihood-only fit's
+    theta_likely, theta_probable = likely.model.kernel_.theta, probable.model.kernel_.theta
+
+    def posterior(theta: np.ndarray) -> float:
+        return probable.model.log_marginal_likelihood(theta) + samplers._surrogate.log_prior(theta, unit)[0]
+
+    assert posterior(theta_probable) > posterior(theta_likely)
+    assert samplers._bo.ConfigBOSampler(_space(), 0, gp_prior=True)._prior_unit == pytest.approx(unit)
+    assert samplers._bo.ConfigBOSampler(_space(), 0, gp_prior=True, surrogate="structured")._prior_unit == 1.0
+    assert samplers._bo.ConfigBOSampler(_space(), 0, gp_prior=False)._prior_unit is None
+
+
+def test_the_priors_gradient_is_its_log_densitys() -> None:
+    from scipy.optimize import approx_fprime
+
+    for theta in (np.array([0.3, -0.2, -3.0]), np.array([2.0, 1.0, -0.5, 0.4, -10.0])):
+        value, gradient = samplers._surrogate.log_prior(theta, 1.5)
+        numeric = approx_fprime(theta, lambda t: samplers._surrogate.log_prior(t, 1.5)[0], 1e-7)
+        assert gradient == pytest.approx(numeric, rel=1e-4, abs=1e-4)
+    # most probable at one unit, the amplitude at 1 and the noise at 0.1 / 30
+    best = np.array([0.0, math.log(1.5), math.log(0.1 / 30.0)])
+    assert samplers._surrogate.log_prior(best, 1.5)[1] == pytest.approx(np.zeros(3), abs=1e-9)
+
+
 def test_bo_reads_each_throughputs_noise_from_the_spread_of_its_windows() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_metric_names(["throughput", "latency_p99_ms"])

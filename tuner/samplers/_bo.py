@@ -51,7 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._planned import PlannedSampler, trial_params
 from tuner.samplers._space import Space
-from tuner.samplers._surrogate import fit, log_expected_improvement, log_prob_at_most_zero
+from tuner.samplers._surrogate import Model, fit, log_expected_improvement, log_prob_at_most_zero
 from tuner.storage import ATTR_INTERRUPTED, ATTR_METRICS, ATTR_TIMINGS
 from tuner.trial import ACCURACY_METRICS, InstanceKind
 
@@ -92,6 +92,10 @@ THREADS_KNOB = False
 #: farthest configs (``ConfigBOSampler``, ``bounded_scale``) rather than by a fixed 50: off, as it
 #: needed more trials on the synthetic landscapes it was judged on (docs/benchmarks.md).
 BOUNDED_SCALE = False
+#: Whether the Gaussian processes' hyperparameters are the most probable under Optuna's ``GPSampler``
+#: priors (``ConfigBOSampler``, ``gp_prior``; tuner.samplers._surrogate.log_prior) rather than the most
+#: likely.
+GP_PRIOR = False
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -129,6 +133,10 @@ class ConfigBOSampler(PlannedSampler):
             farthest configs of the space (``FeatureEncoder.diameter``): with a longer one, a fit of
             few rows is a smooth surface over the whole space that is next to certain of a config one
             knob from a measured one, and no longer looks there (None takes ``BOUNDED_SCALE``).
+        gp_prior: Fit each Gaussian process's amplitude, length scale and noise to their most probable
+            values under the priors of Optuna's ``GPSampler``, a length scale measured in knobs changed,
+            rather than to the likelihood alone, which on a few rows often makes the model sure of every
+            config near a measured one (None takes ``GP_PRIOR``).
         threads_knob: Give the one-hot encoding one more knob: the threads the config runs against
             the worker's cores, by powers of two (``FeatureEncoder``). Instances and threads per
             instance are knobs of their own, and a model of their columns learns that 4 x 1 and
@@ -153,6 +161,7 @@ class ConfigBOSampler(PlannedSampler):
         variant_loads: bool | None = None,
         bounded_scale: bool | None = None,
         threads_knob: bool | None = None,
+        gp_prior: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -170,6 +179,9 @@ class ConfigBOSampler(PlannedSampler):
         self._model = SURROGATES[self.surrogate]
         bounded = BOUNDED_SCALE if bounded_scale is None else bounded_scale
         self._longest = self._encode.diameter() if bounded else None
+        # a length scale's unit: a knob's change, sqrt(2) apart in one-hot columns, 1 across an ordered column
+        prior = GP_PRIOR if gp_prior is None else gp_prior
+        self._prior_unit = (math.sqrt(2.0) if self.surrogate == "onehot" else 1.0) if prior else None
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -227,7 +239,7 @@ class ConfigBOSampler(PlannedSampler):
             return np.zeros(len(candidates))
         rows = np.array([self._encode(trial_params(t)) for t, _ in timed])
         logs = np.log([seconds for _, seconds in timed])
-        model = fit(rows, logs, self._rng.randrange(2**31), self._model, longest=self._longest)
+        model = self._fit(rows, logs, self._rng.randrange(2**31))
         mean, _ = model.predict(candidates, noise=False)
         return np.asarray(mean)
 
@@ -258,7 +270,7 @@ class ConfigBOSampler(PlannedSampler):
         seed = self._rng.randrange(2**31)
         log_ok = np.zeros(len(candidates))
         if not ran.all():
-            failed = fit(features, np.where(ran, -1.0, 1.0), seed, self._model, longest=self._longest)
+            failed = self._fit(features, np.where(ran, -1.0, 1.0), seed)
             log_ok += log_prob_at_most_zero(failed, candidates)
             if variants is not None and self.variant_loads:
                 log_ok += self._log_prob_variant_loads(finished, ran, variants)
@@ -270,7 +282,7 @@ class ConfigBOSampler(PlannedSampler):
         limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in complete], dtype=float)
         limits = limits.reshape(len(complete), len(names))
         for name, column in zip(names, limits.T):
-            term = log_prob_at_most_zero(fit(rows, column, seed, self._model, longest=self._longest), candidates)
+            term = log_prob_at_most_zero(self._fit(rows, column, seed), candidates)
             if name in ACCURACY_METRICS and variants is not None:
                 term = self._known_accuracy(term, complete, column, variants)
             log_ok += term
@@ -281,11 +293,14 @@ class ConfigBOSampler(PlannedSampler):
         values, on_log_scale = _objective(study, scored)
         feasible = (limits[valued] <= 0.0).all(axis=1)
         noise = _throughput_noise(study, scored) if self.measured_noise and on_log_scale else None
-        model = fit(rows[valued], values, seed, self._model, noise=noise, longest=self._longest)
+        model = self._fit(rows[valued], values, seed, noise)
         mean, std = model.predict(candidates, noise=False)
         if not feasible.any():
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
         return log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
+
+    def _fit(self, rows: np.ndarray, values: np.ndarray, seed: int, noise: np.ndarray | None = None) -> Model:
+        return fit(rows, values, seed, self._model, noise=noise, longest=self._longest, prior_unit=self._prior_unit)
 
     def _log_prob_variant_loads(
         self, finished: list[FrozenTrial], ran: np.ndarray, variants: list[tuple[str, str, str]]

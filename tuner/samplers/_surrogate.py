@@ -15,7 +15,10 @@ Both are fitted with one thread: the matrices are small, and the cores belong to
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -49,6 +52,7 @@ def fit(
     kind: str,
     noise: np.ndarray | None = None,
     longest: float | None = None,
+    prior_unit: float | None = None,
 ) -> Model:
     """A model of ``values`` over ``rows`` (one per row), of one of ``KINDS``.
 
@@ -61,11 +65,16 @@ def fit(
     a neighbour of its neighbours only: far longer, the fit is a smooth surface over the whole space
     that predicts a config one knob from a measured one with next to no doubt, where a knob can
     change throughput by a factor.
+
+    ``prior_unit``: fit a Gaussian process's hyperparameters to their most probable values under
+    the priors of Optuna's own ``GPSampler`` (``log_prior``), rather than to the likelihood alone;
+    a length scale is measured in units of this distance (that of a config one knob away). None:
+    the likelihood alone.
     """
     if kind == "forest":
         return _Forest(rows, values, seed)
     if kind in ("gp", "gp-ard"):
-        return _GaussianProcess(rows, values, seed, ard=kind == "gp-ard", noise=noise, longest=longest)
+        return _GaussianProcess(rows, values, seed, kind == "gp-ard", noise, longest, prior_unit)
     raise ValueError(f"unknown model {kind!r}; valid: {', '.join(KINDS)}")
 
 
@@ -78,6 +87,7 @@ class _GaussianProcess:
         ard: bool,
         noise: np.ndarray | None,
         longest: float | None,
+        prior_unit: float | None,
     ) -> None:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
@@ -91,8 +101,9 @@ class _GaussianProcess:
         if noise is not None and spread > 0:
             alpha = alpha + np.asarray(noise) / spread  # normalize_y fits values / their std
         self.model: GaussianProcessRegressor = GaussianProcessRegressor(
-            kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1, random_state=seed
-        )
+            kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1, random_state=seed,
+            optimizer="fmin_l_bfgs_b" if prior_unit is None else functools.partial(_most_probable, unit=prior_unit),
+        )  # fmt: skip
         with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model.fit(rows, values)
@@ -106,6 +117,39 @@ class _GaussianProcess:
             return self.model.predict(rows, return_std=True)
         finally:
             self.model.kernel_ = fitted
+
+
+def log_prior(theta: np.ndarray, unit: float) -> tuple[float, np.ndarray]:
+    """The log density (up to a constant) of a Gaussian process's hyperparameters, and its gradient,
+    under the priors of Optuna's ``GPSampler`` (optuna._gp.prior, over standardized values as here):
+    the amplitude Gamma(2, 1), the noise variance Gamma(1.1, 30), and each length scale ``l``
+    exp(-0.1 (l/unit)^2 - 0.1 (unit/l)^2), most probable at one ``unit``.
+
+    ``theta`` is scikit-learn's: the logs of the amplitude, the length scales and the noise, in this
+    order; the gradient is by ``theta``. Fitted to the likelihood alone, a few rows often take the
+    amplitude's and the length scale's upper bounds and the noise's lower one: a smooth surface over
+    the whole space, next to certain of every config near a measured one.
+    """
+    amplitude, scales, noise = np.exp(theta[0]), np.exp(theta[1:-1]) / unit, np.exp(theta[-1])
+    value = (math.log(amplitude) - amplitude) + (0.1 * math.log(noise) - 30.0 * noise)
+    value -= float(np.sum(0.1 * scales**2 + 0.1 / scales**2))
+    gradient = np.concatenate(([1.0 - amplitude], -0.2 * scales**2 + 0.2 / scales**2, [0.1 - 30.0 * noise]))
+    return value, gradient
+
+
+def _most_probable(
+    objective: Callable[[np.ndarray], tuple[float, np.ndarray]], start: np.ndarray, bounds: np.ndarray, unit: float
+) -> tuple[np.ndarray, float]:
+    """scikit-learn's optimizer of the hyperparameters, on the negative log likelihood less the log prior."""
+    from scipy.optimize import minimize
+
+    def posterior(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = objective(theta)
+        prior, prior_gradient = log_prior(theta, unit)
+        return value - prior, gradient - prior_gradient
+
+    result = minimize(posterior, start, method="L-BFGS-B", jac=True, bounds=bounds)
+    return result.x, float(result.fun)
 
 
 class _Forest:
