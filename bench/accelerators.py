@@ -22,35 +22,35 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tuner.measure import (
-    EngineSettings,  # noqa: E402
-    SweepPlan,  # noqa: E402
+    EngineSettings,
+    SweepPlan,
 )
-from tuner.model import _bundled as models  # noqa: E402
+from tuner.model import _bundled as models
 from tuner.model import (
-    build_variant,  # noqa: E402
-    validation_inputs,  # noqa: E402
+    build_variant,
+    validation_inputs,
 )
-from tuner.model_info import read_model_info  # noqa: E402
-from tuner.trial import TrialSpec  # noqa: E402
+from tuner.model_info import read_model_info
+from tuner.trial import TrialSpec
 from tuner.workers import (
-    WorkerSetup,  # noqa: E402
-    cpu_cores,  # noqa: E402
+    WorkerSetup,
+    cpu_cores,
 )
 from tuner.workers._worker import Worker
 
 CORES = cpu_cores()
 CONFIGS = [
-    ("default (no batching, 1 instance)", dict(max_batch_size=4, dynamic_batching=False, instance_count=1)),
-    ("dynamic batching", dict(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000, instance_count=1)),
-    ("2 instances", dict(max_batch_size=4, dynamic_batching=False, instance_count=2)),
-    ("2 instances + dynamic batching", dict(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000,
-                                            instance_count=2)),
-    ("+ OpenVINO", dict(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000, instance_count=2,
-                        accelerator="openvino")),
-    ("+ OpenVINO + INT8", dict(max_batch_size=8, dynamic_batching=True, max_queue_delay_us=2000, instance_count=2,
-                               accelerator="openvino", precision="int8")),
-    ("2 instances + INT8 (CPU provider)", dict(max_batch_size=4, dynamic_batching=False, instance_count=2,
-                                               precision="int8")),
+    ("default (no batching, 1 instance)", {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 1}),
+    ("dynamic batching", {"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 2000, "instance_count": 1}),
+    ("2 instances", {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 2}),
+    ("2 instances + dynamic batching", {"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 2000,
+                                            "instance_count": 2}),
+    ("+ OpenVINO", {"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 2000, "instance_count": 2,
+                        "accelerator": "openvino"}),
+    ("+ OpenVINO + INT8", {"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 2000, "instance_count": 2,
+                               "accelerator": "openvino", "precision": "int8"}),
+    ("2 instances + INT8 (CPU provider)", {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 2,
+                                               "precision": "int8"}),
 ]
 
 

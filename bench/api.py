@@ -34,8 +34,8 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner.storage import Store  # noqa: E402
-from tuner.trial import LoadPoint, TrialOutcome, TrialSpec  # noqa: E402
+from tuner.storage import Store
+from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CONCURRENCY = (1, 4, 8, 16)

@@ -33,20 +33,20 @@ from onnx import TensorProto, helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner.measure import (  # noqa: E402
-    BuiltinEngine,  # noqa: E402
+from tuner.measure import (
+    BuiltinEngine,
     EngineSettings,
-    PerfAnalyzer,  # noqa: E402
+    PerfAnalyzer,
     Probe,
-    UsageMonitor,  # noqa: E402
-    warm_up,  # noqa: E402
+    UsageMonitor,
+    warm_up,
 )
-from tuner.model import _bundled as models  # noqa: E402
-from tuner.model_info import read_model_info  # noqa: E402
-from tuner.trial import TrialSpec  # noqa: E402
-from tuner.triton import RUNNER_SOURCE, build_model_config, to_pbtxt  # noqa: E402
-from tuner.triton._embedded import EmbeddedServer  # noqa: E402
-from tuner.workers import cpu_cores  # noqa: E402
+from tuner.model import _bundled as models
+from tuner.model_info import read_model_info
+from tuner.trial import TrialSpec
+from tuner.triton import RUNNER_SOURCE, build_model_config, to_pbtxt
+from tuner.triton._embedded import EmbeddedServer
+from tuner.workers import cpu_cores
 
 SPEC = TrialSpec(max_batch_size=8, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
 

@@ -27,13 +27,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner.config import StudyConfig, parse_config  # noqa: E402
-from tuner.model import _bundled as models  # noqa: E402
-from tuner.reports import record, verify_study  # noqa: E402
+from tuner.config import StudyConfig, parse_config
+from tuner.model import _bundled as models
+from tuner.reports import record, verify_study
 from tuner.reports._verify import Verification
-from tuner.storage import Store  # noqa: E402
-from tuner.study import StudyRunner  # noqa: E402
-from tuner.workers import cpu_cores  # noqa: E402
+from tuner.storage import Store
+from tuner.study import StudyRunner
+from tuner.workers import cpu_cores
 
 DEFAULT_FILES = (ROOT / "search_spaces" / "digits_forest_cpu.yaml", ROOT / "search_spaces" / "text_detection_cpu.yaml")
 

@@ -23,11 +23,11 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner.config import parse_config  # noqa: E402
-from tuner.model import _bundled as models  # noqa: E402
-from tuner.storage import Store  # noqa: E402
-from tuner.study import StudyRunner  # noqa: E402
-from tuner.workers import cpu_cores  # noqa: E402
+from tuner.config import parse_config
+from tuner.model import _bundled as models
+from tuner.storage import Store
+from tuner.study import StudyRunner
+from tuner.workers import cpu_cores
 
 PHASES = ("write_s", "load_s", "warmup_s", "measure_s", "unload_s")
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (virtual environment, packages, a running PostgreSQL) and runs them,
-# after `ruff check` and `mypy` on tuner/ and api/, which must pass first (the bundled models are built meanwhile).
+# after `ruff check` (tuner/, api/, tests/, bench/), `ruff format --check` and `mypy` (tuner/ and api/), which
+# must pass first (the bundled models are built meanwhile).
 #
 # The tests run in two passes: first every test not marked `serial`, spread over $TEST_WORKERS
 # pytest-xdist workers (default 4: one test waits on its servers much of the time, and four keep
@@ -28,7 +29,7 @@ prepare=$!
 
 # Lint and types first: seconds, where the tests take minutes. mypy takes its files and settings from pyproject.toml.
 checks=0
-{ .venv/bin/ruff check tuner api && .venv/bin/ruff format --check tuner api && .venv/bin/mypy; } || checks=$?
+{ .venv/bin/ruff check tuner api tests bench && .venv/bin/ruff format --check tuner api && .venv/bin/mypy; } || checks=$?
 wait "$prepare"
 [ "$checks" = 0 ] || exit "$checks"
 

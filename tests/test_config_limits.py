@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_config import _error, _minimal, _with, _write, study_dir  # noqa: F401 - study_dir is a fixture
 
-from tuner.config import load_config
 from tuner.config import _limits as limits
+from tuner.config import load_config
 
 #: (dotted field, a value just over its bound, the path the message names).
 OVER = [

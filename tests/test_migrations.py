@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata

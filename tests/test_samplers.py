@@ -722,7 +722,7 @@ def test_the_priors_gradient_is_its_log_densitys() -> None:
     from scipy.optimize import approx_fprime
 
     for theta in (np.array([0.3, -0.2, -3.0]), np.array([2.0, 1.0, -0.5, 0.4, -10.0])):
-        value, gradient = samplers._surrogate.log_prior(theta, 1.5)
+        _, gradient = samplers._surrogate.log_prior(theta, 1.5)
         numeric = approx_fprime(theta, lambda t: samplers._surrogate.log_prior(t, 1.5)[0], 1e-7)
         assert gradient == pytest.approx(numeric, rel=1e-4, abs=1e-4)
     # most probable at one unit, the amplitude at 1 and the noise at 0.1 / 30

@@ -544,7 +544,7 @@ def test_queue_delay_is_no_dimension_when_batching_is_never_on() -> None:
     assert space.to_spec({"instance_count": 2}).max_queue_delay_us == 0
 
 
-def _optimize_until_exhausted(study: optuna.Study, objective) -> None:  # noqa: ANN001
+def _optimize_until_exhausted(study: optuna.Study, objective) -> None:
     """Like the tuner's study loop: ask and tell until the grid sampler says every point was run."""
     for _ in range(1000):
         if study.sampler.is_exhausted(study):

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import yaml
-from optuna.trial import TrialState
 from factories import QUICK_LOAD
+from optuna.trial import TrialState
 from served import infer_on_fresh_server
 from served import run_tuner as _tuner
 

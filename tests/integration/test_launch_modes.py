@@ -133,9 +133,11 @@ def test_a_restricted_remote_server_refuses_a_load_without_its_header(
     repository = tmp_path / "repository"
     _install(repository, "digits_forest", digits_onnx)
     for access in (None, Access(remote["access"]["key"], "guess")):
-        with RemoteServer(remote["http"], repository, remote["grpc"], native=False, access=access) as server:
-            with pytest.raises(ModelLoadError, match="restricted"):
-                server.load("digits_forest")
+        with (
+            RemoteServer(remote["http"], repository, remote["grpc"], native=False, access=access) as server,
+            pytest.raises(ModelLoadError, match="restricted"),
+        ):
+            server.load("digits_forest")
     assert not _ready(remote["http"], "digits_forest")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -99,7 +100,7 @@ def test_two_workers_share_a_study_on_their_own_cores(tmp_path: Path, digits_onn
     assert set(workers[0]["cores"]).isdisjoint(workers[1]["cores"])
     # Trials overlapped in time: the two workers measured in parallel.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in measured)
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
 def test_killed_server_fails_the_trial_and_the_study_goes_on(

@@ -90,7 +90,7 @@ PLAN = SweepPlan(start=1, max=64, min_gain_pct=5.0, refine_steps=2, metric="late
 
 def test_screened_steps_then_the_best_within_budget_in_full() -> None:
     # throughput levels off at 4 in flight, p99 = 30 ms per request in flight: the search settles on 2
-    curve = lambda c: (100.0 * min(c, 4), 30.0 * c)  # noqa: E731
+    curve = lambda c: (100.0 * min(c, 4), 30.0 * c)
     screen_at, measure_at, asked = _screened(curve, curve)
 
     points = screened_sweep(screen_at, measure_at, PLAN)

@@ -28,9 +28,9 @@ def digits_info(digits_onnx: Path) -> ModelInfo:
 
 
 def _spec(**changes: object) -> TrialSpec:
-    values: dict[str, object] = dict(
-        max_batch_size=8, dynamic_batching=True, max_queue_delay_us=500, instance_count=2, cpu_threads=3
-    )
+    values: dict[str, object] = {
+        "max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 500, "instance_count": 2, "cpu_threads": 3
+    }
     values.update(changes)
     return TrialSpec(**values)  # type: ignore[arg-type]
 
