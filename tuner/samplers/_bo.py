@@ -94,7 +94,7 @@ THREADS_KNOB = False
 BOUNDED_SCALE = False
 #: Whether the Gaussian processes' hyperparameters are the most probable under Optuna's ``GPSampler``
 #: priors (``ConfigBOSampler``, ``gp_prior``; tuner.samplers._surrogate.log_prior) rather than the most
-#: likely.
+#: likely: off, as it needed as many trials as the likelihood's fit on held-out landscapes (docs/benchmarks.md).
 GP_PRIOR = False
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
