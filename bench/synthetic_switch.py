@@ -39,7 +39,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from search import sampler_defaults
 from test_search_synthetic import BUDGET, landscape, shuffled_grid, trials_to_target
-from warm_start_failures import _median, ratio_summary, synthetic_args
+from warm_start_failures import median_trials, ratio_summary, synthetic_args
 
 from tuner.samplers import SearchSpace
 from tuner.study._record import recording_machine
@@ -80,8 +80,8 @@ def main() -> None:
                     "on": on,
                     "off": off,
                     "shuffled_grid": statistics.median(shuffled_grid(s, judge, space) for s in range(25)),
-                    "median_on": _median(on),
-                    "median_off": _median(off),
+                    "median_on": median_trials(on),
+                    "median_off": median_trials(off),
                 }
                 rows.append(row)
                 print(
