@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -246,3 +247,44 @@ def test_export_writes_the_recommended_configs_representative_load(remeasured: s
     readme = (tmp_path / "lucky" / "README.md").read_text()
     assert "trial 4 of study remeasured" in readme and "6400 infer/s" in readme
     assert "the load nearest the median is trial 5" in readme and "Recommended:" not in readme
+
+
+def test_the_progress_prints_an_errors_brackets_as_they_are() -> None:
+    # an error's own text, such as a path in brackets, is not rich markup: "[/tmp/...]" would close no tag
+    import optuna
+    from optuna.distributions import IntDistribution
+    from rich.progress import Progress, TextColumn
+
+    from tuner.pool import WorkerStatus
+    from tuner.storage import ATTR_FAIL_REASON
+
+    reason = "load failed: [/tmp/model.onnx] missing [bold]"
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"instance_count": 2},
+        distributions={"instance_count": IntDistribution(1, 4)}, user_attrs={ATTR_FAIL_REASON: reason},
+    )  # fmt: skip
+    out = Console(width=200, force_terminal=False)
+    with out.capture() as captured:
+        out.print(display.result_text(trial, None))  # type: ignore[arg-type]
+    assert captured.get().strip() == f"FAIL {reason}"
+
+    progress = Progress(TextColumn("{task.description}"), console=out)
+    screen = display.StudyDisplay(progress, progress.add_task("", total=1, best=""), None)  # type: ignore[arg-type]
+    screen.runner_pool = SimpleNamespace(status=[WorkerStatus(index=0, node="local", cores=(0, 1), ticket=3)])  # type: ignore[assignment]
+    screen.params[3] = {"instance_count": 2}
+    screen._show_workers()
+    with out.capture() as captured:
+        out.print(progress.get_renderable())
+    assert "worker 0 [local cores 0,1] trial 3: instances=2" in captured.get()
+
+
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [(["show"], "(default: $TUNER_STORAGE or sqlite:///tuner.db)"), (["compare"], "(default: --storage)"),
+     (["export"], "(by default the recommended one)"), (["models", "prepare"], "minilm needs the transformer extra")],
+)  # fmt: skip
+def test_help_shows_every_default_it_names(command: list[str], needle: str) -> None:
+    # rich reads "[default: ...]" in a help text as a markup tag and drops it
+    result = CliRunner().invoke(app, [*command, "--help"], terminal_width=300)
+    assert result.exit_code == 0
+    assert needle in " ".join(result.output.replace("│", " ").split())

@@ -31,7 +31,7 @@ DEFAULT_STORAGE = "sqlite:///tuner.db"
 StorageOption = Annotated[
     str | None,
     typer.Option(
-        "--storage", help="SQLAlchemy URL of the study storage [default: $TUNER_STORAGE or sqlite:///tuner.db]"
+        "--storage", help="SQLAlchemy URL of the study storage (default: $TUNER_STORAGE or sqlite:///tuner.db)"
     ),
 ]
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -98,18 +99,19 @@ class StudyDisplay:
             cores = ",".join(map(str, status.cores))
             self.progress.update(
                 self.workers[status.index],
-                description=f"  worker {status.index} [{status.node} cores {cores}] {now}",
+                description=escape(f"  worker {status.index} [{status.node} cores {cores}] {now}"),
                 best=f"{status.done} done, {status.failed} failed",
             )
 
 
 def result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
-    """One finished trial in a line: its objectives and what to know about the load."""
+    """One finished trial in a line, in rich's markup: its objectives and what to know about the load. A
+    reason is an error's own text, escaped: brackets in it ("[/tmp/model.onnx]") are not markup."""
     stored = read_trial(trial)
     if stored.pruned:
-        return f"[yellow]PRUNED[/] {stored.pruned_reason or ''}"
+        return f"[yellow]PRUNED[/] {escape(stored.pruned_reason or '')}"
     if not stored.complete:
-        return f"[red]FAIL[/] {stored.fail_reason or ''}"
+        return f"[red]FAIL[/] {escape(stored.fail_reason or '')}"
     metrics = stored.metrics
     text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
     flags = []

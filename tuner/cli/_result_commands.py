@@ -52,7 +52,7 @@ def export_command(
         float | None, typer.Option("--max-p99-ms", min=0, help="Export the fastest measured point within this p99.")
     ] = None,
 ) -> None:
-    """Write a deployable model repository of a trial [default: the recommended one], with a README."""
+    """Write a deployable model repository of a trial (by default the recommended one), with a README."""
     from tuner.cli import _display as display
     from tuner.reports import export_trial
     from tuner.storage import Store
@@ -74,7 +74,7 @@ def compare_command(
     study_b: Annotated[str, typer.Argument(metavar="STUDY_B", help="The second study.")],
     storage: StorageOption = None,
     storage_b: Annotated[
-        str | None, typer.Option("--storage-b", help="Storage of STUDY_B where it differs [default: --storage].")
+        str | None, typer.Option("--storage-b", help="Storage of STUDY_B where it differs (default: --storage).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:

@@ -193,7 +193,9 @@ def show(
 def models_prepare(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Models to prepare [default: those that need no extra; minilm needs .[transformer]]."),
+        typer.Argument(
+            help="Models to prepare (default: those that need no extra; minilm needs the transformer extra)."
+        ),
     ] = None,
     repository: Annotated[Path, typer.Option("--repository", help="Model repository folder.")] = Path(
         "model_repository"
