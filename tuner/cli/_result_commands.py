@@ -35,11 +35,11 @@ def report_command(
         from tuner.reports import write_pngs
 
         for path in write_pngs(data, output or Path(f"{study_name}-report")):
-            display.console.print(f"wrote {path}")
+            display.console.print(f"wrote {path}", markup=False)
         return
     from tuner.reports import write_html
 
-    display.console.print(f"wrote {write_html(data, output or Path(f'{study_name}-report.html'))}")
+    display.console.print(f"wrote {write_html(data, output or Path(f'{study_name}-report.html'))}", markup=False)
 
 
 @app.command("export")
@@ -64,7 +64,8 @@ def export_command(
     point = exported.point
     display.console.print(
         f"exported trial {exported.trial} to {exported.model_dir}: {point.throughput:.4g} infer/s, "
-        f"p99 {point.latency_p99_ms:.3g} ms at concurrency {point.concurrency}; see {out_dir / 'README.md'}"
+        f"p99 {point.latency_p99_ms:.3g} ms at concurrency {point.concurrency}; see {out_dir / 'README.md'}",
+        markup=False,
     )
 
 
