@@ -5,7 +5,7 @@
 
 ``NAME`` is a switch of the bo sampler, a module default of tuner.samplers._bo: ``VARIANT_LOADS`` (a
 variant that failed every config may not load at all), ``BOUNDED_SCALE`` (the Gaussian processes'
-length scales bounded by the space's diameter) ``THREADS_KNOB`` (the threads a config runs against the
+length scales bounded by the space's diameter), ``THREADS_KNOB`` (the threads a config runs against the
 cores as a knob of the models' inputs) or ``GP_PRIOR`` (the Gaussian processes' hyperparameters the most
 probable under Optuna's priors). Each landscape is a synthetic one of
 tests/test_search_synthetic.py (432 configs: knob effects, the instances x threads interaction, a best

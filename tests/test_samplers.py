@@ -654,9 +654,9 @@ def test_no_two_configs_are_farther_apart_than_the_encoders_diameter() -> None:
     assert farthest <= encode.diameter() + 1e-9
 
 
-def test_a_length_scale_bounded_by_the_space_leaves_doubt_one_knob_from_a_measured_config() -> None:
-    # three knobs of three values, one column per value; 18 of the 27 configs measured, their values
-    # adding up knob by knob: a fit free to take any length scale makes them one smooth surface
+def _additive_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three knobs of three values, one column per value; 18 of the 27 configs measured (rows, values),
+    their values adding up knob by knob, and the other 9 (each one knob from a measured one)."""
     configs = list(itertools.product(range(3), repeat=3))
     effects = [[0.0, 0.5, 1.0], [0.0, -0.3, 0.4], [0.2, 0.0, -0.6]]
 
@@ -664,9 +664,13 @@ def test_a_length_scale_bounded_by_the_space_leaves_doubt_one_knob_from_a_measur
         return [1.0 if config[knob] == value else 0.0 for knob in range(3) for value in range(3)]
 
     measured = [c for c in configs if sum(c) % 3 != 2]
-    rows = np.array([row(c) for c in measured])
     values = np.array([sum(effects[knob][c[knob]] for knob in range(3)) for c in measured])
-    others = np.array([row(c) for c in configs if sum(c) % 3 == 2])  # each one knob from a measured one
+    return np.array([row(c) for c in measured]), values, np.array([row(c) for c in configs if sum(c) % 3 == 2])
+
+
+def test_a_length_scale_bounded_by_the_space_leaves_doubt_one_knob_from_a_measured_config() -> None:
+    # a fit free to take any length scale makes the additive rows one smooth surface
+    rows, values, others = _additive_rows()
     diameter = math.sqrt(2 * 3)
 
     free = samplers._surrogate.fit(rows, values, 0, "gp")
@@ -683,18 +687,9 @@ def test_a_length_scale_bounded_by_the_space_leaves_doubt_one_knob_from_a_measur
 
 
 def test_the_prior_keeps_a_few_rows_from_fitting_one_smooth_surface_over_the_space() -> None:
-    # the same additive rows: the likelihood alone takes the amplitude's upper bound (10^2) and a length
-    # scale longer than the space; under Optuna's priors the fit is a unit's neighbourhood and doubts more
-    configs = list(itertools.product(range(3), repeat=3))
-    effects = [[0.0, 0.5, 1.0], [0.0, -0.3, 0.4], [0.2, 0.0, -0.6]]
-
-    def row(config: tuple[int, ...]) -> list[float]:
-        return [1.0 if config[knob] == value else 0.0 for knob in range(3) for value in range(3)]
-
-    measured = [c for c in configs if sum(c) % 3 != 2]
-    rows = np.array([row(c) for c in measured])
-    values = np.array([sum(effects[knob][c[knob]] for knob in range(3)) for c in measured])
-    others = np.array([row(c) for c in configs if sum(c) % 3 == 2])
+    # the likelihood alone takes the amplitude's upper bound (10^2) and a length scale longer than the
+    # space; under Optuna's priors the fit is a unit's neighbourhood and doubts more
+    rows, values, others = _additive_rows()
     unit = math.sqrt(2)
 
     likely = samplers._surrogate.fit(rows, values, 0, "gp")
