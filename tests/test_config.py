@@ -340,6 +340,15 @@ def test_unknown_constraint_metric(study_dir: Path) -> None:
     assert "unknown metric 'speed'" in message
 
 
+def test_a_constraint_no_config_could_hold_is_refused(study_dir: Path) -> None:
+    message = _error(study_dir, _minimal(constraints={"latency_p99_ms": {"max": -5}}))
+
+    assert "constraints" in message
+    assert "latency_p99_ms: max -5 can never hold" in message
+    for bound in ({"max": 0}, {"min": -1, "max": 10}):  # a max of 0 holds for an accuracy drop of none
+        assert load_config(_write(study_dir, _minimal(constraints={"accuracy_drop": bound}))).constraints
+
+
 def test_constraint_without_min_or_max(study_dir: Path) -> None:
     message = _error(study_dir, _minimal(constraints={"latency_p99_ms": {}}))
 

@@ -89,9 +89,11 @@ class StudyConfig(_Strict):
     @field_validator("constraints")
     @classmethod
     def _known_constraints(cls, value: dict[str, Bound]) -> dict[str, Bound]:
-        for metric in value:
+        for metric, bound in value.items():
             if metric not in METRICS:
                 raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+            if bound.max is not None and bound.max < 0:  # no metric is ever below 0: no config could hold it
+                raise ValueError(f"{metric}: max {bound.max:g} can never hold, as {metric} is never below 0")
         return value
 
     @field_validator("objectives")
