@@ -288,3 +288,16 @@ def test_help_shows_every_default_it_names(command: list[str], needle: str) -> N
     result = CliRunner().invoke(app, [*command, "--help"], terminal_width=300)
     assert result.exit_code == 0
     assert needle in " ".join(result.output.replace("│", " ").split())
+
+
+def test_one_trial_in_full_prints_the_models_output_names_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = Console(width=200, force_terminal=False)
+    monkeypatch.setattr(display, "console", out)
+    trial = {
+        "number": 3, "state": "COMPLETE", "params": {"instance_count": 2}, "fail_reason": None, "points": [],
+        "accuracy": {"samples": 8, "accuracy_drop": 0.0, "outputs": {"logits[/0]": {"top1_agreement": 1.0}}},
+        "config_pbtxt": "",
+    }  # fmt: skip
+    with out.capture() as captured:
+        display.print_trial(trial)
+    assert "logits[/0]: top1_agreement 1" in captured.get()

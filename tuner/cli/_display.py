@@ -341,7 +341,8 @@ def print_trial(trial: dict) -> None:
             + basis.get(accuracy.get("judged_by", ""), "")  # older trials do not say
         )
         for name, numbers in accuracy["outputs"].items():
-            console.print("  " + name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
+            # an output's name is the model's own: printed as it is
+            console.print("  " + name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()), markup=False)
     if trial.get("timings_s"):
         console.print("Time: " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in trial["timings_s"].items()))
     if trial.get("explanations"):
