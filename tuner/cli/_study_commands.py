@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from tuner.cli._app import StorageOption, app, err_console, interrupted_code, landscape_app, models_app, storage_url
 from tuner.errors import ConfigError
@@ -75,7 +76,7 @@ def optimize(
         display.console.print(
             f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
             f"{workers.count} {cfg.workers.backend} worker(s) of {workers.cpus_per_worker} cores{gpus} · "
-            f"storage {redact_url(cfg.storage)}"
+            f"storage {escape(redact_url(cfg.storage))}"
         )
         _print_notes(study_plan)
         seeds = study_plan.seeds
@@ -127,7 +128,7 @@ def studies(storage: StorageOption = None) -> None:
     store = Store(storage_url(storage), must_exist=True)
     summaries = optuna.get_all_study_summaries(store.optuna, include_best_trial=False)
     if not summaries:
-        display.console.print(f"no studies in {store.url}")
+        display.console.print(f"no studies in {store.url}", markup=False)
         return
     table = Table(title=f"studies in {store.url}")
     for column in ("study", "trials", "complete", "failed", "pruned", "started", "objectives"):
@@ -242,14 +243,16 @@ def landscape_record(
         total = len(runner.space.combinations())
         display.console.print(
             f"recording {cfg.model.name}: {total} configs · study [bold]{cfg.study}[/] · "
-            f"storage {redact_url(cfg.storage)}"
+            f"storage {escape(redact_url(cfg.storage))}"
         )
         _print_notes(study_plan)
         with display.study_progress(runner, cfg, total):
             landscape, summary = record_landscape(cfg, store, runner=runner)
     landscape.save(output)
     failed = sum(outcome.failed for outcome in landscape.outcomes.values())
-    display.console.print(f"{len(landscape.outcomes)} of {total} configs ({failed} failed) written to {output}")
+    display.console.print(
+        f"{len(landscape.outcomes)} of {total} configs ({failed} failed) written to {output}", markup=False
+    )
     if summary.interrupted:
         err_console.print("interrupted: run the same command to measure the configs still missing")
         raise typer.Exit(interrupted_code())
