@@ -130,7 +130,7 @@ def studies(storage: StorageOption = None) -> None:
     if not summaries:
         display.console.print(f"no studies in {store.url}", markup=False)
         return
-    table = Table(title=f"studies in {store.url}")
+    table = Table(title=escape(f"studies in {store.url}"))
     for column in ("study", "trials", "complete", "failed", "pruned", "started", "objectives"):
         table.add_column(column)
     for summary in summaries:
@@ -138,13 +138,13 @@ def studies(storage: StorageOption = None) -> None:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         started = summary.datetime_start.strftime("%Y-%m-%d %H:%M") if summary.datetime_start else ""
         table.add_row(
-            summary.study_name,
+            escape(summary.study_name),  # a storage may hold studies that other tools named
             str(len(states)),
             str(states.count(TrialState.COMPLETE)),
             str(states.count(TrialState.FAIL)),
             str(states.count(TrialState.PRUNED)),
             started,
-            ", ".join(study.metric_names or []),
+            escape(", ".join(study.metric_names or [])),
         )
     display.console.print(table)
 
