@@ -303,11 +303,12 @@ def test_one_trial_in_full_prints_the_models_output_names_as_they_are(monkeypatc
     assert "logits[/0]: top1_agreement 1" in captured.get()
 
 
-def test_studies_lists_names_other_tools_gave_as_they_are(tmp_path: Path) -> None:
+def test_a_study_other_tools_named_is_listed_shown_and_compared_by_its_name(tmp_path: Path) -> None:
     import optuna
 
     url = f"sqlite:///{tmp_path / 'other.db'}"
     optuna.create_study(study_name="odd[/name]", storage=url)  # a name the tuner would refuse, made elsewhere
-    result = CliRunner().invoke(app, ["studies", "--storage", url], terminal_width=200)
-    assert result.exit_code == 0, result.output
-    assert "odd[/name]" in result.output
+    for command in (["studies"], ["show", "odd[/name]"], ["compare", "odd[/name]", "odd[/name]"]):
+        result = CliRunner().invoke(app, [*command, "--storage", url], terminal_width=200)
+        assert result.exit_code == 0, (command, result.output)
+        assert "odd[/name]" in result.output, command

@@ -183,7 +183,7 @@ def show(
     title = f"study {study_name}: configs"
     if info.warm_start_from:
         title += f" (warm-started from {', '.join(info.warm_start_from)})"
-    display.console.print(display.configs_table(title, results, rec, info.bounds))
+    display.console.print(display.configs_table(escape(title), results, rec, info.bounds))
     unmeasured = [t for t in stored.trials if not t.complete]
     if unmeasured:
         display.console.print(display.failed_table("trials not measured in full", unmeasured))

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.columns import Columns
 from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
 
 from tuner.reports._data import ConfigData, StudyData
@@ -27,7 +28,8 @@ def _fmt(value: Any) -> str:
 
 def front_table(data: StudyData) -> Table:
     """The study's feasible front of configs, best first, the recommendation marked."""
-    table = Table(title=f"{data.name}: Pareto front ({len(data.front)} of {len(data.configs)} configs)")
+    # a storage may hold studies named by other tools: names and reasons are text, not markup
+    table = Table(title=escape(f"{data.name}: Pareto front ({len(data.front)} of {len(data.configs)} configs)"))
     table.add_column("trial", justify="right")
     table.add_column("config")
     for header, _ in _COLUMNS:
@@ -67,8 +69,8 @@ def recommendation_table(a: StudyData, b: StudyData) -> Table:
     ra, rb = a.config(a.recommended), b.config(b.recommended)
     table = Table(title="Recommendations")
     table.add_column("")
-    table.add_column(f"A: {a.name}")
-    table.add_column(f"B: {b.name}")
+    table.add_column(escape(f"A: {a.name}"))
+    table.add_column(escape(f"B: {b.name}"))
     table.add_column("B / A", justify="right")
     table.add_row("trial", _number(ra), _number(rb), "")
     table.add_row("config", ra.params_text() if ra else "", rb.params_text() if rb else "", "")
@@ -82,8 +84,8 @@ def recommendation_table(a: StudyData, b: StudyData) -> Table:
             _fmt(rb.metric(metric) if rb else None),
             f"x{ratio:.2f}" if ratio is not None else "",
         )
-    table.add_row("why", _reason(a), _reason(b), "")
-    table.add_row("model", _model(a), _model(b), "")
+    table.add_row("why", escape(_reason(a)), escape(_reason(b)), "")
+    table.add_row("model", escape(_model(a)), escape(_model(b)), "")
     table.add_row("trials (configs)", f"{len(a.trials)} ({len(a.configs)})", f"{len(b.trials)} ({len(b.configs)})", "")
     return table
 
