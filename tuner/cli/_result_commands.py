@@ -148,6 +148,7 @@ def verify_command(
     config's interval or within 10% of its stored median); 1: it does not; 2: bad input; 3: the
     server, perf_analyzer or the storage failed.
     """
+    from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from tuner.cli import _display as display
@@ -164,10 +165,10 @@ def verify_command(
     # Where no one watches a terminal (the API's runs, CI), each step is a line of the log instead.
     live = err_console.is_terminal
     with Progress(*columns, console=err_console, transient=True, disable=not live) as progress:
-        task = progress.add_task(f"verifying {study_name}")
+        task = progress.add_task(escape(f"verifying {study_name}"))
 
         def show(step: str) -> None:
-            text = f"{study_name}: {steps.get(step, step)}"
+            text = escape(f"{study_name}: {steps.get(step, step)}")
             if live:
                 progress.update(task, description=text)
             else:
@@ -180,5 +181,5 @@ def verify_command(
         f"({verification.launch} server, {verification.repeats} fresh loads)",
         highlight=False,
     )
-    display.console.print(verification.line(), highlight=False, soft_wrap=True)
+    display.console.print(verification.line(), highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(ExitCode.OK if verification.holds else ExitCode.DOES_NOT_HOLD)
