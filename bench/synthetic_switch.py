@@ -3,7 +3,8 @@
     python bench/synthetic_switch.py --switch NAME [--kinds accelerator,scale] [--start cold]
                                      [--landscapes 221-240] [--seeds 10] [--out bench/results/NAME.json]
 
-``NAME`` is a switch of the bo sampler, a module default of tuner.samplers._bo: ``VARIANT_LOADS`` (a
+``NAME`` is a switch of the bo sampler, a boolean module default of tuner.samplers._bo that bench/search.py's
+variants may set (``BO_DEFAULTS``), such as ``VARIANT_LOADS`` (a
 variant that failed every config may not load at all), ``BOUNDED_SCALE`` (the Gaussian processes'
 length scales bounded by the space's diameter), ``THREADS_KNOB`` (the threads a config runs against the
 cores as a knob of the models' inputs) or ``GP_PRIOR`` (the Gaussian processes' hyperparameters the most
@@ -37,7 +38,7 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from search import sampler_defaults
+from search import BO_DEFAULTS, sampler_defaults
 from test_search_synthetic import BUDGET, landscape, shuffled_grid, trials_to_target
 from warm_start_failures import median_trials, ratio_summary, synthetic_args
 
@@ -48,17 +49,18 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 KINDS = {"plain": {}, "accelerator": {"accelerator_fails": True}, "scale": {"fails_at_scale": True},
          "threads": {"threads_pay_less": True}}
-SWITCHES = ("VARIANT_LOADS", "BOUNDED_SCALE", "THREADS_KNOB", "GP_PRIOR")
+#: The switches: each boolean module default (its name) by the setting bench/search.py's variants give it.
+SWITCHES = {name: setting for setting, (module, name) in BO_DEFAULTS.items() if isinstance(getattr(module, name), bool)}
 
 
 def _found(judge, space: SearchSpace, seeds: int, switch: str, on: bool, warm: bool) -> list[int | None]:
-    with sampler_defaults({switch.lower(): on}):  # the switch's setting, as bench/search.py's variants name it
+    with sampler_defaults({SWITCHES[switch]: on}):
         return [trials_to_target("bo", s, judge, space, BUDGET, warm_start=warm) for s in range(seeds)]
 
 
 def main() -> None:
     def extra(parser) -> None:
-        parser.add_argument("--switch", required=True, choices=SWITCHES)
+        parser.add_argument("--switch", required=True, choices=sorted(SWITCHES))
         parser.add_argument("--kinds", default="accelerator,scale", help=f"of {', '.join(KINDS)}, comma-separated")
         parser.add_argument("--start", default="cold", help="cold, warm or cold,warm")
 
