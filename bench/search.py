@@ -115,6 +115,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-prior-cold": {"sampler": "bo", "gp_prior": True, "warm_start": False},
     "bo-structured-prior": {"sampler": "bo", "surrogate": "structured", "gp_prior": True},
     "bo-structured-prior-cold": {"sampler": "bo", "surrogate": "structured", "gp_prior": True, "warm_start": False},
+    "bo-average": {"sampler": "bo", "gp_average": True},
+    "bo-average-cold": {"sampler": "bo", "gp_average": True, "warm_start": False},
     "bo-threads-knob": {"sampler": "bo", "threads_knob": True},
     "bo-threads-knob-cold": {"sampler": "bo", "threads_knob": True, "warm_start": False},
     "bo-forest": {"sampler": "bo", "surrogate": "forest"},
@@ -138,7 +140,7 @@ BO_DEFAULTS = {
     "per_second": (_bo, "PER_SECOND"), "spread": (_bo, "SPREAD_STARTUP"), "measured_noise": (_bo, "MEASURED_NOISE"),
     "warm_start_design": (_registry, "WARM_START_DESIGN"), "variant_loads": (_bo, "VARIANT_LOADS"),
     "bounded_scale": (_bo, "BOUNDED_SCALE"), "threads_knob": (_bo, "THREADS_KNOB"),
-    "gp_prior": (_bo, "GP_PRIOR"),
+    "gp_prior": (_bo, "GP_PRIOR"), "gp_average": (_bo, "GP_AVERAGE"),
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {

@@ -7,8 +7,8 @@
 variants may set (``BO_DEFAULTS``), such as ``VARIANT_LOADS`` (a
 variant that failed every config may not load at all), ``BOUNDED_SCALE`` (the Gaussian processes'
 length scales bounded by the space's diameter), ``THREADS_KNOB`` (the threads a config runs against the
-cores as a knob of the models' inputs) or ``GP_PRIOR`` (the Gaussian processes' hyperparameters the most
-probable under Optuna's priors). Each landscape is a synthetic one of
+cores as a knob of the models' inputs), ``GP_PRIOR`` (the Gaussian processes' hyperparameters the most
+probable under Optuna's priors) or ``GP_AVERAGE`` (their predictions averaged over their length scales). Each landscape is a synthetic one of
 tests/test_search_synthetic.py (432 configs: knob effects, the instances x threads interaction, a best
 queue delay and a latency budget, all drawn from the landscape's seed), under one of these kinds:
 

@@ -713,6 +713,43 @@ def test_the_prior_keeps_a_few_rows_from_fitting_one_smooth_surface_over_the_spa
     assert samplers._bo.ConfigBOSampler(_space(), 0, gp_prior=False)._prior_unit is None
 
 
+def test_averaging_over_length_scales_weighs_each_fit_by_its_likelihood() -> None:
+    rows, values, others = _additive_rows()
+    values[5] += 0.8  # one measured config off the additive surface: an interaction
+    single = samplers._surrogate.fit(rows, values, 0, "gp")
+    averaged = samplers._surrogate.fit(rows, values, 0, "gp", average=True)
+
+    fitted = averaged.fits[0].kernel_.k1.k2.length_scale
+    assert fitted == pytest.approx(single.model.kernel_.k1.k2.length_scale)
+    scales = [f.kernel_.k1.k2.length_scale for f in averaged.fits[1:]]
+    expected = {min(fitted * f, samplers._surrogate.LONGEST_SCALE) for f in samplers._surrogate.AVERAGED_SCALES}
+    assert sorted(scales) == pytest.approx(sorted(expected - {fitted}))
+    likelihoods = np.array([f.log_marginal_likelihood_value_ for f in averaged.fits])
+    assert averaged.weights == pytest.approx(np.exp(likelihoods) / np.exp(likelihoods).sum())
+    # the prediction is the fits' mixture: its mean and variance
+    parts = [samplers._surrogate._predict(f, others, False) for f in averaged.fits]
+    mean = sum(w * m for w, (m, _) in zip(averaged.weights, parts))
+    variance = sum(w * (s**2 + m**2) for w, (m, s) in zip(averaged.weights, parts)) - mean**2
+    got_mean, got_std = averaged.predict(others, noise=False)
+    assert got_mean == pytest.approx(mean) and got_std == pytest.approx(np.sqrt(variance))
+    # shorter and longer scales fit these rows about as well: the average keeps their doubt
+    assert (averaged.weights > 0.1).sum() >= 3
+    assert (got_std > single.predict(others, noise=False)[1]).all()
+
+
+def test_averaging_leaves_a_fit_the_rows_single_out_as_it_is() -> None:
+    # on purely additive rows the most likely scale is far likelier than a shorter one
+    rows, values, others = _additive_rows()
+    single = samplers._surrogate.fit(rows, values, 0, "gp")
+    averaged = samplers._surrogate.fit(rows, values, 0, "gp", average=True)
+    assert averaged.weights[0] > 0.8 and averaged.weights[1:4].sum() < 0.01
+    mean, _ = averaged.predict(others, noise=False)
+    assert mean == pytest.approx(single.predict(others, noise=False)[0], abs=0.01)
+    assert samplers._bo.ConfigBOSampler(_space(), 0, gp_average=True)._average
+    assert not samplers._bo.ConfigBOSampler(_space(), 0, gp_average=False)._average
+    assert len(samplers._surrogate.fit(rows, values, 0, "gp").fits) == 1  # no average unless asked
+
+
 def test_the_priors_gradient_is_its_log_densitys() -> None:
     from scipy.optimize import approx_fprime
 

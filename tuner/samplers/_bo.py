@@ -96,6 +96,11 @@ BOUNDED_SCALE = False
 #: priors (``ConfigBOSampler``, ``gp_prior``; tuner.samplers._surrogate.log_prior) rather than the most
 #: likely: off, as it needed as many trials as the likelihood's fit on held-out landscapes (docs/benchmarks.md).
 GP_PRIOR = False
+#: Whether the Gaussian processes' predictions are averaged over their length scales, each fit weighed
+#: by its likelihood (``ConfigBOSampler``, ``gp_average``; tuner.samplers._surrogate.fit), rather than
+#: taken at the most likely one: off, as held out it needed fewer trials warm-started but traded seeds cold
+#: for it, and proposed more configs over a latency budget (docs/benchmarks.md).
+GP_AVERAGE = False
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -137,6 +142,10 @@ class ConfigBOSampler(PlannedSampler):
             values under the priors of Optuna's ``GPSampler``, a length scale measured in knobs changed,
             rather than to the likelihood alone, which on a few rows often makes the model sure of every
             config near a measured one (None takes ``GP_PRIOR``).
+        gp_average: Average each Gaussian process's predictions over its length scales, each fit
+            weighed by its likelihood, rather than take them at the most likely scale: where a
+            shorter scale fits the rows nearly as well, configs far from any row keep its doubt
+            (None takes ``GP_AVERAGE``).
         threads_knob: Give the one-hot encoding one more knob: the threads the config runs against
             the worker's cores, by powers of two (``FeatureEncoder``). Instances and threads per
             instance are knobs of their own, and a model of their columns learns that 4 x 1 and
@@ -162,6 +171,7 @@ class ConfigBOSampler(PlannedSampler):
         bounded_scale: bool | None = None,
         threads_knob: bool | None = None,
         gp_prior: bool | None = None,
+        gp_average: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -182,6 +192,7 @@ class ConfigBOSampler(PlannedSampler):
         # a length scale's unit: a knob's change, sqrt(2) apart in one-hot columns, 1 across an ordered column
         prior = GP_PRIOR if gp_prior is None else gp_prior
         self._prior_unit = (math.sqrt(2.0) if self.surrogate == "onehot" else 1.0) if prior else None
+        self._average = GP_AVERAGE if gp_average is None else gp_average
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -300,7 +311,16 @@ class ConfigBOSampler(PlannedSampler):
         return log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
 
     def _fit(self, rows: np.ndarray, values: np.ndarray, seed: int, noise: np.ndarray | None = None) -> Model:
-        return fit(rows, values, seed, self._model, noise=noise, longest=self._longest, prior_unit=self._prior_unit)
+        return fit(
+            rows,
+            values,
+            seed,
+            self._model,
+            noise,
+            longest=self._longest,
+            prior_unit=self._prior_unit,
+            average=self._average,
+        )
 
     def _log_prob_variant_loads(
         self, finished: list[FrozenTrial], ran: np.ndarray, variants: list[tuple[str, str, str]]

@@ -19,7 +19,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,9 @@ KINDS = ("gp", "gp-ard", "forest")
 SHORTEST_SCALE, LONGEST_SCALE = 0.05, 50.0
 #: Trees of a ``forest`` model: more than SMAC's 10, as a fit of 40 rows costs milliseconds.
 FOREST_TREES = 50
+#: Where ``fit`` averages a Gaussian process over its length scales: the factors of the most likely
+#: length scale(s) it refits at, powers of two from a sixteenth to four times it.
+AVERAGED_SCALES = tuple(2.0**k for k in range(-4, 3) if k)
 
 
 class Model(Protocol):
@@ -53,6 +56,7 @@ def fit(
     noise: np.ndarray | None = None,
     longest: float | None = None,
     prior_unit: float | None = None,
+    average: bool = False,
 ) -> Model:
     """A model of ``values`` over ``rows`` (one per row), of one of ``KINDS``.
 
@@ -70,11 +74,18 @@ def fit(
     the priors of Optuna's own ``GPSampler`` (``log_prior``), rather than to the likelihood alone;
     a length scale is measured in units of this distance (that of a config one knob away). None:
     the likelihood alone.
+
+    ``average``: a Gaussian process's predictions are averaged over its length scales rather than
+    taken at the most likely one: it is refitted with its length scale(s) fixed at each of
+    ``AVERAGED_SCALES`` times the most likely, the amplitude and noise fitted again, and the fits are
+    weighed by their likelihoods (a flat prior on the length scale's log). With few rows a longer
+    scale often fits them as well as a shorter one, and the one fit is sure of configs far from any
+    row that the shorter scale is not; the average keeps that doubt.
     """
     if kind == "forest":
         return _Forest(rows, values, seed)
     if kind in ("gp", "gp-ard"):
-        return _GaussianProcess(rows, values, seed, kind == "gp-ard", noise, longest, prior_unit)
+        return _GaussianProcess(rows, values, seed, kind == "gp-ard", noise, longest, prior_unit, average)
     raise ValueError(f"unknown model {kind!r}; valid: {', '.join(KINDS)}")
 
 
@@ -88,6 +99,7 @@ class _GaussianProcess:
         noise: np.ndarray | None,
         longest: float | None,
         prior_unit: float | None,
+        average: bool,
     ) -> None:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
@@ -100,23 +112,56 @@ class _GaussianProcess:
         spread = float(np.var(values))
         if noise is not None and spread > 0:
             alpha = alpha + np.asarray(noise) / spread  # normalize_y fits values / their std
+        optimizer = "fmin_l_bfgs_b" if prior_unit is None else functools.partial(_most_probable, unit=prior_unit)
         self.model: GaussianProcessRegressor = GaussianProcessRegressor(
-            kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1, random_state=seed,
-            optimizer="fmin_l_bfgs_b" if prior_unit is None else functools.partial(_most_probable, unit=prior_unit),
-        )  # fmt: skip
+            kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1, random_state=seed, optimizer=optimizer
+        )
         with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model.fit(rows, values)
+            #: The fits whose predictions are averaged, and their weights (the one fit, alone)
+            self.fits, self.weights = [self.model], np.ones(1)
+            if average:
+                fitted = np.asarray(self.model.kernel_.k1.k2.length_scale)
+                scales = {tuple(np.atleast_1d(np.clip(fitted * factor, *bounds))) for factor in AVERAGED_SCALES}
+                scales.discard(tuple(np.atleast_1d(fitted)))  # at a bound, a factor gives the fitted scale again
+                self.fits += [self._refit(rows, values, np.array(scale), optimizer) for scale in sorted(scales)]
+                likelihoods = np.array([f.log_marginal_likelihood_value_ for f in self.fits])
+                self.weights = np.exp(likelihoods - likelihoods.max())
+                self.weights /= self.weights.sum()
+
+    def _refit(
+        self, rows: np.ndarray, values: np.ndarray, scale: np.ndarray, optimizer: Any
+    ) -> GaussianProcessRegressor:
+        """The model fitted again with its length scale(s) fixed at ``scale``."""
+        from sklearn.base import clone
+
+        kernel = self.model.kernel_.clone_with_theta(self.model.kernel_.theta)
+        kernel.set_params(
+            k1__k2__length_scale=scale if len(scale) > 1 else scale[0], k1__k2__length_scale_bounds="fixed"
+        )
+        model: GaussianProcessRegressor = clone(self.model).set_params(
+            kernel=kernel, n_restarts_optimizer=0, optimizer=optimizer
+        )
+        return model.fit(rows, values)
 
     def predict(self, rows: np.ndarray, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        if noise:
-            return self.model.predict(rows, return_std=True)
-        fitted = self.model.kernel_
-        self.model.kernel_ = fitted.k1  # the noise term (k2) is left out of the prediction only
-        try:
-            return self.model.predict(rows, return_std=True)
-        finally:
-            self.model.kernel_ = fitted
+        """The fits' mixture, as one normal distribution of its mean and variance."""
+        means, stds = (np.array(parts) for parts in zip(*(_predict(model, rows, noise) for model in self.fits)))
+        mean = np.average(means, axis=0, weights=self.weights)
+        variance = np.average(np.square(stds) + np.square(means - mean), axis=0, weights=self.weights)
+        return mean, np.sqrt(variance)
+
+
+def _predict(model: GaussianProcessRegressor, rows: np.ndarray, noise: bool) -> tuple[np.ndarray, np.ndarray]:
+    if noise:
+        return model.predict(rows, return_std=True)
+    fitted = model.kernel_
+    model.kernel_ = fitted.k1  # the noise term (k2) is left out of the prediction only
+    try:
+        return model.predict(rows, return_std=True)
+    finally:
+        model.kernel_ = fitted
 
 
 def log_prior(theta: np.ndarray, unit: float) -> tuple[float, np.ndarray]:
