@@ -725,7 +725,8 @@ def test_averaging_over_length_scales_weighs_each_fit_by_its_likelihood() -> Non
     expected = {min(fitted * f, samplers._surrogate.LONGEST_SCALE) for f in samplers._surrogate.AVERAGED_SCALES}
     assert sorted(scales) == pytest.approx(sorted(expected - {fitted}))
     likelihoods = np.array([f.log_marginal_likelihood_value_ for f in averaged.fits])
-    assert averaged.weights == pytest.approx(np.exp(likelihoods) / np.exp(likelihoods).sum())
+    relative = np.exp(likelihoods - likelihoods.max())
+    assert averaged.weights == pytest.approx(relative / relative.sum())
     # the prediction is the fits' mixture: its mean and variance
     parts = [samplers._surrogate._predict(f, others, False) for f in averaged.fits]
     mean = sum(w * m for w, (m, _) in zip(averaged.weights, parts))
@@ -748,6 +749,14 @@ def test_averaging_leaves_a_fit_the_rows_single_out_as_it_is() -> None:
     assert samplers._bo.ConfigBOSampler(_space(), 0, gp_average=True)._average
     assert not samplers._bo.ConfigBOSampler(_space(), 0, gp_average=False)._average
     assert len(samplers._surrogate.fit(rows, values, 0, "gp").fits) == 1  # no average unless asked
+    # a length scale per column: each refit scales all of them
+    ard = samplers._surrogate.fit(rows, values, 0, "gp-ard", average=True)
+    fitted = ard.fits[0].kernel_.k1.k2.length_scale
+    bounds = (samplers._surrogate.SHORTEST_SCALE, samplers._surrogate.LONGEST_SCALE)
+    scaled = [np.clip(fitted * factor, *bounds) for factor in samplers._surrogate.AVERAGED_SCALES]
+    assert len(ard.fits) > 1 and ard.weights.sum() == pytest.approx(1.0)
+    for refit in ard.fits[1:]:
+        assert any(np.allclose(refit.kernel_.k1.k2.length_scale, scale) for scale in scaled)
 
 
 def test_the_priors_gradient_is_its_log_densitys() -> None:
