@@ -154,6 +154,7 @@ class _GaussianProcess:
 
 
 def _predict(model: GaussianProcessRegressor, rows: np.ndarray, noise: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One fit's mean and standard deviation at each row (``Model.predict``)."""
     if noise:
         return model.predict(rows, return_std=True)
     fitted = model.kernel_
