@@ -184,18 +184,26 @@ def minilm_tokens(sentences: list[str]) -> dict[str, np.ndarray]:
     }
 
 
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits data as the digits forest is trained and checked on: train and test
+    inputs (float32), then train and test labels."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data.astype("float32"), digits.target, test_size=0.25, random_state=0
+    )
+    return x_train, x_test, y_train, y_test
+
+
 def build_digits_forest(cache_dir: Path) -> bytes:
     """A random forest on scikit-learn's digits data, as ONNX with a plain probability tensor."""
     del cache_dir  # everything comes from installed packages
     from skl2onnx import to_onnx
-    from sklearn.datasets import load_digits
     from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    x_train, _, y_train, _ = train_test_split(
-        digits.data.astype("float32"), digits.target, test_size=0.25, random_state=0
-    )
+    x_train, _, y_train, _ = digits_split()
     forest = RandomForestClassifier(n_estimators=50, max_depth=10, random_state=0, n_jobs=1)
     forest.fit(x_train, y_train)
     onx = to_onnx(

@@ -63,7 +63,9 @@ def validation_inputs(
         return {name: array[:count] for name, array in _from_file(data_file, model).items()}
     shapes = {t.name: t.item_shape for t in model.inputs}
     if model_name == "digits_forest" and list(shapes.values()) == [(64,)]:
-        return {next(iter(shapes)): _digits_test_split(count)}
+        from tuner.model._bundled import digits_split
+
+        return {next(iter(shapes)): digits_split()[1][:count]}
     if model_name == "text_detection" and list(shapes.values()) == [(3, 320, 320)]:
         return {next(iter(shapes)): _rendered_pages(count, seed)}
     if model_name == "text_recognition" and list(shapes.values()) == [(3, 48, 320)]:
@@ -73,15 +75,6 @@ def validation_inputs(
 
         return minilm_tokens([_SENTENCES[i % len(_SENTENCES)] for i in range(count)])
     return _random(model, count, seed)
-
-
-def _digits_test_split(count: int) -> np.ndarray:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    _, x_test, _, _ = train_test_split(digits.data.astype("float32"), digits.target, test_size=0.25, random_state=0)
-    return x_test[:count]
 
 
 def _rendered_pages(count: int, seed: int, size: int = 320) -> np.ndarray:
