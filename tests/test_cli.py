@@ -189,6 +189,26 @@ def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> 
     assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0)" in out
 
 
+def test_the_summary_shows_a_recommended_config_off_the_front_beside_it(remeasured: str) -> None:
+    # the recommendation may tie with a front config and be the cheaper one, off the front itself
+    store = Store(remeasured)
+    study = store.load_study("remeasured")
+    stored = read_study(study, store)
+    store.close()
+    results = config_results(stored.trials, stored.info)
+    rec = recommend(results, stored.info)
+    assert rec is not None
+    front = [r for r in pareto_front(results, stored.info.directions) if r.key != rec.config.key]
+    with display.console.capture() as captured:
+        display.print_summary(RunSummary(study, stored, results, front, rec, default_result(results)),
+                              study_config(stored.info))
+    out = captured.get()
+
+    assert "and the recommended config" in " ".join(out.split())
+    assert [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")] == ["0", "5"]
+    assert "recommended: trial 5" in out
+
+
 def test_the_summary_of_an_interrupted_run_counts_the_trial_in_flight_apart_from_failures(remeasured: str) -> None:
     import optuna
 
@@ -247,6 +267,28 @@ def test_export_writes_the_recommended_configs_representative_load(remeasured: s
     readme = (tmp_path / "lucky" / "README.md").read_text()
     assert "trial 4 of study remeasured" in readme and "6400 infer/s" in readme
     assert "the load nearest the median is trial 5" in readme and "Recommended:" not in readme
+
+
+def test_a_reason_of_many_lines_is_one_line_of_its_start_and_its_cause() -> None:
+    # a python-backend load error as Triton returns it: the message, C++ frames, blank lines, a traceback
+    reason = (
+        "Triton refused the config (openvino, fp32): load failed for model 'm': version 1 is at UNAVAILABLE "
+        "state: Internal: Fail: [ONNXRuntimeError] : 1 : FAIL : Exception during initialization: "
+        + "/onnxruntime/core/providers/openvino/backends/basic_backend.cc:136 onnxruntime::openvino_ep " * 3
+        + "\nException from src/inference/src/dev/plugin.cpp:53:\n"
+        "Unexpected: CPU plug-in doesn't support Parameter operation with dynamic rank.\n\n\n"
+        "At:\n  /site-packages/onnxruntime/capi/onnxruntime_inference_collection.py(610): _create_inference_session\n;"
+    )
+
+    line = display.brief(reason, "mine", 6)
+
+    assert "\n" not in line and len(line) < 340
+    assert line.startswith("Triton refused the config (openvino, fp32): load failed for model 'm'")
+    assert line.endswith(
+        " ... Unexpected: CPU plug-in doesn't support Parameter operation with dynamic rank. "
+        "(all of it: tuner show mine --trial 6)"
+    )
+    assert display.brief("perf_analyzer failed: [x]", "mine", 6) == "perf_analyzer failed: [x]"
 
 
 def test_the_progress_prints_an_errors_brackets_as_they_are() -> None:

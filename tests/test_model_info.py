@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from tuner.errors import ModelError
 from tuner.model_info import TRITON_DTYPES, ModelInfo, TensorInfo, read_model_info
+from tuner.study._plan import unserved_note
 
 
 def _identity_model(path: Path, shape: list[int | str | None], elem_type: int = TensorProto.FLOAT) -> Path:
@@ -122,10 +124,53 @@ def test_element_types(tmp_path: Path, elem_type: int, dtype: str) -> None:
     assert dtype in TRITON_DTYPES
 
 
-def test_unsupported_element_type(tmp_path: Path) -> None:
+def test_an_input_of_a_type_the_tuner_cannot_send_is_refused_by_name(tmp_path: Path) -> None:
     path = _identity_model(tmp_path / "s.onnx", ["N", 2], TensorProto.STRING)
 
-    with pytest.raises(ModelError, match="element type"):
+    with pytest.raises(ModelError, match=r"input 'x' of s.onnx is tensor\(string\), which the tuner cannot send"):
+        read_model_info(path)
+
+
+def test_a_classifier_s_zipmap_output_is_left_unserved_and_said_so(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    classifier = LogisticRegression(max_iter=500).fit(features.astype(np.float32), labels)
+    path = tmp_path / "classifier.onnx"
+    path.write_bytes(to_onnx(classifier, features[:1].astype(np.float32)).SerializeToString())
+
+    info = read_model_info(path)
+
+    assert [t.name for t in info.outputs] == ["output_label"]
+    assert info.unserved == (("output_probability", "seq(map(int64,tensor(float)))"),)
+    note = unserved_note(info.unserved)
+    assert "output_probability (seq(map(int64,tensor(float))))" in note and "'zipmap': False" in note
+
+
+def test_a_string_output_is_left_unserved_beside_a_tensor_one(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    names = helper.make_tensor_value_info("names", TensorProto.STRING, ["N", 2])
+    nodes = [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Cast", ["x"], ["names"], to=TensorProto.STRING)]
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y, names])), str(path))
+
+    info = read_model_info(path)
+
+    assert [t.name for t in info.outputs] == ["y"] and info.unserved == (("names", "tensor(string)"),)
+    assert "zipmap" not in unserved_note(info.unserved)
+
+
+def test_a_model_with_no_output_triton_can_return_is_refused(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    seq = helper.make_tensor_sequence_value_info("parts", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("SequenceConstruct", ["x"], ["parts"])], "g", [x], [seq])
+    path = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+
+    with pytest.raises(ModelError, match=r"no output of q.onnx is a tensor of a type the tuner serves: parts \(seq\(tensor\(float\)\)\)"):
         read_model_info(path)
 
 

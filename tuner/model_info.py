@@ -71,10 +71,17 @@ def tensor_bytes(dtype: str, shape: Sequence[int]) -> int:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The inputs and outputs of a model, and whether its first dimension batches."""
+    """The inputs and outputs of a model, and whether its first dimension batches.
+
+    ``unserved``: the ONNX outputs that are not tensors of a type the tuner serves (``TRITON_DTYPES``):
+    a sequence of maps, as scikit-learn classifiers converted with ZipMap give their probabilities
+    (which Triton cannot return at all), or a tensor of strings; each with its ONNX type. They are left
+    out of ``outputs``: the served model returns the others.
+    """
 
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    unserved: tuple[tuple[str, str], ...] = ()
 
     @property
     def batch_dim_free(self) -> bool:
@@ -91,8 +98,9 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> Mode
             for the inputs of the same name (to fix free dimensions).
 
     Raises:
-        ModelError: The file is missing, is not ONNX, or uses an unsupported type, or an
-            input is left with a free dimension other than the batch dimension.
+        ModelError: The file is missing, is not ONNX, an input is of a type the tuner cannot send
+            or left with a free dimension other than the batch dimension, or no output is a
+            tensor Triton can return.
     """
     import onnx
 
@@ -103,9 +111,22 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> Mode
     except Exception as exc:  # onnx raises DecodeError, OSError and more
         raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
     initializers = {init.name for init in graph.initializer}
-    inputs = [_tensor(v) for v in graph.input if v.name not in initializers]
-    outputs = [_tensor(v) for v in graph.output]
-    return _given_shapes(inputs, outputs, input_shapes, path.name)
+    inputs = []
+    for value in graph.input:
+        if value.name not in initializers:
+            if (tensor := _tensor(value)) is None:
+                raise ModelError(
+                    f"input {value.name!r} of {path.name} is {_onnx_type(value.type)}, which the tuner cannot "
+                    f"send: it sends tensors of {', '.join(t.lower() for t in TRITON_DTYPES)}"
+                )
+            inputs.append(tensor)
+    outputs = [t for v in graph.output if (t := _tensor(v)) is not None]
+    unserved = tuple((v.name, _onnx_type(v.type)) for v in graph.output if _tensor(v) is None)
+    if not outputs:
+        kinds = ", ".join(f"{name} ({kind})" for name, kind in unserved)
+        raise ModelError(f"no output of {path.name} is a tensor of a type the tuner serves: {kinds}")
+    info = _given_shapes(inputs, outputs, input_shapes, path.name)
+    return ModelInfo(info.inputs, info.outputs, unserved)
 
 
 def config_model_info(config: pb.ModelConfig, input_shapes: Sequence[TensorInfo] = ()) -> ModelInfo:
@@ -168,10 +189,31 @@ def _override(found: TensorInfo, given: TensorInfo | None) -> TensorInfo:
     return TensorInfo(name=found.name, dtype=given.dtype, shape=tuple(shape))
 
 
-def _tensor(value: onnx.ValueInfoProto) -> TensorInfo:
+def _tensor(value: onnx.ValueInfoProto) -> TensorInfo | None:
+    """The tensor ``value`` is; None where it is no tensor, or of an element type the tuner does not serve."""
+    if value.type.WhichOneof("value") != "tensor_type":
+        return None
     tensor_type = value.type.tensor_type
     dtype = _ONNX_TO_TRITON.get(tensor_type.elem_type)
     if dtype is None:
-        raise ModelError(f"tensor {value.name!r} has ONNX element type {tensor_type.elem_type}, not supported")
+        return None
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim)
     return TensorInfo(name=value.name, dtype=dtype, shape=shape)
+
+
+def _onnx_type(kind: onnx.TypeProto) -> str:
+    """An ONNX type as the ONNX spec writes it: ``tensor(string)``, ``seq(map(int64,tensor(float)))``."""
+    import onnx
+
+    which = kind.WhichOneof("value")
+    if which in ("tensor_type", "sparse_tensor_type"):
+        element = onnx.TensorProto.DataType.Name(getattr(kind, which).elem_type).lower()
+        return f"{'sparse_' if which == 'sparse_tensor_type' else ''}tensor({element})"
+    if which == "sequence_type":
+        return f"seq({_onnx_type(kind.sequence_type.elem_type)})"
+    if which == "map_type":
+        key = onnx.TensorProto.DataType.Name(kind.map_type.key_type).lower()
+        return f"map({key},{_onnx_type(kind.map_type.value_type)})"
+    if which == "optional_type":
+        return f"optional({_onnx_type(kind.optional_type.elem_type)})"
+    return "of no type"

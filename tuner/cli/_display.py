@@ -108,10 +108,11 @@ def result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
     """One finished trial in a line, in rich's markup: its objectives and what to know about the load. A
     reason is an error's own text, escaped: brackets in it ("[/tmp/model.onnx]") are not markup."""
     stored = read_trial(trial)
+    study = cfg.study if cfg is not None else None
     if stored.pruned:
-        return f"[yellow]PRUNED[/] {escape(stored.pruned_reason or '')}"
+        return f"[yellow]PRUNED[/] {escape(brief(stored.pruned_reason or '', study, trial.number))}"
     if not stored.complete:
-        return f"[red]FAIL[/] {escape(stored.fail_reason or '')}"
+        return f"[red]FAIL[/] {escape(brief(stored.fail_reason or '', study, trial.number))}"
     metrics = stored.metrics
     text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
     flags = []
@@ -164,9 +165,11 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
         return
     bounds = summary.stored.info.bounds
     rec = summary.recommendation
-    console.print(
-        configs_table("Pareto front (feasible configs, by the median of their loads)", summary.pareto, rec, bounds)
-    )
+    rows, title = summary.pareto, "Pareto front (feasible configs, by the median of their loads)"
+    if rec is not None and all(result.key != rec.config.key for result in rows):
+        # a config that ties with a front config and is cheaper: the recommendation, off the front
+        rows, title = [*rows, rec.config], f"{title}, and the recommended config"
+    console.print(configs_table(title, rows, rec, bounds))
     print_recommendation(rec, summary.default, [o.metric for o in cfg.objectives])
 
 
@@ -227,16 +230,45 @@ def configs_table(
     return table
 
 
-def failed_table(title: str, trials: Sequence[StoredTrial]) -> Table:
-    """Trials not measured in full (FAIL, PRUNED, RUNNING), each with its reason in full."""
+def failed_table(title: str, trials: Sequence[StoredTrial], study: str) -> Table:
+    """Trials not measured in full (FAIL, PRUNED, RUNNING), each with its reason (``brief``)."""
     table = Table(title=title)
     table.add_column("trial", justify="right", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("params", overflow="fold")
     table.add_column("reason", min_width=24, overflow="fold")
     for trial in trials:
-        table.add_row(str(trial.number), trial.state.name, params_text(trial.params), Text(trial.reason or ""))
+        table.add_row(
+            str(trial.number),
+            trial.state.name,
+            params_text(trial.params),
+            Text(brief(trial.reason or "", study, trial.number)),
+        )
     return table
+
+
+#: The most characters of a reason's first line ``brief`` keeps.
+BRIEF_HEAD = 160
+
+
+def brief(reason: str, study: str | None, number: int) -> str:
+    """A trial's reason in one line, where it takes several (a server's load error: the backend's
+    message, a stack of C++ frames, a Python traceback after ``At:``): its first line, cut at
+    ``BRIEF_HEAD`` characters, and its last line before the traceback, where the cause usually is,
+    with the command that shows all of it."""
+    lines = []
+    for line in reason.splitlines():
+        if line.strip() == "At:":
+            break
+        if line.strip():
+            lines.append(" ".join(line.split()))
+    if len(lines) <= 1 and "\n" not in reason.strip():
+        return reason
+    head = lines[0] if lines else ""
+    cut = len(head) > BRIEF_HEAD
+    head = head[:BRIEF_HEAD].rsplit(" ", 1)[0] if cut else head
+    tail = f" ... {lines[-1]}" if len(lines) > 1 else " ..." if cut else ""
+    return f"{head}{tail} (all of it: tuner show {study or 'STUDY'} --trial {number})"
 
 
 def config_note(result: ConfigResult, rec: Recommendation | None, bounds: Bounds) -> str:

@@ -104,6 +104,8 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
             f"batching is off the search: the model's inputs have a fixed first dimension ({fixed}), so the "
             "runner runs one request at a time (max_batch_size 1, no dynamic batcher)"
         )
+    if info.unserved:
+        notes.append(unserved_note(info.unserved))
     space = build_space(cfg, workers, providers, model)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
     make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
@@ -124,6 +126,17 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         repository_model=model.repository,
         notes=tuple(notes),
     )
+
+
+def unserved_note(unserved: tuple[tuple[str, str], ...]) -> str:
+    """What a study says of the model's outputs Triton cannot return (``ModelInfo.unserved``)."""
+    names = ", ".join(f"{name} ({kind})" for name, kind in unserved)
+    note = f"not served, as the tuner serves tensors of numbers and booleans only: {names}; the study serves and checks the other outputs"
+    if any(kind.startswith("seq(map(") for _, kind in unserved):
+        note += (
+            " (a classifier converted by skl2onnx with options={'zipmap': False} gives its probabilities as a tensor)"
+        )
+    return note
 
 
 def _batches(space: SpaceSettings) -> bool:
