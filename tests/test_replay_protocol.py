@@ -82,7 +82,7 @@ def test_a_landscape_without_a_study_needs_one_beside_it(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("name", "configs"),
-    [("minilm", 128), ("text_detection_precision", 144), ("digits_forest_tight", 180), ("text_recognition_loose", 120)],
+    [("minilm", 112), ("text_detection_precision", 120), ("digits_forest_tight", 144), ("text_recognition_loose", 102)],
 )
 def test_the_landscapes_to_record_are_valid_studies_of_100_to_300_configs(name: str, configs: int) -> None:
     cfg = load_config(LANDSCAPES / f"{name}.yaml")

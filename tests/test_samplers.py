@@ -60,9 +60,10 @@ def test_grid_covers_every_combination_exactly_once() -> None:
     specs = _run(study, space, lambda spec: 1.0)
 
     keys = [spec.key() for spec in specs]
-    # 3 batch sizes x (batching off + 3 delays) x 2 instance counts x 2 accelerators
-    assert len(keys) == 48
-    assert len(set(keys)) == 48
+    # (max batch 1: batching off or on, its delay moot; 4 and 8: batching off + 3 delays) x 2 instance counts
+    # x 2 accelerators
+    assert len(keys) == 40
+    assert len(set(keys)) == 40
     assert set(keys) == {space.key_of(params) for params in space.combinations()}
 
 
@@ -74,7 +75,7 @@ def test_grid_counts_the_enqueued_default_as_one_of_its_configs() -> None:
     specs = _run(study, space, lambda spec: 1.0)
 
     assert specs[0].key() == space.key_of(space.default_params())
-    assert len(specs) == len({s.key() for s in specs}) == 48
+    assert len(specs) == len({s.key() for s in specs}) == 40
 
 
 def test_grid_order_follows_the_seed() -> None:
@@ -284,6 +285,21 @@ def test_bo_encodes_every_knob_value_and_long_ranges_as_one_column() -> None:
     # max batch 1|8, batching off|on, the queue delay scaled to [0, 1], instances 1|2
     assert off == [0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
     assert on == [0.0, 1.0, 0.0, 1.0, 0.25, 0.0, 1.0]
+
+
+def test_bo_encodes_the_batcher_at_max_batch_1_as_running_without_a_delay() -> None:
+    # a batch of at most one request is full at once: the batcher delays nothing, whatever its delay
+    onehot = _space(max_batch_size=[1, 8], dynamic_batching=[False, True], max_queue_delay_us=[0, 2000])
+    ranked = _space(max_batch_size=[1, 8], dynamic_batching=[False, True], max_queue_delay_us=[500, 2000])
+    scaled = _space(max_batch_size=[1, 8], dynamic_batching=[False, True],
+                    max_queue_delay_us={"low": 500, "high": 10500, "step": 100})
+
+    # max batch 1|8, batching off|on, delay 0|2000
+    assert samplers._bo.FeatureEncoder(onehot)({"max_batch_size": 1, "dynamic_batching": True})[:6] == [1, 0, 0, 1, 1, 0]
+    # the ordered columns: max batch rank 0 of 0..1, batching off|on, a delay of 0 ranked as the lowest the space has
+    assert samplers._bo.FeatureEncoder(ranked, structured=True)({"max_batch_size": 1, "dynamic_batching": True})[
+        :4] == [0.0, 0.0, 1.0, 0.0]
+    assert samplers._bo.FeatureEncoder(scaled)({"max_batch_size": 1, "dynamic_batching": True})[4] == 0.0
 
 
 def test_bo_structured_encodes_ordered_knobs_by_rank_and_the_threads_against_the_cores() -> None:

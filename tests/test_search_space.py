@@ -62,7 +62,8 @@ def test_suggested_specs_lie_in_the_default_space() -> None:
 
 
 def test_stepped_range_values_stay_on_the_step() -> None:
-    space = _space(max_queue_delay_us={"low": 50, "high": 1000, "step": 300}, dynamic_batching=True)
+    space = _space(max_queue_delay_us={"low": 50, "high": 1000, "step": 300}, dynamic_batching=True,
+                   max_batch_size=[8])
     study = _study(optuna.samplers.RandomSampler(seed=3))
 
     delays = {_ask(space, study)[1].max_queue_delay_us for _ in range(40)}
@@ -360,12 +361,13 @@ def test_grid_sampler_visits_every_combination_once() -> None:
 
     _optimize_until_exhausted(study, objective)
 
+    # at max batch size 1 a batch is full at once: the delay is not asked, one config per instance count
     expected = {
         space.to_spec({"max_batch_size": b, "max_queue_delay_us": d, "instance_count": i}).key()
-        for b, d, i in itertools.product([1, 4], [0, 100, 200], [1, 2])
+        for b, d, i in [*itertools.product([4], [0, 100, 200], [1, 2]), (1, 0, 1), (1, 0, 2)]
     }
-    assert len(keys) == 12
-    assert len(set(keys)) == 12
+    assert len(keys) == 8
+    assert len(set(keys)) == 8
     assert set(keys) == expected
 
 
@@ -383,6 +385,25 @@ def test_grid_sampler_reaches_every_spec_with_conditional_delay() -> None:
     # batching off (one config per instance count) + batching on x 2 delays x 2 instance counts
     assert len(study.trials) == 2 + 2 * 2
     assert len(keys) == 2 + 2 * 2
+
+
+def test_at_max_batch_1_the_batcher_s_delay_is_not_asked_as_every_batch_is_full_at_once() -> None:
+    space = _space(max_batch_size=[1, 8], dynamic_batching=[False, True], max_queue_delay_us=[0, 1000, 5000],
+                   instance_count=1)
+
+    batch_of_one = {"max_batch_size": 1, "dynamic_batching": True}
+    assert not space.asked("max_queue_delay_us", batch_of_one)
+    assert space.asked("max_queue_delay_us", {"max_batch_size": 8, "dynamic_batching": True})
+    # max batch 1: off, on; max batch 8: off, on at 3 delays
+    assert sorted(map(space.key_of, space.combinations())) == sorted(
+        map(space.key_of, [{"max_batch_size": 1, "dynamic_batching": False}, batch_of_one,
+                           {"max_batch_size": 8, "dynamic_batching": False},
+                           *({"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": d}
+                             for d in (0, 1000, 5000))]))
+    assert space.to_spec(batch_of_one).max_queue_delay_us == 0
+    assert space.params_near({"max_batch_size": 1, "dynamic_batching": True, "max_queue_delay_us": 5000}) == batch_of_one
+    assert space.params_from({"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 5000}) == {
+        "max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 5000}
 
 
 # --- samplers ----------------------------------------------------------------------------------

@@ -421,15 +421,15 @@ class FeatureEncoder:
         merged = {**self.space.fixed, **params}
         row: list[float] = []
         for knob, encoding, values in self.columns:
-            value = merged.get(knob) if self.space.asked(knob, merged) else None  # a delay means nothing unbatched
+            value = merged.get(knob) if self.space.asked(knob, merged) else _unasked(knob, merged)
             if encoding == "onehot":
                 row.extend(1.0 if value == v else 0.0 for v in values)
             elif value is None:
                 row.append(0.0)
             elif encoding == "rank":
-                row.append(values.index(value) / max(1, len(values) - 1))
+                row.append(values.index(value) / max(1, len(values) - 1) if value in values else 0.0)
             else:
-                row.append((float(value) - values[0]) / (values[1] - values[0]))
+                row.append(max(0.0, (float(value) - values[0]) / (values[1] - values[0])))
         if self.threads is not None:
             threads = self.space.to_spec(params).cpu_threads_used
             load = min(max(math.log2(threads / self.space.worker_cores), -3.0), 3.0) if threads else 0.0
@@ -438,6 +438,16 @@ class FeatureEncoder:
             else:
                 row.append((load + 3.0) / 6.0)
         return row
+
+
+def _unasked(knob: str, merged: dict[str, Any]) -> Any:
+    """The value a config runs a knob at that its space does not ask of it: a queue delay is none
+    without the batcher (None), and 0 where the batcher is on but every batch is full at once (a
+    max batch size of 1: ``SearchSpace.asked``); None for any other knob."""
+    prefix = knob.removesuffix("max_queue_delay_us")
+    if prefix != knob and merged.get(f"{prefix}dynamic_batching", False):
+        return 0
+    return None
 
 
 def _accelerators(space: Space) -> list[Any]:

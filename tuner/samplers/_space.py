@@ -129,8 +129,14 @@ class SearchSpace:
         return values
 
     def asked(self, knob: str, params: Mapping[str, Any]) -> bool:
-        """Whether a config of these params asks ``knob``: the queue delay only where batching is on."""
-        return knob != "max_queue_delay_us" or bool({**self.fixed, **params}.get("dynamic_batching", False))
+        """Whether a config of these params asks ``knob``: the queue delay only where batching is on
+        and a batch may hold more than one request. Triton's batcher delays a request only while its
+        batch is short of the largest size; at a max batch size of 1 every batch is full at once, so
+        each delay is the same config (its delay measured 0 here)."""
+        if knob != "max_queue_delay_us":
+            return True
+        merged = {**self.fixed, **params}
+        return bool(merged.get("dynamic_batching", False)) and int(merged.get("max_batch_size", 1)) > 1
 
     def to_spec(self, values: Mapping[str, Any]) -> TrialSpec:
         """A TrialSpec from trial params (fixed values and derived threads filled in)."""
@@ -186,8 +192,7 @@ class SearchSpace:
             instances = {**self.fixed, **params}.get("instance_count", 1)
             threads = wanted.get("cpu_threads", max(1, self.worker_cores // instances))
             params["cpu_threads"] = _nearest(self.distributions["cpu_threads"], threads)
-        batching = {**self.fixed, **params}.get("dynamic_batching", False)
-        if batching and "max_queue_delay_us" in self.distributions:
+        if "max_queue_delay_us" in self.distributions and self.asked("max_queue_delay_us", params):
             params["max_queue_delay_us"] = _nearest(
                 self.distributions["max_queue_delay_us"], wanted["max_queue_delay_us"]
             )
@@ -222,7 +227,7 @@ class SearchSpace:
 
     def combinations(self) -> list[dict[str, Any]]:
         """Every distinct config of the space as trial params, once each (the queue delay only
-        where batching is on).
+        where it is asked: ``asked``).
 
         Raises:
             ConfigError: a knob is a log range, or the space is too large to enumerate.
@@ -232,7 +237,7 @@ class SearchSpace:
         combos: list[dict[str, Any]] = []
         for values in itertools.product(*grid.values()):
             params = dict(zip(grid, values))
-            if delays is not None and {**self.fixed, **params}.get("dynamic_batching", False):
+            if delays is not None and self.asked("max_queue_delay_us", params):
                 combos.extend({**params, "max_queue_delay_us": d} for d in delays)
             else:
                 combos.append(params)
