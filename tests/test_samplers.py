@@ -475,6 +475,24 @@ def test_bo_on_a_space_it_cannot_list_searches_with_tpe() -> None:
     assert isinstance(sampler.inner, optuna.samplers.TPESampler)
 
 
+def test_a_joint_proposal_keeps_no_delay_where_its_max_batch_size_asks_none() -> None:
+    # TPE's joint proposal may take every knob its trials had, a delay with max batch 1 among them
+    space = _space()
+
+    class Joint(optuna.samplers.RandomSampler):
+        def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: Any) -> dict[str, Any]:
+            return {"max_batch_size": 1, "dynamic_batching": True, "max_queue_delay_us": 8000,
+                    "instance_count": 2, "accelerator": "none"}
+
+    sampler = samplers.UnmeasuredFirst(Joint(seed=0), space, seed=0)
+    study = _study(sampler)
+
+    study.ask()
+    proposal = sampler._propose(study, study.get_trials()[-1])
+
+    assert proposal == {"max_batch_size": 1, "dynamic_batching": True, "instance_count": 2, "accelerator": "none"}
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 

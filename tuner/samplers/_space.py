@@ -2,8 +2,9 @@
 
 Only the knobs given as choices or ranges become trial parameters, under the names the study
 file uses; a fixed value is a constant of the study. ``max_queue_delay_us`` is asked only when
-dynamic batching is on, because it means nothing otherwise (and is no dimension at all where
-batching is never on). ``cpu_threads``, when the study
+dynamic batching is on and the max batch size is above 1, because it means nothing otherwise: a
+batch of at most one request is full at once (and it is no dimension at all where batching is
+never on). ``cpu_threads``, when the study
 leaves it out, gives each instance an equal share of the worker's cores, so that instances x
 threads never exceeds them.
 """
@@ -205,7 +206,7 @@ class SearchSpace:
         moves to the nearest value the space has, and a choice the space lacks (an accelerator not
         offered here) falls back to the default config's. A knob the config lacks, or one it had
         but this space fixes, takes this space's value; the queue delay is asked only where
-        batching is on, as ``suggest`` asks it.
+        ``asked`` asks it, as ``suggest`` does.
 
         Args:
             config: The config's knobs by name (a stored spec: ``StoredTrial.spec``); other keys are ignored.

@@ -59,7 +59,7 @@ class UnmeasuredFirst(PlannedSampler):
 
     def _propose(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:
         """The inner sampler's whole config for this trial: its joint proposal, then the rest
-        (the queue delay where batching is on) one by one, as the trial would ask."""
+        (the queue delay where it is asked) one by one, as the trial would ask."""
         relative = self.inner.infer_relative_search_space(study, trial)
         params = dict(self.inner.sample_relative(study, trial, relative))
         for knob, distribution in self.space.distributions.items():
@@ -68,7 +68,7 @@ class UnmeasuredFirst(PlannedSampler):
             if not self.space.asked(knob, params):
                 continue
             params[knob] = self.inner.sample_independent(study, trial, knob, distribution)
-        return params
+        return {knob: value for knob, value in params.items() if self.space.asked(knob, params)}
 
     def has_proposal(self, study: Study) -> bool:
         return True  # the budget ends the study, as for the inner sampler
