@@ -108,3 +108,38 @@ def test_a_held_out_landscapes_tight_budget_follows_its_rule(name: str) -> None:
     assert loose["constraints"]["latency_p99_ms"]["max"] > max(p99)  # the loose budget: no config misses it
     same = ("model", "search", "objectives", "load")
     assert {k: tight[k] for k in same} == {k: loose[k] for k in same}
+
+
+def _bench_search():  # type: ignore[no-untyped-def]
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(LANDSCAPES.parent))
+    try:
+        return importlib.import_module("search")
+    finally:
+        sys.path.remove(str(LANDSCAPES.parent))
+
+
+@pytest.mark.parametrize(("configs", "near_best"), [(40, 1), (40, 6), (144, 6), (12, 11)])
+def test_a_shuffled_grid_s_median_is_that_of_every_order(configs: int, near_best: int) -> None:
+    # the default config first, then the others in a random order: by trial t, t - 1 of the others are
+    # measured, and every set of them is as likely
+    def reached_by(t: int) -> float:
+        return 1 - math.comb(configs - 1 - near_best, t - 1) / math.comb(configs - 1, t - 1)
+
+    median = _bench_search().shuffled_median(configs, near_best)
+
+    assert reached_by(median) >= 0.5 > reached_by(median - 1)
+
+
+def test_the_replay_reference_counts_the_configs_of_the_study_s_space() -> None:
+    # digits_forest was recorded with a queue delay per config at max batch 1 too: 48 readings, 40 configs
+    search = _bench_search()
+    path = LANDSCAPES / "digits_forest.json"
+    landscape = Landscape.load(path)
+
+    ref = search.reference(replay_config(path), landscape)
+
+    assert len(landscape.outcomes) == 48
+    assert (ref.configs, ref.near_best, ref.shuffled) == (40, 1, 21)
