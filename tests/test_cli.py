@@ -289,6 +289,13 @@ def test_a_reason_of_many_lines_is_one_line_of_its_start_and_its_cause() -> None
         "(all of it: tuner show mine --trial 6)"
     )
     assert display.brief("perf_analyzer failed: [x]", "mine", 6) == "perf_analyzer failed: [x]"
+    # one long line before the traceback: its start and its end, where the cause is
+    one = ("load failed for model 'm': " + "RuntimeException: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION " * 6
+           + "cannot get file size: No such file or directory [/repo/m/1/m.data]\n\nAt:\n  model.py(72): initialize\n;")
+    line = display.brief(one, "mine", 2)
+    assert line.startswith("load failed for model 'm': RuntimeException") and len(line) < 340
+    assert " ... " in line and line.endswith(
+        "cannot get file size: No such file or directory [/repo/m/1/m.data] (all of it: tuner show mine --trial 2)")
 
 
 def test_the_progress_prints_an_errors_brackets_as_they_are() -> None:

@@ -327,6 +327,31 @@ def test_a_repository_model_travels_to_a_worker_as_its_folder(tmp_path: Path) ->
     assert moved.repository_model.config_text == plan.repository_model.config_text
 
 
+def test_an_onnx_file_travels_to_a_worker_with_its_external_data(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(2, 4), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight])
+    source = tmp_path / "src" / "tiny.onnx"
+    source.parent.mkdir()
+    onnx.save_model(helper.make_model(graph), str(source), save_as_external_data=True, location="w.bin",
+                    size_threshold=0)
+    setup = WorkerSetup(
+        model_name="tiny", model_path=source, model_info=None,  # type: ignore[arg-type]  # not read on the way
+        workdir=tmp_path / "worker", sweep=None, engine=None,  # type: ignore[arg-type]
+    )
+
+    moved = unpack_model(setup, pack_model(source))
+
+    assert moved.model_path == tmp_path / "worker" / "model" / "tiny.onnx"
+    assert (moved.model_path.parent / "w.bin").read_bytes() == (source.parent / "w.bin").read_bytes()
+    assert moved.model_path.read_bytes() == source.read_bytes()
+
+
 # --- the worker's repository (laid out, no server started) ---
 
 

@@ -319,3 +319,61 @@ def test_static_int8_is_cached_per_calibration_set(tmp_path: Path, text_detectio
     second = {"x": np.ones((1, 3, 320, 320), dtype=np.float32)}
     assert _arrays_digest(first) != _arrays_digest(second)
     assert _arrays_digest(first) == _arrays_digest({"x": first["x"].copy()})
+
+
+# --- models that keep their tensors in files beside them (ONNX external data) ---
+
+
+def _external_model(folder: Path, location: str = "weights.bin", seed: int = 0) -> Path:
+    """The tiny MatMul model with its weight in a file of its own, ``location`` relative to the model."""
+    model = onnx.load(str(_matmul_model(folder / "plain.onnx", seed)))
+    path = folder / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location=location, size_threshold=0)
+    (folder / "plain.onnx").unlink()
+    return path
+
+
+def test_a_model_s_external_data_is_installed_beside_it_as_copies_onnx_can_read(tmp_path: Path) -> None:
+    source = _external_model(tmp_path / "src")
+    target = tmp_path / "repository" / "m" / "1" / "model.onnx"
+    target.parent.mkdir(parents=True)
+
+    variants.install_model_file(source, target)
+
+    placed = target.parent / "weights.bin"
+    assert variants.external_data(source) == ["weights.bin"] and placed.read_bytes() == (source.parent / "weights.bin").read_bytes()
+    assert placed.stat().st_nlink == 1  # onnx refuses external data read through a hard link
+    x = np.ones((2, 16), np.float32)
+    served = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    expected = x @ numpy_helper.to_array(onnx.load(str(source)).graph.initializer[0])
+    np.testing.assert_allclose(served, expected, rtol=1e-5)
+    assert build_variant(target, "fp16", tmp_path / "cache").is_file()  # the variants read it there too
+
+
+@pytest.mark.parametrize(("location", "message"), [("../weights.bin", "outside its folder"), ("/tmp/w.bin", "outside its folder")])
+def test_external_data_outside_the_model_s_folder_is_refused(tmp_path: Path, location: str, message: str) -> None:
+    source = _external_model(tmp_path / "src")
+    model = onnx.load(str(source), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = location
+    onnx.save(model, str(source))
+
+    with pytest.raises(ModelError, match=message):
+        variants.external_data(source)
+
+
+def test_external_data_that_is_missing_is_refused_by_name(tmp_path: Path) -> None:
+    source = _external_model(tmp_path / "src")
+    (source.parent / "weights.bin").unlink()
+
+    with pytest.raises(ModelError, match="keeps tensors in weights.bin, which is not in"):
+        variants.external_data(source)
+
+
+def test_a_model_s_digest_changes_with_its_external_data(tmp_path: Path) -> None:
+    first = file_digest(_external_model(tmp_path / "a", seed=0))
+    second = file_digest(_external_model(tmp_path / "b", seed=1))
+
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+    assert first != second

@@ -120,13 +120,17 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> Mode
                     f"send: it sends tensors of {', '.join(t.lower() for t in TRITON_DTYPES)}"
                 )
             inputs.append(tensor)
-    outputs = [t for v in graph.output if (t := _tensor(v)) is not None]
-    unserved = tuple((v.name, _onnx_type(v.type)) for v in graph.output if _tensor(v) is None)
+    outputs, unserved = [], []
+    for value in graph.output:
+        if (tensor := _tensor(value)) is None:
+            unserved.append((value.name, _onnx_type(value.type)))
+        else:
+            outputs.append(tensor)
     if not outputs:
         kinds = ", ".join(f"{name} ({kind})" for name, kind in unserved)
         raise ModelError(f"no output of {path.name} is a tensor of a type the tuner serves: {kinds}")
     info = _given_shapes(inputs, outputs, input_shapes, path.name)
-    return ModelInfo(info.inputs, info.outputs, unserved)
+    return ModelInfo(info.inputs, info.outputs, tuple(unserved))
 
 
 def config_model_info(config: pb.ModelConfig, input_shapes: Sequence[TensorInfo] = ()) -> ModelInfo:

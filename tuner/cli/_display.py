@@ -247,28 +247,29 @@ def failed_table(title: str, trials: Sequence[StoredTrial], study: str) -> Table
     return table
 
 
-#: The most characters of a reason's first line ``brief`` keeps.
-BRIEF_HEAD = 160
+#: The most characters ``brief`` keeps of a reason's first line, and of its end where it is one line.
+BRIEF_HEAD, BRIEF_TAIL = 160, 120
 
 
 def brief(reason: str, study: str | None, number: int) -> str:
     """A trial's reason in one line, where it takes several (a server's load error: the backend's
     message, a stack of C++ frames, a Python traceback after ``At:``): its first line, cut at
-    ``BRIEF_HEAD`` characters, and its last line before the traceback, where the cause usually is,
-    with the command that shows all of it."""
+    ``BRIEF_HEAD`` characters, and its last line before the traceback, where the cause usually is (the
+    end of the first, where it is the only one), with the command that shows all of it."""
+    if "\n" not in reason.strip():
+        return reason
     lines = []
     for line in reason.splitlines():
         if line.strip() == "At:":
             break
         if line.strip():
             lines.append(" ".join(line.split()))
-    if len(lines) <= 1 and "\n" not in reason.strip():
-        return reason
-    head = lines[0] if lines else ""
-    cut = len(head) > BRIEF_HEAD
-    head = head[:BRIEF_HEAD].rsplit(" ", 1)[0] if cut else head
-    tail = f" ... {lines[-1]}" if len(lines) > 1 else " ..." if cut else ""
-    return f"{head}{tail} (all of it: tuner show {study or 'STUDY'} --trial {number})"
+    head, tail = (lines[0], lines[-1] if len(lines) > 1 else "") if lines else ("", "")
+    if not tail and len(head) > BRIEF_HEAD + BRIEF_TAIL:
+        tail = head[-BRIEF_TAIL:].split(" ", 1)[-1]
+    if len(head) > BRIEF_HEAD:
+        head = head[:BRIEF_HEAD].rsplit(" ", 1)[0]
+    return f"{head}{f' ... {tail}' if tail else ''} (all of it: tuner show {study or 'STUDY'} --trial {number})"
 
 
 def config_note(result: ConfigResult, rec: Recommendation | None, bounds: Bounds) -> str:

@@ -22,7 +22,7 @@ from tuner.model._repository import (
     repository_model_info,
 )
 from tuner.model._validation import load_samples, validation_inputs
-from tuner.model._variants import build_variant
+from tuner.model._variants import build_variant, external_data, install_model_file
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -31,6 +31,8 @@ __all__ = [
     "build_variant",
     "check_launch_runs",
     "compare",
+    "external_data",
+    "install_model_file",
     "load_samples",
     "open_model",
     "prepare",

@@ -26,6 +26,7 @@ from google.protobuf import text_format
 
 from tuner.config import ModelSettings, ServerSettings
 from tuner.errors import ConfigError, ModelError
+from tuner.model._variants import external_data
 from tuner.model_info import ModelInfo, TensorInfo, config_model_info, read_model_info
 from tuner.triton import config_backend, parse_pbtxt
 
@@ -131,7 +132,9 @@ def open_model(settings: ModelSettings) -> StudyModel:
     shapes = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in settings.inputs]
     if settings.repository is None:
         assert settings.path is not None  # ModelSettings holds one of the two
-        return StudyModel(read_model_info(settings.path, shapes), settings.path)
+        info = read_model_info(settings.path, shapes)
+        external_data(settings.path)  # refused here, before any server, where its tensors' files are not beside it
+        return StudyModel(info, settings.path)
     model = read_repository_model(settings.repository, settings.name, settings.composing)
     return StudyModel(repository_model_info(model, shapes), model.model_file if model.is_onnx else None, model)
 

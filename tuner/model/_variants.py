@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,11 +39,84 @@ _DYNAMIC_OPS = {"MatMul", "Gemm", "Attention", "LSTM", "GRU"}
 
 
 def file_digest(path: Path) -> str:
+    """The SHA-256 of an ONNX file, and of the files holding its external data where it has some (by their
+    locations, in order): a variant is built again when any of them changes."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for location, file in [("", path), *((loc, path.parent / loc) for loc in external_data(path))]:
+        digest.update(location.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def external_data(path: Path) -> list[str]:
+    """The files beside an ONNX model that hold its tensors (ONNX external data, as models over 2 GB
+    keep their weights), by their locations relative to its folder.
+
+    Raises:
+        ModelError: a location is absolute, leaves the model's folder, or names no file.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = sorted(
+        {
+            entry.value
+            for tensor in _tensors(model.graph)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+    )
+    for location in locations:
+        relative = PurePosixPath(location)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ModelError(
+                f"{path.name} keeps tensors in {location!r}, outside its folder: ONNX external data must lie beside the model"
+            )
+        if not (path.parent / relative).is_file():
+            raise ModelError(f"{path.name} keeps tensors in {location}, which is not in {path.parent}")
+    return locations
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of a graph: its initializers and its nodes' tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def install_model_file(source: Path, target: Path) -> None:
+    """Puts the ONNX file ``source`` at ``target``, with copies of its external data files
+    (``external_data``) beside it: not hard links, which the onnx package refuses to read external data
+    through. A data file copied before (the same size and time) is kept. The ONNX file is replaced whole
+    or not at all (a server may be loading the old one; a full disk leaves no part of a file behind)."""
+    for location in external_data(source):
+        data, placed = (source.parent / location).stat(), target.parent / location
+        if placed.is_file() and (placed.stat().st_size, placed.stat().st_mtime_ns) == (data.st_size, data.st_mtime_ns):
+            continue
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        _copy_whole(source.parent / location, placed)
+    _copy_whole(source, target)
+
+
+def _copy_whole(source: Path, target: Path) -> None:
+    """Copies ``source`` to ``target`` through a staged file, so that ``target`` is whole or absent."""
+    staged = target.with_name(f".{target.name}.new")
+    try:
+        shutil.copy2(source, staged)
+        staged.replace(target)
+    except OSError:
+        staged.unlink(missing_ok=True)
+        raise
 
 
 def _arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:

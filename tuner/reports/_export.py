@@ -29,7 +29,7 @@ import optuna
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.measure import EngineSettings, shared_memory_args
-from tuner.model import RepositoryModel, StudyModel, build_variant, open_model, validation_inputs
+from tuner.model import RepositoryModel, StudyModel, build_variant, install_model_file, open_model, validation_inputs
 from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
 from tuner.storage import (
@@ -242,10 +242,10 @@ def _copy_variant(cfg: StudyConfig, model: StudyModel, precision: str, target: P
     cache = cfg.work_dir / cfg.study / "variants"
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(build_variant(model.onnx_file, precision, cache, calibration), target)
+        install_model_file(build_variant(model.onnx_file, precision, cache, calibration), target)
     except PermissionError:
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy2(build_variant(model.onnx_file, precision, Path(tmp), calibration), target)
+            install_model_file(build_variant(model.onnx_file, precision, Path(tmp), calibration), target)
 
 
 def perf_analyzer_command(cfg: StudyConfig, settings: EngineSettings, model: str, concurrency: int) -> str:

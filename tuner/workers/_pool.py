@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import ServerStartError
+from tuner.model import external_data
 from tuner.pool import Finished, WorkerStatus
 from tuner.trial import Failure, Screen, TrialOutcome, TrialSpec
 from tuner.triton import kill_orphans
@@ -110,12 +111,14 @@ def worker_cores(index: int, cores_per_worker: int) -> list[int]:
 
 
 def pack_model(model: Path) -> bytes:
-    """The bytes a Ray actor gets its model from: an ONNX file's content, or a model folder as a tar archive."""
-    if model.is_file():
-        return model.read_bytes()
+    """The bytes a Ray actor gets its model from: a tar archive of an ONNX file and the files beside it
+    that hold its tensors (``tuner.model.external_data``), or of a model folder."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         archive.add(model, arcname=model.name)
+        if model.is_file():
+            for location in external_data(model):
+                archive.add(model.parent / location, arcname=location)
     return buffer.getvalue()
 
 
@@ -123,11 +126,13 @@ def unpack_model(setup: WorkerSetup, model_bytes: bytes) -> WorkerSetup:
     """``setup`` with its model in the worker's own folder, written from ``pack_model``'s bytes."""
     model = setup.repository_model
     if model is None:
-        model_path = setup.workdir / "model.onnx"
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        if not model_path.is_file() or model_path.read_bytes() != model_bytes:
-            model_path.write_bytes(model_bytes)
-        return replace(setup, model_path=model_path)
+        folder = setup.workdir / "model"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(model_bytes)) as archive:
+            name = archive.getmembers()[0].name  # the ONNX file, then its external data
+            archive.extractall(folder, filter="data")
+        return replace(setup, model_path=folder / name)
     source = setup.workdir / "source"
     shutil.rmtree(source, ignore_errors=True)
     source.mkdir(parents=True)

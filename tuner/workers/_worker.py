@@ -59,7 +59,14 @@ from tuner.measure import (
     warm_up,
     write_input_json,
 )
-from tuner.model import RepositoryModel, build_variant, compare, reference_outputs, repository_model_info
+from tuner.model import (
+    RepositoryModel,
+    build_variant,
+    compare,
+    install_model_file,
+    reference_outputs,
+    repository_model_info,
+)
 from tuner.model_info import ModelInfo
 from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec, accuracy_drop
 from tuner.triton import (
@@ -423,14 +430,7 @@ class Worker:
         source = build_variant(self.setup.model_path, precision, self.setup.workdir / "variants", self.setup.validation)
         if source != self._installed:
             # a new file in place of the old: the model may still be loaded from the old one
-            target = self.version_dir / self._onnx_name
-            staged = target.with_name(f".{target.name}.new")
-            try:
-                shutil.copy2(source, staged)
-                staged.replace(target)
-            except OSError:
-                staged.unlink(missing_ok=True)  # a full disk leaves no part of a file behind
-                raise
+            install_model_file(source, self.version_dir / self._onnx_name)
             self._installed = source
 
     def _check_accuracy(self) -> dict | None:
