@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
@@ -173,12 +174,17 @@ def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: 
     assert "one load of the config that trial 5 stands for" in again.stdout
 
 
-def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> None:
+def _remeasured_results(remeasured: str) -> tuple[Any, Any, list[Any]]:
+    """The ``remeasured`` study, as read back, and its configs' results."""
     store = Store(remeasured)
     study = store.load_study("remeasured")
     stored = read_study(study, store)
     store.close()
-    results = config_results(stored.trials, stored.info)
+    return study, stored, config_results(stored.trials, stored.info)
+
+
+def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> None:
+    study, stored, results = _remeasured_results(remeasured)
     summary = RunSummary(study, stored, results, pareto_front(results, stored.info.directions),
                            recommend(results, stored.info), default_result(results))
     with display.console.capture() as captured:
@@ -191,11 +197,7 @@ def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> 
 
 def test_the_summary_shows_a_recommended_config_off_the_front_beside_it(remeasured: str) -> None:
     # the recommendation may tie with a front config and be the cheaper one, off the front itself
-    store = Store(remeasured)
-    study = store.load_study("remeasured")
-    stored = read_study(study, store)
-    store.close()
-    results = config_results(stored.trials, stored.info)
+    study, stored, results = _remeasured_results(remeasured)
     rec = recommend(results, stored.info)
     assert rec is not None
     front = [r for r in pareto_front(results, stored.info.directions) if r.key != rec.config.key]
