@@ -174,6 +174,15 @@ def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: 
     assert "one load of the config that trial 5 stands for" in again.stdout
 
 
+def test_show_of_a_failed_trial_says_why_once_and_first(remeasured: str, tmp_path: Path) -> None:
+    result = _tuner("show", "remeasured", "--storage", remeasured, "--trial", 3, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("trial 3 FAIL") and lines[1].startswith("Failed: int8 variant: no INT8 variant")
+    assert result.stdout.count("no INT8 variant") == 1 and "What the numbers say" not in result.stdout
+
+
 def _remeasured_results(remeasured: str) -> tuple[Any, Any, list[Any]]:
     """The ``remeasured`` study, as read back, and its configs' results."""
     store = Store(remeasured)

@@ -325,11 +325,21 @@ def _window_text(window: dict) -> str:
     )
 
 
+#: The explanations (tuner.reports.explain_trial's rules) that say why a trial failed or stopped.
+_WHY_RULES = ("failed", "pruned")
+
+
 def print_trial(trial: dict) -> None:
     console.print(f"[bold]trial {trial['number']}[/] {trial['state']} {params_text(trial['params'])}")
-    if trial["fail_reason"]:
+    # why a trial failed or stopped comes first, once: as its explanation says it (with a hint), where it has one
+    explanations = trial.get("explanations") or []
+    why = [e for e in explanations if e["rule"] in _WHY_RULES]
+    for explanation in why:
+        console.print(explanation["text"], highlight=False, markup=False)
+    told = {e["rule"] for e in why}
+    if trial["fail_reason"] and "failed" not in told:
         console.print(f"failed: {trial['fail_reason']}", highlight=False, markup=False)
-    if trial.get("pruned_reason"):
+    if trial.get("pruned_reason") and "pruned" not in told:
         console.print(f"stopped after its screen: {trial['pruned_reason']}", highlight=False, markup=False)
     if trial.get("failed_constraints"):
         console.print("infeasible: " + "; ".join(trial["failed_constraints"]), highlight=False, markup=False)
@@ -378,9 +388,10 @@ def print_trial(trial: dict) -> None:
             console.print("  " + name + ": " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()), markup=False)
     if trial.get("timings_s"):
         console.print("Time: " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in trial["timings_s"].items()))
-    if trial.get("explanations"):
+    rest = [e for e in explanations if e["rule"] not in _WHY_RULES]
+    if rest:
         console.print("What the numbers say:", style="bold")
-        for explanation in trial["explanations"]:
+        for explanation in rest:
             console.print(f"  - {explanation['text']}", highlight=False, markup=False)
     if trial["config_pbtxt"]:
         console.print("config.pbtxt:", style="bold")
