@@ -160,6 +160,22 @@ def test_fp16_of_a_model_whose_output_feeds_another_node_runs_close_to_fp32(tmp_
         np.testing.assert_allclose(actual, expected, rtol=0.02, atol=0.02)
 
 
+def test_an_fp16_model_quantized_is_no_int8_variant_said_when_it_is_built(tmp_path: Path) -> None:
+    # ONNX Runtime's dynamic quantization of a model whose tensors are FP16 already gives a graph it refuses
+    model = onnx.load(str(_matmul_model(tmp_path / "fp32.onnx")))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    weight = model.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight).astype(np.float16), weight.name))
+    source = tmp_path / "fp16.onnx"
+    onnx.save(model, str(source))
+    _session(source)  # the model itself runs
+
+    with pytest.raises(ModelError, match="no int8 variant: ONNX Runtime refuses the quantized graph"):
+        build_variant(source, "int8", tmp_path / "cache")
+    assert list((tmp_path / "cache").glob("*.onnx")) == [], "nothing cached"
+
+
 def test_an_fp16_graph_the_runtime_refuses_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(variants, "_outputs_apart", lambda model: None)  # the converter's own output, as it was
     source = _feature_model(tmp_path / "model.onnx")

@@ -187,6 +187,7 @@ def build_variant(
             raise
         except Exception as exc:  # the converters raise anything from ValueError to RuntimeError
             raise ModelError(f"no {precision} variant ({method}): {str(exc).strip()[:400]}") from exc
+        _check_runs(partial, precision)
         partial.replace(target)
     logger.info("built %s variant of %s: %s", precision, source.name, target.name)
     return target
@@ -194,7 +195,6 @@ def build_variant(
 
 def _to_fp16(source: Path, target: Path) -> None:
     import onnx
-    import onnxruntime as ort
     from onnxconverter_common import float16
 
     model = onnx.load(str(source))
@@ -203,11 +203,19 @@ def _to_fp16(source: Path, target: Path) -> None:
         warnings.simplefilter("ignore")
         model = float16.convert_float_to_float16(model, keep_io_types=True)
     onnx.save(model, str(target))
-    try:  # a converted graph the runtime refuses is no variant: say so once, not at every trial's load
-        ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+
+
+def _check_runs(variant: Path, precision: str) -> None:
+    """A graph ONNX Runtime refuses is no variant (an FP16 model quantized, say): said here, once, rather
+    than at every trial's load."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(variant), providers=["CPUExecutionProvider"])
     except Exception as exc:  # ONNX Runtime raises its own exception types
+        made = "converted" if precision == "fp16" else "quantized"
         raise ModelError(
-            f"no fp16 variant: ONNX Runtime refuses the converted graph: {str(exc).strip()[:400]}"
+            f"no {precision} variant: ONNX Runtime refuses the {made} graph: {str(exc).strip()[:400]}"
         ) from exc
 
 
