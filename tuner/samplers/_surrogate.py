@@ -19,7 +19,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -125,24 +125,20 @@ class _GaussianProcess:
                 fitted = np.asarray(self.model.kernel_.k1.k2.length_scale)
                 scales = {tuple(np.atleast_1d(np.clip(fitted * factor, *bounds))) for factor in AVERAGED_SCALES}
                 scales.discard(tuple(np.atleast_1d(fitted)))  # at a bound, a factor gives the fitted scale again
-                self.fits += [self._refit(rows, values, np.array(scale), optimizer) for scale in sorted(scales)]
+                self.fits += [self._refit(rows, values, np.array(scale)) for scale in sorted(scales)]
                 likelihoods = np.array([f.log_marginal_likelihood_value_ for f in self.fits])
                 self.weights = np.exp(likelihoods - likelihoods.max())
                 self.weights /= self.weights.sum()
 
-    def _refit(
-        self, rows: np.ndarray, values: np.ndarray, scale: np.ndarray, optimizer: Any
-    ) -> GaussianProcessRegressor:
-        """The model fitted again with its length scale(s) fixed at ``scale``."""
+    def _refit(self, rows: np.ndarray, values: np.ndarray, scale: np.ndarray) -> GaussianProcessRegressor:
+        """The model fitted again, with its optimizer, its length scale(s) fixed at ``scale``."""
         from sklearn.base import clone
 
         kernel = self.model.kernel_.clone_with_theta(self.model.kernel_.theta)
         kernel.set_params(
             k1__k2__length_scale=scale if len(scale) > 1 else scale[0], k1__k2__length_scale_bounds="fixed"
         )
-        model: GaussianProcessRegressor = clone(self.model).set_params(
-            kernel=kernel, n_restarts_optimizer=0, optimizer=optimizer
-        )
+        model: GaussianProcessRegressor = clone(self.model).set_params(kernel=kernel, n_restarts_optimizer=0)
         return model.fit(rows, values)
 
     def predict(self, rows: np.ndarray, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
