@@ -125,20 +125,15 @@ def pack_model(model: Path) -> bytes:
 def unpack_model(setup: WorkerSetup, model_bytes: bytes) -> WorkerSetup:
     """``setup`` with its model in the worker's own folder, written from ``pack_model``'s bytes."""
     model = setup.repository_model
-    if model is None:
-        folder = setup.workdir / "model"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(model_bytes)) as archive:
-            name = archive.getmembers()[0].name  # the ONNX file, then its external data
-            archive.extractall(folder, filter="data")
-        return replace(setup, model_path=folder / name)
-    source = setup.workdir / "source"
-    shutil.rmtree(source, ignore_errors=True)
-    source.mkdir(parents=True)
+    folder = setup.workdir / ("model" if model is None else "source")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(model_bytes)) as archive:
-        archive.extractall(source, filter="data")
-    moved = replace(model, folder=source / model.folder.name)
+        first = archive.getmembers()[0].name  # the ONNX file (then its external data), or the model's folder
+        archive.extractall(folder, filter="data")
+    if model is None:
+        return replace(setup, model_path=folder / first)
+    moved = replace(model, folder=folder / first)
     return replace(setup, repository_model=moved, model_path=moved.model_file if moved.is_onnx else None)
 
 
