@@ -16,6 +16,7 @@ study not at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shutil
@@ -57,18 +58,8 @@ def external_data(path: Path) -> list[str]:
     Raises:
         ModelError: a location is absolute, leaves the model's folder, or names no file.
     """
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    locations = sorted(
-        {
-            entry.value
-            for tensor in _tensors(model.graph)
-            if tensor.data_location == onnx.TensorProto.EXTERNAL
-            for entry in tensor.external_data
-            if entry.key == "location"
-        }
-    )
+    stat = path.stat()
+    locations = _locations(str(path), stat.st_size, stat.st_mtime_ns)
     for location in locations:
         relative = PurePosixPath(location)
         if relative.is_absolute() or ".." in relative.parts:
@@ -77,7 +68,28 @@ def external_data(path: Path) -> list[str]:
             )
         if not (path.parent / relative).is_file():
             raise ModelError(f"{path.name} keeps tensors in {location}, which is not in {path.parent}")
-    return locations
+    return list(locations)
+
+
+@functools.lru_cache(maxsize=16)
+def _locations(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    """The external data locations an ONNX file names, read once per version of the file (its size and
+    time): every variant a trial asks for reads them, and parsing a large model takes seconds."""
+    del size, mtime_ns  # the cache's key
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return tuple(
+        sorted(
+            {
+                entry.value
+                for tensor in _tensors(model.graph)
+                if tensor.data_location == onnx.TensorProto.EXTERNAL
+                for entry in tensor.external_data
+                if entry.key == "location"
+            }
+        )
+    )
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
