@@ -177,12 +177,64 @@ def test_an_fp16_model_quantized_is_no_int8_variant_said_when_it_is_built(tmp_pa
 
 
 def test_an_fp16_graph_the_runtime_refuses_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(variants, "_outputs_apart", lambda model: None)  # the converter's own output, as it was
-    source = _feature_model(tmp_path / "model.onnx")
+    from onnxruntime.transformers import float16
+
+    def dangling(model: onnx.ModelProto, **kwargs: object) -> onnx.ModelProto:
+        model.graph.node[0].input[1] = "nowhere"  # a converter's slip: a node reads a tensor nothing makes
+        return model
+
+    monkeypatch.setattr(float16, "convert_float_to_float16", dangling)
+    source = _matmul_model(tmp_path / "model.onnx")
 
     with pytest.raises(ModelError, match="no fp16 variant: ONNX Runtime refuses the converted graph"):
         build_variant(source, "fp16", tmp_path / "cache")
     assert list((tmp_path / "cache").glob("*.onnx")) == [], "nothing cached"
+
+
+def _uint8_image_model(path: Path) -> Path:
+    """An image[N, 4, 4, 3] of uint8, cast to float inside the graph, -> scores[N, 4]; nodes unnamed, and
+    the cast's output read by two of them, as hand-built and converted graphs often are."""
+    rng = np.random.default_rng(5)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["image:0"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
+            helper.make_node("ReduceMean", ["pixels"], ["level"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("MatMul", ["flat", "w"], ["raw"]),
+            helper.make_node("Unsqueeze", ["level", "one"], ["level_column"]),
+            helper.make_node("Sub", ["raw", "level_column"], ["scores:0"]),
+        ],
+        "uint8_image",
+        [helper.make_tensor_value_info("image:0", TensorProto.UINT8, ["N", 4, 4, 3])],
+        [helper.make_tensor_value_info("scores:0", TensorProto.FLOAT, ["N", 4])],
+        [
+            numpy_helper.from_array(rng.standard_normal((48, 4)).astype(np.float32) / 100, "w"),
+            numpy_helper.from_array(np.array([-1, 48], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fp16_of_a_graph_that_casts_to_float_itself_runs_close_to_fp32(tmp_path: Path) -> None:
+    source = _uint8_image_model(tmp_path / "model.onnx")
+
+    fp16 = build_variant(source, "fp16", tmp_path / "cache")
+
+    image = np.random.default_rng(6).integers(0, 256, (3, 4, 4, 3)).astype(np.uint8)
+    (want,) = _session(source).run(None, {"image:0": image})
+    (got,) = _session(fp16).run(None, {"image:0": image})
+    assert got.dtype == np.float32
+    assert float16_weights(fp16), "the weights are FP16"
+    np.testing.assert_allclose(got, want, rtol=0.02, atol=0.05)
+
+
+def float16_weights(path: Path) -> list[str]:
+    return [i.name for i in onnx.load(str(path)).graph.initializer if i.data_type == TensorProto.FLOAT16]
 
 
 def test_fp16_is_cached_and_not_rebuilt(
@@ -201,7 +253,7 @@ def test_fp16_is_cached_and_not_rebuilt(
 
 
 def test_cache_name_carries_digest_precision_and_method(detection_fp16: Path, text_detection_onnx: Path) -> None:
-    assert detection_fp16.name == f"{file_digest(text_detection_onnx)[:20]}-fp16-convert.onnx"
+    assert detection_fp16.name == f"{file_digest(text_detection_onnx)[:20]}-fp16-ortconvert.onnx"
 
 
 def test_cache_dir_holds_only_finished_variants(detection_fp16: Path, variant_cache: Path) -> None:

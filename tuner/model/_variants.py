@@ -3,8 +3,9 @@
     path = build_variant(source, "int8", cache_dir, calibration)
 
 - ``fp32``: the model itself.
-- ``fp16``: the graph converted with onnxconverter-common, float32 inputs and outputs kept, so
-  clients and configs do not change.
+- ``fp16``: the graph converted with ONNX Runtime's converter (``onnxruntime.transformers.float16``,
+  which also converts the graph's own casts to float32), float32 inputs and outputs kept, so clients
+  and configs do not change.
 - ``int8``: ONNX Runtime quantization: static QDQ (per-channel weights, calibrated on the
   validation inputs) for models with convolutions, dynamic for models without (transformers,
   MLPs). A model with nothing quantizable (a tree ensemble) has no INT8 variant: ModelError.
@@ -178,7 +179,8 @@ def build_variant(
         raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return source
-    method = int8_method(source) if precision == "int8" else "convert"
+    # "ortconvert": ONNX Runtime's converter, so that a variant another converter made is not taken from the cache
+    method = int8_method(source) if precision == "int8" else "ortconvert"
     key = file_digest(source)[:20]
     if method == "static":  # the scales depend on the calibration inputs too
         key += "-" + _arrays_digest(calibration or {})[:12]
@@ -207,10 +209,9 @@ def build_variant(
 
 def _to_fp16(source: Path, target: Path) -> None:
     import onnx
-    from onnxconverter_common import float16
+    from onnxruntime.transformers import float16
 
     model = onnx.load(str(source))
-    _outputs_apart(model)
     with warnings.catch_warnings():  # it warns once per weight it rounds
         warnings.simplefilter("ignore")
         model = float16.convert_float_to_float16(model, keep_io_types=True)
@@ -229,32 +230,6 @@ def _check_runs(variant: Path, precision: str) -> None:
         raise ModelError(
             f"no {precision} variant: ONNX Runtime refuses the {made} graph: {str(exc).strip()[:400]}"
         ) from exc
-
-
-def _outputs_apart(model: onnx.ModelProto) -> None:
-    """Gives each graph output that other nodes also read a tensor of its own, an Identity of the one they read.
-
-    The converter keeps a float32 output by casting the output tensor itself, so nodes that read it
-    would get float32 beside float16 weights, which ONNX Runtime refuses (a feature vector that is
-    both an output and the classifier's input, say).
-    """
-    import onnx
-
-    graph = model.graph
-    produced = {name for node in graph.node for name in node.output}
-    read = {name for node in graph.node for name in node.input}
-    taken = produced | read | {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer}
-    for output in graph.output:
-        if output.name not in produced or output.name not in read:
-            continue
-        inner = output.name + "_inner"
-        while inner in taken:
-            inner += "_"
-        taken.add(inner)
-        for node in graph.node:
-            node.input[:] = [inner if name == output.name else name for name in node.input]
-            node.output[:] = [inner if name == output.name else name for name in node.output]
-        graph.node.append(onnx.helper.make_node("Identity", [inner], [output.name], name=f"{output.name}_output"))
 
 
 def _to_int8_static(source: Path, target: Path, calibration: Mapping[str, np.ndarray] | None) -> None:
