@@ -106,6 +106,16 @@ def test_fixed_batch_dimension(tmp_path: Path) -> None:
 
     assert info.inputs[0].shape == (2, 5)
     assert not info.batch_dim_free
+    assert [t.name for t in info.unbatched] == ["x", "y"]
+
+
+def test_an_output_without_a_free_first_dimension_stops_batching() -> None:
+    batched = TensorInfo("x", "FP32", (-1, 4))
+    for output in (TensorInfo("stat", "FP32", ()), TensorInfo("boxes", "FP32", (10, 4))):
+        info = ModelInfo((batched,), (TensorInfo("y", "FP32", (-1, 4)), output))
+        assert not info.batch_dim_free
+        assert info.unbatched == (output,)
+    assert ModelInfo((batched,), (TensorInfo("y", "FP32", (-1, 4)),)).batch_dim_free
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,30 @@ def test_a_model_with_a_fixed_first_dimension_is_searched_without_batching(tmp_p
     assert len(combinations) == 2, "instance counts only: batches cannot form"
     assert {(c.get("max_batch_size", 1), c.get("dynamic_batching", False)) for c in combinations} == {(1, False)}
     [note] = plan.notes
-    assert "fixed first dimension (x [1, 16])" in note
+    assert "fixed first dimension or none (x [1, 16], y [1, 8])" in note
+
+
+def test_a_model_with_a_scalar_output_is_searched_without_batching(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("ReduceMax", ["x"], ["peak"], keepdims=0)],
+        "scalar_output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16]), helper.make_tensor_value_info("peak", TensorProto.FLOAT, [])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "scalar.onnx"))
+    space = {"instance_count": [1, 2], "max_batch_size": [1, 8], "dynamic_batching": [False, True]}
+    cfg = _cfg(tmp_path, tmp_path / "scalar.onnx", search={"n_trials": 2, "space": space})
+
+    plan = plan_study(cfg)
+
+    assert {(c.get("max_batch_size", 1), c.get("dynamic_batching", False)) for c in plan.space.combinations()} == {(1, False)}
+    [note] = plan.notes
+    assert "(peak [])" in note, "the output that stops batching is named"
 
 
 def test_the_runner_uses_the_plan_and_reads_the_model_no_more(tmp_path: Path, digits_onnx: Path) -> None:

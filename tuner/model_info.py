@@ -48,6 +48,11 @@ class TensorInfo:
     shape: tuple[int, ...]
 
     @property
+    def follows_batch(self) -> bool:
+        """Whether the first dimension is free, as a batch dimension is: not a scalar, nor fixed."""
+        return bool(self.shape) and self.shape[0] == -1
+
+    @property
     def item_shape(self) -> tuple[int, ...]:
         """The shape of one batch item (without the batch dimension)."""
         return self.shape[1:]
@@ -85,8 +90,15 @@ class ModelInfo:
 
     @property
     def batch_dim_free(self) -> bool:
-        """True when every input's first dimension is free, so requests can be stacked."""
-        return all(t.shape and t.shape[0] == -1 for t in self.inputs)
+        """True when every input's and output's first dimension is free, so requests can be stacked
+        and the answers split again (``unbatched`` names the tensors that stop it)."""
+        return not self.unbatched
+
+    @property
+    def unbatched(self) -> tuple[TensorInfo, ...]:
+        """The inputs and outputs whose first dimension is fixed, or that have none (a scalar, such as
+        a statistic over the whole request): a model with any of them runs one request at a time."""
+        return tuple(t for t in (*self.inputs, *self.outputs) if not t.follows_batch)
 
 
 def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> ModelInfo:

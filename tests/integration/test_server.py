@@ -13,6 +13,8 @@ from onnx import TensorProto, helper
 from served import settled_statistics
 
 from tuner.errors import ModelLoadError, ServerStartError
+from tuner.measure import infer_samples
+from tuner.model import compare, reference_outputs
 from tuner.model_info import read_model_info
 from tuner.trial import InstanceKind, TrialSpec
 from tuner.triton import RUNNER_SOURCE, build_model_config, server_version, to_pbtxt
@@ -241,3 +243,35 @@ def test_a_cpu_worker_leaves_a_measured_config_for_the_next_load_to_replace(tmp_
                                            instance_count=1, precision="int8"))  # a forest has no INT8 variant
         assert failed.error is not None
         assert stubs(worker) == 0, "a failed trial unloads what is there"
+
+
+def _model_with_a_scalar_output(path: Path) -> Path:
+    """y = relu(x) ([N, 4]) and stat = the mean of all of x (a scalar): an output without a batch dimension."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("ReduceMean", ["x"], ["stat"], keepdims=0)],
+        "scalar_output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]), helper.make_tensor_value_info("stat", TensorProto.FLOAT, [])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_with_a_scalar_output_answers_each_request_as_onnx_runtime_does(server: EmbeddedServer, tmp_path: Path) -> None:
+    onnx_path = _model_with_a_scalar_output(tmp_path / "scalar.onnx")
+    info = read_model_info(onnx_path)
+    assert [t.name for t in info.unbatched] == ["stat"]
+    one_at_a_time = TrialSpec(max_batch_size=1, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
+    _install(server.repository, "scalar_output", onnx_path, one_at_a_time)
+    server.load("scalar_output")
+    samples = {"x": np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)}
+
+    served = infer_samples(server.http_url, "scalar_output", info, samples)
+    reference = reference_outputs(str(onnx_path), samples)
+
+    assert reference["stat"].shape == (5,), "one statistic per sample"
+    np.testing.assert_allclose(served["stat"].reshape(-1), samples["x"].mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(served["y"], np.maximum(samples["x"], 0.0))
+    assert compare(info, reference, served)["accuracy_drop"] == 0.0

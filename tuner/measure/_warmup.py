@@ -90,8 +90,9 @@ def infer_samples(
                 requests.append(request)
             answer = client.infer(model_name, requests)
             for tensor in model.outputs:
+                array = answer.as_numpy(tensor.name)  # one sample's answer, a row of it where it has no batch dimension
                 results[tensor.name].append(
-                    answer.as_numpy(tensor.name).reshape(1, *answer.as_numpy(tensor.name).shape[1:])
+                    array.reshape(1, *array.shape[1:]) if tensor.follows_batch else array.reshape(1, -1)
                 )
     except InferenceServerException as exc:
         raise MeasurementError(f"inference of the validation batch failed: {exc.message() or exc}") from exc

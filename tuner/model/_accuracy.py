@@ -21,14 +21,19 @@ from tuner.model_info import ModelInfo, TensorInfo
 
 
 def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The FP32 model's outputs on ``inputs``, with ONNX Runtime's CPU provider, one sample at a time."""
+    """The FP32 model's outputs on ``inputs``, with ONNX Runtime's CPU provider, one sample at a time;
+    an output without a batch dimension (a scalar, a fixed first dimension) gets one per sample."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    outputs = session.get_outputs()
     count = min(len(a) for a in inputs.values())
-    runs = [session.run(names, {k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
-    return {name: np.concatenate([run[j] for run in runs]) for j, name in enumerate(names)}
+    runs = [session.run([o.name for o in outputs], {k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
+    batched = [bool(o.shape) and not isinstance(o.shape[0], int) for o in outputs]
+    return {
+        output.name: np.concatenate([run[j] if batched[j] else run[j][np.newaxis] for run in runs])
+        for j, output in enumerate(outputs)
+    }
 
 
 def is_classifier_output(tensor: TensorInfo) -> bool:

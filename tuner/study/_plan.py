@@ -99,10 +99,10 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     notes = []
     if runs_onnx and not info.batch_dim_free and _batches(cfg.search.space):
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"space": _unbatched(cfg.search.space)})})
-        fixed = ", ".join(f"{t.name} {list(t.shape)}" for t in info.inputs if not t.shape or t.shape[0] != -1)
+        fixed = ", ".join(f"{t.name} {list(t.shape)}" for t in info.unbatched)
         notes.append(
-            f"batching is off the search: the model's inputs have a fixed first dimension ({fixed}), so the "
-            "runner runs one request at a time (max_batch_size 1, no dynamic batcher)"
+            f"batching is off the search: a tensor of the model has a fixed first dimension or none ({fixed}), "
+            "so the runner runs one request at a time (max_batch_size 1, no dynamic batcher)"
         )
     if info.unserved:
         notes.append(unserved_note(info.unserved))

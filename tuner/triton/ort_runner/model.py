@@ -80,8 +80,10 @@ class TritonPythonModel:
         self.input_names = [t["name"] for t in config["input"]]
         self.output_names = [t["name"] for t in config["output"]]
         self.output_dtypes = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]}
-        first_dims = [i.shape[0] if i.shape else None for i in self.session.get_inputs()]
-        self.stackable = all(not isinstance(d, int) for d in first_dims)
+        # Requests are stacked where every input and output has a free first dimension: a fixed one, or
+        # a scalar output (a statistic over the whole request), does not follow the batch.
+        tensors = [*self.session.get_inputs(), *self.session.get_outputs()]
+        self.stackable = all(t.shape and not isinstance(t.shape[0], int) for t in tensors)
 
     def execute(self, requests: list[pb_utils.InferenceRequest]) -> list[pb_utils.InferenceResponse]:
         try:
@@ -100,8 +102,11 @@ class TritonPythonModel:
             sizes = sizes or [a.shape[0] for a in arrays]
             feeds[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         results = self.session.run(self.output_names, feeds)
-        bounds = np.cumsum(sizes)[:-1]
-        per_output = [np.split(result, bounds) for result in results]
+        if len(requests) == 1:  # the answer as it is: an output need not have a batch dimension
+            per_output = [[result] for result in results]
+        else:
+            bounds = np.cumsum(sizes)[:-1]
+            per_output = [np.split(result, bounds) for result in results]
         responses = []
         for index in range(len(requests)):
             tensors = [
