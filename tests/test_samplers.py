@@ -16,7 +16,8 @@ from tuner import config as cfg
 from tuner import samplers
 from tuner.errors import ConfigError
 from tuner.samplers import SearchSpace, _registry
-from tuner.trial import TrialSpec
+from tuner.storage import ATTR_NO_VARIANT
+from tuner.trial import InstanceKind, TrialSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -464,6 +465,63 @@ def test_bo_tries_every_variant_before_it_ranges_over_them_all(variants_first: b
         assert ("none", "int8") in proposed[5:], "the fastest variant, once found, is measured again"
     else:
         assert len(set(proposed)) < 5, proposed
+
+
+@pytest.mark.parametrize("name", ["bo", "grid", "tpe", "quick"])
+def test_a_precision_the_model_has_no_variant_of_is_not_proposed_again(name: str) -> None:
+    """INT8 cannot be built (a tree ensemble has nothing to quantize): the first INT8 trial fails with the
+    study's ``no_variant`` mark, and no sampler spends another trial on INT8, whatever the accelerator."""
+    space = _space(max_batch_size=[1, 8], dynamic_batching=[False], instance_count=[1, 2],
+                   accelerator=["none", "openvino"], precision=["fp32", "int8"])
+    study = _study(samplers.make_sampler(name, 3, space))
+    study.enqueue_trial(space.default_params())
+    specs = []
+    for _ in range(30):
+        if study.sampler.is_exhausted(study):
+            break
+        trial = study.ask()
+        spec = space.suggest(trial)
+        specs.append(spec)
+        if spec.precision == "int8":
+            trial.set_user_attr(ATTR_NO_VARIANT, "int8")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        trial.set_constraint("latency_p99_ms", -1.0)
+        study.tell(trial, [spec.instance_count * (3.0 if spec.accelerator == "openvino" else 1.0), 1.0])
+
+    # while a config it can make is left (tpe and quick go on past them: the budget ends their studies)
+    assert len([s for s in specs[:9] if s.precision == "int8"]) == 1, "one INT8 trial"
+    if name in ("bo", "grid"):
+        assert study.sampler.is_exhausted(study), "every config it can make was measured"
+        assert len(specs) == 9, "the 8 FP32 configs and one INT8"
+
+
+def test_tensorrt_counts_apart_from_the_variants_built() -> None:
+    """A native server's TensorRT takes the precision as its own setting on the FP32 model: the INT8 variant
+    failing to build says nothing of it, until a TensorRT config of it fails the same way."""
+    knobs = {"max_batch_size": [1, 8], "dynamic_batching": [False], "accelerator": ["cuda", "tensorrt"],
+             "precision": ["fp32", "int8"]}
+    space = SearchSpace(cfg.SpaceSettings.model_validate(knobs), 2, InstanceKind.GPU)
+    sampler = samplers.make_sampler("grid", 0, space)
+    assert isinstance(sampler, samplers.PlannedSampler)
+    study = _study(sampler)
+
+    def fail(accelerator: str) -> None:
+        study.enqueue_trial({"max_batch_size": 1, "accelerator": accelerator, "precision": "int8"})
+        trial = study.ask()
+        space.suggest(trial)
+        trial.set_user_attr(ATTR_NO_VARIANT, "int8")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def unmade() -> set[str]:
+        ruled_out = sampler.unmade(study)
+        return {f"{p['accelerator']}/{p['precision']}" for p in space.combinations() if ruled_out(p)}
+
+    assert unmade() == set()
+    fail("cuda")
+    assert unmade() == {"cuda/int8"}
+    fail("tensorrt")
+    assert unmade() == {"cuda/int8", "tensorrt/int8"}
 
 
 def test_bo_on_a_space_it_cannot_list_searches_with_tpe() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.errors import MeasurementError, ModelError, ServerStartError
+from tuner.errors import MeasurementError, ModelError, ServerStartError, VariantError
 from tuner.measure._perf_analyzer import check_disk
 from tuner.trial import Failure, TrialOutcome, TrialSpec
 from tuner.workers._worker import trial_failure
@@ -28,6 +28,12 @@ def test_a_full_disk_under_a_wrapped_error_is_disk_full() -> None:
     for wrapped in (ModelError("no fp16 variant"), ServerStartError("cannot run tritonserver")):
         error, kind = trial_failure(_raised_from(wrapped, full), SPEC)
         assert kind == Failure.DISK_FULL and "No space left" in error
+
+
+def test_a_precision_the_model_has_no_variant_of_is_a_failure_of_its_own() -> None:
+    error, kind = trial_failure(VariantError("no INT8 variant: the model has no operator ONNX Runtime quantizes"), SPEC)
+    assert kind == Failure.VARIANT and error.startswith("fp32 variant: no INT8 variant")
+    assert trial_failure(ModelError("weights.bin is missing"), SPEC)[1] == Failure.CONFIG
 
 
 def test_other_failures_keep_their_kind() -> None:

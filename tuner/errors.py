@@ -5,6 +5,7 @@
     │   └── StudyLockedError    another driver runs the study (nothing touched)                2 input
     │       └── LeaseLostError  another driver took the running study over (this run stopped)  2 input
     ├── ModelError              a model file is missing, unreadable or unsupported             2 input
+    │   └── VariantError        the model has no variant of a precision (every config of it)   2 input
     ├── ServerStartError        a Triton server did not start or became unreachable            3 environment
     ├── ModelLoadError          Triton refused a model config (carries Triton's message)       3 environment
     ├── MeasurementError        the load generator failed or did not produce results           3 environment
@@ -69,6 +70,12 @@ class ModelError(TunerError):
     """
 
     exit_code = ExitCode.INPUT
+
+
+class VariantError(ModelError):
+    """The model has no variant of a precision: a converter or quantizer cannot make one that ONNX
+    Runtime runs. It is the model file's and the precision's, so every config of that precision
+    fails the same way (a FAIL trial, ``Failure.VARIANT``); no other config is to blame."""
 
 
 class ServerStartError(TunerError):

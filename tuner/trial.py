@@ -39,6 +39,8 @@ class Failure(str, enum.Enum):
     """Why a trial failed, as a kind the study acts on (the text of ``TrialOutcome.error`` is for people).
 
     ``CONFIG``: the config, its variant or its measurement failed: a FAIL trial, the study goes on.
+    ``VARIANT``: the model has no variant of the config's precision (tuner.errors.VariantError): a FAIL
+    trial, and no other config of that precision is proposed, as each would fail the same way.
     ``SERVER``: the server died or did not start during the trial: a FAIL trial, the server restarts.
     ``WORKER``: the worker died, hung past the trial timeout, or raised something unexpected.
     ``DISK_FULL``: a disk of the worker is full: no config is to blame; the study stops and the
@@ -46,6 +48,7 @@ class Failure(str, enum.Enum):
     """
 
     CONFIG = "config"
+    VARIANT = "variant"
     SERVER = "server"
     WORKER = "worker"
     DISK_FULL = "disk_full"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tuner.config import PRECISIONS
-from tuner.errors import ConfigError, ModelError
+from tuner.errors import ConfigError, ModelError, VariantError
 
 if TYPE_CHECKING:
     import onnx
@@ -154,7 +154,7 @@ def int8_method(source: Path) -> str:
         return "static"
     if ops & _DYNAMIC_OPS:
         return "dynamic"
-    raise ModelError(f"no INT8 variant: the model has no operator ONNX Runtime quantizes (it has {sorted(ops)[:8]})")
+    raise VariantError(f"no INT8 variant: the model has no operator ONNX Runtime quantizes (it has {sorted(ops)[:8]})")
 
 
 def build_variant(
@@ -200,7 +200,7 @@ def build_variant(
         except ModelError:
             raise
         except Exception as exc:  # the converters raise anything from ValueError to RuntimeError
-            raise ModelError(f"no {precision} variant ({method}): {str(exc).strip()[:400]}") from exc
+            raise VariantError(f"no {precision} variant ({method}): {str(exc).strip()[:400]}") from exc
         _check_runs(partial, precision)
         partial.replace(target)
     logger.info("built %s variant of %s: %s", precision, source.name, target.name)
@@ -227,7 +227,7 @@ def _check_runs(variant: Path, precision: str) -> None:
         ort.InferenceSession(str(variant), providers=["CPUExecutionProvider"])
     except Exception as exc:  # ONNX Runtime raises its own exception types
         made = "converted" if precision == "fp16" else "quantized"
-        raise ModelError(
+        raise VariantError(
             f"no {precision} variant: ONNX Runtime refuses the {made} graph: {str(exc).strip()[:400]}"
         ) from exc
 
@@ -236,7 +236,7 @@ def _to_int8_static(source: Path, target: Path, calibration: Mapping[str, np.nda
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     if not calibration:
-        raise ModelError("no INT8 variant: static quantization needs calibration inputs")
+        raise VariantError("no INT8 variant: static quantization needs calibration inputs")
     samples = _samples(calibration)
 
     class _Reader(CalibrationDataReader):

@@ -210,7 +210,8 @@ class ConfigBOSampler(PlannedSampler):
 
     def plan(self, study: Study, trial: FrozenTrial) -> dict[str, Any] | None:
         visited = self.visited(study, exclude=trial.number)
-        left = [i for i, key in enumerate(self._keys) if key not in visited]
+        unmade = self.unmade(study)
+        left = [i for i, key in enumerate(self._keys) if key not in visited and not unmade(self.combinations[i])]
         if not left:
             return None
         finished = _finished(study)
@@ -264,7 +265,8 @@ class ConfigBOSampler(PlannedSampler):
                 if (params := trial_params(t))}  # fmt: skip
 
     def has_proposal(self, study: Study) -> bool:
-        return not set(self._keys) <= self.visited(study)
+        visited, unmade = self.visited(study), self.unmade(study)
+        return any(key not in visited and not unmade(params) for key, params in zip(self._keys, self.combinations))
 
     def acquisition(
         self,

@@ -40,11 +40,12 @@ class ConfigGridSampler(PlannedSampler):
         self._keys = [space.key_of(params) for params in self.combinations]
 
     def plan(self, study: Study, trial: FrozenTrial) -> dict[str, Any] | None:
-        visited = self.visited(study, exclude=trial.number)
+        visited, unmade = self.visited(study, exclude=trial.number), self.unmade(study)
         for key, params in zip(self._keys, self.combinations):
-            if key not in visited:
+            if key not in visited and not unmade(params):
                 return params
         return None
 
     def has_proposal(self, study: Study) -> bool:
-        return not set(self._keys) <= self.visited(study)
+        visited, unmade = self.visited(study), self.unmade(study)
+        return any(key not in visited and not unmade(params) for key, params in zip(self._keys, self.combinations))

@@ -7,7 +7,7 @@ then answer each parameter from it. A trial enqueued with fixed params is left t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -16,6 +16,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._space import Space
+from tuner.storage import ATTR_NO_VARIANT
 
 ATTR_PLANNED = "tuner:planned"
 
@@ -60,6 +61,20 @@ class PlannedSampler(BaseSampler):
                 keys.add(self.space.key_of(params))
         return keys
 
+    def unmade(self, study: Study) -> Callable[[dict[str, Any]], bool]:
+        """Whether a config's variant is one the model cannot have, as a failed trial found
+        (``ATTR_NO_VARIANT``): its precision failed to build, and every config that builds it fails
+        the same way. TensorRT counts apart: where the server runs it natively, it takes the precision
+        as its own setting and builds no variant."""
+        lost = {
+            (precision, _on_tensorrt(self.space, trial_params(t)))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if (precision := t.user_attrs.get(ATTR_NO_VARIANT)) is not None and trial_params(t)
+        }
+        if not lost:
+            return lambda params: False
+        return lambda params: (self.space.to_spec(params).precision, _on_tensorrt(self.space, params)) in lost
+
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if "fixed_params" in trial.system_attrs or ATTR_PLANNED in trial.system_attrs:
             return
@@ -87,6 +102,10 @@ class PlannedSampler(BaseSampler):
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
         return None
+
+
+def _on_tensorrt(space: Space, params: dict[str, Any]) -> bool:
+    return space.to_spec(params).accelerator == "tensorrt"
 
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:

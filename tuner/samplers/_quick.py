@@ -86,8 +86,8 @@ class QuickSearchSampler(PlannedSampler):
         best = self.incumbent(study)
         if best is None:
             return []  # the first configs are still running: wait for them
-        visited = self.visited(study, exclude=exclude)
-        return [p for p in self.neighbours(trial_params(best)) if self.space.key_of(p) not in visited]
+        visited, unmade = self.visited(study, exclude=exclude), self.unmade(study)
+        return [p for p in self.neighbours(trial_params(best)) if self.space.key_of(p) not in visited and not unmade(p)]
 
 
 def ladder(space: Space, knob: str) -> list[Any]:

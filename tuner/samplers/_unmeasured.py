@@ -49,12 +49,12 @@ class UnmeasuredFirst(PlannedSampler):
         self.inner.before_trial(study, trial)
         if self.combinations is None:
             return None
-        visited = self.visited(study, exclude=trial.number)
+        visited, unmade = self.visited(study, exclude=trial.number), self.unmade(study)
         for _ in range(self.attempts):
             proposal = self._propose(study, trial)
-            if self.space.key_of(proposal) not in visited:
+            if self.space.key_of(proposal) not in visited and not unmade(proposal):
                 return proposal
-        left = [p for p, key in zip(self.combinations, self._keys) if key not in visited]
+        left = [p for p, key in zip(self.combinations, self._keys) if key not in visited and not unmade(p)]
         return self._rng.choice(left) if left else None
 
     def _propose(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from tuner.trial import LoadPoint
 ATTR_METRICS = "metrics"
 ATTR_SPEC_KEY = "spec_key"
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_NO_VARIANT = "no_variant"  # a FAIL trial's precision where the model has no variant of it (Failure.VARIANT)
 ATTR_PRUNED_REASON = "pruned_reason"
 ATTR_REUSED_FROM = "reused_from"
 ATTR_DEFAULT = "default_config"

@@ -39,6 +39,7 @@ from tuner.storage import (
     ATTR_INTERRUPTED,
     ATTR_METRICS,
     ATTR_MODEL_BACKEND,
+    ATTR_NO_VARIANT,
     ATTR_REMEASURE_OF,
     ATTR_REUSED_FROM,
     ATTR_SERVER,
@@ -458,6 +459,8 @@ class StudyRunner:
         trial.set_user_attr(ATTR_TIMINGS, outcome.timings_s)
         if outcome.failed:
             trial.set_user_attr(ATTR_FAIL_REASON, outcome.error or "no measurement")
+            if outcome.failure_kind == Failure.VARIANT:  # the samplers propose no other config of the precision
+                trial.set_user_attr(ATTR_NO_VARIANT, outcome.spec.precision)
             self.study.tell(trial, state=TrialState.FAIL)
             logger.info("trial %d failed: %s", trial.number, outcome.error)
             return

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tuner.config import ServerSettings
-from tuner.errors import MeasurementError, ModelError, ModelLoadError, ServerStartError
+from tuner.errors import MeasurementError, ModelError, ModelLoadError, ServerStartError, VariantError
 from tuner.measure import (
     BuiltinEngine,
     EngineSettings,
@@ -485,7 +485,7 @@ def trial_failure(exc: BaseException, spec: TrialSpec) -> tuple[str, Failure]:
     if full is not None:
         return f"disk full: {full}", Failure.DISK_FULL
     if isinstance(exc, ModelError):
-        return f"{spec.precision} variant: {exc}", Failure.CONFIG
+        return f"{spec.precision} variant: {exc}", Failure.VARIANT if isinstance(exc, VariantError) else Failure.CONFIG
     if isinstance(exc, ModelLoadError):
         return f"Triton refused the config ({spec.accelerator}, {spec.precision}): {exc}", Failure.CONFIG
     if isinstance(exc, MeasurementError):
