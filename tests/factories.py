@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 #: Load settings for tests that need a real study to exist, not precise figures: three short windows
 #: that agree within 50%, no re-measuring, no second measurement when other processes (the other test
 #: workers) take CPU, and every trial measured in full (which trials a screen stops depends on the
@@ -187,3 +189,23 @@ def bls_repository(root: Path) -> Path:
     (root / "bls_quadrupler" / "1" / "model.py").write_text(QUADRUPLER_BLS_PY)
     (root / "bls_quadrupler" / "config.pbtxt").write_text(QUADRUPLER_BLS_CONFIG)
     return root
+
+
+def lookup_model(path: Path, categories: int = 4) -> Path:
+    """cat[N, 3] (INT64 category ids) -> y[N, 2]: the sum of each id's row of a ``categories`` x 2 table.
+    An id outside the table is an error in ONNX Runtime, as in an embedding of a few categories."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(categories * 2, dtype=np.float32).reshape(categories, 2), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "cat"], ["rows"]), helper.make_node("ReduceSum", ["rows", "one"], ["y"], keepdims=0)],
+        "lookup",
+        [helper.make_tensor_value_info("cat", TensorProto.INT64, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [table, numpy_helper.from_array(np.array([1], dtype=np.int64), "one")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from factories import lookup_model
 
-from tuner.model import compare, reference_outputs, validation_inputs
+from tuner.errors import ModelError
+from tuner.model import check_reference, compare, reference_outputs, validation_inputs
 from tuner.model._accuracy import is_classifier_output
 from tuner.model_info import ModelInfo, TensorInfo, read_model_info
 
@@ -266,3 +268,15 @@ def test_digits_against_itself_has_no_drop(
     assert result["samples"] == 16
     assert result["outputs"]["label"]["top1_agreement"] == 1.0
     assert result["outputs"]["probabilities"]["top1_agreement"] == 1.0
+
+
+def test_a_model_that_refuses_the_made_up_inputs_is_said_to_at_once(tmp_path: Path) -> None:
+    path = lookup_model(tmp_path / "lookup.onnx", categories=4)
+    made_up = validation_inputs("lookup", read_model_info(path))
+    assert made_up["cat"].max() >= 4, "the seeded random ids reach past the table"
+
+    with pytest.raises(ModelError, match=r"makes up .*integers 0-7.*Gather.*give inputs the model takes in model.validation_data"):
+        check_reference(path, made_up, made_up=True)
+    with pytest.raises(ModelError, match=r"^model.validation_data: ONNX Runtime fails on the first sample: .*Gather"):
+        check_reference(path, made_up, made_up=False)
+    check_reference(path, {"cat": made_up["cat"] % 4}, made_up=False)  # ids within the table run

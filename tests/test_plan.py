@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import lookup_model
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, ModelError
@@ -140,3 +141,15 @@ def test_the_plan_leaves_a_runner_out_of_sight_unchecked(tmp_path: Path, digits_
     elsewhere = _gpu_workers(tmp_path, digits_onnx, ["cuda", "none"])
     elsewhere = elsewhere.model_copy(update={"workers": elsewhere.workers.model_copy(update={"ray_address": "x:6379"})})
     assert plan_study(elsewhere).space.values("accelerator") == ["cuda", "none"]
+
+
+def test_a_model_that_refuses_the_made_up_inputs_is_refused_before_any_trial(tmp_path: Path) -> None:
+    lookup = lookup_model(tmp_path / "lookup.onnx", categories=4)
+    model = {"name": "lookup", "path": str(lookup)}
+
+    with pytest.raises(ModelError, match="give inputs the model takes in model.validation_data"):
+        plan_study(_cfg(tmp_path, lookup, model=model))
+
+    np.savez(tmp_path / "ids.npz", cat=np.random.default_rng(1).integers(0, 4, (8, 3)))
+    plan = plan_study(_cfg(tmp_path, lookup, model=model | {"validation_data": str(tmp_path / "ids.npz")}))
+    assert plan.validation["cat"].max() < 4

@@ -9,11 +9,12 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.http as triton_http
+from factories import lookup_model
 from onnx import TensorProto, helper
 from served import settled_statistics
 
-from tuner.errors import ModelLoadError, ServerStartError
-from tuner.measure import infer_samples
+from tuner.errors import MeasurementError, ModelLoadError, ServerStartError
+from tuner.measure import infer_samples, warm_up
 from tuner.model import compare, reference_outputs
 from tuner.model_info import read_model_info
 from tuner.trial import InstanceKind, TrialSpec
@@ -275,3 +276,16 @@ def test_a_model_with_a_scalar_output_answers_each_request_as_onnx_runtime_does(
     np.testing.assert_allclose(served["stat"].reshape(-1), samples["x"].mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(served["y"], np.maximum(samples["x"], 0.0))
     assert compare(info, reference, served)["accuracy_drop"] == 0.0
+
+
+def test_warm_up_sends_the_loads_own_samples_where_the_study_gives_them(server: EmbeddedServer, tmp_path: Path) -> None:
+    # made-up ids reach past the table of this lookup; the load's samples (load.input_data) do not
+    onnx_path = lookup_model(tmp_path / "lookup.onnx", categories=4)
+    info = read_model_info(onnx_path)
+    _install(server.repository, "lookup", onnx_path, SPEC)
+    server.load("lookup")
+    samples = {"cat": np.array([[0, 1, 3], [2, 2, 2]], dtype=np.int64)}
+
+    warm_up(server.http_url, "lookup", info, requests=4, concurrency=2, samples=samples)
+    with pytest.raises(MeasurementError, match="warm-up request failed"):
+        warm_up(server.http_url, "lookup", info, requests=4, concurrency=2)

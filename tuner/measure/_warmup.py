@@ -38,19 +38,40 @@ def random_inputs(model: ModelInfo, batch: int = 1, seed: int = 0) -> list[trito
     return inputs
 
 
+def sample_inputs(model: ModelInfo, samples: dict[str, np.ndarray], index: int) -> list[triton_http.InferInput]:
+    """One request's inputs: sample ``index`` (first axis) of ``samples``, by input name."""
+    inputs = []
+    for tensor in model.inputs:
+        sample = samples[tensor.name][index : index + 1]
+        if not tensor.item_shape:
+            sample = sample.reshape(1, 1)
+        request = triton_http.InferInput(tensor.name, list(sample.shape), tensor.dtype)
+        request.set_data_from_numpy(np.ascontiguousarray(sample))
+        inputs.append(request)
+    return inputs
+
+
 def warm_up(
-    url: str, model_name: str, model: ModelInfo, requests: int, concurrency: int, access: Access | None = None
+    url: str,
+    model_name: str,
+    model: ModelInfo,
+    requests: int,
+    concurrency: int,
+    access: Access | None = None,
+    samples: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Sends ``requests`` inference requests, ``concurrency`` at a time, and checks the answers.
 
     ``access`` is the server's header (tuner.triton.TritonServer.access), sent with each request.
+    ``samples``: the load's real inputs (``load.input_data``), whose first sample is sent; None sends
+    random ones, which a model that takes indices may refuse.
 
     Raises:
         MeasurementError: the server answered a request with an error.
     """
     if requests <= 0:
         return
-    inputs = random_inputs(model)
+    inputs = sample_inputs(model, samples, 0) if samples else random_inputs(model)
     client = with_access(
         triton_http.InferenceServerClient(url, concurrency=max(1, concurrency), network_timeout=120.0), access
     )
@@ -80,15 +101,7 @@ def infer_samples(
     results: dict[str, list[np.ndarray]] = {t.name: [] for t in model.outputs}
     try:
         for index in range(count):
-            requests = []
-            for tensor in model.inputs:
-                sample = inputs[tensor.name][index : index + 1]
-                if not tensor.item_shape:
-                    sample = sample.reshape(1, 1)
-                request = triton_http.InferInput(tensor.name, list(sample.shape), tensor.dtype)
-                request.set_data_from_numpy(np.ascontiguousarray(sample))
-                requests.append(request)
-            answer = client.infer(model_name, requests)
+            answer = client.infer(model_name, sample_inputs(model, inputs, index))
             for tensor in model.outputs:
                 array = answer.as_numpy(tensor.name)  # one sample's answer, a row of it where it has no batch dimension
                 results[tensor.name].append(

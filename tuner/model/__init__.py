@@ -11,7 +11,7 @@ What a model takes and returns (``ModelInfo``) is in ``tuner.model_info``: every
 
 from __future__ import annotations
 
-from tuner.model._accuracy import compare, reference_outputs
+from tuner.model._accuracy import check_reference, compare, reference_outputs
 from tuner.model._bundled import DEFAULT_MODELS, prepare
 from tuner.model._repository import (
     RepositoryModel,
@@ -30,6 +30,7 @@ __all__ = [
     "StudyModel",
     "build_variant",
     "check_launch_runs",
+    "check_reference",
     "compare",
     "external_data",
     "install_model_file",

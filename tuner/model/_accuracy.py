@@ -13,10 +13,12 @@ nothing; ``cosine`` judges every output by its cosine similarity.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tuner.errors import ModelError
 from tuner.model_info import ModelInfo, TensorInfo
 
 
@@ -25,7 +27,9 @@ def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict
     an output without a batch dimension (a scalar, a fixed first dimension) gets one per sample."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failure is raised, with its message: not logged as well
+    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
     outputs = session.get_outputs()
     count = min(len(a) for a in inputs.values())
     runs = [session.run([o.name for o in outputs], {k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
@@ -34,6 +38,29 @@ def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict
         output.name: np.concatenate([run[j] if batched[j] else run[j][np.newaxis] for run in runs])
         for j, output in enumerate(outputs)
     }
+
+
+def check_reference(model_path: Path, inputs: Mapping[str, np.ndarray], made_up: bool) -> None:
+    """That the FP32 model runs under ONNX Runtime's CPU provider on the first validation sample, as every
+    trial's accuracy check runs it (``reference_outputs``): where it does not, every trial would fail the same way.
+
+    Raises:
+        ModelError: it does not; ``made_up`` says the inputs are the seeded random ones, which a model that
+            takes indices (an embedding of a few categories) may refuse, and names what to give instead.
+    """
+    if not inputs:
+        return
+    try:
+        reference_outputs(str(model_path), {name: array[:1] for name, array in inputs.items()})
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if not made_up:
+            raise ModelError(f"model.validation_data: ONNX Runtime fails on the first sample: {reason}") from exc
+        raise ModelError(
+            "ONNX Runtime fails on the validation inputs the tuner makes up (floats in [0, 1), integers 0-7): "
+            f"{reason}; give inputs the model takes in model.validation_data (.npz by input name, or .npy) "
+            "and load.input_data"
+        ) from exc
 
 
 def is_classifier_output(tensor: TensorInfo) -> bool:

@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -43,6 +43,9 @@ from tuner.study import ConfigResult, by_number, config_results, recommend
 from tuner.trial import LoadPoint
 from tuner.triton import cpu_model, make_server, server_version, versions, worker_gpus
 from tuner.workers import cpu_cores, engine_settings, real_samples
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -322,8 +325,13 @@ def measure_exported(
     with server:
         triton = server_version(server)
         url = server.grpc_url if settings.protocol == "grpc" else server.http_url
+        samples = real_samples(cfg, model)
         engine = PerfAnalyzer(
-            url, workdir / "perf", settings, _input_file(cfg, model, settings.input_data, workdir), access=server.access
+            url,
+            workdir / "perf",
+            settings,
+            _input_file(model, settings.input_data, samples, workdir),
+            access=server.access,
         )
         for i in range(repeats):
             step(f"run {i + 1}/{repeats}")
@@ -331,7 +339,13 @@ def measure_exported(
                 server.load(model_name)
             try:
                 warm_up(
-                    server.http_url, name, model, cfg.load.warmup_requests * concurrency, concurrency, server.access
+                    server.http_url,
+                    name,
+                    model,
+                    cfg.load.warmup_requests * concurrency,
+                    concurrency,
+                    server.access,
+                    samples,
                 )
                 point = engine.run(name, concurrency)
             finally:
@@ -342,9 +356,8 @@ def measure_exported(
     return runs, triton
 
 
-def _input_file(cfg: StudyConfig, model: ModelInfo, input_data: str, workdir: Path) -> Path | None:
+def _input_file(model: ModelInfo, input_data: str, samples: dict[str, np.ndarray] | None, workdir: Path) -> Path | None:
     """perf_analyzer's JSON of the study's real samples, where ``load.input_data`` names them."""
-    samples = real_samples(cfg, model)
     if not samples:
         return None
     return write_input_json(workdir / "perf" / "input_data.json", request_samples(model, input_data, samples))

@@ -23,7 +23,7 @@ import numpy as np
 
 from tuner.config import KNOB_BACKENDS, IntRange, SpaceSettings, StudyConfig
 from tuner.errors import ConfigError
-from tuner.model import RepositoryModel, StudyModel, check_launch_runs, open_model, validation_inputs
+from tuner.model import RepositoryModel, StudyModel, check_launch_runs, check_reference, open_model, validation_inputs
 from tuner.model_info import ModelInfo
 from tuner.pool import WorkerPlan
 from tuner.replay import Landscape, load_replay, replay_plan
@@ -113,6 +113,8 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     validation: dict[str, np.ndarray] = {}
     if runs_onnx:
         validation = validation_inputs(cfg.model.name, info, cfg.model.validation_data, cfg.model.validation_samples)
+        assert model.onnx_file is not None
+        check_reference(model.onnx_file, validation, made_up=cfg.model.validation_data is None)
     seeds = plan_transfer(cfg, space, store)
     return StudyPlan(
         info,

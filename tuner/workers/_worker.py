@@ -364,6 +364,7 @@ class Worker:
                     self.setup.warmup_requests * concurrency,
                     concurrency,
                     self.server.access,
+                    self.setup.load_samples,
                 )
             warmed.add(concurrency)
 
