@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -445,3 +446,18 @@ def test_a_model_s_digest_changes_with_its_external_data(tmp_path: Path) -> None
 
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
     assert first != second
+
+
+def test_a_model_s_digest_is_read_once_per_version_of_its_files(tmp_path: Path) -> None:
+    source = _external_model(tmp_path / "a", seed=0)
+    data = source.parent / "weights.bin"
+    first = file_digest(source)
+    hits = variants._digest.cache_info().hits
+
+    assert file_digest(source) == first
+    assert variants._digest.cache_info().hits == hits + 1, "the same files: not read again"
+
+    before = data.stat()
+    data.write_bytes(bytes(reversed(data.read_bytes())))  # the same size, other weights
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert file_digest(source) != first, "a data file written again is read again"

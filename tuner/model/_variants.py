@@ -42,11 +42,24 @@ _DYNAMIC_OPS = {"MatMul", "Gemm", "Attention", "LSTM", "GRU"}
 
 def file_digest(path: Path) -> str:
     """The SHA-256 of an ONNX file, and of the files holding its external data where it has some (by their
-    locations, in order): a variant is built again when any of them changes."""
+    locations, in order): a variant is built again when any of them changes. Each version of the files (their
+    sizes and times) is hashed once: every trial that asks for a variant asks for its key."""
+    files = [("", path), *((location, path.parent / location) for location in external_data(path))]
+    return _digest(tuple((location, str(file), *_version(file)) for location, file in files))
+
+
+def _version(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(files: tuple[tuple[str, str, int, int, int], ...]) -> str:
+    """``file_digest`` of the files (location, path, and the version that keys the cache)."""
     digest = hashlib.sha256()
-    for location, file in [("", path), *((loc, path.parent / loc) for loc in external_data(path))]:
+    for location, file, *_version_key in files:
         digest.update(location.encode())
-        with file.open("rb") as handle:
+        with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -59,8 +72,7 @@ def external_data(path: Path) -> list[str]:
     Raises:
         ModelError: a location is absolute, leaves the model's folder, or names no file.
     """
-    stat = path.stat()
-    locations = _locations(str(path), stat.st_size, stat.st_mtime_ns)
+    locations = _locations(str(path), *_version(path))
     for location in locations:
         relative = PurePosixPath(location)
         if relative.is_absolute() or ".." in relative.parts:
@@ -73,10 +85,10 @@ def external_data(path: Path) -> list[str]:
 
 
 @functools.lru_cache(maxsize=16)
-def _locations(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
-    """The external data locations an ONNX file names, read once per version of the file (its size and
-    time): every variant a trial asks for reads them, and parsing a large model takes seconds."""
-    del size, mtime_ns  # the cache's key
+def _locations(path: str, inode: int, size: int, mtime_ns: int) -> tuple[str, ...]:
+    """The external data locations an ONNX file names, read once per version of the file (its inode, size
+    and time): every variant a trial asks for reads them, and parsing a large model takes seconds."""
+    del inode, size, mtime_ns  # the cache's key
     import onnx
 
     model = onnx.load(path, load_external_data=False)
@@ -147,14 +159,21 @@ def int8_method(source: Path) -> str:
     Raises:
         ModelError: the model has no operator ONNX Runtime quantizes.
     """
-    import onnx
-
-    ops = {node.op_type for node in onnx.load(str(source), load_external_data=False).graph.node}
+    ops = _operators(str(source), *_version(source))
     if ops & _CONV_OPS:
         return "static"
     if ops & _DYNAMIC_OPS:
         return "dynamic"
     raise VariantError(f"no INT8 variant: the model has no operator ONNX Runtime quantizes (it has {sorted(ops)[:8]})")
+
+
+@functools.lru_cache(maxsize=16)
+def _operators(path: str, inode: int, size: int, mtime_ns: int) -> frozenset[str]:
+    """The operators of an ONNX graph, read once per version of the file (its inode, size and time)."""
+    del inode, size, mtime_ns  # the cache's key
+    import onnx
+
+    return frozenset(node.op_type for node in onnx.load(path, load_external_data=False).graph.node)
 
 
 def build_variant(
