@@ -301,6 +301,11 @@ def test_bo_encodes_the_batcher_at_max_batch_1_as_running_without_a_delay() -> N
     assert samplers._bo.FeatureEncoder(ranked, structured=True)({"max_batch_size": 1, "dynamic_batching": True})[
         :4] == [0.0, 0.0, 1.0, 0.0]
     assert samplers._bo.FeatureEncoder(scaled)({"max_batch_size": 1, "dynamic_batching": True})[4] == 0.0
+    # so is a composing model's in a pipeline, by its own knobs
+    pipeline = samplers.PipelineSpace({"det": onehot, "rec": onehot}, max_batch_size=8)
+    row = samplers._bo.FeatureEncoder(pipeline)({"det.max_batch_size": 1, "det.dynamic_batching": True,
+                                                  "rec.max_batch_size": 8, "rec.dynamic_batching": False})
+    assert row[:6] == [1, 0, 0, 1, 1, 0] and row[10:16] == [0, 1, 1, 0, 0, 0]  # 4 columns of instances between
 
 
 def test_bo_structured_encodes_ordered_knobs_by_rank_and_the_threads_against_the_cores() -> None:

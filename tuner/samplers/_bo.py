@@ -423,7 +423,7 @@ class FeatureEncoder:
         merged = {**self.space.fixed, **params}
         row: list[float] = []
         for knob, encoding, values in self.columns:
-            value = merged.get(knob) if self.space.asked(knob, merged) else _unasked(knob, merged)
+            value = merged.get(knob) if self.space.asked(knob, merged) else self.space.unasked_value(knob, merged)
             if encoding == "onehot":
                 row.extend(1.0 if value == v else 0.0 for v in values)
             elif value is None:
@@ -440,16 +440,6 @@ class FeatureEncoder:
             else:
                 row.append((load + 3.0) / 6.0)
         return row
-
-
-def _unasked(knob: str, merged: dict[str, Any]) -> Any:
-    """The value a config runs a knob at that its space does not ask of it: a queue delay is none
-    without the batcher (None), and 0 where the batcher is on but every batch is full at once (a
-    max batch size of 1: ``SearchSpace.asked``); None for any other knob."""
-    prefix = knob.removesuffix("max_queue_delay_us")
-    if prefix != knob and merged.get(f"{prefix}dynamic_batching", False):
-        return 0
-    return None
 
 
 def _accelerators(space: Space) -> list[Any]:

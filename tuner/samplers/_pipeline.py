@@ -80,6 +80,11 @@ class PipelineSpace:
         part = self.parts.get(name)
         return part is None or part.asked(own, self._split(params)[name])
 
+    def unasked_value(self, knob: str, params: Mapping[str, Any]) -> Any:
+        name, _, own = knob.rpartition(".")
+        part = self.parts.get(name)
+        return None if part is None else part.unasked_value(own, self._split(params)[name])
+
     def to_spec(self, values: Mapping[str, Any]) -> TrialSpec:
         """The pipeline's spec from trial params: each composing model's spec in ``steps``."""
         split = self._split(values)

@@ -54,6 +54,7 @@ class Space(Protocol):
 
     def suggest(self, trial: optuna.Trial) -> TrialSpec: ...
     def asked(self, knob: str, params: Mapping[str, Any]) -> bool: ...
+    def unasked_value(self, knob: str, params: Mapping[str, Any]) -> Any: ...
     def to_spec(self, values: Mapping[str, Any]) -> TrialSpec: ...
     def default_params(self) -> dict[str, Any]: ...
     def params_near(self, wanted: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -138,6 +139,13 @@ class SearchSpace:
             return True
         merged = {**self.fixed, **params}
         return bool(merged.get("dynamic_batching", False)) and int(merged.get("max_batch_size", 1)) > 1
+
+    def unasked_value(self, knob: str, params: Mapping[str, Any]) -> Any:
+        """The value a config of these params runs ``knob`` at where it does not ask it (``asked``): a
+        queue delay of 0 where the batcher is on at a max batch size of 1; None where the knob does not
+        apply (a queue delay without the batcher)."""
+        merged = {**self.fixed, **params}
+        return 0 if knob == "max_queue_delay_us" and merged.get("dynamic_batching", False) else None
 
     def to_spec(self, values: Mapping[str, Any]) -> TrialSpec:
         """A TrialSpec from trial params (fixed values and derived threads filled in)."""
