@@ -93,6 +93,21 @@ def test_model_inputs_fix_a_free_dimension_of_the_config() -> None:
     assert info.outputs == (TensorInfo("y", "FP16", (-1, -1)),)
 
 
+def test_a_string_output_is_counted_and_a_string_input_refused() -> None:
+    # a python model's label comes back as a string: the load generator counts it as any answer
+    config = parse_pbtxt(
+        'name: "labeler" max_batch_size: 8 input [{ name: "x" data_type: TYPE_FP32 dims: [4] }] '
+        'output [{ name: "score" data_type: TYPE_FP32 dims: [1] }, { name: "label" data_type: TYPE_STRING dims: [1] }]'
+    )
+    info = config_model_info(config)
+    assert info.outputs == (TensorInfo("score", "FP32", (-1, 1)), TensorInfo("label", "BYTES", (-1, 1)))
+    assert info.outputs[1].request_bytes is None, "a string's size is not known before it comes back"
+
+    config.input[0].data_type = config.output[1].data_type  # a string to send: no load data of the tuner's
+    with pytest.raises(ModelError, match="tensor 'x' of model 'labeler' has type STRING, not supported"):
+        config_model_info(config)
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

@@ -164,7 +164,9 @@ def config_model_info(config: pb.ModelConfig, input_shapes: Sequence[TensorInfo]
 
     def tensor(t: pb.ModelInput | pb.ModelOutput) -> TensorInfo:
         dtype = pb.DataType.Name(t.data_type).removeprefix("TYPE_")
-        if dtype not in TRITON_DTYPES:
+        if dtype == "STRING" and isinstance(t, pb.ModelOutput):
+            dtype = "BYTES"  # strings come back (a label, say); the load generator and the study only count them
+        elif dtype not in TRITON_DTYPES:
             raise ModelError(f"tensor {t.name!r} of model {config.name!r} has type {dtype}, not supported")
         dims = tuple(int(d) for d in t.dims)
         if dims == (1,) and t.HasField("reshape") and not t.reshape.shape:
