@@ -24,10 +24,11 @@ from tuner.errors import (
     StudyLockedError,
     StudyNotFoundError,
     TunerError,
+    VariantError,
 )
 from tuner.reports._verify import NoFeasibleConfigError
 
-INPUT = [ConfigError, StudyLockedError, LeaseLostError, ModelError, StudyNotFoundError, NoFeasibleConfigError]
+INPUT = [ConfigError, StudyLockedError, LeaseLostError, ModelError, VariantError, StudyNotFoundError, NoFeasibleConfigError]
 ENVIRONMENT = [ServerStartError, ModelLoadError, MeasurementError, StorageError, DiskFullError, TunerError]
 
 

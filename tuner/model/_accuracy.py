@@ -25,11 +25,19 @@ from tuner.model_info import ModelInfo, TensorInfo
 def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The FP32 model's outputs on ``inputs``, with ONNX Runtime's CPU provider, one sample at a time;
     an output without a batch dimension (a scalar, a fixed first dimension) gets one per sample."""
+    return _outputs(_reference_session(model_path), inputs)
+
+
+def _reference_session(model_path: str) -> Any:
+    """An ONNX Runtime session of the model on the CPU provider, logging nothing: a failure is raised."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 4  # a failure is raised, with its message: not logged as well
-    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    options.log_severity_level = 4
+    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+
+def _outputs(session: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     outputs = session.get_outputs()
     count = min(len(a) for a in inputs.values())
     runs = [session.run([o.name for o in outputs], {k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
@@ -41,8 +49,9 @@ def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict
 
 
 def check_reference(model_path: Path, inputs: Mapping[str, np.ndarray], made_up: bool) -> None:
-    """That the FP32 model runs under ONNX Runtime's CPU provider on the first validation sample, as every
-    trial's accuracy check runs it (``reference_outputs``): where it does not, every trial would fail the same way.
+    """That the FP32 model loads and runs under ONNX Runtime's CPU provider on the first validation sample,
+    as every trial's accuracy check runs it (``reference_outputs``): where it does not, every trial would
+    fail the same way.
 
     Raises:
         ModelError: it does not; ``made_up`` says the inputs are the seeded random ones, which a model that
@@ -51,16 +60,28 @@ def check_reference(model_path: Path, inputs: Mapping[str, np.ndarray], made_up:
     if not inputs:
         return
     try:
-        reference_outputs(str(model_path), {name: array[:1] for name, array in inputs.items()})
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        session = _reference_session(str(model_path))
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise ModelError(
+            "ONNX Runtime's CPU provider cannot load the model, and every trial checks its answers against the "
+            f"FP32 model's under it: {_first_line(exc)}"
+        ) from exc
+    try:
+        _outputs(session, {name: array[:1] for name, array in inputs.items()})
+    except Exception as exc:  # ONNX Runtime raises its own exception types
         if not made_up:
-            raise ModelError(f"model.validation_data: ONNX Runtime fails on the first sample: {reason}") from exc
+            raise ModelError(
+                f"model.validation_data: ONNX Runtime fails on the first sample: {_first_line(exc)}"
+            ) from exc
         raise ModelError(
             "ONNX Runtime fails on the validation inputs the tuner makes up (floats in [0, 1), integers 0-7): "
-            f"{reason}; give inputs the model takes in model.validation_data (.npz by input name, or .npy) "
-            "and load.input_data"
+            f"{_first_line(exc)}; give inputs the model takes in model.validation_data (.npz by input name, or "
+            ".npy) and load.input_data"
         ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def is_classifier_output(tensor: TensorInfo) -> bool:
