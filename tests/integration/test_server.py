@@ -289,3 +289,46 @@ def test_warm_up_sends_the_loads_own_samples_where_the_study_gives_them(server: 
     warm_up(server.http_url, "lookup", info, requests=4, concurrency=2, samples=samples)
     with pytest.raises(MeasurementError, match="warm-up request failed"):
         warm_up(server.http_url, "lookup", info, requests=4, concurrency=2)
+
+
+def _kept_model(path: Path) -> Path:
+    """kept = the indices of x's elements above 0.5, one row each ([K, 2]: K is the data's), and
+    y = x + 0: an output whose first dimension does not follow the batch, though the file says it is free."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Greater", ["x", "half"], ["above"]),
+            helper.make_node("NonZero", ["above"], ["where"]),
+            helper.make_node("Transpose", ["where"], ["kept"], perm=[1, 0]),
+            helper.make_node("Identity", ["x"], ["y"]),
+        ],
+        "kept",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("kept", TensorProto.INT64, ["K", 2]), helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_requests_stacked_into_a_batch_whose_output_the_data_sizes_are_answered_each_alone(server: EmbeddedServer, tmp_path: Path) -> None:
+    onnx_path = _kept_model(tmp_path / "kept.onnx")
+    batching = TrialSpec(max_batch_size=16, dynamic_batching=True, max_queue_delay_us=300_000, instance_count=1)
+    _install(server.repository, "kept", onnx_path, batching)
+    server.load("kept")
+    client = triton_http.InferenceServerClient(server.http_url, concurrency=4)
+    # 3 + 0 + 1 + 2 rows kept: not one per request, so the stacked answer cannot be split by request
+    rows = [[0.9, 0.9, 0.9], [0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.9, 0.9, 0.1]]
+    samples = [np.array([row], dtype=np.float32) for row in rows]
+    pending = []
+    for sample in samples:
+        request = triton_http.InferInput("x", [1, 3], "FP32")
+        request.set_data_from_numpy(sample)
+        pending.append(client.async_infer("kept", [request]))
+
+    for sample, future in zip(samples, pending):
+        kept = future.get_result().as_numpy("kept")
+        assert kept.tolist() == np.argwhere(sample > 0.5).tolist(), "each request's own answer"
+    stats = settled_statistics(server, "kept", inferences=4)
+    assert int(stats["execution_count"]) < 4, "the batcher stacked requests, as the config lets it"

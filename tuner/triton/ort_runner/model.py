@@ -104,6 +104,11 @@ class TritonPythonModel:
         results = self.session.run(self.output_names, feeds)
         if len(requests) == 1:  # the answer as it is: an output need not have a batch dimension
             per_output = [[result] for result in results]
+        elif any(result.ndim == 0 or result.shape[0] != sum(sizes) for result in results):
+            # an output whose first dimension the data decides (the boxes a detector keeps, say) does not
+            # follow the batch: its answers cannot be split by request, so each runs alone from now on
+            self.stackable = False
+            return [self._run_stacked([request])[0] for request in requests]
         else:
             bounds = np.cumsum(sizes)[:-1]
             per_output = [np.split(result, bounds) for result in results]
