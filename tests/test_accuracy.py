@@ -280,3 +280,17 @@ def test_a_model_that_refuses_the_made_up_inputs_is_said_to_at_once(tmp_path: Pa
     with pytest.raises(ModelError, match=r"^model.validation_data: ONNX Runtime fails on the first sample: .*Gather"):
         check_reference(path, made_up, made_up=False)
     check_reference(path, {"cat": made_up["cat"] % 4}, made_up=False)  # ids within the table run
+
+
+def test_a_sample_answered_with_another_size_agrees_in_nothing() -> None:
+    # a detector's kept boxes: 2, 1 and 3 of them; the variant keeps one box fewer on the last sample
+    model = _model(TensorInfo("boxes", "FP32", (-1, 4)))
+    reference = {"boxes": [np.ones((2, 4)), np.full((1, 4), 2.0), np.arange(12.0).reshape(3, 4)]}
+    same = compare(model, reference, {"boxes": [a.copy() for a in reference["boxes"]]})
+    fewer = compare(model, reference, {"boxes": [*reference["boxes"][:2], reference["boxes"][2][:2]]})
+
+    assert same["accuracy_drop"] == 0.0 and "samples_of_another_size" not in same["outputs"]["boxes"]
+    assert fewer["outputs"]["boxes"]["samples_of_another_size"] == 1
+    assert fewer["outputs"]["boxes"]["cosine_similarity"] == pytest.approx(2 / 3)
+    assert fewer["outputs"]["boxes"]["top1_agreement"] == pytest.approx(2 / 3), "[N, 4] reads as class scores"
+    assert fewer["accuracy_drop"] == pytest.approx(1 / 3)

@@ -6,11 +6,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 from tuner.errors import ModelError
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
     from tritonclient.grpc import model_config_pb2 as pb
 
@@ -63,6 +64,23 @@ class TensorInfo:
         if self.dtype == "BYTES" or -1 in self.shape[1:]:
             return None
         return tensor_bytes(self.dtype, self.shape)
+
+
+#: An output's answers to the validation samples: stacked on a first axis, or one array per sample where
+#: their shapes differ (the boxes a detector keeps, say).
+Answers = Union["np.ndarray", list["np.ndarray"]]
+
+
+def one_sample(answer: np.ndarray, follows_batch: bool) -> np.ndarray:
+    """An output's answer to a request of one sample, without its batch axis where it has one."""
+    return answer[0] if follows_batch and answer.ndim and answer.shape[0] == 1 else answer
+
+
+def by_sample(answers: list[np.ndarray]) -> Answers:
+    """Answers to the samples one by one, stacked where their shapes agree."""
+    import numpy as np
+
+    return np.stack(answers) if answers and len({a.shape for a in answers}) == 1 else answers
 
 
 def tensor_bytes(dtype: str, shape: Sequence[int]) -> int:

@@ -332,3 +332,19 @@ def test_requests_stacked_into_a_batch_whose_output_the_data_sizes_are_answered_
         assert kept.tolist() == np.argwhere(sample > 0.5).tolist(), "each request's own answer"
     stats = settled_statistics(server, "kept", inferences=4)
     assert int(stats["execution_count"]) < 4, "the batcher stacked requests, as the config lets it"
+
+
+def test_answers_whose_sizes_differ_by_sample_are_checked_sample_by_sample(server: EmbeddedServer, tmp_path: Path) -> None:
+    onnx_path = _kept_model(tmp_path / "kept_each.onnx")
+    info = read_model_info(onnx_path)
+    one_at_a_time = TrialSpec(max_batch_size=1, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
+    _install(server.repository, "kept_each", onnx_path, one_at_a_time)
+    server.load("kept_each")
+    samples = {"x": np.array([[0.9, 0.9, 0.9], [0.1, 0.1, 0.1], [0.9, 0.1, 0.1]], dtype=np.float32)}
+
+    served = infer_samples(server.http_url, "kept_each", info, samples)
+    reference = reference_outputs(str(onnx_path), samples)
+
+    assert [np.size(a) for a in served["kept"]] == [np.size(a) for a in reference["kept"]] == [6, 0, 2]
+    result = compare(info, reference, served)
+    assert result["accuracy_drop"] == 0.0 and result["samples"] == 3

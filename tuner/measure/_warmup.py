@@ -14,7 +14,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from tuner.errors import MeasurementError
-from tuner.model_info import ModelInfo
+from tuner.model_info import Answers, ModelInfo, by_sample, one_sample
 from tuner.triton import Access, with_access
 
 
@@ -88,8 +88,9 @@ def warm_up(
 
 def infer_samples(
     url: str, model_name: str, model: ModelInfo, inputs: dict[str, np.ndarray], access: Access | None = None
-) -> dict[str, np.ndarray]:
-    """Runs each sample of ``inputs`` (first axis) through the server; the outputs, stacked.
+) -> dict[str, Answers]:
+    """Runs each sample of ``inputs`` (first axis) through the server; each output's answers by sample
+    (``Answers``: stacked where their shapes agree).
 
     ``access`` is the server's header, sent with each request.
 
@@ -103,12 +104,9 @@ def infer_samples(
         for index in range(count):
             answer = client.infer(model_name, sample_inputs(model, inputs, index))
             for tensor in model.outputs:
-                array = answer.as_numpy(tensor.name)  # one sample's answer, a row of it where it has no batch dimension
-                results[tensor.name].append(
-                    array.reshape(1, *array.shape[1:]) if tensor.follows_batch else array.reshape(1, -1)
-                )
+                results[tensor.name].append(one_sample(answer.as_numpy(tensor.name), tensor.follows_batch))
     except InferenceServerException as exc:
         raise MeasurementError(f"inference of the validation batch failed: {exc.message() or exc}") from exc
     finally:
         client.close()
-    return {name: np.concatenate(parts) for name, parts in results.items()}
+    return {name: by_sample(answers) for name, answers in results.items()}

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from tuner.errors import ModelError
-from tuner.model_info import ModelInfo, TensorInfo
+from tuner.model_info import Answers, ModelInfo, TensorInfo, by_sample, one_sample
 
 
-def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The FP32 model's outputs on ``inputs``, with ONNX Runtime's CPU provider, one sample at a time;
-    an output without a batch dimension (a scalar, a fixed first dimension) gets one per sample."""
+def reference_outputs(model_path: str, inputs: Mapping[str, np.ndarray]) -> dict[str, Answers]:
+    """The FP32 model's outputs on ``inputs``, with ONNX Runtime's CPU provider, one sample at a time
+    (``Answers``: an output without a batch dimension, a scalar say, has one answer per sample too)."""
     return _outputs(_reference_session(model_path), inputs)
 
 
@@ -37,14 +37,13 @@ def _reference_session(model_path: str) -> Any:
     return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
 
 
-def _outputs(session: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _outputs(session: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, Answers]:
     outputs = session.get_outputs()
     count = min(len(a) for a in inputs.values())
     runs = [session.run([o.name for o in outputs], {k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
     batched = [bool(o.shape) and not isinstance(o.shape[0], int) for o in outputs]
     return {
-        output.name: np.concatenate([run[j] if batched[j] else run[j][np.newaxis] for run in runs])
-        for j, output in enumerate(outputs)
+        output.name: by_sample([one_sample(run[j], batched[j]) for run in runs]) for j, output in enumerate(outputs)
     }
 
 
@@ -92,23 +91,31 @@ def is_classifier_output(tensor: TensorInfo) -> bool:
 
 
 def compare(
-    model: ModelInfo, reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], metric: str = "auto"
+    model: ModelInfo, reference: Mapping[str, Answers], got: Mapping[str, Answers], metric: str = "auto"
 ) -> dict[str, Any]:
     """The accuracy numbers of ``got`` against ``reference``, per output and summed up.
 
     ``metric``: ``auto`` (top-1 for outputs that look like class scores) or ``cosine`` (every
-    output). The result names what ``accuracy_drop`` was taken from (``judged_by``)."""
+    output). The result names what ``accuracy_drop`` was taken from (``judged_by``). A sample whose
+    answer has another size than the reference's (a detector keeping another number of boxes) agrees
+    in nothing: the output's cosine similarity is that of the other samples, times their share."""
     outputs: dict[str, dict[str, float]] = {}
     agreements: list[float] = []
     cosines: list[float] = []
     for tensor in model.outputs:
-        original = np.asarray(reference[tensor.name])
-        ref = original.reshape(len(original), -1)
-        out = np.asarray(got[tensor.name]).reshape(ref.shape)
+        pairs = [(np.asarray(r), np.asarray(g)) for r, g in zip(reference[tensor.name], got[tensor.name])]
+        matched = [(r, g) for r, g in pairs if r.size == g.size]
+        ref = np.concatenate([r.ravel() for r, _ in matched]) if matched else np.zeros(0)
+        out = np.concatenate([g.ravel() for _, g in matched]) if matched else np.zeros(0)
         numbers = _errors(ref.astype(np.float64), out.astype(np.float64))
-        if metric != "cosine" and is_classifier_output(tensor):
-            classes = original.shape[-1] if original.ndim >= 2 and tensor.dtype.startswith("FP") else 1
-            numbers["top1_agreement"] = _top1(ref.reshape(-1, classes), out.reshape(-1, classes))
+        if len(matched) < len(pairs):
+            numbers["cosine_similarity"] *= len(matched) / len(pairs)
+            numbers["samples_of_another_size"] = float(len(pairs) - len(matched))
+        if metric != "cosine" and is_classifier_output(tensor) and pairs:
+            first = pairs[0][0]  # one sample's answer
+            classes = first.shape[-1] if first.ndim >= 1 and tensor.dtype.startswith("FP") else 1
+            share = len(matched) / len(pairs)  # a sample of another size agrees in nothing
+            numbers["top1_agreement"] = _top1(ref.reshape(-1, classes), out.reshape(-1, classes)) * share
             agreements.append(numbers["top1_agreement"])
         else:
             cosines.append(numbers["cosine_similarity"])
@@ -124,7 +131,7 @@ def compare(
 
 def _errors(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     diff = np.abs(ref - out)
-    scale = float(np.max(np.abs(ref))) or 1.0
+    scale = float(np.max(np.abs(ref), initial=0.0)) or 1.0
     norms = float(np.linalg.norm(ref) * np.linalg.norm(out))
     cosine = float(np.dot(ref.ravel(), out.ravel()) / norms) if norms else float(np.array_equal(ref, out))
     return {
@@ -140,5 +147,5 @@ def _top1(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.mean(ref.argmax(axis=1) == out.argmax(axis=1)))
 
 
-def _count(arrays: Mapping[str, np.ndarray]) -> int:
+def _count(arrays: Mapping[str, Answers]) -> int:
     return min((len(a) for a in arrays.values()), default=0)

@@ -67,7 +67,7 @@ from tuner.model import (
     reference_outputs,
     repository_model_info,
 )
-from tuner.model_info import ModelInfo
+from tuner.model_info import Answers, ModelInfo
 from tuner.trial import Failure, LoadPoint, Screen, TrialOutcome, TrialSpec, accuracy_drop
 from tuner.triton import (
     RUNNER_SOURCE,
@@ -154,7 +154,7 @@ class Worker:
         self._engine: LoadEngine | None = None
         self.monitor: UsageMonitor | None = None
         self._installed: Path | None = None
-        self._reference: dict[str, np.ndarray] | None = None
+        self._reference: dict[str, Answers] | None = None
         self.version_dir = self.repository / setup.model_name / (model.version if model else "1")
         self._onnx_name = model.model_file.name if model else "model.onnx"
         #: An ensemble's composing models (or the models a BLS model calls), with their inputs and
