@@ -153,3 +153,21 @@ def test_a_model_that_refuses_the_made_up_inputs_is_refused_before_any_trial(tmp
     np.savez(tmp_path / "ids.npz", cat=np.random.default_rng(1).integers(0, 4, (8, 3)))
     plan = plan_study(_cfg(tmp_path, lookup, model=model | {"validation_data": str(tmp_path / "ids.npz")}))
     assert plan.validation["cat"].max() < 4
+
+
+@pytest.mark.parametrize("shape", [[3, 8], []])
+def test_an_input_without_a_batch_axis_in_front_is_refused_naming_it(tmp_path: Path, shape: list[int]) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["image"], ["y"])], "no_batch_axis",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "image.onnx"))
+
+    with pytest.raises(ModelError, match=rf"input 'image' has shape \[{', '.join(map(str, shape))}\]: .* batch axis in front"):
+        plan_study(_cfg(tmp_path, tmp_path / "image.onnx", model={"name": "image", "path": str(tmp_path / "image.onnx")}))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tuner.config import KNOB_BACKENDS, IntRange, SpaceSettings, StudyConfig
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, ModelError
 from tuner.model import RepositoryModel, StudyModel, check_launch_runs, check_reference, open_model, validation_inputs
 from tuner.model_info import ModelInfo
 from tuner.pool import WorkerPlan
@@ -97,6 +97,8 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     serves_onnx = runs_onnx or (landscape is None and any(step.is_onnx for step in steps))
     providers = runner_providers(cfg.server, cfg.workers.ray_address is None) if serves_onnx else None
     notes = []
+    if runs_onnx:
+        _check_first_dimensions(info)
     if runs_onnx and not info.batch_dim_free and _batches(cfg.search.space):
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"space": _unbatched(cfg.search.space)})})
         fixed = ", ".join(f"{t.name} {list(t.shape)}" for t in info.unbatched)
@@ -128,6 +130,22 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         repository_model=model.repository,
         notes=tuple(notes),
     )
+
+
+def _check_first_dimensions(info: ModelInfo) -> None:
+    """An ONNX model's first dimension is served as its batch: free, or fixed at one request of 1.
+
+    Raises:
+        ModelError: an input has no dimension, or a first dimension fixed at another size (a model that
+            takes one image [3, H, W] without a batch axis, or an export made with a batch of 4).
+    """
+    for tensor in info.inputs:
+        if not tensor.shape or tensor.shape[0] not in (-1, 1):
+            raise ModelError(
+                f"input {tensor.name!r} has shape {list(tensor.shape)}: the tuner serves an ONNX model's first "
+                "dimension as the batch, free or 1; export the model with a batch axis in front (dynamic, as "
+                "torch.onnx.export's dynamic_axes makes it, or 1)"
+            )
 
 
 def unserved_note(unserved: tuple[tuple[str, str], ...]) -> str:
