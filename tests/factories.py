@@ -194,7 +194,6 @@ def bls_repository(root: Path) -> Path:
 def lookup_model(path: Path, categories: int = 4) -> Path:
     """cat[N, 3] (INT64 category ids) -> y[N, 2]: the sum of each id's row of a ``categories`` x 2 table.
     An id outside the table is an error in ONNX Runtime, as in an embedding of a few categories."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     table = numpy_helper.from_array(np.arange(categories * 2, dtype=np.float32).reshape(categories, 2), "table")
@@ -205,7 +204,15 @@ def lookup_model(path: Path, categories: int = 4) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
         [table, numpy_helper.from_array(np.array([1], dtype=np.int64), "one")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return save_graph(graph, path)
+
+
+def save_graph(graph: Any, path: Path, opset: int = 17) -> Path:
+    """Saves an ONNX graph as a model of the default domain's ``opset`` (IR 8, which every ONNX Runtime here reads)."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return path

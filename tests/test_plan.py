@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import lookup_model
+from factories import lookup_model, save_graph
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, ModelError
@@ -69,7 +69,6 @@ def test_a_model_with_a_fixed_first_dimension_is_searched_without_batching(tmp_p
 
 
 def test_a_model_with_a_scalar_output_is_searched_without_batching(tmp_path: Path) -> None:
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -78,9 +77,7 @@ def test_a_model_with_a_scalar_output_is_searched_without_batching(tmp_path: Pat
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16]), helper.make_tensor_value_info("peak", TensorProto.FLOAT, [])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "scalar.onnx"))
+    save_graph(graph, tmp_path / "scalar.onnx")
     space = {"instance_count": [1, 2], "max_batch_size": [1, 8], "dynamic_batching": [False, True]}
     cfg = _cfg(tmp_path, tmp_path / "scalar.onnx", search={"n_trials": 2, "space": space})
 
@@ -157,7 +154,6 @@ def test_a_model_that_refuses_the_made_up_inputs_is_refused_before_any_trial(tmp
 
 @pytest.mark.parametrize("shape", [[3, 8], []])
 def test_an_input_without_a_batch_axis_in_front_is_refused_naming_it(tmp_path: Path, shape: list[int]) -> None:
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -165,9 +161,7 @@ def test_an_input_without_a_batch_axis_in_front_is_refused_naming_it(tmp_path: P
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "image.onnx"))
+    save_graph(graph, tmp_path / "image.onnx")
 
     with pytest.raises(ModelError, match=rf"input 'image' has shape \[{', '.join(map(str, shape))}\]: .* batch axis in front"):
         plan_study(_cfg(tmp_path, tmp_path / "image.onnx", model={"name": "image", "path": str(tmp_path / "image.onnx")}))

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.http as triton_http
-from factories import lookup_model
+from factories import lookup_model, save_graph
 from onnx import TensorProto, helper
 from served import settled_statistics
 
@@ -254,18 +254,18 @@ def _model_with_a_scalar_output(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]), helper.make_tensor_value_info("stat", TensorProto.FLOAT, [])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
+
+
+#: The config the plan gives a model that cannot batch: one request at a time.
+ONE_AT_A_TIME = TrialSpec(max_batch_size=1, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
 
 
 def test_a_model_with_a_scalar_output_answers_each_request_as_onnx_runtime_does(server: EmbeddedServer, tmp_path: Path) -> None:
     onnx_path = _model_with_a_scalar_output(tmp_path / "scalar.onnx")
     info = read_model_info(onnx_path)
     assert [t.name for t in info.unbatched] == ["stat"]
-    one_at_a_time = TrialSpec(max_batch_size=1, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
-    _install(server.repository, "scalar_output", onnx_path, one_at_a_time)
+    _install(server.repository, "scalar_output", onnx_path, ONE_AT_A_TIME)
     server.load("scalar_output")
     samples = {"x": np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)}
 
@@ -292,8 +292,8 @@ def test_warm_up_sends_the_loads_own_samples_where_the_study_gives_them(server: 
 
 
 def _kept_model(path: Path) -> Path:
-    """kept = the indices of x's elements above 0.5, one row each ([K, 2]: K is the data's), and
-    y = x + 0: an output whose first dimension does not follow the batch, though the file says it is free."""
+    """kept = the indices of x's elements above 0.5, one row each ([K, 2]: K is the data's), and y = x:
+    an output whose first dimension does not follow the batch, though the file says it is free."""
     graph = helper.make_graph(
         [
             helper.make_node("Greater", ["x", "half"], ["above"]),
@@ -306,10 +306,7 @@ def _kept_model(path: Path) -> Path:
         [helper.make_tensor_value_info("kept", TensorProto.INT64, ["K", 2]), helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
         [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def test_requests_stacked_into_a_batch_whose_output_the_data_sizes_are_answered_each_alone(server: EmbeddedServer, tmp_path: Path) -> None:
@@ -337,8 +334,7 @@ def test_requests_stacked_into_a_batch_whose_output_the_data_sizes_are_answered_
 def test_answers_whose_sizes_differ_by_sample_are_checked_sample_by_sample(server: EmbeddedServer, tmp_path: Path) -> None:
     onnx_path = _kept_model(tmp_path / "kept_each.onnx")
     info = read_model_info(onnx_path)
-    one_at_a_time = TrialSpec(max_batch_size=1, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
-    _install(server.repository, "kept_each", onnx_path, one_at_a_time)
+    _install(server.repository, "kept_each", onnx_path, ONE_AT_A_TIME)
     server.load("kept_each")
     samples = {"x": np.array([[0.9, 0.9, 0.9], [0.1, 0.1, 0.1], [0.9, 0.1, 0.1]], dtype=np.float32)}
 
