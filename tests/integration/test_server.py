@@ -278,8 +278,8 @@ def test_a_model_with_a_scalar_output_answers_each_request_as_onnx_runtime_does(
     assert compare(info, reference, served)["accuracy_drop"] == 0.0
 
 
-def test_warm_up_sends_the_loads_own_samples_where_the_study_gives_them(server: EmbeddedServer, tmp_path: Path) -> None:
-    # made-up ids reach past the table of this lookup; the load's samples (load.input_data) do not
+def test_warm_up_sends_what_the_load_generator_sends_first(server: EmbeddedServer, tmp_path: Path) -> None:
+    # random ids reach past the table of this lookup; the load's samples (load.input_data) and zeros do not
     onnx_path = lookup_model(tmp_path / "lookup.onnx", categories=4)
     info = read_model_info(onnx_path)
     _install(server.repository, "lookup", onnx_path, SPEC)
@@ -287,6 +287,7 @@ def test_warm_up_sends_the_loads_own_samples_where_the_study_gives_them(server: 
     samples = {"cat": np.array([[0, 1, 3], [2, 2, 2]], dtype=np.int64)}
 
     warm_up(server.http_url, "lookup", info, requests=4, concurrency=2, samples=samples)
+    warm_up(server.http_url, "lookup", info, requests=4, concurrency=2, input_data="zero")
     with pytest.raises(MeasurementError, match="warm-up request failed"):
         warm_up(server.http_url, "lookup", info, requests=4, concurrency=2)
 

@@ -14,6 +14,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from tuner.errors import MeasurementError
+from tuner.measure._builtin import request_samples
 from tuner.model_info import Answers, ModelInfo, by_sample, one_sample
 from tuner.triton import Access, with_access
 
@@ -38,16 +39,14 @@ def random_inputs(model: ModelInfo, batch: int = 1, seed: int = 0) -> list[trito
     return inputs
 
 
-def sample_inputs(model: ModelInfo, samples: dict[str, np.ndarray], index: int) -> list[triton_http.InferInput]:
-    """One request's inputs: sample ``index`` (first axis) of ``samples``, by input name."""
+def infer_inputs(model: ModelInfo, request: dict[str, np.ndarray]) -> list[triton_http.InferInput]:
+    """A request's inputs for Triton's HTTP client, from one array per input name (``request_samples``)."""
     inputs = []
     for tensor in model.inputs:
-        sample = samples[tensor.name][index : index + 1]
-        if not tensor.item_shape:
-            sample = sample.reshape(1, 1)
-        request = triton_http.InferInput(tensor.name, list(sample.shape), tensor.dtype)
-        request.set_data_from_numpy(np.ascontiguousarray(sample))
-        inputs.append(request)
+        data = np.ascontiguousarray(request[tensor.name])
+        tensor_input = triton_http.InferInput(tensor.name, list(data.shape), tensor.dtype)
+        tensor_input.set_data_from_numpy(data)
+        inputs.append(tensor_input)
     return inputs
 
 
@@ -59,19 +58,21 @@ def warm_up(
     concurrency: int,
     access: Access | None = None,
     samples: dict[str, np.ndarray] | None = None,
+    input_data: str = "random",
 ) -> None:
     """Sends ``requests`` inference requests, ``concurrency`` at a time, and checks the answers.
 
     ``access`` is the server's header (tuner.triton.TritonServer.access), sent with each request.
-    ``samples``: the load's real inputs (``load.input_data``), whose first sample is sent; None sends
-    random ones, which a model that takes indices may refuse.
+    The request is the first the load generator sends (``request_samples``): the first of the load's
+    real ``samples`` where given, else the ``input_data`` it makes (``random``, or ``zero``, which a model
+    taking ids into a small table may need).
 
     Raises:
         MeasurementError: the server answered a request with an error.
     """
     if requests <= 0:
         return
-    inputs = sample_inputs(model, samples, 0) if samples else random_inputs(model)
+    inputs = infer_inputs(model, request_samples(model, input_data, samples)[0])
     client = with_access(
         triton_http.InferenceServerClient(url, concurrency=max(1, concurrency), network_timeout=120.0), access
     )
@@ -98,11 +99,10 @@ def infer_samples(
         MeasurementError: the server answered with an error.
     """
     client = with_access(triton_http.InferenceServerClient(url, network_timeout=120.0), access)
-    count = min(len(array) for array in inputs.values())
     results: dict[str, list[np.ndarray]] = {t.name: [] for t in model.outputs}
     try:
-        for index in range(count):
-            answer = client.infer(model_name, sample_inputs(model, inputs, index))
+        for request in request_samples(model, "random", inputs):  # the samples, each a request of its own
+            answer = client.infer(model_name, infer_inputs(model, request))
             for tensor in model.outputs:
                 results[tensor.name].append(one_sample(answer.as_numpy(tensor.name), tensor.follows_batch))
     except InferenceServerException as exc:

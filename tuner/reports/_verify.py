@@ -346,6 +346,7 @@ def measure_exported(
                     concurrency,
                     server.access,
                     samples,
+                    settings.input_data,
                 )
                 point = engine.run(name, concurrency)
             finally:

@@ -365,6 +365,7 @@ class Worker:
                     concurrency,
                     self.server.access,
                     self.setup.load_samples,
+                    self.setup.engine.input_data,
                 )
             warmed.add(concurrency)
 
