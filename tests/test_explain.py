@@ -102,7 +102,7 @@ def test_a_failed_trial_keeps_the_reason() -> None:
     entry = _entry("study digits-report (digits_forest), trial 3")
     trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={rs.ATTR_FAIL_REASON: entry["fail_reason"]})
     (found,) = explain_trial(read_trial(trial))
-    assert found.rule == "failed" and "no INT8 variant" in found.text and "leave that precision out" in found.text
+    assert found.rule == "failed" and "no INT8 variant" in found.text and "tries no other config of that precision" in found.text
 
 
 def test_a_flat_curve_is_saturated() -> None:

@@ -167,7 +167,10 @@ def _failed(reason: str) -> Explanation:
     if "refused" in reason or "failed to load" in reason:
         hint = " Triton could not load this config; the search learns to avoid it."
     elif "variant" in reason:
-        hint = " This model has no such variant; leave that precision out of the search space."
+        hint = (
+            " This model has no such variant: the search tries no other config of that precision; leave it out"
+            " of the search space."
+        )
     elif "died" in reason:
         hint = " The server crashed under this config and was restarted."
     return Explanation("failed", f"Failed: {reason.strip()}{hint}")
