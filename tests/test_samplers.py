@@ -17,6 +17,7 @@ from tuner import samplers
 from tuner.errors import ConfigError
 from tuner.samplers import SearchSpace, _registry
 from tuner.storage import ATTR_NO_VARIANT
+from tuner.study._initial import unusable_accelerators
 from tuner.trial import InstanceKind, TrialSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -623,6 +624,25 @@ def test_an_accelerator_that_cannot_load_the_model_leaves_the_warm_start() -> No
     assert samplers.initial_params("bo", space, seeds=seeds, unusable={"openvino"})[1:] == seeds[1:]
     # the default config is measured whatever it runs on
     assert samplers.initial_params("bo", space, unusable={"none"})[0] == space.default_params()
+
+
+def test_a_pipelines_warm_start_puts_each_model_that_offers_it_on_the_fastest_accelerator() -> None:
+    pre = _space(instance_count=[1, 2], dynamic_batching=[False])
+    cls = _space(**SPACE)
+    pipeline = samplers.PipelineSpace({"pre": pre, "cls": cls}, max_batch_size=8)
+
+    first = samplers.warm_start_params(pipeline)
+
+    assert sorted(p["cls.accelerator"] for p in first) == ["none", "openvino", "openvino"], "as for one model"
+    assert samplers.accelerators_of(first[1]) == {"openvino"}
+    # a failed trial of OpenVINO on any model, and none run: the warm start goes on without it
+    failed = optuna.trial.create_trial(params=first[1], distributions={k: pipeline.distributions[k] for k in first[1]},
+                                       state=optuna.trial.TrialState.FAIL)
+    ran = optuna.trial.create_trial(params=first[0], distributions={k: pipeline.distributions[k] for k in first[0]},
+                                    values=[1.0, 1.0])
+    unusable = unusable_accelerators([ran, failed])
+    assert unusable == {"openvino"}
+    assert all(p["cls.accelerator"] == "none" for p in samplers.initial_params("bo", pipeline, unusable=unusable))
 
 
 def test_seeds_take_the_place_of_the_known_good_configs() -> None:

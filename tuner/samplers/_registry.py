@@ -142,9 +142,18 @@ def initial_params(
         )
     unique: dict[str, dict[str, Any]] = {}
     for index, params in enumerate(first):
-        if index == 0 or params.get("accelerator") not in unusable:
+        if index == 0 or not accelerators_of(params) & set(unusable):
             unique.setdefault(space.key_of(params), params)
     return list(unique.values())
+
+
+def accelerators_of(params: Mapping[str, Any]) -> set[str]:
+    """The accelerators a config's params name: its own, or (a pipeline's) each model's."""
+    return {str(value) for knob, value in params.items() if _is_accelerator(knob)}
+
+
+def _is_accelerator(knob: str) -> bool:
+    return knob == "accelerator" or knob.endswith(".accelerator")
 
 
 #: How the warm start's known-good changes are put together (``warm_start_params``): ``single``, each
@@ -177,7 +186,8 @@ def warm_start_params(space: Space, design: str | None = None, unusable: Collect
         {"instance_count": space.worker_cores if space.kind is InstanceKind.CPU else 2},
         {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": 1000},
     ]
-    offered = space.values("accelerator") if "accelerator" in space.distributions else []
+    # a pipeline's models each have their own: the change is made to every model that offers it
+    offered = {value for knob in space.distributions if _is_accelerator(knob) for value in space.values(knob)}
     accelerators = [accelerator for accelerator in offered if accelerator not in unusable]
     for accelerator in ("tensorrt", "openvino"):
         if accelerator in accelerators:

@@ -20,24 +20,23 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.samplers import Space, initial_params, trial_params
+from tuner.samplers import Space, accelerators_of, initial_params, trial_params
 from tuner.storage import ATTR_DEFAULT, ATTR_INTERRUPTED, ATTR_WARM_START
 
 _RAN = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def unusable_accelerators(trials: Sequence[FrozenTrial]) -> set[str]:
-    """Accelerators that failed a config (not an interrupted one) and ran none."""
+    """Accelerators that failed a config (not an interrupted one) and ran none (of a pipeline: as any of
+    its models' accelerator)."""
     ran: set[str] = set()
     failed: set[str] = set()
     for trial in trials:
-        accelerator = trial.params.get("accelerator")
-        if accelerator is None:
-            continue
+        accelerators = accelerators_of(trial.params)
         if trial.state in _RAN:
-            ran.add(accelerator)
+            ran |= accelerators
         elif trial.state == TrialState.FAIL and not trial.user_attrs.get(ATTR_INTERRUPTED):
-            failed.add(accelerator)
+            failed |= accelerators
     return failed - ran
 
 
