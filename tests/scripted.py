@@ -39,12 +39,15 @@ class ScriptedPool:
         interrupt_at: Raise KeyboardInterrupt (Ctrl-C) in ``collect`` once this many loads came back.
         seconds: How long each load takes.
         failing: Accelerators that cannot load the model: a config on one fails as Triton's refusal would.
+        no_variant: Precisions the model has no variant of: a config of one fails as the variant's build would.
     """
 
     def __init__(self, script: Script, workers: int = 1, noise: dict[int, Sequence[float]] | None = None,
-                 interrupt_at: int | None = None, seconds: float = 0.0, failing: Collection[str] = ()) -> None:
+                 interrupt_at: int | None = None, seconds: float = 0.0, failing: Collection[str] = (),
+                 no_variant: Collection[str] = ()) -> None:
         self.script = script
         self.failing = failing
+        self.no_variant = no_variant
         self.noise = noise or {}
         self.status = [WorkerStatus(index=i, node="scripted") for i in range(workers)]
         self.submitted: list[TrialSpec] = []
@@ -88,6 +91,9 @@ class ScriptedPool:
         self._queued.clear()
 
     def _answer(self, spec: TrialSpec) -> TrialOutcome:
+        if spec.precision in self.no_variant:
+            return TrialOutcome(spec, "", error=f"{spec.precision} variant: no {spec.precision} variant: scripted",
+                                failure=Failure.VARIANT)
         if spec.accelerator in self.failing:
             return TrialOutcome(spec, "", error=f"Triton refused the config ({spec.accelerator}): scripted",
                                 failure=Failure.CONFIG)

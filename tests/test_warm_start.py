@@ -14,7 +14,7 @@ from factories import instances_study
 from scripted import ScriptedPool, ScriptedRunner
 
 from tuner.config import parse_config
-from tuner.storage import ATTR_DEFAULT, ATTR_WARM_START
+from tuner.storage import ATTR_DEFAULT, ATTR_NO_VARIANT, ATTR_WARM_START
 from tuner.trial import TrialSpec
 
 SCRIPT = {1: (50.0, 1.0), 2: (90.0, 1.0)}
@@ -63,3 +63,20 @@ def test_the_warm_start_stays_within_the_budget(tmp_path: Path, digits_onnx: Pat
     submitted = _run(tmp_path, digits_onnx, ScriptedPool(SCRIPT), n_trials=n_trials)
 
     assert len(submitted) == n_trials
+
+
+def test_a_precision_the_model_has_no_variant_of_is_tried_once_in_a_study(tmp_path: Path, digits_onnx: Path) -> None:
+    data = instances_study("variants", f"sqlite:///{tmp_path / 'variants.db'}", str(digits_onnx), sampler="bo",
+                           n_trials=12)
+    data["search"]["space"] = {"instance_count": [1, 2], "max_batch_size": [4, 8], "dynamic_batching": [False],
+                               "accelerator": ["none", "openvino"],
+                               "precision": ["fp32", "int8"]}
+    data["load"]["remeasure"] = {"loads": 0}
+    pool = ScriptedPool(SCRIPT, no_variant=("int8",))
+    ScriptedRunner(parse_config(data, tmp_path), pool).run()
+
+    assert [s.precision for s in pool.submitted].count("int8") == 1, [(s.accelerator, s.precision) for s in pool.submitted]
+    assert len(pool.submitted) == 9, "the 8 FP32 configs and one INT8, then the sampler has nothing left"
+    trials = optuna.load_study(study_name="variants", storage=f"sqlite:///{tmp_path / 'variants.db'}").trials
+    [failed] = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed.user_attrs[ATTR_NO_VARIANT] == "int8"
