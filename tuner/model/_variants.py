@@ -72,7 +72,7 @@ def external_data(path: Path) -> list[str]:
     Raises:
         ModelError: a location is absolute, leaves the model's folder, or names no file.
     """
-    locations = _locations(str(path), *_version(path))
+    locations = _graph_facts(str(path), *_version(path))[0]
     for location in locations:
         relative = PurePosixPath(location)
         if relative.is_absolute() or ".." in relative.parts:
@@ -85,24 +85,22 @@ def external_data(path: Path) -> list[str]:
 
 
 @functools.lru_cache(maxsize=16)
-def _locations(path: str, inode: int, size: int, mtime_ns: int) -> tuple[str, ...]:
-    """The external data locations an ONNX file names, read once per version of the file (its inode, size
-    and time): every variant a trial asks for reads them, and parsing a large model takes seconds."""
+def _graph_facts(path: str, inode: int, size: int, mtime_ns: int) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The external data locations an ONNX file names and its graph's operators, read once per version of
+    the file (its inode, size and time): every trial that asks for a variant needs them, and parsing a large
+    model takes seconds."""
     del inode, size, mtime_ns  # the cache's key
     import onnx
 
     model = onnx.load(path, load_external_data=False)
-    return tuple(
-        sorted(
-            {
-                entry.value
-                for tensor in _tensors(model.graph)
-                if tensor.data_location == onnx.TensorProto.EXTERNAL
-                for entry in tensor.external_data
-                if entry.key == "location"
-            }
-        )
-    )
+    locations = {
+        entry.value
+        for tensor in _tensors(model.graph)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return tuple(sorted(locations)), frozenset(node.op_type for node in model.graph.node)
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -159,21 +157,12 @@ def int8_method(source: Path) -> str:
     Raises:
         ModelError: the model has no operator ONNX Runtime quantizes.
     """
-    ops = _operators(str(source), *_version(source))
+    ops = _graph_facts(str(source), *_version(source))[1]
     if ops & _CONV_OPS:
         return "static"
     if ops & _DYNAMIC_OPS:
         return "dynamic"
     raise VariantError(f"no INT8 variant: the model has no operator ONNX Runtime quantizes (it has {sorted(ops)[:8]})")
-
-
-@functools.lru_cache(maxsize=16)
-def _operators(path: str, inode: int, size: int, mtime_ns: int) -> frozenset[str]:
-    """The operators of an ONNX graph, read once per version of the file (its inode, size and time)."""
-    del inode, size, mtime_ns  # the cache's key
-    import onnx
-
-    return frozenset(node.op_type for node in onnx.load(path, load_external_data=False).graph.node)
 
 
 def build_variant(
