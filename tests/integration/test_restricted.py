@@ -21,8 +21,8 @@ from test_optimize import TUNER, _wait_for_running_trial, load, servers_under, s
 from tritonclient.utils import InferenceServerException
 
 from tuner.errors import MeasurementError
-from tuner.measure import EngineSettings, PerfAnalyzer
-from tuner.measure._warmup import random_inputs
+from tuner.measure import EngineSettings, PerfAnalyzer, request_samples
+from tuner.measure._warmup import infer_inputs
 from tuner.model_info import read_model_info
 from tuner.trial import TrialSpec
 from tuner.triton import RUNNER_SOURCE, Access, build_model_config, to_pbtxt, with_access
@@ -154,7 +154,7 @@ def test_health_metadata_statistics_and_inference_stay_open(served: tuple[Embedd
     info = read_model_info(Path(server.repository / "digits_forest" / "1" / "model.onnx"))
     assert http.is_server_ready() and http.is_model_ready("digits_forest")
     assert http.get_model_metadata("digits_forest")["name"] == "digits_forest"
-    answer = http.infer("digits_forest", random_inputs(info))
+    answer = http.infer("digits_forest", infer_inputs(info, request_samples(info, "random", None)[0]))
     assert answer.as_numpy(info.outputs[0].name) is not None
     # Triton counts a request after answering it: its count may lag the answer by a moment
     deadline = time.monotonic() + 10

@@ -11,32 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import tritonclient.http as triton_http
-from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+from tritonclient.utils import InferenceServerException
 
 from tuner.errors import MeasurementError
 from tuner.measure._builtin import request_samples
 from tuner.model_info import Answers, ModelInfo, by_sample, one_sample
 from tuner.triton import Access, with_access
-
-
-def random_inputs(model: ModelInfo, batch: int = 1, seed: int = 0) -> list[triton_http.InferInput]:
-    """One request's inputs filled with random values of each input's type and shape."""
-    rng = np.random.default_rng(seed)
-    inputs = []
-    for tensor in model.inputs:
-        # A batch-only tensor travels as [batch, 1] (see tuner.triton).
-        shape = [batch, *(d if d > 0 else 1 for d in tensor.item_shape)] if tensor.item_shape else [batch, 1]
-        dtype = np.dtype(triton_to_np_dtype(tensor.dtype))
-        if dtype.kind == "f":
-            data = rng.random(shape, dtype=np.float64).astype(dtype)
-        elif dtype.kind == "b":
-            data = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            data = rng.integers(0, 8, size=shape).astype(dtype)
-        request = triton_http.InferInput(tensor.name, shape, tensor.dtype)
-        request.set_data_from_numpy(data)
-        inputs.append(request)
-    return inputs
 
 
 def infer_inputs(model: ModelInfo, request: dict[str, np.ndarray]) -> list[triton_http.InferInput]:
