@@ -207,6 +207,19 @@ def lookup_model(path: Path, categories: int = 4) -> Path:
     return save_graph(graph, path)
 
 
+def scalar_output_model(path: Path) -> Path:
+    """y = relu(x) ([N, 4]) and stat = the mean of all of x (a scalar): an output without a batch dimension."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("ReduceMean", ["x"], ["stat"], keepdims=0)],
+        "scalar_output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]), helper.make_tensor_value_info("stat", TensorProto.FLOAT, [])],
+    )
+    return save_graph(graph, path)
+
+
 def save_graph(graph: Any, path: Path, opset: int = 17) -> Path:
     """Saves an ONNX graph as a model of the default domain's ``opset`` (IR 8, which every ONNX Runtime here reads)."""
     import onnx

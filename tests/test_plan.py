@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import lookup_model, save_graph
+from factories import lookup_model, save_graph, scalar_output_model
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, ModelError
@@ -69,15 +69,7 @@ def test_a_model_with_a_fixed_first_dimension_is_searched_without_batching(tmp_p
 
 
 def test_a_model_with_a_scalar_output_is_searched_without_batching(tmp_path: Path) -> None:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("ReduceMax", ["x"], ["peak"], keepdims=0)],
-        "scalar_output",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16]), helper.make_tensor_value_info("peak", TensorProto.FLOAT, [])],
-    )
-    save_graph(graph, tmp_path / "scalar.onnx")
+    scalar_output_model(tmp_path / "scalar.onnx")
     space = {"instance_count": [1, 2], "max_batch_size": [1, 8], "dynamic_batching": [False, True]}
     cfg = _cfg(tmp_path, tmp_path / "scalar.onnx", search={"n_trials": 2, "space": space})
 
@@ -85,7 +77,7 @@ def test_a_model_with_a_scalar_output_is_searched_without_batching(tmp_path: Pat
 
     assert {(c.get("max_batch_size", 1), c.get("dynamic_batching", False)) for c in plan.space.combinations()} == {(1, False)}
     [note] = plan.notes
-    assert "(peak [])" in note, "the output that stops batching is named"
+    assert "(stat [])" in note, "the output that stops batching is named"
 
 
 def test_the_runner_uses_the_plan_and_reads_the_model_no_more(tmp_path: Path, digits_onnx: Path) -> None:

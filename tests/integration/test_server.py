@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.http as triton_http
-from factories import lookup_model, save_graph
+from factories import lookup_model, save_graph, scalar_output_model
 from onnx import TensorProto, helper
 from served import settled_statistics
 
@@ -246,23 +246,12 @@ def test_a_cpu_worker_leaves_a_measured_config_for_the_next_load_to_replace(tmp_
         assert stubs(worker) == 0, "a failed trial unloads what is there"
 
 
-def _model_with_a_scalar_output(path: Path) -> Path:
-    """y = relu(x) ([N, 4]) and stat = the mean of all of x (a scalar): an output without a batch dimension."""
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("ReduceMean", ["x"], ["stat"], keepdims=0)],
-        "scalar_output",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]), helper.make_tensor_value_info("stat", TensorProto.FLOAT, [])],
-    )
-    return save_graph(graph, path)
-
-
 #: The config the plan gives a model that cannot batch: one request at a time.
 ONE_AT_A_TIME = TrialSpec(max_batch_size=1, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
 
 
 def test_a_model_with_a_scalar_output_answers_each_request_as_onnx_runtime_does(server: EmbeddedServer, tmp_path: Path) -> None:
-    onnx_path = _model_with_a_scalar_output(tmp_path / "scalar.onnx")
+    onnx_path = scalar_output_model(tmp_path / "scalar.onnx")
     info = read_model_info(onnx_path)
     assert [t.name for t in info.unbatched] == ["stat"]
     _install(server.repository, "scalar_output", onnx_path, ONE_AT_A_TIME)
