@@ -220,6 +220,19 @@ def scalar_output_model(path: Path) -> Path:
     return save_graph(graph, path)
 
 
+def zipmap_classifier(path: Path) -> Path:
+    """A scikit-learn logistic regression of the iris data, converted by skl2onnx with its defaults: a label
+    tensor and, through ZipMap, its probabilities as a sequence of maps (which Triton cannot return)."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    classifier = LogisticRegression(max_iter=500).fit(features.astype(np.float32), labels)
+    path.write_bytes(to_onnx(classifier, features[:1].astype(np.float32)).SerializeToString())
+    return path
+
+
 def save_graph(graph: Any, path: Path, opset: int = 17) -> Path:
     """Saves an ONNX graph as a model of the default domain's ``opset`` (IR 8, which every ONNX Runtime here reads)."""
     import onnx

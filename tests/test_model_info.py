@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
+from factories import zipmap_classifier
 from onnx import TensorProto, helper
 
 from tuner.errors import ModelError
@@ -142,14 +142,7 @@ def test_an_input_of_a_type_the_tuner_cannot_send_is_refused_by_name(tmp_path: P
 
 
 def test_a_classifier_s_zipmap_output_is_left_unserved_and_said_so(tmp_path: Path) -> None:
-    from skl2onnx import to_onnx
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, labels = load_iris(return_X_y=True)
-    classifier = LogisticRegression(max_iter=500).fit(features.astype(np.float32), labels)
-    path = tmp_path / "classifier.onnx"
-    path.write_bytes(to_onnx(classifier, features[:1].astype(np.float32)).SerializeToString())
+    path = zipmap_classifier(tmp_path / "classifier.onnx")
 
     info = read_model_info(path)
 
