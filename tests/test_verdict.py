@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.storage import Store, StoredTrial, StudyInfo, misses, read_study
-from tuner.study import config_results, pareto_front, recommend
+from tuner.study import config_results, nearest_misses, pareto_front, recommend
 
 INFO = StudyInfo(name="s", directions=("maximize", "minimize"), metric_names=("throughput", "latency_p99_ms"),
                  study_file={"constraints": {"latency_p99_ms": {"max": 50.0}}})
@@ -83,6 +83,20 @@ def test_the_front_is_over_configs_by_their_medians() -> None:
               load(3, 150.0, p99=30.0, instance_count=2)]
     front = pareto_front(config_results(trials, INFO), INFO.directions)
     assert sorted(r.values for r in front) == [(100.0, 20.0), (150.0, 30.0)]
+
+
+def test_where_no_config_is_feasible_the_nearest_miss_of_each_broken_bound_is_named() -> None:
+    info = StudyInfo(name="s", directions=("maximize", "minimize"), metric_names=("throughput", "latency_p99_ms"),
+                     study_file={"constraints": {"latency_p99_ms": {"max": 5.0}, "throughput": {"min": 10.0}}})
+    # p99 over 5 ms in every config, 9 ms the nearest by its median; throughput held everywhere
+    trials = [load(0, 50.0, p99=12.0), load(1, 40.0, p99=8.0, instance_count=2), load(2, 60.0, p99=30.0, instance_count=2),
+              load(3, 45.0, p99=9.0, instance_count=2), load(4, 30.0, p99=9.5, instance_count=4)]
+    results = config_results(trials, info)
+
+    ((nearest, miss),) = nearest_misses(results, info.bounds)
+
+    assert nearest.params["instance_count"] == 2 and miss.text() == "latency_p99_ms 9 > max 5 (+80%)"
+    assert nearest_misses(results, {"latency_p99_ms": {"max": 10.0}}) == [], "a config held it"
 
 
 def test_misses_name_the_side_and_the_excess() -> None:

@@ -25,7 +25,7 @@ from tuner.config import StudyConfig
 from tuner.pool import Pool
 from tuner.reports import params_text, step_compute_ms
 from tuner.storage import ATTR_INTERRUPTED, Bounds, StoredTrial, read_trial
-from tuner.study import ConfigResult, Recommendation, RunSummary, StudyRunner, TrialEvent, gain
+from tuner.study import ConfigResult, Recommendation, RunSummary, StudyRunner, TrialEvent, gain, nearest_misses
 
 # Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; tables read better wider.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -162,6 +162,12 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
             "[yellow]no feasible trial: no config held the constraints by the median of its loads; "
             "loosen the constraints or widen the search space[/]"
         )
+        nearest = nearest_misses(summary.results, summary.stored.info.bounds)
+        for result, miss in nearest:
+            console.print(f"  {miss.metric}: no config held it; the nearest, trial {result.number}: {miss.text()}",
+                          highlight=False, markup=False)  # fmt: skip
+        if not nearest:
+            console.print("  each constraint held in some config, but no config held them all")
         return
     bounds = summary.stored.info.bounds
     rec = summary.recommendation
