@@ -110,6 +110,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-single": {"sampler": "bo", "warm_start_design": "single"},
     "bo-config-loads": {"sampler": "bo", "variant_loads": False},
     "bo-config-loads-cold": {"sampler": "bo", "variant_loads": False, "warm_start": False},
+    "bo-unusable-first": {"sampler": "bo", "unusable_last": False},
+    "bo-unusable-first-cold": {"sampler": "bo", "unusable_last": False, "warm_start": False},
     "bo-bounded": {"sampler": "bo", "bounded_scale": True},
     "bo-bounded-cold": {"sampler": "bo", "bounded_scale": True, "warm_start": False},
     "bo-prior": {"sampler": "bo", "gp_prior": True},
@@ -140,6 +142,7 @@ BO_DEFAULTS = {
     "surrogate": (_bo, "DEFAULT_SURROGATE"), "variants_first": (_bo, "VARIANTS_FIRST"),
     "per_second": (_bo, "PER_SECOND"), "spread": (_bo, "SPREAD_STARTUP"), "measured_noise": (_bo, "MEASURED_NOISE"),
     "warm_start_design": (_registry, "WARM_START_DESIGN"), "variant_loads": (_bo, "VARIANT_LOADS"),
+    "unusable_last": (_bo, "UNUSABLE_LAST"),
     "bounded_scale": (_bo, "BOUNDED_SCALE"), "threads_knob": (_bo, "THREADS_KNOB"),
     "gp_prior": (_bo, "GP_PRIOR"), "gp_average": (_bo, "GP_AVERAGE"),
 }

@@ -17,7 +17,6 @@ from tuner import samplers
 from tuner.errors import ConfigError
 from tuner.samplers import SearchSpace, _registry
 from tuner.storage import ATTR_NO_VARIANT
-from tuner.study._initial import unusable_accelerators
 from tuner.trial import InstanceKind, TrialSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -473,6 +472,28 @@ def test_bo_tries_every_variant_before_it_ranges_over_them_all(variants_first: b
         assert len(set(proposed)) < 5, proposed
 
 
+@pytest.mark.parametrize("unusable_last", [True, False])
+def test_bo_does_not_try_first_the_variants_of_an_accelerator_that_ran_nothing(unusable_last: bool) -> None:
+    """OpenVINO failed twice at FP32 and ran nothing; INT8 ran on the CPU provider. OpenVINO at INT8 is the one
+    variant no trial has: measured first only where that rule is off."""
+    space = _space(max_batch_size=[1, 8], dynamic_batching=[False], instance_count=[1, 2],
+                   accelerator=["none", "openvino"], precision=["fp32", "int8"])
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=0, unusable_last=unusable_last)
+    ran = [({**p, "accelerator": "none"}, True) for p in space.combinations()
+           if p["accelerator"] == "openvino" and p["max_batch_size"] == 1]  # 1 or 2 instances, FP32 or INT8
+    failed = [(space.params_near({"accelerator": "openvino", "instance_count": n}), False) for n in (1, 2)]
+    study = _told(sampler, space, ran + failed)
+
+    trial = study.ask()
+    proposed = space.suggest(trial)
+
+    assert samplers.unusable_accelerators(study.trials) == {"openvino"}
+    if unusable_last:
+        assert proposed.accelerator == "none", "the models know where OpenVINO fails"
+    else:
+        assert (proposed.accelerator, proposed.precision) == ("openvino", "int8")
+
+
 @pytest.mark.parametrize("name", ["bo", "grid", "tpe", "quick"])
 def test_a_precision_the_model_has_no_variant_of_is_not_proposed_again(name: str) -> None:
     """INT8 cannot be built (a tree ensemble has nothing to quantize): the first INT8 trial fails with the
@@ -640,7 +661,7 @@ def test_a_pipelines_warm_start_puts_each_model_that_offers_it_on_the_fastest_ac
                                        state=optuna.trial.TrialState.FAIL)
     ran = optuna.trial.create_trial(params=first[0], distributions={k: pipeline.distributions[k] for k in first[0]},
                                     values=[1.0, 1.0])
-    unusable = unusable_accelerators([ran, failed])
+    unusable = samplers.unusable_accelerators([ran, failed])
     assert unusable == {"openvino"}
     assert all(p["cls.accelerator"] == "none" for p in samplers.initial_params("bo", pipeline, unusable=unusable))
 

@@ -15,13 +15,12 @@ from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._contract import DISTINCT, Exhaustible
 from tuner.samplers._grid import ConfigGridSampler
 from tuner.samplers._pipeline import PipelineSpace
-from tuner.samplers._planned import PlannedSampler, trial_params
+from tuner.samplers._planned import PlannedSampler, accelerators_of, trial_params, unusable_accelerators
 from tuner.samplers._quick import QuickSearchSampler
 from tuner.samplers._registry import (
     DEFAULT_STARTUP,
     SAMPLERS,
     WARM_STARTED,
-    accelerators_of,
     initial_params,
     make_sampler,
     warm_start_params,
@@ -47,5 +46,6 @@ __all__ = [
     "initial_params",
     "make_sampler",
     "trial_params",
+    "unusable_accelerators",
     "warm_start_params",
 ]

@@ -25,7 +25,8 @@ constraints. So this sampler models exactly that, over every config the space ha
   sample per request, so batching and instances do not change a variant's answers;
 - while a variant (precision x accelerator x device) has no trial, the proposal is one of the
   untried variants' configs (``variants_first``): a variant's accuracy is its own, and its speed
-  differs from the others' by a factor the model cannot learn from them;
+  differs from the others' by a factor the model cannot learn from them; but not those of an
+  accelerator that failed a config and ran none (``unusable_last``), as the warm start leaves it out;
 - every config no trial has, runs or waits for is scored by the log of its expected
   improvement over the best feasible value so far, plus the log of the probability that it
   meets every constraint and runs; the best one is proposed. Before anything is feasible, the
@@ -49,7 +50,7 @@ import numpy as np
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.samplers._planned import PlannedSampler, trial_params
+from tuner.samplers._planned import PlannedSampler, trial_params, unusable_accelerators
 from tuner.samplers._space import Space
 from tuner.samplers._surrogate import Model, fit, log_expected_improvement, log_prob_at_most_zero
 from tuner.storage import ATTR_INTERRUPTED, ATTR_METRICS, ATTR_TIMINGS
@@ -84,6 +85,9 @@ MEASURED_NOISE = True
 #: Whether a variant that has failed every config it was tried at is taken as one that may not load at
 #: all (``ConfigBOSampler``, ``variant_loads``), beside the model of which configs run.
 VARIANT_LOADS = True
+#: Whether the variants measured first leave out those of an accelerator that failed a config and ran
+#: none (``ConfigBOSampler``, ``unusable_last``), as the warm start leaves it out.
+UNUSABLE_LAST = True
 #: Whether the threads a config runs against the worker's cores are a knob of their own in the one-hot
 #: encoding (``ConfigBOSampler``, ``threads_knob``; ``FeatureEncoder``): off, as it needed more trials on
 #: recorded landscapes, where it needed fewer on synthetic ones (docs/benchmarks.md).
@@ -134,6 +138,10 @@ class ConfigBOSampler(PlannedSampler):
             that lacks an operator, or a precision the model cannot take, fails every config, which
             the model of which configs run, over all the knobs, learns only a config at a time (None
             takes ``VARIANT_LOADS``).
+        unusable_last: Leave out of the variants measured first those of an accelerator that failed
+            a config and ran none (``unusable_accelerators``): a provider that cannot load the model
+            at one precision seldom loads it at another, and its configs are left to the models,
+            which have learnt where it fails (None takes ``UNUSABLE_LAST``).
         bounded_scale: Bound the Gaussian processes' length scales by the distance between the two
             farthest configs of the space (``FeatureEncoder.diameter``): with a longer one, a fit of
             few rows is a smooth surface over the whole space that is next to certain of a config one
@@ -168,6 +176,7 @@ class ConfigBOSampler(PlannedSampler):
         spread: bool | None = None,
         measured_noise: bool | None = None,
         variant_loads: bool | None = None,
+        unusable_last: bool | None = None,
         bounded_scale: bool | None = None,
         threads_knob: bool | None = None,
         gp_prior: bool | None = None,
@@ -184,6 +193,7 @@ class ConfigBOSampler(PlannedSampler):
         self.spread = SPREAD_STARTUP if spread is None else spread
         self.measured_noise = MEASURED_NOISE if measured_noise is None else measured_noise
         self.variant_loads = VARIANT_LOADS if variant_loads is None else variant_loads
+        self.unusable_last = UNUSABLE_LAST if unusable_last is None else unusable_last
         self.threads_knob = THREADS_KNOB if threads_knob is None else threads_knob
         self._encode = FeatureEncoder(space, structured=self.surrogate != "onehot", threads_knob=self.threads_knob)
         self._model = SURROGATES[self.surrogate]
@@ -218,7 +228,9 @@ class ConfigBOSampler(PlannedSampler):
         if len(finished) < max(1, self.n_startup_trials):
             return self.combinations[self._startup_choice(left, visited)]
         if self.variants_first:
-            untried = {self._variants[i] for i in left} - self._tried_variants(study, trial.number)
+            unusable = unusable_accelerators(finished) if self.unusable_last else set()
+            untried = {v for v in (self._variants[i] for i in left) if v[1] not in unusable}
+            untried -= self._tried_variants(study, trial.number)
             if untried:
                 left = [i for i in left if self._variants[i] in untried]
         from threadpoolctl import threadpool_limits

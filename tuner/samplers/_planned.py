@@ -7,7 +7,7 @@ then answer each parameter from it. A trial enqueued with fixed params is left t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -16,7 +16,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers._space import Space
-from tuner.storage import ATTR_NO_VARIANT
+from tuner.storage import ATTR_INTERRUPTED, ATTR_NO_VARIANT
 
 ATTR_PLANNED = "tuner:planned"
 
@@ -115,3 +115,26 @@ def trial_params(trial: FrozenTrial) -> dict[str, Any]:
         **trial.system_attrs.get(ATTR_PLANNED, {}),
         **trial.params,
     }
+
+
+def accelerators_of(params: Mapping[str, Any]) -> set[str]:
+    """The accelerators a config's params name: its own, or (a pipeline's) each model's."""
+    return {str(value) for knob, value in params.items() if is_accelerator(knob)}
+
+
+def is_accelerator(knob: str) -> bool:
+    return knob == "accelerator" or knob.endswith(".accelerator")
+
+
+def unusable_accelerators(trials: Sequence[FrozenTrial]) -> set[str]:
+    """Accelerators that failed a config (not an interrupted one) and ran none (of a pipeline: as any of
+    its models' accelerator)."""
+    ran: set[str] = set()
+    failed: set[str] = set()
+    for trial in trials:
+        accelerators = accelerators_of(trial_params(trial))
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            ran |= accelerators
+        elif trial.state == TrialState.FAIL and not trial.user_attrs.get(ATTR_INTERRUPTED):
+            failed |= accelerators
+    return failed - ran

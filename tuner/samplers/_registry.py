@@ -22,6 +22,7 @@ import optuna
 from tuner.errors import ConfigError
 from tuner.samplers._bo import ConfigBOSampler
 from tuner.samplers._grid import ConfigGridSampler
+from tuner.samplers._planned import accelerators_of, is_accelerator
 from tuner.samplers._quick import QuickSearchSampler
 from tuner.samplers._space import Space
 from tuner.samplers._unmeasured import UnmeasuredFirst
@@ -147,15 +148,6 @@ def initial_params(
     return list(unique.values())
 
 
-def accelerators_of(params: Mapping[str, Any]) -> set[str]:
-    """The accelerators a config's params name: its own, or (a pipeline's) each model's."""
-    return {str(value) for knob, value in params.items() if _is_accelerator(knob)}
-
-
-def _is_accelerator(knob: str) -> bool:
-    return knob == "accelerator" or knob.endswith(".accelerator")
-
-
 #: How the warm start's known-good changes are put together (``warm_start_params``): ``single``, each
 #: change on its own; ``pairs``, each two of them together.
 WARM_START_DESIGNS = ("single", "pairs")
@@ -187,7 +179,7 @@ def warm_start_params(space: Space, design: str | None = None, unusable: Collect
         {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": 1000},
     ]
     # a pipeline's models each have their own: the change is made to every model that offers it
-    offered = {value for knob in space.distributions if _is_accelerator(knob) for value in space.values(knob)}
+    offered = {value for knob in space.distributions if is_accelerator(knob) for value in space.values(knob)}
     accelerators = [accelerator for accelerator in offered if accelerator not in unusable]
     for accelerator in ("tensorrt", "openvino"):
         if accelerator in accelerators:

@@ -18,26 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from tuner.samplers import Space, accelerators_of, initial_params, trial_params
-from tuner.storage import ATTR_DEFAULT, ATTR_INTERRUPTED, ATTR_WARM_START
-
-_RAN = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def unusable_accelerators(trials: Sequence[FrozenTrial]) -> set[str]:
-    """Accelerators that failed a config (not an interrupted one) and ran none (of a pipeline: as any of
-    its models' accelerator)."""
-    ran: set[str] = set()
-    failed: set[str] = set()
-    for trial in trials:
-        accelerators = accelerators_of(trial.params)
-        if trial.state in _RAN:
-            ran |= accelerators
-        elif trial.state == TrialState.FAIL and not trial.user_attrs.get(ATTR_INTERRUPTED):
-            failed |= accelerators
-    return failed - ran
+from tuner.samplers import Space, initial_params, trial_params, unusable_accelerators
+from tuner.storage import ATTR_DEFAULT, ATTR_WARM_START
 
 
 def queue_initial(
