@@ -41,7 +41,8 @@ throughput's measured noise (``tuner.samplers._bo.MEASURED_NOISE``), with those 
 two at a time (``tuner.samplers._registry.WARM_START_DESIGN``), and TPE, each
 with its default startup trials, warm-started or cold; bo's 2 and 8 and TPE's 4 and 16 startup trials
 are left out to keep the replays short: of them, the five-landscape run of 2026-12-05 chose only bo with 2,
-cold, with minilm held out) and the baselines
+cold, with minilm held out; ``--candidates`` names others, such as the shipped default and its variants
+that each undo one of its choices) and the baselines
 (grid, random, TPE) are replayed on every landscape; for each landscape the default is the
 candidate with the best score on the *other* landscapes (``tuner.replay.leave_one_out``: the mean
 over them of log(median trials to target / grid size), a seed that never reaches the target
@@ -100,6 +101,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-cold": {"sampler": "bo", "warm_start": False},
     "bo-startup8": {"sampler": "bo", "n_startup_trials": 8},
     "bo-mixed": {"sampler": "bo", "variants_first": False},
+    "bo-mixed-cold": {"sampler": "bo", "variants_first": False, "warm_start": False},
     "bo-per-second": {"sampler": "bo", "per_second": True},
     "bo-per-second-cold": {"sampler": "bo", "per_second": True, "warm_start": False},
     "bo-structured": {"sampler": "bo", "surrogate": "structured"},
@@ -411,12 +413,14 @@ def _print(label: str, name: str, summary: dict[str, Any]) -> None:
     )
 
 
-def loo(results: dict[str, Any], trials: int) -> dict[str, Any]:
-    """The leave-one-landscape-out rows of every landscape, from the replays in ``results``."""
+def loo(results: dict[str, Any], trials: int, candidates: list[str] | None = None) -> dict[str, Any]:
+    """The leave-one-landscape-out rows of every landscape, from the replays in ``results``, choosing among
+    ``candidates`` (names of ``VARIANTS`` or ``CANDIDATES``; None: every one of ``CANDIDATES``)."""
     models = results["models"]
+    candidates = candidates or list(CANDIDATES)
     rows: dict[str, Any] = {}
     for start, warm in (("warm", True), ("cold", False)):
-        pool = [name for name, v in CANDIDATES.items() if v["warm_start"] is warm]
+        pool = [name for name in candidates if _variant(name).get("warm_start", True) is warm]
         scores = {
             name: {
                 model: trials_score(
@@ -438,7 +442,7 @@ def loo(results: dict[str, Any], trials: int) -> dict[str, Any]:
         rows[model].sort(key=lambda row: row["start"])
     return {
         "budget": trials,
-        "candidates": list(CANDIDATES),
+        "candidates": candidates,
         "score": "mean over the other landscapes of log(median trials to target / grid size), never = 2 x budget",
         "landscapes": {
             model: {"grid_size": entry["reference"]["configs"], "near_best": entry["reference"]["near_best"],
@@ -446,6 +450,10 @@ def loo(results: dict[str, Any], trials: int) -> dict[str, Any]:
             for model, entry in models.items()
         },
     }
+
+
+def _variant(name: str) -> dict[str, Any]:
+    return VARIANTS.get(name) or CANDIDATES[name]
 
 
 def _figures(summary: dict[str, Any]) -> dict[str, Any]:
@@ -502,6 +510,10 @@ def main() -> None:
         "--loo", action="store_true",
         help="Replay the candidate defaults and the baselines, and choose the defaults leave-one-landscape-out.",
     )
+    parser.add_argument(
+        "--candidates", help="With --loo: the defaults to choose among, comma-separated names of variants "
+                             "(default: every candidate of CANDIDATES)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
     parser.add_argument("--table", action="store_true", help="Print the --out results as markdown and exit.")
     parser.add_argument(
@@ -510,6 +522,7 @@ def main() -> None:
              "replace an earlier one's) into --out; with --loo, choose the defaults over all of them.",
     )
     args = parser.parse_args()
+    candidates = args.candidates.split(",") if args.candidates else None
     if args.merge:
         merged: dict[str, Any] = {"models": {}}
         for path in args.merge:
@@ -520,7 +533,7 @@ def main() -> None:
                 known |= {k: v for k, v in entry.items() if k != "variants"}
                 known["variants"] |= entry["variants"]
         if args.loo:
-            merged["loo"] = loo(merged, args.trials)
+            merged["loo"] = loo(merged, args.trials, candidates)
             print(loo_table(merged["loo"]))
         args.out.write_text(json.dumps(merged, indent=1) + "\n")
         return
@@ -536,7 +549,7 @@ def main() -> None:
     results["machine"] = replay_machine()
     results["noise_cv"] = NOISE_CV
     seeds = range(args.seeds)
-    variants = list(dict.fromkeys([*CANDIDATES, *BASELINES])) if args.loo else args.variants.split(",")
+    variants = list(dict.fromkeys([*(candidates or CANDIDATES), *BASELINES])) if args.loo else args.variants.split(",")
     for path in landscape_paths(args):
         cfg = replay_config(path, ROOT / "model_repository")
         landscape = Landscape.load(path)
@@ -554,7 +567,7 @@ def main() -> None:
                     redrawn[seed] = (drawn_path, reference(cfg, drawn))
             replayed: dict[str, dict[str, Any]] = {}  # a baseline that is also a candidate is replayed once
             for name in variants:
-                variant = VARIANTS.get(name) or CANDIDATES[name]
+                variant = _variant(name)
                 startup = variant.get("n_startup_trials")
                 startup = DEFAULT_STARTUP.get(variant["sampler"]) if startup is None else startup
                 same = json.dumps({"warm_start": True, **variant, "n_startup_trials": startup}, sort_keys=True)
@@ -569,7 +582,8 @@ def main() -> None:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(results, indent=1) + "\n")
     if args.loo:
-        results["loo"] = loo({"models": {p.stem: results["models"][p.stem] for p in landscape_paths(args)}}, args.trials)
+        models = {p.stem: results["models"][p.stem] for p in landscape_paths(args)}
+        results["loo"] = loo({"models": models}, args.trials, candidates)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         print(loo_table(results["loo"]))
 
