@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tuner.errors import ConfigError, ModelError
+from tuner.errors import ConfigError, ModelError, VariantError
 from tuner.model import _variants as variants
 from tuner.model import build_variant, validation_inputs
 from tuner.model._variants import file_digest, int8_method
@@ -161,8 +161,8 @@ def test_fp16_of_a_model_whose_output_feeds_another_node_runs_close_to_fp32(tmp_
         np.testing.assert_allclose(actual, expected, rtol=0.02, atol=0.02)
 
 
-def test_an_fp16_model_quantized_is_no_int8_variant_said_when_it_is_built(tmp_path: Path) -> None:
-    # ONNX Runtime's dynamic quantization of a model whose tensors are FP16 already gives a graph it refuses
+def _fp16_model(tmp_path: Path) -> Path:
+    """The MatMul model with its weight, input and output in FP16: a model exported at half precision."""
     model = onnx.load(str(_matmul_model(tmp_path / "fp32.onnx")))
     for value in [*model.graph.input, *model.graph.output]:
         value.type.tensor_type.elem_type = TensorProto.FLOAT16
@@ -171,10 +171,24 @@ def test_an_fp16_model_quantized_is_no_int8_variant_said_when_it_is_built(tmp_pa
     source = tmp_path / "fp16.onnx"
     onnx.save(model, str(source))
     _session(source)  # the model itself runs
+    return source
+
+
+def test_an_fp16_model_quantized_is_no_int8_variant_said_when_it_is_built(tmp_path: Path) -> None:
+    # ONNX Runtime's dynamic quantization of a model whose tensors are FP16 already gives a graph it refuses
+    source = _fp16_model(tmp_path)
 
     with pytest.raises(ModelError, match="no int8 variant: ONNX Runtime refuses the quantized graph"):
         build_variant(source, "int8", tmp_path / "cache")
     assert list((tmp_path / "cache").glob("*.onnx")) == [], "nothing cached"
+
+
+def test_an_fp16_model_has_no_fp16_variant_of_its_own(tmp_path: Path) -> None:
+    source = _fp16_model(tmp_path)
+
+    with pytest.raises(VariantError, match="no fp16 variant: the model has no FP32 weight, input or output"):
+        build_variant(source, "fp16", tmp_path / "cache")
+    assert build_variant(source, "fp32", tmp_path / "cache") == source, "served as it is"
 
 
 def test_an_fp16_graph_the_runtime_refuses_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

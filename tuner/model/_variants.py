@@ -220,6 +220,14 @@ def _to_fp16(source: Path, target: Path) -> None:
     from onnxruntime.transformers import float16
 
     model = onnx.load(str(source))
+    values = [*model.graph.input, *model.graph.output]
+    if not any(t.data_type == onnx.TensorProto.FLOAT for t in _tensors(model.graph)) and not any(
+        v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in values
+    ):
+        # the converter would give the same graph back, and the study would measure it twice
+        raise VariantError(
+            "no fp16 variant: the model has no FP32 weight, input or output to convert; fp32 serves it as it is"
+        )
     with warnings.catch_warnings():  # it warns once per weight it rounds
         warnings.simplefilter("ignore")
         model = float16.convert_float_to_float16(model, keep_io_types=True)
