@@ -16,7 +16,7 @@ from tuner import config as cfg
 from tuner import samplers
 from tuner.errors import ConfigError
 from tuner.samplers import SearchSpace, _registry
-from tuner.storage import ATTR_NO_VARIANT
+from tuner.storage import ATTR_INTERRUPTED, ATTR_NO_VARIANT
 from tuner.trial import InstanceKind, TrialSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -470,6 +470,20 @@ def test_bo_tries_every_variant_before_it_ranges_over_them_all(variants_first: b
         assert ("none", "int8") in proposed[5:], "the fastest variant, once found, is measured again"
     else:
         assert len(set(proposed)) < 5, proposed
+
+
+def test_an_accelerator_is_unusable_for_a_load_that_failed_not_a_variant_that_could_not_be_built() -> None:
+    space = _space(max_batch_size=[1, 8], accelerator=["none", "openvino"], precision=["fp32", "int8"])
+    params = space.params_near({"accelerator": "openvino", "precision": "int8"})
+    distributions = {k: space.distributions[k] for k in params}
+
+    def failed(**attrs: Any) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(params=params, distributions=distributions,
+                                         state=optuna.trial.TrialState.FAIL, user_attrs=attrs)
+
+    assert samplers.unusable_accelerators([failed()]) == {"openvino"}
+    assert samplers.unusable_accelerators([failed(**{ATTR_NO_VARIANT: "int8"})]) == set()
+    assert samplers.unusable_accelerators([failed(**{ATTR_INTERRUPTED: True})]) == set()
 
 
 @pytest.mark.parametrize("unusable_last", [True, False])

@@ -127,14 +127,17 @@ def is_accelerator(knob: str) -> bool:
 
 
 def unusable_accelerators(trials: Sequence[FrozenTrial]) -> set[str]:
-    """Accelerators that failed a config (not an interrupted one) and ran none (of a pipeline: as any of
-    its models' accelerator)."""
+    """Accelerators that failed a config and ran none (of a pipeline: as any of its models' accelerator). An
+    interrupted trial did not fail, and one whose variant could not be built (``ATTR_NO_VARIANT``) failed
+    before any accelerator had it."""
     ran: set[str] = set()
     failed: set[str] = set()
     for trial in trials:
         accelerators = accelerators_of(trial_params(trial))
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             ran |= accelerators
-        elif trial.state == TrialState.FAIL and not trial.user_attrs.get(ATTR_INTERRUPTED):
+        elif trial.state == TrialState.FAIL and not (
+            trial.user_attrs.get(ATTR_INTERRUPTED) or trial.user_attrs.get(ATTR_NO_VARIANT) is not None
+        ):
             failed |= accelerators
     return failed - ran
