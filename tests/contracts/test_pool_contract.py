@@ -225,3 +225,30 @@ def test_a_ray_pool_whose_worker_cannot_start_releases_what_it_took(
         pytest.fail("the pool did not start")
 
     assert closed == [True]
+
+
+def test_ctrl_c_inside_ray_init_still_shuts_down_the_ray_it_started(
+    tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C once ``ray.init`` has started Ray's processes and connected, before it returns: the pool shuts
+    that Ray down, rather than exit with a driver connected to a node its exit handlers stop (a crash)."""
+    import ray
+
+    from tuner.workers import _pool
+    from tuner.workers._ray_init import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+    def interrupted_init(address: str | None, num_cpus: int) -> None:
+        init_ray(address, num_cpus)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_pool, "init_ray", interrupted_init)
+    made = _make("ray", tmp_path, digits_onnx)
+
+    with pytest.raises(KeyboardInterrupt), made.pool:
+        pytest.fail("the pool did not start")
+
+    assert not ray.is_initialized()
+    assert ray._private.worker._global_node is None, "Ray's processes were stopped"

@@ -254,8 +254,10 @@ class RayPool:
 
         if not ray.is_initialized():
             num_cpus = max(len(_affinity()), self.settings.count * self.settings.cpus_per_worker)
-            init_ray(self.settings.address, num_cpus)
+            # set first: Ctrl-C inside ray.init, once its processes run, must still shut them down (``close``),
+            # or the process exits with Ray's driver connected to a node its exit handlers stop, and crashes
             self._started_ray = True
+            init_ray(self.settings.address, num_cpus)
         self._model_ref = ray.put(pack_model(self.model_path))
         for slot in self.slots:
             self._spawn(slot)
@@ -406,22 +408,22 @@ class RayPool:
         """
         import ray
 
-        if not ray.is_initialized():
-            return
-        live = [slot for slot in self.slots if slot.actor is not None]
-        for slot in live:
-            if slot.future is not None:  # busy: it cannot take a stop call
+        if ray.is_initialized():
+            live = [slot for slot in self.slots if slot.actor is not None]
+            for slot in live:
+                if slot.future is not None:  # busy: it cannot take a stop call
+                    ray.kill(slot.actor, no_restart=True)
+            stops = [slot.actor.stop.remote() for slot in live if slot.future is None]
+            if stops:
+                ray.wait(stops, num_returns=len(stops), timeout=30)
+            for slot in live:
                 ray.kill(slot.actor, no_restart=True)
-        stops = [slot.actor.stop.remote() for slot in live if slot.future is None]
-        if stops:
-            ray.wait(stops, num_returns=len(stops), timeout=30)
-        for slot in live:
-            ray.kill(slot.actor, no_restart=True)
-            slot.actor = slot.future = None
-        for slot in live:
-            self._sweep(slot)
-        if self._started_ray:
+                slot.actor = slot.future = None
+            for slot in live:
+                self._sweep(slot)
+        if self._started_ray:  # also after a start interrupted inside ray.init: whatever it started goes
             ray.shutdown()
+            self._started_ray = False
 
 
 def _worker_error(spec: TrialSpec, exc: Exception) -> TrialOutcome:
