@@ -101,3 +101,28 @@ def test_bad_input_and_usage_errors_exit_2(tmp_path: Path, run_main, capsys: pyt
     assert run_main("show", "s", "--nope") == ExitCode.INPUT
     assert run_main("show", "s", "--storage", f"sqlite:///{tmp_path / 'none.db'}") == ExitCode.INPUT
     assert "no study database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_a_study_s_loop_says_so_and_exits_by_the_signal(
+    tmp_path: Path, run_main, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, signum: int
+) -> None:
+    """Typer turns the KeyboardInterrupt that leaves a command into exit code 130 whatever the signal."""
+    from tuner.cli import _app, _study_commands
+
+    monkeypatch.setattr(_app, "_stopped_by", [signal.SIGINT])
+
+    def interrupted(cfg: object) -> None:  # the signal comes while the study is being planned
+        if signum == signal.SIGTERM:
+            _app.stop_on_sigterm(signum, None)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_study_commands, "_preflight", interrupted)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"study": "s", "model": {"name": "m", "path": str(tmp_path / "m.onnx")}}))
+    (tmp_path / "m.onnx").write_bytes(b"")
+
+    code = run_main("optimize", str(study))
+
+    assert code == (ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
+    assert capsys.readouterr().err.strip() == "interrupted"

@@ -66,6 +66,13 @@ def _main(
 _stopped_by: list[int] = [signal.SIGINT]
 
 
+class Interrupted(Exception):
+    """A command that Ctrl-C or SIGTERM stopped and that left its work stored: the message says how to go on.
+
+    Typer turns a KeyboardInterrupt that leaves a command into exit code 130 whatever the signal, and
+    says nothing; a command that handles the interrupt itself raises this instead."""
+
+
 def interrupted_code() -> ExitCode:
     """The exit code of a run that was stopped: 143 after SIGTERM, 130 after Ctrl-C."""
     return ExitCode.TERMINATED if _stopped_by[0] == signal.SIGTERM else ExitCode.INTERRUPTED

@@ -22,7 +22,7 @@ from tuner.cli import _study_commands  # noqa: F401
 
 # isort: split
 from tuner.cli import _result_commands  # noqa: F401
-from tuner.cli._app import app, err_console, interrupted_code, stop_on_sigterm
+from tuner.cli._app import Interrupted, app, err_console, interrupted_code, stop_on_sigterm
 from tuner.errors import ExitCode, TunerError
 
 
@@ -34,6 +34,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
+    except Interrupted as exc:
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(interrupted_code())
     except TunerError as exc:
         # soft_wrap: one line however long, for logs and scripts
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
@@ -50,4 +53,7 @@ def main() -> None:
         else:
             err_console.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(ExitCode.INPUT)
+    if code == ExitCode.INTERRUPTED:  # typer's code for a KeyboardInterrupt (or SIGTERM) the command left alone
+        err_console.print("interrupted")
+        sys.exit(interrupted_code())
     sys.exit(code if isinstance(code, int) else 0)

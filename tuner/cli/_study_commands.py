@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from tuner.cli._app import StorageOption, app, err_console, interrupted_code, landscape_app, models_app, storage_url
+from tuner.cli._app import (
+    Interrupted,
+    StorageOption,
+    app,
+    landscape_app,
+    models_app,
+    storage_url,
+)
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -88,8 +95,7 @@ def optimize(
             summary = runner.run(n_trials=n_trials, timeout_s=timeout)
     display.print_summary(summary, cfg)
     if summary.interrupted:
-        err_console.print("interrupted: the study is stored; run the same command to continue it")
-        raise typer.Exit(interrupted_code())
+        raise Interrupted("interrupted: the study is stored; run the same command to continue it")
 
 
 def _print_notes(plan: StudyPlan) -> None:
@@ -254,5 +260,4 @@ def landscape_record(
         f"{len(landscape.outcomes)} of {total} configs ({failed} failed) written to {output}", markup=False
     )
     if summary.interrupted:
-        err_console.print("interrupted: run the same command to measure the configs still missing")
-        raise typer.Exit(interrupted_code())
+        raise Interrupted("interrupted: run the same command to measure the configs still missing")
