@@ -227,11 +227,13 @@ def test_a_ray_pool_whose_worker_cannot_start_releases_what_it_took(
     assert closed == [True]
 
 
+@pytest.mark.parametrize("stopping", ["works", "raises"])
 def test_ctrl_c_inside_ray_init_still_shuts_down_the_ray_it_started(
-    tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch, stopping: str
 ) -> None:
     """Ctrl-C once ``ray.init`` has started Ray's processes and connected, before it returns: the pool shuts
-    that Ray down, rather than exit with a driver connected to a node its exit handlers stop (a crash)."""
+    that Ray down, rather than exit with a driver connected to a node its exit handlers stop (a crash); also
+    where stopping the workers raises, as it does once Ray's node is gone."""
     import ray
 
     from tuner.workers import _pool
@@ -244,10 +246,15 @@ def test_ctrl_c_inside_ray_init_still_shuts_down_the_ray_it_started(
         init_ray(address, num_cpus)
         raise KeyboardInterrupt
 
+    def node_gone(self: RayPool) -> None:
+        raise RuntimeError("the node is gone")
+
     monkeypatch.setattr(_pool, "init_ray", interrupted_init)
+    if stopping == "raises":
+        monkeypatch.setattr(RayPool, "_stop_workers", node_gone)
     made = _make("ray", tmp_path, digits_onnx)
 
-    with pytest.raises(KeyboardInterrupt), made.pool:
+    with pytest.raises(KeyboardInterrupt if stopping == "works" else RuntimeError), made.pool:
         pytest.fail("the pool did not start")
 
     assert not ray.is_initialized()

@@ -408,22 +408,29 @@ class RayPool:
         """
         import ray
 
-        if ray.is_initialized():
-            live = [slot for slot in self.slots if slot.actor is not None]
-            for slot in live:
-                if slot.future is not None:  # busy: it cannot take a stop call
-                    ray.kill(slot.actor, no_restart=True)
-            stops = [slot.actor.stop.remote() for slot in live if slot.future is None]
-            if stops:
-                ray.wait(stops, num_returns=len(stops), timeout=30)
-            for slot in live:
+        try:
+            if ray.is_initialized():
+                self._stop_workers()
+        finally:  # also where stopping them raised (Ray's node gone first) or ray.init was interrupted
+            if self._started_ray:
+                ray.shutdown()
+                self._started_ray = False
+
+    def _stop_workers(self) -> None:
+        import ray
+
+        live = [slot for slot in self.slots if slot.actor is not None]
+        for slot in live:
+            if slot.future is not None:  # busy: it cannot take a stop call
                 ray.kill(slot.actor, no_restart=True)
-                slot.actor = slot.future = None
-            for slot in live:
-                self._sweep(slot)
-        if self._started_ray:  # also after a start interrupted inside ray.init: whatever it started goes
-            ray.shutdown()
-            self._started_ray = False
+        stops = [slot.actor.stop.remote() for slot in live if slot.future is None]
+        if stops:
+            ray.wait(stops, num_returns=len(stops), timeout=30)
+        for slot in live:
+            ray.kill(slot.actor, no_restart=True)
+            slot.actor = slot.future = None
+        for slot in live:
+            self._sweep(slot)
 
 
 def _worker_error(spec: TrialSpec, exc: Exception) -> TrialOutcome:
