@@ -10,14 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from tuner.cli._app import (
-    Interrupted,
-    StorageOption,
-    app,
-    landscape_app,
-    models_app,
-    storage_url,
-)
+from tuner.cli._app import Interrupted, StorageOption, app, landscape_app, models_app, storage_url
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
