@@ -390,7 +390,9 @@ class ProcessServer:
     def _raise_if_dead(self) -> None:
         if not self.is_alive():
             code = self._process.poll() if self._process else None
-            raise ServerStartError(f"tritonserver is not running (exit code {code}); log {self.log_path}")
+            raise ServerStartError(
+                f"tritonserver is not running (exit code {code}): {self.last_error()}; log {self.log_path}"
+            )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
