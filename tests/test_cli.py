@@ -269,12 +269,14 @@ def test_export_writes_the_recommended_configs_representative_load(remeasured: s
     result = _tuner("export", "remeasured", tmp_path / "deploy", "--storage", remeasured, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "exported trial 5 " in result.stdout and "5868 infer/s" in result.stdout
+    assert "median" not in result.stdout, "trial 5 is the load at the median"
     readme = (tmp_path / "deploy" / "README.md").read_text()
     assert "trial 5 of study remeasured" in readme
     assert "measured 3 times (trials 1, 4, 5)" in readme and "Recommended: trial 5" in readme
     assert "the load nearest the median is this one" in readme
     lucky = _tuner("export", "remeasured", tmp_path / "lucky", "--trial", 4, "--storage", remeasured, cwd=tmp_path)
     assert lucky.returncode == 0, lucky.stderr
+    assert "6400 infer/s" in lucky.stdout and "(this load; the config's median over 3 loads: 5868 infer/s)" in lucky.stdout
     readme = (tmp_path / "lucky" / "README.md").read_text()
     assert "trial 4 of study remeasured" in readme and "6400 infer/s" in readme
     assert "the load nearest the median is trial 5" in readme and "Recommended:" not in readme

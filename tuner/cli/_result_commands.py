@@ -61,11 +61,17 @@ def export_command(
         raise ConfigError("--trial and --max-p99-ms: give one of them")
     store = Store(storage_url(storage), must_exist=True)
     exported = export_trial(store.load_study(study_name), store, out_dir, number=trial, max_p99_ms=max_p99_ms)
-    point = exported.point
+    point, config = exported.point, exported.config
+    loads = ""
+    median = config.metric("throughput") if config is not None and len(config.loads) > 1 else None
+    # the study judged the config by its loads' median, which this load may not be
+    if config is not None and median is not None and f"{median:.4g}" != f"{point.throughput:.4g}":
+        loads = f" (this load; the config's median over {len(config.loads)} loads: {median:.4g} infer/s)"
     display.console.print(
         f"exported trial {exported.trial} to {exported.model_dir}: {point.throughput:.4g} infer/s, "
-        f"p99 {point.latency_p99_ms:.3g} ms at concurrency {point.concurrency}; see {out_dir / 'README.md'}",
+        f"p99 {point.latency_p99_ms:.3g} ms at concurrency {point.concurrency}{loads}; see {out_dir / 'README.md'}",
         markup=False,
+        soft_wrap=True,  # one line, for scripts
     )
 
 

@@ -61,6 +61,7 @@ class Exported:
         point: The measured point the export stands for.
         files: Every file written.
         command: The perf_analyzer command line that measures it again, as the README gives it.
+        config: The trial's config over every load of it, where the trial is one of them.
     """
 
     repository: Path
@@ -69,6 +70,7 @@ class Exported:
     point: LoadPoint
     files: tuple[Path, ...]
     command: str
+    config: ConfigResult | None = None
 
 
 def study_config(study: optuna.Study | StudyInfo) -> StudyConfig:
@@ -187,7 +189,7 @@ def export_trial(
     readme.write_text(readme_text(cfg, stored.name, choice, explanations, command))
     files.append(readme)
     logger.info("exported trial %d of %s to %s", trial.number, stored.name, out_dir)
-    return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files), command)
+    return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files), command, choice.config)
 
 
 def _write_model(folder: Path | None, model_dir: Path, config_pbtxt: str) -> list[Path]:
