@@ -305,8 +305,8 @@ def nearest_misses(results: Sequence[ConfigResult], bounds: Bounds) -> list[tupl
     """For each constraint that no config held by its medians, the config that came nearest to it and its
     miss: how far that bound would have to move for the study to have a feasible config."""
     nearest = []
+    medians = [(r, r.median_metrics()) for r in results]
     for metric, bound in bounds.items():
-        medians = [(r, r.median_metrics()) for r in results]
         judged = [(r, misses(m, {metric: bound})) for r, m in medians if metric in m]
         if judged and all(missed for _, missed in judged):
             nearest.append(min(((r, missed[0]) for r, missed in judged), key=lambda pair: pair[1].excess))
