@@ -158,6 +158,15 @@ def _started_from(argv: list[str], folder: Path) -> bool:
     return False
 
 
+def exit_text(code: int) -> str:
+    """How a process ended, from its return code (negative: the signal that ended it)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def server_flags(access: Access, *, whole_configs: bool) -> list[str]:
     """The options every tritonserver the tuner starts takes, on this machine or in a container.
 
@@ -216,6 +225,9 @@ class ProcessServer:
         self._guard: GroupGuard | None = None
         self._access: Access | None = None
         self._client: triton_http.InferenceServerClient | None = None
+        #: Where in the log this start's lines begin, and where they were when the server became ready.
+        self._log_start = 0
+        self._log_ready: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -265,6 +277,7 @@ class ProcessServer:
         cmd = self._command()
         logger.debug("starting %s", redact(" ".join(cmd), self._access))
         with self.log_path.open("ab") as log:
+            self._log_start, self._log_ready = log.tell(), None
             try:
                 self._process = subprocess.Popen(
                     cmd,
@@ -282,6 +295,7 @@ class ProcessServer:
             triton_http.InferenceServerClient(self.http_url, network_timeout=120.0), self._access
         )
         self._wait_ready()
+        self._log_ready = self._log_size()
         logger.info("%s ready on %s", self._describe(), self.ports)
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -339,10 +353,32 @@ class ProcessServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def last_error(self) -> str:
-        """The last error line of the server's log (or its last line)."""
-        lines = [line.strip() for line in self.log_tail(200).splitlines() if line.strip()]
+        """How the server ended, where it has, and the last error line of its log since this start (or its
+        last line). Once the server was ready, only what it logged after that counts: an error of its
+        start-up (no GPU driver on a CPU machine, say) is not why a ready server went down."""
+        lines = self._log_lines(self._log_ready if self._log_ready is not None else self._log_start)
+        if self._log_ready is not None and not lines:
+            lines = ["nothing logged since it became ready"]
         errors = [line for line in lines if re.match(r"E\d{4} ", line)]  # Triton's error lines: E1125 10:00:00...
-        return (errors or lines or ["no log output"])[-1][:500]
+        line = (errors or lines or ["no log output"])[-1][:500]
+        code = self._process.poll() if self._process is not None else None
+        return line if code is None else f"{exit_text(code)}; last log line: {line}"
+
+    def _log_lines(self, offset: int, most: int = 200) -> list[str]:
+        """The log's last non-empty lines from byte ``offset`` on."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return []
+        return [line.strip() for line in text.splitlines() if line.strip()][-most:]
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
 
     # -- for subclasses --------------------------------------------------------------------
 
@@ -389,20 +425,15 @@ class ProcessServer:
 
     def _raise_if_dead(self) -> None:
         if not self.is_alive():
-            code = self._process.poll() if self._process else None
-            raise ServerStartError(
-                f"tritonserver is not running (exit code {code}): {self.last_error()}; log {self.log_path}"
-            )
+            raise ServerStartError(f"tritonserver is not running: {self.last_error()}; log {self.log_path}")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                code = self._process.returncode
+                message = f"tritonserver ended while starting: {self.last_error()} (log: {self.log_path})"
                 self.stop()
-                raise ServerStartError(
-                    f"tritonserver exited with code {code} while starting: {self.last_error()} (log: {self.log_path})"
-                )
+                raise ServerStartError(message)
             fatal = self._fatal_start_error()
             if fatal:
                 self.stop(timeout_s=2)

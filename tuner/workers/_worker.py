@@ -462,7 +462,7 @@ class Worker:
                     for model_name in (name, *self._steps):  # an ensemble before the models it runs
                         self.server.unload(model_name)
             return None
-        reason = f"tritonserver died during the trial (last log line: {self.server.last_error()})"
+        reason = f"tritonserver died during the trial: {self.server.last_error()}"
         logger.warning("%s; restarting it", reason)
         self._restart()
         return reason
