@@ -230,7 +230,7 @@ class ConfigSummary(_Out):
     values: list[float | None] = Field(description="Per objective, the median over the loads.")
     interval: Interval = Field(
         description="Where the median of the first objective lies: the range of the loads, each widened by its "
-        "own window spread; configs whose intervals overlap cannot be told apart."
+        "own window spread; a config whose median lies in the leader's interval ties with it."
     )
     spread_pct: float | None = Field(description="(max - min) / median of the first objective over the loads, in %.")
     feasible: bool = Field(description="Within every constraint of the study by the median of its loads.")
@@ -265,7 +265,7 @@ class Recommendation(_Out):
 
     Without limits, the study's own verdict, the same as the CLI's, the report's and the export's:
     among the configs feasible by the median of their loads, the best median of the first
-    objective; configs whose intervals overlap it tie, and the cheapest of them wins. With limits,
+    objective leads; the configs whose medians lie in its interval tie with it, and the cheapest of them wins. With limits,
     the best measured point within them, from every concurrency of the stored curves.
     """
 
@@ -287,8 +287,8 @@ class Recommendation(_Out):
     )
     tied: list[ConfigSummary] = Field(
         default=[],
-        description="Without limits, the configs whose intervals overlap the best median's, the "
-        "recommended one included; the loads cannot tell them apart. Empty with limits.",
+        description="Without limits, the configs whose medians lie in the leader's interval, the "
+        "recommended one included; the leader's loads cannot tell them from it. Empty with limits.",
     )
 
 

@@ -77,6 +77,17 @@ def test_window_spread_widens_a_single_load_into_a_tie() -> None:
     assert rec is not None and rec.number == 1  # 95-105 overlaps both; FP32 with 1 thread is cheapest
 
 
+def test_a_noisy_cheap_config_below_the_leaders_loads_contends_but_does_not_tie() -> None:
+    # one load of 1 instance at 90 with windows 30% apart (76.5-103.5) reaches into the leader's 100-102,
+    # but its median is below every load of the leader: another load may tell, this one does not
+    trials = [load(0, 100.0, instance_count=2), load(1, 101.0, instance_count=2), load(2, 102.0, instance_count=2),
+              load(3, 90.0, spread=30.0)]
+    rec = recommend(config_results(trials, INFO), INFO)
+    assert rec is not None and rec.config is rec.leader and rec.leader.values[0] == 101.0
+    assert rec.tied == (rec.leader,)
+    assert [r.number for r in rec.contenders] == [1, 3]
+
+
 def test_the_front_is_over_configs_by_their_medians() -> None:
     # config A's lucky load (200) alone would dominate B; its median (100) does not
     trials = [load(0, 100.0, p99=20.0), load(1, 200.0, p99=20.0), load(2, 90.0, p99=20.0),

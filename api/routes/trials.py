@@ -76,8 +76,8 @@ def get_recommendation(
 
     Without limits: the study's recommendation, the same as `tuner optimize`, `tuner report` and
     `tuner export` give. Of the configs within the study's constraints by the median of their loads,
-    the one with the best median of the first objective leads; the configs whose intervals overlap
-    the leader's tie with it, and the cheapest of them is recommended. The answer says why and names
+    the one with the best median of the first objective leads; the configs whose medians lie in the
+    leader's interval tie with it, and the cheapest of them is recommended. The answer says why and names
     the tied configs.
 
     With limits: the highest-throughput measured point within them, among COMPLETE trials. Every

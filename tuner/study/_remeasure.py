@@ -6,7 +6,7 @@
 
 A study's search measures each config once, and one load can be lucky by 10% or more. The loads
 left to spend on confirming (``load.remeasure``) go where they can still change the answer: to
-the contenders, the leader and every config whose interval overlaps it (``Recommendation.tied``).
+the contenders, the leader and every config whose interval overlaps it (``Recommendation.contenders``).
 The contender with the fewest loads goes first (of equals, the better median), as its interval
 is the widest; the verdict is recomputed after every load, since a load can widen or narrow the
 intervals and so change who is tied. A config that has had ``max_loads_per_config`` loads (its
@@ -74,7 +74,7 @@ def contenders(stored: StoredStudy, max_loads: int, busy: Collection[str] = ()) 
         return []
     failed = _failed_remeasures(stored)
     found = []
-    for config in rec.tied:
+    for config in rec.contenders:
         tries = len(config.loads) + failed.get(config.key, 0)
         if tries < max_loads and config.key not in busy:
             found.append(Contender(config, tries, max_loads - tries))

@@ -11,15 +11,18 @@ median. ``recommend`` is the one rule every reader uses (the CLI, the API, the r
 
 1. Among the feasible configs (feasible by the median of their loads), the best median of the
    first objective is the leader.
-2. Every feasible config whose interval overlaps the leader's ties with it: the loads cannot tell
-   them apart.
+2. Every feasible config whose median lies in the leader's interval ties with it: the leader's loads
+   cannot tell the two apart. A config's own interval does not widen the tie: a config measured
+   with wide windows, or once, would win a tie for being noisy, and it could then be recommended at a
+   median below every value the leader was measured at (and below the default config's).
 3. Of the tied configs the cheapest wins (``cost``: fewer instances, then fewer threads, FP32 over
    reduced precision, no batching over batching, a smaller batch); the leader where it is the cheapest.
 
 A config's interval is the range of its loads' values, each widened by its own window spread
 (where the first objective is throughput, whose windows the load generator reports): with n loads
 the median lies in the range of n loads with probability 1 - 2 * 0.5^n (75% for 3, 94% for 5), and
-a single load's interval is its windows' spread.
+a single load's interval is its windows' spread. The configs whose intervals overlap the leader's are
+its ``contenders``: another load of one of them may change the answer (tuner.study._remeasure).
 """
 
 from __future__ import annotations
@@ -215,13 +218,16 @@ class Recommendation:
     Attributes:
         config: The recommended config.
         leader: The config with the best median (the same as ``config`` unless a tie went to a cheaper one).
-        tied: The configs whose intervals overlap the leader's, the leader and ``config`` included.
+        tied: The configs whose medians lie in the leader's interval, the leader and ``config`` included.
+        contenders: The configs whose intervals overlap the leader's, ``tied`` included: more loads of them
+            may change the answer.
         reason: What the choice rests on, in a sentence or two.
     """
 
     config: ConfigResult
     leader: ConfigResult
     tied: tuple[ConfigResult, ...]
+    contenders: tuple[ConfigResult, ...]
     reason: str
 
     @property
@@ -237,9 +243,10 @@ def recommend(results: Sequence[ConfigResult], info: StudyInfo) -> Recommendatio
     sign = 1.0 if info.maximize else -1.0
     leader = max(feasible, key=lambda r: (sign * r.values[0], -r.first.number))
     low, high = leader.interval
-    tied = [r for r in feasible if r.interval[0] <= high and r.interval[1] >= low]
+    contenders = [r for r in feasible if r.interval[0] <= high and r.interval[1] >= low]
+    tied = [r for r in contenders if low <= r.values[0] <= high]
     chosen = min(tied, key=lambda r: (r.cost(), -sign * r.values[0], r.first.number))
-    return Recommendation(chosen, leader, tuple(tied), _reason(chosen, leader, tied, info))
+    return Recommendation(chosen, leader, tuple(tied), tuple(contenders), _reason(chosen, leader, tied, info))
 
 
 def ranked(results: Sequence[ConfigResult], info: StudyInfo) -> list[ConfigResult]:
