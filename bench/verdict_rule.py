@@ -4,10 +4,15 @@
 
 A study recommends a config from a few noisy loads of each (tuner.study._verdict): the leader is the
 best median; the configs that tie with it are those its loads cannot tell apart, and the cheapest of
-them is recommended. Two rules for the tie are compared, on the same simulated loads:
+them is recommended. Three rules for the tie are compared, on the same simulated loads, with the leader itself for reference:
 
-- ``overlap``: every config whose interval overlaps the leader's ties (the rule before 2026-12-07);
-- ``leader interval`` (the rule since): every config whose median lies in the leader's interval ties.
+- ``overlap``: every config whose interval overlaps the leader's ties, and the cheapest wins by its
+  instances, threads, precision, then no batching, a smaller batch and a shorter queue delay (the rule
+  before 2026-12-07);
+- ``leader interval``: every config whose median lies in the leader's interval ties, the same cost;
+- ``resources`` (the rule since 2026-12-07): those ties, and the cheapest by its instances, threads and
+  precision only, of equally cheap ones the best median;
+- ``leader``: the leader, never a tied config.
 
 For each recorded landscape (bench/landscapes/*.json, with the study file beside it where there is one)
 the feasible configs and their throughput are read as the truth. Each simulated study measures
@@ -42,10 +47,12 @@ from tuner.storage import StoredTrial, StudyInfo
 from tuner.study import config_results, recommend
 from tuner.study._plan import build_space
 from tuner.study._results import choose_point, trial_metrics, violation
+from tuner.study._verdict import ConfigResult
 
 LANDSCAPES = ROOT / "bench" / "landscapes"
 RELOAD_CV = (0.03, 0.10)
 MAX_LOADS = 3
+RULES = ("overlap", "leader interval", "resources", "leader")
 INFO = StudyInfo(name="s", directions=("maximize",), metric_names=("throughput",), study_file={})
 
 
@@ -96,14 +103,23 @@ def simulate(configs: list[dict[str, Any]], rng: np.random.Generator, cv: float,
         trials.append(_load(len(trials), int(nxt.params["config"]), configs, rng, cv))
     rec = recommend(config_results(trials, INFO), INFO)
     assert rec is not None
-    overlap = min(rec.contenders, key=lambda r: (r.cost(), -r.values[0], r.first.number))
-    best = max(configs[c]["throughput"] for c in picked)
-    return {
-        "leader interval": configs[int(rec.config.params["config"])]["throughput"] / best,
-        "overlap": configs[int(overlap.params["config"])]["throughput"] / best,
-        "leader interval, cheaper": float(rec.config is not rec.leader),
-        "overlap, cheaper": float(overlap is not rec.leader),
+    choices = {
+        "overlap": min(rec.contenders, key=lambda r: (_full_cost(r), -r.values[0], r.first.number)),
+        "leader interval": min(rec.tied, key=lambda r: (_full_cost(r), -r.values[0], r.first.number)),
+        "resources": rec.config,
+        "leader": rec.leader,
     }
+    best = max(configs[c]["throughput"] for c in picked)
+    shares = {rule: configs[int(r.params["config"])]["throughput"] / best for rule, r in choices.items()}
+    return shares | {f"{rule}, cheaper": float(r is not rec.leader) for rule, r in choices.items()}
+
+
+def _full_cost(result: ConfigResult) -> tuple[float, ...]:
+    """The cost ties were broken by before 2026-12-07: resources, then no batching, a smaller batch, a shorter delay."""
+    spec = result.first.spec
+    batching = bool(spec.get("dynamic_batching", False))
+    return (*result.cost(), float(batching), spec.get("max_batch_size", 0),
+            spec.get("max_queue_delay_us", 0) if batching else 0)
 
 
 def main() -> None:
@@ -129,12 +145,12 @@ def main() -> None:
                     "worst": round(min(r[rule] for r in runs), 4),
                     "cheaper_than_leader": round(statistics.fmean(r[f"{rule}, cheaper"] for r in runs), 4),
                 }
-                for rule in ("overlap", "leader interval")
+                for rule in RULES
             } | {"feasible_configs": len(configs)}
             row = per_landscape[path.stem]
             print(f"cv {cv:.2f} {path.stem:<26} ({len(configs):3d} feasible) "
                   + "  ".join(f"{rule}: mean {row[rule]['mean_share_of_best']:.4f}, within 3% {row[rule]['within_3pct']:.3f}, "
-                              f"worst {row[rule]['worst']:.3f}, cheaper {row[rule]['cheaper_than_leader']:.3f}" for rule in ("overlap", "leader interval")), flush=True)
+                              f"worst {row[rule]['worst']:.3f}, cheaper {row[rule]['cheaper_than_leader']:.3f}" for rule in RULES), flush=True)
         results["runs"][f"reload_cv_{cv:.2f}"] = per_landscape
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

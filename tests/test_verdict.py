@@ -88,6 +88,17 @@ def test_a_noisy_cheap_config_below_the_leaders_loads_contends_but_does_not_tie(
     assert [r.number for r in rec.contenders] == [1, 3]
 
 
+def test_of_equally_cheap_tied_configs_the_better_median_wins() -> None:
+    # the batcher and a larger batch cost no resources: 105 without them ties with the leader's 100-130
+    # (median 115), but saves nothing for the throughput it gives up
+    trials = [load(0, 100.0, dynamic_batching=True, max_batch_size=8), load(1, 130.0, dynamic_batching=True, max_batch_size=8),
+              load(2, 105.0, max_batch_size=1), load(3, 101.0, instance_count=2)]
+    rec = recommend(config_results(trials, INFO), INFO)
+    assert rec is not None and len(rec.tied) == 3
+    assert rec.config is rec.leader and rec.number == 0
+    assert "none of them cheaper" in rec.reason
+
+
 def test_the_front_is_over_configs_by_their_medians() -> None:
     # config A's lucky load (200) alone would dominate B; its median (100) does not
     trials = [load(0, 100.0, p99=20.0), load(1, 200.0, p99=20.0), load(2, 90.0, p99=20.0),

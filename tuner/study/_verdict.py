@@ -15,8 +15,10 @@ median. ``recommend`` is the one rule every reader uses (the CLI, the API, the r
    cannot tell the two apart. A config's own interval does not widen the tie: a config measured
    with wide windows, or once, would win a tie for being noisy, and it could then be recommended at a
    median below every value the leader was measured at (and below the default config's).
-3. Of the tied configs the cheapest wins (``cost``: fewer instances, then fewer threads, FP32 over
-   reduced precision, no batching over batching, a smaller batch); the leader where it is the cheapest.
+3. Of the tied configs the cheapest wins (``cost``: fewer instances, then fewer threads, then FP32
+   over reduced precision), and of equally cheap ones the best median: the leader where none is
+   cheaper. The batcher, the max batch size and the queue delay cost no resources (their effect on
+   latency is measured), so giving up throughput for one of them would save nothing.
 
 A config's interval is the range of its loads' values, each widened by its own window spread
 (where the first objective is throughput, whose windows the load generator reports): with n loads
@@ -119,25 +121,18 @@ class ConfigResult:
             float(knobs["instance_count"]),
             float(knobs["cpu_threads"]),
             float(_PRECISION_COST.get(str(knobs["precision"]), 3)),
-            float(knobs["dynamic_batching"]),
-            float(knobs["max_batch_size"]),
-            float(knobs["max_queue_delay_us"]),
         )
 
 
 def _cost_knobs(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The knobs a config's cost is read from; a pipeline's (``steps``) summed over its composing models
-    (its most costly precision, the number of steps that batch)."""
+    (its most costly precision)."""
     steps = [dict(values) for _, values in spec.get("steps") or []]
     if not steps:
-        batching = bool(spec.get("dynamic_batching", False))
         return {
             "instance_count": spec.get("instance_count", 1),
             "cpu_threads": spec.get("cpu_threads", 1),
             "precision": spec.get("precision", "fp32"),
-            "dynamic_batching": int(batching),
-            "max_batch_size": spec.get("max_batch_size", 0),
-            "max_queue_delay_us": spec.get("max_queue_delay_us", 0) if batching else 0,
         }
     each = [_cost_knobs(step) for step in steps]
     summed = {k: sum(knobs[k] for knobs in each) for k in each[0] if k != "precision"}
@@ -279,16 +274,13 @@ def _reason(chosen: ConfigResult, leader: ConfigResult, tied: Sequence[ConfigRes
 
 def cheaper_text(cheap: ConfigResult, other: ConfigResult) -> str:
     """Where ``cheap`` costs less than ``other``: ``1 instance instead of 2``."""
-    names = ("instances", "threads", "precision", "batching", "max batch size", "queue delay us")
-    pipeline = bool(cheap.first.spec.get("steps"))
-    if pipeline:
-        names = ("instances in all", "threads in all", "precision", "steps batching", "max batch sizes", "delays us")
+    names = ("instances", "threads", "precision")
+    if cheap.first.spec.get("steps"):
+        names = ("instances in all", "threads in all", "precision")
 
     def shown(spec: Mapping[str, Any]) -> tuple[Any, ...]:
         knobs = _cost_knobs(spec)
-        batching = knobs["dynamic_batching"] if pipeline else ("on" if knobs["dynamic_batching"] else "off")
-        keys = ("instance_count", "cpu_threads", "precision")
-        return (*(knobs[k] for k in keys), batching, knobs["max_batch_size"], knobs["max_queue_delay_us"])
+        return tuple(knobs[k] for k in ("instance_count", "cpu_threads", "precision"))
 
     mine, theirs = shown(cheap.first.spec), shown(other.first.spec)
     for name, a, b, x, y in zip(names, mine, theirs, cheap.cost(), other.cost()):
