@@ -220,6 +220,19 @@ def scalar_output_model(path: Path) -> Path:
     return save_graph(graph, path)
 
 
+def fp16_model(path: Path) -> Path:
+    """x[N, 4] @ w[4, 3] with the input, the weight and the output in FP16: a model exported at half precision."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.linspace(-1, 1, 12, dtype=np.float16).reshape(4, 3), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 3])], [weight],
+    )
+    return save_graph(graph, path)
+
+
 def zipmap_classifier(path: Path) -> Path:
     """A scikit-learn logistic regression of the iris data, converted by skl2onnx with its defaults: a label
     tensor and, through ZipMap, its probabilities as a sequence of maps (which Triton cannot return)."""

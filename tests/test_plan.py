@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import lookup_model, save_graph, scalar_output_model
+from factories import fp16_model, lookup_model, save_graph, scalar_output_model
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, ModelError
@@ -78,6 +78,14 @@ def test_a_model_with_a_scalar_output_is_searched_without_batching(tmp_path: Pat
     assert {(c.get("max_batch_size", 1), c.get("dynamic_batching", False)) for c in plan.space.combinations()} == {(1, False)}
     [note] = plan.notes
     assert "(stat [])" in note, "the output that stops batching is named"
+
+
+def test_a_model_at_fp16_says_what_precision_fp32_serves(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, fp16_model(tmp_path / "half.onnx"), search={"n_trials": 2, "space": {"precision": ["fp32", "fp16"]}})
+
+    [note] = plan_study(cfg).notes
+
+    assert note.startswith("half.onnx holds its floats at FP16: precision fp32 is the file as it is, served at FP16")
 
 
 def test_the_runner_uses_the_plan_and_reads_the_model_no_more(tmp_path: Path, digits_onnx: Path) -> None:

@@ -11,11 +11,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from factories import lookup_model, save_graph
 from onnx import TensorProto, helper, numpy_helper
 
 from tuner.errors import ConfigError, ModelError, VariantError
 from tuner.model import _variants as variants
-from tuner.model import build_variant, validation_inputs
+from tuner.model import build_variant, float_precision, validation_inputs
 from tuner.model._variants import file_digest, int8_method
 from tuner.model_info import read_model_info
 
@@ -189,6 +190,16 @@ def test_an_fp16_model_has_no_fp16_variant_of_its_own(tmp_path: Path) -> None:
     with pytest.raises(VariantError, match="no fp16 variant: the model has no FP32 weight, input or output"):
         build_variant(source, "fp16", tmp_path / "cache")
     assert build_variant(source, "fp32", tmp_path / "cache") == source, "served as it is"
+
+
+def test_the_precision_a_model_holds_its_floats_at(tmp_path: Path) -> None:
+    assert float_precision(_matmul_model(tmp_path / "fp32.onnx")) == "fp32"
+    assert float_precision(_fp16_model(tmp_path)) == "fp16"
+    assert float_precision(lookup_model(tmp_path / "lookup.onnx")) == "fp32", "a float table of integer ids"
+    ints = helper.make_graph([helper.make_node("Neg", ["i"], ["o"])], "ints",
+                             [helper.make_tensor_value_info("i", TensorProto.INT32, ["N", 2])],
+                             [helper.make_tensor_value_info("o", TensorProto.INT32, ["N", 2])])
+    assert float_precision(save_graph(ints, tmp_path / "ints.onnx")) is None
 
 
 def test_an_fp16_graph_the_runtime_refuses_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

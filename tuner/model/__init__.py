@@ -22,7 +22,7 @@ from tuner.model._repository import (
     repository_model_info,
 )
 from tuner.model._validation import load_samples, validation_inputs
-from tuner.model._variants import build_variant, external_data, install_model_file
+from tuner.model._variants import build_variant, external_data, float_precision, install_model_file
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -33,6 +33,7 @@ __all__ = [
     "check_reference",
     "compare",
     "external_data",
+    "float_precision",
     "install_model_file",
     "load_samples",
     "open_model",

@@ -220,10 +220,7 @@ def _to_fp16(source: Path, target: Path) -> None:
     from onnxruntime.transformers import float16
 
     model = onnx.load(str(source))
-    values = [*model.graph.input, *model.graph.output]
-    if not any(t.data_type == onnx.TensorProto.FLOAT for t in _tensors(model.graph)) and not any(
-        v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in values
-    ):
+    if onnx.TensorProto.FLOAT not in _float_types(model):
         # the converter would give the same graph back, and the study would measure it twice
         raise VariantError(
             "no fp16 variant: the model has no FP32 weight, input or output to convert; fp32 serves it as it is"
@@ -232,6 +229,23 @@ def _to_fp16(source: Path, target: Path) -> None:
         warnings.simplefilter("ignore")
         model = float16.convert_float_to_float16(model, keep_io_types=True)
     onnx.save(model, str(target))
+
+
+def float_precision(path: Path) -> str | None:
+    """The precision an ONNX file holds its floats at: ``fp32`` where any weight, input or output is FP32,
+    else ``fp16`` where one is FP16, else None (a model of integers, say)."""
+    import onnx
+
+    kinds = _float_types(onnx.load(str(path), load_external_data=False))
+    if onnx.TensorProto.FLOAT in kinds:
+        return "fp32"
+    return "fp16" if onnx.TensorProto.FLOAT16 in kinds else None
+
+
+def _float_types(model: onnx.ModelProto) -> set[int]:
+    """The ONNX element types of the model's weights, inputs and outputs."""
+    values = [*model.graph.input, *model.graph.output]
+    return {t.data_type for t in _tensors(model.graph)} | {v.type.tensor_type.elem_type for v in values}
 
 
 def _check_runs(variant: Path, precision: str) -> None:

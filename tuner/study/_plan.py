@@ -23,7 +23,15 @@ import numpy as np
 
 from tuner.config import KNOB_BACKENDS, IntRange, SpaceSettings, StudyConfig
 from tuner.errors import ConfigError, ModelError
-from tuner.model import RepositoryModel, StudyModel, check_launch_runs, check_reference, open_model, validation_inputs
+from tuner.model import (
+    RepositoryModel,
+    StudyModel,
+    check_launch_runs,
+    check_reference,
+    float_precision,
+    open_model,
+    validation_inputs,
+)
 from tuner.model_info import ModelInfo
 from tuner.pool import WorkerPlan
 from tuner.replay import Landscape, load_replay, replay_plan
@@ -108,6 +116,11 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         )
     if info.unserved:
         notes.append(unserved_note(info.unserved))
+    if runs_onnx and model.onnx_file is not None and float_precision(model.onnx_file) == "fp16":
+        notes.append(
+            f"{model.onnx_file.name} holds its floats at FP16: precision fp32 is the file as it is, served at FP16, "
+            "and there is no fp16 variant to build"
+        )
     space = build_space(cfg, workers, providers, model)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
     make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
