@@ -202,6 +202,19 @@ def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> 
     assert [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")] == ["0", "5"]
     assert "3 (5200-6400, 20%)" in out and "6400 │" not in out
     assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0)" in out
+    assert "measured on one load" not in out
+
+
+def test_a_recommendation_measured_on_one_load_says_to_verify_it(tmp_path: Path, digits_onnx: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    store = Store(url)
+    write_study(store, "once", [Load(PLAIN, default=True), Load(BATCHED)], BOUNDS, onnx=digits_onnx)
+    store.close()
+
+    result = _tuner("show", "once", "--storage", url, cwd=tmp_path)
+
+    assert "recommended: trial 1" in result.stdout and "over 1 load " in result.stdout
+    assert "measured on one load: a fresh load can differ by more than its windows did; `tuner verify` measures it" in result.stdout
 
 
 def test_the_summary_shows_a_recommended_config_off_the_front_beside_it(remeasured: str) -> None:

@@ -186,6 +186,12 @@ def print_recommendation(rec: Recommendation | None, default: ConfigResult | Non
         return
     console.print(f"recommended: trial {rec.number} {params_text(rec.config.params)}")
     console.print(f"  {rec.reason}", highlight=False, markup=False)
+    if len(rec.config.loads) == 1:
+        console.print(
+            "  measured on one load: a fresh load can differ by more than its windows did; "
+            "`tuner verify` measures it again on fresh loads",
+            highlight=False, markup=False, soft_wrap=True,
+        )  # fmt: skip
     if default is not None and default.key != rec.config.key:
         parts = []
         for metric in metrics:

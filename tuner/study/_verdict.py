@@ -262,7 +262,7 @@ def _reason(chosen: ConfigResult, leader: ConfigResult, tied: Sequence[ConfigRes
     if chosen is leader:
         others = [r for r in tied if r is not chosen]
         if others:
-            numbers = ", ".join(str(r.number) for r in others)
+            numbers = ", ".join(str(n) for n in sorted(r.number for r in others))
             text += f"; it ties with trial{'s' if len(others) > 1 else ''} {numbers}, none of them cheaper"
         return text
     return (
