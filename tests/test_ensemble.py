@@ -311,11 +311,11 @@ def test_an_ensemble_is_refused_on_a_remote_server(tmp_path: Path) -> None:
 def test_a_pipelines_cost_is_its_composing_models_together() -> None:
     from tuner.study._verdict import _cost_knobs
 
-    def spec(*instances: int, batching: bool = False) -> dict:
-        steps = tuple((f"m{i}", TrialSpec(4, batching, 100, n)) for i, n in enumerate(instances))
+    def spec(*instances: int, precision: str = "fp32") -> dict:
+        steps = tuple((f"m{i}", TrialSpec(4, True, 100, n, precision=precision if i == 1 else "fp32"))
+                      for i, n in enumerate(instances))
         return json.loads(TrialSpec(4, False, 0, 1, steps=steps).key())
 
-    knobs = _cost_knobs(spec(2, 1, 2, batching=True))
-    assert (knobs["instance_count"], knobs["cpu_threads"], knobs["dynamic_batching"]) == (5, 3, 3)
-    assert (knobs["max_batch_size"], knobs["max_queue_delay_us"], knobs["precision"]) == (12, 300, "fp32")
+    assert _cost_knobs(spec(2, 1, 2)) == {"instance_count": 5, "cpu_threads": 3, "precision": "fp32"}
+    assert _cost_knobs(spec(2, 1, 2, precision="int8"))["precision"] == "int8", "its most costly precision"
     assert _cost_knobs(spec(1, 1))["instance_count"] < _cost_knobs(spec(2, 1))["instance_count"]
