@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from factories import zipmap_classifier
@@ -83,6 +84,31 @@ def test_free_non_batch_dimension_names_the_input(tmp_path: Path) -> None:
 
     assert "'x'" in str(excinfo.value)
     assert "[-1, 3, -1, -1]" in str(excinfo.value)
+
+
+def test_free_dimensions_take_the_shape_of_the_samples(tmp_path: Path) -> None:
+    path = _identity_model(tmp_path / "free.onnx", ["N", 3, "H", "W"])
+    np.save(tmp_path / "one.npy", np.zeros((2, 3, 16, 24), dtype=np.float32))
+    np.savez(tmp_path / "named.npz", x=np.zeros((2, 3, 8, 8), dtype=np.float32))
+
+    for data, shape in ((tmp_path / "one.npy", (-1, 3, 16, 24)), (tmp_path / "named.npz", (-1, 3, 8, 8))):
+        info = read_model_info(path, shape_data=data)
+        assert info.inputs[0].shape == shape and info.shaped_by_data == ("x",)
+
+    given = read_model_info(path, [TensorInfo("x", "FP32", (3, 4, 4))], shape_data=tmp_path / "one.npy")
+    assert given.inputs[0].shape == (-1, 3, 4, 4) and given.shaped_by_data == (), "model.inputs comes first"
+    assert read_model_info(_identity_model(tmp_path / "fixed.onnx", ["N", 3]), shape_data=tmp_path / "one.npy").shaped_by_data == ()
+
+
+def test_samples_that_do_not_fit_leave_the_dimension_free_and_the_error_names_both_ways(tmp_path: Path) -> None:
+    path = _identity_model(tmp_path / "free.onnx", ["N", 3, "H", "W"])
+    np.save(tmp_path / "flat.npy", np.zeros((2, 48), dtype=np.float32))  # another rank
+    np.save(tmp_path / "four.npy", np.zeros((2, 4, 8, 8), dtype=np.float32))  # 4 channels where the model fixes 3
+    np.savez(tmp_path / "other.npz", y=np.zeros((2, 3, 8, 8), dtype=np.float32))  # another input's name
+
+    for name in ("flat.npy", "four.npy", "other.npz"):
+        with pytest.raises(ModelError, match=r"free dimensions .*model.inputs, or samples of it in model.validation_data"):
+            read_model_info(path, shape_data=tmp_path / name)
 
 
 def test_unknown_dimension_counts_as_free(tmp_path: Path) -> None:

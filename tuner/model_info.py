@@ -105,6 +105,8 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     unserved: tuple[tuple[str, str], ...] = ()
+    #: The inputs whose free dimensions took the shape of their samples (``read_model_info``'s ``shape_data``).
+    shaped_by_data: tuple[str, ...] = ()
 
     @property
     def batch_dim_free(self) -> bool:
@@ -119,13 +121,16 @@ class ModelInfo:
         return tuple(t for t in (*self.inputs, *self.outputs) if not t.follows_batch)
 
 
-def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> ModelInfo:
+def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = (), shape_data: Path | None = None) -> ModelInfo:
     """Reads the inputs and outputs of an ONNX file.
 
     Args:
         path: The ONNX file.
         input_shapes: Inputs given in the study file; they replace what the file says
             for the inputs of the same name (to fix free dimensions).
+        shape_data: Samples of the inputs (``model.validation_data``: a ``.npz`` file by input
+            name, or a ``.npy`` file for a model of one input): an input with a free dimension
+            besides the batch that ``input_shapes`` leaves free takes its samples' shape.
 
     Raises:
         ModelError: The file is missing, is not ONNX, an input is of a type the tuner cannot send
@@ -159,8 +164,41 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = ()) -> Mode
     if not outputs:
         kinds = ", ".join(f"{name} ({kind})" for name, kind in unserved)
         raise ModelError(f"no output of {path.name} is a tensor of a type the tuner serves: {kinds}")
-    info = _given_shapes(inputs, outputs, input_shapes, path.name)
-    return ModelInfo(info.inputs, info.outputs, tuple(unserved))
+    from_data: list[TensorInfo] = []
+    if shape_data is not None:
+        given = {t.name for t in input_shapes}
+        from_data = _data_shapes(
+            shape_data, [t for t in inputs if t.name not in given and -1 in t.shape[1:]], len(inputs)
+        )
+    info = _given_shapes(inputs, outputs, [*input_shapes, *from_data], path.name)
+    return ModelInfo(info.inputs, info.outputs, tuple(unserved), tuple(t.name for t in from_data))
+
+
+def _data_shapes(path: Path, free: Sequence[TensorInfo], inputs: int) -> list[TensorInfo]:
+    """The shapes the samples in ``path`` give the ``free`` inputs (a model of ``inputs`` inputs): each
+    sample's shape where its rank is the input's and it agrees with every fixed dimension; an input the
+    file lacks, or whose samples do not fit, is left to the check that names it."""
+    import numpy as np
+
+    if not free:
+        return []
+    try:
+        loaded = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model.validation_data: cannot read {path}: {exc}") from exc
+    if isinstance(loaded, np.ndarray):
+        arrays = {free[0].name: loaded} if inputs == 1 else {}
+    else:
+        arrays = {name: loaded[name] for name in loaded.files if name in {t.name for t in free}}
+    shapes = []
+    for tensor in free:
+        array = arrays.get(tensor.name)
+        if array is None or array.ndim != len(tensor.shape):
+            continue
+        item = tuple(int(d) for d in array.shape[1:])
+        if all(want in (-1, got) for want, got in zip(tensor.item_shape, item)):
+            shapes.append(TensorInfo(tensor.name, tensor.dtype, (-1, *item)))
+    return shapes
 
 
 def config_model_info(config: pb.ModelConfig, input_shapes: Sequence[TensorInfo] = ()) -> ModelInfo:
@@ -211,7 +249,8 @@ def _given_shapes(
     for t in inputs:
         if -1 in t.shape[1:]:
             raise ModelError(
-                f"input {t.name!r} of {source} has free dimensions {list(t.shape)}: give its shape in model.inputs"
+                f"input {t.name!r} of {source} has free dimensions {list(t.shape)}: give its shape in model.inputs, "
+                "or samples of it in model.validation_data"
             )
     return ModelInfo(inputs=tuple(inputs), outputs=tuple(outputs))
 

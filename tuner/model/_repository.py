@@ -132,7 +132,7 @@ def open_model(settings: ModelSettings) -> StudyModel:
     shapes = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in settings.inputs]
     if settings.repository is None:
         assert settings.path is not None  # ModelSettings holds one of the two
-        info = read_model_info(settings.path, shapes)
+        info = read_model_info(settings.path, shapes, settings.validation_data)
         external_data(settings.path)  # refused here, before any server, where its tensors' files are not beside it
         return StudyModel(info, settings.path)
     model = read_repository_model(settings.repository, settings.name, settings.composing)

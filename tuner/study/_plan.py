@@ -116,6 +116,11 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         )
     if info.unserved:
         notes.append(unserved_note(info.unserved))
+    if info.shaped_by_data:
+        shaped = ", ".join(f"{t.name} {list(t.shape)}" for t in info.inputs if t.name in info.shaped_by_data)
+        notes.append(
+            f"shapes from the samples of model.validation_data: {shaped}; the study serves and measures them so"
+        )
     if runs_onnx and model.onnx_file is not None and float_precision(model.onnx_file) == "fp16":
         notes.append(
             f"{model.onnx_file.name} holds its floats at FP16: precision fp32 is the file as it is, served at FP16, "
