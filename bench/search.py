@@ -110,6 +110,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-no-noise": {"sampler": "bo", "measured_noise": False},
     "bo-no-noise-cold": {"sampler": "bo", "measured_noise": False, "warm_start": False},
     "bo-single": {"sampler": "bo", "warm_start_design": "single"},
+    "bo-delay0": {"sampler": "bo", "warm_start_delay_us": 0},
+    "bo-delay1000": {"sampler": "bo", "warm_start_delay_us": 1000},
     "bo-config-loads": {"sampler": "bo", "variant_loads": False},
     "bo-config-loads-cold": {"sampler": "bo", "variant_loads": False, "warm_start": False},
     "bo-unusable-first": {"sampler": "bo", "unusable_last": False},
@@ -144,7 +146,7 @@ BO_DEFAULTS = {
     "surrogate": (_bo, "DEFAULT_SURROGATE"), "variants_first": (_bo, "VARIANTS_FIRST"),
     "per_second": (_bo, "PER_SECOND"), "spread": (_bo, "SPREAD_STARTUP"), "measured_noise": (_bo, "MEASURED_NOISE"),
     "warm_start_design": (_registry, "WARM_START_DESIGN"), "variant_loads": (_bo, "VARIANT_LOADS"),
-    "unusable_last": (_bo, "UNUSABLE_LAST"),
+    "unusable_last": (_bo, "UNUSABLE_LAST"), "warm_start_delay_us": (_registry, "WARM_START_QUEUE_DELAY_US"),
     "bounded_scale": (_bo, "BOUNDED_SCALE"), "threads_knob": (_bo, "THREADS_KNOB"),
     "gp_prior": (_bo, "GP_PRIOR"), "gp_average": (_bo, "GP_AVERAGE"),
 }

@@ -631,6 +631,10 @@ def test_paired_warm_start_puts_each_two_changes_together() -> None:
     # configs and off in two
     assert sorted(changed) == sorted([(True, True, False), (True, False, True), (False, True, True)])
     assert all(p["max_batch_size"] == 8 for p in first if p["dynamic_batching"])
+    # the dynamic batcher's defaults, as Triton's configuring steps start: no queue delay, in a range of delays too
+    ranged = _space(**{**SPACE, "max_queue_delay_us": {"low": 0, "high": 20000, "step": 100}})
+    batched = [p for p in samplers.warm_start_params(ranged, "pairs") if p["dynamic_batching"]]
+    assert len(batched) == 2 and all(p["max_queue_delay_us"] == 0 for p in batched)
 
 
 def test_paired_warm_start_without_an_accelerator_to_choose_is_both_changes_alone_and_together() -> None:

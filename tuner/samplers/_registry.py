@@ -152,13 +152,19 @@ def initial_params(
 #: change on its own; ``pairs``, each two of them together.
 WARM_START_DESIGNS = ("single", "pairs")
 WARM_START_DESIGN = "pairs"
+#: The queue delay of the warm start's batching change. Triton's documented first step in configuring the
+#: dynamic batcher is its defaults (``dynamic_batching { }``), which form batches without delaying requests;
+#: a delay comes after, traded for throughput within the latency budget (0 since 2026-12-07; 1000 before,
+#: which no documented rule gives: docs/benchmarks.md).
+WARM_START_QUEUE_DELAY_US = 0
 
 
 def warm_start_params(space: Space, design: str | None = None, unusable: Collection[str] = ()) -> list[dict[str, Any]]:
     """A few configs that are often good, each moved into the space.
 
     The changes from the default config that the documented rules of thumb name: one instance
-    per core (no batching); dynamic batching at a larger batch with a short queue delay; and the
+    per core (no batching); Triton's dynamic batcher at a larger batch, with its defaults' queue delay
+    (none, ``WARM_START_QUEUE_DELAY_US``); and the
     fastest accelerator the space offers (TensorRT on a GPU, else OpenVINO) with one instance
     using every core. They are the knobs that matter most on CPU and GPU alike (docs/benchmarks.md).
 
@@ -176,7 +182,7 @@ def warm_start_params(space: Space, design: str | None = None, unusable: Collect
         raise ValueError(f"unknown warm-start design {design!r}; valid: {', '.join(WARM_START_DESIGNS)}")
     changes: list[dict[str, Any]] = [
         {"instance_count": space.worker_cores if space.kind is InstanceKind.CPU else 2},
-        {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": 1000},
+        {"dynamic_batching": True, "max_batch_size": 8, "max_queue_delay_us": WARM_START_QUEUE_DELAY_US},
     ]
     # a pipeline's models each have their own: the change is made to every model that offers it
     offered = {value for knob in space.distributions if is_accelerator(knob) for value in space.values(knob)}
