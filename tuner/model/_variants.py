@@ -25,7 +25,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def external_data(path: Path) -> list[str]:
     Raises:
         ModelError: a location is absolute, leaves the model's folder, or names no file.
     """
-    locations = _graph_facts(str(path), *_version(path))[0]
+    locations = _graph_facts(str(path), *_version(path)).locations
     for location in locations:
         relative = PurePosixPath(location)
         if relative.is_absolute() or ".." in relative.parts:
@@ -84,23 +84,35 @@ def external_data(path: Path) -> list[str]:
     return list(locations)
 
 
+class _GraphFacts(NamedTuple):
+    locations: tuple[str, ...]  # of its external data
+    operators: frozenset[str]
+    element_types: frozenset[int]  # ONNX element types of its weights, inputs and outputs
+
+
 @functools.lru_cache(maxsize=16)
-def _graph_facts(path: str, inode: int, size: int, mtime_ns: int) -> tuple[tuple[str, ...], frozenset[str]]:
-    """The external data locations an ONNX file names and its graph's operators, read once per version of
-    the file (its inode, size and time): every trial that asks for a variant needs them, and parsing a large
-    model takes seconds."""
+def _graph_facts(path: str, inode: int, size: int, mtime_ns: int) -> _GraphFacts:
+    """The external data locations an ONNX file names, its graph's operators and the element types of its
+    tensors, read once per version of the file (its inode, size and time): every trial that asks for a
+    variant needs them, and parsing a large model takes seconds."""
     del inode, size, mtime_ns  # the cache's key
     import onnx
 
     model = onnx.load(path, load_external_data=False)
+    tensors = list(_tensors(model.graph))
     locations = {
         entry.value
-        for tensor in _tensors(model.graph)
+        for tensor in tensors
         if tensor.data_location == onnx.TensorProto.EXTERNAL
         for entry in tensor.external_data
         if entry.key == "location"
     }
-    return tuple(sorted(locations)), frozenset(node.op_type for node in model.graph.node)
+    values = [*model.graph.input, *model.graph.output]
+    return _GraphFacts(
+        tuple(sorted(locations)),
+        frozenset(node.op_type for node in model.graph.node),
+        frozenset(t.data_type for t in tensors) | {v.type.tensor_type.elem_type for v in values},
+    )
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -157,7 +169,7 @@ def int8_method(source: Path) -> str:
     Raises:
         ModelError: the model has no operator ONNX Runtime quantizes.
     """
-    ops = _graph_facts(str(source), *_version(source))[1]
+    ops = _graph_facts(str(source), *_version(source)).operators
     if ops & _CONV_OPS:
         return "static"
     if ops & _DYNAMIC_OPS:
@@ -219,12 +231,12 @@ def _to_fp16(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.transformers import float16
 
-    model = onnx.load(str(source))
-    if onnx.TensorProto.FLOAT not in _float_types(model):
+    if float_precision(source) != "fp32":
         # the converter would give the same graph back, and the study would measure it twice
         raise VariantError(
             "no fp16 variant: the model has no FP32 weight, input or output to convert; fp32 serves it as it is"
         )
+    model = onnx.load(str(source))
     with warnings.catch_warnings():  # it warns once per weight it rounds
         warnings.simplefilter("ignore")
         model = float16.convert_float_to_float16(model, keep_io_types=True)
@@ -236,16 +248,10 @@ def float_precision(path: Path) -> str | None:
     else ``fp16`` where one is FP16, else None (a model of integers, say)."""
     import onnx
 
-    kinds = _float_types(onnx.load(str(path), load_external_data=False))
+    kinds = _graph_facts(str(path), *_version(path)).element_types
     if onnx.TensorProto.FLOAT in kinds:
         return "fp32"
     return "fp16" if onnx.TensorProto.FLOAT16 in kinds else None
-
-
-def _float_types(model: onnx.ModelProto) -> set[int]:
-    """The ONNX element types of the model's weights, inputs and outputs."""
-    values = [*model.graph.input, *model.graph.output]
-    return {t.data_type for t in _tensors(model.graph)} | {v.type.tensor_type.elem_type for v in values}
 
 
 def _check_runs(variant: Path, precision: str) -> None:
