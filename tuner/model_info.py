@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from tuner.errors import ModelError
 
@@ -174,6 +174,20 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = (), shape_d
     return ModelInfo(info.inputs, info.outputs, tuple(unserved), tuple(t.name for t in from_data))
 
 
+def load_sample_file(path: Path, field: str) -> Any:
+    """A ``.npy`` file's array or a ``.npz`` file's arrays (numpy's ``NpzFile``), as ``np.load`` reads them.
+
+    Raises:
+        ModelError: naming ``field``: the file cannot be read as either.
+    """
+    import numpy as np
+
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{field}: cannot read {path}: {exc}") from exc
+
+
 def _data_shapes(path: Path, free: Sequence[TensorInfo], inputs: int) -> list[TensorInfo]:
     """The shapes the samples in ``path`` give the ``free`` inputs (a model of ``inputs`` inputs): each
     sample's shape where its rank is the input's and it agrees with every fixed dimension; an input the
@@ -182,10 +196,7 @@ def _data_shapes(path: Path, free: Sequence[TensorInfo], inputs: int) -> list[Te
 
     if not free:
         return []
-    try:
-        loaded = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"model.validation_data: cannot read {path}: {exc}") from exc
+    loaded = load_sample_file(path, "model.validation_data")
     if isinstance(loaded, np.ndarray):
         arrays = {free[0].name: loaded} if inputs == 1 else {}
     else:

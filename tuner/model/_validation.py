@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tuner.errors import ModelError
-from tuner.model_info import ModelInfo
+from tuner.model_info import ModelInfo, load_sample_file
 
 _WORDS = [
     "TRITON",
@@ -148,10 +148,7 @@ def load_samples(path: Path, model: ModelInfo, field: str) -> dict[str, np.ndarr
 
 
 def _from_file(path: Path, model: ModelInfo, field: str = "model.validation_data") -> dict[str, np.ndarray]:
-    try:
-        loaded = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{field}: cannot read {path}: {exc}") from exc
+    loaded = load_sample_file(path, field)
     names = [t.name for t in model.inputs]
     if isinstance(loaded, np.ndarray):
         if len(names) != 1:
