@@ -165,7 +165,8 @@ def warm_start_params(space: Space, design: str | None = None, unusable: Collect
     The changes from the default config that the documented rules of thumb name: one instance
     per core (no batching); Triton's dynamic batcher at a larger batch, with its defaults' queue
     delay (none: ``WARM_START_QUEUE_DELAY_US``); and the fastest accelerator the space offers
-    (TensorRT on a GPU, else OpenVINO) with one instance using every core. They are the knobs that matter most on CPU and GPU alike (docs/benchmarks.md).
+    (TensorRT on a GPU, else OpenVINO) with one instance using every core. They are the knobs
+    that matter most on CPU and GPU alike (docs/benchmarks.md).
 
     ``design`` (None takes ``WARM_START_DESIGN``) says how they are put together: ``single``, each
     change on its own; ``pairs``, each two changes together (with the default config, a half of the
