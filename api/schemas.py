@@ -265,8 +265,9 @@ class Recommendation(_Out):
 
     Without limits, the study's own verdict, the same as the CLI's, the report's and the export's:
     among the configs feasible by the median of their loads, the best median of the first
-    objective leads; the configs whose medians lie in its interval tie with it, and the cheapest of them wins. With limits,
-    the best measured point within them, from every concurrency of the stored curves.
+    objective leads; the configs whose medians lie in its interval tie with it, and the cheapest of
+    them wins. With limits, the best measured point within them, from every concurrency of the
+    stored curves.
     """
 
     study: str = Field(description="The study's name.")
