@@ -941,3 +941,38 @@ def test_bo_reads_each_throughputs_noise_from_the_spread_of_its_windows() -> Non
     assert noise[1] == pytest.approx(0.1**2, rel=0.01)  # a 29.3% range of three windows: a mean known to 10%
     study.set_metric_names(["latency_p99_ms", "throughput"])
     assert samplers._bo._throughput_noise(study, study.trials) is None  # no spread of the latency's is measured
+
+
+def test_bo_learns_a_pruned_trials_throughput_where_the_study_has_two_objectives() -> None:
+    """Optuna keeps no intermediate value for a study of two objectives: the value of a trial its
+    screen stopped is the first objective's metric at the screen's point, so that the model reads
+    the config as poor, not as unmeasured (its delay's neighbours, then theirs, would come next)."""
+    space = _space(max_batch_size=[1, 8], dynamic_batching=[False, True],
+                   max_queue_delay_us={"low": 0, "high": 20000, "step": 100}, instance_count=[1, 2])
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=0)
+    study = _study(sampler)
+    study.set_metric_names(["throughput", "latency_p99_ms"])
+    for (mbs, batching, instances), throughput in (((1, False, 1), 50.0), ((8, True, 1), 80.0),
+                                                   ((1, False, 2), 90.0), ((8, True, 2), 120.0)):
+        study.enqueue_trial({"max_batch_size": mbs, "dynamic_batching": batching, "max_queue_delay_us": 0,
+                             "instance_count": instances})
+        trial = study.ask()
+        space.suggest(trial)
+        trial.set_constraint("latency_p99_ms", -1.0)
+        study.tell(trial, [throughput, 10.0])
+    pruned = {"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 20000, "instance_count": 2}
+    study.enqueue_trial(pruned)
+    trial = study.ask()
+    space.suggest(trial)
+    trial.set_user_attr("metrics", {"throughput": 20.0, "latency_p99_ms": 400.0, "throughput_spread_pct": 2.0})
+    trial.set_constraint("latency_p99_ms", -1.0)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    left = [p for p in space.combinations() if p.get("dynamic_batching") and p["max_batch_size"] == 8
+            and p["instance_count"] == 2 and p["max_queue_delay_us"] in (100, 19900)]
+    rows = np.array([sampler._encode(p) for p in left])
+
+    scores = dict(zip((p["max_queue_delay_us"] for p in left),
+                      sampler.acquisition(study, samplers._bo._finished(study), rows)))
+
+    assert scores[19900] < scores[100], "next to the pruned config, the model expects what it read there"
+    assert samplers._bo._first_value(study.trials[-1], "throughput") == 20.0

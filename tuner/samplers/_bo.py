@@ -15,8 +15,9 @@ constraints. So this sampler models exactly that, over every config the space ha
   windows it was measured over; ``measured_noise``) is added to the objective model's noise term
   for that row, so a reading whose windows disagreed pulls the model less;
 - a PRUNED trial (stopped after its screen, tuner.study) ran: its constraints are the screen's,
-  and its objective the intermediate value reported from the screen, where there is one; so a
-  config pruned for its latency reads as infeasible, one pruned for its throughput as poor;
+  and its objective the first objective's metric at the screen's point (the intermediate value
+  Optuna keeps for a study of one objective, else the point's stored metrics); so a config pruned
+  for its latency reads as infeasible, one pruned for its throughput as poor;
 - a variant that failed every config it was tried at may not load at all (a provider lacking an
   operator fails every config): its configs are weighed by the probability that it loads, from how
   often configs of the variants that run fail (``variant_loads``);
@@ -311,11 +312,12 @@ class ConfigBOSampler(PlannedSampler):
             if name in ACCURACY_METRICS and variants is not None:
                 term = self._known_accuracy(term, complete, column, variants)
             log_ok += term
-        valued = np.array([_first_value(t) is not None for t in complete])
+        metric = study.metric_names[0] if study.metric_names else None
+        valued = np.array([_first_value(t, metric) is not None for t in complete])
         if not valued.any():
             return log_ok
         scored = [t for t, v in zip(complete, valued) if v]
-        values, on_log_scale = _objective(study, scored)
+        values, on_log_scale = _objective(study, scored, metric)
         feasible = (limits[valued] <= 0.0).all(axis=1)
         noise = _throughput_noise(study, scored) if self.measured_noise and on_log_scale else None
         model = self._fit(rows[valued], values, seed, noise)
@@ -470,10 +472,10 @@ def _finished(study: Study) -> list[FrozenTrial]:
     return finished
 
 
-def _objective(study: Study, complete: list[FrozenTrial]) -> tuple[np.ndarray, bool]:
-    """The first objective of each trial, to be maximized, and whether it is on a log scale: it is
-    where all are positive (throughput and latency vary by factors, not by amounts)."""
-    values = np.array([_first_value(t) for t in complete], dtype=float)
+def _objective(study: Study, complete: list[FrozenTrial], metric: str | None) -> tuple[np.ndarray, bool]:
+    """The first objective (``metric``) of each trial, to be maximized, and whether it is on a log
+    scale: it is where all are positive (throughput and latency vary by factors, not by amounts)."""
+    values = np.array([_first_value(t, metric) for t in complete], dtype=float)
     on_log_scale = bool((values > 0).all())
     if on_log_scale:
         values = np.log(values)
@@ -489,12 +491,17 @@ def _throughput_noise(study: Study, complete: list[FrozenTrial]) -> np.ndarray |
     return (np.array(spreads) / 100.0 / _RANGE_TO_SD_OF_MEAN) ** 2  # a relative sd is the log's sd
 
 
-def _first_value(trial: FrozenTrial) -> float | None:
-    """The first objective: a COMPLETE trial's value, a PRUNED one's last intermediate value (if any)."""
+def _first_value(trial: FrozenTrial, metric: str | None) -> float | None:
+    """The first objective (``metric``): a COMPLETE trial's value; a PRUNED one's last intermediate
+    value, which Optuna keeps for a study of one objective only, else the metric at the screen's point
+    (its stored metrics, tuner.study._pruned); None where it has neither."""
     if trial.state == TrialState.COMPLETE:
         return float(trial.values[0])
     steps = trial.intermediate_values
-    return float(steps[max(steps)]) if steps else None
+    if steps:
+        return float(steps[max(steps)])
+    value = (trial.user_attrs.get(ATTR_METRICS) or {}).get(metric) if metric else None
+    return float(value) if value is not None and _is_number(value) else None
 
 
 def _is_number(value: Any) -> bool:

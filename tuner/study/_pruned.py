@@ -2,9 +2,10 @@
 
 A pruned trial keeps the reason (``ATTR_PRUNED_REASON``), the screen's point as its metrics and its
 one measured point, and the constraints of that point; with one objective, its value there is
-reported as Optuna's intermediate value (what Optuna's samplers learn from a PRUNED trial, and
-what the bo sampler takes as its value). A later trial of the same config is told PRUNED alike,
-from the first, without measuring it again.
+reported as Optuna's intermediate value (what Optuna's samplers learn from a PRUNED trial). The bo
+sampler takes the first objective's metric among the stored ones as its value, whatever the number
+of objectives. A later trial of the same config is told PRUNED alike, from the first, without
+measuring it again.
 """
 
 from __future__ import annotations
