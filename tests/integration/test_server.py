@@ -165,6 +165,13 @@ def test_port_taken_is_a_start_error(tmp_path: Path) -> None:
         with pytest.raises(ServerStartError, match="already in use"):
             server.start()
     assert not server.is_alive()
+    # the port is free again: a server of the same work folder, whose log holds the line above, starts
+    again = EmbeddedServer(tmp_path / "work", tmp_path / "repository", startup_timeout_s=60)
+    try:
+        again.start()
+        assert again.is_ready()
+    finally:
+        again.stop()
 
 
 def test_warm_up_sends_the_requests_it_says(server: EmbeddedServer, tmp_path: Path) -> None:

@@ -447,9 +447,10 @@ class ProcessServer:
         )
 
     def _fatal_start_error(self) -> str | None:
-        """A log line saying an endpoint could not start (e.g. its port is taken): the server
-        keeps running without it, but would never become ready."""
-        for line in self.log_tail(50).splitlines():
+        """A line this start logged saying an endpoint could not start (e.g. its port is taken): the
+        server keeps running without it, but would never become ready. The log is appended to at
+        every start, and an earlier start's line is not this one's."""
+        for line in self._log_lines(self._log_start, most=50):
             if "failed to start" in line:
-                return line.strip()[:500]
+                return line[:500]
         return None
