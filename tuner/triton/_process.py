@@ -346,11 +346,8 @@ class ProcessServer:
         return self._require_client().get_inference_statistics(model_name)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        """The last lines this start logged (the log file holds every start's)."""
+        return "\n".join(self._log_lines(self._log_start, most=lines))
 
     def last_error(self) -> str:
         """How the server ended, where it has, and the last error line of its log since this start (or its
