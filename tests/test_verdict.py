@@ -77,6 +77,13 @@ def test_window_spread_widens_a_single_load_into_a_tie() -> None:
     assert rec is not None and rec.number == 1  # 95-105 overlaps both; FP32 with 1 thread is cheapest
 
 
+def test_a_tie_won_by_precision_says_what_it_saves() -> None:
+    trials = [load(0, 100.0, precision="fp16"), load(1, 102.0, precision="fp16"), load(2, 101.0)]
+    rec = recommend(config_results(trials, INFO), INFO)
+    assert rec is not None and rec.number == 2
+    assert "precision fp32 instead of fp16, less accuracy at risk" in rec.reason
+
+
 def test_a_noisy_cheap_config_below_the_leaders_loads_contends_but_does_not_tie() -> None:
     # one load of 1 instance at 90 with windows 30% apart (76.5-103.5) reaches into the leader's 100-102,
     # but its median is below every load of the leader: another load may tell, this one does not

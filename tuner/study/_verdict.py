@@ -273,7 +273,7 @@ def _reason(chosen: ConfigResult, leader: ConfigResult, tied: Sequence[ConfigRes
 
 
 def cheaper_text(cheap: ConfigResult, other: ConfigResult) -> str:
-    """Where ``cheap`` costs less than ``other``: ``1 instance instead of 2``."""
+    """Where ``cheap`` costs less than ``other``: ``instances 1 instead of 2``; a precision says what it saves."""
     names = ("instances", "threads", "precision")
     if cheap.first.spec.get("steps"):
         names = ("instances in all", "threads in all", "precision")
@@ -285,7 +285,8 @@ def cheaper_text(cheap: ConfigResult, other: ConfigResult) -> str:
     mine, theirs = shown(cheap.first.spec), shown(other.first.spec)
     for name, a, b, x, y in zip(names, mine, theirs, cheap.cost(), other.cost()):
         if x != y:
-            return f"{name} {a} instead of {b}"
+            saves = ", less accuracy at risk" if name == "precision" else ""
+            return f"{name} {a} instead of {b}{saves}"
     return "as cheap"
 
 
