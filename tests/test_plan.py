@@ -81,11 +81,30 @@ def test_a_model_with_a_scalar_output_is_searched_without_batching(tmp_path: Pat
 
 
 def test_a_model_at_fp16_says_what_precision_fp32_serves(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, fp16_model(tmp_path / "half.onnx"), search={"n_trials": 2, "space": {"precision": ["fp32", "fp16"]}})
+    space = {"precision": ["fp32", "fp16"], "max_batch_size": [1, 8]}
+    cfg = _cfg(tmp_path, fp16_model(tmp_path / "half.onnx"), search={"n_trials": 2, "space": space})
 
     [note] = plan_study(cfg).notes
 
     assert note.startswith("half.onnx holds its floats at FP16: precision fp32 is the file as it is, served at FP16")
+
+
+@pytest.mark.parametrize("sampler", ["bo", "tpe"])
+def test_max_batch_sizes_the_load_never_fills_are_named_where_bo_leaves_their_delays_last(
+    tmp_path: Path, digits_onnx: Path, sampler: str
+) -> None:
+    space = {"max_batch_size": [1, 8, 16, 32], "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}}
+    cfg = _cfg(tmp_path, digits_onnx, search={"sampler": sampler, "n_trials": 2, "space": space},
+               load={"concurrency": [4, 8]})
+
+    notes = plan_study(cfg).notes
+
+    if sampler == "tpe":  # TPE proposes them as any other
+        assert notes == ()
+        return
+    [note] = notes
+    assert note.startswith("the load keeps at most 8 requests in flight, which never fill a batch of max_batch_size 16, 32")
+    assert "delays above 0 us only once no other config is left" in note
 
 
 def test_the_runner_uses_the_plan_and_reads_the_model_no_more(tmp_path: Path, digits_onnx: Path) -> None:

@@ -976,3 +976,23 @@ def test_bo_learns_a_pruned_trials_throughput_where_the_study_has_two_objectives
 
     assert scores[19900] < scores[100], "next to the pruned config, the model expects what it read there"
     assert samplers._bo._first_value(study.trials[-1], "throughput") == 20.0
+
+
+@pytest.mark.parametrize("waited_last", [True, False])
+def test_bo_leaves_for_last_the_delays_every_batch_waits_out(waited_last: bool) -> None:
+    knobs = cfg.SpaceSettings.model_validate({
+        "max_batch_size": [1, 8], "dynamic_batching": [False, True],
+        "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}, "instance_count": [1, 2]})
+    space = SearchSpace(knobs, 2, most_in_flight=4)  # 4 in flight: a batch of 8 never fills
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=2, waited_delays_last=waited_last)
+    study = _study(sampler)
+
+    # the longer the delay, the better the reading: a model of them is drawn to the waited-out delays
+    specs = _measure(study, space, lambda spec: (100.0 + spec.max_queue_delay_us / 10, -1.0), trials=12)
+
+    waited = [space.delay_waited_out({"max_batch_size": s.max_batch_size, "dynamic_batching": s.dynamic_batching,
+                                      "max_queue_delay_us": s.max_queue_delay_us}) for s in specs]
+    # 4 configs without the batcher, 2 at max batch 1, 2 at max batch 8 without a delay
+    assert (sum(waited) == 4) if waited_last else (sum(waited) > 4)
+    if waited_last:
+        assert not any(waited[:8])

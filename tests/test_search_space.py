@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -404,6 +405,37 @@ def test_at_max_batch_1_the_batcher_s_delay_is_not_asked_as_every_batch_is_full_
     assert space.params_near({"max_batch_size": 1, "dynamic_batching": True, "max_queue_delay_us": 5000}) == batch_of_one
     assert space.params_from({"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 5000}) == {
         "max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 5000}
+
+
+def test_a_delay_is_waited_out_where_the_load_never_fills_a_batch() -> None:
+    knobs = cfg.SpaceSettings.model_validate({
+        "max_batch_size": [1, 4, 8], "dynamic_batching": [False, True],
+        "max_queue_delay_us": {"low": 100, "high": 1000, "step": 100}, "instance_count": 1})
+    space = SearchSpace(knobs, 2, most_in_flight=4)
+
+    def waited(mbs: int, delay: int, batching: bool = True) -> bool:
+        return space.delay_waited_out({"max_batch_size": mbs, "dynamic_batching": batching, "max_queue_delay_us": delay})
+
+    # 4 requests in flight never fill a batch of 8: every batch waits its whole delay, but at the lowest one
+    assert waited(8, 200) and waited(8, 1000) and not waited(8, 100)
+    assert not waited(4, 1000) and not waited(1, 1000) and not waited(8, 1000, batching=False)
+    assert not SearchSpace(knobs, 2).delay_waited_out({"max_batch_size": 8, "dynamic_batching": True,
+                                                       "max_queue_delay_us": 1000})  # the load not known
+    assert sum(map(space.delay_waited_out, space.combinations())) == 9  # max batch 8 at delays 200-1000
+
+
+@pytest.mark.parametrize(("load", "in_flight"), [({"concurrency": [2, 16, 4]}, 16), ({"concurrency": "auto"}, 64)])
+def test_the_space_knows_the_most_requests_its_load_keeps_in_flight(
+    tmp_path: Path, load: dict[str, Any], in_flight: int
+) -> None:
+    from tuner.pool import WorkerPlan
+    from tuner.study._plan import build_space
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    study = cfg.StudyConfig.model_validate({"study": "s", "model": {"name": "m", "path": str(model)}, "load": load})
+    space = build_space(study, WorkerPlan(1, 2, 0.0))
+    assert isinstance(space, SearchSpace) and space.most_in_flight == in_flight
 
 
 # --- samplers ----------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ constraints. So this sampler models exactly that, over every config the space ha
 - an accuracy bound (``accuracy_drop``) is not left to a model where a measured config of the
   same variant (precision x accelerator x device) decided it: the accuracy check sends one
   sample per request, so batching and instances do not change a variant's answers;
+- a queue delay that every batch of its config waits out under the study's load (a max batch size
+  above the load's requests in flight: ``Space.delay_waited_out``) is proposed only once no other
+  config is left (``waited_delays_last``): it adds latency and takes throughput;
 - while a variant (precision x accelerator x device) has no trial, the proposal is one of the
   untried variants' configs (``variants_first``): a variant's accuracy is its own, and its speed
   differs from the others' by a factor the model cannot learn from them; but not those of an
@@ -106,6 +109,9 @@ GP_PRIOR = False
 #: taken at the most likely one: off, as held out it needed fewer trials warm-started but traded seeds cold
 #: for it, and proposed more configs over a latency budget (docs/benchmarks.md).
 GP_AVERAGE = False
+#: Whether the configs whose queue delay every batch waits out under the study's load (``Space.delay_waited_out``)
+#: are proposed only once no other config is left (``ConfigBOSampler``, ``waited_delays_last``).
+WAITED_DELAYS_LAST = True
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -155,6 +161,10 @@ class ConfigBOSampler(PlannedSampler):
             weighed by its likelihood, rather than take them at the most likely scale: where a
             shorter scale fits the rows nearly as well, configs far from any row keep its doubt
             (None takes ``GP_AVERAGE``).
+        waited_delays_last: Leave for last the configs whose batches can never fill under the study's
+            load, at a queue delay above the space's lowest (``Space.delay_waited_out``): Triton's batcher
+            holds such a batch for the whole delay, which adds latency and takes throughput whatever the
+            model (None takes ``WAITED_DELAYS_LAST``).
         threads_knob: Give the one-hot encoding one more knob: the threads the config runs against
             the worker's cores, by powers of two (``FeatureEncoder``). Instances and threads per
             instance are knobs of their own, and a model of their columns learns that 4 x 1 and
@@ -182,6 +192,7 @@ class ConfigBOSampler(PlannedSampler):
         threads_knob: bool | None = None,
         gp_prior: bool | None = None,
         gp_average: bool | None = None,
+        waited_delays_last: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -204,6 +215,7 @@ class ConfigBOSampler(PlannedSampler):
         prior = GP_PRIOR if gp_prior is None else gp_prior
         self._prior_unit = (math.sqrt(2.0) if self.surrogate == "onehot" else 1.0) if prior else None
         self._average = GP_AVERAGE if gp_average is None else gp_average
+        self.waited_delays_last = WAITED_DELAYS_LAST if waited_delays_last is None else waited_delays_last
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -216,6 +228,11 @@ class ConfigBOSampler(PlannedSampler):
         return [self.space.key_of(params) for params in self.combinations]
 
     @functools.cached_property
+    def _waited(self) -> list[bool]:
+        """Per config, whether its batches wait out their whole queue delay (``Space.delay_waited_out``)."""
+        return [self.space.delay_waited_out(params) for params in self.combinations]
+
+    @functools.cached_property
     def _features(self) -> np.ndarray:
         return np.array([self._encode(params) for params in self.combinations])
 
@@ -225,6 +242,8 @@ class ConfigBOSampler(PlannedSampler):
         left = [i for i, key in enumerate(self._keys) if key not in visited and not unmade(self.combinations[i])]
         if not left:
             return None
+        if self.waited_delays_last:
+            left = [i for i in left if not self._waited[i]] or left
         finished = _finished(study)
         if len(finished) < max(1, self.n_startup_trials):
             return self.combinations[self._startup_choice(left, visited)]

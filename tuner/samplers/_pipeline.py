@@ -80,6 +80,12 @@ class PipelineSpace:
         part = self.parts.get(name)
         return part is None or part.asked(own, self._split(params)[name])
 
+    def delay_waited_out(self, params: Mapping[str, Any]) -> bool:
+        """Whether a composing model's batches wait out their whole queue delay (``SearchSpace``): every
+        request of the pipeline is one request to each of its models, in flight as long."""
+        split = self._split(params)
+        return any(part.delay_waited_out(split[name]) for name, part in self.parts.items())
+
     def unasked_value(self, knob: str, params: Mapping[str, Any]) -> Any:
         name, _, own = knob.rpartition(".")
         part = self.parts.get(name)

@@ -54,6 +54,7 @@ class Space(Protocol):
 
     def suggest(self, trial: optuna.Trial) -> TrialSpec: ...
     def asked(self, knob: str, params: Mapping[str, Any]) -> bool: ...
+    def delay_waited_out(self, params: Mapping[str, Any]) -> bool: ...
     def unasked_value(self, knob: str, params: Mapping[str, Any]) -> Any: ...
     def to_spec(self, values: Mapping[str, Any]) -> TrialSpec: ...
     def default_params(self) -> dict[str, Any]: ...
@@ -76,6 +77,8 @@ class SearchSpace:
             (tuner.triton.runner_providers), or None where they cannot be seen from here.
         defaults: The model's own values of knobs (a repository model's config:
             tuner.triton.tuned_knobs), which its default config takes instead of Triton's usual start.
+        most_in_flight: The most requests the study's load keeps in flight at once (its highest
+            concurrency), or None where not known (``delay_waited_out``).
 
     Raises:
         ConfigError: an accelerator of the space needs GPU workers and the workers have none, or
@@ -89,11 +92,13 @@ class SearchSpace:
         kind: InstanceKind = InstanceKind.CPU,
         providers: Collection[str] | None = None,
         defaults: Mapping[str, Any] | None = None,
+        most_in_flight: int | None = None,
     ) -> None:
         self.space = space
         self.worker_cores = max(1, worker_cores)
         self.kind = kind
         self.defaults = dict(defaults or {})
+        self.most_in_flight = most_in_flight
         _check_accelerators(space, kind, providers)
         self.distributions: dict[str, BaseDistribution] = {}
         self.fixed: dict[str, Any] = {}
@@ -139,6 +144,19 @@ class SearchSpace:
             return True
         merged = {**self.fixed, **params}
         return bool(merged.get("dynamic_batching", False)) and int(merged.get("max_batch_size", 1)) > 1
+
+    def delay_waited_out(self, params: Mapping[str, Any]) -> bool:
+        """Whether every batch of a config waits out its whole queue delay under the study's load, a
+        delay above the space's lowest. Triton's batcher sends a batch before its delay only once the
+        batch holds ``max_batch_size`` requests, and a load that keeps at most ``most_in_flight``
+        requests in flight never fills a larger one: such a delay adds to every request's latency and
+        takes throughput, where the lowest delay of the same config does neither."""
+        knob = "max_queue_delay_us"
+        if self.most_in_flight is None or knob not in self.distributions or not self.asked(knob, params):
+            return False
+        merged = {**self.fixed, **params}
+        lowest = min(self.values(knob))
+        return int(merged.get("max_batch_size", 1)) > self.most_in_flight and int(merged.get(knob, lowest)) > lowest
 
     def unasked_value(self, knob: str, params: Mapping[str, Any]) -> Any:
         """The value a config of these params runs ``knob`` at where it does not ask it (``asked``): a

@@ -35,7 +35,7 @@ from tuner.model import (
 from tuner.model_info import ModelInfo
 from tuner.pool import WorkerPlan
 from tuner.replay import Landscape, load_replay, replay_plan
-from tuner.samplers import PipelineSpace, SearchSpace, Space, make_sampler
+from tuner.samplers import ConfigBOSampler, PipelineSpace, SearchSpace, Space, make_sampler
 from tuner.storage import Store
 from tuner.study._transfer import Seeds, plan_transfer
 from tuner.trial import ACCURACY_METRICS, InstanceKind
@@ -128,7 +128,9 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         )
     space = build_space(cfg, workers, providers, model)
     # Built here only for its errors: each run makes its own, as the sampler holds the run's random state.
-    make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
+    sampler = make_sampler(cfg.search.sampler, cfg.search.seed, space, cfg.search.n_startup_trials)
+    if isinstance(sampler, ConfigBOSampler) and sampler.waited_delays_last and (note := waited_note(space)):
+        notes.append(note)
     # the accuracy check compares ONNX variants with the FP32 file; a replay answers it from its landscape
     validation: dict[str, np.ndarray] = {}
     if runs_onnx:
@@ -166,6 +168,27 @@ def _check_first_dimensions(info: ModelInfo) -> None:
             )
 
 
+def waited_note(space: Space) -> str | None:
+    """What a study says of the max batch sizes its load never fills (``SearchSpace.delay_waited_out``),
+    where their queue delay is searched; None where there are none."""
+    knob = "max_queue_delay_us"
+    if not isinstance(space, SearchSpace) or space.most_in_flight is None or knob not in space.distributions:
+        return None
+    sizes = (
+        space.values("max_batch_size")
+        if "max_batch_size" in space.distributions
+        else [space.fixed.get("max_batch_size", 1)]
+    )
+    unfilled = [str(size) for size in sizes if int(size) > space.most_in_flight]
+    if not unfilled:
+        return None
+    return (
+        f"the load keeps at most {space.most_in_flight} requests in flight, which never fill a batch of "
+        f"max_batch_size {', '.join(unfilled)}: the batcher holds each such batch for its whole queue delay, so "
+        f"the bo sampler measures their delays above {min(space.values(knob))} us only once no other config is left"
+    )
+
+
 def unserved_note(unserved: tuple[tuple[str, str], ...]) -> str:
     """What a study says of the model's outputs Triton cannot return (``ModelInfo.unserved``)."""
     names = ", ".join(f"{name} ({kind})" for name, kind in unserved)
@@ -198,6 +221,8 @@ def build_space(
     (``PipelineSpace``), each from ``search.space.for_model`` and its own config.
     """
     kind = InstanceKind.GPU if workers.on_gpu else InstanceKind.CPU
+    load = cfg.load
+    in_flight = load.concurrency_search.max if load.concurrency == "auto" else max(load.concurrency)
     repository = model.repository if model is not None else None
     if repository is not None and repository.steps:
         caller = None if repository.is_ensemble else repository.name  # a BLS model's knobs are searched too
@@ -208,12 +233,13 @@ def build_space(
                 kind,
                 providers if step.is_onnx else None,
                 tuned_knobs(step.config),
+                in_flight,
             )
             for step in ((repository,) if caller else ()) + repository.steps
         }
         return PipelineSpace(parts, repository.config.max_batch_size, caller)
     defaults = tuned_knobs(repository.config) if repository is not None else {}
-    return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind, providers, defaults)
+    return SearchSpace(cfg.search.space, workers.cpus_per_worker, kind, providers, defaults, in_flight)
 
 
 def check_repository_study(cfg: StudyConfig, model: RepositoryModel) -> None:
