@@ -11,6 +11,7 @@ threads never exceeds them.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
@@ -145,18 +146,37 @@ class SearchSpace:
         merged = {**self.fixed, **params}
         return bool(merged.get("dynamic_batching", False)) and int(merged.get("max_batch_size", 1)) > 1
 
+    @functools.cached_property
+    def unfilled_batch_sizes(self) -> tuple[int, ...]:
+        """The space's max batch sizes above ``most_in_flight``, where a queue delay is searched: a load
+        that keeps at most that many requests in flight never fills such a batch (``delay_waited_out``)."""
+        if self.most_in_flight is None or "max_queue_delay_us" not in self.distributions:
+            return ()
+        knob = "max_batch_size"
+        sizes = self.values(knob) if knob in self.distributions else [self.fixed.get(knob, 1)]
+        return tuple(int(size) for size in sizes if int(size) > self.most_in_flight)
+
+    @functools.cached_property
+    def lowest_delay(self) -> int:
+        """The lowest queue delay the space searches (0 where it searches none)."""
+        knob = "max_queue_delay_us"
+        return int(min(self.values(knob))) if knob in self.distributions else 0
+
     def delay_waited_out(self, params: Mapping[str, Any]) -> bool:
         """Whether every batch of a config waits out its whole queue delay under the study's load, a
         delay above the space's lowest. Triton's batcher sends a batch before its delay only once the
         batch holds ``max_batch_size`` requests, and a load that keeps at most ``most_in_flight``
-        requests in flight never fills a larger one: such a delay adds to every request's latency and
-        takes throughput, where the lowest delay of the same config does neither."""
+        requests in flight never fills a larger one (``unfilled_batch_sizes``): such a delay adds to
+        every request's latency and takes throughput, where the lowest delay of the same config does
+        neither."""
         knob = "max_queue_delay_us"
-        if self.most_in_flight is None or knob not in self.distributions or not self.asked(knob, params):
+        if not self.unfilled_batch_sizes or not self.asked(knob, params):
             return False
         merged = {**self.fixed, **params}
-        lowest = min(self.values(knob))
-        return int(merged.get("max_batch_size", 1)) > self.most_in_flight and int(merged.get(knob, lowest)) > lowest
+        return (
+            int(merged.get("max_batch_size", 1)) in self.unfilled_batch_sizes
+            and int(merged.get(knob, self.lowest_delay)) > self.lowest_delay
+        )
 
     def unasked_value(self, knob: str, params: Mapping[str, Any]) -> Any:
         """The value a config of these params runs ``knob`` at where it does not ask it (``asked``): a

@@ -169,23 +169,15 @@ def _check_first_dimensions(info: ModelInfo) -> None:
 
 
 def waited_note(space: Space) -> str | None:
-    """What a study says of the max batch sizes its load never fills (``SearchSpace.delay_waited_out``),
+    """What a study says of the max batch sizes its load never fills (``SearchSpace.unfilled_batch_sizes``),
     where their queue delay is searched; None where there are none."""
-    knob = "max_queue_delay_us"
-    if not isinstance(space, SearchSpace) or space.most_in_flight is None or knob not in space.distributions:
-        return None
-    sizes = (
-        space.values("max_batch_size")
-        if "max_batch_size" in space.distributions
-        else [space.fixed.get("max_batch_size", 1)]
-    )
-    unfilled = [str(size) for size in sizes if int(size) > space.most_in_flight]
-    if not unfilled:
+    if not isinstance(space, SearchSpace) or not space.unfilled_batch_sizes:
         return None
     return (
         f"the load keeps at most {space.most_in_flight} requests in flight, which never fill a batch of "
-        f"max_batch_size {', '.join(unfilled)}: the batcher holds each such batch for its whole queue delay, so "
-        f"the bo sampler measures their delays above {min(space.values(knob))} us only once no other config is left"
+        f"max_batch_size {', '.join(map(str, space.unfilled_batch_sizes))}: the batcher holds each such batch for "
+        f"its whole queue delay, so the bo sampler measures their delays above {space.lowest_delay} us only once "
+        "no other config is left"
     )
 
 
