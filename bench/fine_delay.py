@@ -52,6 +52,7 @@ import search as S  # bench/search.py: the replay harness
 from tuner.config import StudyConfig
 from tuner.config._search import IntRange
 from tuner.replay import Landscape, replay_config
+from tuner.samplers import Space
 from tuner.study import StudyRunner
 from tuner.study._plan import build_space
 from tuner.study._results import choose_point, trial_metrics, violation
@@ -107,12 +108,11 @@ def fine_config(cfg: StudyConfig, highest: int, step: int) -> StudyConfig:
     return cfg.model_copy(update={"search": cfg.search.model_copy(update={"space": space})})
 
 
-def truth(cfg: StudyConfig, landscape: Landscape) -> tuple[dict[str, float], float]:
-    """Each config's true throughput where it is truly feasible (0 otherwise), and the best of them."""
+def truth(cfg: StudyConfig, landscape: Landscape, space: Space) -> tuple[dict[str, float], float]:
+    """Each config's true throughput where it is truly feasible (0 otherwise), and the best of the space's."""
     values: dict[str, float] = {}
     for key, outcome in landscape.outcomes.items():
         values[key] = _feasible_throughput(cfg, outcome)
-    space = build_space(cfg, landscape.worker_plan)
     best = max(values.get(space.key_of(p), 0.0) for p in space.combinations())
     return values, best
 
@@ -124,14 +124,16 @@ def _feasible_throughput(cfg: StudyConfig, outcome: TrialOutcome) -> float:
     return metrics["throughput"] if violation(metrics, cfg) == 0.0 else 0.0
 
 
-def replay(cfg: StudyConfig, variant: dict[str, Any], seed: int, trials: int, path: Path) -> list[dict[str, Any]]:
-    """One replayed study; per measured config: its key, whether its reading was feasible, the reading."""
+def replay(
+    cfg: StudyConfig, space: Space, variant: dict[str, Any], seed: int, trials: int, path: Path
+) -> list[dict[str, Any]]:
+    """One replayed study of ``cfg`` (whose space is ``space``) on the landscape at ``path``; per measured
+    config: its key, whether its reading was feasible, the reading."""
     settings = {k: v for k, v in variant.items() if k not in S.BO_DEFAULTS}
     search = cfg.search.model_copy(update={"seed": seed, "n_trials": trials, "replay": path, **settings})
     run_cfg = cfg.model_copy(update={"study": f"fine-{seed}", "search": search})
     with S.sampler_defaults(variant):
         summary = StudyRunner(run_cfg, S.MemoryStore()).run()  # type: ignore[arg-type]
-    space = build_space(run_cfg, Landscape.load(path).worker_plan)
     rows = []
     for trial in summary.stored.trials:
         if trial.reused_from is None:
@@ -192,8 +194,9 @@ def main() -> None:
         recorded = Landscape.load(path)
         filled, highest = fill(recorded, args.step)
         cfg = fine_config(replay_config(path, ROOT / "model_repository"), highest, args.step)
-        true, best = truth(cfg, filled)
-        size = len(build_space(cfg, filled.worker_plan).combinations())
+        space = build_space(cfg, filled.worker_plan)
+        true, best = truth(cfg, filled, space)
+        size = len(space.combinations())
         near = sum(1 for v in true.values() if v >= S.TARGET * best)
         entry = results.setdefault("models", {}).setdefault(model, {"variants": {}})
         entry |= {"configs": size, "within_3pct": near, "recorded_on": recorded.machine}
@@ -205,7 +208,7 @@ def main() -> None:
                 S.redraw(filled, 1000 + seed).save(drawn := Path(tmp) / f"{seed}.json")
                 measured.append(drawn)
             for name in args.variants.split(","):
-                runs = [score(replay(cfg, S._variant(name), seed, args.trials, measured[seed]), true, best)
+                runs = [score(replay(cfg, space, S._variant(name), seed, args.trials, measured[seed]), true, best)
                         for seed in range(args.seeds)]
                 summary = entry["variants"][name] = summarize(runs)
                 print(f"  {name:>14}: trials to target {summary['median_trials_to_target']} "
