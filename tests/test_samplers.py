@@ -996,3 +996,24 @@ def test_bo_leaves_for_last_the_delays_every_batch_waits_out(waited_last: bool) 
     assert (sum(waited) == 4) if waited_last else (sum(waited) > 4)
     if waited_last:
         assert not any(waited[:8])
+
+
+@pytest.mark.parametrize("by_knob", [True, False])
+def test_bo_draws_its_startup_configs_a_knob_at_a_time(by_knob: bool) -> None:
+    # 21 delays per batching config: 42 of the 46 configs batch with a delay, 2 of them at the lowest
+    knobs = cfg.SpaceSettings.model_validate({
+        "max_batch_size": [4, 8], "dynamic_batching": [False, True],
+        "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}, "instance_count": [1, 2]})
+    space = SearchSpace(knobs, 2)
+    drawn = []
+    for seed in range(40):
+        sampler = samplers._bo.ConfigBOSampler(space, seed, n_startup_trials=4, startup_by_knob=by_knob)
+        drawn += _measure(_study(sampler), space, lambda spec: (1.0, -1.0), trials=4)
+
+    batching_off = sum(not s.dynamic_batching for s in drawn) / len(drawn)
+    if by_knob:
+        assert 0.35 < batching_off < 0.65, batching_off  # as often as on, as each value of the knob is as likely
+        delays = {s.max_queue_delay_us for s in drawn if s.dynamic_batching}
+        assert len(delays) > 10  # and the delay drawn among all of its values
+    else:
+        assert batching_off < 0.2, batching_off  # 4 configs in 46

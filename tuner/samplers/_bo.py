@@ -38,7 +38,7 @@ constraints. So this sampler models exactly that, over every config the space ha
 
 With the warm start (the default config and three that are often good) the model has its
 first rows at once; before ``n_startup_trials`` trials have finished it proposes unmeasured
-configs at random. Once every config has been measured, it has nothing left to propose and
+configs at random, each knob's value drawn among its values (``startup_by_knob``). Once every config has been measured, it has nothing left to propose and
 the study ends. Only the first objective is modelled: the Pareto front is what the measured
 configs give (docs/benchmarks.md compares the fronts).
 """
@@ -112,6 +112,9 @@ GP_AVERAGE = False
 #: Whether the configs whose queue delay every batch waits out under the study's load (``Space.delay_waited_out``)
 #: are proposed only once no other config is left (``ConfigBOSampler``, ``waited_delays_last``).
 WAITED_DELAYS_LAST = True
+#: Whether a random startup config is drawn a knob at a time (``ConfigBOSampler``, ``startup_by_knob``) rather
+#: than uniformly among the space's configs, of which a knob with many values makes up most.
+STARTUP_BY_KNOB = True
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -165,6 +168,10 @@ class ConfigBOSampler(PlannedSampler):
             load, at a queue delay above the space's lowest (``Space.delay_waited_out``): Triton's batcher
             holds such a batch for the whole delay, which adds latency and takes throughput whatever the
             model (None takes ``WAITED_DELAYS_LAST``).
+        startup_by_knob: Draw each random startup config a knob at a time, each value of a knob as likely
+            as another (``_draw``), rather than uniformly among the configs: with the queue delay in
+            steps of 100 us, nearly every config of a space is one of batching with a delay, and a draw
+            among the configs is nearly always one of them (None takes ``STARTUP_BY_KNOB``).
         threads_knob: Give the one-hot encoding one more knob: the threads the config runs against
             the worker's cores, by powers of two (``FeatureEncoder``). Instances and threads per
             instance are knobs of their own, and a model of their columns learns that 4 x 1 and
@@ -193,6 +200,7 @@ class ConfigBOSampler(PlannedSampler):
         gp_prior: bool | None = None,
         gp_average: bool | None = None,
         waited_delays_last: bool | None = None,
+        startup_by_knob: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -216,6 +224,7 @@ class ConfigBOSampler(PlannedSampler):
         self._prior_unit = (math.sqrt(2.0) if self.surrogate == "onehot" else 1.0) if prior else None
         self._average = GP_AVERAGE if gp_average is None else gp_average
         self.waited_delays_last = WAITED_DELAYS_LAST if waited_delays_last is None else waited_delays_last
+        self.startup_by_knob = STARTUP_BY_KNOB if startup_by_knob is None else startup_by_knob
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -268,11 +277,23 @@ class ConfigBOSampler(PlannedSampler):
         how far apart (ties at random)."""
         had = [i for i, key in enumerate(self._keys) if key in visited]
         if not self.spread or not had:
-            return self._rng.choice(left)
+            return self._draw(left) if self.startup_by_knob else self._rng.choice(left)
         rows = self._features[had]
         nearest = np.abs(self._features[left][:, None, :] - rows[None, :, :]).sum(axis=2).min(axis=1)
         farthest = [i for i, distance in zip(left, nearest) if distance >= nearest.max() - 1e-9]
         return self._rng.choice(farthest)
+
+    def _draw(self, left: list[int]) -> int:
+        """One of ``left`` drawn a knob at a time, as Optuna's ``RandomSampler`` draws: each knob's value
+        at random among those the configs still drawn from have (a knob the config lacks, such as the
+        queue delay with batching off, as one value), so a knob of many values, such as a queue delay in
+        steps of 100 us, weighs no more in the draw than one of two."""
+        drawn = left
+        for knob in self.space.distributions:
+            values = sorted({repr(self.combinations[i].get(knob)) for i in drawn})
+            value = self._rng.choice(values)
+            drawn = [i for i in drawn if repr(self.combinations[i].get(knob)) == value]
+        return self._rng.choice(drawn)
 
     def log_seconds(self, finished: list[FrozenTrial], candidates: np.ndarray) -> np.ndarray:
         """The log of the seconds measuring each candidate row would take, as a model of the
