@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from factories import fp16_model, lookup_model, save_graph, scalar_output_model
 
-from tuner.config import StudyConfig, parse_config
+from tuner.config import SpaceSettings, StudyConfig, parse_config
 from tuner.errors import ConfigError, ModelError
+from tuner.samplers import PipelineSpace, SearchSpace
 from tuner.storage import Store
 from tuner.study import StudyRunner, plan_study
+from tuner.study._plan import waited_note
 
 
 def _cfg(tmp_path: Path, onnx: Path, **changes: object) -> StudyConfig:
@@ -184,3 +186,19 @@ def test_an_input_without_a_batch_axis_in_front_is_refused_naming_it(tmp_path: P
 
     with pytest.raises(ModelError, match=rf"input 'image' has shape \[{', '.join(map(str, shape))}\]: .* batch axis in front"):
         plan_study(_cfg(tmp_path, tmp_path / "image.onnx", model={"name": "image", "path": str(tmp_path / "image.onnx")}))
+
+
+def test_a_pipeline_names_each_models_max_batch_sizes_the_load_never_fills() -> None:
+    def part(sizes: list[int]) -> SearchSpace:
+        knobs = SpaceSettings.model_validate(
+            {"max_batch_size": sizes, "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}})
+        return SearchSpace(knobs, 2, most_in_flight=4)
+
+    note = waited_note(PipelineSpace({"detector": part([1, 8, 16]), "recognizer": part([1, 4]),
+                                      "classifier": part([2, 32])}, 16))
+
+    assert note is not None
+    assert note.startswith("the load keeps at most 4 requests in flight, which never fill a batch of detector "
+                           "max_batch_size 8, 16; classifier max_batch_size 32: ")
+    assert "delays above 0 us only once" in note
+    assert waited_note(PipelineSpace({"recognizer": part([1, 4])}, 4)) is None

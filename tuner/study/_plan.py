@@ -170,14 +170,21 @@ def _check_first_dimensions(info: ModelInfo) -> None:
 
 def waited_note(space: Space) -> str | None:
     """What a study says of the max batch sizes its load never fills (``SearchSpace.unfilled_batch_sizes``),
-    where their queue delay is searched; None where there are none."""
-    if not isinstance(space, SearchSpace) or not space.unfilled_batch_sizes:
+    where their queue delay is searched, each composing model's in a pipeline; None where there are none."""
+    parts = space.parts if isinstance(space, PipelineSpace) else {"": space} if isinstance(space, SearchSpace) else {}
+    unfilled = {name: part for name, part in parts.items() if part.unfilled_batch_sizes}
+    if not unfilled:
         return None
+    sizes = "; ".join(
+        f"{name + ' ' if name else ''}max_batch_size {', '.join(map(str, part.unfilled_batch_sizes))}"
+        for name, part in unfilled.items()
+    )
+    lowest = {part.lowest_delay for part in unfilled.values()}
+    above = f"{lowest.pop()} us" if len(lowest) == 1 else "each model's lowest"
     return (
-        f"the load keeps at most {space.most_in_flight} requests in flight, which never fill a batch of "
-        f"max_batch_size {', '.join(map(str, space.unfilled_batch_sizes))}: the batcher holds each such batch for "
-        f"its whole queue delay, so the bo sampler measures their delays above {space.lowest_delay} us only once "
-        "no other config is left"
+        f"the load keeps at most {next(iter(unfilled.values())).most_in_flight} requests in flight, which never fill "
+        f"a batch of {sizes}: the batcher holds each such batch for its whole queue delay, so the bo sampler "
+        f"measures their delays above {above} only once no other config is left"
     )
 
 
