@@ -134,6 +134,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bo-waited-any-cold": {"sampler": "bo", "waited_delays_last": False, "warm_start": False},
     "bo-config-draw": {"sampler": "bo", "startup_by_knob": False},
     "bo-config-draw-cold": {"sampler": "bo", "startup_by_knob": False, "warm_start": False},
+    "bo-centered": {"sampler": "bo", "unknown_at_bound": False},
+    "bo-centered-cold": {"sampler": "bo", "unknown_at_bound": False, "warm_start": False},
     "tpe": {"sampler": "tpe"},
     "tpe-cold": {"sampler": "tpe", "warm_start": False},
     "tpe-startup4": {"sampler": "tpe", "n_startup_trials": 4},
@@ -154,6 +156,7 @@ BO_DEFAULTS = {
     "bounded_scale": (_bo, "BOUNDED_SCALE"), "threads_knob": (_bo, "THREADS_KNOB"),
     "gp_prior": (_bo, "GP_PRIOR"), "gp_average": (_bo, "GP_AVERAGE"),
     "waited_delays_last": (_bo, "WAITED_DELAYS_LAST"), "startup_by_knob": (_bo, "STARTUP_BY_KNOB"),
+    "unknown_at_bound": (_bo, "UNKNOWN_AT_BOUND"),
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {

@@ -753,6 +753,19 @@ def test_forest_learns_a_threshold_and_is_unsure_where_its_trees_disagree() -> N
     assert unsure[0] > std.max()
 
 
+def test_a_gp_not_centered_predicts_zero_far_from_its_rows_and_its_values_near_them() -> None:
+    rows = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1]])
+    values = np.array([2.0, 2.2, 2.1, 2.3])  # all over a bound at 0
+    far, near = np.array([[40.0, 40.0]]), rows[:1]
+
+    centered = samplers._surrogate.fit(rows, values, 0, "gp")
+    at_zero = samplers._surrogate.fit(rows, values, 0, "gp", centered=False)
+
+    assert centered.predict(far)[0][0] == pytest.approx(values.mean(), abs=0.05)
+    assert at_zero.predict(far)[0][0] == pytest.approx(0.0, abs=0.05)
+    assert at_zero.predict(near)[0][0] == pytest.approx(2.0, abs=0.2)
+
+
 def test_bo_with_a_forest_finds_the_best_config_within_the_latency_budget() -> None:
     space = _space()
     study = _study(samplers._bo.ConfigBOSampler(space, 0, surrogate="forest"))
@@ -1017,3 +1030,24 @@ def test_bo_draws_its_startup_configs_a_knob_at_a_time(by_knob: bool) -> None:
         assert len(delays) > 10  # and the delay drawn among all of its values
     else:
         assert batching_off < 0.2, batching_off  # 4 configs in 46
+
+
+@pytest.mark.parametrize("at_bound", [True, False])
+def test_bo_looks_away_from_configs_that_all_missed_the_budget(at_bound: bool) -> None:
+    knobs = cfg.SpaceSettings.model_validate({
+        "max_batch_size": [1, 8], "dynamic_batching": [False, True],
+        "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}, "instance_count": [1, 2]})
+    space = SearchSpace(knobs, 2)
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=3, unknown_at_bound=at_bound)
+    study = _study(sampler)
+    for delay in (1500, 1700, 1900):  # three delays of one config, each over the budget, the longer the more
+        study.enqueue_trial({"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": delay,
+                             "instance_count": 2})
+
+    specs = _measure(study, space, lambda spec: (100.0, 0.2 + spec.max_queue_delay_us / 2000), trials=4)
+
+    proposed = specs[-1]
+    if at_bound:  # a config no trial says anything of is as likely to meet the budget as not
+        assert not (proposed.dynamic_batching and proposed.max_batch_size == 8 and proposed.instance_count == 2)
+    else:  # centered on the trials, the model sees the likeliest config next to the least infeasible one
+        assert (proposed.max_batch_size, proposed.instance_count, proposed.dynamic_batching) == (8, 2, True)

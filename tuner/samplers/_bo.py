@@ -34,7 +34,8 @@ constraints. So this sampler models exactly that, over every config the space ha
 - every config no trial has, runs or waits for is scored by the log of its expected
   improvement over the best feasible value so far, plus the log of the probability that it
   meets every constraint and runs; the best one is proposed. Before anything is feasible, the
-  most probably feasible config is.
+  most probably feasible config is, the constraints' models then taking a config far from every
+  trial as on the bound (``unknown_at_bound``) rather than as missing it by the trials' mean.
 
 With the warm start (the default config and three that are often good) the model has its
 first rows at once; before ``n_startup_trials`` trials have finished it proposes unmeasured
@@ -115,6 +116,9 @@ WAITED_DELAYS_LAST = True
 #: Whether a random startup config is drawn a knob at a time (``ConfigBOSampler``, ``startup_by_knob``) rather
 #: than uniformly among the space's configs, of which a knob with many values makes up most.
 STARTUP_BY_KNOB = True
+#: Whether, before any config is feasible, the constraints' models take a config far from every trial as on its
+#: bound (``ConfigBOSampler``, ``unknown_at_bound``) rather than at the mean of the trials, all of which miss it.
+UNKNOWN_AT_BOUND = True
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -172,6 +176,11 @@ class ConfigBOSampler(PlannedSampler):
             as another (``_draw``), rather than uniformly among the configs: with the queue delay in
             steps of 100 us, nearly every config of a space is one of batching with a delay, and a draw
             among the configs is nearly always one of them (None takes ``STARTUP_BY_KNOB``).
+        unknown_at_bound: Before any config is feasible, fit the constraints' models with a prior mean at
+            the bound (``fit``'s ``centered``): a config far from every trial is as likely to meet it as
+            not. Centered on the trials, all of which miss it, the models make the most probably
+            feasible config a neighbour of the least infeasible one, and the search walks from it a
+            step at a time (None takes ``UNKNOWN_AT_BOUND``).
         threads_knob: Give the one-hot encoding one more knob: the threads the config runs against
             the worker's cores, by powers of two (``FeatureEncoder``). Instances and threads per
             instance are knobs of their own, and a model of their columns learns that 4 x 1 and
@@ -201,6 +210,7 @@ class ConfigBOSampler(PlannedSampler):
         gp_average: bool | None = None,
         waited_delays_last: bool | None = None,
         startup_by_knob: bool | None = None,
+        unknown_at_bound: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -225,6 +235,7 @@ class ConfigBOSampler(PlannedSampler):
         self._average = GP_AVERAGE if gp_average is None else gp_average
         self.waited_delays_last = WAITED_DELAYS_LAST if waited_delays_last is None else waited_delays_last
         self.startup_by_knob = STARTUP_BY_KNOB if startup_by_knob is None else startup_by_knob
+        self.unknown_at_bound = UNKNOWN_AT_BOUND if unknown_at_bound is None else unknown_at_bound
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -347,18 +358,20 @@ class ConfigBOSampler(PlannedSampler):
         names = sorted(complete[0].constraints)
         limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in complete], dtype=float)
         limits = limits.reshape(len(complete), len(names))
+        metric = study.metric_names[0] if study.metric_names else None
+        valued = np.array([_first_value(t, metric) is not None for t in complete])
+        feasible = (limits[valued] <= 0.0).all(axis=1)
+        # before anything is feasible, a config no trial says anything of is as likely to meet a bound as not
+        centered = feasible.any() or not self.unknown_at_bound
         for name, column in zip(names, limits.T):
-            term = log_prob_at_most_zero(self._fit(rows, column, seed), candidates)
+            term = log_prob_at_most_zero(self._fit(rows, column, seed, centered=centered), candidates)
             if name in ACCURACY_METRICS and variants is not None:
                 term = self._known_accuracy(term, complete, column, variants)
             log_ok += term
-        metric = study.metric_names[0] if study.metric_names else None
-        valued = np.array([_first_value(t, metric) is not None for t in complete])
         if not valued.any():
             return log_ok
         scored = [t for t, v in zip(complete, valued) if v]
         values, on_log_scale = _objective(study, scored, metric)
-        feasible = (limits[valued] <= 0.0).all(axis=1)
         noise = _throughput_noise(study, scored) if self.measured_noise and on_log_scale else None
         model = self._fit(rows[valued], values, seed, noise)
         mean, std = model.predict(candidates, noise=False)
@@ -366,7 +379,9 @@ class ConfigBOSampler(PlannedSampler):
             return log_ok + 1e-6 * mean  # no feasible config yet: the likeliest one, the better if tied
         return log_expected_improvement(mean, np.maximum(std, 1e-9), values[feasible].max()) + log_ok
 
-    def _fit(self, rows: np.ndarray, values: np.ndarray, seed: int, noise: np.ndarray | None = None) -> Model:
+    def _fit(
+        self, rows: np.ndarray, values: np.ndarray, seed: int, noise: np.ndarray | None = None, centered: bool = True
+    ) -> Model:
         return fit(
             rows,
             values,
@@ -376,6 +391,7 @@ class ConfigBOSampler(PlannedSampler):
             longest=self._longest,
             prior_unit=self._prior_unit,
             average=self._average,
+            centered=centered,
         )
 
     def _log_prob_variant_loads(

@@ -57,6 +57,7 @@ def fit(
     longest: float | None = None,
     prior_unit: float | None = None,
     average: bool = False,
+    centered: bool = True,
 ) -> Model:
     """A model of ``values`` over ``rows`` (one per row), of one of ``KINDS``.
 
@@ -81,11 +82,15 @@ def fit(
     weighed by their likelihoods (a flat prior on the length scale's log). With few rows a longer
     scale often fits them as well as a shorter one, and the one fit is sure of configs far from any
     row that the shorter scale is not; the average keeps that doubt.
+
+    ``centered``: a Gaussian process's prior mean, where no row is near, is the values' mean (scikit-learn's
+    ``normalize_y``); without it, zero: the values are only scaled (by their root mean square), so that a
+    config far from every row is predicted at 0, for a constraint its bound. A forest has no prior mean.
     """
     if kind == "forest":
         return _Forest(rows, values, seed)
     if kind in ("gp", "gp-ard"):
-        return _GaussianProcess(rows, values, seed, kind == "gp-ard", noise, longest, prior_unit, average)
+        return _GaussianProcess(rows, values, seed, kind == "gp-ard", noise, longest, prior_unit, average, centered)
     raise ValueError(f"unknown model {kind!r}; valid: {', '.join(KINDS)}")
 
 
@@ -100,6 +105,7 @@ class _GaussianProcess:
         longest: float | None,
         prior_unit: float | None,
         average: bool,
+        centered: bool = True,
     ) -> None:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
@@ -109,12 +115,15 @@ class _GaussianProcess:
         bounds = (SHORTEST_SCALE, longest or LONGEST_SCALE)
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(scale, bounds, nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
         alpha: float | np.ndarray = 1e-10  # scikit-learn's default
-        spread = float(np.var(values))
+        #: What the values are divided by before the fit, where they are not centered (normalize_y does both)
+        self.scale = 1.0 if centered else float(np.sqrt(np.mean(np.square(values)))) or 1.0
+        values = values / self.scale
+        spread = float(np.var(values)) if centered else 1.0
         if noise is not None and spread > 0:
-            alpha = alpha + np.asarray(noise) / spread  # normalize_y fits values / their std
+            alpha = alpha + np.asarray(noise) / self.scale**2 / spread  # normalize_y fits values / their std
         optimizer = "fmin_l_bfgs_b" if prior_unit is None else functools.partial(_most_probable, unit=prior_unit)
         self.model: GaussianProcessRegressor = GaussianProcessRegressor(
-            kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1, random_state=seed, optimizer=optimizer
+            kernel, alpha=alpha, normalize_y=centered, n_restarts_optimizer=1, random_state=seed, optimizer=optimizer
         )
         with warnings.catch_warnings():  # few rows: the fit often rests on a bound, which is fine
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -146,7 +155,7 @@ class _GaussianProcess:
         means, stds = (np.array(parts) for parts in zip(*(_predict(model, rows, noise) for model in self.fits)))
         mean = np.average(means, axis=0, weights=self.weights)
         variance = np.average(np.square(stds) + np.square(means - mean), axis=0, weights=self.weights)
-        return mean, np.sqrt(variance)
+        return mean * self.scale, np.sqrt(variance) * self.scale
 
 
 def _predict(model: GaussianProcessRegressor, rows: np.ndarray, noise: bool) -> tuple[np.ndarray, np.ndarray]:
