@@ -39,9 +39,10 @@ constraints. So this sampler models exactly that, over every config the space ha
 
 With the warm start (the default config and three that are often good) the model has its
 first rows at once; before ``n_startup_trials`` trials have finished it proposes unmeasured
-configs at random, each knob's value drawn among its values (``startup_by_knob``). Once every config has been measured, it has nothing left to propose and
-the study ends. Only the first objective is modelled: the Pareto front is what the measured
-configs give (docs/benchmarks.md compares the fronts).
+configs at random, each knob's value drawn among its values (``startup_by_knob``). Once every
+config has been measured, it has nothing left to propose and the study ends. Only the first
+objective is modelled: the Pareto front is what the measured configs give (docs/benchmarks.md
+compares the fronts).
 """
 
 from __future__ import annotations
