@@ -991,12 +991,17 @@ def test_bo_learns_a_pruned_trials_throughput_where_the_study_has_two_objectives
     assert samplers._bo._first_value(study.trials[-1], "throughput") == 20.0
 
 
+def _delay_space(batch_sizes: list[int], most_in_flight: int | None = None) -> SearchSpace:
+    """Max batch sizes, the batcher off or on with a queue delay of 0-2000 us in steps of 100, 1 or 2 instances."""
+    knobs = cfg.SpaceSettings.model_validate({
+        "max_batch_size": batch_sizes, "dynamic_batching": [False, True],
+        "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}, "instance_count": [1, 2]})
+    return SearchSpace(knobs, 2, most_in_flight=most_in_flight)
+
+
 @pytest.mark.parametrize("waited_last", [True, False])
 def test_bo_leaves_for_last_the_delays_every_batch_waits_out(waited_last: bool) -> None:
-    knobs = cfg.SpaceSettings.model_validate({
-        "max_batch_size": [1, 8], "dynamic_batching": [False, True],
-        "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}, "instance_count": [1, 2]})
-    space = SearchSpace(knobs, 2, most_in_flight=4)  # 4 in flight: a batch of 8 never fills
+    space = _delay_space([1, 8], most_in_flight=4)  # 4 in flight: a batch of 8 never fills
     sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=2, waited_delays_last=waited_last)
     study = _study(sampler)
 
@@ -1013,11 +1018,7 @@ def test_bo_leaves_for_last_the_delays_every_batch_waits_out(waited_last: bool) 
 
 @pytest.mark.parametrize("by_knob", [True, False])
 def test_bo_draws_its_startup_configs_a_knob_at_a_time(by_knob: bool) -> None:
-    # 21 delays per batching config: 42 of the 46 configs batch with a delay, 2 of them at the lowest
-    knobs = cfg.SpaceSettings.model_validate({
-        "max_batch_size": [4, 8], "dynamic_batching": [False, True],
-        "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}, "instance_count": [1, 2]})
-    space = SearchSpace(knobs, 2)
+    space = _delay_space([4, 8])  # 21 delays per batching config: 84 of the 88 configs batch
     drawn = []
     for seed in range(40):
         sampler = samplers._bo.ConfigBOSampler(space, seed, n_startup_trials=4, startup_by_knob=by_knob)
@@ -1029,15 +1030,12 @@ def test_bo_draws_its_startup_configs_a_knob_at_a_time(by_knob: bool) -> None:
         delays = {s.max_queue_delay_us for s in drawn if s.dynamic_batching}
         assert len(delays) > 10  # and the delay drawn among all of its values
     else:
-        assert batching_off < 0.2, batching_off  # 4 configs in 46
+        assert batching_off < 0.2, batching_off  # 4 configs in 88
 
 
 @pytest.mark.parametrize("at_bound", [True, False])
 def test_bo_looks_away_from_configs_that_all_missed_the_budget(at_bound: bool) -> None:
-    knobs = cfg.SpaceSettings.model_validate({
-        "max_batch_size": [1, 8], "dynamic_batching": [False, True],
-        "max_queue_delay_us": {"low": 0, "high": 2000, "step": 100}, "instance_count": [1, 2]})
-    space = SearchSpace(knobs, 2)
+    space = _delay_space([1, 8])
     sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=3, unknown_at_bound=at_bound)
     study = _study(sampler)
     for delay in (1500, 1700, 1900):  # three delays of one config, each over the budget, the longer the more
