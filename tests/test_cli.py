@@ -159,11 +159,16 @@ def _column(rendered: str, index: int) -> str:
     return "".join("".join(cells).split())
 
 
+def _trials(rendered: str) -> list[str]:
+    """The trial numbers of a rendered table's rows (a row's wrapped lines have none)."""
+    return [line.split("│")[1].strip() for line in rendered.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()]
+
+
 def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: str, tmp_path: Path) -> None:
     result = _tuner("show", "remeasured", "--storage", remeasured, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("│") and line.split("│")[1].strip()]
-    assert [line.split("│")[1].strip() for line in rows] == ["0", "5", "2", "3"]  # 3 configs, then the FAIL
+    assert _trials(result.stdout) == ["0", "5", "2", "3"]  # 3 configs, then the FAIL
     assert "3 (5200-6400, 20%)" in result.stdout and "5868" in result.stdout and "6400 │" not in result.stdout
     assert "recommended: trial 5" in result.stdout
     assert "the best feasible median throughput 5868 over 3 loads" in result.stdout
@@ -199,7 +204,7 @@ def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> 
     with display.console.capture() as captured:
         display.print_summary(summary, study_config(stored.info))
     out = captured.get()
-    assert [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")] == ["0", "5"]
+    assert _trials(out) == ["0", "5"]
     assert "3 (5200-6400, 20%)" in out and "6400 │" not in out
     assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0)" in out
     assert "measured on one load" not in out
@@ -217,6 +222,36 @@ def test_a_recommendation_measured_on_one_load_says_to_verify_it(tmp_path: Path,
     assert "measured on one load: a fresh load can differ by more than its windows did; `tuner verify` measures it" in result.stdout
 
 
+def _params(rendered: str) -> dict[str, str]:
+    """The params column of a rendered table, its wrapped lines joined without spaces, by trial number."""
+    cells: dict[str, str] = {}
+    trial = ""
+    for line in rendered.splitlines():
+        if line.startswith("│"):
+            trial = line.split("│")[1].strip() or trial
+            cells[trial] = cells.get(trial, "") + "".join(line.split("│")[2].split())
+    return cells
+
+
+def test_configs_judged_at_different_concurrencies_say_at_which(remeasured: str, tmp_path: Path,
+                                                               digits_onnx: Path) -> None:
+    result = _tuner("show", "remeasured", "--storage", remeasured, cwd=tmp_path)
+    # the default config was judged at 1 request in flight, the batching ones at 8 and 4
+    params = _params(result.stdout)
+    assert params["0"].endswith("precision=fp32(atconcurrency1)")
+    assert params["5"].endswith("(atconcurrency8)") and params["2"].endswith("(atconcurrency4)")
+    assert "recommended: trial 5 mbs=8 batching=on delay_us=1000 instances=2 precision=fp32 at concurrency 8" in (
+        " ".join(result.stdout.split()))
+
+    url = f"sqlite:///{tmp_path / 'same.db'}"
+    store = Store(url)
+    write_study(store, "same", [Load(PLAIN, {"concurrency": 8}, default=True), Load(BATCHED)], BOUNDS, onnx=digits_onnx)
+    store.close()
+    same = _tuner("show", "same", "--storage", url, cwd=tmp_path)
+    assert "(at concurrency" not in same.stdout, "one concurrency for every config: nothing to tell apart"
+    assert "at concurrency 8" in same.stdout  # the recommendation still says the load it was read under
+
+
 def test_the_summary_shows_a_recommended_config_off_the_front_beside_it(remeasured: str) -> None:
     # the recommendation may tie with a front config and be the cheaper one, off the front itself
     study, stored, results = _remeasured_results(remeasured)
@@ -229,7 +264,7 @@ def test_the_summary_shows_a_recommended_config_off_the_front_beside_it(remeasur
     out = captured.get()
 
     assert "and the recommended config" in " ".join(out.split())
-    assert [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")] == ["0", "5"]
+    assert _trials(out) == ["0", "5"]
     assert "recommended: trial 5" in out
 
 
@@ -351,6 +386,21 @@ def test_the_progress_prints_an_errors_brackets_as_they_are() -> None:
     with out.capture() as captured:
         out.print(progress.get_renderable())
     assert "worker 0 [local cores 0,1] trial 3: instances=2" in captured.get()
+
+
+@pytest.mark.parametrize(("concurrency", "says"), [("auto", True), ([4, 8], True), ([8], False)])
+def test_a_trials_line_says_its_concurrency_where_the_study_measures_several(
+    remeasured: str, concurrency: object, says: bool
+) -> None:
+    study, stored, _ = _remeasured_results(remeasured)
+    cfg = study_config(stored.info)
+    cfg = cfg.model_copy(update={"load": cfg.load.model_copy(update={"concurrency": concurrency})})
+    trial = study.trials[5]  # judged at 8 requests in flight
+
+    line = display.result_text(trial, cfg)
+
+    assert line.startswith("throughput 5868, latency_p99_ms 2.809")
+    assert ("at concurrency 8" in line) is says
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,9 @@ def test_the_report_is_over_configs_and_says_why_it_recommends(tmp_path: Path) -
     assert "infeasible: latency_p99_ms 3.7 > max 3 (+23%)" in text
     rows = re.findall(r"<tr class='[^']*' id='config-(\d+)'>", page)
     assert rows == ["0", "5", "2"]
+    # the concurrency each config's representative load was judged at, beside its medians
+    cells = re.findall(r"id='config-(\d+)'>(?:<td[^>]*>[^<]*</td>){4}<td class='num'>(\d*)</td>", page)
+    assert cells == [("0", "1"), ("5", "8"), ("2", "4")]
     pareto = charts.pareto_figure(data)
     markers = {trace.name: list(trace.customdata) for trace in pareto.data if trace.mode == "markers"}
     assert markers == {"feasible": [0, 5], "infeasible": [2]}, "one marker per config, not per load"

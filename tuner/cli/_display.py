@@ -115,6 +115,9 @@ def result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
         return f"[red]FAIL[/] {escape(brief(stored.fail_reason or '', study, trial.number))}"
     metrics = stored.metrics
     text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
+    concurrencies = cfg.load.concurrency
+    if (concurrencies == "auto" or len(concurrencies) > 1) and isinstance(metrics.get("concurrency"), int):
+        text += f" at concurrency {metrics['concurrency']}"
     flags = []
     if not stored.feasible:
         flags.append("[yellow]infeasible[/]")
@@ -184,7 +187,9 @@ def print_recommendation(rec: Recommendation | None, default: ConfigResult | Non
     if rec is None:
         console.print("[yellow]no feasible config: loosen the constraints or widen the search space[/]")
         return
-    console.print(f"recommended: trial {rec.number} {params_text(rec.config.params)}")
+    concurrency = _in_flight(rec.config)
+    at = f" at concurrency {concurrency}" if concurrency else ""
+    console.print(f"recommended: trial {rec.number} {params_text(rec.config.params)}{at}")
     console.print(f"  {rec.reason}", highlight=False, markup=False)
     if len(rec.config.loads) == 1:
         console.print(
@@ -234,12 +239,25 @@ def configs_table(
             table.add_column(header, overflow="fold")
         else:
             table.add_column(header, justify="right" if metric or header == "trial" else "left", overflow="fold")
-    for result in results:
-        cells = [str(result.number), params_text(result.params)]
+    # where configs were judged at different concurrencies, a throughput needs the load it was read under; it
+    # goes with the params, whose column wraps, as a column of its own would widen the table past a terminal
+    in_flight = [_in_flight(result) for result in results]
+    by_concurrency = len(set(in_flight) - {None}) > 1
+    for result, concurrency in zip(results, in_flight):
+        params = params_text(result.params)
+        if by_concurrency and concurrency:
+            params += f" (at concurrency {concurrency})"
+        cells = [str(result.number), params]
         cells += [_fmt(result.metric(metric)) for _, metric in _CONFIG_COLUMNS if metric is not None]
         cells += [_loads_text(result), config_note(result, rec, bounds or {})]
         table.add_row(*cells)
     return table
+
+
+def _in_flight(result: ConfigResult) -> int | None:
+    """The concurrency the config's representative load was judged at (``ConfigResult.representative``)."""
+    value = result.representative.metrics.get("concurrency")
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def failed_table(title: str, trials: Sequence[StoredTrial], study: str) -> Table:

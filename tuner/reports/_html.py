@@ -218,6 +218,7 @@ def _configs_table(data: StudyData) -> str:
             f"<td>{html.escape(config.params_text())}</td>"
             f"<td class='num'>{_fmt(config.metric('throughput'))}</td>"
             f"<td class='num'>{_fmt(config.metric('latency_p99_ms'))}</td>"
+            f"<td class='num'>{config.point.concurrency if config.point else ''}</td>"
             f"<td class='num'>{config.loads}</td><td>{html.escape(config.loads_text())} (trials {loads})</td>"
             f"<td>{' '.join(marks)}</td><td>{html.escape(config.failed_text())}</td></tr>"
         )
@@ -225,7 +226,9 @@ def _configs_table(data: StudyData) -> str:
         return "<p class='note'>No config was measured.</p>"
     return (
         "<table id='configs'><tr><th>trial</th><th>config</th><th>median infer/s</th><th>median p99 ms</th>"
-        "<th>loads</th><th>interval</th><th></th><th>constraints</th></tr>" + "".join(rows) + "</table>"
+        "<th>concurrency</th><th>loads</th><th>interval</th><th></th><th>constraints</th></tr>"
+        + "".join(rows)
+        + "</table>"
     )
 
 
