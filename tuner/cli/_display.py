@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
@@ -115,9 +116,9 @@ def result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
         return f"[red]FAIL[/] {escape(brief(stored.fail_reason or '', study, trial.number))}"
     metrics = stored.metrics
     text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
-    concurrencies = cfg.load.concurrency
-    if (concurrencies == "auto" or len(concurrencies) > 1) and isinstance(metrics.get("concurrency"), int):
-        text += f" at concurrency {metrics['concurrency']}"
+    concurrency, levels = _concurrency(metrics), cfg.load.concurrency
+    if concurrency and (levels == "auto" or len(levels) > 1):
+        text += f" at concurrency {concurrency}"
     flags = []
     if not stored.feasible:
         flags.append("[yellow]infeasible[/]")
@@ -187,7 +188,7 @@ def print_recommendation(rec: Recommendation | None, default: ConfigResult | Non
     if rec is None:
         console.print("[yellow]no feasible config: loosen the constraints or widen the search space[/]")
         return
-    concurrency = _in_flight(rec.config)
+    concurrency = _concurrency(rec.config.representative.metrics)
     at = f" at concurrency {concurrency}" if concurrency else ""
     console.print(f"recommended: trial {rec.number} {params_text(rec.config.params)}{at}")
     console.print(f"  {rec.reason}", highlight=False, markup=False)
@@ -241,7 +242,7 @@ def configs_table(
             table.add_column(header, justify="right" if metric or header == "trial" else "left", overflow="fold")
     # where configs were judged at different concurrencies, a throughput needs the load it was read under; it
     # goes with the params, whose column wraps, as a column of its own would widen the table past a terminal
-    in_flight = [_in_flight(result) for result in results]
+    in_flight = [_concurrency(result.representative.metrics) for result in results]
     by_concurrency = len(set(in_flight) - {None}) > 1
     for result, concurrency in zip(results, in_flight):
         params = params_text(result.params)
@@ -254,10 +255,10 @@ def configs_table(
     return table
 
 
-def _in_flight(result: ConfigResult) -> int | None:
-    """The concurrency the config's representative load was judged at (``ConfigResult.representative``)."""
-    value = result.representative.metrics.get("concurrency")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _concurrency(metrics: Mapping[str, Any]) -> int | None:
+    """The concurrency a trial was judged at, from its metrics (those of its judged point); None where unknown."""
+    value = metrics.get("concurrency")
+    return value if isinstance(value, int) else None
 
 
 def failed_table(title: str, trials: Sequence[StoredTrial], study: str) -> Table:
