@@ -238,4 +238,29 @@ def test_perf_analyzer_passes_the_tensors_through_shared_memory_when_asked(
         watcher.join()
     assert point.throughput > 0
     assert regions, "perf_analyzer registered no shared memory region"
-    assert status() == [], "perf_analyzer left its regions registered"
+    assert status() == [], "the run left its regions registered"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_engine_unregisters_the_regions_a_run_left_and_no_other(
+    served: tuple[EmbeddedServer, Path], tmp_path: Path, protocol: str
+) -> None:
+    """Triton 2.51 refuses to unregister a region a request still holds, so perf_analyzer's own clean-up
+    can leave its regions on a loaded machine; the engine unregisters those it names as perf_analyzer
+    does (key = "/" + name), and leaves a region someone else named otherwise."""
+    server, _ = served
+    client = with_access(triton_grpc.InferenceServerClient(server.grpc_url), server.access)
+    for name, key in (("float_input_0_0", "/float_input_0_0"), ("label", "/label"), ("theirs", "/someone-else")):
+        (Path("/dev/shm") / key[1:]).write_bytes(bytes(64))
+        client.register_system_shared_memory(name, key, 64)
+    url = server.http_url if protocol == "http" else server.grpc_url
+    settings = EngineSettings(shared_memory="system", output_bytes=64, protocol=protocol)
+    try:
+        PerfAnalyzer(url, tmp_path / "perf", settings, access=server.access)._release_regions()
+        left = client.get_system_shared_memory_status(as_json=True).get("regions", {})
+        assert sorted(left) == ["theirs"]
+    finally:
+        client.unregister_system_shared_memory()
+        client.close()
+        for key in ("float_input_0_0", "label", "someone-else"):
+            (Path("/dev/shm") / key).unlink(missing_ok=True)

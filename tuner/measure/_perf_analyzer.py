@@ -19,7 +19,8 @@ the background, and perf_analyzer's look at an ensemble's composing models can f
 
 With ``shared_memory: system`` perf_analyzer registers system shared memory regions with the
 server (a restricted protocol: it sends the server's header) and passes the tensors through them;
-each output's region holds one request's output (``output_region_bytes``).
+each output's region holds one request's output (``output_region_bytes``). After each run the regions
+it left registered, if any, are unregistered (``PerfAnalyzer._release_regions``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import base64
 import csv
 import dataclasses
 import errno
+import functools
 import io
 import json
 import logging
@@ -41,12 +43,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
 
 from tuner.errors import MeasurementError
 from tuner.measure._engine import EngineSettings, Measured, Probe, spread_pct
 from tuner.model_info import ModelInfo
 from tuner.trial import LoadPoint
-from tuner.triton import Access, die_with_parent, redact
+from tuner.triton import Access, die_with_parent, redact, with_access
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ _PASS = re.compile(r"Pass \[\d+\] throughput: ([0-9.]+) infer/sec")
 _REQUEST_ERROR = re.compile(r"Thread \[\d+\] had error: (.+)")
 #: perf_analyzer's share of its cores above which it, not the server, limits the load.
 SATURATED_SHARE = 0.9
+#: How many times the regions a run left are asked to be unregistered, 0.2 s apart (``_release_regions``).
+_RELEASE_TRIES = 5
 _REQUIRED_LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
 
@@ -267,13 +274,17 @@ class PerfAnalyzer:
             cmd += self.access.perf_analyzer_args(self.settings.protocol)
         timeout = self._timeout_s(concurrency, window_ms)
         logger.debug("running %s", redact(" ".join(cmd), self.access))
-        result = _invoke(cmd, self.env, timeout)
-        transient = _transient(result)
-        if transient:  # the load generator's or the moment's, not the config's
-            error = _last_error(result.stdout + result.stderr)
-            logger.warning("perf_analyzer %s measuring %s (%s); measuring again", transient, model, error)
-            time.sleep(1.0)
+        try:
             result = _invoke(cmd, self.env, timeout)
+            transient = _transient(result)
+            if transient:  # the load generator's or the moment's, not the config's
+                error = _last_error(result.stdout + result.stderr)
+                logger.warning("perf_analyzer %s measuring %s (%s); measuring again", transient, model, error)
+                time.sleep(1.0)
+                result = _invoke(cmd, self.env, timeout)
+        finally:
+            if self.settings.shared_memory == "system":
+                self._release_regions()
         output = result.stdout + result.stderr
         if _UNSTABLE in output:
             raise _Unstable(output)
@@ -296,6 +307,33 @@ class PerfAnalyzer:
         passes = [float(m) for m in _PASS.findall(output)][-3:]
         return dataclasses.replace(points[0], throughput_spread_pct=spread_pct(passes)) if passes else points[0]
 
+    def _release_regions(self) -> None:
+        """Unregisters the system shared memory regions a run left on the server: those named as perf_analyzer
+        names its own (the key is the name after a slash). perf_analyzer unregisters them as it exits, but the
+        server (Triton 2.51) refuses to unregister a region a request still holds, which a loaded machine sees
+        now and then, and a run that was killed never tries: the server would keep them mapped until the next
+        run's start clears them."""
+        client: triton_http.InferenceServerClient | triton_grpc.InferenceServerClient
+        if self.settings.protocol == "http":
+            client = with_access(triton_http.InferenceServerClient(self.url), self.access)
+            status: Callable[[], dict | list] = client.get_system_shared_memory_status
+        else:
+            client = with_access(triton_grpc.InferenceServerClient(self.url), self.access)
+            status = functools.partial(client.get_system_shared_memory_status, as_json=True)
+        try:
+            for attempt in range(1, _RELEASE_TRIES + 1):
+                try:
+                    for name in _perf_analyzer_regions(status()):
+                        client.unregister_system_shared_memory(name)
+                    return
+                except InferenceServerException as exc:
+                    if attempt == _RELEASE_TRIES:
+                        logger.warning("perf_analyzer's shared memory regions stay registered: %s", exc)
+                    else:
+                        time.sleep(0.2)
+        finally:
+            client.close()
+
     def _timeout_s(self, concurrency: int, window_ms: int) -> float:
         return 60.0 + 3 * window_ms / 1000 * (self.settings.max_windows + 2) + concurrency
 
@@ -313,6 +351,13 @@ def check_disk(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
     free = shutil.disk_usage(folder).free
     if free < min_free:
         raise OSError(errno.ENOSPC, f"no space left for perf_analyzer's report ({free} bytes free)", str(folder))
+
+
+def _perf_analyzer_regions(status: dict | list) -> list[str]:
+    """The names of the regions in a system shared memory status (gRPC's ``{"regions": {name: ...}}`` or
+    HTTP's list) that perf_analyzer registered: it keys each region by its name after a slash."""
+    regions = status.get("regions", {}).values() if isinstance(status, dict) else status
+    return [r["name"] for r in regions if r.get("key") == "/" + r.get("name", "")]
 
 
 def _invoke(cmd: list[str], env: dict[str, str] | None, timeout: float) -> subprocess.CompletedProcess[str]:
