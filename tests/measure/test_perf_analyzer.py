@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from tuner.errors import MeasurementError
-from tuner.measure._perf_analyzer import _transient, parse_csv
+from tuner.measure import EngineSettings
+from tuner.measure._perf_analyzer import PerfAnalyzer, _perf_analyzer_regions, _transient, parse_csv
 from tuner.trial import LoadPoint
 
 HEADER = (
@@ -184,3 +188,23 @@ def test_requests_the_server_refused_fail_the_run_at_once_with_its_reason(
     with pytest.raises(MeasurementError, match=r"requests to m failed: shared memory size .* at least 1060000 bytes"):
         engine.run("m", 2)
     assert len(calls) == 1  # not again with longer windows: they would hold no answered request either
+
+
+def test_perf_analyzers_regions_are_those_keyed_by_their_name_in_either_protocols_status() -> None:
+    grpc = {"regions": {"x": {"name": "x", "key": "/x"}, "theirs": {"name": "theirs", "key": "/elsewhere"}}}
+    http = [{"name": "y", "key": "/y", "byte_size": 8}, {"name": "z", "key": "z"}]
+    assert _perf_analyzer_regions(grpc) == ["x"]
+    assert _perf_analyzer_regions(http) == ["y"]
+    assert _perf_analyzer_regions({}) == [] and _perf_analyzer_regions([]) == []
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_releasing_the_regions_of_a_server_that_is_gone_neither_raises_nor_waits(tmp_path: Path, protocol: str) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = EngineSettings(shared_memory="system", output_bytes=64, protocol=protocol)
+    engine = PerfAnalyzer(f"127.0.0.1:{port}", tmp_path, settings, access=None)
+    started = time.perf_counter()
+    engine._release_regions()
+    assert time.perf_counter() - started < 0.5, "a server that is gone is not asked again"

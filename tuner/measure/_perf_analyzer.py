@@ -326,7 +326,10 @@ class PerfAnalyzer:
                     for name in _perf_analyzer_regions(status()):
                         client.unregister_system_shared_memory(name)
                     return
-                except InferenceServerException as exc:
+                except (OSError, InferenceServerException) as exc:
+                    if isinstance(exc, OSError) or "UNAVAILABLE" in str(exc.status()):  # gone, and its regions too
+                        logger.debug("perf_analyzer's shared memory regions not released: %s", exc)
+                        return
                     if attempt == _RELEASE_TRIES:
                         logger.warning("perf_analyzer's shared memory regions stay registered: %s", exc)
                     else:
