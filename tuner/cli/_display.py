@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
@@ -116,9 +115,9 @@ def result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
         return f"[red]FAIL[/] {escape(brief(stored.fail_reason or '', study, trial.number))}"
     metrics = stored.metrics
     text = ", ".join(f"{o.metric} {metrics.get(o.metric, float('nan')):.4g}" for o in cfg.objectives)
-    concurrency, levels = _concurrency(metrics), cfg.load.concurrency
-    if concurrency and (levels == "auto" or len(levels) > 1):
-        text += f" at concurrency {concurrency}"
+    point, levels = stored.point, cfg.load.concurrency
+    if point and (levels == "auto" or len(levels) > 1):
+        text += f" at concurrency {point.concurrency}"
     flags = []
     if not stored.feasible:
         flags.append("[yellow]infeasible[/]")
@@ -188,8 +187,8 @@ def print_recommendation(rec: Recommendation | None, default: ConfigResult | Non
     if rec is None:
         console.print("[yellow]no feasible config: loosen the constraints or widen the search space[/]")
         return
-    concurrency = _concurrency(rec.config.representative.metrics)
-    at = f" at concurrency {concurrency}" if concurrency else ""
+    point = rec.config.representative.point
+    at = f" at concurrency {point.concurrency}" if point else ""
     console.print(f"recommended: trial {rec.number} {params_text(rec.config.params)}{at}")
     console.print(f"  {rec.reason}", highlight=False, markup=False)
     if len(rec.config.loads) == 1:
@@ -242,7 +241,7 @@ def configs_table(
             table.add_column(header, justify="right" if metric or header == "trial" else "left", overflow="fold")
     # where configs were judged at different concurrencies, a throughput needs the load it was read under; it
     # goes with the params, whose column wraps, as a column of its own would widen the table past a terminal
-    in_flight = [_concurrency(result.representative.metrics) for result in results]
+    in_flight = [point.concurrency if (point := result.representative.point) else None for result in results]
     by_concurrency = len(set(in_flight) - {None}) > 1
     for result, concurrency in zip(results, in_flight):
         params = params_text(result.params)
@@ -253,12 +252,6 @@ def configs_table(
         cells += [_loads_text(result), config_note(result, rec, bounds or {})]
         table.add_row(*cells)
     return table
-
-
-def _concurrency(metrics: Mapping[str, Any]) -> int | None:
-    """The concurrency a trial was judged at, from its metrics (those of its judged point); None where unknown."""
-    value = metrics.get("concurrency")
-    return value if isinstance(value, int) else None
 
 
 def failed_table(title: str, trials: Sequence[StoredTrial], study: str) -> Table:
