@@ -3,7 +3,7 @@
     python bench/synthetic_goal.py [--landscapes 104-123] [--seeds 20] [--kinds plain] [--start warm,cold]
                                    [--out bench/results/synthetic_goal.json]
 
-Each landscape is a synthetic one of tests/test_search_synthetic.py (432 configs, one of them within 3% of
+Each landscape is a synthetic one of tests/test_search_synthetic.py (360 configs, one of them within 3% of
 the best: knob effects, the instances x threads interaction, a best queue delay and a latency budget, all
 drawn from the landscape's seed), of a kind of bench/synthetic_switch.py. On each, the default sampler (bo)
 runs from each of the sampler's seeds, warm-started and cold, for at most 60 trials. It prints, per landscape,

@@ -9,7 +9,7 @@ variant that failed every config may not load at all), ``BOUNDED_SCALE`` (the Ga
 length scales bounded by the space's diameter), ``THREADS_KNOB`` (the threads a config runs against the
 cores as a knob of the models' inputs), ``GP_PRIOR`` (the Gaussian processes' hyperparameters the most
 probable under Optuna's priors) or ``GP_AVERAGE`` (their predictions averaged over their length scales). Each landscape is a synthetic one of
-tests/test_search_synthetic.py (432 configs: knob effects, the instances x threads interaction, a best
+tests/test_search_synthetic.py (360 configs: knob effects, the instances x threads interaction, a best
 queue delay and a latency budget, all drawn from the landscape's seed), under one of these kinds:
 
 - ``plain``: every config loads;

@@ -2,7 +2,7 @@
 
     python bench/warm_start_failures.py [--landscapes 211-220] [--seeds 10] [--out bench/results/warm_start_failures.json]
 
-Each landscape is a synthetic one of tests/test_search_synthetic.py (432 configs: knob effects, the
+Each landscape is a synthetic one of tests/test_search_synthetic.py (360 configs: knob effects, the
 instances x threads interaction, a best queue delay and a latency budget, all drawn from the
 landscape's seed) on which OpenVINO fails every config, as it does on a model whose output rank
 its CPU plug-in refuses. On each, the default sampler (bo) runs with the warm start as the study
