@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from api.settings import ENVIRONMENT, ApiSettings
-from tuner.config import StudyConfig
+from tuner.config import StudyConfig, real_path
 from tuner.errors import ConfigError
 
 #: Path fields the API sets itself rather than taking from the posted file.
@@ -88,7 +88,7 @@ def check_paths(data: Mapping[str, Any], settings: ApiSettings) -> None:
         if not isinstance(value, str) or value in words or where in _SET_BY_API:
             continue
         field = ".".join(where)
-        path = _real(value, settings.study_root)
+        path = _real(field, value, settings.study_root)
         setting = _ALLOW_LISTED.get(where)
         if setting is not None:
             if path not in getattr(settings, setting):
@@ -106,9 +106,11 @@ def _at(data: Mapping[str, Any], where: tuple[str, ...]) -> Any:
     return value
 
 
-def _real(value: str, root: Path) -> Path:
-    path = Path(value).expanduser()
-    return (path if path.is_absolute() else root / path).resolve()
+def _real(field: str, value: str, root: Path) -> Path:
+    try:
+        return real_path(value, root, resolve_absolute=True)
+    except ValueError as exc:
+        raise ConfigError(f"study file: {field}: {exc}") from None
 
 
 def _check_inside(field: str, path: Path, root: Path) -> None:

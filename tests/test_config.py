@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import onnx
@@ -241,6 +242,36 @@ def test_malformed_yaml_names_the_line(study_dir: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"malformed YAML at line 4\b"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"study: \xff\xfe\n", "not UTF-8 text (byte 7"),
+        (b"study: s1\nx: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply to read"),
+        (b'study: s1\nmodel: {name: tiny, path: "\\udcff"}\n', "a character that is not text"),
+    ],
+)
+def test_a_file_that_cannot_be_read_as_a_study_is_one_error(study_dir: Path, text: bytes, message: str) -> None:
+    path = study_dir / "study.yaml"
+    path.write_bytes(text)
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("a" * 5000 + "/tiny.onnx", "cannot be a path here: File name too long"),
+        ("~nosuchuser/tiny.onnx", "'~nosuchuser/tiny.onnx' cannot be a path here"),
+        ("..", "is not a regular file"),
+    ],
+)
+def test_a_path_no_file_can_have_is_an_error_of_its_field(study_dir: Path, where: str, message: str) -> None:
+    error = _error(study_dir, _with("model.path", where))
+
+    assert "model.path: " in error and message in error, error
 
 
 def test_top_level_list_is_rejected(study_dir: Path) -> None:

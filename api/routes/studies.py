@@ -72,7 +72,9 @@ def get_study(name: StudyName, store: StoreDep, studies: StudiesDep, runs: RunsD
 )
 async def start_study(request: Request, settings: SettingsDep, runs: RunsDep) -> StudyStarted:
     """Starts a study in the background; answers once the study is in the storage."""
-    data = _parse_body(await _read_body(request, settings.max_body_bytes), request.headers.get("content-type"))
+    body = await _read_body(request, settings.max_body_bytes)
+    # parsed off the event loop: a large document takes seconds that every other request would wait
+    data = await run_in_threadpool(_parse_body, body, request.headers.get("content-type"))
     cfg = await run_in_threadpool(validate_study, data, settings)
     run = await run_in_threadpool(runs.start, cfg)
     return StudyStarted(name=cfg.study, pid=run.process.pid, url=str(request.url_for("get_study", name=cfg.study)))
@@ -136,6 +138,8 @@ def _parse_body(body: bytes, content_type: str | None) -> Any:
         data = json.loads(text) if media in _JSON_TYPES else yaml.safe_load(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise BadBodyError(f"the study file is not valid {'JSON' if media in _JSON_TYPES else 'YAML'}: {exc}") from None
+    except RecursionError:
+        raise BadBodyError("the study file is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError("study file: expected a mapping of fields at the top level")
     return data

@@ -43,13 +43,17 @@ def _post(server: ApiServer, body: str | bytes, headers: dict[str, str] | None =
         (lambda d: d["load"].update(concurrency=[100_000]), 400, "load.concurrency.0: Input should be less than"),
         (lambda d: d["load"].update(trial_timeout_s=float("inf")), 400, "load.trial_timeout_s: Input should be a"),
         (lambda d: d.pop("model"), 400, "model: Field required"),
+        (lambda d: d["model"].update(path="models/m.onnx\x00/../x"), 400, "model.path: 'models/m.onnx\\x00/../x' cannot"),
+        (lambda d: d["model"].update(path="a" * 5000), 400, "cannot be a path here: File name too long"),
+        (lambda d: d["model"].update(path="~nosuchuser/x.onnx"), 400, "cannot be a path here"),
+        (lambda d: d["load"].update(input_data="\udcff"), 400, "a character that is not text"),
     ],
 )
 def test_an_invalid_study_file_is_400_naming_the_field(api_server: ApiServer, digits_onnx: Path, change,
                                                      status: int, message: str) -> None:
     data = digits_study(unique("api-bad"), digits_onnx)
     change(data)
-    code, detail = _post(api_server, yaml.safe_dump(data))
+    code, detail = _post(api_server, json.dumps(data), {"Content-Type": "application/json"})
     assert code == status and message in detail, detail
 
 
@@ -63,6 +67,9 @@ def test_an_invalid_study_file_is_400_naming_the_field(api_server: ApiServer, di
         (b"\xff\xfe", YAML, 400, "not valid YAML"),
         ("<html/>", {"Content-Type": "text/html"}, 415, "application/yaml"),
         ("a: " + "x" * 1_100_000, YAML, 413, "over 1000000 bytes"),
+        ('{"study": "x", "x": ' + "[" * 1000 + "]" * 1000 + "}", {"Content-Type": "application/json"}, 400,
+         "nested too deeply"),
+        ("study: x\nx: " + "[" * 1000 + "]" * 1000, YAML, 400, "nested too deeply"),
     ],
 )
 def test_a_body_that_is_no_study_file(api_server: ApiServer, body: str, headers: dict, status: int,

@@ -10,6 +10,7 @@ and ``_study`` (the whole file, objectives, constraints, reading it).
 
 from __future__ import annotations
 
+from tuner.config._base import real_path
 from tuner.config._load import ConcurrencySearch, EarlyStop, LoadSettings, Remeasure
 from tuner.config._model import ModelSettings, TensorSpec
 from tuner.config._search import (
@@ -52,5 +53,6 @@ __all__ = [
     "WorkerSettings",
     "load_config",
     "parse_config",
+    "real_path",
     "resolve_storage",
 ]

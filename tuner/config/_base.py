@@ -43,6 +43,30 @@ def _base_dir(info: ValidationInfo) -> Path:
     return Path(context.get("base_dir", "."))
 
 
+def real_path(value: str | Path, base: Path, resolve_absolute: bool = False) -> Path:
+    """``value`` with ``~`` expanded, made absolute against ``base`` with its links resolved (an absolute
+    ``value`` is kept as written unless ``resolve_absolute``).
+
+    Raises:
+        ValueError: a path no file can have, or one that cannot be looked at: a NUL byte, a character the
+            file system cannot name, a name over its length limit, a folder on the way that may not be read,
+            or the home folder of a user who does not exist.
+    """
+    try:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = (base / path).resolve()
+        elif resolve_absolute:
+            path = path.resolve()
+        path.exists()  # raises where the path cannot be looked up at all (too long, not searchable)
+        return path
+    # ValueError: a NUL byte, or UnicodeEncodeError; RuntimeError: the home folder of a user who does not exist
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        if isinstance(exc, UnicodeError):  # its message holds the character itself, which no answer can carry
+            reason = "it holds a character no file name can have"
+        raise ValueError(f"{str(value)[:80]!r} cannot be a path here: {reason}") from None
+
+
 def _resolve(value: Path, info: ValidationInfo) -> Path:
-    path = value.expanduser()
-    return path if path.is_absolute() else (_base_dir(info) / path).resolve()
+    return real_path(value, _base_dir(info))

@@ -92,6 +92,8 @@ class ModelSettings(_Strict):
         if value is None:
             return None
         path = _resolve(value, info)
+        if path.exists() and not path.is_file():
+            raise ValueError(f"model file {path} is not a regular file")
         if not path.is_file():
             hint = ""
             if path.name == "model.onnx" and path.parent.parent.parent.name == "model_repository":

@@ -169,6 +169,10 @@ def parse_config(data: Any, base_dir: Path, source: str = "study file") -> Study
         return StudyConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read") from None
+    except UnicodeEncodeError:  # pydantic takes no string holding half of a UTF-16 pair
+        raise ConfigError(f"{source}: a string holds a character that is not text (a lone surrogate)") from None
 
 
 def load_config(path: Path) -> StudyConfig:
@@ -178,11 +182,15 @@ def load_config(path: Path) -> StudyConfig:
         ConfigError: the file is missing, is not YAML, or a field is invalid.
     """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read study file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
