@@ -220,7 +220,10 @@ class RunManager:
                 if self._study_exists(run.name):
                     return
                 self.forget(run.name)
-                raise run_exit_error(code, run.log_tail())
+                error = run_exit_error(code, run.log_tail())
+                # No study is stored, so nothing could delete these later: the error carries what the log said.
+                remove_study_files(self._settings, run.name)
+                raise error
             time.sleep(0.2)
         logger.warning("study %r is not stored after %.0f s; its run goes on", run.name, self._settings.start_timeout_s)
 

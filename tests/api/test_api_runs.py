@@ -13,7 +13,7 @@ import yaml
 from api_helpers import TOKEN, ApiServer, digits_study, unique
 
 from api.errors import RunEnvironmentError, RunFailedError, status_for
-from api.runs import RunManager, validate_study
+from api.runs import RunManager, study_files, validate_study
 from api.settings import ApiSettings
 from api.verify_runs import VerifyRun
 from tuner.errors import ConfigError
@@ -154,6 +154,8 @@ def test_a_run_that_exits_before_storing_its_study_answers_by_its_exit_code(
     assert detail in str(raised.value)
     if code == 2:
         assert str(raised.value) == detail  # the error line alone, as a study file refused before it ran
+    # nothing is stored, so nothing could delete the run's file and log later
+    assert not [path for path in study_files(settings, cfg.study) if path.exists()]
 
 
 @pytest.mark.parametrize(("code", "outcome"), [(0, "holds"), (1, "does not hold"), (2, "refused"), (3, "failed"),
