@@ -224,3 +224,17 @@ def test_the_cpu_model_is_read_from_cpuinfo_and_else_from_the_platform(tmp_path:
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6338\n")
     assert cpu_model(cpuinfo) == "Intel(R) Xeon(R) Gold 6338"
     assert cpu_model(tmp_path / "missing")  # platform.processor() or the architecture
+
+
+def test_a_study_continued_with_other_choices_of_a_knob_is_refused_before_it_runs(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    first = _replay(tmp_path, digits_onnx, landscape_file, "again", n_trials=3)
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), n_trials=6) | {"study": "again"}
+    data["search"]["space"] = {**SPACE, "max_batch_size": [1, 8]}
+    cfg = parse_config(data, tmp_path)
+
+    with pytest.raises(ConfigError, match=r"search\.space\.max_batch_size: study 'again' already exists with "
+                                          r"max_batch_size \[1, 8, 32\], and this file asks \[1, 8\]"):
+        StudyRunner(cfg, Store(cfg.storage))
+    assert len(Store(cfg.storage).load_study("again").trials) == len(first)  # nothing was asked of it

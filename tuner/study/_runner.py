@@ -20,11 +20,17 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
@@ -132,7 +138,8 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     """Creates the study, or opens it again to continue it.
 
     Raises:
-        ConfigError: the stored study has other objectives.
+        ConfigError: the stored study has other objectives, or asked a knob for other choices than the
+            space asks it for (Optuna keeps a parameter's choices for the whole study).
     """
     directions = [o.direction for o in cfg.objectives]
     sampler = make_sampler(cfg.search.sampler, cfg.search.seed, plan.space, cfg.search.n_startup_trials)
@@ -146,6 +153,7 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
                 f"objectives: study {cfg.study!r} already exists with objectives {stored.metric_names}; "
                 "use another study name"
             )
+        _check_same_choices(stored, plan.space.distributions, cfg.study)
     study = optuna.create_study(
         study_name=cfg.study, storage=store.optuna, directions=directions, sampler=sampler, load_if_exists=True
     )
@@ -159,6 +167,36 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     repository = plan.repository_model
     study.set_user_attr(ATTR_MODEL_BACKEND, repository.backend if repository is not None else "onnxruntime")
     return study
+
+
+def _check_same_choices(stored: optuna.Study, wanted: Mapping[str, BaseDistribution], name: str) -> None:
+    """Refuses a space whose knob takes other choices than the stored study's trials were asked for.
+
+    Raises:
+        ConfigError: naming the knob and both sets of choices.
+    """
+    for trial in stored.get_trials(deepcopy=False):
+        for knob, had in trial.distributions.items():
+            now = wanted.get(knob)
+            if now is None:
+                continue
+            try:
+                check_distribution_compatibility(had, now)
+            except ValueError:
+                raise ConfigError(
+                    f"search.space.{knob}: study {name!r} already exists with {knob} {_choices(had)}, "
+                    f"and this file asks {_choices(now)}; use another study name "
+                    "(search.warm_start: {from: [...]} starts a new study from this one)"
+                ) from None
+
+
+def _choices(distribution: BaseDistribution) -> str:
+    """[1, 4, 8], or a range as 0-20000 in steps of 100."""
+    if isinstance(distribution, CategoricalDistribution):
+        return str(list(distribution.choices))
+    if isinstance(distribution, IntDistribution):
+        return f"{distribution.low}-{distribution.high} in steps of {distribution.step}"
+    return repr(distribution)
 
 
 class StudyRunner:
