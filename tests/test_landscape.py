@@ -11,7 +11,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tuner.config import parse_config
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, LeaseLostError
 from tuner.pool import WorkerPlan
 from tuner.replay import Landscape, ReplayPool
 from tuner.storage import ATTR_FAIL_REASON, ATTR_METRICS, Store
@@ -238,3 +238,23 @@ def test_a_study_continued_with_other_choices_of_a_knob_is_refused_before_it_run
                                           r"max_batch_size \[1, 8, 32\], and this file asks \[1, 8\]"):
         StudyRunner(cfg, Store(cfg.storage))
     assert len(Store(cfg.storage).load_study("again").trials) == len(first)  # nothing was asked of it
+
+
+def test_a_study_deleted_while_it_runs_stops_its_run_with_an_error(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), n_trials=10) | {"study": "deleted"}
+    cfg = parse_config(data, tmp_path)
+    store = Store(cfg.storage)
+    finished: list[int] = []
+
+    def delete_after_two(event: Any) -> None:
+        if event.kind == "finished":
+            finished.append(event.number)
+            if len(finished) == 2:
+                Store(cfg.storage).delete_study("deleted")  # as DELETE /studies/deleted?force=true does
+
+    runner = StudyRunner(cfg, store, on_event=delete_after_two)
+    with pytest.raises(LeaseLostError, match="study 'deleted' was deleted while this run drove it"):
+        runner.run()
+    assert "deleted" not in store.study_names()

@@ -264,6 +264,7 @@ class StudyRunner:
 
         Raises:
             DiskFullError: a worker's disk is full; the trials in flight are stored to run again.
+            LeaseLostError: another tuner took the study over, or deleted it.
         """
         n_trials = n_trials if n_trials is not None else self.cfg.search.n_trials
         timeout_s = timeout_s if timeout_s is not None else self.cfg.search.timeout_s
@@ -288,6 +289,12 @@ class StudyRunner:
             except DiskFullError:
                 self._interrupt(self._in_flight_trials(), "interrupted: a worker's disk is full")
                 raise
+            except KeyError:  # Optuna's storage: "Record does not exist"
+                if self.cfg.study in self.store.study_names():
+                    raise
+                raise LeaseLostError(
+                    f"study {self.cfg.study!r} was deleted while this run drove it; this run stopped"
+                ) from None
         return self.summary(interrupted)
 
     def open_pool(self) -> Pool:
