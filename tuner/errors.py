@@ -3,7 +3,7 @@
     TunerError                  anything the tuner reports on purpose                          exit code
     ├── ConfigError             a study file or command-line value is wrong                    2 input
     │   └── StudyLockedError    another driver runs the study (nothing touched)                2 input
-    │       └── LeaseLostError  the running study was taken over or deleted (this run stopped)  2 input
+    │       └── LeaseLostError  another driver took the study over or deleted it (run stopped)  2 input
     ├── ModelError              a model file is missing, unreadable or unsupported             2 input
     │   └── VariantError        the model has no variant of a precision (every config of it)   2 input
     ├── ServerStartError        a Triton server did not start or became unreachable            3 environment
