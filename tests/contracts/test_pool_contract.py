@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -187,6 +188,10 @@ def test_a_pool_enters_as_itself_and_closes_twice(kind: str, tmp_path: Path, dig
             # Ray runs what reaches it: the Ray the pool started, and the worker's server, listen on loopback only.
             assert any(p.name() == "gcs_server" for p in psutil.Process().children(recursive=True)), "no Ray here"
             assert _listening_beyond_loopback() == []
+            # and the token that lets a client in is this user's alone
+            folder = Path.home() / ".ray"
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+            assert stat.S_IMODE((folder / "auth_token").stat().st_mode) == 0o600
 
     # Whatever the pool closed on, no server or stub of its workers is left once close returns.
     assert triton_processes(tmp_path) == []

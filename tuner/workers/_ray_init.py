@@ -3,7 +3,9 @@
 A local Ray (no address) serves this machine's workers only, so every one of its servers (GCS,
 raylet, object manager, workers, agents) binds to 127.0.0.1: Ray runs what its clients send
 and unpickles what they return, so a Ray reachable from the network runs code for anyone who
-reaches it. Ray 2.52 and later also turn token authentication on for a local Ray.
+reaches it. Ray 2.52 and later also turn token authentication on for a local Ray: its token
+file (``~/.ray/auth_token``, which Ray writes with the process's umask) is kept to this user, its
+folder 0700 before Ray starts and the file 0600 after.
 
 A cluster (``workers.ray_address``) is joined as it is: it should run with token
 authentication (``RAY_AUTH_MODE=token`` on every node and for the tuner; see the README).
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
@@ -44,10 +48,36 @@ def init_ray(address: str | None, num_cpus: int) -> None:
         kwargs.update(address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK)
         starting = _loopback_node()
     try:
-        with starting, keep_signal_handlers():
+        with starting, keep_signal_handlers(), _private_token(local=not address):
             ray.init(**kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
         raise TunerError(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
+
+
+@contextlib.contextmanager
+def _private_token(local: bool) -> Iterator[None]:
+    """Keeps the token a local Ray authenticates with to this user: Ray writes ``~/.ray/auth_token``
+    with the process's umask (0644 under the usual 022), where another user of the machine could read it
+    and reach the loopback Ray. The folder is made 0700 before Ray starts, the file 0600 after."""
+    if not local:
+        yield
+        return
+    try:
+        folder = Path.home() / ".ray"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.stat().st_uid == os.getuid():
+            folder.chmod(0o700)
+    except (OSError, RuntimeError) as exc:  # no home folder, or not ours: Ray's own handling stands
+        logger.warning("cannot keep Ray's token folder private: %s", exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        token = folder / "auth_token"
+        with contextlib.suppress(OSError):
+            if token.stat().st_uid == os.getuid():
+                token.chmod(0o600)
 
 
 @contextlib.contextmanager
