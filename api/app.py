@@ -39,7 +39,7 @@ def create_app(settings: ApiSettings, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal store
-        store = store or Store(settings.storage)
+        store = store or Store(settings.storage, outage_s=settings.storage_wait_s)
         runs = RunManager(settings, study_exists=lambda name: _exists(store, name))
         app.state.settings = settings
         app.state.store = store
@@ -83,7 +83,7 @@ def serve(settings: ApiSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     Raises:
         StorageError: the storage cannot be opened (before the server starts).
     """
-    store = Store(settings.storage)
+    store = Store(settings.storage, outage_s=settings.storage_wait_s)
     if settings.allowed_hosts is None:
         settings = settings.model_copy(update={"allowed_hosts": (*LOOPBACK_HOSTS, host_header(host))})
         if not is_loopback(host):

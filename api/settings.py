@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "start_timeout_s": "TUNER_API_START_TIMEOUT_S",
     "stop_timeout_s": "TUNER_API_STOP_TIMEOUT_S",
     "refresh_s": "TUNER_API_REFRESH_S",
+    "storage_wait_s": "TUNER_API_STORAGE_WAIT_S",
     "allowed_hosts": "TUNER_API_ALLOWED_HOSTS",
     "launch_modes": "TUNER_API_LAUNCH_MODES",
     "binaries": "TUNER_API_BINARIES",
@@ -64,6 +65,9 @@ class ApiSettings(BaseModel):
         max_body_bytes: The largest study file a POST accepts.
         refresh_s: Reads of a study may be this many seconds behind the database (0: never behind);
             in between, requests are answered from memory.
+        storage_wait_s: How long a request waits through a database that does not answer before it is
+            answered 503: a client is told soon, and no worker thread is held for minutes (the runs the
+            API starts wait as ``tuner optimize`` does, 120 s).
         allowed_hosts: The Host headers answered (others: 400); None: ``LOOPBACK_HOSTS`` and the
             address the API listens on (``serve`` adds it).
 
@@ -91,6 +95,7 @@ class ApiSettings(BaseModel):
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
     refresh_s: Annotated[float, Field(ge=0, le=60)] = 0.5
+    storage_wait_s: Annotated[float, Field(ge=0, le=600)] = 10.0
     allowed_hosts: tuple[str, ...] | None = None
     launch_modes: tuple[Literal["embedded", "local", "docker", "remote"], ...] = ("embedded",)
     binaries: tuple[Path, ...] = ()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
+from api.app import create_app
 from api.errors import ConflictError, NoRecommendationError, status_for
 from api.settings import ApiSettings
 from tuner.errors import ConfigError, MeasurementError, StorageError, StudyNotFoundError
@@ -53,3 +57,26 @@ def test_bad_settings_name_the_variable(environ: dict[str, str], message: str) -
 )
 def test_each_error_has_one_status(error: Exception, status: int) -> None:
     assert status_for(error) == status
+
+
+def test_a_request_waits_for_a_database_that_does_not_answer_only_storage_wait_s(fresh_postgres_url: str) -> None:
+    settings = ApiSettings.from_env(fresh_postgres_url, {"TUNER_API_STORAGE_WAIT_S": "2", "TUNER_API_REFRESH_S": "0"})
+    database = sa.make_url(fresh_postgres_url).database
+    admin = sa.create_engine(fresh_postgres_url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
+        assert client.get("/studies").status_code == 200
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                             {"d": database})
+            started = time.monotonic()
+            answer = client.get("/studies")
+            waited = time.monotonic() - started
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
+            admin.dispose()
+        assert answer.status_code == 503 and "did not answer for 2 s" in answer.json()["detail"], answer.text
+        assert waited < 30, waited  # the driver's own wait is 120 s
+        assert client.get("/studies").status_code == 200  # and it answers again once the database does
