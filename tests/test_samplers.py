@@ -451,7 +451,9 @@ def test_bo_takes_a_variant_that_failed_every_config_as_one_that_may_not_load() 
 def test_bo_tries_every_variant_before_it_ranges_over_them_all(variants_first: bool) -> None:
     """Six variants; FP32 without an accelerator looks best from the startup trials, and the
     fastest variant (INT8 on the CPU provider) is unlike its neighbours: variants first finds it
-    among the first 6 proposals, the mixed model keeps to what it has seen."""
+    among the first 6 proposals, the mixed model keeps to what it has seen. (The threads don't
+    matter here; with the threads a config runs as a knob of the model's inputs, the model looks at
+    two more thread levels before it measures INT8 again.)"""
     space = _space(max_batch_size=[1, 8], instance_count=[1, 2], cpu_threads=[1, 2], accelerator=["none", "openvino"],
                    precision=["fp32", "fp16", "int8"])
     sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=4, variants_first=variants_first)
@@ -462,12 +464,12 @@ def test_bo_tries_every_variant_before_it_ranges_over_them_all(variants_first: b
         if params["accelerator"] == "none" and params["precision"] == "fp32" and len(study.trials) < 4:
             study.enqueue_trial(params)
 
-    specs = _measure(study, space, lambda s: (speed[s.accelerator, s.precision] * s.instance_count, -1.0), trials=10)
+    specs = _measure(study, space, lambda s: (speed[s.accelerator, s.precision] * s.instance_count, -1.0), trials=12)
 
     proposed = [(s.accelerator, s.precision) for s in specs[4:]]
     if variants_first:
         assert set(proposed[:5]) == set(speed) - {("none", "fp32")}, proposed
-        assert ("none", "int8") in proposed[5:], "the fastest variant, once found, is measured again"
+        assert ("none", "int8") in proposed[5:8], "the fastest variant, once found, is measured again"
     else:
         assert len(set(proposed)) < 5, proposed
 

@@ -6,7 +6,10 @@ constraints. So this sampler models exactly that, over every config the space ha
 
 - each finished trial is a row of features: one column per value of each knob (a long
   numeric range, such as a queue delay in steps of 100 us, is one column scaled to [0, 1]);
-  a knob a config lacks (the queue delay with batching off) is all zeros;
+  a knob a config lacks (the queue delay with batching off) is all zeros; on a CPU worker, one
+  more knob is the threads the config runs against the worker's cores, by powers of two
+  (``threads_knob``): 4 instances x 1 thread and 1 x 4 both fill 4 cores, which the instances'
+  and the threads' own columns cannot tell the model;
 - one model (``surrogate``: by default a Gaussian process, scikit-learn's Matern 5/2 with a noise
   term; tuner.samplers._surrogate) per quantity: the first
   objective (on a log scale where it is positive), each constraint (Optuna's convention:
@@ -95,9 +98,10 @@ VARIANT_LOADS = True
 #: none (``ConfigBOSampler``, ``unusable_last``), as the warm start leaves it out.
 UNUSABLE_LAST = True
 #: Whether the threads a config runs against the worker's cores are a knob of their own in the one-hot
-#: encoding (``ConfigBOSampler``, ``threads_knob``; ``FeatureEncoder``): off, as it needed more trials on
-#: recorded landscapes, where it needed fewer on synthetic ones (docs/benchmarks.md).
-THREADS_KNOB = False
+#: encoding (``ConfigBOSampler``, ``threads_knob``; ``FeatureEncoder``): on, as held out it needed fewer trials
+#: on synthetic landscapes of 4 and 16 cores, cold by a half, and on the recorded 2-core ones as many on the
+#: whole (docs/benchmarks.md, "Held out: two families unlike any recorded landscape").
+THREADS_KNOB = True
 #: Whether the Gaussian processes' length scales are bounded by the distance between the space's two
 #: farthest configs (``ConfigBOSampler``, ``bounded_scale``) rather than by a fixed 50: off, as it
 #: needed more trials on the synthetic landscapes it was judged on (docs/benchmarks.md).
