@@ -15,6 +15,7 @@ from tuner.samplers import PipelineSpace, SearchSpace
 from tuner.storage import Store
 from tuner.study import StudyRunner, plan_study
 from tuner.study._plan import waited_note
+from tuner.workers import cpu_cores
 
 
 def _cfg(tmp_path: Path, onnx: Path, **changes: object) -> StudyConfig:
@@ -130,6 +131,20 @@ def test_the_plan_refuses_a_space_the_workers_cannot_serve(tmp_path: Path, digit
     cfg = _cfg(tmp_path, digits_onnx, search={"n_trials": 2, "space": {"accelerator": ["none", "tensorrt"]}})
     with pytest.raises(ConfigError, match="search.space.accelerator"):
         plan_study(cfg)  # the file is valid; CPU workers make TensorRT impossible
+
+
+def test_the_plan_refuses_local_workers_that_ask_for_more_cores_than_the_machine_has(
+    tmp_path: Path, digits_onnx: Path
+) -> None:
+    cores = cpu_cores()
+    too_many = _cfg(tmp_path, digits_onnx, workers={"backend": "ray", "count": cores + 1, "cpus_per_worker": 1})
+    with pytest.raises(ConfigError, match=rf"workers: {cores + 1} worker\(s\) of 1 core\(s\) ask for {cores + 1} "
+                                          rf"cores, and this machine has {cores}"):
+        plan_study(too_many)
+    assert plan_study(_cfg(tmp_path, digits_onnx, workers={"backend": "ray", "count": cores, "cpus_per_worker": 1}))
+    # a cluster has the cores of all its machines
+    cluster = {"backend": "ray", "count": cores + 1, "cpus_per_worker": 1, "ray_address": "10.0.0.1:6379"}
+    assert plan_study(_cfg(tmp_path, digits_onnx, workers=cluster)).workers.count == cores + 1
 
 
 def _gpu_workers(tmp_path: Path, onnx: Path, accelerator: object, **server: object) -> StudyConfig:

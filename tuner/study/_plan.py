@@ -40,7 +40,7 @@ from tuner.storage import Store
 from tuner.study._transfer import Seeds, plan_transfer
 from tuner.trial import ACCURACY_METRICS, InstanceKind
 from tuner.triton import runner_providers, tuned_knobs
-from tuner.workers import plan_workers, real_samples
+from tuner.workers import cpu_cores, plan_workers, real_samples
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +74,25 @@ class StudyPlan:
     notes: tuple[str, ...] = ()
 
 
+def _check_cores(cfg: StudyConfig, workers: WorkerPlan) -> None:
+    """Refuses CPU workers of a local Ray that ask for more cores than this machine has: each worker's
+    server is pinned to cores of its own, and workers that share cores disturb each other's measurements
+    (a Ray cluster has the cores of all its machines; GPU workers are not pinned).
+
+    Raises:
+        ConfigError: naming the cores asked for and the cores there are.
+    """
+    if cfg.workers.backend != "ray" or cfg.workers.ray_address or workers.gpus_per_worker:
+        return
+    cores, wanted = cpu_cores(), workers.count * workers.cpus_per_worker
+    if wanted > cores:
+        raise ConfigError(
+            f"workers: {workers.count} worker(s) of {workers.cpus_per_worker} core(s) ask for {wanted} cores, and "
+            f"this machine has {cores}; workers that share cores disturb each other's measurements (a Ray "
+            "cluster, workers.ray_address, has the cores of all its machines)"
+        )
+
+
 def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     """The plan of a study, or the error a run of it would stop with.
 
@@ -89,7 +108,8 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
             suit the workers or the sampler (e.g. TensorRT on CPU workers, or CUDA where the
             runner's ONNX Runtime is the OpenVINO build), or a study a transfer starts from is
             not in the storage, or a repository model's backend does not run in the study's
-            launch mode or has no variants, accelerators or accuracy check to search.
+            launch mode or has no variants, accelerators or accuracy check to search, or the
+            workers of a local Ray ask for more cores than the machine has.
     """
     model = open_model(cfg.model)
     if model.repository is not None:
@@ -98,6 +118,8 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
     info = model.info
     landscape = load_replay(cfg)
     workers = replay_plan(landscape, cfg.workers.count) if landscape is not None else plan_workers(cfg.workers)
+    if landscape is None:
+        _check_cores(cfg, workers)
     # A replay starts no server, and a model that is not ONNX no runner: no ONNX Runtime of this
     # environment runs their trials.
     runs_onnx = landscape is None and model.onnx_file is not None
