@@ -274,6 +274,25 @@ def test_a_path_no_file_can_have_is_an_error_of_its_field(study_dir: Path, where
     assert "model.path: " in error and message in error, error
 
 
+def test_a_key_given_twice_is_an_error_naming_its_line(study_dir: Path) -> None:
+    path = study_dir / "study.yaml"
+    path.write_text("study: s1\nmodel: {name: tiny, path: ../models/tiny.onnx}\nworkers: {count: 1}\n"
+                    "workers: {count: 64}\n")
+
+    with pytest.raises(ConfigError, match=r"malformed YAML at line 4, column 1: 'workers' is given twice"):
+        load_config(path)
+
+
+def test_a_merge_key_may_be_given_again_by_name(study_dir: Path) -> None:
+    path = study_dir / "study.yaml"
+    path.write_text("study: s1\nmodel: {name: tiny, path: ../models/tiny.onnx}\n"
+                    "search:\n  <<: {n_trials: 3, seed: 1}\n  seed: 7\n")
+
+    search = load_config(path).search
+
+    assert (search.n_trials, search.seed) == (3, 7)
+
+
 def test_top_level_list_is_rejected(study_dir: Path) -> None:
     message = _error(study_dir, [_minimal()])
 

@@ -15,6 +15,7 @@ from api.deps import RunsDep, SettingsDep, StoreDep, StudiesDep, StudyName, Trus
 from api.errors import BadBodyError, BodyTooLargeError, ConflictError, UnsupportedMediaError, error_responses
 from api.runs import remove_study_files, validate_study
 from api.schemas import RunInfo, StudyDeleted, StudyDetail, StudyStarted, StudySummary
+from tuner.config import parse_yaml
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.storage import live_driver
 
@@ -135,7 +136,7 @@ def _parse_body(body: bytes, content_type: str | None) -> Any:
         raise UnsupportedMediaError(f"send the study file as application/yaml or application/json, not {media}")
     try:
         text = body.decode("utf-8")
-        data = json.loads(text) if media in _JSON_TYPES else yaml.safe_load(text)
+        data = json.loads(text) if media in _JSON_TYPES else parse_yaml(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise BadBodyError(f"the study file is not valid {'JSON' if media in _JSON_TYPES else 'YAML'}: {exc}") from None
     except RecursionError:

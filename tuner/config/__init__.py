@@ -26,7 +26,15 @@ from tuner.config._search import (
     Transfer,
 )
 from tuner.config._server import RemoteEndpoint, ServerSettings, WorkerSettings
-from tuner.config._study import Bound, Objective, StudyConfig, load_config, parse_config, resolve_storage
+from tuner.config._study import (
+    Bound,
+    Objective,
+    StudyConfig,
+    load_config,
+    parse_config,
+    parse_yaml,
+    resolve_storage,
+)
 
 __all__ = [
     "ACCELERATORS",
@@ -53,6 +61,7 @@ __all__ = [
     "WorkerSettings",
     "load_config",
     "parse_config",
+    "parse_yaml",
     "real_path",
     "resolve_storage",
 ]

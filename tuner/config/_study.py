@@ -175,6 +175,37 @@ def parse_config(data: Any, base_dir: Path, source: str = "study file") -> Study
         raise ConfigError(f"{source}: a string holds a character that is not text (a lone surrogate)") from None
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, which refuses a key given twice in one mapping (it would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be given again
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # a key that is no scalar: pydantic names it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice in the same mapping", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """A study file's YAML, as PyYAML's safe loader reads it, but a key given twice is an error.
+
+    Raises:
+        yaml.YAMLError: the text is not YAML, or repeats a key.
+        RecursionError: it is nested too deeply to read.
+    """
+    return yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader: no tag builds a Python object
+
+
 def load_config(path: Path) -> StudyConfig:
     """Reads and validates a study file.
 
@@ -188,7 +219,7 @@ def load_config(path: Path) -> StudyConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read") from None
     except yaml.YAMLError as exc:
