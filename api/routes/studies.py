@@ -136,11 +136,21 @@ def _parse_body(body: bytes, content_type: str | None) -> Any:
         raise UnsupportedMediaError(f"send the study file as application/yaml or application/json, not {media}")
     try:
         text = body.decode("utf-8")
-        data = json.loads(text) if media in _JSON_TYPES else parse_yaml(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys) if media in _JSON_TYPES else parse_yaml(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise BadBodyError(f"the study file is not valid {'JSON' if media in _JSON_TYPES else 'YAML'}: {exc}") from None
     except RecursionError:
         raise BadBodyError("the study file is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError("study file: expected a mapping of fields at the top level")
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, where a key given twice is an error rather than the last one silently (as in YAML)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise BadBodyError(f"the study file is not valid JSON: {key!r} is given twice in the same object")
+        data[key] = value
     return data

@@ -71,6 +71,7 @@ def test_an_invalid_study_file_is_400_naming_the_field(api_server: ApiServer, di
          "nested too deeply"),
         ("study: x\nx: " + "[" * 1000 + "]" * 1000, YAML, 400, "nested too deeply"),
         ("study: a\nstudy: b\n", YAML, 400, "'study' is given twice in the same mapping"),
+        ('{"study": "a", "study": "b"}', {"Content-Type": "application/json"}, 400, "'study' is given twice"),
     ],
 )
 def test_a_body_that_is_no_study_file(api_server: ApiServer, body: str, headers: dict, status: int,
