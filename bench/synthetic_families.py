@@ -34,13 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from search import BO_DEFAULTS, sampler_defaults
 from test_search_families import FAMILIES
 from test_search_synthetic import BUDGET, TARGET, Judge, shuffled_grid, trials_to_target
-from warm_start_failures import median_trials, synthetic_args
+from warm_start_failures import goal_row, goal_summary, synthetic_args
 
 from tuner import config as cfg
 from tuner.samplers import SearchSpace
 from tuner.study._record import recording_machine
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 
 def near_best(judge: Judge, space: SearchSpace) -> int:
     """How many feasible configs are within 3% of the best."""
@@ -60,7 +61,7 @@ def main() -> None:
     switches = {name: value == "on" for name, value in (item.split("=", 1) for item in args.set)}
     with sampler_defaults(switches):
         rows = run(args, landscapes)
-    summary(rows, args.seeds)
+    goal_summary(rows, args.seeds, by=("family", "start"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     document = {"machine": recording_machine(), "seeds": args.seeds, "budget": BUDGET, "switches": switches,
                 "landscapes": rows}  # fmt: skip
@@ -82,29 +83,16 @@ def run(args, landscapes: range) -> list[dict]:
                 started = time.perf_counter()
                 found = [trials_to_target("bo", s, judge, space, BUDGET, warm_start=start == "warm")
                          for s in range(args.seeds)]  # fmt: skip
-                median, reached = median_trials(found), sum(n is not None for n in found)
-                goal = min(grid / 4, shuffled / 2)
-                row = {"family": family, "grid": grid, "start": start, "landscape": seed, "within_3pct": within,
-                       "found": found, "median": median, "reached": reached, "shuffled_grid": shuffled, "goal": goal,
-                       "holds": median <= goal and reached == args.seeds}  # fmt: skip
+                row = goal_row(found, shuffled, grid, args.seeds, family=family, grid=grid, start=start,
+                               landscape=seed, within_3pct=within)  # fmt: skip
                 rows.append(row)
                 print(
-                    f"{family} {start} {seed}: {median:5.1f} ({reached}/{args.seeds}), {within} within 3%, "
-                    f"shuffled grid {shuffled:5.1f} of {grid}, goal {goal:5.1f}: "
+                    f"{family} {start} {seed}: {row['median']:5.1f} ({row['reached']}/{args.seeds}), {within} within "
+                    f"3%, shuffled grid {shuffled:5.1f} of {grid}, goal {row['goal']:5.1f}: "
                     f"{'holds' if row['holds'] else 'misses'}  [{time.perf_counter() - started:.0f} s]",
                     flush=True,
                 )
     return rows
-
-
-def summary(rows: list[dict], seeds: int) -> None:
-    """Per family and start: on how many landscapes the goal holds, the medians' range, the seeds that got there."""
-    for family in dict.fromkeys(r["family"] for r in rows):
-        for start in dict.fromkeys(r["start"] for r in rows):
-            part = [r for r in rows if r["family"] == family and r["start"] == start]
-            print(f"{family} {start}: the goal holds on {sum(r['holds'] for r in part)} of {len(part)}; "
-                  f"medians {min(r['median'] for r in part):g}-{max(r['median'] for r in part):g}; "
-                  f"seeds that reached the target {sum(r['reached'] for r in part)} of {seeds * len(part)}")
 
 
 if __name__ == "__main__":

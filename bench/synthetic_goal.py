@@ -26,7 +26,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic_switch import KINDS
 from test_search_synthetic import BUDGET, landscape, shuffled_grid, trials_to_target
-from warm_start_failures import median_trials, synthetic_args
+from warm_start_failures import goal_row, goal_summary, synthetic_args
 
 from tuner.study._record import recording_machine
 
@@ -49,22 +49,15 @@ def main() -> None:
                 found = [trials_to_target("bo", s, judge, space, BUDGET, warm_start=start == "warm")
                          for s in range(args.seeds)]  # fmt: skip
                 shuffled = statistics.median(shuffled_grid(s, judge, space) for s in range(25))
-                median, reached = median_trials(found), sum(n is not None for n in found)
-                goal = min(grid / 4, shuffled / 2)
-                row = {"start": start, "kind": kind, "landscape": seed, "found": found, "median": median,
-                       "reached": reached, "shuffled_grid": shuffled, "goal": goal,
-                       "holds": median <= goal and reached == args.seeds}  # fmt: skip
+                row = goal_row(found, shuffled, grid, args.seeds, start=start, kind=kind, landscape=seed)
                 rows.append(row)
                 print(
-                    f"{start} {kind} {seed}: {median:5.1f} ({reached}/{args.seeds}), shuffled grid {shuffled:5.1f}, "
-                    f"goal {goal:5.1f}: {'holds' if row['holds'] else 'misses'}  [{time.perf_counter() - started:.0f} s]",
+                    f"{start} {kind} {seed}: {row['median']:5.1f} ({row['reached']}/{args.seeds}), shuffled grid "
+                    f"{shuffled:5.1f}, goal {row['goal']:5.1f}: {'holds' if row['holds'] else 'misses'}  "
+                    f"[{time.perf_counter() - started:.0f} s]",
                     flush=True,
                 )
-    for start in dict.fromkeys(r["start"] for r in rows):
-        part = [r for r in rows if r["start"] == start]
-        print(f"{start}: the goal holds on {sum(r['holds'] for r in part)} of {len(part)}; "
-              f"medians {min(r['median'] for r in part):g}-{max(r['median'] for r in part):g}; "
-              f"seeds that reached the target {sum(r['reached'] for r in part)} of {args.seeds * len(part)}")
+    goal_summary(rows, args.seeds, by=("start",))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     document = {"machine": recording_machine(), "grid": grid, "seeds": args.seeds, "budget": BUDGET, "landscapes": rows}
     args.out.write_text(json.dumps(document, indent=2) + "\n")

@@ -42,6 +42,26 @@ def median_trials(found: list[int | None]) -> float:
     return statistics.median(2 * BUDGET if n is None else n for n in found)
 
 
+def goal_row(found: list[int | None], shuffled: float, grid: int, seeds: int, /, **labels: object) -> dict:
+    """A landscape's row against the issue's goal: the median trials to target (``median_trials``), the seeds
+    that reached it, and whether the median is at most a quarter of the grid and half a shuffled grid's median
+    (``shuffled``) with every seed reaching the target; ``labels`` name the row and come first."""
+    median, reached = median_trials(found), sum(n is not None for n in found)
+    goal = min(grid / 4, shuffled / 2)
+    return {**labels, "found": found, "median": median, "reached": reached, "shuffled_grid": shuffled, "goal": goal,
+            "holds": median <= goal and reached == seeds}  # fmt: skip
+
+
+def goal_summary(rows: list[dict], seeds: int, by: tuple[str, ...]) -> None:
+    """Prints, per group of rows alike in the labels ``by``: on how many landscapes the goal holds, the medians'
+    range, and the seeds that reached the target."""
+    for group in dict.fromkeys(tuple(r[k] for k in by) for r in rows):
+        part = [r for r in rows if tuple(r[k] for k in by) == group]
+        print(f"{' '.join(map(str, group))}: the goal holds on {sum(r['holds'] for r in part)} of {len(part)}; "
+              f"medians {min(r['median'] for r in part):g}-{max(r['median'] for r in part):g}; "
+              f"seeds that reached the target {sum(r['reached'] for r in part)} of {seeds * len(part)}")
+
+
 def ratio_summary(medians: list[tuple[float, float]]) -> dict[str, float]:
     """Over (new, old) medians: the mean log of new / old, and on how many new needed fewer, the same, more."""
     ratios = [math.log(new / old) for new, old in medians]
