@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -192,10 +193,37 @@ def test_a_pool_enters_as_itself_and_closes_twice(kind: str, tmp_path: Path, dig
             folder = Path.home() / ".ray"
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700
             assert stat.S_IMODE((folder / "auth_token").stat().st_mode) == 0o600
+            # and its session folders (logs, sockets), 0777 by Ray, lie in a folder no one else can enter
+            [raylet] = [p for p in psutil.Process().children(recursive=True) if p.name() == "raylet"]
+            [session] = [a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--session_dir=")]
+            root = Path(session).parent.parent
+            assert root.stat().st_uid == os.getuid() and stat.S_IMODE(root.stat().st_mode) == 0o700
 
     # Whatever the pool closed on, no server or stub of its workers is left once close returns.
     assert triton_processes(tmp_path) == []
     made.pool.close()  # closed twice: nothing happens
+
+
+def test_a_local_rays_folder_is_made_this_users_alone_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuner.errors import TunerError
+    from tuner.workers._ray_init import private_temp_dir
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    mine = tmp_path / f"tuner-{os.getuid()}"
+    mine.mkdir(mode=0o755)
+    mine.chmod(0o755)  # as a umask of 0 or an older run might have left it
+
+    assert private_temp_dir() == mine and stat.S_IMODE(mine.stat().st_mode) == 0o700
+    mine.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    mine.symlink_to(elsewhere)  # a link someone put there first: Ray's files would go where it points
+    with pytest.raises(TunerError, match="is not a folder of this user's"):
+        private_temp_dir()
+    mine.unlink()
+    mine.write_text("")
+    with pytest.raises(TunerError, match="cannot make a private folder"):
+        private_temp_dir()
 
 
 def _listening_beyond_loopback() -> list[tuple[str, str, int]]:

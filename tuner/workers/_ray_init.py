@@ -5,7 +5,8 @@ raylet, object manager, workers, agents) binds to 127.0.0.1: Ray runs what its c
 and unpickles what they return, so a Ray reachable from the network runs code for anyone who
 reaches it. Ray 2.52 and later also turn token authentication on for a local Ray: its token
 file (``~/.ray/auth_token``, which Ray writes with the process's umask) is kept to this user, its
-folder 0700 before Ray starts and the file 0600 after.
+folder 0700 before Ray starts and the file 0600 after. Ray makes its session folders (logs, sockets)
+0777; a local Ray keeps them inside a folder only this user can enter.
 
 A cluster (``workers.ray_address``) is joined as it is: it should run with token
 authentication (``RAY_AUTH_MODE=token`` on every node and for the tuner; see the README).
@@ -17,6 +18,8 @@ import contextlib
 import logging
 import os
 import signal
+import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +49,37 @@ def init_ray(address: str | None, num_cpus: int) -> None:
         # "local": a new Ray of its own, never one that `ray start` left on this machine (ray.init's
         # default joins the last one started here, whoever started it).
         kwargs.update(address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK)
+        kwargs["_temp_dir"] = str(private_temp_dir() / "ray")
         starting = _loopback_node()
     try:
         with starting, keep_signal_handlers(), _private_token(local=not address):
             ray.init(**kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
         raise TunerError(f"cannot start or join Ray ({address or 'local'}): {exc}") from exc
+
+
+def private_temp_dir() -> Path:
+    """This user's own folder for a local Ray's files: ``tuner-<uid>`` in the temporary folder Ray
+    would use (``$RAY_TMPDIR``, else ``$TMPDIR``, else ``/tmp``), 0700.
+
+    Ray makes its temporary folder and every session, log and socket folder in it 0777, so that the
+    users of a machine can share ``/tmp/ray``: any of them could read a local Ray's logs and put files
+    beside its sockets. Inside a folder no one else can enter, those modes reach no one.
+
+    Raises:
+        TunerError: the folder cannot be made, or is not a folder of this user's (a link, or another
+            user's: made before this user's first run).
+    """
+    root = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / f"tuner-{os.getuid()}"
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        info = root.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+            root.chmod(0o700)
+            return root
+    except OSError as exc:
+        raise TunerError(f"cannot make a private folder for Ray's files at {root}: {exc}") from exc
+    raise TunerError(f"{root} is not a folder of this user's: remove it, or set RAY_TMPDIR to a folder of your own")
 
 
 @contextlib.contextmanager
