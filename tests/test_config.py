@@ -317,6 +317,29 @@ def test_unknown_keys_are_named(study_dir: Path, data: dict[str, object], field:
     assert field in _error(study_dir, data)
 
 
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("search.n_trials", True),
+        ("search.space.instance_count", [True, 2]),
+        ("search.space.instance_count.low", True),
+        ("load.concurrency", [False, 4]),
+        ("load.measurement_window_ms", True),
+    ],
+)
+def test_a_number_given_as_true_or_false_is_refused(study_dir: Path, where: str, value: object) -> None:
+    """YAML reads yes and on as true, which pydantic alone would take for 1."""
+    data = _with(where, value) if not where.endswith(".low") else _with(where[:-4], {"low": value, "high": 3})
+
+    assert f"{where}: a number is needed here, not true or false" in _error(study_dir, data)
+
+
+def test_true_and_false_still_set_what_takes_them(study_dir: Path) -> None:
+    config = load_config(_write(study_dir, _with("search.space.dynamic_batching", [True, False])))
+
+    assert config.search.space.dynamic_batching == [True, False]
+
+
 def test_missing_required_field_is_named(study_dir: Path) -> None:
     message = _error(study_dir, {"model": {"name": "tiny", "path": "../models/tiny.onnx"}})
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     ValidationInfo,
+    field_validator,
 )
 
 from tuner.config._limits import MAX_NAME_LENGTH
@@ -21,6 +26,34 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 class _Strict(BaseModel):
     # No field takes infinity or NaN: a time or size of .inf is a bound left out, not a value.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads ``yes``, ``on`` and ``true`` as true, and pydantic takes true for 1: a number (or a
+        list of numbers) given as true or false is refused, not read as 1 or 0."""
+        given = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, bool) for v in given) and info.field_name and _numbers_only(cls, info.field_name):
+            raise ValueError("a number is needed here, not true or false")
+        return value
+
+
+@functools.cache
+def _numbers_only(model: type[BaseModel], field: str) -> bool:
+    """Whether ``field`` of ``model`` takes numbers and never a bool."""
+    leaves: set[type] = set()
+    todo: list[Any] = [model.model_fields[field].annotation]
+    while todo:
+        hint = todo.pop()
+        if typing.get_origin(hint) is typing.Literal:
+            leaves.update(type(v) for v in typing.get_args(hint))
+        elif typing.get_origin(hint) is typing.Annotated:
+            todo.append(typing.get_args(hint)[0])
+        elif typing.get_args(hint):  # a union, list, tuple or mapping
+            todo.extend(typing.get_args(hint))
+        elif isinstance(hint, type | types.UnionType):
+            leaves.add(hint)  # type: ignore[arg-type]
+    return bool(leaves & {int, float}) and bool not in leaves
 
 
 def _valid_name(value: str) -> str:
