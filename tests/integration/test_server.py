@@ -253,6 +253,32 @@ def test_a_cpu_worker_leaves_a_measured_config_for_the_next_load_to_replace(tmp_
         assert stubs(worker) == 0, "a failed trial unloads what is there"
 
 
+def test_the_shared_memory_a_killed_server_left_is_removed_when_it_starts_again(tmp_path: Path, digits_onnx: Path) -> None:
+    import os
+    import signal
+
+    from tuner.triton._process import SHM_FOLDER, shm_prefix
+
+    repository = tmp_path / "repository"
+    _install(repository, "digits_forest", digits_onnx)
+    server = EmbeddedServer(tmp_path / "work", repository)
+    prefix = shm_prefix(server.workdir)
+    try:
+        server.start()
+        server.load("digits_forest")
+        regions = sorted(SHM_FOLDER.glob(f"{prefix}*"))
+        assert regions, "the python backend names its regions with the server's own prefix"
+        os.killpg(server.pid, signal.SIGKILL)  # the server and its stubs, as the OOM killer or a timeout would
+        server._process.wait()  # type: ignore[union-attr]
+        assert all(r.exists() for r in regions), "a killed python backend removes none of its regions"
+
+        server.start()  # started again after it died: what it left goes first
+        assert not any(r.exists() for r in regions)
+    finally:
+        server.stop()
+    assert not any(SHM_FOLDER.glob(f"{prefix}*")), "a stopped server leaves none"
+
+
 #: The config the plan gives a model that cannot batch: one request at a time.
 ONE_AT_A_TIME = TrialSpec(max_batch_size=1, dynamic_batching=False, max_queue_delay_us=0, instance_count=1)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tuner.errors import ServerStartError
 from tuner.triton._local import local_command
-from tuner.triton._process import ProcessServer
+from tuner.triton._process import ProcessServer, shm_prefix
 
 
 def pytriton_root() -> Path:
@@ -90,6 +90,7 @@ class EmbeddedServer(ProcessServer):
             backends,
             access=self._started_access(),
             whole_configs=self.whole_configs,
+            shm_prefix=shm_prefix(self.workdir),
         )
 
     def _environment(self) -> dict[str, str]:

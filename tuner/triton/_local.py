@@ -20,7 +20,7 @@ from pathlib import Path
 from tuner.errors import ServerStartError
 from tuner.triton._access import Access
 from tuner.triton._ports import Ports
-from tuner.triton._process import ProcessServer, server_flags
+from tuner.triton._process import ProcessServer, server_flags, shm_prefix
 
 
 class LocalServer(ProcessServer):
@@ -69,6 +69,7 @@ class LocalServer(ProcessServer):
             self.backend_directory,
             access=self._started_access(),
             whole_configs=self.whole_configs,
+            shm_prefix=shm_prefix(self.workdir),
         )
 
 
@@ -81,6 +82,7 @@ def local_command(
     *,
     access: Access,
     whole_configs: bool = False,
+    shm_prefix: str | None = None,
 ) -> list[str]:
     """The command line of a tritonserver serving ``repository`` in explicit model control on ``ports``,
     whose model-changing protocols ask for ``access``'s header (``server_flags`` gives the rest)."""
@@ -96,5 +98,5 @@ def local_command(
         f"--http-port={ports.http}",
         f"--grpc-port={ports.grpc}",
         f"--metrics-port={ports.metrics}",
-        *server_flags(access, whole_configs=whole_configs),
+        *server_flags(access, whole_configs=whole_configs, shm_prefix=shm_prefix),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import re
@@ -114,7 +115,36 @@ def kill_orphans(workdir: Path) -> int:
         left = [process for process in left if _running(process)]
     for process in left:
         logger.warning("process %d of %s did not exit after SIGKILL", process.pid, workdir)
+    remove_shm_regions(workdir)
     return len(killed)
+
+
+#: Where POSIX shared memory lives on Linux: the python backend's regions are files here.
+SHM_FOLDER = Path("/dev/shm")
+
+
+def shm_prefix(workdir: Path) -> str:
+    """The name every python-backend shared-memory region of a server started from ``workdir`` begins with.
+
+    The backend names its regions ``<prefix><uuid>`` and removes them when its server stops; a server
+    killed (by SIGKILL, a trial's timeout, the machine's OOM killer) leaves them, 1 MiB or more each, in
+    ``/dev/shm`` until the machine restarts. A prefix of the server's own folder lets what it left be
+    found and removed (``remove_shm_regions``); one folder runs one server at a time.
+    """
+    return f"tuner_{hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]}_"
+
+
+def remove_shm_regions(workdir: Path) -> int:
+    """Removes the python-backend shared-memory regions that servers started from ``workdir`` left;
+    call it only while no server of the folder runs. Returns how many were removed."""
+    removed = 0
+    for region in SHM_FOLDER.glob(f"{shm_prefix(workdir)}*"):
+        with contextlib.suppress(OSError):
+            region.unlink()
+            removed += 1
+    if removed:
+        logger.info("removed %d shared-memory regions a server of %s left", removed, workdir)
+    return removed
 
 
 def _running(process: psutil.Process) -> bool:
@@ -167,7 +197,7 @@ def exit_text(code: int) -> str:
     return f"exited with code {code}"
 
 
-def server_flags(access: Access, *, whole_configs: bool) -> list[str]:
+def server_flags(access: Access, *, whole_configs: bool, shm_prefix: str | None = None) -> list[str]:
     """The options every tritonserver the tuner starts takes, on this machine or in a container.
 
     Args:
@@ -176,10 +206,14 @@ def server_flags(access: Access, *, whole_configs: bool) -> list[str]:
             outputs, batch size), so Triton's auto-completion is turned off: it has nothing to add,
             and for each load of a python-backend model it started a stub only to ask the model
             for its config (1.2 s of the 1.4 s that loading digits_forest's runner took here).
+        shm_prefix: The python backend's shared-memory regions are named with it (``shm_prefix``),
+            where they are this machine's files; a container's ``/dev/shm`` goes with the container.
     """
     flags = ["--log-info=true", "--exit-timeout-secs=10", *access.server_args()]
     if whole_configs:
         flags.append("--disable-auto-complete-config")
+    if shm_prefix is not None:
+        flags.append(f"--backend-config=python,shm-region-prefix-name={shm_prefix}")
     return flags
 
 
@@ -310,6 +344,8 @@ class ProcessServer:
         guard, self._guard = self._guard, None
         if guard is not None:
             guard.stop()
+        if process is not None:  # what a killed server's python backend could not remove
+            remove_shm_regions(self.workdir)
 
     # -- models ----------------------------------------------------------------------------
 
