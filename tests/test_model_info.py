@@ -56,6 +56,24 @@ def test_non_onnx_file(tmp_path: Path) -> None:
         read_model_info(path)
 
 
+def test_an_empty_file_is_said_to_hold_no_graph(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"")  # parses as an empty model, with no graph, inputs or outputs
+
+    with pytest.raises(ModelError, match="holds no ONNX graph: is it empty, or cut short"):
+        read_model_info(path)
+
+
+def test_a_model_that_takes_no_inputs_is_refused(tmp_path: Path) -> None:
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    constant = helper.make_node("Constant", [], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1, 4], [1.0] * 4))
+    path = tmp_path / "constant.onnx"
+    onnx.save(helper.make_model(helper.make_graph([constant], "g", [], [y])), str(path))
+
+    with pytest.raises(ModelError, match="constant.onnx takes no inputs: Triton refuses a request that carries none"):
+        read_model_info(path)
+
+
 def test_input_override_with_item_shape(digits_onnx: Path) -> None:
     info = read_model_info(digits_onnx, [TensorInfo("float_input", "FP16", (64,))])
 

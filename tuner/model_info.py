@@ -133,18 +133,21 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = (), shape_d
             besides the batch that ``input_shapes`` leaves free takes its samples' shape.
 
     Raises:
-        ModelError: The file is missing, is not ONNX, an input is of a type the tuner cannot send
-            or left with a free dimension other than the batch dimension, or no output is a
-            tensor Triton can return.
+        ModelError: The file is missing, is not ONNX or holds no graph, the model takes no inputs, an
+            input is of a type the tuner cannot send or left with a free dimension other than the batch
+            dimension, or no output is a tensor Triton can return.
     """
     import onnx
 
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError and more
         raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
+    if not model.HasField("graph"):  # what an empty file parses as
+        raise ModelError(f"{path} holds no ONNX graph: is it empty, or cut short?")
+    graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = []
     for value in graph.input:
@@ -155,6 +158,10 @@ def read_model_info(path: Path, input_shapes: Sequence[TensorInfo] = (), shape_d
                     f"send: it sends tensors of {', '.join(t.lower() for t in TRITON_DTYPES)}"
                 )
             inputs.append(tensor)
+    if not inputs:
+        raise ModelError(
+            f"{path.name} takes no inputs: Triton refuses a request that carries none, so there is nothing to measure"
+        )
     outputs, unserved = [], []
     for value in graph.output:
         if (tensor := _tensor(value)) is None:
