@@ -289,6 +289,32 @@ def test_the_summary_of_an_interrupted_run_counts_the_trial_in_flight_apart_from
     assert "no feasible config measured yet" in out and "loosen" not in out
 
 
+def test_a_study_whose_every_trial_failed_is_not_said_to_need_looser_constraints(remeasured: str, tmp_path: Path) -> None:
+    import optuna
+
+    store = Store(remeasured)
+    stored = read_study(store.load_study("remeasured"), store)
+    store.close()
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(2):  # a model every config of which fails, say on its warm-up
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    with display.console.capture() as captured:
+        display.print_summary(RunSummary(study, stored), study_config(stored.info))
+    out = " ".join(captured.get().split())
+
+    assert "2 trials: 0 complete, 2 failed" in out
+    assert "no config could be measured: every trial failed" in out
+    assert "loosen" not in out and "each constraint held" not in out
+
+    with display.console.capture() as captured:  # `tuner show` of such a study, and of one with nothing finished yet
+        display.print_recommendation(None, None, ["throughput"], [optuna.trial.TrialState.FAIL])
+        display.print_recommendation(None, None, ["throughput"], [optuna.trial.TrialState.RUNNING])
+        display.print_recommendation(None, None, ["throughput"], [optuna.trial.TrialState.PRUNED])
+    said = captured.get().splitlines()
+    assert said[0].startswith("no config could be measured") and said[1] == "no config has been measured yet"
+    assert "loosen the constraints" in said[2], "configs stopped after their screen were measured, over a bound"
+
+
 def test_the_note_names_the_failed_constraint_and_wraps_rather_than_being_cut(remeasured: str) -> None:
     store = Store(remeasured)
     stored = read_study(store.load_study("remeasured"), store)

@@ -161,6 +161,9 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
         if summary.interrupted:  # the constraints are not to blame for what the run had no time to measure
             console.print("no feasible config measured yet")
             return
+        if (nothing := nothing_measured(states)) is not None:
+            console.print(f"[yellow]{nothing}[/]")
+            return
         console.print(
             "[yellow]no feasible trial: no config held the constraints by the median of its loads; "
             "loosen the constraints or widen the search space[/]"
@@ -182,10 +185,24 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
     print_recommendation(rec, summary.default, [o.metric for o in cfg.objectives])
 
 
-def print_recommendation(rec: Recommendation | None, default: ConfigResult | None, metrics: Sequence[str]) -> None:
-    """The recommended config, why, and its gain over the default config (by medians)."""
+def nothing_measured(states: Sequence[TrialState]) -> str | None:
+    """What to say of a study none of whose trials (in ``states``) measured a config, even in part: the
+    constraints are not to blame there. None where some trial did."""
+    if any(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states):
+        return None
+    if TrialState.FAIL in states:
+        return "no config could be measured: every trial failed (their reasons are above)"
+    return "no config has been measured yet"
+
+
+def print_recommendation(
+    rec: Recommendation | None, default: ConfigResult | None, metrics: Sequence[str], states: Sequence[TrialState] = ()
+) -> None:
+    """The recommended config, why, and its gain over the default config (by medians); ``states``, those of the
+    study's trials, say why there is none where none was measured."""
     if rec is None:
-        console.print("[yellow]no feasible config: loosen the constraints or widen the search space[/]")
+        nothing = nothing_measured(states)
+        console.print(f"[yellow]{nothing or 'no feasible config: loosen the constraints or widen the search space'}[/]")
         return
     point = rec.config.representative.point
     at = f" at concurrency {point.concurrency}" if point else ""

@@ -186,7 +186,7 @@ def show(
     unmeasured = [t for t in stored.trials if not t.complete]
     if unmeasured:
         display.console.print(display.failed_table("trials not measured in full", unmeasured, study_name))
-    display.print_recommendation(rec, default_result(results), info.metric_names)
+    display.print_recommendation(rec, default_result(results), info.metric_names, [t.state for t in stored.trials])
 
 
 @models_app.command("prepare")
