@@ -356,6 +356,22 @@ def test_export_writes_the_recommended_configs_representative_load(remeasured: s
     assert "the load nearest the median is trial 5" in readme and "Recommended:" not in readme
 
 
+def test_export_refuses_a_model_whose_files_changed_since_the_study_measured_it(
+    remeasured: str, tmp_path: Path, tuner_main
+) -> None:
+    from tuner.storage import ATTR_MODEL_DIGEST
+
+    store = Store(remeasured)
+    store.load_study("remeasured").set_user_attr(ATTR_MODEL_DIGEST, "0" * 64)  # measured on other files
+    store.close()
+
+    result = tuner_main("export", "remeasured", tmp_path / "deploy", "--storage", remeasured, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "the files of study 'remeasured''s model changed since its trials measured them" in result.stderr
+    assert not (tmp_path / "deploy").exists()
+
+
 def test_a_reason_of_many_lines_is_one_line_of_its_start_and_its_cause() -> None:
     # a python-backend load error as Triton returns it: the message, C++ frames, blank lines, a traceback
     reason = (

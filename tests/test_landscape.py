@@ -240,6 +240,30 @@ def test_a_study_continued_with_other_choices_of_a_knob_is_refused_before_it_run
     assert len(Store(cfg.storage).load_study("again").trials) == len(first)  # nothing was asked of it
 
 
+def test_a_study_whose_model_file_changed_since_is_not_continued(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    import shutil
+
+    import onnx
+
+    model = shutil.copy(digits_onnx, tmp_path / "model.onnx")
+    first = _replay(tmp_path, Path(model), landscape_file, "changed", n_trials=3)
+    changed = onnx.load(model)
+    changed.doc_string = "retrained"  # another model under the same name and path
+    onnx.save(changed, model)
+    data = _study_file(tmp_path, Path(model), replay=str(landscape_file), n_trials=6) | {"study": "changed"}
+    cfg = parse_config(data, tmp_path)
+
+    with pytest.raises(ConfigError, match=r"model: the files of study 'changed'\'s model changed since its trials "
+                                          r"measured them \(SHA-256 [0-9a-f]{12}\.\.\., now [0-9a-f]{12}\.\.\.\): "
+                                          r"its trials do not hold for these files; use another study name"):
+        StudyRunner(cfg, Store(cfg.storage))
+    assert len(Store(cfg.storage).load_study("changed").trials) == len(first)  # nothing was asked of it
+    onnx.save(onnx.load(digits_onnx), model)  # the same model, written again: the same files
+    assert len(_replay(tmp_path, Path(model), landscape_file, "changed", n_trials=4)) > len(first)
+
+
 def test_a_study_deleted_while_it_runs_stops_its_run_with_an_error(
     tmp_path: Path, digits_onnx: Path, landscape_file: Path
 ) -> None:

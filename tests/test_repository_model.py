@@ -466,6 +466,20 @@ def test_a_worker_puts_the_runner_beside_an_onnx_model_in_its_version_folder(
     assert worker.trial_configs(_spec())["digits"].parameters["onnx_file"].string_value == "model.onnx"
 
 
+def test_a_repository_models_digest_follows_every_file_of_its_folders_and_its_steps(tmp_path: Path) -> None:
+    repository = ensemble_repository(tmp_path / "repo")
+    cfg = _cfg(tmp_path, repository, name="quadrupler")
+    before = open_model(cfg.model).digest()
+    step = open_model(cfg.model).repository.steps[0]  # type: ignore[union-attr]
+    cache = step.folder / "1" / "__pycache__"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "model.cpython-311.pyc").write_bytes(b"written by the interpreter that imported model.py")
+
+    assert open_model(cfg.model).digest() == before, "what Python caches is not the model"
+    (step.folder / "config.pbtxt").write_text((step.folder / "config.pbtxt").read_text() + "\n# tuned by hand\n")
+    assert open_model(cfg.model).digest() != before, "a step's own file is the model's too"
+
+
 # --- export ---
 
 

@@ -17,6 +17,7 @@ the backends their server has, which only loading the model can tell.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from google.protobuf import text_format
 
 from tuner.config import ModelSettings, ServerSettings
 from tuner.errors import ConfigError, ModelError
-from tuner.model._variants import external_data
+from tuner.model._variants import external_data, file_digest
 from tuner.model_info import ModelInfo, TensorInfo, config_model_info, read_model_info
 from tuner.triton import config_backend, parse_pbtxt
 
@@ -117,6 +118,23 @@ class StudyModel:
     info: ModelInfo
     onnx_file: Path | None
     repository: RepositoryModel | None = None
+
+    def digest(self) -> str:
+        """The SHA-256 of what the study serves: its ONNX file (with its external data), or every file of
+        the repository model's folder and of its steps' folders. Equal where two runs measured the same model.
+        """
+        if self.repository is None:
+            assert self.onnx_file is not None  # a model of no repository is an ONNX file
+            return file_digest(self.onnx_file)
+        digest = hashlib.sha256()
+        for model in (self.repository, *self.repository.steps):
+            files = (f for f in model.folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+            for file in sorted(files):
+                digest.update(f"{model.name}/{file.relative_to(model.folder).as_posix()}\0".encode())
+                with file.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+        return digest.hexdigest()
 
 
 def open_model(settings: ModelSettings) -> StudyModel:

@@ -154,7 +154,8 @@ def export_trial(
     """Writes the chosen trial's config as a model repository in ``out_dir`` (see the module doc).
 
     Raises:
-        ConfigError: the study file no longer validates, or ``out_dir`` already holds the model.
+        ConfigError: the study file no longer validates, the model's files changed since the study measured
+            them, or ``out_dir`` already holds the model.
         StudyNotFoundError: no trial to export (see ``choose``).
         ModelError: the model cannot be read again, or the variant cannot be built.
     """
@@ -169,6 +170,11 @@ def export_trial(
     if model_dir.exists():
         raise ConfigError(f"{model_dir} already exists: export into an empty folder")
     model = open_model(cfg.model)
+    stored.info.check_model(
+        model.digest(),
+        "an export would serve them under measurements of other files; put the files back as they were, "
+        "or run a study on them",
+    )
     if model.repository is not None and model.repository.steps:
         files = _write_pipeline(model.repository, out_dir, record)
     else:

@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.errors import ConfigError
 from tuner.storage._store import Store, TrialRecord
 from tuner.trial import LoadPoint
 
@@ -44,6 +45,7 @@ ATTR_WARM_START = "warm_start"
 ATTR_STUDY_FILE = "study_file"
 ATTR_WORKER_CORES = "worker_cores"
 ATTR_MODEL_BACKEND = "model_backend"
+ATTR_MODEL_DIGEST = "model_sha256"
 ATTR_WORKERS = "workers"
 ATTR_VERIFICATIONS = "verifications"
 ATTR_WARM_START_FROM = "warm_start_from"
@@ -271,6 +273,7 @@ class StudyInfo:
         workers: The workers of its last run (index, node, cores).
         verifications: Checks of its recommendation on a fresh server (``tuner verify``), oldest first.
         warm_start_from: The earlier studies whose best configs it started from (``search.warm_start.from``).
+        model_digest: The SHA-256 of the model its trials measured (``StudyModel.digest``), where stored.
     """
 
     name: str
@@ -282,6 +285,20 @@ class StudyInfo:
     workers: tuple[dict[str, Any], ...] = ()
     verifications: tuple[dict[str, Any], ...] = ()
     warm_start_from: tuple[str, ...] = ()
+    model_digest: str | None = None
+
+    def check_model(self, digest: str, then: str) -> None:
+        """Refuses a model other than the one the study's trials measured (``digest``, its
+        ``StudyModel.digest``); ``then`` says what to do instead. A study that stored none passes.
+
+        Raises:
+            ConfigError: the model's files changed since the study measured it.
+        """
+        if self.model_digest is not None and self.model_digest != digest:
+            raise ConfigError(
+                f"model: the files of study {self.name!r}'s model changed since its trials measured them (SHA-256 "
+                f"{self.model_digest[:12]}..., now {digest[:12]}...): {then}"
+            )
 
     @property
     def has_variants(self) -> bool:
@@ -321,6 +338,7 @@ def read_info(study: optuna.Study) -> StudyInfo:
         workers=tuple(attrs.get(ATTR_WORKERS) or ()),
         verifications=tuple(v for v in attrs.get(ATTR_VERIFICATIONS) or () if isinstance(v, dict)),
         warm_start_from=tuple(str(name) for name in attrs.get(ATTR_WARM_START_FROM) or ()),
+        model_digest=attrs.get(ATTR_MODEL_DIGEST),
     )
 
 

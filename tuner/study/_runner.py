@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError, DiskFullError, LeaseLostError
+from tuner.model import StudyModel
 from tuner.pool import Finished, Pool, WorkerStatus
 from tuner.replay import ReplayPool
 from tuner.samplers import make_sampler
@@ -45,6 +46,7 @@ from tuner.storage import (
     ATTR_INTERRUPTED,
     ATTR_METRICS,
     ATTR_MODEL_BACKEND,
+    ATTR_MODEL_DIGEST,
     ATTR_NO_VARIANT,
     ATTR_REMEASURE_OF,
     ATTR_REUSED_FROM,
@@ -59,6 +61,7 @@ from tuner.storage import (
     Store,
     StoredStudy,
     StudyLease,
+    read_info,
     read_study,
     redact_url,
 )
@@ -138,12 +141,14 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     """Creates the study, or opens it again to continue it.
 
     Raises:
-        ConfigError: the stored study has other objectives, or asked a knob for other choices than the
-            space asks it for (Optuna keeps a parameter's choices for the whole study).
+        ConfigError: the stored study has other objectives, asked a knob for other choices than the
+            space asks it for (Optuna keeps a parameter's choices for the whole study), or measured a
+            model whose files have changed since.
     """
     directions = [o.direction for o in cfg.objectives]
     sampler = make_sampler(cfg.search.sampler, cfg.search.seed, plan.space, cfg.search.n_startup_trials)
     existing = cfg.study in store.study_names()
+    digest = StudyModel(plan.model_info, plan.model_file, plan.repository_model).digest()
     if existing:
         stored = store.load_study(cfg.study)
         if [d.name.lower() for d in stored.directions] != directions or stored.metric_names != [
@@ -154,6 +159,11 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
                 "use another study name"
             )
         _check_same_choices(stored, plan.space.distributions, cfg.study)
+        read_info(stored).check_model(
+            digest,
+            "its trials do not hold for these files; use another study name "
+            "(search.warm_start: {from: [...]} starts a new study from this one)",
+        )
     study = optuna.create_study(
         study_name=cfg.study, storage=store.optuna, directions=directions, sampler=sampler, load_if_exists=True
     )
@@ -166,6 +176,7 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     study.set_user_attr(ATTR_WORKER_CORES, plan.workers.cpus_per_worker)
     repository = plan.repository_model
     study.set_user_attr(ATTR_MODEL_BACKEND, repository.backend if repository is not None else "onnxruntime")
+    study.set_user_attr(ATTR_MODEL_DIGEST, digest)
     return study
 
 
