@@ -135,6 +135,13 @@ def test_the_report_is_over_configs_and_says_why_it_recommends(tmp_path: Path) -
     assert list(feasible.y) == [pytest.approx(2317.89), pytest.approx(5867.73)]  # medians, not the lucky 6400
 
 
+def test_the_report_of_a_study_whose_every_trial_failed_does_not_blame_its_constraints(tmp_path: Path) -> None:
+    text = _text(render(_gather(tmp_path, [Load(FAILED), Load(FAILED)])))
+
+    assert "No config could be measured: every trial failed (their reasons are in the table of trials)." in text
+    assert "loosen" not in text
+
+
 def test_charts_describe_the_recommended_configs_representative_load(tmp_path: Path) -> None:
     data = _gather(tmp_path, REMEASURED)
     top = data.top()

@@ -25,7 +25,16 @@ from tuner.config import StudyConfig
 from tuner.pool import Pool
 from tuner.reports import params_text, step_compute_ms
 from tuner.storage import ATTR_INTERRUPTED, Bounds, StoredTrial, read_trial
-from tuner.study import ConfigResult, Recommendation, RunSummary, StudyRunner, TrialEvent, gain, nearest_misses
+from tuner.study import (
+    ConfigResult,
+    Recommendation,
+    RunSummary,
+    StudyRunner,
+    TrialEvent,
+    gain,
+    nearest_misses,
+    nothing_measured,
+)
 
 # Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; tables read better wider.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -183,16 +192,6 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
         rows, title = [*rows, rec.config], f"{title}, and the recommended config"
     console.print(configs_table(title, rows, rec, bounds))
     print_recommendation(rec, summary.default, [o.metric for o in cfg.objectives])
-
-
-def nothing_measured(states: Sequence[TrialState]) -> str | None:
-    """What to say of a study none of whose trials (in ``states``) measured a config, even in part: the
-    constraints are not to blame there. None where some trial did."""
-    if any(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states):
-        return None
-    if TrialState.FAIL in states:
-        return "no config could be measured: every trial failed (their reasons are above)"
-    return "no config has been measured yet"
 
 
 def print_recommendation(

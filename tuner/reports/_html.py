@@ -21,6 +21,7 @@ from tuner.reports import _charts as charts
 from tuner.reports._data import ConfigData, StudyData, TrialData
 from tuner.reports._verify import verifications_html
 from tuner.study import gain as verdict_gain
+from tuner.study import nothing_measured
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -100,9 +101,9 @@ def _summary(data: StudyData) -> str:
 def _recommendation(data: StudyData) -> str:
     rec, best = data.recommendation, data.config(data.recommended)
     if rec is None or best is None:
-        return _section(
-            "Recommendation", "<p>No feasible config: loosen the constraints or widen the search space.</p>"
-        )
+        said = nothing_measured([t.stored.state for t in data.trials], reasons="in the table of trials")
+        said = said or "no feasible config: loosen the constraints or widen the search space"
+        return _section("Recommendation", f"<p>{html.escape(said.capitalize())}.</p>")
     default = data.config(data.default)
     gain = ""
     if default is not None and default.result.key != best.result.key:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from optuna.trial import TrialState
 
 from tuner.storage import Bounds, ConstraintMiss, StoredTrial, StudyInfo, misses
 
@@ -316,3 +317,14 @@ def nearest_misses(results: Sequence[ConfigResult], bounds: Bounds) -> list[tupl
 def by_number(results: Sequence[ConfigResult]) -> Mapping[int, ConfigResult]:
     """Each config under the number of every load of it."""
     return {t.number: r for r in results for t in r.loads}
+
+
+def nothing_measured(states: Sequence[TrialState], reasons: str = "above") -> str | None:
+    """What to say of a study none of whose trials (their ``states``) measured a config, even in part (a
+    screen): its constraints are not to blame. ``reasons``: where the failed trials' reasons are shown.
+    None where some trial measured one."""
+    if any(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states):
+        return None
+    if TrialState.FAIL in states:
+        return f"no config could be measured: every trial failed (their reasons are {reasons})"
+    return "no config has been measured yet"
