@@ -89,8 +89,9 @@ class ApiSettings(BaseModel):
     storage: str
     token: SecretStr | None = None
     read_token_required: bool = False
-    work_dir: Path = Path(".tuner-api")
-    study_root: Path = Path(".")
+    # validated too when not given: made absolute against the folder the API starts in
+    work_dir: Annotated[Path, Field(validate_default=True)] = Path(".tuner-api")
+    study_root: Annotated[Path, Field(validate_default=True)] = Path(".")
     start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000

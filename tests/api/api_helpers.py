@@ -66,12 +66,14 @@ def stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 90) -> None
 
 @dataclass
 class ApiServer:
-    """A `tuner api` process on a storage; ``env`` adds TUNER_API_* settings; ``verbose`` logs INFO lines."""
+    """A `tuner api` process on a storage, started in ``folder``; ``env`` adds TUNER_API_* settings; ``verbose``
+    logs INFO lines; ``own_paths`` False leaves its work folder and study root to their defaults."""
 
     storage: str
     folder: Path
     env: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
+    own_paths: bool = True
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -82,8 +84,9 @@ class ApiServer:
     def start(self) -> ApiServer:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_API_")}
-        env.update({"TUNER_API_WORK_DIR": str(self.folder / "api-work"), "TUNER_API_STUDY_ROOT": str(REPO_ROOT),
-                    "TUNER_API_REFRESH_S": "0", **self.env})
+        if self.own_paths:
+            env.update({"TUNER_API_WORK_DIR": str(self.folder / "api-work"), "TUNER_API_STUDY_ROOT": str(REPO_ROOT)})
+        env.update({"TUNER_API_REFRESH_S": "0", **self.env})
         self.log = self.folder / f"api-{self.port}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(

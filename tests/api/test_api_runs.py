@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
+import factories
 import psutil
 import pytest
 import yaml
@@ -118,6 +120,28 @@ def test_delete_stops_a_running_study_and_removes_it(api_server: ApiServer, digi
     leftovers = [p for p in psutil.process_iter(["cmdline"])
                  if "tritonserver" in " ".join(p.info["cmdline"] or []) and name in " ".join(p.info["cmdline"] or [])]
     assert not leftovers, "the study's Triton server outlived its run"
+
+
+@pytest.mark.integration
+def test_a_study_posted_to_an_api_on_its_default_folders_runs(tmp_path: Path, digits_onnx: Path) -> None:
+    """As the README starts it: in the folder that holds the model, neither folder set."""
+    shutil.copy(digits_onnx, tmp_path / "model.onnx")
+    server = ApiServer(f"sqlite:///{tmp_path / 'tuner.db'}", tmp_path, {"TUNER_API_TOKEN": TOKEN}, own_paths=False)
+    name = unique("api-defaults")
+    try:
+        server.start()
+        code, detail = _post(server, yaml.safe_dump(factories.digits_study(name, "model.onnx", n_trials=1)))
+        assert code == 201, detail
+        with server.client(TOKEN) as http:
+            deadline = time.monotonic() + 180
+            while (detail := http.get(f"/studies/{name}").json())["state"] != "complete":
+                assert detail["state"] == "running", detail
+                assert time.monotonic() < deadline, "the run did not finish within 180 s"
+                time.sleep(0.5)
+        assert detail["trials"]["COMPLETE"] == 1
+        assert (tmp_path / ".tuner-api" / "studies" / f"{name}.yaml").is_file()
+    finally:
+        server.stop()
 
 
 #: A run that fails as `tuner optimize` does before it stores its study: a last line, then an exit code.
