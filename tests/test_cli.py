@@ -356,6 +356,28 @@ def test_export_writes_the_recommended_configs_representative_load(remeasured: s
     assert "the load nearest the median is trial 5" in readme and "Recommended:" not in readme
 
 
+def test_export_writes_the_studys_own_samples_that_its_command_sends(remeasured: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    from tuner.storage import ATTR_STUDY_FILE
+
+    samples = np.random.default_rng(0).random((5, 64), dtype=np.float32)
+    np.savez(tmp_path / "samples.npz", float_input=samples)
+    store = Store(remeasured)
+    study = store.load_study("remeasured")
+    study_file = study.user_attrs[ATTR_STUDY_FILE]
+    study.set_user_attr(ATTR_STUDY_FILE, study_file | {"load": {"input_data": str(tmp_path / "samples.npz")}})
+    store.close()
+
+    result = _tuner("export", "remeasured", tmp_path / "deploy", "--storage", remeasured, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    sent = json.loads((tmp_path / "deploy" / "samples.json").read_text())["data"]
+    assert len(sent) == 5 and sent[0]["float_input"]["shape"] == [64]
+    readme = (tmp_path / "deploy" / "README.md").read_text()
+    assert "--input-data samples.json" in readme and "tuner verify remeasured --trial 5" in readme
+
+
 def test_export_refuses_a_model_whose_files_changed_since_the_study_measured_it(
     remeasured: str, tmp_path: Path, tuner_main
 ) -> None:

@@ -28,8 +28,16 @@ import optuna
 
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.measure import EngineSettings, shared_memory_args
-from tuner.model import RepositoryModel, StudyModel, build_variant, install_model_file, open_model, validation_inputs
+from tuner.measure import EngineSettings, request_samples, shared_memory_args, write_input_json
+from tuner.model import (
+    RepositoryModel,
+    StudyModel,
+    build_variant,
+    install_model_file,
+    load_samples,
+    open_model,
+    validation_inputs,
+)
 from tuner.reports import _report as report
 from tuner.reports._explain import Explanation, explain_trial
 from tuner.storage import (
@@ -189,9 +197,15 @@ def export_trial(
         if config.backend == RUNNER_BACKEND:
             shutil.copy2(RUNNER_SOURCE, version / "model.py")
             files.append(version / "model.py")
+    settings = engine_settings(cfg, model.info)
+    if isinstance(cfg.load.input_data, Path):  # the study's own samples, as perf_analyzer's JSON: the command's data
+        samples = load_samples(cfg.load.input_data, model.info, "load.input_data")
+        files.append(
+            write_input_json(out_dir / SAMPLES_FILE, request_samples(model.info, settings.input_data, samples))
+        )
     readme = out_dir / "README.md"
     explanations = explain_trial(trial, stored.info.bounds, stored.info.has_variants)
-    command = perf_analyzer_command(cfg, engine_settings(cfg, model.info), model_dir.name, choice.point.concurrency)
+    command = perf_analyzer_command(cfg, settings, model_dir.name, choice.point.concurrency)
     readme.write_text(readme_text(cfg, stored.name, choice, explanations, command))
     files.append(readme)
     logger.info("exported trial %d of %s to %s", trial.number, stored.name, out_dir)
@@ -256,12 +270,16 @@ def _copy_variant(cfg: StudyConfig, model: StudyModel, precision: str, target: P
             install_model_file(build_variant(model.onnx_file, precision, Path(tmp), calibration), target)
 
 
+#: The study's load samples in an export, as perf_analyzer's ``--input-data`` JSON.
+SAMPLES_FILE = "samples.json"
+
+
 def perf_analyzer_command(cfg: StudyConfig, settings: EngineSettings, model: str, concurrency: int) -> str:
     """The perf_analyzer command line that measures ``model`` as the study did, on a local server;
     ``settings``: the study's workers' (``tuner.workers.engine_settings``)."""
     port = 8001 if settings.protocol == "grpc" else 8000
-    # real samples: perf_analyzer takes them as its JSON (see tuner.measure)
-    data = "samples.json" if isinstance(cfg.load.input_data, Path) else settings.input_data
+    # real samples: perf_analyzer takes them as its JSON (see tuner.measure), which the export writes beside it
+    data = SAMPLES_FILE if isinstance(cfg.load.input_data, Path) else settings.input_data
     memory_args = "".join(f"{arg} " for arg in shared_memory_args(settings.shared_memory, settings.output_bytes))
     return (
         f"perf_analyzer -m {model} -u 127.0.0.1:{port} -i {settings.protocol} "
@@ -341,11 +359,15 @@ tritonserver --model-repository="$PWD" --model-control-mode=explicit --load-mode
 
 ## Measure it again
 
-With the server above running, this is the measurement the tuner made (its settings from the study file):
+With the server above running, this is the measurement the tuner made (its settings from the study file),
+run in this folder:
 
 ```bash
 {command}
 ```
+
+On the machine that ran the study, `tuner verify {study_name} --trial {trial.number}` serves this trial on a fresh
+server of the study's launch mode and measures it again with the tuner's own server and perf_analyzer.
 """
 
 
