@@ -86,6 +86,25 @@ def test_the_line_says_whether_it_holds_and_against_what() -> None:
     assert faster.line().endswith("(interval 81.3-89.6): 20% above the stored median")
 
 
+def test_runs_whose_median_breaks_a_bound_of_the_study_do_not_hold(digits_onnx: Path) -> None:
+    from tuner.config import parse_config
+    from tuner.reports._verify import bounds_missed
+    from tuner.trial import LoadPoint
+
+    constraints = {"latency_p99_ms": {"max": 10}, "throughput": {"min": 50}, "accuracy_drop": {"max": 0.01}}
+    cfg = parse_config({"study": "s", "model": {"name": "d", "path": str(digits_onnx)}, "constraints": constraints},
+                       Path("."))
+    runs = [LoadPoint(8, t, p, p, p, p, p) for t, p in ((60.0, 9.0), (55.0, 10.6), (40.0, 10.4))]
+
+    assert bounds_missed(cfg, runs) == ("latency_p99_ms 10.4 > max 10",)
+    assert bounds_missed(cfg, runs[:1]) == ()
+    over = verification([81.9, 84.1, 86.0], latency_p99_median_ms=10.4, bounds_missed=("latency_p99_ms 10.4 > max 10",),
+                        holds=False)
+    assert over.line() == ("does not hold: 84.1 infer/s verified (3 runs, 81.9-86) against 83.9 stored (interval "
+                           "81.3-89.6); p99 10.4 ms; over the study's bounds: latency_p99_ms 10.4 > max 10")
+    assert Verification.from_dict(over.as_dict()) == over
+
+
 def test_the_recommendation_is_the_config_verified_at_its_median_load() -> None:
     trials = [load(0, 80.0), load(1, 100.0, instance_count=2), load(2, 96.0, instance_count=2),
               load(3, 104.0, instance_count=2)]

@@ -14,7 +14,9 @@ each time on a fresh load of the model.
 The recommendation holds unless the median of the runs is worse than the config's interval
 (``tuner.study``) and worse than its stored median by more than ``TOLERANCE_PCT``: the interval of
 a config measured once is its windows' spread, narrower than what a reload varies by (3-5% here).
-A config that does better than stored keeps its promise; the line says by how much.
+A config that does better than stored keeps its promise; the line says by how much. Nor does it
+hold where the runs' median breaks a bound of the study's constraints that they measure (a
+latency, the throughput): a config recommended within a p99 budget is deployed for that budget.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class Verification:
         stored_median: The config's stored median of the first objective.
         interval: The config's stored interval (low, high).
         holds: The verified median is no worse than the interval's worse end, or than ``tolerance_pct`` off the
-            stored median.
+            stored median, and ``bounds_missed`` is empty.
+        bounds_missed: The study's bounds that the runs' medians break, as ``latency_p99_ms 10.4 > max 10``.
         tolerance_pct: The tolerance the verdict used.
         launch: The server's launch mode.
         command: The perf_analyzer command a user would run (from the export's README).
@@ -125,6 +128,7 @@ class Verification:
     command: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    bounds_missed: tuple[str, ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -152,6 +156,10 @@ class Verification:
         off = self.off_pct
         if not low <= self.verified_median <= high and off is not None:
             text += f": {abs(off):.0f}% {'above' if off > 0 else 'below'} the stored median"
+        if self.metric != "latency_p99_ms" and self.latency_p99_median_ms:
+            text += f"; p99 {self.latency_p99_median_ms:.4g} ms"
+        if self.bounds_missed:
+            text += f"; over the study's bounds: {', '.join(self.bounds_missed)}"
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -172,6 +180,7 @@ class Verification:
         names = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in names}
         values["runs"] = tuple(VerifyRun(**r) for r in data["runs"])
+        values["bounds_missed"] = tuple(data.get("bounds_missed") or ())
         values["interval"] = (float(data["interval"][0]), float(data["interval"][1]))
         return cls(**values)
 
@@ -181,6 +190,21 @@ def unit_of(metric: str) -> str:
     if metric == "throughput":
         return " infer/s"
     return " ms" if metric.endswith("_ms") else ""
+
+
+def bounds_missed(cfg: StudyConfig, points: Sequence[LoadPoint]) -> tuple[str, ...]:
+    """The study's bounds on what the runs measured (``points``: a latency, the throughput) that the runs'
+    median breaks, each as ``latency_p99_ms 10.4 > max 10``."""
+    missed = []
+    for metric, bound in cfg.constraints.items():
+        if not points or not (metric == "throughput" or metric.startswith("latency_")):
+            continue  # not what perf_analyzer measures: the accuracy, the server's CPU, the GPU's memory
+        median = float(statistics.median(float(getattr(p, metric)) for p in points))
+        if bound.max is not None and median > bound.max:
+            missed.append(f"{metric} {median:.4g} > max {bound.max:g}")
+        if bound.min is not None and median < bound.min:
+            missed.append(f"{metric} {median:.4g} < min {bound.min:g}")
+    return tuple(missed)
 
 
 def holds(
@@ -280,6 +304,7 @@ def _verify_in(
     verified = float(statistics.median(r.value for r in runs))
     stored_median = target.config.values[0]
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    missed = bounds_missed(cfg, points)
     return Verification(
         when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         trial=target.trial.number,
@@ -292,7 +317,8 @@ def _verify_in(
         verified_median=verified,
         stored_median=stored_median,
         interval=target.config.interval,
-        holds=holds(verified, stored_median, target.config.interval, maximize),
+        holds=holds(verified, stored_median, target.config.interval, maximize) and not missed,
+        bounds_missed=missed,
         throughput_median=float(statistics.median(r.throughput for r in runs)),
         latency_p99_median_ms=float(statistics.median(r.latency_p99_ms for r in runs)),
         launch=cfg.server.launch,
