@@ -104,7 +104,7 @@ def test_unknown_study_in_show(tmp_path: Path, tuner_main) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     result = tuner_main("show", "nothing", "--storage", url)
     assert result.returncode == 2
-    assert "no study database" in result.stderr
+    assert "no study database" in result.stderr and "name the study's storage with --storage" in result.stderr
     assert not (tmp_path / "x.db").exists()
 
     import optuna

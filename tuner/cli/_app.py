@@ -12,14 +12,22 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from tuner.errors import ExitCode
+from tuner.errors import ExitCode, StudyNotFoundError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Autotuner for Triton Inference Server configs.")
+if TYPE_CHECKING:
+    from tuner.storage import Store
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",  # a docstring's paragraphs are wrapped whole
+    help="Autotuner for Triton Inference Server configs.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="The bundled real models.")
 app.add_typer(models_app, name="models")
 landscape_app = typer.Typer(no_args_is_help=True, help="Recorded landscapes: every config measured once, for replays.")
@@ -34,12 +42,38 @@ StorageOption = Annotated[
         "--storage", help="SQLAlchemy URL of the study storage (default: $TUNER_STORAGE or sqlite:///tuner.db)"
     ),
 ]
+#: ``--storage`` of a command that reads a study file, whose own ``storage`` it overrides.
+FileStorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="SQLAlchemy URL of the study storage; overrides the study file's `storage` (default: $TUNER_STORAGE, "
+        "else the file's)",
+    ),
+]
 
 
 def storage_url(option: str | None) -> str:
     from tuner.config import resolve_storage
 
     return resolve_storage(option or os.environ.get("TUNER_STORAGE") or DEFAULT_STORAGE, Path.cwd())
+
+
+def open_store(option: str | None) -> Store:
+    """The storage ``--storage`` (``option``) names, which must exist: a result command creates none.
+
+    Raises:
+        StudyNotFoundError: no SQLite file at that path; the message says how to name another.
+    """
+    from tuner.storage import Store
+
+    try:
+        return Store(storage_url(option), must_exist=True)
+    except StudyNotFoundError as exc:
+        raise StudyNotFoundError(
+            f"{exc}: name the study's storage with --storage or $TUNER_STORAGE (a relative SQLite path starts in the "
+            "folder the command runs in)"
+        ) from None
 
 
 @app.callback()

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tuner.cli._app import StorageOption, app, err_console, storage_url
+from tuner.cli._app import StorageOption, app, err_console, open_store, storage_url
 from tuner.errors import ConfigError, ExitCode
 
 
@@ -25,11 +25,10 @@ def report_command(
     """Write a study's report: Pareto front, curves, time breakdown, batches, CPU/GPU, accuracy, importances."""
     from tuner.cli import _display as display
     from tuner.reports import gather
-    from tuner.storage import Store
 
     if fmt not in ("html", "png"):
         raise ConfigError(f"--format: {fmt!r} is not one of html, png")
-    store = Store(storage_url(storage), must_exist=True)
+    store = open_store(storage)
     data = gather(store.load_study(study_name), store)
     if fmt == "png":
         from tuner.reports import write_pngs
@@ -55,11 +54,10 @@ def export_command(
     """Write a deployable model repository of a trial (by default the recommended one), with a README."""
     from tuner.cli import _display as display
     from tuner.reports import export_trial
-    from tuner.storage import Store
 
     if trial is not None and max_p99_ms is not None:
         raise ConfigError("--trial and --max-p99-ms: give one of them")
-    store = Store(storage_url(storage), must_exist=True)
+    store = open_store(storage)
     exported = export_trial(store.load_study(study_name), store, out_dir, number=trial, max_p99_ms=max_p99_ms)
     point, config = exported.point, exported.config
     loads = ""
@@ -88,10 +86,9 @@ def compare_command(
     """Two studies' Pareto fronts and recommendations side by side (CPU against GPU, before and after)."""
     from tuner.cli import _display as display
     from tuner.reports import comparison, comparison_json, gather
-    from tuner.storage import Store
 
-    store_a = Store(storage_url(storage), must_exist=True)
-    store_b = Store(storage_url(storage_b), must_exist=True) if storage_b else store_a
+    store_a = open_store(storage)
+    store_b = open_store(storage_b) if storage_b else store_a
     a = gather(store_a.load_study(study_a), store_a, importances=False)
     b = gather(store_b.load_study(study_b), store_b, importances=False)
     if as_json:
@@ -151,17 +148,18 @@ def verify_command(
     """Serve the recommended config (or --trial N's) on a fresh server and measure it again with perf_analyzer.
 
     Stores the result with the study. Exit code 0: it holds (the verified median is within the
-    config's interval or within 10% of its stored median); 1: it does not; 2: bad input; 3: the
-    server, perf_analyzer or the storage failed.
+    config's interval or within 10% of its stored median, and the study's bounds on latency and
+    throughput hold by the runs' medians); 1: it does not; 2: bad input; 3: the server,
+    perf_analyzer or the storage failed.
     """
     from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from tuner.cli import _display as display
     from tuner.reports import record, verify_study
-    from tuner.storage import Store, live_driver
+    from tuner.storage import live_driver
 
-    store = Store(storage_url(storage), must_exist=True)
+    store = open_store(storage)
     study = store.load_study(study_name)
     driver = live_driver(store, study_name)
     if driver is not None:  # its trials would share the cores with the measurement

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from tuner.cli._app import Interrupted, StorageOption, app, landscape_app, models_app, storage_url
+from tuner.cli._app import (
+    FileStorageOption,
+    Interrupted,
+    StorageOption,
+    app,
+    landscape_app,
+    models_app,
+    open_store,
+)
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -21,7 +29,7 @@ if TYPE_CHECKING:
 @app.command()
 def optimize(
     study_file: Annotated[Path, typer.Argument(help="The study YAML file.")],
-    storage: StorageOption = None,
+    storage: FileStorageOption = None,
     study_name: Annotated[str | None, typer.Option("--study-name", help="Overrides `study`.")] = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Overrides `search.n_trials`.")] = None,
     timeout: Annotated[
@@ -122,9 +130,8 @@ def studies(storage: StorageOption = None) -> None:
     from rich.table import Table
 
     from tuner.cli import _display as display
-    from tuner.storage import Store
 
-    store = Store(storage_url(storage), must_exist=True)
+    store = open_store(storage)
     summaries = optuna.get_all_study_summaries(store.optuna, include_best_trial=False)
     if not summaries:
         display.console.print(f"no studies in {store.url}", markup=False)
@@ -158,10 +165,10 @@ def show(
     """Print a study's configs (each judged by the median of its loads) and the recommendation, or one trial in full."""
     from tuner.cli import _display as display
     from tuner.reports import study_document
-    from tuner.storage import Store, read_study
+    from tuner.storage import read_study
     from tuner.study import config_results, default_result, recommend
 
-    store = Store(storage_url(storage), must_exist=True)
+    store = open_store(storage)
     stored = read_study(store.load_study(study_name), store)
     document = study_document(stored)
     if trial is not None:
@@ -215,7 +222,7 @@ def models_prepare(
 def landscape_record(
     study_file: Annotated[Path, typer.Argument(help="The study YAML file: its model, space and load settings.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The landscape file to write (JSON).")],
-    storage: StorageOption = None,
+    storage: FileStorageOption = None,
     study_name: Annotated[
         str | None,
         typer.Option("--study-name", help="The grid study that records it (default: STUDY-landscape)."),
@@ -232,6 +239,7 @@ def landscape_record(
     from tuner.study import StudyRunner, record_landscape, recording_config
 
     cfg = load_config(study_file)
+    storage = storage or os.environ.get("TUNER_STORAGE")  # as `tuner optimize` takes it
     if storage:
         cfg = cfg.model_copy(update={"storage": resolve_storage(storage, Path.cwd())})
     cfg = recording_config(cfg, study_name)
