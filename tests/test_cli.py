@@ -337,6 +337,15 @@ def test_show_json_has_configs_and_the_recommendation(remeasured: str, tmp_path:
     assert configs[2]["failed_constraints"] == [MISSED.removeprefix("infeasible: ")]
     assert [t["config"] for t in document["trials"]] == [0, 5, 2, None, 5, 5]
     assert document["trials"][3]["explanations"][0]["rule"] == "failed"
+    assert document["verifications"] == []
+
+    from tuner.storage import ATTR_VERIFICATIONS
+
+    store = Store(remeasured)
+    store.load_study("remeasured").set_user_attr(ATTR_VERIFICATIONS, [{"trial": 5, "verdict": "holds"}])
+    store.close()
+    again = json.loads(_tuner("show", "remeasured", "--storage", remeasured, "--json", cwd=tmp_path).stdout)
+    assert again["verifications"] == [{"trial": 5, "verdict": "holds"}]
 
 
 def test_export_writes_the_recommended_configs_representative_load(remeasured: str, tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def recommendation_json(rec: Recommendation | None) -> dict[str, Any] | None:
 
 
 def study_document(stored: StoredStudy) -> dict[str, Any]:
-    """The study, its configs and recommendation (tuner.study), and every trial.
+    """The study, its configs and recommendation (tuner.study), every trial, and the verifications of its
+    recommendations (``tuner verify``).
 
     ``recommended_trial`` and ``pareto_front`` name the trials that stand for the configs
     (``ConfigResult.representative``); each trial names its config's in ``config``.
@@ -98,6 +99,7 @@ def study_document(stored: StoredStudy) -> dict[str, Any]:
         "pareto_front": [r.number for r in pareto_front(results, info.directions)],
         "configs": [config_json(r, info.bounds) for r in results],
         "trials": trials,
+        "verifications": list(info.verifications),  # tuner verify's results, oldest first
     }
 
 
