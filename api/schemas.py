@@ -331,7 +331,13 @@ class Verification(_Out):
     stored_median: float = Field(description="The config's stored median of the first objective.")
     interval: list[float] = Field(min_length=2, max_length=2, description="The config's stored interval: low, high.")
     holds: bool = Field(
-        description="The verified median lies within the interval, or within `tolerance_pct` of the stored median."
+        description="The verified median lies within the interval, or within `tolerance_pct` of the stored median, "
+        "and no bound of the study's is broken by the runs' medians (`bounds_missed`)."
+    )
+    bounds_missed: list[str] = Field(
+        default_factory=list,
+        description="The study's bounds on throughput and latency that the runs' medians break, as "
+        "`latency_p99_ms 10.4 > max 10`.",
     )
     verdict: str = Field(description="`holds` or `does not hold`.")
     tolerance_pct: float

@@ -137,6 +137,15 @@ def test_the_study_detail_shows_its_verifications(api: tuple[TestClient, Store],
     (shown,) = client.get("/studies/s").json()["verifications"]
     assert shown["verdict"] == "holds" and shown["interval"] == [950.0, 1050.0]
     assert [r["throughput"] for r in shown["runs"]] == [990.0, 1010.0]
+    assert shown["bounds_missed"] == []
+    record(study, Verification(
+        when="2026-01-02T04:04:05+00:00", trial=0, config_key="{}", metric="throughput", maximize=True, repeats=1,
+        concurrency=2, runs=(VerifyRun(1000.0, 12.0, 1000.0),), verified_median=1000.0, stored_median=1000.0,
+        interval=(950.0, 1050.0), holds=False, throughput_median=1000.0, latency_p99_median_ms=12.0,
+        bounds_missed=("latency_p99_ms 12 > max 11",),
+    ))
+    over = client.get("/studies/s").json()["verifications"][1]
+    assert over["verdict"] == "does not hold" and over["bounds_missed"] == ["latency_p99_ms 12 > max 11"]
 
 
 def test_deleting_a_study_removes_its_verification_and_log(
