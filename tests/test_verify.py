@@ -168,10 +168,11 @@ def test_verifications_render_as_an_escaped_html_fragment(study: tuple[optuna.St
     opened, store = study
     assert verifications_html(read_study(opened, store).info) == ""
     record(opened, verification([81.9, 84.1, 86.0], machine={"host": "<b>node</b>"}))
-    record(opened, verification([60.0, 61.2, 58.0]))
+    record(opened, verification([60.0, 61.2, 58.0], bounds_missed=("latency_p99_ms 12 > max 11",)))
     fragment = verifications_html(read_study(opened, store).info)
     assert fragment.startswith('<section class="verifications">') and fragment.endswith("</section>")
     assert fragment.count("<tr><td>") == 2
+    assert "does not hold</span><br>latency_p99_ms 12 &gt; max 11" in fragment
     assert '<span class="holds">holds</span>' in fragment and '<span class="fails">does not hold</span>' in fragment
     assert "&lt;b&gt;node&lt;/b&gt;" in fragment and "<b>" not in fragment
     assert "81.3-89.6" in fragment and "81.9, 84.1, 86" in fragment

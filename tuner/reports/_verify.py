@@ -434,7 +434,8 @@ def verifications_html(info: StudyInfo) -> str:
         '<section class="verifications">\n<h2>Verifications</h2>\n'
         "<p>The config exported and served on a fresh server, then measured again with perf_analyzer "
         f"(a fresh load each run). It holds unless the verified median is worse than the stored interval and "
-        f"more than {TOLERANCE_PCT:g}% worse than the stored median.</p>\n"
+        f"more than {TOLERANCE_PCT:g}% worse than the stored median, or the runs' medians break a bound of the "
+        "study's on throughput or latency.</p>\n"
         "<table>\n<thead><tr><th>when</th><th>trial</th><th>verdict</th><th>metric</th><th>verified median</th>"
         "<th>runs</th><th>stored median</th><th>interval</th><th>concurrency</th><th>launch</th><th>machine</th>"
         "</tr></thead>\n<tbody>\n"
@@ -450,7 +451,8 @@ def _html_row(v: Verification) -> str:
     cells = (
         e(v.when),
         str(v.trial),
-        f'<span class="{"holds" if v.holds else "fails"}">{e(v.verdict)}</span>',
+        f'<span class="{"holds" if v.holds else "fails"}">{e(v.verdict)}</span>'
+        + "".join(f"<br>{e(missed)}" for missed in v.bounds_missed),
         e(v.metric),
         f"{v.verified_median:.4g}",
         e(runs),
