@@ -169,7 +169,7 @@ def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: 
     result = _tuner("show", "remeasured", "--storage", remeasured, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert _trials(result.stdout) == ["0", "5", "2", "3"]  # 3 configs, then the FAIL
-    assert "3 (5200-6400, 20%)" in result.stdout and "5868" in result.stdout and "6400 │" not in result.stdout
+    assert "3 (5200-6400, spread 20%)" in result.stdout and "5868" in result.stdout and "6400 │" not in result.stdout
     assert "recommended: trial 5" in result.stdout
     assert "the best feasible median throughput 5868 over 3 loads" in result.stdout
     assert "".join(MISSED.split()) in _column(result.stdout, 9)
@@ -205,7 +205,7 @@ def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> 
         display.print_summary(summary, study_config(stored.info))
     out = captured.get()
     assert _trials(out) == ["0", "5"]
-    assert "3 (5200-6400, 20%)" in out and "6400 │" not in out
+    assert "3 (5200-6400, spread 20%)" in out and "6400 │" not in out
     assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0)" in out
     assert "measured on one load" not in out
 

@@ -331,7 +331,7 @@ def _loads_text(result: ConfigResult) -> str:
     low, high = result.interval
     if len(result.loads) == 1:
         return "1"
-    return f"{len(result.loads)} ({low:.4g}-{high:.4g}, {result.spread_pct:.0f}%)"
+    return f"{len(result.loads)} ({low:.4g}-{high:.4g}, spread {result.spread_pct:.0f}%)"
 
 
 def _fmt(value: float | None) -> str:
