@@ -1,15 +1,17 @@
 """Where the cores go while a served config is measured, next to raw ONNX Runtime in the same layout.
 
-    python bench/cpu_split.py [--repeats 2] [--seconds 6] [--out bench/results/cpu_split.json]
+    python bench/cpu_split.py [--repeats 2] [--seconds 6] [--max-batch 8] [--batching] [--concurrency 4]
+                              [--raw-batch 1] [--out bench/results/cpu_split.json]
 
-On the PP-OCRv4 text detector, FP32 on OpenVINO, 2 instances of 1 thread, max batch size 8 without the
-batcher (the raw ceiling's layout in bench/model_analyzer.py on 2 cores), the embedded server is
-measured by perf_analyzer at concurrency 4, with the tensors over gRPC and through shared memory
+On the PP-OCRv4 text detector, FP32 on OpenVINO, 2 instances of 1 thread, by default max batch size 8
+without the batcher (the raw ceiling's layout in bench/model_analyzer.py on 2 cores), the embedded server is
+measured by perf_analyzer at concurrency 4 (`--concurrency`), with the tensors over gRPC and through shared memory
 (``load.shared_memory``). While it measures, the CPU time of the server's own process (Triton's core:
 its gRPC, scheduling and backend threads), of each python-backend stub (one per instance: ONNX Runtime
 runs there), of perf_analyzer and the machine's idle time are read over ``--seconds``, as shares of one
 core. Then raw ONNX Runtime runs the same two sessions without a server (bench/model_analyzer.py's
-driver). Run nothing else meanwhile.
+driver) on batches of ``--raw-batch``. ``--batching`` turns Triton's dynamic batcher on (no queue delay), so
+that the stubs are handed several requests at once. Run nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -38,9 +40,6 @@ from tuner.trial import TrialSpec
 from tuner.triton import cpu_model, versions
 from tuner.workers import cpu_cores
 
-SPEC = TrialSpec(8, False, 0, 2, cpu_threads=1, accelerator="openvino")
-CONCURRENCY = 4
-
 
 def _seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
@@ -63,9 +62,9 @@ def _split(server_pid: int, settle_s: float, seconds: float, into: dict[str, Any
     into["idle_core_pct"] = round(100 * (psutil.cpu_times().idle - idle) / elapsed, 1)
 
 
-def measure(onnx: Path, mode: str, seconds: float) -> dict[str, Any]:
+def measure(onnx: Path, spec: TrialSpec, concurrency: int, mode: str, seconds: float) -> dict[str, Any]:
     """One measurement of the served config with the tensors sent as ``mode`` says, and its CPU split."""
-    with tempfile.TemporaryDirectory() as folder, served(Path(folder), MODEL, onnx, SPEC) as (server, info, probe):
+    with tempfile.TemporaryDirectory() as folder, served(Path(folder), MODEL, onnx, spec) as (server, info, probe):
         warm_up(server.http_url, MODEL, info, 8, 2, server.access)
         settings = EngineSettings(window_ms=int((seconds + 6) * 1000), max_windows=1, shared_memory=mode,
                                   output_bytes=output_region_bytes(info) if mode != "none" else 0)
@@ -73,7 +72,7 @@ def measure(onnx: Path, mode: str, seconds: float) -> dict[str, Any]:
         split: dict[str, Any] = {}
         reader = threading.Thread(target=_split, args=(server.pid, 4.0, seconds, split))
         reader.start()
-        point = engine.measure(MODEL, CONCURRENCY, probe).point  # the probe's client stays on this thread
+        point = engine.measure(MODEL, concurrency, probe).point  # the probe's client stays on this thread
         reader.join()
     return {"shared_memory": mode, "throughput": round(point.throughput, 1), **split}
 
@@ -82,16 +81,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--batching", action="store_true", help="Triton's dynamic batcher, no queue delay")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--raw-batch", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu_split.json")
     args = parser.parse_args()
+    spec = TrialSpec(args.max_batch, args.batching, 0, 2, cpu_threads=1, accelerator="openvino")
     onnx = models.prepare(MODEL, ROOT / "model_repository")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     runs, raw = [], []
     for _ in range(args.repeats):
         for mode in ("system", "none"):
-            runs.append(measure(onnx, mode, args.seconds))
+            runs.append(measure(onnx, spec, args.concurrency, mode, args.seconds))
             print(runs[-1], flush=True)
-        raw.append(raw_side(onnx, SPEC.instance_count, SPEC.cpu_threads, SPEC.accelerator))
+        raw.append(raw_side(onnx, spec.instance_count, spec.cpu_threads, spec.accelerator, args.raw_batch))
         print("raw", raw[-1], flush=True)
     raw_median = statistics.median(raw)
     summary = {
@@ -101,7 +105,7 @@ def main() -> None:
     }
     results = {
         "machine": {"cpu": cpu_model(), "cores": cpu_cores(), "versions": versions()},
-        "started": started, "spec": json.loads(SPEC.key()), "concurrency": CONCURRENCY,
+        "started": started, "spec": json.loads(spec.key()), "concurrency": args.concurrency, "raw_batch": args.raw_batch,
         "raw": raw, "raw_median": raw_median, "summary": summary, "runs": runs,
     }
     print(json.dumps(summary))

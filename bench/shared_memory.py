@@ -84,14 +84,17 @@ def served_side(tmp: Path, onnx: Path, spec: TrialSpec, settings: EngineSettings
     return rows
 
 
-def raw_side(onnx: Path, instances: int, threads: int, accelerator: str) -> float:
+def raw_side(onnx: Path, instances: int, threads: int, accelerator: str, batch: int = 1) -> float:
+    """Raw ONNX Runtime's inferences per second: ``instances`` sessions of ``threads`` side by side, each run on
+    batches of ``batch``."""
     import onnxruntime as ort
 
     provider = execution_provider(accelerator, InstanceKind.CPU)
     sessions = _sessions(ort, str(onnx), provider, accelerator, "fp32", instances, threads)
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in sessions[0].get_inputs()[0].shape]
+    dims = sessions[0].get_inputs()[0].shape
+    shape = [batch, *(d if isinstance(d, int) and d > 0 else 1 for d in dims[1:])]
     feed = {sessions[0].get_inputs()[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
-    return round(_drive(sessions, feed, 1), 1)
+    return round(_drive(sessions, feed, batch), 1)
 
 
 def main() -> None:
