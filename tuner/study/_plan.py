@@ -59,6 +59,8 @@ class StudyPlan:
             None where it names none.
         model_file: The FP32 ONNX file the workers serve; None for a repository model that is not ONNX.
         repository_model: The model's folder and own config, where the study names a repository.
+        model_digest: The SHA-256 of the model's files as read (``StudyModel.digest``): a study keeps it, and
+            is not continued on other files.
         notes: What the plan changed in the study file's space, and why, for the user.
     """
 
@@ -71,6 +73,7 @@ class StudyPlan:
     seeds: Seeds | None = None
     model_file: Path | None = None
     repository_model: RepositoryModel | None = None
+    model_digest: str | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -170,6 +173,7 @@ def plan_study(cfg: StudyConfig, store: Store | None = None) -> StudyPlan:
         seeds,
         model_file=model.onnx_file,
         repository_model=model.repository,
+        model_digest=model.digest(),
         notes=tuple(notes),
     )
 

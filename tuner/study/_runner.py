@@ -35,7 +35,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError, DiskFullError, LeaseLostError
-from tuner.model import StudyModel
 from tuner.pool import Finished, Pool, WorkerStatus
 from tuner.replay import ReplayPool
 from tuner.samplers import make_sampler
@@ -148,7 +147,7 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     directions = [o.direction for o in cfg.objectives]
     sampler = make_sampler(cfg.search.sampler, cfg.search.seed, plan.space, cfg.search.n_startup_trials)
     existing = cfg.study in store.study_names()
-    digest = StudyModel(plan.model_info, plan.model_file, plan.repository_model).digest()
+    digest = plan.model_digest
     if existing:
         stored = store.load_study(cfg.study)
         if [d.name.lower() for d in stored.directions] != directions or stored.metric_names != [
@@ -159,11 +158,12 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
                 "use another study name"
             )
         _check_same_choices(stored, plan.space.distributions, cfg.study)
-        read_info(stored).check_model(
-            digest,
-            "its trials do not hold for these files; use another study name "
-            "(search.warm_start: {from: [...]} starts a new study from this one)",
-        )
+        if digest is not None:
+            read_info(stored).check_model(
+                digest,
+                "its trials do not hold for these files; use another study name "
+                "(search.warm_start: {from: [...]} starts a new study from this one)",
+            )
     study = optuna.create_study(
         study_name=cfg.study, storage=store.optuna, directions=directions, sampler=sampler, load_if_exists=True
     )
@@ -176,7 +176,8 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     study.set_user_attr(ATTR_WORKER_CORES, plan.workers.cpus_per_worker)
     repository = plan.repository_model
     study.set_user_attr(ATTR_MODEL_BACKEND, repository.backend if repository is not None else "onnxruntime")
-    study.set_user_attr(ATTR_MODEL_DIGEST, digest)
+    if digest is not None:
+        study.set_user_attr(ATTR_MODEL_DIGEST, digest)
     return study
 
 
