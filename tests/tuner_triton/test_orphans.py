@@ -96,6 +96,27 @@ def test_no_process_of_a_folder_kills_nothing(tmp_path: Path, processes) -> None
     assert all(p.poll() is None for group in processes.values() for p in group)
 
 
+def test_the_shared_memory_left_by_a_workers_servers_goes_with_its_orphans(tmp_path: Path) -> None:
+    from tuner.triton._process import SHM_FOLDER, shm_prefix
+
+    mine, other = tmp_path / "study" / "worker-1", tmp_path / "study" / "worker-10"
+    for folder in (mine / "server", other / "server"):
+        folder.mkdir(parents=True)
+    left = [SHM_FOLDER / f"{shm_prefix(mine / 'server')}{n}" for n in ("a", "b")]  # as a killed server leaves them
+    kept = SHM_FOLDER / f"{shm_prefix(other / 'server')}a"
+    try:
+        for region in (*left, kept):
+            region.write_bytes(b"\0" * 16)
+
+        kill_orphans(mine)  # as the pool sweeps a worker it killed: by the worker's folder, not its server's
+
+        assert not any(region.exists() for region in left)
+        assert kept.exists(), "another worker's regions are not this one's"
+    finally:
+        for region in (*left, kept):
+            region.unlink(missing_ok=True)
+
+
 _OWNER = """
 import os, subprocess, sys, time
 import psutil

@@ -115,7 +115,7 @@ def kill_orphans(workdir: Path) -> int:
         left = [process for process in left if _running(process)]
     for process in left:
         logger.warning("process %d of %s did not exit after SIGKILL", process.pid, workdir)
-    remove_shm_regions(workdir)
+    remove_shm_regions(workdir, below=True)
     return len(killed)
 
 
@@ -134,11 +134,16 @@ def shm_prefix(workdir: Path) -> str:
     return f"tuner_{hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]}_"
 
 
-def remove_shm_regions(workdir: Path) -> int:
-    """Removes the python-backend shared-memory regions that servers started from ``workdir`` left;
-    call it only while no server of the folder runs. Returns how many were removed."""
+def remove_shm_regions(workdir: Path, below: bool = False) -> int:
+    """Removes the python-backend shared-memory regions that servers started from ``workdir`` left (``below``:
+    or from a folder under it, as a worker's server runs from its ``server`` folder); call it only while no
+    server of those folders runs. Returns how many were removed."""
+    folders = [workdir, *(p for p in workdir.rglob("*") if p.is_dir())] if below else [workdir]
+    prefixes = tuple(shm_prefix(folder) for folder in folders)
     removed = 0
-    for region in SHM_FOLDER.glob(f"{shm_prefix(workdir)}*"):
+    for region in SHM_FOLDER.glob("tuner_*"):
+        if not region.name.startswith(prefixes):
+            continue
         with contextlib.suppress(OSError):
             region.unlink()
             removed += 1
