@@ -34,7 +34,6 @@ from tuner.model import (
     StudyModel,
     build_variant,
     install_model_file,
-    load_samples,
     open_model,
     validation_inputs,
 )
@@ -53,7 +52,7 @@ from tuner.storage import (
 from tuner.study import ConfigResult, Recommendation, by_number, config_results, recommend
 from tuner.trial import LoadPoint, TrialSpec
 from tuner.triton import RUNNER_BACKEND, RUNNER_SOURCE, parse_pbtxt
-from tuner.workers import engine_settings
+from tuner.workers import engine_settings, real_samples
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +69,8 @@ class Exported:
         files: Every file written.
         command: The perf_analyzer command line that measures it again, as the README gives it.
         config: The trial's config over every load of it, where the trial is one of them.
+        samples: The study's load samples as perf_analyzer's JSON, which the command sends; None where the
+            study sent generated data.
     """
 
     repository: Path
@@ -79,6 +80,7 @@ class Exported:
     files: tuple[Path, ...]
     command: str
     config: ConfigResult | None = None
+    samples: Path | None = None
 
 
 def study_config(study: optuna.Study | StudyInfo) -> StudyConfig:
@@ -198,18 +200,19 @@ def export_trial(
             shutil.copy2(RUNNER_SOURCE, version / "model.py")
             files.append(version / "model.py")
     settings = engine_settings(cfg, model.info)
-    if isinstance(cfg.load.input_data, Path):  # the study's own samples, as perf_analyzer's JSON: the command's data
-        samples = load_samples(cfg.load.input_data, model.info, "load.input_data")
-        files.append(
-            write_input_json(out_dir / SAMPLES_FILE, request_samples(model.info, settings.input_data, samples))
+    samples_file = None
+    if samples := real_samples(cfg, model.info):  # the study's own samples, as perf_analyzer's JSON: the command's
+        samples_file = write_input_json(
+            out_dir / SAMPLES_FILE, request_samples(model.info, settings.input_data, samples)
         )
+        files.append(samples_file)
     readme = out_dir / "README.md"
     explanations = explain_trial(trial, stored.info.bounds, stored.info.has_variants)
     command = perf_analyzer_command(cfg, settings, model_dir.name, choice.point.concurrency)
     readme.write_text(readme_text(cfg, stored.name, choice, explanations, command))
     files.append(readme)
     logger.info("exported trial %d of %s to %s", trial.number, stored.name, out_dir)
-    return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files), command, choice.config)
+    return Exported(out_dir, model_dir, trial.number, choice.point, tuple(files), command, choice.config, samples_file)
 
 
 def _write_model(folder: Path | None, model_dir: Path, config_pbtxt: str) -> list[Path]:

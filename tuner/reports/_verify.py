@@ -30,24 +30,20 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.measure import PerfAnalyzer, request_samples, warm_up, write_input_json
+from tuner.measure import PerfAnalyzer, warm_up
 from tuner.model import open_model
-from tuner.model_info import ModelInfo
 from tuner.reports._export import Exported, export_trial, study_config
 from tuner.storage import ATTR_VERIFICATIONS, Store, StoredTrial, StudyInfo, read_study
 from tuner.study import ConfigResult, by_number, config_results, recommend
 from tuner.trial import LoadPoint
 from tuner.triton import cpu_model, make_server, server_version, versions, worker_gpus
 from tuner.workers import cpu_cores, engine_settings, real_samples
-
-if TYPE_CHECKING:
-    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -352,13 +348,8 @@ def measure_exported(
         triton = server_version(server)
         url = server.grpc_url if settings.protocol == "grpc" else server.http_url
         samples = real_samples(cfg, model)
-        engine = PerfAnalyzer(
-            url,
-            workdir / "perf",
-            settings,
-            _input_file(model, settings.input_data, samples, workdir),
-            access=server.access,
-        )
+        # the samples the export wrote for its README's command: what a user measuring it again sends
+        engine = PerfAnalyzer(url, workdir / "perf", settings, exported.samples, access=server.access)
         for i in range(repeats):
             step(f"run {i + 1}/{repeats}")
             for model_name in (*steps, name):
@@ -381,13 +372,6 @@ def measure_exported(
             logger.info("run %d of %s: %.4g infer/s, p99 %.3g ms", i + 1, name, point.throughput, point.latency_p99_ms)
             runs.append(point)
     return runs, triton
-
-
-def _input_file(model: ModelInfo, input_data: str, samples: dict[str, np.ndarray] | None, workdir: Path) -> Path | None:
-    """perf_analyzer's JSON of the study's real samples, where ``load.input_data`` names them."""
-    if not samples:
-        return None
-    return write_input_json(workdir / "perf" / "input_data.json", request_samples(model, input_data, samples))
 
 
 def machine() -> dict[str, Any]:
