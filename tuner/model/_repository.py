@@ -17,7 +17,6 @@ the backends their server has, which only loading the model can tell.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from google.protobuf import text_format
 
 from tuner.config import ModelSettings, ServerSettings
 from tuner.errors import ConfigError, ModelError
-from tuner.model._variants import external_data, file_digest
+from tuner.model._variants import external_data, file_digest, files_digest
 from tuner.model_info import ModelInfo, TensorInfo, config_model_info, read_model_info
 from tuner.triton import config_backend, parse_pbtxt
 
@@ -126,15 +125,14 @@ class StudyModel:
         if self.repository is None:
             assert self.onnx_file is not None  # a model of no repository is an ONNX file
             return file_digest(self.onnx_file)
-        digest = hashlib.sha256()
-        for model in (self.repository, *self.repository.steps):
-            files = (f for f in model.folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
-            for file in sorted(files):
-                digest.update(f"{model.name}/{file.relative_to(model.folder).as_posix()}\0".encode())
-                with file.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-        return digest.hexdigest()
+        return files_digest(
+            [
+                (f"{model.name}/{file.relative_to(model.folder).as_posix()}", file)
+                for model in (self.repository, *self.repository.steps)
+                for file in sorted(model.folder.rglob("*"))
+                if file.is_file() and "__pycache__" not in file.parts
+            ]
+        )
 
 
 def open_model(settings: ModelSettings) -> StudyModel:

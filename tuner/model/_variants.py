@@ -23,7 +23,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -42,10 +42,14 @@ _DYNAMIC_OPS = {"MatMul", "Gemm", "Attention", "LSTM", "GRU"}
 
 def file_digest(path: Path) -> str:
     """The SHA-256 of an ONNX file, and of the files holding its external data where it has some (by their
-    locations, in order): a variant is built again when any of them changes. Each version of the files (their
-    sizes and times) is hashed once: every trial that asks for a variant asks for its key."""
-    files = [("", path), *((location, path.parent / location) for location in external_data(path))]
-    return _digest(tuple((location, str(file), *_version(file)) for location, file in files))
+    locations, in order): a variant is built again when any of them changes."""
+    return files_digest([("", path), *((location, path.parent / location) for location in external_data(path))])
+
+
+def files_digest(files: Sequence[tuple[str, Path]]) -> str:
+    """The SHA-256 of ``files``' contents, each under its name (name, path), in order. Each version of the files
+    (their sizes and times) is hashed once: every trial that asks for a variant asks for its key."""
+    return _digest(tuple((name, str(file), *_version(file)) for name, file in files))
 
 
 def _version(path: Path) -> tuple[int, int, int]:
