@@ -266,20 +266,22 @@ class Recommendation(_Out):
     Without limits, the study's own verdict, the same as the CLI's, the report's and the export's:
     among the configs feasible by the median of their loads, the best median of the first
     objective leads; the configs whose medians lie in its interval tie with it, and the cheapest of
-    them wins. With limits, the best measured point within them, from every concurrency of the
-    stored curves.
+    them wins. With limits, the config and concurrency with the best median throughput over its
+    loads whose medians are within them, from every concurrency of the stored curves; the study's
+    accuracy bound still holds.
     """
 
     study: str = Field(description="The study's name.")
     limits: Limits = Field(description="The limits asked for; both null for the study's own recommendation.")
     trial: int = Field(
-        description="Without limits, the trial that stands for the recommended config; with limits, the trial "
-        "whose point is within them."
+        description="Without limits, the trial that stands for the recommended config; with limits, the load "
+        "of the chosen config whose throughput at the chosen concurrency is nearest the median."
     )
     params: dict[str, ParamValue] = Field(description="The trial's params.")
     point: LoadPoint | None = Field(
-        description="Without limits, the point the trial was judged by; with limits, the point (one concurrency "
-        "of the trial's curve) within them. Null where the trial stores no point."
+        description="Without limits, the point the trial was judged by; with limits, the medians over the "
+        "config's loads at the chosen concurrency, each number its own median. Null where the trial stores no "
+        "point."
     )
     config_pbtxt: str | None = Field(description="The config.pbtxt to deploy: the one the trial's server was given.")
     reason: str = Field(description="What the choice rests on, in a sentence or two.")

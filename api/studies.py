@@ -45,7 +45,7 @@ class Snapshot:
         results: Every measured config with its loads (tuner.study), in the order first measured.
         front: The Pareto front over configs, by the medians of their loads.
         recommendation: The config to deploy, if any is feasible.
-        curves: The measured points of every COMPLETE trial, for questions under limits (by number).
+        curves: Every config's median points by concurrency, for questions under limits.
         by_number: Each config under the number of every load of it.
         memo: Answers built from it (see ``once``).
     """
@@ -154,14 +154,13 @@ def _build_snapshot(
         typed[trial.number] = trial
     typed = dict(sorted(typed.items()))
     results = _results(typed, new, info, old)
-    points = {t.number: t.record.points for t in typed.values() if t.record is not None}
     return Snapshot(
         info=info,
         complete=typed,
         results=results,
         front=pareto_front(results, info.directions),
         recommendation=recommend(results, info),
-        curves=Curves(points, {number: number for number in points}),
+        curves=Curves(results, info.bounds),
         by_number=by_number(results),
     )
 

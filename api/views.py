@@ -232,23 +232,22 @@ def recommendation(
         return snap.once("verdict", lambda: _verdict(opened.name, snap, limits))
     found = snap.curves.best(max_p99_ms=max_p99_ms, min_throughput=min_throughput)
     if found is None:
-        raise NoRecommendationError(_no_point_reason(opened.name, len(snap.complete), limits))
-    number, point = found
-    trial = snap.complete[number]
-    config = snap.by_number.get(number)
+        raise NoRecommendationError(_no_point_reason(opened.name, snap, limits))
+    trial, point, config = found.trial, found.point, found.config
+    over = f"the median of its {found.loads} loads" if found.loads > 1 else "its one load"
     reason = (
-        f"trial {number} at concurrency {point.concurrency}: the highest throughput measured within "
-        f"{_within(limits)}, {point.throughput:.4g} infer/s at p99 {point.latency_p99_ms:.4g} ms"
+        f"trial {trial.number} at concurrency {point.concurrency}: the highest throughput within "
+        f"{_within(limits)}, by {over}: {point.throughput:.4g} infer/s at p99 {point.latency_p99_ms:.4g} ms"
     )
     return s.Recommendation(
         study=opened.name,
         limits=limits,
-        trial=number,
+        trial=trial.number,
         params=trial.params,
         point=point,
         config_pbtxt=trial.record.config_pbtxt if trial.record else None,
         reason=reason,
-        config=snap.once(("config", config.key), lambda: config_summary(config)) if config is not None else None,
+        config=snap.once(("config", config.key), lambda: config_summary(config)),
     )
 
 
@@ -288,8 +287,13 @@ def _within(limits: s.Limits) -> str:
     return " and ".join(x for x in parts if x)
 
 
-def _no_point_reason(name: str, complete: int, limits: s.Limits) -> str:
-    return f"none of the {complete} COMPLETE trials of study {name!r} measured a point with {_within(limits)}"
+def _no_point_reason(name: str, snap: Snapshot, limits: s.Limits) -> str:
+    held = snap.curves.held
+    also = f", its bound on {' and '.join(held)} held," if held else ""
+    return (
+        f"none of the {len(snap.results)} configs measured in study {name!r}{also} is within {_within(limits)} "
+        "at any concurrency by the median of its loads there"
+    )
 
 
 def _summary_fields(opened: OpenStudy, store: Store, run_alive: bool | None) -> dict[str, Any]:

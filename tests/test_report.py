@@ -7,6 +7,7 @@ import html
 import re
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ from tuner.reports import comparison_json, gather, write_pngs
 from tuner.reports._compare import front_table
 from tuner.reports._data import StudyData
 from tuner.reports._html import render
-from tuner.storage import ATTR_SPEC_KEY, Store, read_study
+from tuner.storage import ATTR_SPEC_KEY, Store, StoredTrial, TrialRecord, read_study
 from tuner.study import _verdict as verdict
 from tuner.trial import LoadPoint
 
@@ -61,30 +62,54 @@ def _point(concurrency: int, throughput: float, p99: float) -> LoadPoint:
 
 _curve = st.lists(st.tuples(st.sampled_from([10.0, 20.0, 30.0, float("nan")]), st.sampled_from([1.0, 5.0, 9.0])),
                   max_size=4)
+_config = st.tuples(st.lists(_curve, min_size=1, max_size=3), st.sampled_from([0.0, 0.01, 0.2]))
+
+
+def _config_results(configs: list) -> list[verdict.ConfigResult]:
+    """One config per entry, each load a trial whose stored curve is given, with its accuracy drop."""
+    trials, number = [], 0
+    for key, (loads, drop) in enumerate(configs):
+        for curve in loads:
+            points = tuple(_point(c, t, p) for c, (t, p) in enumerate(curve))
+            trials.append(StoredTrial(
+                number=number, trial_id=100 + number, state=optuna.trial.TrialState.COMPLETE, params={},
+                values=(points[0].throughput if points else 0.0,), metrics={"accuracy_drop": drop},
+                spec_key=str(key), record=TrialRecord("", {}, None, {}, points)))
+            number += 1
+    return verdict.config_results(trials)
 
 
 @settings(max_examples=200, deadline=None, database=None)
 @given(
-    curves=st.lists(_curve, max_size=8),
+    configs=st.lists(_config, max_size=6),
     max_p99=st.one_of(st.none(), st.sampled_from([1.0, 4.0, 5.0, 100.0])),
     min_throughput=st.one_of(st.none(), st.sampled_from([10.0, 25.0, 40.0])),
 )
-def test_best_point_is_the_highest_throughput_within_the_limits(curves: list, max_p99: float | None,
-                                                                min_throughput: float | None) -> None:
-    points = {100 + i: tuple(_point(c, t, p) for c, (t, p) in enumerate(curve)) for i, curve in enumerate(curves)}
-    numbers = {trial_id: trial_id - 100 for trial_id in points}
-    within = [
-        (trial_id, point) for trial_id, trial_points in points.items() for point in trial_points
-        if point.throughput == point.throughput  # not NaN
-        and (max_p99 is None or point.latency_p99_ms <= max_p99)
-        and (min_throughput is None or point.throughput >= min_throughput)
-    ]
-    found = report.Curves(points, numbers).best(max_p99, min_throughput)
+def test_best_is_the_highest_median_throughput_within_the_limits(configs: list, max_p99: float | None,
+                                                                 min_throughput: float | None) -> None:
+    results = _config_results(configs)
+    bounds = {"accuracy_drop": {"min": None, "max": 0.05}, "latency_p99_ms": {"min": None, "max": 0.5}}
+    within = []
+    for result in results:
+        if np.median([t.metrics["accuracy_drop"] for t in result.loads]) > 0.05:
+            continue
+        for concurrency in {p.concurrency for t in result.loads for p in t.curve}:
+            at = [p for t in result.loads for p in t.curve if p.concurrency == concurrency]
+            throughput, p99 = np.median([p.throughput for p in at]), np.median([p.latency_p99_ms for p in at])
+            if (not np.isnan(throughput) and (max_p99 is None or p99 <= max_p99)
+                    and (min_throughput is None or throughput >= min_throughput)):
+                within.append((throughput, -result.first.number, -concurrency, p99, len(at)))
+    found = report.Curves(results, bounds).best(max_p99, min_throughput)  # the study's p99 bound: not the asked one
     if not within:
         assert found is None
         return
-    expected = max(within, key=lambda item: (item[1].throughput, -numbers[item[0]], -item[1].concurrency))
-    assert found == expected
+    throughput, first, concurrency, p99, loads = max(within)
+    assert found is not None and found.config.first.number == -first and found.loads == loads
+    assert (found.point.concurrency, found.point.latency_p99_ms) == (-concurrency, p99)
+    assert found.point.throughput == throughput and found.trial in found.config.loads
+    assert found.trial.curve[-concurrency].throughput == sorted(p.throughput for t in found.config.loads
+                                                                for p in t.curve if p.concurrency == -concurrency
+                                                                )[(loads - 1) // 2]
 
 
 BOUNDS = {"latency_p99_ms": {"min": None, "max": 3.0}}

@@ -80,9 +80,10 @@ def get_recommendation(
     leader's interval tie with it, and the cheapest of them is recommended. The answer says why and names
     the tied configs.
 
-    With limits: the highest-throughput measured point within them, among COMPLETE trials. Every
-    concurrency of each trial's stored curve counts, so the limits may differ from the study's own
-    constraints.
+    With limits: the config and concurrency with the highest median throughput over the config's loads
+    whose medians are within them. Every concurrency of each load's stored curve counts, so the limits
+    may differ from the study's own constraints; a config whose medians break the study's accuracy bound
+    is never the answer.
 
     404, with the reason, when no config is feasible or no point is within the limits.
     """

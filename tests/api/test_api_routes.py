@@ -76,7 +76,7 @@ def test_every_route_on_a_study_run_through_the_api(real_study: RealStudy) -> No
         assert answer["trial"] == pareto["recommended_trial"] == summary["recommended_trial"] is not None
         assert answer["reason"] == pareto["reason"] and answer["config"]["feasible"]
 
-        # Under limits, the highest-throughput point of the stored curves within them.
+        # Under limits, the highest-throughput point of the stored curves within them (one load per config).
         curves = [(n, p) for n in range(3) for p in http.get(f"/studies/{name}/trials/{n}").json()["points"]]
         best_n, best = max(curves, key=lambda c: (c[1]["throughput"], -c[0]))
         loose = max(p["latency_p99_ms"] for _, p in curves)

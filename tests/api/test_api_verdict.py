@@ -57,12 +57,18 @@ def test_every_route_names_the_config_the_verdict_recommends(api_server: ApiServ
     assert listed["state"] == "complete"  # 6 trials count against the budget of 6; re-measurements do not
 
 
-def test_under_limits_the_best_point_and_its_config(api_server: ApiServer, remeasured_study: str) -> None:
+def test_under_limits_the_best_config_by_the_median_of_its_loads(api_server: ApiServer,
+                                                                remeasured_study: str) -> None:
     with api_server.client() as http:
         answer = http.get(f"/studies/{remeasured_study}/recommendation", params={"max_p99_ms": 8}).json()
-    assert answer["trial"] == 4 and answer["point"]["throughput"] == 150.0
+        wider = http.get(f"/studies/{remeasured_study}/recommendation", params={"max_p99_ms": 12.5}).json()
+    # Config "a" (loads 0, 4, 5: 100, 150 and 102 infer/s at p99 8, 8 and 9 ms): its median, not its lucky 150.
+    assert answer["trial"] == 5 and answer["point"]["throughput"] == 102.0 and answer["point"]["latency_p99_ms"] == 8
     assert answer["config"]["loads"] == [0, 4, 5] and answer["tied"] == []
-    assert answer["reason"].startswith("trial 4 at concurrency 2") and "p99 <= 8 ms" in answer["reason"]
+    assert answer["reason"].startswith("trial 5 at concurrency 2") and "p99 <= 8 ms" in answer["reason"]
+    assert "median of its 3 loads" in answer["reason"]
+    # Under 12.5 ms config "b" (121 by its median) passes "a", whose best load (150) would have won.
+    assert wider["trial"] == 6 and wider["point"]["throughput"] == 121.0 and wider["config"]["loads"] == [1, 6, 7]
 
 
 def test_trials_say_what_they_measured_again_and_what_they_broke(api_server: ApiServer,

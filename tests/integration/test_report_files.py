@@ -258,16 +258,16 @@ def test_export_under_a_latency_budget_picks_the_fastest_point_within_it(studies
     from tuner.storage import Store
 
     store = Store(studies.storage)
-    complete = [t for t in read_study(studies.a, store).trials if t.complete]
-    p99s = sorted(p.latency_p99_ms for t in complete for p in t.curve)
+    stored = read_study(studies.a, store)
+    p99s = sorted(p.latency_p99_ms for t in stored.trials if t.complete for p in t.curve)
     budget = p99s[len(p99s) // 2]
-    trial_id, point = Curves({t.trial_id: t.curve for t in complete},
-                             {t.trial_id: t.number for t in complete}).best(max_p99_ms=budget)
+    found = Curves(config_results(stored.trials, stored.info), stored.info.bounds).best(max_p99_ms=budget)
+    assert found is not None and found.point.latency_p99_ms <= budget
     result = _tuner("export", "digits-a", tmp_path / "budget", "--max-p99-ms", budget, "--storage", studies.storage,
                     cwd=studies.folder)
     assert result.returncode == 0, result.stderr
-    number = next(t.number for t in complete if t.trial_id == trial_id)
-    assert f"exported trial {number} " in result.stdout and f"concurrency {point.concurrency}" in result.stdout
+    assert f"exported trial {found.trial.number} " in result.stdout
+    assert f"concurrency {found.point.concurrency}" in result.stdout
 
 
 def test_compare_puts_the_fronts_side_by_side(studies: Studies) -> None:

@@ -48,7 +48,12 @@ def export_command(
     storage: StorageOption = None,
     trial: Annotated[int | None, typer.Option("--trial", min=0, help="Export this trial.")] = None,
     max_p99_ms: Annotated[
-        float | None, typer.Option("--max-p99-ms", min=0, help="Export the fastest measured point within this p99.")
+        float | None,
+        typer.Option(
+            "--max-p99-ms",
+            min=0,
+            help="Export the config with the highest median throughput whose median p99 is within this limit.",
+        ),
     ] = None,
 ) -> None:
     """Write a deployable model repository of a trial (by default the recommended one), with a README."""

@@ -116,8 +116,9 @@ class Choice:
 def choose(stored: StoredStudy, number: int | None = None, max_p99_ms: float | None = None) -> Choice:
     """The trial to export and the point it is exported for.
 
-    ``number``: that trial, at the point it was judged by. ``max_p99_ms``: the highest-throughput
-    point of any COMPLETE trial whose p99 is within the limit. Neither: the recommended config's
+    ``number``: that trial, at the point it was judged by. ``max_p99_ms``: the config and concurrency
+    with the highest median throughput over its loads whose median p99 is within the limit
+    (``report.Curves``), at that median point. Neither: the recommended config's
     representative load (tuner.study.recommend), at the point it was judged by.
 
     Raises:
@@ -133,15 +134,13 @@ def choose(stored: StoredStudy, number: int | None = None, max_p99_ms: float | N
         if not trial.complete:
             raise StudyNotFoundError(f"trial {number} is {trial.state.name}: only a measured config can be exported")
     elif max_p99_ms is not None:
-        points = {t.trial_id: t.record.points for t in stored.trials if t.complete and t.record is not None}
-        complete = [t for t in stored.trials if t.trial_id in points]
-        curves = report.Curves(points, {t.trial_id: t.number for t in complete})
-        found = curves.best(max_p99_ms=max_p99_ms)
+        found = report.Curves(results, stored.info.bounds).best(max_p99_ms=max_p99_ms)
         if found is None:
-            raise StudyNotFoundError(f"no measured point of study {stored.name!r} has p99 <= {max_p99_ms:g} ms")
-        trial_id, point = found
-        trial = next(t for t in complete if t.trial_id == trial_id)
-        return Choice(trial, point, configs.get(trial.number))
+            raise StudyNotFoundError(
+                f"no config of study {stored.name!r} has p99 <= {max_p99_ms:g} ms at any concurrency "
+                "by the median of its loads"
+            )
+        return Choice(found.trial, found.point, found.config)
     else:
         rec = recommend(results, stored.info)
         if rec is None:

@@ -7,7 +7,8 @@ point under one's own limits.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from tuner.reports._explain import explain_trial
 from tuner.storage import Bounds, StoredStudy, StoredTrial
 from tuner.study import ConfigResult, Recommendation, by_number, config_results, pareto_front, recommend
-from tuner.trial import LoadPoint
+from tuner.trial import LOAD_METRICS, LoadPoint
 
 
 def stored_trial_json(trial: StoredTrial, bounds: Bounds | None = None, variants: bool = True) -> dict[str, Any]:
@@ -103,38 +104,57 @@ def study_document(stored: StoredStudy) -> dict[str, Any]:
     }
 
 
-class Curves:
-    """Every point measured for a set of trials, to find the best one under limits of one's own.
+@dataclass(frozen=True)
+class CurvePoint:
+    """A config at one concurrency, over every load of it that measured there.
 
-    A study judges each trial at one concurrency, under its own constraints; the stored curves
-    hold every concurrency measured, so "the best config under 20 ms p99" has an answer even
-    where the study's budget was 50 ms.
-
-    Args:
-        points: The measured points of each trial, by trial_id.
-        numbers: The trial number of each trial_id (ties go to the lower number: a config
-            reused later keeps its first trial).
+    Attributes:
+        config: The config and its loads.
+        trial: The load whose throughput there is nearest the median (the lower one of two).
+        point: Every number the median over those loads (stable only where all were; saturated or
+            contaminated where any was).
+        loads: How many loads measured the config at that concurrency.
     """
 
-    def __init__(self, points: Mapping[int, Sequence[LoadPoint]], numbers: Mapping[int, int]) -> None:
-        flat = [(trial_id, point) for trial_id, trial_points in points.items() for point in trial_points]
-        self._points = [point for _, point in flat]
-        self._trial_ids = np.array([trial_id for trial_id, _ in flat], dtype=np.int64)
-        self._numbers = np.array([numbers[trial_id] for trial_id, _ in flat], dtype=np.int64)
-        self._throughput = np.array([p.throughput for p in self._points], dtype=float)
-        self._p99 = np.array([p.latency_p99_ms for p in self._points], dtype=float)
+    config: ConfigResult
+    trial: StoredTrial
+    point: LoadPoint
+    loads: int
+
+
+class Curves:
+    """Every config's measured points, to find the best config under limits of one's own.
+
+    A study judges each config at one concurrency, under its own constraints; the stored curves
+    hold every concurrency measured, so "the best config under 20 ms p99" has an answer even
+    where the study's budget was 50 ms. As the study's own verdict does, it judges a config by the
+    median of its loads, at each concurrency, so a config measured three times is not chosen for
+    its luckiest load; and the study's bounds on what is not measured per concurrency (a variant's
+    accuracy) still hold: a config whose medians break one is never an answer.
+
+    Args:
+        results: Every measured config with its loads, their rows read (tuner.study.config_results).
+        bounds: The study's constraints.
+    """
+
+    def __init__(self, results: Sequence[ConfigResult], bounds: Bounds) -> None:
+        per_config = {metric: bound for metric, bound in bounds.items() if metric not in LOAD_METRICS}
+        #: The study's bounds every answer holds (on metrics measured once per load, not per concurrency).
+        self.held = tuple(per_config)
+        self._points = [
+            point for result in results if not result.failed_constraints(per_config) for point in _median_points(result)
+        ]
+        self._firsts = np.array([p.config.first.number for p in self._points], dtype=np.int64)
+        self._concurrency = np.array([p.point.concurrency for p in self._points], dtype=np.int64)
+        self._throughput = np.array([p.point.throughput for p in self._points], dtype=float)
+        self._p99 = np.array([p.point.latency_p99_ms for p in self._points], dtype=float)
 
     def __len__(self) -> int:
         return len(self._points)
 
-    def best(
-        self, max_p99_ms: float | None = None, min_throughput: float | None = None
-    ) -> tuple[int, LoadPoint] | None:
-        """The point with the highest throughput whose p99 and throughput are within the limits.
-
-        Returns:
-            The trial_id and the point, or None where no point is within the limits.
-        """
+    def best(self, max_p99_ms: float | None = None, min_throughput: float | None = None) -> CurvePoint | None:
+        """The config and concurrency with the highest median throughput whose medians are within the limits
+        (ties: the config measured first, at its lowest concurrency); None where none is."""
         within = np.isfinite(self._throughput) & np.isfinite(self._p99)
         if max_p99_ms is not None:
             within &= self._p99 <= max_p99_ms
@@ -143,7 +163,30 @@ class Curves:
         candidates = np.flatnonzero(within)
         if candidates.size == 0:
             return None
-        # lexsort's last key is the primary one: highest throughput, then lowest trial number.
-        order = np.lexsort((candidates, self._numbers[candidates], -self._throughput[candidates]))
-        best = int(candidates[order[0]])
-        return int(self._trial_ids[best]), self._points[best]
+        # lexsort's last key is the primary one.
+        order = np.lexsort((self._concurrency[candidates], self._firsts[candidates], -self._throughput[candidates]))
+        return self._points[int(candidates[order[0]])]
+
+
+def _median_points(result: ConfigResult) -> list[CurvePoint]:
+    """The config's median point at each concurrency its loads measured, over the loads measured there to
+    stability (over the screened ones where none was)."""
+    by_concurrency: dict[int, list[tuple[StoredTrial, LoadPoint]]] = {}
+    for load in result.loads:
+        for point in load.curve:
+            by_concurrency.setdefault(point.concurrency, []).append((load, point))
+    found = []
+    for measured in by_concurrency.values():
+        full = [(load, point) for load, point in measured if not point.screened]
+        measured = sorted(full or measured, key=lambda item: (item[1].throughput, item[0].number))
+        points = [point for _, point in measured]
+        medians: dict[str, Any] = {name: float(np.median([getattr(p, name) for p in points])) for name in LOAD_METRICS}
+        median = dataclasses.replace(
+            points[0],
+            **medians,
+            stable=all(p.stable for p in points),
+            loadgen_saturated=any(p.loadgen_saturated for p in points),
+            contaminated=any(p.contaminated for p in points),
+        )
+        found.append(CurvePoint(result, measured[(len(measured) - 1) // 2][0], median, len(measured)))
+    return found
