@@ -41,7 +41,8 @@ class Failure(str, enum.Enum):
     ``CONFIG``: the config, its variant or its measurement failed: a FAIL trial, the study goes on.
     ``VARIANT``: the model has no variant of the config's precision (tuner.errors.VariantError): a FAIL
     trial, and no other config of that precision is proposed, as each would fail the same way.
-    ``SERVER``: the server died or did not start during the trial: a FAIL trial, the server restarts.
+    ``SERVER``: the server died or did not start during the trial, and again when the worker restarted it
+    and measured the config once more: a FAIL trial, the server restarts.
     ``WORKER``: the worker died, hung past the trial timeout, or raised something unexpected.
     ``DISK_FULL``: a disk of the worker is full: no config is to blame; the study stops and the
     trial is stored to run again.

@@ -71,15 +71,6 @@ def _wait_busy(runner: StudyRunner, worker: int = 0, after_trial: int = 0, timeo
     raise AssertionError("the worker never got a trial")
 
 
-def _wait_for_child(parent_pid: int, name: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(child.name() == name for child in psutil.Process(parent_pid).children()):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no {name} under the worker")
-
-
 def _server_of(actor_pid: int) -> psutil.Process:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -104,23 +95,41 @@ def test_two_workers_share_a_study_on_their_own_cores(tmp_path: Path, digits_onn
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
-def test_killed_server_fails_the_trial_and_the_study_goes_on(
+def _kill_measured_server(actor_pid: int) -> None:
+    """SIGKILLs the worker's server while perf_analyzer measures it; returns once that perf_analyzer is gone."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        loads = [child for child in psutil.Process(actor_pid).children() if child.name() == "perf_analyzer"]
+        if loads:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("no perf_analyzer under the worker")
+    _server_of(actor_pid).send_signal(signal.SIGKILL)
+    psutil.wait_procs(loads, timeout=60)
+
+
+def test_a_killed_server_is_restarted_and_the_config_measured_again(
     tmp_path: Path, digits_onnx: Path, local_ray: None
 ) -> None:
-    victim: dict[str, int] = {}
+    victims: dict[str, int] = {}
 
-    def kill_server(runner: StudyRunner) -> None:
-        victim["trial"] = _wait_busy(runner, after_trial=1)
-        _wait_for_child(runner.pool.status[0].pid, "perf_analyzer")  # into the measurement
-        _server_of(runner.pool.status[0].pid).send_signal(signal.SIGKILL)
+    def kill_servers(runner: StudyRunner) -> None:
+        victims["once"] = _wait_busy(runner, after_trial=1)
+        _kill_measured_server(runner.pool.status[0].pid)
+        victims["twice"] = _wait_busy(runner, after_trial=victims["once"] + 1)
+        for _ in range(2):  # the trial's server, then the one restarted for its second try
+            _kill_measured_server(runner.pool.status[0].pid)
 
-    study = _run(_config(tmp_path, digits_onnx, "server-killed", count=1, n_trials=3), kill_server)
-    failed = study.trials[victim["trial"]]
+    study = _run(_config(tmp_path, digits_onnx, "server-killed", count=1, n_trials=4), kill_servers)
+    assert study.trials[victims["once"]].state == TrialState.COMPLETE  # measured again on the restarted server
+    failed = study.trials[victims["twice"]]
     assert failed.state == TrialState.FAIL
     reason = failed.user_attrs["fail_reason"]
-    assert "tritonserver died during the trial: killed by SIGKILL; last log line:" in reason
+    assert reason.count("tritonserver died during the trial: killed by SIGKILL; last log line:") == 2
+    assert "(and on the first try: tritonserver died" in reason
     assert not re.search(r"last log line: E\d{4} .*CudaDriverHelper", reason)  # start-up news, not why it died
-    later = [t for t in study.trials if t.number > victim["trial"]]
+    later = [t for t in study.trials if t.number > victims["twice"]]
     assert later and all(t.state == TrialState.COMPLETE for t in later)
     assert sum(t.state == TrialState.FAIL for t in study.trials) == 1
 

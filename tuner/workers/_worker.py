@@ -17,9 +17,9 @@ With a ``Screen`` (``evaluate(spec, screen)``) the first concurrency is first sc
 short windows, and a clearly hopeless config stops there (``TrialOutcome.pruned``); a screen that
 stays contaminated stops nothing.
 
-A refused config, a failed measurement or a server that died mid-trial come back as an outcome
-with ``error`` and its kind (``tuner.trial.Failure``) set; a dead server is restarted before the
-next trial. A full disk (OSError ENOSPC anywhere in the trial) comes back as ``Failure.DISK_FULL``,
+A refused config or a failed measurement comes back as an outcome with ``error`` and its kind
+(``tuner.trial.Failure``) set. A server that dies mid-trial is restarted and the config measured
+again, once; where it dies again the outcome is a ``Failure.SERVER``. A full disk (OSError ENOSPC anywhere in the trial) comes back as ``Failure.DISK_FULL``,
 which stops the study rather than spending a trial of its budget.
 """
 
@@ -248,7 +248,22 @@ class Worker:
         With a ``screen`` that has something to judge by, the first concurrency is screened first
         (``LoadEngine.screen``): where the screen shows the config hopeless, the outcome is pruned
         to the screen's point with the reason, and nothing more is measured.
+
+        A server that dies or stops answering during the trial is restarted and the config measured
+        again from the start, once: a server killed from outside (or by a neighbour's memory) is no
+        fault of the config, as a Ray worker that dies is not (``RaySettings.max_attempts``). Where it
+        dies again, the trial fails with both reasons.
         """
+        outcome = self._evaluate_once(spec, screen)
+        if outcome.failure_kind is not Failure.SERVER:
+            return outcome
+        logger.warning("%s; measuring the config again on the restarted server", outcome.error)
+        again = self._evaluate_once(spec, screen)
+        if again.failure_kind is Failure.SERVER:
+            return dataclasses.replace(again, error=f"{again.error} (and on the first try: {outcome.error})")
+        return again
+
+    def _evaluate_once(self, spec: TrialSpec, screen: Screen | None) -> TrialOutcome:
         name = self.setup.model_name
         timings: dict[str, float] = {}
         texts = {model_name: to_pbtxt(config) for model_name, config in self.trial_configs(spec).items()}
