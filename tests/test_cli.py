@@ -459,6 +459,10 @@ def test_the_progress_prints_an_errors_brackets_as_they_are() -> None:
     with out.capture() as captured:
         out.print(progress.get_renderable())
     assert "worker 0 [local cores 0,1] trial 3: instances=2" in captured.get()
+    screen.forget_workers()  # as the study's run ends: its last frame has no worker lines
+    with out.capture() as captured:
+        out.print(progress.get_renderable())
+    assert "worker 0" not in captured.get()
 
 
 @pytest.mark.parametrize(("concurrency", "says"), [("auto", True), ([4, 8], True), ([8], False)])

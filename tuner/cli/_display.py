@@ -52,7 +52,10 @@ def study_progress(runner: StudyRunner, cfg: StudyConfig, total: int | None) -> 
             screen.show(event)
 
         runner.on_event = on_event
-        yield
+        try:
+            yield
+        finally:
+            screen.forget_workers()  # the last frame stays on screen: the study's bar, not idle workers
 
 
 def progress() -> Progress:
@@ -93,6 +96,12 @@ class StudyDisplay:
                 f"  trial {trial.number:>3} {params_text(trial.params):<48} {result_text(trial, self.cfg)}"
             )
         self._show_workers()
+
+    def forget_workers(self) -> None:
+        """Takes the workers' lines off the display."""
+        for task in self.workers.values():
+            self.progress.remove_task(task)
+        self.workers.clear()
 
     def _show_workers(self) -> None:
         pool = self.runner_pool
