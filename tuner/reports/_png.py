@@ -77,11 +77,14 @@ def _pareto(data: StudyData) -> Figure:
             ax.annotate(
                 f"{text} (trial {config.number})",
                 (x, y),
-                xytext=(15, 15),
+                xytext=(20, -55 if text == "default" else -30),  # below the point: the best configs are at the top
                 textcoords="offset points",
                 color=colour,
                 arrowprops={"arrowstyle": "->", "color": colour},
             )
+    budget = data.bounds.get("latency_p99_ms", {}).get("max")
+    if budget is not None:
+        ax.axvline(budget, color=charts.INFEASIBLE, linestyle="--", label=f"p99 limit {budget:g} ms")
     ax.legend()
     return fig
 
