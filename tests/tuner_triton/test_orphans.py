@@ -117,6 +117,30 @@ def test_the_shared_memory_left_by_a_workers_servers_goes_with_its_orphans(tmp_p
             region.unlink(missing_ok=True)
 
 
+def test_regions_no_process_maps_go_whichever_folder_left_them(tmp_path: Path) -> None:
+    import mmap
+    import uuid
+
+    from tuner.triton._process import SHM_FOLDER, remove_unmapped_regions
+
+    name = f"tuner_{uuid.uuid4().hex[:16]}_"
+    left, mapped, new = (SHM_FOLDER / f"{name}{n}" for n in ("left", "mapped", "new"))
+    try:
+        for region in (left, mapped, new):
+            region.write_bytes(b"\0" * 4096)
+        hour_ago = time.time() - 3600
+        for region in (left, mapped):  # a killed server's, of a folder long removed; a live server's
+            os.utime(region, (hour_ago, hour_ago))
+        with mapped.open("r+b") as file, mmap.mmap(file.fileno(), 4096):
+            removed = remove_unmapped_regions(min_age_s=60)
+            assert not left.exists() and removed >= 1
+            assert mapped.exists(), "a region some process maps is in use"
+            assert new.exists(), "a region just made may not be mapped yet"
+    finally:
+        for region in (left, mapped, new):
+            region.unlink(missing_ok=True)
+
+
 _OWNER = """
 import os, subprocess, sys, time
 import psutil

@@ -152,6 +152,31 @@ def remove_shm_regions(workdir: Path, below: bool = False) -> int:
     return removed
 
 
+def remove_unmapped_regions(min_age_s: float = 60.0) -> int:
+    """Removes this user's python-backend regions (``tuner_*``) that no process maps and that are older
+    than ``min_age_s``: what servers killed with their owners left, whichever folder they ran from (one
+    since removed included, which ``remove_shm_regions`` cannot name). A live server and its stubs map
+    their regions for as long as they run; the age spares one created but not yet mapped. Regions of
+    other users are theirs. Returns how many were removed."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            data = maps.read_bytes()
+            if b"/dev/shm/tuner_" in data:
+                mapped.update(m.decode() for m in re.findall(rb"/dev/shm/(tuner_\S+)", data))
+    removed, now, uid = 0, time.time(), os.getuid()
+    for region in SHM_FOLDER.glob("tuner_*"):
+        with contextlib.suppress(OSError):
+            status = region.lstat()
+            if region.name in mapped or status.st_uid != uid or now - status.st_mtime < min_age_s:
+                continue
+            region.unlink()
+            removed += 1
+    if removed:
+        logger.info("removed %d shared-memory regions that servers killed before they stopped left", removed)
+    return removed
+
+
 def _running(process: psutil.Process) -> bool:
     """True until the process has exited (a zombie has: it waits only for its parent to read it)."""
     import psutil
@@ -310,6 +335,7 @@ class ProcessServer:
             self.stop()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.repository.mkdir(parents=True, exist_ok=True)
+        remove_unmapped_regions()
         self.ports = self.fixed_ports or Ports(*free_ports(3, client_host(self.address)))
         # A new secret at each start: one a stopped server's clients held opens nothing.
         self._access = Access.generate()
