@@ -452,6 +452,23 @@ def test_missing_repository_model_hints_at_prepare(tmp_path: Path) -> None:
     assert "tuner models prepare foo" in message
 
 
+@pytest.mark.parametrize(("file", "name"), [("tiny.onnx", "tiny"), ("my model (v2).onnx", "my_model__v2_"),
+                                            ("-.onnx", "model"), (f"{'x' * 150}.onnx", "x" * 100)])
+def test_an_onnx_files_model_is_named_after_the_file_where_the_study_names_it_not(
+        study_dir: Path, file: str, name: str) -> None:
+    _tiny_onnx(study_dir / file)
+    config = load_config(_write(study_dir, {"study": "s1", "model": {"path": file}}))
+
+    assert config.model.name == name
+
+
+def test_a_repository_model_needs_its_name(study_dir: Path) -> None:
+    (study_dir / "repo").mkdir()
+    message = _error(study_dir, {"study": "s1", "model": {"repository": "repo"}})
+
+    assert "model.name: Field required" in message
+
+
 def test_bad_model_name(study_dir: Path) -> None:
     message = _error(study_dir, _with("model.name", "my model"))
 

@@ -56,6 +56,13 @@ def _numbers_only(model: type[BaseModel], field: str) -> bool:
     return bool(leaves & {int, float}) and bool not in leaves
 
 
+def name_of_file(path: Path) -> str:
+    """A valid study or model name made of a file's name without its suffix: other characters become
+    ``_`` (``my model (v2).onnx``: ``my_model__v2_``), and ``model`` where nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("_.-")[:MAX_NAME_LENGTH]
+    return name or "model"
+
+
 def _valid_name(value: str) -> str:
     """A study or model name: it becomes a file name, so no path, no newline, and a short one."""
     if not _NAME.fullmatch(value):  # match() with $ would let a trailing newline through

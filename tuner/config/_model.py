@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from tuner.config._base import _resolve, _Strict, _valid_name
+from tuner.config._base import _resolve, _Strict, _valid_name, name_of_file
 from tuner.config._limits import MAX_INPUTS, MAX_RANK, MAX_REQUEST_BYTES, MAX_STEPS
 from tuner.model_info import TRITON_DTYPES, tensor_bytes
 
@@ -73,6 +73,17 @@ class ModelSettings(_Strict):
         return path
 
     _name = field_validator("name")(classmethod(lambda cls, v: _valid_name(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_of_the_file(cls, data: Any) -> Any:
+        """An ONNX file's model is named after the file where the study names it not (``resnet-50.onnx``:
+        ``resnet-50``); a repository's model is the folder ``name`` names."""
+        if isinstance(data, dict) and "name" not in data and "repository" not in data:
+            path = data.get("path")
+            if isinstance(path, (str, Path)) and str(path):
+                data = {**data, "name": name_of_file(Path(path))}
+        return data
 
     @field_validator("inputs")
     @classmethod
