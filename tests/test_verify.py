@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.reports import choose_target, record, stored_verifications, verify_study
 from tuner.reports._verify import NoFeasibleConfigError, Verification, VerifyRun, holds, verifications_html
 from tuner.storage import Store, StoredTrial, StudyInfo, read_study
+from tuner.study import config_results
 
 INFO = StudyInfo(name="s", directions=("maximize", "minimize"), metric_names=("throughput", "latency_p99_ms"),
                  study_file={"constraints": {"latency_p99_ms": {"max": 50.0}}})
@@ -98,6 +100,13 @@ def test_runs_whose_median_breaks_a_bound_of_the_study_do_not_hold(digits_onnx: 
 
     assert bounds_missed(cfg, runs) == ("latency_p99_ms 10.4 > max 10",)
     assert bounds_missed(cfg, runs[:1]) == ()
+    # The accuracy is not measured again: a variant's loads that broke its bound in the study break it still.
+    int8 = [dataclasses.replace(load(n, 90.0, precision="int8"), metrics={"accuracy_drop": drop})
+            for n, drop in ((0, 0.125), (1, 0.13))]
+    config = config_results(int8)[0]
+    assert bounds_missed(cfg, runs[:1], config) == ("accuracy_drop 0.1275 > max 0.01 (+1175%) in the study",)
+    held = config_results([dataclasses.replace(load(2, 90.0), metrics={"accuracy_drop": 0.0})])[0]
+    assert bounds_missed(cfg, runs[:1], held) == ()
     over = verification([81.9, 84.1, 86.0], latency_p99_median_ms=10.4, bounds_missed=("latency_p99_ms 10.4 > max 10",),
                         holds=False)
     assert over.line() == ("does not hold: 84.1 infer/s verified (3 runs, 81.9-86) against 83.9 stored (interval "

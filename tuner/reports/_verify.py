@@ -16,7 +16,10 @@ The recommendation holds unless the median of the runs is worse than the config'
 a config measured once is its windows' spread, narrower than what a reload varies by (3-5% here).
 A config that does better than stored keeps its promise; the line says by how much. Nor does it
 hold where the runs' median breaks a bound of the study's constraints that they measure (a
-latency, the throughput): a config recommended within a p99 budget is deployed for that budget.
+latency, the throughput): a config recommended within a p99 budget is deployed for that budget; or
+where the config's loads broke in the study a bound the runs do not measure (a variant's accuracy
+drop, which a fresh load of the same variant does not change): a config named with ``--trial`` may be
+one the study judged infeasible.
 """
 
 from __future__ import annotations
@@ -188,19 +191,30 @@ def unit_of(metric: str) -> str:
     return " ms" if metric.endswith("_ms") else ""
 
 
-def bounds_missed(cfg: StudyConfig, points: Sequence[LoadPoint]) -> tuple[str, ...]:
+def bounds_missed(cfg: StudyConfig, points: Sequence[LoadPoint], config: ConfigResult | None = None) -> tuple[str, ...]:
     """The study's bounds on what the runs measured (``points``: a latency, the throughput) that the runs'
-    median breaks, each as ``latency_p99_ms 10.4 > max 10``."""
+    median breaks, each as ``latency_p99_ms 10.4 > max 10``; and, where ``config`` is given, its bounds on
+    what the runs do not measure (a variant's accuracy drop: the same variant answers alike) that the
+    config's loads broke in the study, each as ``accuracy_drop 0.125 > max 0.01 (+1150%) in the study``."""
     missed = []
     for metric, bound in cfg.constraints.items():
-        if not points or not (metric == "throughput" or metric.startswith("latency_")):
-            continue  # not what perf_analyzer measures: the accuracy, the server's CPU, the GPU's memory
+        if not _measured_by_runs(metric):
+            continue  # the accuracy, the server's CPU, the GPU's memory: not what perf_analyzer measures
+        if not points:
+            continue
         median = float(statistics.median(float(getattr(p, metric)) for p in points))
         if bound.max is not None and median > bound.max:
             missed.append(f"{metric} {median:.4g} > max {bound.max:g}")
         if bound.min is not None and median < bound.min:
             missed.append(f"{metric} {median:.4g} < min {bound.min:g}")
+    if config is not None:
+        bounds = {m: {"min": b.min, "max": b.max} for m, b in cfg.constraints.items() if not _measured_by_runs(m)}
+        missed.extend(f"{miss.text()} in the study" for miss in config.failed_constraints(bounds))
     return tuple(missed)
+
+
+def _measured_by_runs(metric: str) -> bool:
+    return metric == "throughput" or metric.startswith("latency_")
 
 
 def holds(
@@ -300,7 +314,7 @@ def _verify_in(
     verified = float(statistics.median(r.value for r in runs))
     stored_median = target.config.values[0]
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    missed = bounds_missed(cfg, points)
+    missed = bounds_missed(cfg, points, target.config)
     return Verification(
         when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         trial=target.trial.number,
