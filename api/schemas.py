@@ -316,6 +316,10 @@ class VerificationRun(_Out):
     latency_p99_ms: float
     value: float = Field(description="The study's first objective, as this run measured it.")
     stable: bool = Field(description="perf_analyzer's windows agreed.")
+    contaminated: bool = Field(
+        default=False,
+        description="Other processes used more than the study's `load.contamination_cpu_pct` of a core while it ran.",
+    )
 
 
 class Verification(_Out):
@@ -341,7 +345,10 @@ class Verification(_Out):
         description="The study's bounds on throughput and latency that the runs' medians break, as "
         "`latency_p99_ms 10.4 > max 10`.",
     )
-    verdict: str = Field(description="`holds` or `does not hold`.")
+    verdict: str = Field(
+        description="`holds`, `does not hold`, or `inconclusive`: it did not hold on runs some of which shared "
+        "the CPU with other processes."
+    )
     tolerance_pct: float
     throughput_median: float
     latency_p99_median_ms: float
@@ -352,12 +359,14 @@ class Verification(_Out):
 
 
 class VerificationOutcome(str, enum.Enum):
-    """How a verification started by this API stands: `refused` is bad input (exit code 2); `failed` is any other
-    end: its server, perf_analyzer or the storage failed (exit code 3), or it was stopped."""
+    """How a verification started by this API stands: `refused` is bad input (exit code 2); `inconclusive`: it did
+    not hold on runs that shared the CPU with other processes (exit code 3); `failed` is any other end: its
+    server, perf_analyzer or the storage failed (exit code 3), or it was stopped."""
 
     RUNNING = "running"
     HOLDS = "holds"
     DOES_NOT_HOLD = "does not hold"
+    INCONCLUSIVE = "inconclusive"
     REFUSED = "refused"
     FAILED = "failed"
 
@@ -380,6 +389,7 @@ class VerificationStatus(_Out):
     repeats: int
     outcome: VerificationOutcome
     returncode: int | None = Field(
-        description="`tuner verify`'s exit code: 0 holds, 1 does not, 2 refused, 3 the environment failed, 143 stopped."
+        description="`tuner verify`'s exit code: 0 holds, 1 does not, 2 refused, 3 inconclusive or the environment "
+        "failed, 143 stopped."
     )
     message: str = Field(description="The last line of its output: the verdict, or why it was refused or failed.")

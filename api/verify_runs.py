@@ -65,8 +65,12 @@ class VerifyRun:
 
     @property
     def outcome(self) -> str:
-        """``running``, ``holds``, ``does not hold``, ``refused`` (bad input) or ``failed`` (the environment, a stop)."""
+        """``running``, ``holds``, ``does not hold``, ``refused`` (bad input), ``inconclusive`` (it did not hold on
+        runs that shared the CPU: exit code 3 with that verdict as its last line) or ``failed`` (the
+        environment, a stop)."""
         code = self.process.poll()
+        if code == ExitCode.ENVIRONMENT and self.last_line().startswith("inconclusive: "):
+            return "inconclusive"
         return "running" if code is None else OUTCOMES.get(code, "failed")
 
     def last_line(self) -> str:

@@ -88,6 +88,24 @@ def test_the_line_says_whether_it_holds_and_against_what() -> None:
     assert faster.line().endswith("(interval 81.3-89.6): 20% above the stored median")
 
 
+def test_a_miss_on_runs_that_shared_the_cpu_is_inconclusive() -> None:
+    busy = (VerifyRun(60.0, 12.0, 60.0, contaminated=True), VerifyRun(61.0, 12.0, 61.0), VerifyRun(59.0, 12.0, 59.0))
+    missed = verification([60.0, 61.0, 59.0], runs=busy)
+    assert not missed.holds and missed.inconclusive and missed.verdict == "inconclusive"
+    assert missed.line() == ("inconclusive: 60 infer/s verified (3 runs, 59-61) against 83.9 stored (interval "
+                             "81.3-89.6): 28% below the stored median; 1 of 3 runs shared the CPU with "
+                             "other processes: run it again on a quiet machine")
+    assert Verification.from_dict(missed.as_dict()) == missed and missed.as_dict()["verdict"] == "inconclusive"
+    held = verification([85.0, 86.0, 84.0], runs=tuple(VerifyRun(v, 12.0, v, contaminated=True) for v in (85, 86, 84)))
+    assert held.holds and held.verdict == "holds" and held.line().endswith("3 of 3 runs shared the CPU with other processes")
+    quiet = verification([60.0, 61.0, 59.0])
+    assert quiet.verdict == "does not hold" and "shared the CPU" not in quiet.line()
+    old = quiet.as_dict()  # stored before runs said whether they shared the CPU
+    for run in old["runs"]:
+        del run["contaminated"]
+    assert Verification.from_dict(old).verdict == "does not hold"
+
+
 def test_runs_whose_median_breaks_a_bound_of_the_study_do_not_hold(digits_onnx: Path) -> None:
     from tuner.config import parse_config
     from tuner.reports._verify import bounds_missed
@@ -163,7 +181,7 @@ def test_each_verification_is_appended_to_the_study_and_reads_back(study: tuple[
     info = read_study(opened, store).info
     assert [v["verdict"] for v in info.verifications] == ["holds", "does not hold"]
     assert info.verifications[0]["runs"][1] == {"throughput": 84.1, "latency_p99_ms": 12.0, "value": 84.1,
-                                                 "stable": True}
+                                                 "stable": True, "contaminated": False}
     assert stored_verifications(info) == [first, second]
 
 

@@ -194,3 +194,22 @@ def test_shutting_down_stops_running_verifications(tmp_path: Path, digits_onnx: 
         run = verifier.get("s")
         assert run is not None and run.alive
     assert run.process.wait(timeout=5) == -15  # SIGTERM: stopped by the shutdown, not at the end of its sleep
+
+
+@pytest.mark.parametrize(("code", "last", "outcome"), [
+    (3, "inconclusive: 60 infer/s verified (3 runs, 59-61) against 83.9 stored ...", "inconclusive"),
+    (3, "error: tritonserver did not become ready", "failed"),
+    (1, "does not hold: 60 infer/s verified ...", "does not hold"),
+    (0, "holds: 84 infer/s verified ...", "holds"),
+])
+def test_a_verifications_outcome_is_its_exit_code_and_its_verdict(tmp_path: Path, code: int, last: str,
+                                                                  outcome: str) -> None:
+    import subprocess
+
+    from api.verify_runs import VerifyRun as Started
+
+    log = tmp_path / "verify.log"
+    log.write_text(f"trial 4 at concurrency 8 (embedded server, 3 fresh loads)\n{last}\n")
+    process = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+    process.wait()
+    assert Started("s", process, log, None, 3).outcome == outcome

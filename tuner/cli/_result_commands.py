@@ -155,7 +155,8 @@ def verify_command(
     Stores the result with the study. Exit code 0: it holds (the verified median is within the
     config's interval or within 10% of its stored median, and the study's bounds on latency and
     throughput hold by the runs' medians); 1: it does not; 2: bad input; 3: the server,
-    perf_analyzer or the storage failed.
+    perf_analyzer or the storage failed, or it did not hold on runs that shared the CPU with other
+    processes (inconclusive: run it again on a quiet machine).
     """
     from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -191,4 +192,6 @@ def verify_command(
         highlight=False,
     )
     display.console.print(verification.line(), highlight=False, markup=False, soft_wrap=True)
+    if verification.inconclusive:  # the machine may be to blame: measure again once it is quiet
+        raise typer.Exit(ExitCode.ENVIRONMENT)
     raise typer.Exit(ExitCode.OK if verification.holds else ExitCode.DOES_NOT_HOLD)

@@ -12,7 +12,7 @@ window); ``warmup`` sends the first requests and the validation batch.
 from __future__ import annotations
 
 from tuner.measure._builtin import BuiltinEngine, request_samples
-from tuner.measure._engine import EngineSettings, LoadEngine, Measured, Probe
+from tuner.measure._engine import EngineSettings, LoadEngine, Measured, Probe, measure_trusted
 from tuner.measure._perf_analyzer import (
     PerfAnalyzer,
     find_binary,
@@ -36,6 +36,7 @@ __all__ = [
     "UsageMonitor",
     "find_binary",
     "infer_samples",
+    "measure_trusted",
     "nvml_reader",
     "output_region_bytes",
     "request_samples",

@@ -20,6 +20,8 @@ Two engines:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ import numpy as np
 from tuner.measure._server_stats import ServerWindow, model_counters, window
 from tuner.measure._usage import Sample, Usage, UsageMonitor
 from tuner.trial import LoadPoint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,24 @@ class Measured:
     usage: Usage
     exact_window: bool
     requests: int | None = None  # completed in the reported windows, where the engine counts them
+
+
+def measure_trusted(take: Callable[[], Measured], limit_pct: float, retries: int, what: str) -> Measured:
+    """``take()``, taken again while other processes used more than ``limit_pct`` of a core during it, at most
+    ``retries`` times; then kept with its point flagged ``contaminated``. ``what`` names the measurement in
+    the warnings (``digits_forest at concurrency 8``). A concurrent job on the same cores can halve a
+    throughput while every window agrees: only the machine's CPU shows it."""
+    for attempt in range(retries + 1):
+        measured = take()
+        if measured.usage.other_cpu_pct <= limit_pct:
+            return measured
+        logger.warning(
+            "other processes used %.0f%% of a core while %s was measured%s",
+            measured.usage.other_cpu_pct,
+            what,
+            "; measuring again" if attempt < retries else "; kept, flagged",
+        )
+    return dataclasses.replace(measured, point=dataclasses.replace(measured.point, contaminated=True))
 
 
 class Probe:

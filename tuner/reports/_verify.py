@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import logging
+import math
 import platform
 import statistics
 import tempfile
@@ -39,7 +40,7 @@ import optuna
 
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.measure import PerfAnalyzer, warm_up
+from tuner.measure import PerfAnalyzer, Probe, UsageMonitor, measure_trusted, warm_up
 from tuner.model import open_model
 from tuner.reports._export import Exported, export_trial, study_config
 from tuner.storage import ATTR_VERIFICATIONS, Store, StoredTrial, StudyInfo, read_study
@@ -72,12 +73,15 @@ class VerifyRun:
         latency_p99_ms: The client's p99 latency.
         value: The study's first objective, as measured by the run.
         stable: perf_analyzer's windows agreed.
+        contaminated: Other processes used more than the study's ``load.contamination_cpu_pct`` of a core
+            while it ran, again when it ran once more (``load.contamination_retries``).
     """
 
     throughput: float
     latency_p99_ms: float
     value: float
     stable: bool = True
+    contaminated: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,8 @@ class Verification:
         stored_median: The config's stored median of the first objective.
         interval: The config's stored interval (low, high).
         holds: The verified median is no worse than the interval's worse end, or than ``tolerance_pct`` off the
-            stored median, and ``bounds_missed`` is empty.
+            stored median, and ``bounds_missed`` is empty. Where it is not and a run shared the CPU with
+            other processes, the verdict is ``inconclusive``: the machine, not the config, may be to blame.
         bounds_missed: The study's bounds that the runs' medians break, as ``latency_p99_ms 10.4 > max 10``.
         tolerance_pct: The tolerance the verdict used.
         launch: The server's launch mode.
@@ -130,8 +135,20 @@ class Verification:
     bounds_missed: tuple[str, ...] = ()
 
     @property
+    def contaminated_runs(self) -> int:
+        """Runs that shared the CPU with other processes (``VerifyRun.contaminated``)."""
+        return sum(1 for r in self.runs if r.contaminated)
+
+    @property
+    def inconclusive(self) -> bool:
+        """It did not hold, on runs some of which shared the CPU with other processes."""
+        return not self.holds and self.contaminated_runs > 0
+
+    @property
     def verdict(self) -> str:
-        return "holds" if self.holds else "does not hold"
+        if self.holds:
+            return "holds"
+        return "inconclusive" if self.inconclusive else "does not hold"
 
     @property
     def off_pct(self) -> float | None:
@@ -159,6 +176,10 @@ class Verification:
             text += f"; p99 {self.latency_p99_median_ms:.4g} ms"
         if self.bounds_missed:
             text += f"; over the study's bounds: {', '.join(self.bounds_missed)}"
+        if self.contaminated_runs:
+            text += f"; {self.contaminated_runs} of {len(self.runs)} runs shared the CPU with other processes" + (
+                ": run it again on a quiet machine" if self.inconclusive else ""
+            )
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -310,7 +331,9 @@ def _verify_in(
     exported = export_trial(study, store, workdir / "repository", number=target.trial.number)
     concurrency = exported.point.concurrency
     points, triton = measure_exported(cfg, exported, concurrency, repeats, step, workdir)
-    runs = tuple(VerifyRun(p.throughput, p.latency_p99_ms, float(getattr(p, metric)), p.stable) for p in points)
+    runs = tuple(
+        VerifyRun(p.throughput, p.latency_p99_ms, float(getattr(p, metric)), p.stable, p.contaminated) for p in points
+    )
     verified = float(statistics.median(r.value for r in runs))
     stored_median = target.config.values[0]
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
@@ -364,27 +387,42 @@ def measure_exported(
         samples = real_samples(cfg, model)
         # the samples the export wrote for its README's command: what a user measuring it again sends
         engine = PerfAnalyzer(url, workdir / "perf", settings, exported.samples, access=server.access)
-        for i in range(repeats):
-            step(f"run {i + 1}/{repeats}")
-            for model_name in (*steps, name):
-                server.load(model_name)
-            try:
-                warm_up(
-                    server.http_url,
-                    name,
-                    model,
-                    cfg.load.warmup_requests * concurrency,
-                    concurrency,
-                    server.access,
-                    samples,
-                    settings.input_data,
+        monitor = UsageMonitor(lambda: server.pid)
+        probe = Probe(lambda: server.model_statistics(name), monitor)
+        # where the server's processes cannot be seen (docker, remote) they would count as other processes'
+        limit = cfg.load.contamination_cpu_pct if server.pid is not None else math.inf
+        monitor.start()
+        try:
+            for i in range(repeats):
+                step(f"run {i + 1}/{repeats}")
+                for model_name in (*steps, name):
+                    server.load(model_name)
+                try:
+                    warm_up(
+                        server.http_url,
+                        name,
+                        model,
+                        cfg.load.warmup_requests * concurrency,
+                        concurrency,
+                        server.access,
+                        samples,
+                        settings.input_data,
+                    )
+                    point = measure_trusted(
+                        lambda: engine.measure(name, concurrency, probe),
+                        limit,
+                        cfg.load.contamination_retries,
+                        f"{name} at concurrency {concurrency}",
+                    ).point
+                finally:
+                    for model_name in (name, *steps):
+                        server.unload(model_name)
+                logger.info(
+                    "run %d of %s: %.4g infer/s, p99 %.3g ms", i + 1, name, point.throughput, point.latency_p99_ms
                 )
-                point = engine.run(name, concurrency)
-            finally:
-                for model_name in (name, *steps):
-                    server.unload(model_name)
-            logger.info("run %d of %s: %.4g infer/s, p99 %.3g ms", i + 1, name, point.throughput, point.latency_p99_ms)
-            runs.append(point)
+                runs.append(point)
+        finally:
+            monitor.stop()
     return runs, triton
 
 
@@ -433,7 +471,8 @@ def verifications_html(info: StudyInfo) -> str:
         "<p>The config exported and served on a fresh server, then measured again with perf_analyzer "
         f"(a fresh load each run). It holds unless the verified median is worse than the stored interval and "
         f"more than {TOLERANCE_PCT:g}% worse than the stored median, or the runs' medians break a bound of the "
-        "study's on throughput or latency.</p>\n"
+        "study's on throughput or latency; where it did not hold on runs that shared the CPU with other "
+        "processes, it is inconclusive (marked *).</p>\n"
         "<table>\n<thead><tr><th>when</th><th>trial</th><th>verdict</th><th>metric</th><th>verified median</th>"
         "<th>runs</th><th>stored median</th><th>interval</th><th>concurrency</th><th>launch</th><th>machine</th>"
         "</tr></thead>\n<tbody>\n"
@@ -443,7 +482,7 @@ def verifications_html(info: StudyInfo) -> str:
 
 def _html_row(v: Verification) -> str:
     e = html.escape
-    runs = ", ".join(f"{r.value:.4g}" for r in v.runs)
+    runs = ", ".join(f"{r.value:.4g}{'*' if r.contaminated else ''}" for r in v.runs)
     low, high = v.interval
     host = str(v.machine.get("host", ""))
     cells = (

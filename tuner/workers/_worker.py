@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import os
 import shutil
 import time
@@ -52,6 +53,7 @@ from tuner.measure import (
     SweepPlan,
     UsageMonitor,
     infer_samples,
+    measure_trusted,
     nvml_reader,
     request_samples,
     screened_sweep,
@@ -423,19 +425,14 @@ class Worker:
         steps = self._step_statistics if self._steps else None
         probe = Probe(lambda: self.server.model_statistics(name), self.monitor, steps)
         take = self._engine.screen if screening else self._engine.measure
-        for attempt in range(self.setup.contamination_retries + 1):
-            measured = take(name, concurrency, probe)
-            # Where the server's processes cannot be seen (docker, remote) they would count as strangers.
-            if self.server.pid is None or measured.usage.other_cpu_pct <= self.setup.contamination_cpu_pct:
-                return measured
-            logger.warning(
-                "other processes used %.0f%% of a core while %s was measured at concurrency %d%s",
-                measured.usage.other_cpu_pct,
-                name,
-                concurrency,
-                "; measuring again" if attempt < self.setup.contamination_retries else "; kept, flagged",
-            )
-        return dataclasses.replace(measured, point=dataclasses.replace(measured.point, contaminated=True))
+        # Where the server's processes cannot be seen (docker, remote) they would count as strangers.
+        limit = self.setup.contamination_cpu_pct if self.server.pid is not None else math.inf
+        return measure_trusted(
+            lambda: take(name, concurrency, probe),
+            limit,
+            self.setup.contamination_retries,
+            f"{name} at concurrency {concurrency}",
+        )
 
     def _step_statistics(self) -> dict[str, dict]:
         """Each composing model's statistics, by name (an ensemble's own count only the whole pipeline)."""
