@@ -285,7 +285,7 @@ def test_the_summary_of_an_interrupted_run_counts_the_trial_in_flight_apart_from
         display.print_summary(RunSummary(study, stored, interrupted=True), study_config(stored.info))
     out = " ".join(captured.get().split())
 
-    assert "3 trials: 0 complete, 0 failed, 1 interrupted (measured again when the study continues), 2 waiting" in out
+    assert "3 trials: 0 complete, 0 failed, 1 interrupted (not counted against n_trials), 2 waiting" in out
     assert "no feasible config measured yet" in out and "loosen" not in out
 
 

@@ -16,7 +16,7 @@ from scripted import ScriptedPool, ScriptedRunner
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import LeaseLostError
 from tuner.pool import Finished
-from tuner.storage import ATTR_INTERRUPTED, Store, StudyLease
+from tuner.storage import ATTR_INTERRUPTED, Store, StudyLease, read_trial
 
 #: Throughput by instance count: one config clearly ahead, none re-measured (the budget is 0).
 SCRIPT = {1: (50.0, 1.0), 2: (90.0, 1.0), 3: (100.0, 1.0), 4: (60.0, 1.0)}
@@ -54,6 +54,8 @@ def test_ctrl_c_fails_the_trial_in_flight_and_the_next_run_measures_its_config(
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[-1].number == len(trials) - 1, "the interrupted config is queued again"
     assert waiting[-1].system_attrs["fixed_params"] == failed[0].params
+    # as `tuner show` and the API read it: the config it waits to measure, not an empty one ("default")
+    assert read_trial(waiting[-1]).params == failed[0].params
 
     pool = ScriptedPool(SCRIPT)
     resumed = ScriptedRunner(cfg, pool).run()

@@ -168,7 +168,7 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
         (states.count(TrialState.COMPLETE), "complete"),
         (states.count(TrialState.FAIL) - interrupted, "failed"),
         (states.count(TrialState.PRUNED), "stopped after their screen (pruned)"),
-        (interrupted, "interrupted (measured again when the study continues)"),
+        (interrupted, "interrupted (not counted against n_trials)"),
         (states.count(TrialState.WAITING), "waiting to run"),
     ]
     shown = [f"{n} {what}" for i, (n, what) in enumerate(counts) if n or i < 2]

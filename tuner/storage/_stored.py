@@ -119,7 +119,7 @@ class StoredTrial:
         number: The trial number.
         trial_id: Optuna's id, unique in the storage (the tuner's rows are keyed by it).
         state: Optuna's state.
-        params: The sampler's params.
+        params: The sampler's params (a WAITING trial's: the params it was queued with).
         values: The objectives' values, for COMPLETE trials.
         constraints: By metric, <= 0 where the bound held, the excess otherwise.
         metrics: Every metric at the point the trial was judged by.
@@ -231,7 +231,8 @@ def read_trial(trial: FrozenTrial, record: TrialRecord | None = None) -> StoredT
         number=trial.number,
         trial_id=trial._trial_id,
         state=trial.state,
-        params=dict(trial.params),
+        # a WAITING trial (a config queued to run again) holds its params as Optuna's fixed params until asked
+        params=dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {}),
         values=values,
         constraints=dict(trial.constraints),
         metrics=dict(attrs.get(ATTR_METRICS) or {}),
