@@ -288,12 +288,12 @@ def _within(limits: s.Limits) -> str:
 
 
 def _no_point_reason(name: str, snap: Snapshot, limits: s.Limits) -> str:
-    held = snap.curves.held
-    also = f", its bound on {' and '.join(held)} held," if held else ""
-    return (
-        f"none of the {len(snap.results)} configs measured in study {name!r}{also} is within {_within(limits)} "
-        "at any concurrency by the median of its loads there"
-    )
+    within = f"is within {_within(limits)} at any concurrency by the median of its loads there"
+    measured = f"{len(snap.results)} configs measured in study {name!r}"
+    if not snap.curves.held:
+        return f"none of the {measured} {within}"
+    held = " and ".join(snap.curves.held)
+    return f"of the {measured}, {snap.curves.configs} hold its bound on {held}, and none of them {within}"
 
 
 def _summary_fields(opened: OpenStudy, store: Store, run_alive: bool | None) -> dict[str, Any]:

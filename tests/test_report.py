@@ -99,7 +99,10 @@ def test_best_is_the_highest_median_throughput_within_the_limits(configs: list, 
             if (not np.isnan(throughput) and (max_p99 is None or p99 <= max_p99)
                     and (min_throughput is None or throughput >= min_throughput)):
                 within.append((throughput, -result.first.number, -concurrency, p99, len(at)))
-    found = report.Curves(results, bounds).best(max_p99, min_throughput)  # the study's p99 bound: not the asked one
+    curves = report.Curves(results, bounds)
+    found = curves.best(max_p99, min_throughput)  # the study's p99 bound: not the asked one
+    assert curves.held == ("accuracy_drop",)
+    assert curves.configs == sum(np.median([t.metrics["accuracy_drop"] for t in r.loads]) <= 0.05 for r in results)
     if not within:
         assert found is None
         return

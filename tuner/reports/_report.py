@@ -141,9 +141,10 @@ class Curves:
         per_config = {metric: bound for metric, bound in bounds.items() if metric not in LOAD_METRICS}
         #: The study's bounds every answer holds (on metrics measured once per load, not per concurrency).
         self.held = tuple(per_config)
-        self._points = [
-            point for result in results if not result.failed_constraints(per_config) for point in _median_points(result)
-        ]
+        eligible = [result for result in results if not result.failed_constraints(per_config)]
+        #: How many configs hold the bounds of ``held``: the configs an answer may be.
+        self.configs = len(eligible)
+        self._points = [point for result in eligible for point in _median_points(result)]
         self._firsts = np.array([p.config.first.number for p in self._points], dtype=np.int64)
         self._concurrency = np.array([p.point.concurrency for p in self._points], dtype=np.int64)
         self._throughput = np.array([p.point.throughput for p in self._points], dtype=float)
