@@ -166,6 +166,9 @@ def test_ctrl_c_while_confirming_queues_the_load_for_the_next_run(tmp_path: Path
     assert not resumed.interrupted
     assert sorted(_again(resumed)) == [2, 3], "the queued load ran, and the budget's other one"
     assert len(pool.submitted) == 2 and resumed.stored.counted() == 4
+    done = ScriptedPool(TIED)
+    _run(cfg, done)  # its budget spent: run again, it measures nothing
+    assert done.submitted == []
 
 
 def test_a_zero_budget_measures_nothing_again(tmp_path: Path, digits_onnx: Path) -> None:

@@ -123,3 +123,18 @@ def test_a_run_whose_lease_was_taken_over_stops_without_writing_more(tmp_path: P
     assert len(pool.submitted) == 2, "no trial started after the lease was lost"
     running = [t for t in trials if t.state == TrialState.RUNNING]
     assert len(running) == 1, "the trial in flight is left to the new driver to run again"
+
+
+def test_a_study_run_again_with_nothing_left_opens_no_pool(tmp_path: Path, digits_onnx: Path) -> None:
+    cfg = _cfg(tmp_path, digits_onnx, "tpe")
+    done = ScriptedRunner(cfg, ScriptedPool(SCRIPT)).run()
+    assert len(done.study.get_trials()) == 4
+
+    class Unopened(ScriptedRunner):
+        def open_pool(self):  # type: ignore[override]
+            raise AssertionError("a study with nothing left to measure started its workers")
+
+    again = Unopened(cfg, ScriptedPool(SCRIPT)).run()
+    assert len(again.study.get_trials()) == 4 and again.recommendation is not None
+    more = ScriptedRunner(cfg, pool := ScriptedPool(SCRIPT)).run(n_trials=5)  # a larger budget: it measures
+    assert len(pool.submitted) == 1 and len(more.study.get_trials()) == 5

@@ -56,6 +56,8 @@ def study_progress(runner: StudyRunner, cfg: StudyConfig, total: int | None) -> 
             yield
         finally:
             screen.forget_workers()  # the last frame stays on screen: the study's bar, not idle workers
+            if not screen.shown:  # a study with nothing left to measure started nothing
+                bar.remove_task(task)
 
 
 def progress() -> Progress:
@@ -81,8 +83,10 @@ class StudyDisplay:
         self.workers: dict[int, TaskID] = {}
         self.params: dict[int, dict] = {}
         self.runner_pool: Pool | None = None  # the study's pool once it runs; its workers' lines follow it
+        self.shown = False  # whether any trial event came
 
     def show(self, event: TrialEvent) -> None:
+        self.shown = True
         progress = self.progress
         # The phase sets the bar: trials of the budget while searching, then the loads planned to confirm.
         progress.update(self.task, description=event.phase, total=event.total, completed=event.done)

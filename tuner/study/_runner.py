@@ -288,6 +288,9 @@ class StudyRunner:
         deadline = time.monotonic() + timeout_s if timeout_s else None
         self._pending, self._twins, self._in_flight = {}, {}, {}
         interrupted = False
+        if self._nothing_left(n_trials):  # run again once done: its summary, without starting a worker
+            logger.info("study %r has measured all it was asked to", self.cfg.study)
+            return self.summary()
         with self.open_pool() as pool:
             self.pool = pool
             self.study.set_user_attr(ATTR_WORKERS, [_worker_json(w) for w in pool.status])
@@ -343,6 +346,19 @@ class StudyRunner:
                 f"study {self.cfg.study!r}: another tuner took over its lease; this run stopped without "
                 f"writing more ({len(self._pending)} trial(s) in flight are the other tuner's to run again)"
             )
+
+    def _nothing_left(self, n_trials: int | None) -> bool:
+        """Whether the study has spent its trial budget, has no trial waiting to run, and has no
+        contender left to load afresh (what ``_remeasure`` would find)."""
+        if n_trials is None or counted_trials(self.study) < n_trials:
+            return False
+        stored = read_study(self.study)
+        if any(t.state == TrialState.WAITING for t in stored.trials):
+            return False
+        settings = self.cfg.load.remeasure
+        if self.cfg.search.replay is not None or remeasure_budget(settings, n_trials, stored) == 0:
+            return True
+        return not contenders(stored, settings.max_loads_per_config)
 
     def _stopped_early(self, n_trials: int | None, deadline: float | None) -> bool:
         """True where the time ran out before the trial budget was spent (with only a timeout,
