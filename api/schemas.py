@@ -158,6 +158,12 @@ class TrialSummary(_Out):
     )
     datetime_start: Timestamp | None = Field(description="When it started.")
     datetime_complete: Timestamp | None = Field(description="When it finished.")
+    fail_reason: str | None = Field(default=None, description="Why the trial failed (FAIL trials).")
+    pruned_reason: str | None = Field(
+        default=None,
+        description="Why the trial stopped after its screening measurement (PRUNED trials); "
+        "`metrics` (and a detail's `points`) then hold the screen's point.",
+    )
 
 
 class TrialPage(_Out):
@@ -188,12 +194,6 @@ class TrialDetail(TrialSummary):
     )
     spec: dict[str, Any] | None = Field(description="The config the worker measured.")
     error: str | None = Field(description="The worker's error, where the measurement failed.")
-    fail_reason: str | None = Field(description="Why the trial failed (FAIL trials).")
-    pruned_reason: str | None = Field(
-        default=None,
-        description="Why the trial stopped after its screening measurement (PRUNED trials); "
-        "`metrics` and `points` then hold the screen's point.",
-    )
     timings_s: dict[str, float] | None = Field(description="Seconds per phase: variant, load, warm-up, measure, ...")
     accuracy: dict[str, Any] | None = Field(
         description="The variant's answers against the FP32 model's, where checked."

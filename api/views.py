@@ -112,6 +112,8 @@ def _summary_of(trial: StoredTrial, bounds: Bounds) -> dict[str, Any]:
         "remeasure_of": trial.remeasure_of,
         "datetime_start": trial.datetime_start,
         "datetime_complete": trial.datetime_complete,
+        "fail_reason": trial.fail_reason,
+        "pruned_reason": trial.pruned_reason,
     }
 
 
@@ -155,8 +157,6 @@ def trial_detail(opened: OpenStudy, store: Store, number: int) -> s.TrialDetail:
         step_configs=dict(record.step_configs) if record else {},
         spec=record.spec if record else None,
         error=record.error if record else None,
-        fail_reason=trial.fail_reason,
-        pruned_reason=trial.pruned_reason,
         timings_s=trial.timings_s or None,
         accuracy=trial.accuracy,
         default_config=trial.is_default,

@@ -36,6 +36,8 @@ def test_pruned_trials_are_counted_and_read_with_their_reason(api_server: ApiSer
     # the default config (one instance) is measured in full; 2 and 4 stop after their screen
     assert counts["PRUNED"] == page["total"] == 2 and counts["FAIL"] == 0
     assert counts["COMPLETE"] == 2 and counts["total"] == 4
+    # the page says why each stopped, as the detail does: no request per trial to find out
+    assert [t["pruned_reason"] for t in page["items"]] == [t["pruned_reason"] for t in pruned]
     for trial in pruned:
         assert trial["state"] == "PRUNED" and trial["fail_reason"] is None
         assert "ms in the screening window" in trial["pruned_reason"] and "the 10 ms budget" in trial["pruned_reason"]
