@@ -33,6 +33,7 @@ from tuner.reports import record, verify_study
 from tuner.reports._verify import Verification
 from tuner.storage import Store
 from tuner.study import StudyRunner
+from tuner.triton import cpu_model, versions
 from tuner.workers import cpu_cores
 
 DEFAULT_FILES = (ROOT / "search_spaces" / "digits_forest_cpu.yaml", ROOT / "search_spaces" / "text_detection_cpu.yaml")
@@ -79,6 +80,8 @@ def summary(name: str, v: Verification, study_s: float, verify_s: float) -> dict
         "off_pct": round(v.off_pct, 1) if v.off_pct is not None else None,
         "in_interval": v.interval[0] <= v.verified_median <= v.interval[1],
         "holds": v.holds,
+        "verdict": v.verdict,
+        "contaminated_runs": v.contaminated_runs,
         "line": v.line(),
         "study_s": round(study_s, 1),
         "verify_s": round(verify_s, 1),
@@ -106,7 +109,8 @@ def main() -> None:
                 results.append(result | {"study_file": str(path.resolve().relative_to(ROOT))})
     offs = [abs(r["off_pct"]) for r in results if r["off_pct"] is not None]
     report = {
-        "machine": f"{platform.machine()}, {cpu_cores()} cores, {platform.python_version()}",
+        "machine": f"{platform.machine()}, {cpu_cores()} cores, {cpu_model()}, Python {platform.python_version()}",
+        "versions": versions(),
         "trials": args.trials,
         "repeats": args.repeats,
         "window_ms": args.window_ms,

@@ -55,12 +55,13 @@ def test_feasibility_is_judged_on_the_median_not_the_luckiest_load() -> None:
 def test_a_tie_goes_to_the_cheaper_config_and_says_so() -> None:
     # 2 instances lead by a median of 100 against 97, but their loads overlap
     trials = [load(0, 95.0, instance_count=2), load(1, 100.0, instance_count=2), load(2, 104.0, instance_count=2),
-              load(3, 96.0), load(4, 97.0), load(5, 99.0)]
+              load(3, 96.0, p99=18.0), load(4, 97.0, p99=19.0), load(5, 99.0, p99=20.0)]
     rec = recommend(config_results(trials, INFO), INFO)
     assert rec is not None
     assert rec.leader.values[0] == 100.0 and rec.config.values[0] == 97.0
     assert rec.number == 4
     assert "cheaper" in rec.reason and "instances 1 instead of 2" in rec.reason
+    assert rec.reason.endswith("; its median latency_p99_ms 19 against 10")  # what the tie does not weigh
 
 
 def test_no_tie_where_intervals_are_apart() -> None:

@@ -266,11 +266,20 @@ def _reason(chosen: ConfigResult, leader: ConfigResult, tied: Sequence[ConfigRes
             numbers = ", ".join(str(n) for n in sorted(r.number for r in others))
             text += f"; it ties with trial{'s' if len(others) > 1 else ''} {numbers}, none of them cheaper"
         return text
-    return (
+    text = (
         f"trial {chosen.number}: ties with trial {leader.number} (median {metric} {leader.values[0]:.4g}, "
         f"interval {leader.interval[0]:.4g}-{leader.interval[1]:.4g}) at {chosen.values[0]:.4g} "
         f"(interval {low:.4g}-{high:.4g}), and is the cheaper config ({cheaper_text(chosen, leader)})"
     )
+    # what the cheaper config gives up on the other objectives, which the tie does not weigh
+    worse = [
+        f"{name} {mine:.4g} against {theirs:.4g}"
+        for name, direction, mine, theirs in zip(
+            info.metric_names[1:], info.directions[1:], chosen.values[1:], leader.values[1:]
+        )
+        if (mine < theirs if direction == "maximize" else mine > theirs)
+    ]
+    return text + (f"; its median {', '.join(worse)}" if worse else "")
 
 
 def cheaper_text(cheap: ConfigResult, other: ConfigResult) -> str:
