@@ -177,6 +177,20 @@ def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: 
     assert MISSED in one.stdout
     again = _tuner("show", "remeasured", "--storage", remeasured, "--trial", 4, cwd=tmp_path)
     assert "one load of the config that trial 5 stands for" in again.stdout
+    assert "tuner verify" not in result.stdout.split("recommended:")[1]  # none yet
+
+    from tuner.reports import record
+    from tuner.reports._verify import Verification, VerifyRun
+
+    study = Store(remeasured).load_study("remeasured")
+    runs = tuple(VerifyRun(v, 2.5, v, contaminated=True) for v in (3100.0, 3150.0, 3000.0))
+    record(study, Verification(when="2026-12-07T18:00:00+00:00", trial=5, config_key="k", metric="throughput",
+                               maximize=True, repeats=3, concurrency=8, runs=runs, verified_median=3100.0,
+                               stored_median=5868.0, interval=(5200.0, 6400.0), holds=False))
+    shown = " ".join(_tuner("show", "remeasured", "--storage", remeasured, cwd=tmp_path).stdout.split())
+    assert ("verified with `tuner verify` (1 of 1, latest last): 2026-12-07T18:00:00+00:00 trial 5: inconclusive: "
+            "3100 infer/s verified (3 runs, 3000-3150)") in shown
+    assert "3 of 3 runs shared the CPU with other processes" in shown
 
 
 def test_show_of_a_failed_trial_says_why_once_and_first(remeasured: str, tmp_path: Path) -> None:

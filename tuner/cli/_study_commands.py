@@ -164,7 +164,7 @@ def show(
 ) -> None:
     """Print a study's configs (each judged by the median of its loads) and the recommendation, or one trial in full."""
     from tuner.cli import _display as display
-    from tuner.reports import study_document
+    from tuner.reports import stored_verifications, study_document
     from tuner.storage import read_study
     from tuner.study import config_results, default_result, recommend
 
@@ -194,6 +194,18 @@ def show(
     if unmeasured:
         display.console.print(display.failed_table("trials not measured in full", unmeasured, study_name))
     display.print_recommendation(rec, default_result(results), info.metric_names, [t.state for t in stored.trials])
+    verifications = stored_verifications(info)
+    if verifications:
+        shown = verifications[-_SHOWN_VERIFICATIONS:]
+        display.console.print(f"verified with `tuner verify` ({len(shown)} of {len(verifications)}, latest last):")
+        for v in shown:
+            display.console.print(
+                f"  {v.when} trial {v.trial}: {v.line()}", highlight=False, markup=False, soft_wrap=True
+            )
+
+
+#: The latest verifications `tuner show` prints (--json and the report have every one).
+_SHOWN_VERIFICATIONS = 5
 
 
 @models_app.command("prepare")
