@@ -54,3 +54,16 @@ def test_perf_analyzers_missing_report_on_a_full_disk_is_enospc(tmp_path: Path) 
 def test_an_outcome_without_a_kind_is_a_config_failure() -> None:
     assert TrialOutcome(spec=SPEC, config_pbtxt="", error="refused").failure_kind == Failure.CONFIG
     assert TrialOutcome(spec=SPEC, config_pbtxt="", error="x", failure=Failure.WORKER).failure_kind == Failure.WORKER
+
+
+@pytest.mark.parametrize(("niceness", "warned"), [(0, False), (15, True)])
+def test_a_worker_at_a_niceness_above_0_says_its_figures_are_not_a_deployed_servers(niceness: int,
+                                                                                   warned: bool) -> None:
+    import subprocess
+    import sys
+
+    code = (f"import logging, os; logging.basicConfig(); os.nice({niceness}); "
+            "from tuner.workers._worker import warn_if_niced; warn_if_niced()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert ("this worker runs at nice 15" in result.stderr) is warned, result.stderr
+    assert ("RAY_worker_niceness=0" in result.stderr) is warned

@@ -116,12 +116,14 @@ def test_a_killed_server_is_restarted_and_the_config_measured_again(
 
     def kill_servers(runner: StudyRunner) -> None:
         victims["once"] = _wait_busy(runner, after_trial=1)
+        victims["nice"] = _server_of(runner.pool.status[0].pid).nice()  # Ray's workers run at nice 15 unless told
         _kill_measured_server(runner.pool.status[0].pid)
         victims["twice"] = _wait_busy(runner, after_trial=victims["once"] + 1)
         for _ in range(2):  # the trial's server, then the one restarted for its second try
             _kill_measured_server(runner.pool.status[0].pid)
 
     study = _run(_config(tmp_path, digits_onnx, "server-killed", count=1, n_trials=4), kill_servers)
+    assert victims["nice"] == 0, "a server measured at another niceness than a deployed one reads otherwise"
     assert study.trials[victims["once"]].state == TrialState.COMPLETE  # measured again on the restarted server
     failed = study.trials[victims["twice"]]
     assert failed.state == TrialState.FAIL

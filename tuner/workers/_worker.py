@@ -180,6 +180,7 @@ class Worker:
         """
         if kill_orphans(self.setup.workdir):
             logger.info("killed processes a previous run left in %s", self.setup.workdir)
+        warn_if_niced()
         self.lay_out()
         self.server.start()
         try:  # perf_analyzer missing, its input file unwritable: the started server goes with the error
@@ -487,6 +488,20 @@ class Worker:
         self.server.stop()
         self.server.start()
         self._engine = self._make_engine()
+
+
+def warn_if_niced() -> None:
+    """Warns where this process runs at a niceness above 0, as a joined Ray cluster's workers do by default
+    (Ray's ``worker_niceness`` is 15; the local Ray the tuner starts sets 0): its server and load
+    generator inherit it, and a fast model measured so read up to 1.7x what the same config does at
+    nice 0, as a deployed server runs it."""
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness > 0:
+        logger.warning(
+            "this worker runs at nice %d, and its server and load generator with it: a fast model measures up to "
+            "1.7x what a server at nice 0 does; start the Ray cluster's nodes with RAY_worker_niceness=0",
+            niceness,
+        )
 
 
 def trial_failure(exc: BaseException, spec: TrialSpec) -> tuple[str, Failure]:
