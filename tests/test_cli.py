@@ -220,7 +220,7 @@ def test_the_summary_after_a_run_lists_the_front_of_configs(remeasured: str) -> 
     out = captured.get()
     assert _trials(out) == ["0", "5"]
     assert "3 (5200-6400, spread 20%)" in out and "6400 │" not in out
-    assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0)" in out
+    assert "recommended: trial 5" in out and "over 3 loads" in out and "vs the default config (trial 0" in out
     assert "measured on one load" not in out
 
 
@@ -234,6 +234,21 @@ def test_a_recommendation_measured_on_one_load_says_to_verify_it(tmp_path: Path,
 
     assert "recommended: trial 1" in result.stdout and "over 1 load " in result.stdout
     assert "measured on one load: a fresh load can differ by more than its windows did; `tuner verify` measures it" in result.stdout
+
+
+def test_the_gain_over_the_default_config_names_both_concurrencies_where_they_differ(tmp_path: Path,
+                                                                                    digits_onnx: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    store = Store(url)
+    write_study(store, "apart", [Load(PLAIN, {"concurrency": 4}, default=True), Load(BATCHED)], BOUNDS, onnx=digits_onnx)
+    write_study(store, "same", [Load(PLAIN, {"concurrency": 8}, default=True), Load(BATCHED)], BOUNDS, onnx=digits_onnx)
+    store.close()
+
+    apart = " ".join(_tuner("show", "apart", "--storage", url, cwd=tmp_path).stdout.split())
+    same = " ".join(_tuner("show", "same", "--storage", url, cwd=tmp_path).stdout.split())
+
+    assert "vs the default config (trial 0, judged at concurrency 4; this one at 8): throughput x" in apart
+    assert "vs the default config (trial 0): throughput x" in same
 
 
 def _params(rendered: str) -> dict[str, str]:

@@ -232,7 +232,11 @@ def print_recommendation(
             ratio = gain(rec.config, default, metric)
             if ratio is not None:
                 parts.append(f"{metric} x{ratio:.2f}")
-        console.print(f"  vs the default config (trial {default.number}): " + ", ".join(parts))
+        theirs = default.representative.point
+        where = f"trial {default.number}"
+        if point and theirs and theirs.concurrency != point.concurrency:  # each is judged where its study chose
+            where += f", judged at concurrency {theirs.concurrency}; this one at {point.concurrency}"
+        console.print(f"  vs the default config ({where}): " + ", ".join(parts))
 
 
 #: The columns of a configs table: header, the metric whose median it shows (None: not a metric).
