@@ -206,6 +206,8 @@ class TrialOutcome:
             where it was measured in full. A pruned outcome has one point, the screen's.
         step_configs: For an ensemble, each composing model's config.pbtxt text by name, in the
             order they loaded (``config_pbtxt`` is the ensemble's own).
+        restarted: Why the server was restarted during the trial (it died), where the config was then
+            measured again from the start on the restarted server.
     """
 
     spec: TrialSpec
@@ -218,6 +220,7 @@ class TrialOutcome:
     failure: Failure | None = None
     pruned: str | None = None
     step_configs: dict[str, str] = field(default_factory=dict)
+    restarted: str | None = None
 
     @property
     def failed(self) -> bool:

@@ -124,7 +124,9 @@ def test_a_killed_server_is_restarted_and_the_config_measured_again(
 
     study = _run(_config(tmp_path, digits_onnx, "server-killed", count=1, n_trials=4), kill_servers)
     assert victims["nice"] == 0, "a server measured at another niceness than a deployed one reads otherwise"
-    assert study.trials[victims["once"]].state == TrialState.COMPLETE  # measured again on the restarted server
+    once = study.trials[victims["once"]]
+    assert once.state == TrialState.COMPLETE  # measured again on the restarted server, and it says so
+    assert once.user_attrs["server_restarted"].startswith("tritonserver died during the trial: killed by SIGKILL")
     failed = study.trials[victims["twice"]]
     assert failed.state == TrialState.FAIL
     reason = failed.user_attrs["fail_reason"]

@@ -40,6 +40,7 @@ ATTR_ACCURACY = "accuracy"
 ATTR_SERVER = "server"
 ATTR_REMEASURE_OF = "remeasure_of"
 ATTR_TIMINGS = "timings_s"
+ATTR_SERVER_RESTARTED = "server_restarted"
 ATTR_WARM_START = "warm_start"
 # Study attributes.
 ATTR_STUDY_FILE = "study_file"

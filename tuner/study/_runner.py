@@ -50,6 +50,7 @@ from tuner.storage import (
     ATTR_REMEASURE_OF,
     ATTR_REUSED_FROM,
     ATTR_SERVER,
+    ATTR_SERVER_RESTARTED,
     ATTR_SPEC_KEY,
     ATTR_STUDY_FILE,
     ATTR_TIMINGS,
@@ -530,6 +531,10 @@ class StudyRunner:
     def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         self.store.save_outcome(self.cfg.study, trial._trial_id, trial.number, outcome)
         trial.set_user_attr(ATTR_TIMINGS, outcome.timings_s)
+        if outcome.restarted is not None:  # the worker's own warning stays in a Ray worker's log
+            logger.warning("trial %d: %s; its config was measured again on a restarted server", trial.number,
+                           outcome.restarted)  # fmt: skip
+            trial.set_user_attr(ATTR_SERVER_RESTARTED, outcome.restarted)
         if outcome.failed:
             trial.set_user_attr(ATTR_FAIL_REASON, outcome.error or "no measurement")
             if outcome.failure_kind == Failure.VARIANT:  # the samplers propose no other config of the precision

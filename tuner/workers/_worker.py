@@ -264,7 +264,7 @@ class Worker:
         again = self._evaluate_once(spec, screen)
         if again.failure_kind is Failure.SERVER:
             return dataclasses.replace(again, error=f"{again.error} (and on the first try: {outcome.error})")
-        return again
+        return dataclasses.replace(again, restarted=outcome.error)
 
     def _evaluate_once(self, spec: TrialSpec, screen: Screen | None) -> TrialOutcome:
         name = self.setup.model_name
