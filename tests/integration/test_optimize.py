@@ -165,6 +165,7 @@ def test_sigterm_keeps_the_study_and_stops_the_server(tmp_path: Path, digits_onn
     study = load(tmp_path, "interrupted")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
     assert study.trials[waiting[0].number].params == failed[0].params
+    assert study.user_attrs["study_file"]["search"]["n_trials"] == 4, "the budget it ran to, for the API's state"
 
 
 def test_a_model_onnx_runtime_cannot_load_is_refused_before_any_trial(tmp_path: Path) -> None:

@@ -69,10 +69,18 @@ def optimize(
                 "--ray-address (or $TUNER_RAY_ADDRESS): the study file runs its worker locally (workers.backend: local)"
             )
         updates["workers"] = cfg.workers.model_copy(update={"ray_address": ray_address})
+    search: dict[str, object] = {}
     if replay:
         if not replay.is_file():
             raise ConfigError(f"--replay: landscape file {replay} does not exist")
-        updates["search"] = cfg.search.model_copy(update={"replay": replay.resolve()})
+        search["replay"] = replay.resolve()
+    # into the study file the study stores: the API judges whether the study is complete by its n_trials
+    if n_trials is not None:
+        search["n_trials"] = n_trials
+    if timeout is not None:
+        search["timeout_s"] = timeout
+    if search:
+        updates["search"] = cfg.search.model_copy(update=search)
     cfg = cfg.model_copy(update=updates)
     study_plan = _preflight(cfg)
     store = Store(cfg.storage)
