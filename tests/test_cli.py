@@ -543,3 +543,22 @@ def test_a_study_other_tools_named_is_listed_shown_and_compared_by_its_name(tmp_
         result = CliRunner().invoke(app, [*command, "--storage", url], terminal_width=200)
         assert result.exit_code == 0, (command, result.output)
         assert "odd[/name]" in result.output, command
+
+
+def test_studies_counts_interrupted_trials_apart_from_failed_ones(tmp_path: Path) -> None:
+    import optuna
+
+    from tuner.storage import ATTR_INTERRUPTED
+
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    fail = optuna.trial.TrialState.FAIL
+    study.add_trial(optuna.trial.create_trial(state=fail, user_attrs={ATTR_INTERRUPTED: True}))
+    study.add_trial(optuna.trial.create_trial(state=fail))
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+
+    result = _tuner("studies", "--storage", url, cwd=tmp_path)
+
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ s "))
+    assert [cell.strip() for cell in row.split("│")[1:7]] == ["s", "3", "1", "1", "0", "1"]
+    assert "interrupted" in result.stdout

@@ -24,7 +24,7 @@ from rich.text import Text
 from tuner.config import StudyConfig
 from tuner.pool import Pool
 from tuner.reports import params_text, step_compute_ms
-from tuner.storage import ATTR_INTERRUPTED, Bounds, StoredTrial, read_trial
+from tuner.storage import Bounds, StoredTrial, read_trial
 from tuner.study import (
     ConfigResult,
     Recommendation,
@@ -32,6 +32,7 @@ from tuner.study import (
     StudyRunner,
     TrialEvent,
     gain,
+    interrupted_trials,
     nearest_misses,
     nothing_measured,
 )
@@ -167,7 +168,7 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
     trials = summary.study.trials
     states = [t.state for t in trials]
     # a trial in flight when the run stopped is stored FAIL and measured again when the study continues
-    interrupted = sum(1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED))
+    interrupted = interrupted_trials(trials)
     counts = [
         (states.count(TrialState.COMPLETE), "complete"),
         (states.count(TrialState.FAIL) - interrupted, "failed"),

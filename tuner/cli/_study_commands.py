@@ -138,6 +138,7 @@ def studies(storage: StorageOption = None) -> None:
     from rich.table import Table
 
     from tuner.cli import _display as display
+    from tuner.study import interrupted_trials
 
     store = open_store(storage)
     summaries = optuna.get_all_study_summaries(store.optuna, include_best_trial=False)
@@ -145,18 +146,21 @@ def studies(storage: StorageOption = None) -> None:
         display.console.print(f"no studies in {store.url}", markup=False)
         return
     table = Table(title=escape(f"studies in {store.url}"))
-    for column in ("study", "trials", "complete", "failed", "pruned", "started", "objectives"):
+    for column in ("study", "trials", "complete", "failed", "pruned", "interrupted", "started", "objectives"):
         table.add_column(column)
     for summary in summaries:
         study = store.load_study(summary.study_name)
-        states = [t.state for t in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        interrupted = interrupted_trials(trials)
         started = summary.datetime_start.strftime("%Y-%m-%d %H:%M") if summary.datetime_start else ""
         table.add_row(
             escape(summary.study_name),  # a storage may hold studies that other tools named
             str(len(states)),
             str(states.count(TrialState.COMPLETE)),
-            str(states.count(TrialState.FAIL)),
+            str(states.count(TrialState.FAIL) - interrupted),
             str(states.count(TrialState.PRUNED)),
+            str(interrupted),
             started,
             escape(", ".join(study.metric_names or [])),
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from tuner.study._plan import StudyPlan, plan_study
 from tuner.study._record import record_landscape, recording_config
 from tuner.study._runner import RunSummary, StudyRunner, TrialEvent
+from tuner.study._trials import interrupted_trials
 from tuner.study._verdict import (
     ConfigResult,
     Recommendation,
@@ -39,6 +40,7 @@ __all__ = [
     "config_results",
     "default_result",
     "gain",
+    "interrupted_trials",
     "nearest_misses",
     "nothing_measured",
     "pareto_front",

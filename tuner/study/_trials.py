@@ -4,6 +4,7 @@ killed tuner left running. Which configs to measure again is tuner.study._remeas
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -49,3 +50,8 @@ def counted_trials(study: optuna.Study) -> int:
     and the re-measurements (as ``StoredStudy.counted``, without reading every trial's attributes)."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
     return sum(1 for t in trials if not t.user_attrs.get(ATTR_INTERRUPTED) and ATTR_REMEASURE_OF not in t.user_attrs)
+
+
+def interrupted_trials(trials: Sequence[FrozenTrial]) -> int:
+    """Trials the tuner stopped (Ctrl-C, SIGTERM, a killed driver): stored FAIL, though no config failed."""
+    return sum(1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED))
