@@ -289,7 +289,8 @@ def _within(limits: s.Limits) -> str:
 
 def _no_point_reason(name: str, snap: Snapshot, limits: s.Limits) -> str:
     within = f"is within {_within(limits)} at any concurrency by the median of its loads there"
-    measured = f"{len(snap.results)} configs measured in study {name!r}"
+    count = len(snap.results)
+    measured = f"{count} config{'s' if count != 1 else ''} measured in study {name!r}"
     if not snap.curves.held:
         return f"none of the {measured} {within}"
     held = " and ".join(snap.curves.held)

@@ -428,7 +428,7 @@ def test_export_refuses_a_model_whose_files_changed_since_the_study_measured_it(
     result = tuner_main("export", "remeasured", tmp_path / "deploy", "--storage", remeasured, cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "the files of study 'remeasured''s model changed since its trials measured them" in result.stderr
+    assert "the model's files changed since the trials of study 'remeasured' measured them" in result.stderr
     assert not (tmp_path / "deploy").exists()
 
 

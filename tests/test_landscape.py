@@ -255,7 +255,7 @@ def test_a_study_whose_model_file_changed_since_is_not_continued(
     data = _study_file(tmp_path, Path(model), replay=str(landscape_file), n_trials=6) | {"study": "changed"}
     cfg = parse_config(data, tmp_path)
 
-    with pytest.raises(ConfigError, match=r"model: the files of study 'changed'\'s model changed since its trials "
+    with pytest.raises(ConfigError, match=r"model: the model's files changed since the trials of study 'changed' "
                                           r"measured them \(SHA-256 [0-9a-f]{12}\.\.\., now [0-9a-f]{12}\.\.\.\): "
                                           r"its trials do not hold for these files; use another study name"):
         StudyRunner(cfg, Store(cfg.storage))

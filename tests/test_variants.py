@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections import Counter
@@ -486,3 +487,11 @@ def test_a_model_s_digest_is_read_once_per_version_of_its_files(tmp_path: Path) 
     data.write_bytes(bytes(reversed(data.read_bytes())))  # the same size, other weights
     os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
     assert file_digest(source) != first, "a data file written again is read again"
+
+
+def test_building_an_int8_variant_logs_no_advice_the_user_cannot_act_on(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    source = _matmul_model(tmp_path / "matmul.onnx")
+    with caplog.at_level(logging.WARNING):
+        build_variant(source, "int8", tmp_path / "cache")
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]

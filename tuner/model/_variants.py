@@ -17,6 +17,7 @@ study not at all.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -272,6 +273,25 @@ def _check_runs(variant: Path, precision: str) -> None:
         ) from exc
 
 
+class _NoPreProcessingAdvice(logging.Filter):
+    """Drops ONNX Runtime's advice to pre-process a model before quantizing it, which it logs on the root
+    logger at every quantization: a user of the tuner did not quantize anything, and cannot act on it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    advice = _NoPreProcessingAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def _to_int8_static(source: Path, target: Path, calibration: Mapping[str, np.ndarray] | None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -286,21 +306,23 @@ def _to_int8_static(source: Path, target: Path, calibration: Mapping[str, np.nda
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._samples, None)
 
-    quantize_static(
-        str(source),
-        str(target),
-        _Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    with _quiet_quantizer():
+        quantize_static(
+            str(source),
+            str(target),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
 
 
 def _to_int8_dynamic(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    with _quiet_quantizer():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
 
 
 def _samples(inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:

@@ -177,7 +177,7 @@ def export_trial(
     config = parse_pbtxt(record.config_pbtxt)
     model_dir = out_dir / config.name
     if model_dir.exists():
-        raise ConfigError(f"{model_dir} already exists: export into an empty folder")
+        raise ConfigError(f"{model_dir} already exists: export into a folder without it, or remove it first")
     model = open_model(cfg.model)
     stored.info.check_model(
         model.digest(),
@@ -240,7 +240,7 @@ def _write_pipeline(pipeline: RepositoryModel, out_dir: Path, record: TrialRecor
         raise StudyNotFoundError(f"the trial stored no config of {', '.join(missing)}: it cannot be exported")
     taken = [out_dir / step.name for step in pipeline.steps if (out_dir / step.name).exists()]
     if taken:
-        raise ConfigError(f"{taken[0]} already exists: export into an empty folder")
+        raise ConfigError(f"{taken[0]} already exists: export into a folder without it, or remove it first")
     model_dir = out_dir / pipeline.name
     files = _write_model(pipeline.folder, model_dir, record.config_pbtxt)
     (model_dir / pipeline.version).mkdir(exist_ok=True)  # Triton wants a version folder, even an empty one

@@ -298,7 +298,7 @@ class StudyInfo:
         """
         if self.model_digest is not None and self.model_digest != digest:
             raise ConfigError(
-                f"model: the files of study {self.name!r}'s model changed since its trials measured them (SHA-256 "
+                f"model: the model's files changed since the trials of study {self.name!r} measured them (SHA-256 "
                 f"{self.model_digest[:12]}..., now {digest[:12]}...): {then}"
             )
 
