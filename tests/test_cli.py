@@ -235,6 +235,21 @@ def test_a_recommendation_measured_on_one_load_says_to_verify_it(tmp_path: Path,
     assert "recommended: trial 1" in result.stdout and "over 1 load " in result.stdout
     assert "measured on one load: a fresh load can differ by more than its windows did; `tuner verify` measures it" in result.stdout
 
+    from tuner.reports import record
+    from tuner.reports._verify import Verification, VerifyRun
+
+    store = Store(url)
+    study = store.load_study("once")
+    stored = read_study(study, store)
+    rec = recommend(config_results(stored.trials, stored.info), stored.info)
+    assert rec is not None
+    record(study, Verification(when="2026-12-07T18:00:00+00:00", trial=rec.number, config_key=rec.config.key,
+                               metric="throughput", maximize=True, repeats=1, concurrency=8,
+                               runs=(VerifyRun(1.0, 1.0, 1.0),), verified_median=1.0, stored_median=1.0,
+                               interval=(1.0, 1.0), holds=True))
+    again = _tuner("show", "once", "--storage", url, cwd=tmp_path)
+    assert "measured on one load" not in again.stdout and "trial 1: holds: " in again.stdout  # it was, since
+
 
 def test_the_gain_over_the_default_config_names_both_concurrencies_where_they_differ(tmp_path: Path,
                                                                                     digits_onnx: Path) -> None:

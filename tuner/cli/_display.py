@@ -209,10 +209,15 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
 
 
 def print_recommendation(
-    rec: Recommendation | None, default: ConfigResult | None, metrics: Sequence[str], states: Sequence[TrialState] = ()
+    rec: Recommendation | None,
+    default: ConfigResult | None,
+    metrics: Sequence[str],
+    states: Sequence[TrialState] = (),
+    verified: bool = False,
 ) -> None:
     """The recommended config, why, and its gain over the default config (by medians); ``states``, those of the
-    study's trials, say why there is none where none was measured."""
+    study's trials, say why there is none where none was measured; ``verified``: `tuner verify` measured the
+    config again (no need to say it could)."""
     if rec is None:
         nothing = nothing_measured(states)
         console.print(f"[yellow]{nothing or 'no feasible config: loosen the constraints or widen the search space'}[/]")
@@ -221,7 +226,7 @@ def print_recommendation(
     at = f" at concurrency {point.concurrency}" if point else ""
     console.print(f"recommended: trial {rec.number} {params_text(rec.config.params)}{at}")
     console.print(f"  {rec.reason}", highlight=False, markup=False)
-    if len(rec.config.loads) == 1:
+    if len(rec.config.loads) == 1 and not verified:
         console.print(
             "  measured on one load: a fresh load can differ by more than its windows did; "
             "`tuner verify` measures it again on fresh loads",

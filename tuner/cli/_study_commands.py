@@ -205,8 +205,10 @@ def show(
     unmeasured = [t for t in stored.trials if not t.complete]
     if unmeasured:
         display.console.print(display.failed_table("trials not measured in full", unmeasured, study_name))
-    display.print_recommendation(rec, default_result(results), info.metric_names, [t.state for t in stored.trials])
     verifications = stored_verifications(info)
+    verified = rec is not None and any(v.config_key == rec.config.key for v in verifications)
+    states = [t.state for t in stored.trials]
+    display.print_recommendation(rec, default_result(results), info.metric_names, states, verified)
     if verifications:
         shown = verifications[-_SHOWN_VERIFICATIONS:]
         display.console.print(f"verified with `tuner verify` ({len(shown)} of {len(verifications)}, latest last):")
