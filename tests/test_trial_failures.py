@@ -67,3 +67,11 @@ def test_a_worker_at_a_niceness_above_0_says_its_figures_are_not_a_deployed_serv
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert ("this worker runs at nice 15" in result.stderr) is warned, result.stderr
     assert ("RAY_worker_niceness=0" in result.stderr) is warned
+
+
+def test_a_niceness_a_ray_worker_reports_is_warned_of_on_the_driver(caplog: pytest.LogCaptureFixture) -> None:
+    from tuner.workers._worker import warn_if_niced
+
+    warn_if_niced(15)  # as the pool does with what each Ray worker says when it starts
+    warn_if_niced(0)
+    assert [r.getMessage()[:27] for r in caplog.records] == ["this worker runs at nice 15"]

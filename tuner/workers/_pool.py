@@ -40,7 +40,7 @@ from tuner.pool import Finished, WorkerStatus
 from tuner.trial import Failure, Screen, TrialOutcome, TrialSpec
 from tuner.triton import kill_orphans
 from tuner.workers._ray_init import init_ray
-from tuner.workers._worker import Worker, WorkerSetup, disk_full_error
+from tuner.workers._worker import Worker, WorkerSetup, disk_full_error, warn_if_niced
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11; only the checker reads it here
@@ -165,6 +165,7 @@ class WorkerActor:
             "pid": os.getpid(),
             "cores": sorted(_affinity()),
             "server_pid": self.worker.server.pid,
+            "niceness": os.getpriority(os.PRIO_PROCESS, 0),  # its own warning stays in Ray's worker log
         }
 
     def evaluate(self, spec: TrialSpec, screen: Screen | None = None) -> TrialOutcome:
@@ -291,6 +292,7 @@ class RayPool:
         slot.local = info["node_id"] == ray.get_runtime_context().get_node_id()
         slot.status.cores = tuple(info["cores"])
         logger.info("worker %d ready on %s, cores %s", slot.status.index, info["node"], info["cores"])
+        warn_if_niced(info["niceness"])
 
     def idle(self) -> int:
         return sum(1 for s in self.slots if s.future is None) - len(self._retry)

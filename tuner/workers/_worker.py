@@ -19,8 +19,9 @@ stays contaminated stops nothing.
 
 A refused config or a failed measurement comes back as an outcome with ``error`` and its kind
 (``tuner.trial.Failure``) set. A server that dies mid-trial is restarted and the config measured
-again, once; where it dies again the outcome is a ``Failure.SERVER``. A full disk (OSError ENOSPC anywhere in the trial) comes back as ``Failure.DISK_FULL``,
-which stops the study rather than spending a trial of its budget.
+again, once; where it dies again the outcome is a ``Failure.SERVER``. A full disk (OSError ENOSPC
+anywhere in the trial) comes back as ``Failure.DISK_FULL``, which stops the study rather than
+spending a trial of its budget.
 """
 
 from __future__ import annotations
@@ -490,12 +491,12 @@ class Worker:
         self._engine = self._make_engine()
 
 
-def warn_if_niced() -> None:
-    """Warns where this process runs at a niceness above 0, as a joined Ray cluster's workers do by default
-    (Ray's ``worker_niceness`` is 15; the local Ray the tuner starts sets 0): its server and load
-    generator inherit it, and a fast model measured so read up to 1.7x what the same config does at
-    nice 0, as a deployed server runs it."""
-    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+def warn_if_niced(niceness: int | None = None) -> None:
+    """Warns where a worker runs at a niceness above 0 (``niceness``; default: this process's), as a joined Ray
+    cluster's workers do by default (Ray's ``worker_niceness`` is 15; the local Ray the tuner starts sets 0):
+    its server and load generator inherit it, and a fast model measured so read up to 1.7x what the same
+    config does at nice 0, as a deployed server runs it."""
+    niceness = os.getpriority(os.PRIO_PROCESS, 0) if niceness is None else niceness
     if niceness > 0:
         logger.warning(
             "this worker runs at nice %d, and its server and load generator with it: a fast model measures up to "
