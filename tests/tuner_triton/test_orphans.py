@@ -132,8 +132,9 @@ def test_regions_no_process_maps_go_whichever_folder_left_them(tmp_path: Path) -
         for region in (left, mapped):  # a killed server's, of a folder long removed; a live server's
             os.utime(region, (hour_ago, hour_ago))
         with mapped.open("r+b") as file, mmap.mmap(file.fileno(), 4096):
-            removed = remove_unmapped_regions(min_age_s=60)
-            assert not left.exists() and removed >= 1
+            remove_unmapped_regions(min_age_s=60)
+            # gone (a test beside this one starting a server may have swept it first: the same function)
+            assert not left.exists()
             assert mapped.exists(), "a region some process maps is in use"
             assert new.exists(), "a region just made may not be mapped yet"
     finally:
