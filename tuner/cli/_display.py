@@ -167,7 +167,6 @@ def best_text(best: Recommendation | None, cfg: StudyConfig) -> str:
 def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
     trials = summary.study.trials
     states = [t.state for t in trials]
-    # a trial in flight when the run stopped is stored FAIL and measured again when the study continues
     interrupted = interrupted_trials(trials)
     counts = [
         (states.count(TrialState.COMPLETE), "complete"),

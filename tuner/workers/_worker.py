@@ -261,7 +261,8 @@ class Worker:
         outcome = self._evaluate_once(spec, screen)
         if outcome.failure_kind is not Failure.SERVER:
             return outcome
-        logger.warning("%s; measuring the config again on the restarted server", outcome.error)
+        # info, not a warning: the driver warns of it once the trial is told (TrialOutcome.restarted)
+        logger.info("%s; measuring the config again on the restarted server", outcome.error)
         again = self._evaluate_once(spec, screen)
         if again.failure_kind is Failure.SERVER:
             return dataclasses.replace(again, error=f"{again.error} (and on the first try: {outcome.error})")
