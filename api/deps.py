@@ -68,7 +68,9 @@ def _matches(token: SecretStr, credentials: HTTPAuthorizationCredentials) -> boo
 
 def _check_token(settings: ApiSettings, credentials: HTTPAuthorizationCredentials | None) -> None:
     if settings.token is None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "writes are off: the API was started without TUNER_API_TOKEN")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "the API was started without TUNER_API_TOKEN: writes and verifications are off"
+        )
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}

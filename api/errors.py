@@ -142,7 +142,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "The study file is invalid (the message names the field) or is not YAML/JSON.",
         401: "A bearer token is needed and none was given.",
-        403: "The token is wrong, or writes are off (no token configured).",
+        403: "The token is wrong, or no token is configured (writes and verifications are off).",
         404: "No such study or trial, or none within the limits.",
         409: "The study exists already, or runs in a process this API did not start.",
         413: "The study file is too large.",

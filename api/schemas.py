@@ -56,6 +56,11 @@ class TrialCounts(_Out):
     RUNNING: int = 0
     WAITING: int = 0
     PRUNED: int = 0
+    interrupted: int = Field(
+        default=0,
+        description="Of the FAIL trials, those the tuner stopped (Ctrl-C, SIGTERM, a killed driver) while no "
+        "config failed; their configs run again and they do not count against the trial budget.",
+    )
 
 
 class Objective(_Out):

@@ -27,7 +27,7 @@ from tuner.storage import (
     read_trials,
     redact_url,
 )
-from tuner.study import ConfigResult
+from tuner.study import ConfigResult, interrupted_trials
 
 #: Fields of a study file that can hold a secret (``-e HF_TOKEN=...``): shown to holders of the token only.
 SECRET_FIELDS = (("server", "docker_args"),)
@@ -312,7 +312,7 @@ def _summary_fields(opened: OpenStudy, store: Store, run_alive: bool | None) -> 
         "state": _state([snap.typed(t) for t in trials], snap.info, alive),
         "directions": list(snap.info.directions),
         "metric_names": list(snap.info.metric_names),
-        "trials": s.TrialCounts(total=len(trials), **counts),
+        "trials": s.TrialCounts(total=len(trials), interrupted=interrupted_trials(trials), **counts),
         "best_values": _best_values(snap.front, snap.info),
         "recommended_trial": rec.number if rec else None,
         "datetime_start": min(starts) if starts else None,

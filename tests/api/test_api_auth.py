@@ -65,6 +65,8 @@ def test_without_a_token_writes_are_off(tokenless_server: ApiServer, small_study
         posted = http.post("/studies", content="study: x", headers={"Content-Type": "application/yaml"})
         assert posted.status_code == 403 and "TUNER_API_TOKEN" in posted.json()["detail"]
         assert http.delete(f"/studies/{small_study}").status_code == 403
+        verify = http.get(f"/studies/{small_study}/verify")
+        assert verify.status_code == 403 and "verifications are off" in verify.json()["detail"]
         assert http.get(f"/studies/{small_study}").status_code == 200
 
 
