@@ -17,7 +17,7 @@ from stored_studies import BATCH_OF_ONE, BATCHED, FAILED, ONE_CONCURRENCY, PLAIN
 from tuner.reports import _charts as charts
 from tuner.reports import _report as report
 from tuner.reports import comparison_json, gather, write_pngs
-from tuner.reports._compare import front_table
+from tuner.reports._compare import comparison, front_table
 from tuner.reports._data import StudyData
 from tuner.reports._html import render
 from tuner.storage import ATTR_SPEC_KEY, Store, StoredTrial, TrialRecord, read_study
@@ -236,6 +236,22 @@ def test_compare_puts_configs_side_by_side_by_their_medians(tmp_path: Path) -> N
     assert document["b_over_a"]["throughput"] == pytest.approx(2317.89 / 5867.73)
     assert "median throughput" in document["a"]["reason"]
     assert front_table(a).row_count == 2  # configs, not the 5 complete loads
+    assert document["measured_differently"] == []
+
+
+def test_compare_says_where_the_two_studies_measured_another_path(tmp_path: Path) -> None:
+    import dataclasses
+
+    from rich.console import Console
+
+    a = _gather(tmp_path, REMEASURED)
+    b = dataclasses.replace(a, study_file={**a.study_file, "load": {"shared_memory": "system", "protocol": "http"}})
+    differences = comparison_json(a, b)["measured_differently"]
+    assert differences == ["load.protocol: grpc in A, http in B", "load.shared_memory: none in A, system in B"]
+    console = Console(width=200, record=True)
+    for renderable in comparison(a, b):
+        console.print(renderable)
+    assert "measured differently, so B / A is not the configs' doing alone" in console.export_text()
 
 
 def test_the_report_shows_the_verifications_of_the_recommendation(tmp_path: Path) -> None:

@@ -13,13 +13,18 @@ from rich.columns import Columns
 from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from tuner.config import LoadSettings
 from tuner.reports._data import ConfigData, StudyData
 
 #: The numbers each front row shows (medians over a config's loads), with their headers.
 _COLUMNS = (("infer/s", "throughput"), ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"))
 #: Ratios B/A shown for the two recommendations.
 _RATIOS = ("throughput", "latency_p50_ms", "latency_p99_ms")
+#: The load settings that change what a throughput or a latency means: studies that differ in one
+#: measured another path (the tensors' transport, the client), not only another config.
+_MEASURED_BY = ("engine", "protocol", "shared_memory", "input_data")
 
 
 def _fmt(value: Any) -> str:
@@ -92,13 +97,43 @@ def recommendation_table(a: StudyData, b: StudyData) -> Table:
 
 def comparison(a: StudyData, b: StudyData) -> list[RenderableType]:
     """What `tuner compare` prints: both fronts side by side, then the recommendations."""
-    return [Columns([front_table(a), front_table(b)], expand=False), recommendation_table(a, b)]
+    shown: list[RenderableType] = [Columns([front_table(a), front_table(b)], expand=False), recommendation_table(a, b)]
+    differences = measured_differently(a, b)
+    if differences:
+        note = "measured differently, so B / A is not the configs' doing alone: " + "; ".join(differences)
+        shown.append(Text(note, style="yellow"))
+    return shown
+
+
+def measured_differently(a: StudyData, b: StudyData) -> list[str]:
+    """The load settings (``_MEASURED_BY``) the two studies ran with that differ, as ``name: A, B``."""
+    la, lb = _load(a), _load(b)
+    if la is None or lb is None:
+        return []
+    return [
+        f"load.{name}: {getattr(la, name)} in A, {getattr(lb, name)} in B"
+        for name in _MEASURED_BY
+        if getattr(la, name) != getattr(lb, name)
+    ]
+
+
+def _load(data: StudyData) -> LoadSettings | None:
+    """The study's load settings with their defaults, where it stored a study file that still validates."""
+    try:
+        return LoadSettings.model_validate(data.study_file.get("load") or {})
+    except ValueError:  # pydantic's ValidationError: a file of another version of the tuner
+        return None
 
 
 def comparison_json(a: StudyData, b: StudyData) -> dict[str, Any]:
     """Both fronts and recommendations, and B's recommendation as a multiple of A's (by medians)."""
     ratios = _ratios(a.config(a.recommended), b.config(b.recommended))
-    return {"a": _study_json(a), "b": _study_json(b), "b_over_a": ratios}
+    return {
+        "a": _study_json(a),
+        "b": _study_json(b),
+        "b_over_a": ratios,
+        "measured_differently": measured_differently(a, b),
+    }
 
 
 def _study_json(data: StudyData) -> dict[str, Any]:
