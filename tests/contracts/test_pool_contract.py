@@ -292,3 +292,52 @@ def test_ctrl_c_inside_ray_init_still_shuts_down_the_ray_it_started(
 
     assert not ray.is_initialized()
     assert ray._private.worker._global_node is None, "Ray's processes were stopped"
+
+
+def test_sigterm_while_rays_own_handler_is_in_force_goes_to_the_handler_it_displaced() -> None:
+    """``ray.init`` sets a SIGTERM handler of its own (``sys.exit(SIGTERM)``) while it runs: a SIGTERM then
+    must still stop the run as the tuner's handler does (exit 143 and its message), not exit 15 in silence."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tuner.workers._ray_init import keep_signal_handlers
+
+    called: list[int] = []
+
+    def tuners(signum: int, _frame: object) -> None:
+        called.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as the tuner's: a second SIGTERM is ignored
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, tuners)
+    try:
+        with pytest.raises(KeyboardInterrupt), keep_signal_handlers():
+            signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))  # Ray's
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the handler runs between bytecodes
+                time.sleep(0.01)
+        assert called == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "the tuner's handler had the last word"
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_start_stopped_before_ray_was_imported_closes_without_importing_it(
+    tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM inside ``import ray`` leaves a half-imported Ray: closing the pool must not import it
+    again (that raised an AttributeError over the interrupt, with a traceback)."""
+    import sys
+
+    def interrupted(self: RayPool) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RayPool, "start", interrupted)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    made = _make("ray", tmp_path, digits_onnx)
+
+    with pytest.raises(KeyboardInterrupt), made.pool:
+        pytest.fail("the pool did not start")

@@ -408,6 +408,10 @@ class RayPool:
 
         When it returns, no server or stub of a worker on this node is left running.
         """
+        if not self._started_ray and all(slot.actor is None for slot in self.slots):
+            # nothing of Ray's runs: a start stopped before ray.init, perhaps inside ``import ray``, whose
+            # half-imported module a second import would only break further
+            return
         import ray
 
         try:

@@ -141,16 +141,31 @@ def _loopback_node() -> Iterator[None]:
 def keep_signal_handlers() -> Iterator[None]:
     """Puts back this process's SIGTERM and SIGINT handlers after the block.
 
-    ``ray.init`` installs its own SIGTERM handler in the driver (``sys.exit`` after a stack
-    dump): the tuner's own must run, so that SIGTERM stores the trials in flight as Ctrl-C does.
+    ``ray.init`` installs its own SIGTERM handler in the driver (``sys.exit(SIGTERM)``): the tuner's
+    own must run, so that SIGTERM stores the trials in flight as Ctrl-C does. A SIGTERM that comes
+    while Ray's handler is in force ends the block with that ``SystemExit``; it is handed to the
+    handler Ray's displaced, as if that one had been in force.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         for sig, handler in saved.items():
             if handler is not None:  # None: set outside Python, nothing to put back
                 signal.signal(sig, handler)
+
+    handed = False
+    try:
+        yield
+    except SystemExit as exc:
+        handler = saved[signal.SIGTERM]
+        if exc.code == signal.SIGTERM and callable(handler):
+            restore()
+            handed = True  # the handler may change its own signal's handling (the tuner's ignores a second)
+            handler(signal.SIGTERM, None)  # the tuner's raises KeyboardInterrupt
+        raise
+    finally:
+        if not handed:
+            restore()
