@@ -560,7 +560,7 @@ def test_a_study_other_tools_named_is_listed_shown_and_compared_by_its_name(tmp_
         assert "odd[/name]" in result.output, command
 
 
-def test_studies_counts_interrupted_trials_apart_from_failed_ones(tmp_path: Path) -> None:
+def test_studies_counts_interrupted_and_waiting_trials_apart_from_failed_ones(tmp_path: Path) -> None:
     import optuna
 
     from tuner.storage import ATTR_INTERRUPTED
@@ -571,9 +571,37 @@ def test_studies_counts_interrupted_trials_apart_from_failed_ones(tmp_path: Path
     study.add_trial(optuna.trial.create_trial(state=fail, user_attrs={ATTR_INTERRUPTED: True}))
     study.add_trial(optuna.trial.create_trial(state=fail))
     study.add_trial(optuna.trial.create_trial(value=1.0))
+    study.enqueue_trial({})  # queued after SIGTERM: it runs when the study is run again
 
     result = _tuner("studies", "--storage", url, cwd=tmp_path)
 
     row = next(line for line in result.stdout.splitlines() if line.startswith("│ s "))
-    assert [cell.strip() for cell in row.split("│")[1:7]] == ["s", "3", "1", "1", "0", "1"]
-    assert "interrupted" in result.stdout
+    assert [cell.strip() for cell in row.split("│")[1:9]] == ["s", "4", "1", "1", "0", "1", "0", "1"]
+    assert "interrupted" in result.stdout and "waiting" in result.stdout
+
+
+def test_a_second_driver_is_refused_before_it_prepares_anything(
+    tmp_path: Path, digits_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a driver holds the study's lease, a second `tuner optimize` exits 2 before its preflight (the model
+    read, the space planned, the server's binary found), whose seconds of CPU would come out of the first's
+    measurements on the same cores."""
+    import factories
+
+    from tuner.cli import _study_commands
+    from tuner.errors import StudyLockedError
+    from tuner.storage import StudyLease
+
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(factories.digits_study("held", str(digits_onnx), storage=url)))
+    monkeypatch.setattr(_study_commands, "_preflight", lambda cfg: pytest.fail("the refused driver prepared a run"))
+    store = Store(url)
+    try:
+        with StudyLease(store, "held"):
+            result = CliRunner().invoke(app, ["optimize", str(path)])
+    finally:
+        store.close()
+    # main() turns the error into its line and exit code 2 (test_driver.py runs it so)
+    assert isinstance(result.exception, StudyLockedError), result.output
+    assert "study 'held' is being run by another tuner: pid" in str(result.exception)

@@ -53,10 +53,19 @@ FileStorageOption = Annotated[
 ]
 
 
+def env_storage() -> str | None:
+    """``$TUNER_STORAGE``, taken out of this process's environment as it is read (once per command).
+
+    The URL may hold a password, and none of the processes a command starts needs it: Ray's, the
+    Triton servers and their python-backend stubs, which run a repository model's own code.
+    """
+    return os.environ.pop("TUNER_STORAGE", None)
+
+
 def storage_url(option: str | None) -> str:
     from tuner.config import resolve_storage
 
-    return resolve_storage(option or os.environ.get("TUNER_STORAGE") or DEFAULT_STORAGE, Path.cwd())
+    return resolve_storage(option or env_storage() or DEFAULT_STORAGE, Path.cwd())
 
 
 def open_store(option: str | None) -> Store:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +14,7 @@ from tuner.cli._app import (
     Interrupted,
     StorageOption,
     app,
+    env_storage,
     landscape_app,
     models_app,
     open_store,
@@ -53,12 +53,12 @@ def optimize(
     """Run (or continue) a study: measure configs on a real Triton server until the budget is spent."""
     from tuner.cli import _display as display
     from tuner.config import load_config, resolve_storage
-    from tuner.storage import Store, StudyLease, redact_url
+    from tuner.storage import Store, StudyLease, redact_url, refuse_if_driven
     from tuner.study import StudyRunner
 
     cfg = load_config(study_file)
     updates: dict[str, object] = {}
-    storage = storage or os.environ.get("TUNER_STORAGE")  # where a password can be kept off files and argv
+    storage = storage or env_storage()  # where a password can be kept off files and argv
     if storage:
         updates["storage"] = resolve_storage(storage, Path.cwd())
     if study_name:
@@ -82,6 +82,7 @@ def optimize(
     if search:
         updates["search"] = cfg.search.model_copy(update=search)
     cfg = cfg.model_copy(update=updates)
+    refuse_if_driven(cfg.storage, cfg.study)  # before the preflight's seconds of work, which a second driver spares
     study_plan = _preflight(cfg)
     store = Store(cfg.storage)
     with StudyLease(store, cfg.study) as lease:  # before the study is opened: a second driver touches nothing
@@ -146,7 +147,8 @@ def studies(storage: StorageOption = None) -> None:
         display.console.print(f"no studies in {store.url}", markup=False)
         return
     table = Table(title=escape(f"studies in {store.url}"))
-    for column in ("study", "trials", "complete", "failed", "pruned", "interrupted", "started", "objectives"):
+    columns = ("study", "trials", "complete", "failed", "pruned", "interrupted", "running", "waiting", "started")
+    for column in (*columns, "objectives"):
         table.add_column(column)
     for summary in summaries:
         study = store.load_study(summary.study_name)
@@ -161,6 +163,8 @@ def studies(storage: StorageOption = None) -> None:
             str(states.count(TrialState.FAIL) - interrupted),
             str(states.count(TrialState.PRUNED)),
             str(interrupted),
+            str(states.count(TrialState.RUNNING)),
+            str(states.count(TrialState.WAITING)),  # queued: they run when the study is run again
             started,
             escape(", ".join(study.metric_names or [])),
         )
@@ -265,7 +269,7 @@ def landscape_record(
     from tuner.study import StudyRunner, record_landscape, recording_config
 
     cfg = load_config(study_file)
-    storage = storage or os.environ.get("TUNER_STORAGE")  # as `tuner optimize` takes it
+    storage = storage or env_storage()  # as `tuner optimize` takes it
     if storage:
         cfg = cfg.model_copy(update={"storage": resolve_storage(storage, Path.cwd())})
     cfg = recording_config(cfg, study_name)

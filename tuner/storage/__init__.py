@@ -9,7 +9,7 @@ tuner's tables are migrated by Alembic (``tuner.storage.migrations``).
 
 from __future__ import annotations
 
-from tuner.storage._lease import StudyLease, live_driver
+from tuner.storage._lease import StudyLease, live_driver, refuse_if_driven
 from tuner.storage._store import Store, TrialRecord, redact_url
 from tuner.storage._stored import (
     ATTR_ACCURACY,
@@ -86,4 +86,5 @@ __all__ = [
     "read_trial",
     "read_trials",
     "redact_url",
+    "refuse_if_driven",
 ]

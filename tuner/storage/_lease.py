@@ -36,7 +36,7 @@ import psutil
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from tuner.errors import StudyLockedError
+from tuner.errors import StudyLockedError, StudyNotFoundError
 from tuner.storage._store import Store, study_leases
 
 if TYPE_CHECKING:
@@ -81,6 +81,30 @@ def live_driver(store: Store, study: str, ttl_s: float = DEFAULT_TTL_S) -> Holde
     with store.engine.connect() as conn:
         holder = _read_holder(conn, study)
     return None if holder is None or is_gone(holder, time.time(), ttl_s) else holder
+
+
+def refuse_if_driven(url: str, study: str) -> None:
+    """Raises StudyLockedError where a live driver runs ``study`` in the storage at ``url``, writing
+    nothing: a second driver is told before it spends seconds preparing a run it cannot take. A
+    SQLite file that does not exist has no driver; ``StudyLease`` still decides, as two may race."""
+    try:
+        store = Store(url, must_exist=True)
+    except StudyNotFoundError:
+        return
+    try:
+        holder = live_driver(store, study)
+    finally:
+        store.close()
+    if holder is not None:
+        raise locked_error(study, holder, time.time(), DEFAULT_TTL_S)
+
+
+def locked_error(study: str, holder: Holder, now: float, ttl_s: float) -> StudyLockedError:
+    """What a driver refused ``study`` is told: who runs it, and when it may be taken over."""
+    return StudyLockedError(
+        f"study {study!r} is being run by another tuner: {holder.describe(now)}; "
+        f"stop it first, or wait {ttl_s:.0f} s after it stops renewing its lease"
+    )
 
 
 def _read_holder(conn: sa.Connection, study: str) -> Holder | None:
@@ -173,10 +197,7 @@ class StudyLease:
                 self.sleep(wait)
                 continue
             if other is not None:
-                raise StudyLockedError(
-                    f"study {self.study!r} is being run by another tuner: {other.describe(self.clock())}; "
-                    f"stop it first, or wait {self.ttl_s:.0f} s after it stops renewing its lease"
-                )
+                raise locked_error(self.study, other, self.clock(), self.ttl_s)
             if self.took_over is not None:
                 logger.warning("took over study %r from %s", self.study, self.took_over.describe(self.clock()))
             return
