@@ -14,7 +14,7 @@ from api.confine import is_loopback
 from api.deps import require_token
 from api.errors import install_error_handlers
 from api.routes import health, studies, trials, verify
-from api.runs import RunManager
+from api.runs import RunManager, RunSlots
 from api.settings import LOOPBACK_HOSTS, ApiSettings
 from api.studies import StudyCache
 from api.verify_runs import VerifyManager
@@ -40,12 +40,14 @@ def create_app(settings: ApiSettings, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal store
         store = store or Store(settings.storage, outage_s=settings.storage_wait_s)
-        runs = RunManager(settings, study_exists=lambda name: _exists(store, name))
+        slots = RunSlots(settings.max_runs)
+        runs = RunManager(settings, study_exists=lambda name: _exists(store, name), slots=slots)
         app.state.settings = settings
         app.state.store = store
         app.state.studies = StudyCache(store, settings.refresh_s)
         app.state.runs = runs
-        app.state.verifier = VerifyManager(settings)
+        app.state.slots = slots
+        app.state.verifier = VerifyManager(settings, slots)
         logger.info("serving %s (writes %s)", redact_url(settings.storage), "on" if settings.writes_enabled else "off")
         try:
             yield

@@ -118,13 +118,20 @@ def status_for(exc: Exception) -> int:
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
-    if status >= 500:
+    if status == 503:  # the storage or the machine, not the API: one line each, as a poll during an outage repeats it
+        logger.warning("%s %s answered 503: %s", request.method, request.url.path, _first_line(exc))
+    elif status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
     detail = str(exc) if status < 500 or isinstance(exc, TunerError) else "the storage does not answer"
     password = sa.make_url(request.app.state.settings.storage).password
     if password:  # a run's output or a driver's message may quote the storage URL
         detail = detail.replace(str(password), "***")
     return JSONResponse(status_code=status, content={"detail": detail})
+
+
+def _first_line(exc: Exception) -> str:
+    """The exception's message up to its first line break (SQLAlchemy's add the statement and a link)."""
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
 def install_error_handlers(app: FastAPI) -> None:

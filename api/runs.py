@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import yaml
 
@@ -46,6 +46,50 @@ _PRIVATE_ENV = ("TUNER_API_TOKEN",)
 _PRIVATE_UMASK = 0o077
 #: The command of a run, before its study file.
 RUN_COMMAND = (sys.executable, "-m", "tuner.cli", "optimize")
+
+
+class _Alive(Protocol):
+    @property
+    def alive(self) -> bool: ...
+
+
+_Launched = TypeVar("_Launched", bound=_Alive)
+
+
+class RunSlots:
+    """How many runs this API starts (posted studies and verifications) may measure at once.
+
+    Runs on the same cores take CPU from each other's measurements: two posted digits studies side by
+    side had every trial flagged for other processes' CPU, at 0.7x what the same config measured
+    alone. So a run that would go over ``limit`` is refused (409) rather than queued: the client
+    knows at once, and posts again once a run has ended.
+
+    Args:
+        limit: Runs alive at once (``TUNER_API_MAX_RUNS``).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, _Alive] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, what: str, launch: Callable[[], _Launched]) -> _Launched:
+        """Runs ``launch`` (which starts ``what``, e.g. "study 'x'") if fewer than ``limit`` runs are alive.
+
+        Raises:
+            ConflictError: ``limit`` runs are alive; the message names them.
+        """
+        with self._lock:
+            self._held = {name: run for name, run in self._held.items() if run.alive}
+            if len(self._held) >= self.limit:
+                raise ConflictError(
+                    f"{', '.join(self._held)} {'is' if len(self._held) == 1 else 'are'} measuring on this machine, "
+                    f"and this API runs at most {self.limit} at a time (TUNER_API_MAX_RUNS), as runs on the same "
+                    "cores spoil each other's measurements: try again once it has ended"
+                )
+            launched = launch()
+            self._held[what] = launched
+            return launched
 
 
 @dataclass
@@ -123,14 +167,20 @@ class RunManager:
     Args:
         settings: The API's settings (work folder, timeouts).
         study_exists: Tells whether a study of a name is in the storage.
+        slots: The runs alive at once, shared with the verifications.
         command: The command a run is, before its study file's path.
     """
 
     def __init__(
-        self, settings: ApiSettings, study_exists: Callable[[str], bool], command: Sequence[str] = RUN_COMMAND
+        self,
+        settings: ApiSettings,
+        study_exists: Callable[[str], bool],
+        slots: RunSlots,
+        command: Sequence[str] = RUN_COMMAND,
     ) -> None:
         self._settings = settings
         self._study_exists = study_exists
+        self._slots = slots
         self._command = tuple(command)
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()
@@ -143,7 +193,7 @@ class RunManager:
         """Starts a run of a new study and waits until the study is in the storage.
 
         Raises:
-            ConflictError: a study of that name exists or is being started.
+            ConflictError: a study of that name exists or is being started, or ``slots`` are all taken.
             ConfigError: the run refused the study (exit code 2, with its message).
             RunEnvironmentError: the run's server, storage or perf_analyzer failed before it stored
                 the study (exit code 3, with its output).
@@ -153,7 +203,7 @@ class RunManager:
             current = self._runs.get(cfg.study)
             if (current is not None and current.alive) or self._study_exists(cfg.study):
                 raise ConflictError(f"study {cfg.study!r} exists already; delete it or choose another name")
-            run = self._launch(cfg)
+            run = self._slots.claim(f"study {cfg.study!r}", lambda: self._launch(cfg))
             self._runs[cfg.study] = run
         self._wait_until_stored(run)
         return run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,8 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from tuner.errors import ConfigError
 
-logger = logging.getLogger(__name__)
-
 #: Environment variables read by ``ApiSettings.from_env``, by field.
 ENVIRONMENT = {
     "token": "TUNER_API_TOKEN",
@@ -23,6 +20,7 @@ ENVIRONMENT = {
     "study_root": "TUNER_API_STUDY_ROOT",
     "start_timeout_s": "TUNER_API_START_TIMEOUT_S",
     "stop_timeout_s": "TUNER_API_STOP_TIMEOUT_S",
+    "max_runs": "TUNER_API_MAX_RUNS",
     "refresh_s": "TUNER_API_REFRESH_S",
     "storage_wait_s": "TUNER_API_STORAGE_WAIT_S",
     "allowed_hosts": "TUNER_API_ALLOWED_HOSTS",
@@ -36,6 +34,8 @@ ENVIRONMENT = {
     "non_loopback": "TUNER_API_NON_LOOPBACK",
 }
 
+#: The fewest characters a token may have.
+MIN_TOKEN_LENGTH = 16
 #: The Host headers the API answers when TUNER_API_ALLOWED_HOSTS is unset (with the address it listens on).
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
@@ -62,6 +62,8 @@ class ApiSettings(BaseModel):
         study_root: Relative paths in a posted study file are relative to it, and its model must lie in it.
         start_timeout_s: How long a POST waits for the started study to appear in the storage.
         stop_timeout_s: How long a DELETE waits for a run to stop after SIGINT before killing it.
+        max_runs: How many runs (posted studies and verifications) may be alive at once; another is
+            refused (409), as runs on the same cores spoil each other's measurements.
         max_body_bytes: The largest study file a POST accepts.
         refresh_s: Reads of a study may be this many seconds behind the database (0: never behind);
             in between, requests are answered from memory.
@@ -94,6 +96,7 @@ class ApiSettings(BaseModel):
     study_root: Annotated[Path, Field(validate_default=True)] = Path(".")
     start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_runs: Annotated[int, Field(ge=1, le=64)] = 1
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
     refresh_s: Annotated[float, Field(ge=0, le=60)] = 0.5
     storage_wait_s: Annotated[float, Field(ge=0, le=600)] = 10.0
@@ -135,8 +138,11 @@ class ApiSettings(BaseModel):
     def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
-        if len(value.get_secret_value()) < 16:
-            logger.warning("TUNER_API_TOKEN is shorter than 16 characters: easy to guess")
+        if len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"at least {MIN_TOKEN_LENGTH} characters, or anyone may guess it "
+                "(one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @field_validator("work_dir", "study_root")

@@ -31,7 +31,7 @@ import optuna
 
 from api.confine import check_choices, check_paths, own_ray_address
 from api.errors import ConflictError
-from api.runs import open_private, stop_process
+from api.runs import RunSlots, open_private, stop_process
 from api.settings import ApiSettings
 from tuner.errors import ConfigError, ExitCode
 from tuner.reports import MAX_REPEATS, choose_target, study_config
@@ -111,11 +111,13 @@ class VerifyManager:
 
     Args:
         settings: The API's settings (work folder, storage).
+        slots: The runs alive at once, shared with the studies' runs.
         command: The command a verification is, before the study's name and options.
     """
 
-    def __init__(self, settings: ApiSettings, command: Sequence[str] = VERIFY_COMMAND) -> None:
+    def __init__(self, settings: ApiSettings, slots: RunSlots, command: Sequence[str] = VERIFY_COMMAND) -> None:
         self._settings = settings
+        self._slots = slots
         self._command = tuple(command)
         self._runs: dict[str, VerifyRun] = {}
         self._lock = threading.Lock()
@@ -135,14 +137,14 @@ class VerifyManager:
             repeats: Runs, each on a fresh load.
 
         Raises:
-            ConflictError: the study runs, or a verification of it runs.
+            ConflictError: the study runs, or a verification of it runs, or ``slots`` are all taken.
         """
         self.check_idle(name, store, study_running)
         with self._lock:
             current = self._runs.get(name)
             if current is not None and current.alive:
                 raise ConflictError(f"a verification of study {name!r} is running (pid {current.process.pid})")
-            run = self._launch(name, trial, repeats)
+            run = self._slots.claim(f"a verification of study {name!r}", lambda: self._launch(name, trial, repeats))
             self._runs[name] = run
         return run
 

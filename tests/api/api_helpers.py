@@ -86,7 +86,8 @@ class ApiServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_API_")}
         if self.own_paths:
             env.update({"TUNER_API_WORK_DIR": str(self.folder / "api-work"), "TUNER_API_STUDY_ROOT": str(REPO_ROOT)})
-        env.update({"TUNER_API_REFRESH_S": "0", **self.env})
+        # tests post studies that no test times, and some leave theirs running for the next to read
+        env.update({"TUNER_API_REFRESH_S": "0", "TUNER_API_MAX_RUNS": "8", **self.env})
         self.log = self.folder / f"api-{self.port}.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(

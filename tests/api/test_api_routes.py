@@ -129,7 +129,8 @@ def test_trials_pareto_and_states_of_a_written_study(api_server: ApiServer, smal
         summary = response.json()
         assert summary["study_file"]["storage"] == "postgresql+psycopg://tuner:***@db.example/tuner"
         assert summary["state"] == "stopped"  # trial 11 is RUNNING, but no tuner holds the study's lease
-        assert summary["trials"] == {"total": 12, "COMPLETE": 10, "FAIL": 1, "RUNNING": 1, "WAITING": 0, "PRUNED": 0}
+        assert summary["trials"] == {"total": 12, "COMPLETE": 10, "FAIL": 1, "RUNNING": 1, "WAITING": 0, "PRUNED": 0,
+                                     "interrupted": 0}
         assert summary["best_values"] == {"throughput": 270.0, "latency_p99_ms": 9.0}
         assert http.get(f"/studies/{small_study}/trials", params={"feasible": True}).json()["total"] == 10
         assert [t["number"] for t in http.get(f"/studies/{small_study}/trials",

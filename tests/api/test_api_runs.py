@@ -15,7 +15,7 @@ import yaml
 from api_helpers import TOKEN, ApiServer, digits_study, unique
 
 from api.errors import RunEnvironmentError, RunFailedError, status_for
-from api.runs import RunManager, study_files, validate_study
+from api.runs import RunManager, RunSlots, study_files, validate_study
 from api.settings import ApiSettings
 from api.verify_runs import VerifyRun
 from tuner.errors import ConfigError
@@ -173,7 +173,7 @@ def test_a_run_that_exits_before_storing_its_study_answers_by_its_exit_code(
     script = tmp_path / "run.py"
     script.write_text(FAILS_BEFORE_STORING)
     last_line = f"error: {detail}" if code in (2, 3) else "Traceback"
-    runs = RunManager(settings, lambda name: False, [sys.executable, str(script), str(code), last_line])
+    runs = RunManager(settings, lambda name: False, RunSlots(1), [sys.executable, str(script), str(code), last_line])
     with pytest.raises(error) as raised:
         runs.start(cfg)
     assert type(raised.value) is error and status_for(raised.value) == status

@@ -76,6 +76,10 @@ def test_the_password_reaches_no_file_log_or_answer_and_delete_removes_the_files
 
         run = psutil.Process(detail["run"]["pid"])  # it has the URL in its environment, not on its command line
         assert run.environ()["TUNER_STORAGE"] == SECRET_URL and PASSWORD not in " ".join(run.cmdline())
+        # ... and passes it to none of the processes it starts: the Triton server, its python-backend stubs
+        children = run.children(recursive=True)
+        assert any("tritonserver" in " ".join(c.cmdline()) for c in children), [c.cmdline() for c in children]
+        assert not [c.pid for c in children if PASSWORD in _environment(c)]
 
         # The run's process dies: the trial it left RUNNING will never finish, and the study is not running.
         pid = detail["run"]["pid"]
@@ -88,6 +92,13 @@ def test_the_password_reaches_no_file_log_or_answer_and_delete_removes_the_files
     assert [p for p in files if p.exists()] == []
     assert PASSWORD not in secret_server.log.read_text()
     _reap_servers_of(name)
+
+
+def _environment(process: psutil.Process) -> str:
+    try:
+        return " ".join(f"{k}={v}" for k, v in process.environ().items())
+    except psutil.NoSuchProcess:  # one that ended since it was listed
+        return ""
 
 
 def _reap_servers_of(name: str) -> None:

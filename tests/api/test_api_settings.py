@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         ({"TUNER_API_READ_TOKEN_REQUIRED": "maybe"}, "TUNER_API_READ_TOKEN_REQUIRED: "),
         ({"TUNER_API_REFRESH_S": "-1"}, "TUNER_API_REFRESH_S: "),
         ({"TUNER_API_STOP_TIMEOUT_S": "soon"}, "TUNER_API_STOP_TIMEOUT_S: "),
+        ({"TUNER_API_TOKEN": "x"}, "TUNER_API_TOKEN: at least 16 characters, or anyone may guess it"),
+        ({"TUNER_API_TOKEN": "a" * 15}, "TUNER_API_TOKEN: at least 16 characters"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
@@ -59,7 +62,9 @@ def test_each_error_has_one_status(error: Exception, status: int) -> None:
     assert status_for(error) == status
 
 
-def test_a_request_waits_for_a_database_that_does_not_answer_only_storage_wait_s(fresh_postgres_url: str) -> None:
+def test_a_request_waits_for_a_database_that_does_not_answer_only_storage_wait_s(
+    fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = ApiSettings.from_env(fresh_postgres_url, {"TUNER_API_STORAGE_WAIT_S": "2", "TUNER_API_REFRESH_S": "0"})
     database = sa.make_url(fresh_postgres_url).database
     admin = sa.create_engine(fresh_postgres_url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
@@ -71,7 +76,8 @@ def test_a_request_waits_for_a_database_that_does_not_answer_only_storage_wait_s
                 conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
                              {"d": database})
             started = time.monotonic()
-            answer = client.get("/studies")
+            with caplog.at_level(logging.WARNING, logger="api.errors"):
+                answer = client.get("/studies")
             waited = time.monotonic() - started
         finally:
             with admin.connect() as conn:
@@ -79,4 +85,8 @@ def test_a_request_waits_for_a_database_that_does_not_answer_only_storage_wait_s
             admin.dispose()
         assert answer.status_code == 503 and "did not answer for 2 s" in answer.json()["detail"], answer.text
         assert waited < 30, waited  # the driver's own wait is 120 s
+        # the API's log says it in one line, not a traceback per request (a poll during an outage repeats it)
+        logged = [r for r in caplog.records if r.name == "api.errors"]
+        assert len(logged) == 1 and logged[0].exc_info is None and "\n" not in logged[0].getMessage(), logged
+        assert "GET /studies answered 503" in logged[0].getMessage()
         assert client.get("/studies").status_code == 200  # and it answers again once the database does

@@ -168,7 +168,7 @@ def test_deleting_a_study_removes_its_verification_and_log(
 def _sleeping_verifier(client: TestClient) -> VerifyManager:
     """The app's verifications, each a process that runs until stopped."""
     app = client.app
-    app.state.verifier = VerifyManager(app.state.settings, command=SLEEPER)  # type: ignore[attr-defined]
+    app.state.verifier = VerifyManager(app.state.settings, app.state.slots, command=SLEEPER)  # type: ignore[attr-defined]
     return app.state.verifier  # type: ignore[attr-defined]
 
 
