@@ -1,24 +1,27 @@
 """Triton Model Analyzer's brute search against the tuner: same model, machine, budget and wall time.
 
     python bench/model_analyzer.py --model-analyzer /tmp/ma/bin/model-analyzer [--max-p99-ms 100]
-        [--shared-memory none|system]
+        [--shared-memory none|system] [--study bench/model_analyzer.yaml]
 
 Model Analyzer pins a newer tritonclient than the tuner, so it lives in an environment of its own:
 ``python -m venv /tmp/ma && /tmp/ma/bin/pip install triton-model-analyzer==1.58.0``. Three parts run
 one after the other, so run nothing else meanwhile:
 
-1. **Model Analyzer** (``model-analyzer profile``, brute search) on the PP-OCRv4 text detector in a
-   repository of its own: the ONNX file served by the tuner's python-backend runner (the embedded
+1. **Model Analyzer** (``model-analyzer profile``, brute search) on the study file's model (by
+   default the PP-OCRv4 text detector; ``--study`` takes another file of the same form, such as
+   bench/model_analyzer_mlp.yaml) in a repository of its own: the ONNX file served by the tuner's python-backend runner (the embedded
    server has no onnxruntime backend) with ONNX Runtime's own thread count, which is what a user
-   deploying the file would write. Its space: instance count 1-2 and max batch size 1-8 with dynamic
-   batching, concurrency 1-8, p99 within the budget, throughput the objective. The wheel's
+   deploying the file would write. Its space: the study's ranges of instance count and max batch
+   size, with dynamic batching, and concurrency up to ``load.concurrency_search.max``, p99 within
+   the budget, throughput the objective. The wheel's
    tritonserver and the tuner's perf_analyzer run through wrapper scripts that set their library
    paths. Every line it prints is time-stamped, so each measurement's end is known.
-2. **The tuner** on bench/model_analyzer.yaml (the same ranges of instances and batch size, plus
-   threads, queue delay, accelerator and precision, ``concurrency: auto`` up to 8), with
+2. **The tuner** on the study file (the same ranges of instances and batch size, plus threads,
+   queue delay, accelerator and precision, ``concurrency: auto``), with
    ``search.timeout_s`` set to Model Analyzer's wall time and its default sampler.
 3. **Raw ONNX Runtime**, without Triton: every precision x provider whose accuracy drop is within
-   the study's bound, in sessions x threads that fit the machine's cores and batches of 1-8, each
+   the study's bound, in sessions x threads that fit the machine's cores and batches of 1 up to the
+   space's largest max batch size (powers of two), each
    session driven by its own thread: the ceiling any server config could come near.
 
 ``--shared-memory system`` has both sides' perf_analyzer pass the tensors through system shared
@@ -27,7 +30,7 @@ ONNX Runtime passes none.
 
 Prints each side's best feasible throughput, when it was first measured, and the tuner's best
 against the ceiling, and adds the run to the ``runs`` of ``--out``. ``--skip-model-analyzer`` takes
-part 1 from the last run there.
+part 1 from the last run of the same model there.
 """
 
 from __future__ import annotations
@@ -64,14 +67,14 @@ from tuner.workers import cpu_cores
 
 STUDY_FILE = ROOT / "bench" / "model_analyzer.yaml"
 _PROFILING = re.compile(r"Profiling (\S+): concurrency=(\d+)")
-#: The raw runs' layouts and batches, and how long each is driven.
-BATCHES = (1, 2, 4, 8)
+#: How long each raw run is driven.
 RAW_SECONDS = 3.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-analyzer", default="model-analyzer", help="the model-analyzer command")
+    parser.add_argument("--study", type=Path, default=STUDY_FILE, help="the tuner's side; its model is both sides'")
     parser.add_argument("--max-p99-ms", type=float, default=100.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tuner-model-analyzer"))
     parser.add_argument("--skip-model-analyzer", action="store_true", help="take its side from --out")
@@ -83,7 +86,7 @@ def main() -> None:
         help="how both sides' perf_analyzer passes the tensors (the tuner's load.shared_memory)",
     )
     args = parser.parse_args()
-    cfg = load_config(STUDY_FILE)
+    cfg = load_config(args.study)
     constraints = dict(cfg.constraints)
     constraints["latency_p99_ms"] = constraints["latency_p99_ms"].model_copy(update={"max": args.max_p99_ms})
     load = cfg.load.model_copy(update={"shared_memory": args.shared_memory})
@@ -91,11 +94,16 @@ def main() -> None:
     runs = json.loads(args.out.read_text())["runs"] if args.out.is_file() else []
     result: dict[str, Any] = {
         "machine": _machine(),
+        "model": cfg.model.name,
         "max_p99_ms": args.max_p99_ms,
         "shared_memory": args.shared_memory,
     }
     if args.skip_model_analyzer:
-        result["model_analyzer"] = runs[-1]["model_analyzer"]
+        # the last run of the same model (the runs before the field was kept were all of the text detector)
+        same = [r for r in runs if r.get("model", "text_detection") == cfg.model.name]
+        if not same:
+            raise SystemExit(f"--skip-model-analyzer: no run of {cfg.model.name} in {args.out}")
+        result["model_analyzer"] = same[-1]["model_analyzer"]
     else:
         result["model_analyzer"] = run_model_analyzer(args.model_analyzer, cfg, args.workdir / "ma", args.max_p99_ms)
     _report("model_analyzer", result)
@@ -192,6 +200,10 @@ def _ma_setup(cfg: Any, workdir: Path, max_p99_ms: float) -> Path:
 
 def _values(dim: Any) -> list[int]:
     return list(dim) if isinstance(dim, list) else list(range(dim.low, dim.high + 1, dim.step))
+
+
+def _powers_of_two(top: int) -> list[int]:
+    return [2**i for i in range(top.bit_length()) if 2**i <= top]
 
 
 def _wrapper(path: Path, env: dict[str, str], argv: list[str]) -> Path:
@@ -303,7 +315,11 @@ def raw_ceiling(cfg: Any, cache: Path) -> dict[str, Any]:
         path = str(build_variant(onnx, precision, cache, calibration))
         for accelerator in cfg.search.space.accelerator:
             provider = execution_provider(accelerator, InstanceKind.CPU)
-            sessions = _sessions(ort, path, provider, accelerator, precision, 1, cores)
+            try:
+                sessions = _sessions(ort, path, provider, accelerator, precision, 1, cores)
+            except Exception as exc:  # noqa: BLE001  (a provider that cannot load the file: no ceiling of it)
+                print(f"raw {precision} {accelerator}: cannot be loaded: {str(exc).splitlines()[0]}", flush=True)
+                continue
             got = {o.name: [] for o in sessions[0].get_outputs()}
             for i in range(len(next(iter(inputs.values())))):
                 for o, value in zip(got, sessions[0].run(None, {k: v[i : i + 1] for k, v in inputs.items()})):
@@ -314,7 +330,7 @@ def raw_ceiling(cfg: Any, cache: Path) -> dict[str, Any]:
                 continue
             for count, threads in layouts:
                 sessions = _sessions(ort, path, provider, accelerator, precision, count, threads)
-                for batch in BATCHES:
+                for batch in _powers_of_two(max(_values(cfg.search.space.max_batch_size))):
                     feed = {k: np.repeat(v[:1], batch, axis=0) for k, v in inputs.items()}
                     throughput = _drive(sessions, feed, batch)
                     runs.append(
