@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 from scripted import ScriptedPool, ScriptedRunner
 
+from tuner import interrupts
 from tuner.config import StudyConfig, parse_config
 from tuner.errors import LeaseLostError
 from tuner.pool import Finished
@@ -138,3 +139,49 @@ def test_a_study_run_again_with_nothing_left_opens_no_pool(tmp_path: Path, digit
     assert len(again.study.get_trials()) == 4 and again.recommendation is not None
     more = ScriptedRunner(cfg, pool := ScriptedPool(SCRIPT)).run(n_trials=5)  # a larger budget: it measures
     assert len(pool.submitted) == 1 and len(more.study.get_trials()) == 5
+
+
+class _LostInterruptPool(ScriptedPool):
+    """A Ctrl-C or SIGTERM whose KeyboardInterrupt Python lost (raised inside a weakref callback, printed as
+    "Exception ignored"): the handler recorded the stop, and ``collect`` returns as if nothing had come."""
+
+    def collect(self, timeout_s: float) -> list[Finished]:
+        if sum(s.done for s in self.status) == 2:
+            interrupts.request()
+        return super().collect(timeout_s)
+
+
+def test_a_stop_whose_keyboard_interrupt_was_lost_still_stops_the_study(tmp_path: Path, digits_onnx: Path) -> None:
+    cfg = _cfg(tmp_path, digits_onnx, "tpe")
+    try:
+        summary = ScriptedRunner(cfg, _LostInterruptPool(SCRIPT)).run()
+    finally:
+        requested_after = interrupts._requested.is_set()
+        interrupts.clear()
+
+    assert summary.interrupted, "the study ran on as if no signal had come"
+    states = [t.state for t in summary.study.get_trials()]
+    # the load that came back with the signal is kept; no trial starts after it
+    assert states.count(TrialState.COMPLETE) == 3 and TrialState.RUNNING not in states
+    assert not requested_after, "the stop was carried out once, and not left to stop the next run"
+
+
+class _StoppedWhileStartingPool(ScriptedPool):
+    """Ctrl-C or SIGTERM while the workers start (Ray coming up, a server loading): before any trial."""
+
+    def __enter__(self) -> _StoppedWhileStartingPool:
+        raise KeyboardInterrupt
+
+
+def test_a_stop_while_the_workers_start_ends_the_run_as_interrupted_with_the_study_kept(
+    tmp_path: Path, digits_onnx: Path
+) -> None:
+    """The run ends as any stopped run does (its summary, then "interrupted: the study is stored; run the same
+    command to continue it"), not with a bare KeyboardInterrupt that the CLI can only call "interrupted"."""
+    cfg = _cfg(tmp_path, digits_onnx, "bo")
+    summary = ScriptedRunner(cfg, _StoppedWhileStartingPool(SCRIPT)).run()
+
+    assert summary.interrupted
+    states = [t.state for t in summary.study.get_trials()]
+    assert TrialState.FAIL not in states and TrialState.RUNNING not in states, "no trial had started"
+    assert cfg.study in Store(cfg.storage).study_names()

@@ -12,11 +12,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from tuner import interrupts
 from tuner.errors import ExitCode, StudyNotFoundError
 
 if TYPE_CHECKING:
@@ -129,4 +131,11 @@ def stop_on_sigterm(signum: int, _frame: object) -> None:
     """
     _stopped_by[0] = signum
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    interrupts.request()  # kept too: where this KeyboardInterrupt is lost, the study loop raises it again
     raise KeyboardInterrupt
+
+
+def stop_on_sigint(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: Python's own KeyboardInterrupt, the stop also kept (``tuner.interrupts``)."""
+    interrupts.request()
+    signal.default_int_handler(signum, frame)

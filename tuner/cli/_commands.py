@@ -21,8 +21,9 @@ import typer
 from tuner.cli import _study_commands  # noqa: F401
 
 # isort: split
+from tuner import interrupts
 from tuner.cli import _result_commands  # noqa: F401
-from tuner.cli._app import Interrupted, app, err_console, interrupted_code, stop_on_sigterm
+from tuner.cli._app import Interrupted, app, err_console, interrupted_code, stop_on_sigint, stop_on_sigterm
 from tuner.errors import ExitCode, TunerError
 
 
@@ -30,7 +31,8 @@ def main() -> None:
     """Entry point of the `tuner` console script."""
     # A shell starts background jobs with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt: Ctrl-C (or kill -INT) must still stop a study cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupts.clear()  # nothing asked of an earlier command (in this process) carries over
+    signal.signal(signal.SIGINT, stop_on_sigint)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it

@@ -33,6 +33,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner import interrupts
 from tuner.config import StudyConfig
 from tuner.errors import ConfigError, DiskFullError, LeaseLostError
 from tuner.pool import Finished, Pool, WorkerStatus
@@ -288,10 +289,18 @@ class StudyRunner:
         self._incumbent = incumbent_of(read_study(self.study, self.store).trials, screen_concurrency(self.cfg))
         deadline = time.monotonic() + timeout_s if timeout_s else None
         self._pending, self._twins, self._in_flight = {}, {}, {}
-        interrupted = False
         if self._nothing_left(n_trials):  # run again once done: its summary, without starting a worker
             logger.info("study %r has measured all it was asked to", self.cfg.study)
             return self.summary()
+        try:
+            interrupted = self._measure(n_trials, deadline)
+        except KeyboardInterrupt:  # while the workers started or stopped: no trial was in flight
+            interrupts.clear()
+            interrupted = True
+        return self.summary(interrupted)
+
+    def _measure(self, n_trials: int | None, deadline: float | None) -> bool:
+        """Runs the search, then the re-measuring, on the study's pool; True where Ctrl-C or SIGTERM stopped it."""
         with self.open_pool() as pool:
             self.pool = pool
             self.study.set_user_attr(ATTR_WORKERS, [_worker_json(w) for w in pool.status])
@@ -300,8 +309,9 @@ class StudyRunner:
                 if not self._stopped_early(n_trials, deadline):
                     self._remeasure(pool, n_trials)
             except KeyboardInterrupt:
+                interrupts.clear()
                 self._interrupt(self._in_flight_trials(), "interrupted (Ctrl-C or SIGTERM)")
-                interrupted = True
+                return True
             except DiskFullError:
                 self._interrupt(self._in_flight_trials(), "interrupted: a worker's disk is full")
                 raise
@@ -311,7 +321,7 @@ class StudyRunner:
                 raise LeaseLostError(
                     f"study {self.cfg.study!r} was deleted while this run drove it; this run stopped"
                 ) from None
-        return self.summary(interrupted)
+        return False
 
     def open_pool(self) -> Pool:
         """The pool the study file asks for (tests hand in their own)."""
@@ -324,6 +334,7 @@ class StudyRunner:
     def _loop(self, pool: Pool, start_next: Callable[[Pool], bool], n_trials: int | None) -> None:
         """Starts trials while a worker is idle and ``start_next`` starts one, tells each as it comes back."""
         while True:
+            interrupts.raise_if_requested()  # a Ctrl-C or SIGTERM whose KeyboardInterrupt was lost
             while pool.idle() > 0 and start_next(pool):
                 pass
             if not self._pending:
