@@ -118,20 +118,23 @@ def status_for(exc: Exception) -> int:
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
+    password = sa.make_url(request.app.state.settings.storage).password
+
+    def hidden(text: str) -> str:  # a run's output or a driver's message may quote the storage URL
+        return text.replace(str(password), "***") if password else text
+
     if status == 503:  # the storage or the machine, not the API: one line each, as a poll during an outage repeats it
-        logger.warning("%s %s answered 503: %s", request.method, request.url.path, _first_line(exc))
+        logger.warning("%s %s answered 503: %s", request.method, request.url.path, hidden(_first_line(exc)))
     elif status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
     detail = str(exc) if status < 500 or isinstance(exc, TunerError) else "the storage does not answer"
-    password = sa.make_url(request.app.state.settings.storage).password
-    if password:  # a run's output or a driver's message may quote the storage URL
-        detail = detail.replace(str(password), "***")
-    return JSONResponse(status_code=status, content={"detail": detail})
+    return JSONResponse(status_code=status, content={"detail": hidden(detail)})
 
 
 def _first_line(exc: Exception) -> str:
-    """The exception's message up to its first line break (SQLAlchemy's add the statement and a link)."""
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    """The exception's type and message up to its first line break (SQLAlchemy's add the statement and a link)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -151,7 +154,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "A bearer token is needed and none was given.",
         403: "The token is wrong, or no token is configured (writes and verifications are off).",
         404: "No such study or trial, or none within the limits.",
-        409: "The study exists already, or runs in a process this API did not start.",
+        409: "The study exists already, or runs in a process this API did not start, or TUNER_API_MAX_RUNS runs are alive.",
         413: "The study file is too large.",
         415: "The body is neither YAML nor JSON.",
         500: "A started study exited before it was stored.",
