@@ -124,6 +124,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **_warm_and_cold("bo-waited-any", {"sampler": "bo", "waited_delays_last": False}),
     **_warm_and_cold("bo-config-draw", {"sampler": "bo", "startup_by_knob": False}),
     **_warm_and_cold("bo-centered", {"sampler": "bo", "unknown_at_bound": False}),
+    **_warm_and_cold("bo-layout-accuracy", {"sampler": "bo", "variant_accuracy": False}),
     **_warm_and_cold("tpe", {"sampler": "tpe"}),
     "tpe-startup4": {"sampler": "tpe", "n_startup_trials": 4},
     "tpe-startup16": {"sampler": "tpe", "n_startup_trials": 16},
@@ -143,7 +144,7 @@ BO_DEFAULTS = {
     "bounded_scale": (_bo, "BOUNDED_SCALE"), "threads_knob": (_bo, "THREADS_KNOB"),
     "gp_prior": (_bo, "GP_PRIOR"), "gp_average": (_bo, "GP_AVERAGE"),
     "waited_delays_last": (_bo, "WAITED_DELAYS_LAST"), "startup_by_knob": (_bo, "STARTUP_BY_KNOB"),
-    "unknown_at_bound": (_bo, "UNKNOWN_AT_BOUND"),
+    "unknown_at_bound": (_bo, "UNKNOWN_AT_BOUND"), "variant_accuracy": (_bo, "VARIANT_ACCURACY"),
 }
 #: The defaults --loo chooses among, the simpler of two alike first (equal scores go to the first).
 CANDIDATES: dict[str, dict[str, Any]] = {

@@ -16,6 +16,7 @@ from tuner import config as cfg
 from tuner import samplers
 from tuner.errors import ConfigError
 from tuner.samplers import SearchSpace, _registry
+from tuner.samplers._planned import trial_params
 from tuner.storage import ATTR_INTERRUPTED, ATTR_NO_VARIANT
 from tuner.trial import InstanceKind, TrialSpec
 
@@ -1051,3 +1052,40 @@ def test_bo_looks_away_from_configs_that_all_missed_the_budget(at_bound: bool) -
         assert not (proposed.dynamic_batching and proposed.max_batch_size == 8 and proposed.instance_count == 2)
     else:  # centered on the trials, the model sees the likeliest config next to the least infeasible one
         assert (proposed.max_batch_size, proposed.instance_count, proposed.dynamic_batching) == (8, 2, True)
+
+
+def test_bo_models_an_untried_variants_accuracy_on_the_variants_alone() -> None:
+    """Two inaccurate variants (FP16) were measured in the layout that reads fastest: a model of every knob learns
+    that layout fails the accuracy bound and sends the next variant's first config elsewhere (a live study did:
+    INT8 on the CPU provider was first measured in a slow layout, and never in the fast one, where raw ONNX
+    Runtime ran it 1.2x as fast as the study's best). A variant's answers do not depend on its layout."""
+    best = {"max_batch_size": 4, "dynamic_batching": False, "instance_count": 2, "cpu_threads": 1}
+    other = {"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 0, "instance_count": 1,
+             "cpu_threads": 2}
+    space = _space(2, max_batch_size=[1, 2, 4, 8], dynamic_batching=[False, True], max_queue_delay_us=[0, 1000],
+                   instance_count=[1, 2], cpu_threads=[1, 2], accelerator=["none", "openvino"],
+                   precision=["fp32", "fp16", "int8"])
+    sampler = samplers._bo.ConfigBOSampler(space, 0, n_startup_trials=0)
+    study = _study(sampler)
+    for layout, accelerator, precision, drop_excess in (
+        (other, "none", "fp32", -0.05), (best, "openvino", "fp32", -0.05), (other, "openvino", "fp32", -0.05),
+        (best, "openvino", "fp16", 0.097), (best, "none", "fp16", 0.097),
+    ):
+        study.enqueue_trial({**layout, "accelerator": accelerator, "precision": precision})
+        trial = study.ask()
+        space.suggest(trial)
+        trial.set_constraint("accuracy_drop", drop_excess)
+        study.tell(trial, [50.0, 1.0])
+    complete = samplers._bo._finished(study)
+    drops = np.array([t.constraints["accuracy_drop"] for t in complete])
+    candidates = [{**layout, "accelerator": "none", "precision": "int8"} for layout in (best, other)]
+    variants = [sampler.variant_of(p) for p in candidates]
+
+    alone = sampler._variant_accuracy(complete, drops, variants, seed=0, centered=True)
+
+    assert alone[0] == pytest.approx(alone[1]), "the same variant: the same odds in every layout"
+    assert -3.0 < alone[0] < -0.01, "unknown: neither certain to pass nor to fail"
+    every_knob = samplers._surrogate.log_prob_at_most_zero(
+        sampler._fit(np.array([sampler._encode(trial_params(t)) for t in complete]), drops, 0),
+        np.array([sampler._encode(p) for p in candidates]))
+    assert every_knob[0] < every_knob[1] - 0.5, "a model of every knob reads the fast layout as failing"

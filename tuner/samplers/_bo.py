@@ -24,9 +24,11 @@ constraints. So this sampler models exactly that, over every config the space ha
 - a variant that failed every config it was tried at may not load at all (a provider lacking an
   operator fails every config): its configs are weighed by the probability that it loads, from how
   often configs of the variants that run fail (``variant_loads``);
-- an accuracy bound (``accuracy_drop``) is not left to a model where a measured config of the
-  same variant (precision x accelerator x device) decided it: the accuracy check sends one
-  sample per request, so batching and instances do not change a variant's answers;
+- an accuracy bound (``accuracy_drop``) is a variant's (precision x accelerator x device): the
+  accuracy check sends one sample per request, so batching and instances do not change a variant's
+  answers. Where a measured config of the same variant decided it, it is known; elsewhere
+  (``variant_accuracy``) its model's inputs are the variant's three values alone, so that the
+  layouts the failing variants happened to be measured in do not read as failing;
 - a queue delay that every batch of its config waits out under the study's load (a max batch size
   above the load's requests in flight: ``Space.delay_waited_out``) is proposed only once no other
   config is left (``waited_delays_last``): it adds latency and takes throughput;
@@ -124,6 +126,10 @@ STARTUP_BY_KNOB = True
 #: Whether, before any config is feasible, the constraints' models take a config far from every trial as on its
 #: bound (``ConfigBOSampler``, ``unknown_at_bound``) rather than at the mean of the trials, all of which miss it.
 UNKNOWN_AT_BOUND = True
+#: Whether an accuracy bound's model, for a variant no measured config decided, takes the variant's precision,
+#: accelerator and device as its only inputs (``ConfigBOSampler``, ``variant_accuracy``) rather than the config's
+#: every knob, from which it learnt that the layout two inaccurate variants were first measured in fails the bound.
+VARIANT_ACCURACY = True
 #: A measurement's throughput is the mean of its last three windows, and ``throughput_spread_pct`` their
 #: range: the standard deviation of such a mean is about the range / 2.93 (a normal sample of three
 #: has an expected range of 1.693 standard deviations; the mean of three, 1/sqrt(3) of one).
@@ -216,6 +222,7 @@ class ConfigBOSampler(PlannedSampler):
         waited_delays_last: bool | None = None,
         startup_by_knob: bool | None = None,
         unknown_at_bound: bool | None = None,
+        variant_accuracy: bool | None = None,
     ) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = n_startup_trials
@@ -241,6 +248,7 @@ class ConfigBOSampler(PlannedSampler):
         self.waited_delays_last = WAITED_DELAYS_LAST if waited_delays_last is None else waited_delays_last
         self.startup_by_knob = STARTUP_BY_KNOB if startup_by_knob is None else startup_by_knob
         self.unknown_at_bound = UNKNOWN_AT_BOUND if unknown_at_bound is None else unknown_at_bound
+        self.variant_accuracy = VARIANT_ACCURACY if variant_accuracy is None else variant_accuracy
         self._rng = random.Random(seed)
 
     @functools.cached_property
@@ -369,9 +377,14 @@ class ConfigBOSampler(PlannedSampler):
         # before anything is feasible, a config no trial says anything of is as likely to meet a bound as not
         centered = feasible.any() or not self.unknown_at_bound
         for name, column in zip(names, limits.T):
-            term = log_prob_at_most_zero(self._fit(rows, column, seed, centered=centered), candidates)
             if name in ACCURACY_METRICS and variants is not None:
+                if self.variant_accuracy:
+                    term = self._variant_accuracy(complete, column, variants, seed, centered)
+                else:
+                    term = log_prob_at_most_zero(self._fit(rows, column, seed, centered=centered), candidates)
                 term = self._known_accuracy(term, complete, column, variants)
+            else:
+                term = log_prob_at_most_zero(self._fit(rows, column, seed, centered=centered), candidates)
             log_ok += term
         if not valued.any():
             return log_ok
@@ -427,6 +440,28 @@ class ConfigBOSampler(PlannedSampler):
             if k and variant not in runs:
                 out[i] = k * math.log(q) - math.log1p(q**k)
         return out
+
+    def _variant_accuracy(
+        self,
+        complete: list[FrozenTrial],
+        values: np.ndarray,
+        variants: list[tuple[str, str, str]],
+        seed: int,
+        centered: bool,
+    ) -> np.ndarray:
+        """An accuracy constraint's log probability per candidate, from a model whose inputs are the
+        variants alone: one column per value of the precision, the accelerator and the device. An
+        untried variant is then judged by the variants it shares a value with, the same in every layout."""
+        measured = [self.variant_of(trial_params(t)) for t in complete]
+        values_at = [sorted({v[i] for v in (*measured, *variants)}) for i in range(3)]
+
+        def encode(variant: tuple[str, str, str]) -> list[float]:
+            return [float(variant[i] == value) for i in range(3) for value in values_at[i]]
+
+        model = self._fit(np.array([encode(v) for v in measured]), values, seed, centered=centered)
+        distinct = sorted(set(variants))
+        log_p = dict(zip(distinct, log_prob_at_most_zero(model, np.array([encode(v) for v in distinct]))))
+        return np.array([log_p[v] for v in variants])
 
     def _known_accuracy(
         self, term: np.ndarray, complete: list[FrozenTrial], values: np.ndarray, variants: list[tuple[str, str, str]]
