@@ -8,6 +8,7 @@ tuner, stops its server and exits 143 is tested in tests/integration/test_optimi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from optuna.trial import TrialState
@@ -18,6 +19,9 @@ from tuner.config import StudyConfig, parse_config
 from tuner.errors import LeaseLostError
 from tuner.pool import Finished
 from tuner.storage import ATTR_INTERRUPTED, Store, StudyLease, read_trial
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 #: Throughput by instance count: one config clearly ahead, none re-measured (the budget is 0).
 SCRIPT = {1: (50.0, 1.0), 2: (90.0, 1.0), 3: (100.0, 1.0), 4: (60.0, 1.0)}
@@ -169,7 +173,7 @@ def test_a_stop_whose_keyboard_interrupt_was_lost_still_stops_the_study(tmp_path
 class _StoppedWhileStartingPool(ScriptedPool):
     """Ctrl-C or SIGTERM while the workers start (Ray coming up, a server loading): before any trial."""
 
-    def __enter__(self) -> _StoppedWhileStartingPool:
+    def __enter__(self) -> Self:
         raise KeyboardInterrupt
 
 
