@@ -126,3 +126,6 @@ def test_a_signal_before_a_study_s_loop_says_so_and_exits_by_the_signal(
 
     assert code == (ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
     assert capsys.readouterr().err.strip() == "interrupted"
+    from tuner import interrupts
+
+    assert not interrupts._requested.is_set(), "the stop outlived its command: the next study in the process would stop"

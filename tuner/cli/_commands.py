@@ -31,9 +31,16 @@ def main() -> None:
     """Entry point of the `tuner` console script."""
     # A shell starts background jobs with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt: Ctrl-C (or kill -INT) must still stop a study cleanly.
-    interrupts.clear()  # nothing asked of an earlier command (in this process) carries over
     signal.signal(signal.SIGINT, stop_on_sigint)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        _run()
+    finally:
+        interrupts.clear()  # the command is over: a stop asked of it does not reach a next one in this process
+
+
+def _run() -> None:
+    """Runs the command line's command, and exits with its code (``ExitCode``)."""
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
     except Interrupted as exc:
