@@ -256,6 +256,7 @@ def test_a_cpu_worker_leaves_a_measured_config_for_the_next_load_to_replace(tmp_
 def test_the_shared_memory_a_killed_server_left_is_removed_when_it_starts_again(tmp_path: Path, digits_onnx: Path) -> None:
     import os
     import signal
+    import stat
 
     from tuner.triton._process import SHM_FOLDER, shm_prefix
 
@@ -268,6 +269,8 @@ def test_the_shared_memory_a_killed_server_left_is_removed_when_it_starts_again(
         server.load("digits_forest")
         regions = sorted(SHM_FOLDER.glob(f"{prefix}*"))
         assert regions, "the python backend names its regions with the server's own prefix"
+        # only this user reads the tensors (the server still serves so: test_serves_the_forest_with_batching)
+        assert {stat.S_IMODE(r.stat().st_mode) for r in regions} == {0o600}
         os.killpg(server.pid, signal.SIGKILL)  # the server and its stubs, as the OOM killer or a timeout would
         server._process.wait()  # type: ignore[union-attr]
         assert all(r.exists() for r in regions), "a killed python backend removes none of its regions"

@@ -152,6 +152,23 @@ def remove_shm_regions(workdir: Path, below: bool = False) -> int:
     return removed
 
 
+def restrict_shm_regions(workdir: Path) -> int:
+    """Makes the python-backend regions of the server started from ``workdir`` readable by this user alone.
+
+    The backend creates them 0644 whatever the umask (Boost.Interprocess sets the mode), so any user of
+    the machine could read the tensors in flight. Its stubs have them open by the time a load returns,
+    and an open region stays theirs whatever its mode; a region exists from its stub's start to this
+    call, so another user polling ``/dev/shm`` could still open one in that window. Returns how many
+    were changed."""
+    changed = 0
+    for region in SHM_FOLDER.glob(f"{shm_prefix(workdir)}*"):
+        with contextlib.suppress(OSError):
+            if region.lstat().st_mode & 0o077:
+                region.chmod(0o600)
+                changed += 1
+    return changed
+
+
 def remove_unmapped_regions(min_age_s: float = 60.0) -> int:
     """Removes this user's python-backend regions (``tuner_*``) that no process maps and that are older
     than ``min_age_s``: what servers killed with their owners left, whichever folder they ran from (one
@@ -393,6 +410,8 @@ class ProcessServer:
         except InferenceServerException as exc:
             self._raise_if_dead()
             raise ModelLoadError(clean_message(exc)) from exc
+        finally:  # a failed load may have started some of its stubs
+            restrict_shm_regions(self.workdir)
 
     def unload(self, model_name: str, timeout_s: float = 60.0) -> None:
         """Unloads a model and waits until its instances are gone."""
