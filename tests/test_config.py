@@ -293,6 +293,19 @@ def test_a_merge_key_may_be_given_again_by_name(study_dir: Path) -> None:
     assert (search.n_trials, search.seed) == (3, 7)
 
 
+def test_a_number_in_exponent_form_without_a_dot_is_a_number(study_dir: Path) -> None:
+    path = study_dir / "study.yaml"
+    path.write_text("study: s1\nmodel: {name: tiny, path: ../models/tiny.onnx}\n"
+                    "load: {measurement_window_ms: 2e3, trial_timeout_s: 1.5E+2}\n")
+
+    load = load_config(path).load
+
+    assert (load.measurement_window_ms, load.trial_timeout_s) == (2000, 150.0)
+    path.write_text("study: s1\nmodel: {name: tiny, path: ../models/tiny.onnx}\nload: {measurement_window_ms: 1e308}\n")
+    with pytest.raises(ConfigError, match=r"load\.measurement_window_ms: (?!.*valid integer)"):
+        load_config(path)
+
+
 def test_top_level_list_is_rejected(study_dir: Path) -> None:
     message = _error(study_dir, [_minimal()])
 

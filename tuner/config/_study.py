@@ -8,6 +8,7 @@ in the file, the SQLite database and the work folder included, are relative to t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -194,6 +195,16 @@ class _UniqueKeys(yaml.SafeLoader):
                     None, None, f"{key!r} is given twice in the same mapping", key_node.start_mark
                 )
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1, which PyYAML reads, takes a number in exponent form only with a dot (``1.0e3``): ``1e3`` and
+# ``5e-3`` would read as strings and be refused as "not a number". YAML 1.2 reads them as numbers, as a
+# user writing them means.
+_UniqueKeys.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def parse_yaml(text: str) -> Any:
