@@ -7,6 +7,7 @@ tuner, stops its server and exits 143 is tested in tests/integration/test_optimi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,7 +114,9 @@ class _TakenOver(ScriptedPool):
         return finished
 
 
-def test_a_run_whose_lease_was_taken_over_stops_without_writing_more(tmp_path: Path, digits_onnx: Path) -> None:
+def test_a_run_whose_lease_was_taken_over_stops_without_writing_more(
+    tmp_path: Path, digits_onnx: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = _cfg(tmp_path, digits_onnx, "tpe")
     store = Store(cfg.storage)
     with StudyLease(store, cfg.study) as lease:
@@ -128,6 +131,14 @@ def test_a_run_whose_lease_was_taken_over_stops_without_writing_more(tmp_path: P
     assert len(pool.submitted) == 2, "no trial started after the lease was lost"
     running = [t for t in trials if t.state == TrialState.RUNNING]
     assert len(running) == 1, "the trial in flight is left to the new driver to run again"
+
+    # the driver that takes over says so where a run without --verbose shows it: a warning
+    with caplog.at_level(logging.WARNING, logger="tuner.study._trials"):
+        resumed = ScriptedRunner(cfg, ScriptedPool(SCRIPT)).run()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tuner.study._trials"] == [
+        (logging.WARNING, f"trials [{running[0].number}] were running when the tuner stopped; they run again")
+    ]
+    assert resumed.study.get_trials()[running[0].number].state == TrialState.FAIL
 
 
 def test_a_study_run_again_with_nothing_left_opens_no_pool(tmp_path: Path, digits_onnx: Path) -> None:

@@ -37,7 +37,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
             study.enqueue_trial(trial.params, user_attrs=carry_attrs(trial), skip_if_exists=False)
             recovered.append(trial.number)
     if recovered:
-        logger.info("trials %s were running when the tuner stopped; they run again", recovered)
+        logger.warning("trials %s were running when the tuner stopped; they run again", recovered)
     return recovered
 
 
