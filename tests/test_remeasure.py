@@ -21,7 +21,9 @@ from tuner.cli._display import StudyDisplay
 from tuner.config import StudyConfig, parse_config
 from tuner.storage import read_study
 from tuner.study import RunSummary, TrialEvent
-from tuner.study._remeasure import contenders
+from tuner.study._remeasure import Confirming, contenders
+
+CONFIRMING = Confirming.phase
 
 
 def _cfg(tmp_path: Path, digits_onnx: Path, remeasure: dict[str, Any] | None = None, **search: Any) -> StudyConfig:
@@ -81,7 +83,7 @@ def test_a_config_with_max_loads_is_not_measured_again(tmp_path: Path, digits_on
     stored = read_study(summary.study)
     assert contenders(stored, max_loads=2) == [], "the leader has its 2 loads"
     assert [len(c.config.loads) for c in contenders(stored, max_loads=3)] == [2]
-    assert [e.phase for e in events if e.phase.startswith("confirming")] == ["confirming 1 of 1"] * 2
+    assert [(e.phase, e.done, e.total) for e in events if e.phase == CONFIRMING] == [(CONFIRMING, 0, 1), (CONFIRMING, 1, 1)]
 
 
 def test_a_load_that_widens_the_leaders_interval_brings_in_a_new_contender(
@@ -116,11 +118,11 @@ def test_the_phase_says_where_the_study_is(tmp_path: Path, digits_onnx: Path) ->
 
     started = [(e.phase, e.done, e.total) for e in events if e.kind == "started"]
     assert started == [
-        ("trial 1 of 4", 0, 4), ("trial 2 of 4", 1, 4), ("trial 3 of 4", 2, 4), ("trial 4 of 4", 3, 4),
-        ("confirming 1 of 3", 0, 3), ("confirming 2 of 3", 1, 3), ("confirming 3 of 3", 2, 3),
+        ("searching", 0, 4), ("searching", 1, 4), ("searching", 2, 4), ("searching", 3, 4),
+        (CONFIRMING, 0, 3), (CONFIRMING, 1, 3), (CONFIRMING, 2, 3),
     ]
     last = events[-1]
-    assert (last.kind, last.phase, last.done, last.total) == ("finished", "confirming 3 of 3", 3, 3)
+    assert (last.kind, last.phase, last.done, last.total) == ("finished", CONFIRMING, 3, 3)
 
 
 def test_without_a_trial_budget_the_phase_has_no_total(tmp_path: Path, digits_onnx: Path) -> None:
@@ -128,8 +130,8 @@ def test_without_a_trial_budget_the_phase_has_no_total(tmp_path: Path, digits_on
     pool = ScriptedPool(TIED)
     summary, events = _run(_cfg(tmp_path, digits_onnx, n_trials=None), pool)
 
-    phases = [e.phase for e in events if e.kind == "started"]
-    assert phases == ["trial 1", "trial 2", "trial 3", "trial 4", "confirming 1 of 1"]
+    started = [(e.phase, e.done, e.total) for e in events if e.kind == "started"]
+    assert started == [("searching", n, None) for n in range(4)] + [(CONFIRMING, 0, 1)]
     assert len(pool.submitted) == 5 and summary.stopped
 
 
@@ -147,9 +149,9 @@ def test_the_progress_bar_follows_the_phase(tmp_path: Path, digits_onnx: Path) -
 
     ScriptedRunner(cfg, ScriptedPool(TIED), show).run()
 
-    assert seen[0] == ("trial 1 of 4", 0, 4)
-    assert ("trial 4 of 4", 4, 4) in seen
-    assert seen[-1] == ("confirming 2 of 2", 2, 2)
+    assert seen[0] == ("searching", 0, 4)
+    assert ("searching", 4, 4) in seen
+    assert seen[-1] == (CONFIRMING, 2, 2)
     assert not any("∞" in description for description, _, _ in seen)
 
 
@@ -199,7 +201,7 @@ def test_a_study_with_only_a_timeout_confirms_a_quarter_of_its_trials_after_it(
     counted = summary.stored.counted()
     assert 4 <= counted < 16, "the timeout ended the search"
     assert len(_again(summary)) == counted // 4
-    assert events[-1].phase == f"confirming {counted // 4} of {counted // 4}"
+    assert (events[-1].phase, events[-1].done, events[-1].total) == (CONFIRMING, counted // 4, counted // 4)
 
 
 def test_a_timeout_before_the_trial_budget_skips_confirming(tmp_path: Path, digits_onnx: Path) -> None:

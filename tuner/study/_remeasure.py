@@ -105,9 +105,8 @@ class Confirming:
     started: int = 0
     finished: int = 0
 
-    @property
-    def phase(self) -> str:
-        return f"confirming {self.started} of {self.planned}"
+    #: The phase's name on the progress bar, whose count is of the loads finished and planned.
+    phase = "confirming on fresh loads"
 
     def replan(self, stored: StoredStudy) -> None:
         """Loads the phase will have finished: those done and those the contenders may still take,

@@ -94,8 +94,9 @@ class TrialEvent:
             while searching, the loads planned while confirming.
         trial: The finished trial (for ``finished``).
         best: The recommendation so far (tuner.study._verdict.recommend), if any config is feasible.
-        phase: Where the study is, in words: ``trial 5 of 20`` (``trial 13`` without a trial budget)
-            while searching, ``confirming 2 of 3`` while loading contenders afresh (tuner.study._remeasure).
+        phase: Where the study is, in words: ``searching`` while the sampler proposes configs (``done`` of
+            ``total`` trials), ``confirming on fresh loads`` while loading contenders afresh (``done`` of
+            ``total`` loads; tuner.study._remeasure).
     """
 
     kind: str
@@ -108,9 +109,10 @@ class TrialEvent:
     phase: str = ""
 
 
-def search_phase(position: int, n_trials: int | None) -> str:
-    """``trial 5 of 20``, or ``trial 13`` without a trial budget."""
-    return f"trial {position}" if n_trials is None else f"trial {min(position, n_trials)} of {n_trials}"
+#: The phase while the sampler proposes configs; the progress bar's count says how many of the budget finished.
+#: It names no trial: the trials' own numbers (Optuna's, from 0, as `tuner show --trial N` takes them) are the
+#: worker lines' and the finished trials'.
+SEARCHING = "searching"
 
 
 @dataclass
@@ -461,11 +463,7 @@ class StudyRunner:
         trial = self.study.ask()
         spec = self.space.suggest(trial)
         trial.set_user_attr(ATTR_SPEC_KEY, spec.key())
-        if self._confirming is None:
-            position = counted_trials(self.study) + len(self._pending) + self._waiting() + 1
-            self._phase = search_phase(position, n_trials)
-        else:
-            self._phase = self._confirming.phase
+        self._phase = SEARCHING if self._confirming is None else self._confirming.phase
         done, total = self._progress(n_trials)
         self.on_event(TrialEvent("started", trial.number, dict(trial.params), done, total, phase=self._phase))
         source = self._measured.get(spec.key())
