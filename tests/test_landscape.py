@@ -240,6 +240,29 @@ def test_a_study_continued_with_other_choices_of_a_knob_is_refused_before_it_run
     assert len(Store(cfg.storage).load_study("again").trials) == len(first)  # nothing was asked of it
 
 
+def test_a_study_whose_constraints_changed_since_is_not_continued(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    """Each trial's feasibility is stored as it finishes: a study continued under another budget would
+    judge its old trials by the old one and its new trials by the new one."""
+    first = _replay(tmp_path, digits_onnx, landscape_file, "budget", n_trials=3)
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), n_trials=6) | {"study": "budget"}
+
+    for constraints, given in (
+        ({"latency_p99_ms": {"max": 2.2}}, "latency_p99_ms <= 2.2"),
+        ({"latency_p99_ms": {"max": 14}, "throughput": {"min": 100}}, "latency_p99_ms <= 14, throughput >= 100"),
+        ({}, "no constraints"),
+    ):
+        cfg = parse_config(data | {"constraints": constraints}, tmp_path)
+        with pytest.raises(ConfigError, match=(
+            rf"^constraints: the trials of study 'budget' were judged against latency_p99_ms <= 14, and this file "
+            rf"gives {given}: use another study name \(search.warm_start: \{{from: \[budget\]\}} starts"
+        )):
+            StudyRunner(cfg, Store(cfg.storage))
+    assert len(Store(cfg.storage).load_study("budget").trials) == len(first)  # nothing was asked of it
+    assert len(_replay(tmp_path, digits_onnx, landscape_file, "budget", n_trials=4)) > len(first)  # 14.0 as 14
+
+
 def test_a_study_whose_model_file_changed_since_is_not_continued(
     tmp_path: Path, digits_onnx: Path, landscape_file: Path
 ) -> None:

@@ -302,6 +302,21 @@ class StudyInfo:
                 f"{self.model_digest[:12]}..., now {digest[:12]}...): {then}"
             )
 
+    def check_bounds(self, bounds: dict[str, dict[str, float | None]], then: str) -> None:
+        """Refuses constraints other than those the study's trials were judged against (``bounds``, as
+        ``bounds`` gives them): each trial's feasibility was stored as it finished, so a changed bound
+        would judge the trials of one study by two rules. ``then`` says what to do instead. A study that
+        stored no study file passes.
+
+        Raises:
+            ConfigError: a constraint was added, removed or changed since.
+        """
+        if self.study_file and _limits(self.bounds) != _limits(bounds):
+            raise ConfigError(
+                f"constraints: the trials of study {self.name!r} were judged against {_limits_text(self.bounds)}, "
+                f"and this file gives {_limits_text(bounds)}: {then}"
+            )
+
     @property
     def has_variants(self) -> bool:
         """Whether precision and accelerator are knobs of the model: an ONNX model's (or a study that
@@ -323,6 +338,17 @@ class StudyInfo:
         """The study file's trial budget, if it set one."""
         n_trials = (self.study_file.get("search") or {}).get("n_trials")
         return n_trials if isinstance(n_trials, int) else None
+
+
+def _limits(bounds: dict[str, dict[str, float | None]]) -> dict[tuple[str, str], float]:
+    return {(m, side): float(v) for m, b in bounds.items() for side, v in (b or {}).items() if v is not None}
+
+
+def _limits_text(bounds: dict[str, dict[str, float | None]]) -> str:
+    """``latency_p99_ms <= 10, accuracy_drop <= 0.05``, or ``no constraints``."""
+    signs = {"min": ">=", "max": "<="}
+    parts = [f"{m} {signs[side]} {v:g}" for (m, side), v in sorted(_limits(bounds).items())]
+    return ", ".join(parts) or "no constraints"
 
 
 def read_info(study: optuna.Study) -> StudyInfo:

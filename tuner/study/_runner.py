@@ -145,8 +145,8 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
 
     Raises:
         ConfigError: the stored study has other objectives, asked a knob for other choices than the
-            space asks it for (Optuna keeps a parameter's choices for the whole study), or measured a
-            model whose files have changed since.
+            space asks it for (Optuna keeps a parameter's choices for the whole study), judged its
+            trials against other constraints, or measured a model whose files have changed since.
     """
     directions = [o.direction for o in cfg.objectives]
     sampler = make_sampler(cfg.search.sampler, cfg.search.seed, plan.space, cfg.search.n_startup_trials)
@@ -162,12 +162,13 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
                 "use another study name"
             )
         _check_same_choices(stored, plan.space.distributions, cfg.study)
+        info = read_info(stored)
+        another = (
+            f"use another study name (search.warm_start: {{from: [{cfg.study}]}} starts a new study from this one)"
+        )
+        info.check_bounds({m: b.model_dump(mode="json") for m, b in cfg.constraints.items()}, another)
         if digest is not None:
-            read_info(stored).check_model(
-                digest,
-                "its trials do not hold for these files; use another study name "
-                "(search.warm_start: {from: [...]} starts a new study from this one)",
-            )
+            info.check_model(digest, f"its trials do not hold for these files; {another}")
     study = optuna.create_study(
         study_name=cfg.study, storage=store.optuna, directions=directions, sampler=sampler, load_if_exists=True
     )
