@@ -75,10 +75,22 @@ def test_a_model_that_takes_no_inputs_is_refused(tmp_path: Path) -> None:
 
 
 def test_input_override_with_item_shape(digits_onnx: Path) -> None:
-    info = read_model_info(digits_onnx, [TensorInfo("float_input", "FP16", (64,))])
+    info = read_model_info(digits_onnx, [TensorInfo("float_input", "", (64,))])  # "": the model's type
 
-    assert info.inputs == (TensorInfo("float_input", "FP16", (-1, 64)),)
+    assert info.inputs == (TensorInfo("float_input", "FP32", (-1, 64)),)
     assert info.outputs[1] == TensorInfo("probabilities", "FP32", (-1, 10))
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (TensorInfo("float_input", "", (65,)), r"float_input is given shape \[65\], and model.onnx takes \[N, 64\]"),
+    (TensorInfo("float_input", "", (8, 8)), r"float_input is given shape \[8, 8\], and model.onnx takes \[N, 64\]"),
+    (TensorInfo("float_input", "FP16", (64,)), r"float_input is given dtype FP16, and model.onnx takes FP32"),
+])
+def test_an_override_that_contradicts_the_model_names_model_inputs(
+    digits_onnx: Path, given: TensorInfo, message: str
+) -> None:
+    with pytest.raises(ModelError, match=rf"^model\.inputs: {message}"):
+        read_model_info(digits_onnx, [given])
 
 
 def test_input_override_with_full_shape(digits_onnx: Path) -> None:

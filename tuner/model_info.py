@@ -263,7 +263,7 @@ def _given_shapes(
     if unknown:
         names = ", ".join(t.name for t in inputs)
         raise ModelError(f"model.inputs names {sorted(unknown)} are not inputs of {source} ({names})")
-    inputs = [_override(t, overrides.get(t.name)) for t in inputs]
+    inputs = [_override(t, overrides.get(t.name), source) for t in inputs]
     for t in inputs:
         if -1 in t.shape[1:]:
             raise ModelError(
@@ -273,13 +273,31 @@ def _given_shapes(
     return ModelInfo(inputs=tuple(inputs), outputs=tuple(outputs))
 
 
-def _override(found: TensorInfo, given: TensorInfo | None) -> TensorInfo:
+def _override(found: TensorInfo, given: TensorInfo | None, source: str) -> TensorInfo:
+    """``found`` with the shape (and type) ``model.inputs`` gives it, which may fill its free dimensions
+    but not contradict what the model says: a request of another shape or type would fail every config.
+
+    Raises:
+        ModelError: the given rank, a fixed dimension or the type is not the model's.
+    """
     if given is None:
         return found
-    shape = given.shape
+    shape = tuple(given.shape)
     if len(shape) == len(found.shape) - 1:
         shape = (-1, *shape)  # the study file gave the item shape, without the batch dimension
-    return TensorInfo(name=found.name, dtype=given.dtype, shape=tuple(shape))
+    fits = len(shape) == len(found.shape) and all(
+        f == -1 or g == -1 or f == g for f, g in zip(found.shape[1:], shape[1:], strict=True)
+    )
+    if not fits:
+        takes = ", ".join("N" if d == -1 else str(d) for d in found.shape)
+        raise ModelError(
+            f"model.inputs: {found.name} is given shape {list(given.shape)}, and {source} takes [{takes}] "
+            "(N: any size; the batch dimension may be left out)"
+        )
+    dtype = given.dtype or found.dtype
+    if dtype != found.dtype:
+        raise ModelError(f"model.inputs: {found.name} is given dtype {dtype}, and {source} takes {found.dtype}")
+    return TensorInfo(name=found.name, dtype=dtype, shape=shape)
 
 
 def _tensor(value: onnx.ValueInfoProto) -> TensorInfo | None:

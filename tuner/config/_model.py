@@ -23,20 +23,29 @@ class TensorSpec(_Strict):
 
     name: str
     shape: Annotated[list[Annotated[int, Field(ge=-1)]], Field(max_length=MAX_RANK)]
-    dtype: str = "FP32"
+    #: Triton's name of the type (``FP32``; numpy's ``float32`` reads so too); None: the model's own.
+    dtype: str | None = None
 
     @property
     def sample_bytes(self) -> int:
-        """Bytes of one sample of this input (a free batch dimension counts once)."""
-        return tensor_bytes(self.dtype, self.shape)
+        """Bytes of one sample of this input (a free batch dimension counts once; of 4-byte elements where
+        the type is the model's, which is read later)."""
+        return tensor_bytes(self.dtype or "FP32", self.shape)
 
     @field_validator("dtype")
     @classmethod
-    def _known_dtype(cls, value: str) -> str:
-        value = value.upper().removeprefix("TYPE_")
-        if value not in TRITON_DTYPES:
+    def _known_dtype(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.upper().removeprefix("TYPE_")
+        name = _NUMPY_FLOATS.get(name, name)
+        if name not in TRITON_DTYPES:
             raise ValueError(f"unknown dtype {value!r}; valid: {', '.join(TRITON_DTYPES)}")
-        return value
+        return name
+
+
+#: numpy's names of the float types, where Triton's differ (its integer and bool names are numpy's).
+_NUMPY_FLOATS = {"FLOAT16": "FP16", "FLOAT32": "FP32", "FLOAT64": "FP64"}
 
 
 class ModelSettings(_Strict):

@@ -145,7 +145,7 @@ def open_model(settings: ModelSettings) -> StudyModel:
         ModelError: the model cannot be read or served (see ``read_repository_model``,
             ``tuner.model_info``).
     """
-    shapes = [TensorInfo(t.name, t.dtype, tuple(t.shape)) for t in settings.inputs]
+    shapes = [TensorInfo(t.name, t.dtype or "", tuple(t.shape)) for t in settings.inputs]  # "": the model's type
     if settings.repository is None:
         assert settings.path is not None  # ModelSettings holds one of the two
         info = read_model_info(settings.path, shapes, settings.validation_data)
