@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import optuna
@@ -24,6 +25,12 @@ def load(number: int, throughput: float, p99: float = 10.0, spread: float = 0.0,
         metrics={"throughput": throughput, "latency_p99_ms": p99, "throughput_spread_pct": spread},
         spec_key=json.dumps(spec, sort_keys=True),
     )
+
+
+def screen(number: int, p99: float, **spec: object) -> StoredTrial:
+    """A trial stopped after its screen (PRUNED), whose metrics are the screen's reading."""
+    trial = load(number, 10.0, p99=p99, **spec)
+    return dataclasses.replace(trial, state=TrialState.PRUNED, values=None, pruned_reason="stopped")
 
 
 def test_loads_of_one_config_are_one_result_judged_by_their_median() -> None:
@@ -123,10 +130,25 @@ def test_where_no_config_is_feasible_the_nearest_miss_of_each_broken_bound_is_na
               load(3, 45.0, p99=9.0, instance_count=2), load(4, 30.0, p99=9.5, instance_count=4)]
     results = config_results(trials, info)
 
-    ((nearest, miss),) = nearest_misses(results, info.bounds)
+    (nearest,) = nearest_misses(results, info.bounds)
 
-    assert nearest.params["instance_count"] == 2 and miss.text() == "latency_p99_ms 9 > max 5 (+80%)"
+    assert results[1].params["instance_count"] == 2 and nearest.number == results[1].number
+    assert nearest.text() == f"the nearest, trial {nearest.number}: latency_p99_ms 9 > max 5 (+80%)"
     assert nearest_misses(results, {"latency_p99_ms": {"max": 10.0}}) == [], "a config held it"
+
+
+def test_a_trial_stopped_after_its_screen_counts_by_its_screens_reading() -> None:
+    bounds = {"latency_p99_ms": {"max": 0.05}}
+    complete = config_results([load(0, 50.0, p99=6.2), load(2, 40.0, p99=7.1, instance_count=2)], INFO)
+    screened = [screen(1, p99=3.84, instance_count=4), screen(3, p99=4.8, instance_count=3)]
+
+    (nearest,) = nearest_misses(complete, bounds, [*complete[0].loads, *screened])
+
+    assert nearest.text() == "the nearest, trial 1's screen: latency_p99_ms 3.84 > max 0.05 (+7580%)"
+    assert [n.number for n in nearest_misses(complete, bounds)] == [0], "by the configs measured in full"
+    assert nearest_misses([], bounds, screened)[0].number == 1, "every trial stopped after its screen"
+    held = screen(5, p99=0.04, instance_count=8)  # held the budget, and stopped for its answers
+    assert nearest_misses(complete, bounds, [*screened, held]) == []
 
 
 def test_misses_name_the_side_and_the_excess() -> None:

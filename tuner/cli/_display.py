@@ -190,10 +190,9 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
             "[yellow]no feasible trial: no config held the constraints by the median of its loads; "
             "loosen the constraints or widen the search space[/]"
         )
-        nearest = nearest_misses(summary.results, summary.stored.info.bounds)
-        for result, miss in nearest:
-            console.print(f"  {miss.metric}: no config held it; the nearest, trial {result.number}: {miss.text()}",
-                          highlight=False, markup=False)  # fmt: skip
+        nearest = nearest_misses(summary.results, summary.stored.info.bounds, summary.stored.trials)
+        for near in nearest:
+            console.print(f"  {near.miss.metric}: no config held it; {near.text()}", highlight=False, markup=False)
         if not nearest:
             console.print("  each constraint held in some config, but no config held them all")
         return

@@ -17,6 +17,7 @@ from tuner.study._runner import RunSummary, StudyRunner, TrialEvent
 from tuner.study._trials import interrupted_trials
 from tuner.study._verdict import (
     ConfigResult,
+    NearestMiss,
     Recommendation,
     by_number,
     config_results,
@@ -31,6 +32,7 @@ from tuner.study._verdict import (
 
 __all__ = [
     "ConfigResult",
+    "NearestMiss",
     "Recommendation",
     "RunSummary",
     "StudyPlan",

@@ -311,15 +311,42 @@ def gain(a: ConfigResult, b: ConfigResult, metric: str) -> float | None:
     return x / y if x is not None and y else None
 
 
-def nearest_misses(results: Sequence[ConfigResult], bounds: Bounds) -> list[tuple[ConfigResult, ConstraintMiss]]:
-    """For each constraint that no config held by its medians, the config that came nearest to it and its
-    miss: how far that bound would have to move for the study to have a feasible config."""
+@dataclass(frozen=True)
+class NearestMiss:
+    """The reading that came nearest to a bound no config held.
+
+    Attributes:
+        number: Its trial (a config's representative load, or a trial stopped after its screen).
+        miss: The bound it broke, and by how much.
+        screened: Read by a trial's screen, where the trial stopped, not by the median of a config's loads.
+    """
+
+    number: int
+    miss: ConstraintMiss
+    screened: bool = False
+
+    def text(self) -> str:
+        """``the nearest, trial 4's screen: latency_p99_ms 3.84 > max 0.05 (+7580%)``."""
+        screen = "'s screen" if self.screened else ""
+        return f"the nearest, trial {self.number}{screen}: {self.miss.text()}"
+
+
+def nearest_misses(
+    results: Sequence[ConfigResult], bounds: Bounds, screened: Sequence[StoredTrial] = ()
+) -> list[NearestMiss]:
+    """For each constraint that no config held by its medians, the reading that came nearest to it and its
+    miss: how far that bound would have to move for the study to have a feasible config. The trials stopped
+    after their screen (``screened``: their PRUNED ones are read) count by their screen's reading: far over a
+    budget is why most of them stopped, but one may have come nearer than any config measured in full, and one
+    that held the bound (and stopped for its answers, say) shows that the bound is not what no config met."""
+    readings = [(r.number, r.median_metrics(), False) for r in results]
+    readings += [(t.number, t.metrics, True) for t in screened if t.pruned]
     nearest = []
-    medians = [(r, r.median_metrics()) for r in results]
     for metric, bound in bounds.items():
-        judged = [(r, misses(m, {metric: bound})) for r, m in medians if metric in m]
-        if judged and all(missed for _, missed in judged):
-            nearest.append(min(((r, missed[0]) for r, missed in judged), key=lambda pair: pair[1].excess))
+        judged = [(n, misses(m, {metric: bound}), screen) for n, m, screen in readings if metric in m]
+        if judged and all(found for _, found, _ in judged):  # else some config held it, in full or in its screen
+            missed = [NearestMiss(n, found[0], screen) for n, found, screen in judged]
+            nearest.append(min(missed, key=lambda near: (near.miss.excess, near.screened)))
     return nearest
 
 
