@@ -204,6 +204,20 @@ def test_optimize_replays_a_landscape_from_the_command_line(
     assert "--replay: landscape file nowhere.json does not exist" in missing.stderr
 
 
+def test_a_study_run_again_once_done_says_that_nothing_is_left(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path, tuner_main
+) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, n_trials=3)))
+
+    first = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
+    again = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
+
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    said = "nothing left to measure: the study has its 3 trials (--n-trials above 3 extends it)"
+    assert said not in first.stdout and said in again.stdout
+
+
 def test_a_landscape_says_the_cpu_and_the_versions_that_measured_it(tmp_path: Path, landscape_file: Path) -> None:
     machine = recording_machine(triton="2.51.0")
     assert machine["cpu_model"] and machine["cores"]

@@ -150,10 +150,12 @@ def test_a_study_run_again_with_nothing_left_opens_no_pool(tmp_path: Path, digit
         def open_pool(self):  # type: ignore[override]
             raise AssertionError("a study with nothing left to measure started its workers")
 
+    assert not done.nothing_left
     again = Unopened(cfg, ScriptedPool(SCRIPT)).run()
     assert len(again.study.get_trials()) == 4 and again.recommendation is not None
+    assert again.nothing_left, "the summary says so, for the command to tell"
     more = ScriptedRunner(cfg, pool := ScriptedPool(SCRIPT)).run(n_trials=5)  # a larger budget: it measures
-    assert len(pool.submitted) == 1 and len(more.study.get_trials()) == 5
+    assert len(pool.submitted) == 1 and len(more.study.get_trials()) == 5 and not more.nothing_left
 
 
 class _LostInterruptPool(ScriptedPool):

@@ -179,6 +179,11 @@ def print_summary(summary: RunSummary, cfg: StudyConfig) -> None:
     console.print(f"\n{len(states)} trials: {', '.join(shown)}")
     if summary.stopped:
         console.print(summary.stopped)
+    if summary.nothing_left:
+        budget = summary.stored.counted()
+        console.print(
+            f"nothing left to measure: the study has its {budget} trials (--n-trials above {budget} extends it)"
+        )
     if not summary.pareto:
         if summary.interrupted:  # the constraints are not to blame for what the run had no time to measure
             console.print("no feasible config measured yet")

@@ -92,7 +92,8 @@ def optimize(
         gpus = f", {workers.gpus_per_worker:g} GPU" if workers.on_gpu else ""
         display.console.print(
             f"study [bold]{cfg.study}[/] · model {cfg.model.name} · sampler {cfg.search.sampler} · "
-            f"{workers.count} {cfg.workers.backend} worker(s) of {workers.cpus_per_worker} cores{gpus} · "
+            f"{_count(workers.count, f'{cfg.workers.backend} worker')} of {_count(workers.cpus_per_worker, 'core')}"
+            f"{' each' if workers.count > 1 else ''}{gpus} · "
             f"storage {escape(redact_url(cfg.storage))}"
         )
         _print_notes(study_plan)
@@ -106,6 +107,11 @@ def optimize(
     display.print_summary(summary, cfg)
     if summary.interrupted:
         raise Interrupted("interrupted: the study is stored; run the same command to continue it")
+
+
+def _count(n: float, thing: str) -> str:
+    """``1 core``, ``2 cores``."""
+    return f"{n:g} {thing}{'' if n == 1 else 's'}"
 
 
 def _print_notes(plan: StudyPlan) -> None:

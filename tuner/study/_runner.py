@@ -21,7 +21,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -128,6 +128,8 @@ class RunSummary:
         default: The model's default config, where measured.
         interrupted: Ctrl-C or SIGTERM stopped the run.
         stopped: Why the sampler ended the study early, where it did.
+        nothing_left: The run found the study done (its trial budget spent, no load left to confirm) and
+            measured nothing.
     """
 
     study: optuna.Study
@@ -138,6 +140,7 @@ class RunSummary:
     default: ConfigResult | None = None
     interrupted: bool = False
     stopped: str | None = None
+    nothing_left: bool = False
 
 
 def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
@@ -293,8 +296,7 @@ class StudyRunner:
         deadline = time.monotonic() + timeout_s if timeout_s else None
         self._pending, self._twins, self._in_flight = {}, {}, {}
         if self._nothing_left(n_trials):  # run again once done: its summary, without starting a worker
-            logger.info("study %r has measured all it was asked to", self.cfg.study)
-            return self.summary()
+            return replace(self.summary(), nothing_left=True)
         try:
             interrupted = self._measure(n_trials, deadline)
         except KeyboardInterrupt:  # while the workers started or stopped: no trial was in flight
