@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.storage import Store, StoredTrial, StudyInfo, misses, read_study
-from tuner.study import config_results, nearest_misses, pareto_front, recommend
+from tuner.study import baseline_doubt, config_results, nearest_misses, pareto_front, recommend
 
 INFO = StudyInfo(name="s", directions=("maximize", "minimize"), metric_names=("throughput", "latency_p99_ms"),
                  study_file={"constraints": {"latency_p99_ms": {"max": 50.0}}})
@@ -178,3 +178,19 @@ def test_a_stored_study_reads_its_attrs_and_rows(tmp_path) -> None:
     (result,) = config_results(stored.trials, stored.info)
     assert [t.number for t in result.loads] == [0, 1] and result.values == (11.0,)
     store.close()
+
+
+def flagged(trial: StoredTrial, **flags: object) -> StoredTrial:
+    return dataclasses.replace(trial, metrics=trial.metrics | flags)
+
+
+def test_a_gain_over_a_default_every_load_of_which_was_disturbed_is_called_doubtful() -> None:
+    once = config_results([flagged(load(0, 50.0), stable=False, contaminated=True)], INFO)[0]
+    assert once.doubts == ("unstable", "contaminated")
+    assert baseline_doubt(once) == ("the gain is doubtful: its load was unstable and contaminated; "
+                                    "`tuner verify --trial 0` measures the default config again on a fresh server")
+    twice = config_results([flagged(load(0, 50.0), contaminated=True), flagged(load(3, 52.0), contaminated=True,
+                                                                                 stable=True)], INFO)[0]
+    assert twice.doubts == ("contaminated",) and "its 2 loads were contaminated" in baseline_doubt(twice)
+    one_clean = config_results([flagged(load(0, 50.0), contaminated=True), load(3, 52.0)], INFO)[0]
+    assert one_clean.doubts == (), "its median leans on the clean load"

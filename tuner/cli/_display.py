@@ -31,6 +31,7 @@ from tuner.study import (
     RunSummary,
     StudyRunner,
     TrialEvent,
+    baseline_doubt,
     gain,
     interrupted_trials,
     nearest_misses,
@@ -246,6 +247,8 @@ def print_recommendation(
         if point and theirs and theirs.concurrency != point.concurrency:  # each is judged where its study chose
             where += f", judged at concurrency {theirs.concurrency}; this one at {point.concurrency}"
         console.print(f"  vs the default config ({where}): " + ", ".join(parts))
+        if default.doubts:
+            console.print(f"  {baseline_doubt(default)}", highlight=False, markup=False)
 
 
 #: The columns of a configs table: header, the metric whose median it shows (None: not a metric).

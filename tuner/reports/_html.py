@@ -20,8 +20,8 @@ from plotly.offline import get_plotlyjs
 from tuner.reports import _charts as charts
 from tuner.reports._data import ConfigData, StudyData, TrialData
 from tuner.reports._verify import verifications_html
+from tuner.study import baseline_doubt, nothing_measured
 from tuner.study import gain as verdict_gain
-from tuner.study import nothing_measured
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -113,6 +113,8 @@ def _recommendation(data: StudyData) -> str:
             if ratio is not None:
                 parts.append(f"{name} x{ratio:.2f}")
         gain = f"<p>Against the default config (trial {default.number}, medians): {html.escape(', '.join(parts))}</p>"
+        if default.result.doubts:
+            gain += f"<p class='doubt'>{html.escape(baseline_doubt(default.result).capitalize())}.</p>"
     pbtxt = best.trial.record.config_pbtxt if best.trial.record else ""
     return _section(
         "Recommendation",

@@ -90,6 +90,17 @@ class ConfigResult:
         return any(t.is_default for t in self.loads)
 
     @property
+    def doubts(self) -> tuple[str, ...]:
+        """What every load's measurement was flagged with: ``unstable`` (the load generator's windows never
+        agreed), ``contaminated`` (other processes took the CPU while it ran). A config one load of which
+        measured cleanly has none: its median leans on that load."""
+        flags = (
+            ("unstable", lambda m: m.get("stable") is False),
+            ("contaminated", lambda m: bool(m.get("contaminated"))),
+        )
+        return tuple(name for name, flagged in flags if all(flagged(t.metrics) for t in self.loads))
+
+    @property
     def spread_pct(self) -> float:
         """(max - min) / median of the first objective over the loads, in percent."""
         firsts = [t.values[0] for t in self.loads if t.values]
@@ -309,6 +320,15 @@ def gain(a: ConfigResult, b: ConfigResult, metric: str) -> float | None:
     """a / b of a metric's medians, or None where either lacks it."""
     x, y = a.metric(metric), b.metric(metric)
     return x / y if x is not None and y else None
+
+
+def baseline_doubt(default: ConfigResult) -> str:
+    """What to say of a gain over a default config whose every load was flagged (``ConfigResult.doubts``)."""
+    loads = "its load was" if len(default.loads) == 1 else f"its {len(default.loads)} loads were"
+    return (
+        f"the gain is doubtful: {loads} {' and '.join(default.doubts)}; "
+        f"`tuner verify --trial {default.number}` measures the default config again on a fresh server"
+    )
 
 
 @dataclass(frozen=True)
