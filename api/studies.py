@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import StudyNotFoundError
 from tuner.reports import Curves
-from tuner.storage import Store, StoredTrial, StudyInfo, read_info, read_trial, read_trials
+from tuner.storage import Store, StoredTrial, StudyInfo, no_trial, read_info, read_trial, read_trials
 from tuner.study import ConfigResult, Recommendation, by_number, config_results, pareto_front, recommend
 
 T = TypeVar("T")
@@ -257,4 +257,4 @@ def trial_of(trials: Sequence[FrozenTrial], name: str, number: int) -> FrozenTri
     for trial in trials:  # numbers are 0..n-1; this only runs if Optuna ever changes that
         if trial.number == number:
             return trial
-    raise StudyNotFoundError(f"study {name!r} has no trial {number} (it has {len(trials)})")
+    raise StudyNotFoundError(no_trial(name, number, len(trials)))

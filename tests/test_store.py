@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from tuner.errors import StorageError
-from tuner.storage import Store
+from tuner.storage import Store, no_trial
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
 
 
@@ -91,3 +91,10 @@ def test_stores_opened_at_once_on_a_new_postgresql_database_all_open(fresh_postg
         store.close()
     assert errors == []
     assert len(opened) == 4
+
+
+@pytest.mark.parametrize(("count", "said"), [
+    (0, "it has no trials"), (1, "its one trial is 0"), (10, "its trials are 0-9"),
+])
+def test_a_trial_number_a_study_lacks_is_told_with_the_numbers_it_has(count: int, said: str) -> None:
+    assert no_trial("s", 10, count) == f"study 's' has no trial 10 ({said})"

@@ -156,7 +156,7 @@ def test_a_trial_that_copied_a_result_is_verified_with_the_load_it_copied() -> N
 
 def test_nothing_to_verify_is_refused() -> None:
     failed = StoredTrial(number=1, trial_id=101, state=TrialState.FAIL, params={})
-    with pytest.raises(StudyNotFoundError, match="no trial 7"):
+    with pytest.raises(StudyNotFoundError, match=r"no trial 7 \(its trials are 0-1\)$"):
         choose_target([load(0, 80.0), failed], INFO, number=7)
     with pytest.raises(StudyNotFoundError, match="trial 1 measured no config"):
         choose_target([load(0, 80.0), failed], INFO, number=1)

@@ -187,7 +187,7 @@ def show(
     """Print a study's configs (each judged by the median of its loads) and the recommendation, or one trial in full."""
     from tuner.cli import _display as display
     from tuner.reports import stored_verifications, study_document
-    from tuner.storage import read_study
+    from tuner.storage import no_trial, read_study
     from tuner.study import config_results, default_result, recommend
 
     store = open_store(storage)
@@ -196,7 +196,7 @@ def show(
     if trial is not None:
         matches = [t for t in document["trials"] if t["number"] == trial]
         if not matches:
-            raise ConfigError(f"--trial: study {study_name!r} has no trial {trial} (it has {len(document['trials'])})")
+            raise ConfigError(f"--trial: {no_trial(study_name, trial, len(document['trials']))}")
         if as_json:
             print(json.dumps(matches[0], indent=2))
         else:

@@ -45,6 +45,7 @@ from tuner.storage import (
     StoredTrial,
     StudyInfo,
     TrialRecord,
+    no_trial,
     read_info,
     read_study,
     redact_url,
@@ -130,7 +131,7 @@ def choose(stored: StoredStudy, number: int | None = None, max_p99_ms: float | N
     if number is not None:
         trial = stored.trial(number)
         if trial is None:
-            raise StudyNotFoundError(f"study {stored.name!r} has no trial {number} (it has {len(stored.trials)})")
+            raise StudyNotFoundError(no_trial(stored.name, number, len(stored.trials)))
         if not trial.complete:
             raise StudyNotFoundError(f"trial {number} is {trial.state.name}: only a measured config can be exported")
     elif max_p99_ms is not None:

@@ -43,7 +43,7 @@ from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.measure import PerfAnalyzer, Probe, UsageMonitor, measure_trusted, warm_up
 from tuner.model import open_model
 from tuner.reports._export import Exported, export_trial, study_config
-from tuner.storage import ATTR_VERIFICATIONS, Store, StoredTrial, StudyInfo, read_study
+from tuner.storage import ATTR_VERIFICATIONS, Store, StoredTrial, StudyInfo, no_trial, read_study
 from tuner.study import ConfigResult, by_number, config_results, recommend
 from tuner.trial import LoadPoint
 from tuner.triton import cpu_model, make_server, server_version, versions, worker_gpus
@@ -270,7 +270,7 @@ def choose_target(trials: Sequence[StoredTrial], info: StudyInfo, number: int | 
     if number is not None:
         trial = next((t for t in trials if t.number == number), None)
         if trial is None:
-            raise StudyNotFoundError(f"study {info.name!r} has no trial {number}")
+            raise StudyNotFoundError(no_trial(info.name, number, len(trials)))
         if trial.complete and trial.reused_from is not None:  # a copy of another trial's result: verify that load
             trial = next((t for t in trials if t.number == trial.reused_from), trial)
         config = by_number(results).get(trial.number)

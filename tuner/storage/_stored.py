@@ -351,6 +351,12 @@ def _limits_text(bounds: dict[str, dict[str, float | None]]) -> str:
     return ", ".join(parts) or "no constraints"
 
 
+def no_trial(name: str, number: int, count: int) -> str:
+    """``study 'x' has no trial 10 (its trials are 0-9)``: Optuna numbers a study's trials from 0."""
+    have = "it has no trials" if count == 0 else "its one trial is 0" if count == 1 else f"its trials are 0-{count - 1}"
+    return f"study {name!r} has no trial {number} ({have})"
+
+
 def read_info(study: optuna.Study) -> StudyInfo:
     attrs = study.user_attrs
     directions = tuple(d.name.lower() for d in study.directions)
