@@ -335,6 +335,25 @@ def test_unknown_keys_are_named(study_dir: Path, data: dict[str, object], field:
 
 
 @pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (_with("search.space.instances_count", [1, 2]), ("search.space.instances_count: unknown field; did you mean "
+                                                        "instance_count?")),
+        (_minimal(constraint={}), "constraint: unknown field; did you mean constraints?"),
+        (_with("search.warm_start", {"form": ["v1"]}), "search.warm_start.form: unknown field; did you mean from?"),
+        (_with("model.inputs", [{"name": "x", "shape": [4], "dtyp": "FP32"}]),
+         "model.inputs.0.dtyp: unknown field; did you mean dtype?"),
+        (_with("workers.cpus", 1), ("workers.cpus: unknown field; valid: backend, count, cpus_per_worker, "
+                                   "gpus_per_worker, ray_address")),
+    ],
+)
+def test_an_unknown_key_is_told_the_known_one_it_is_nearest_or_the_known_ones(
+    study_dir: Path, data: dict[str, object], said: str
+) -> None:
+    assert said in _error(study_dir, data)
+
+
+@pytest.mark.parametrize(
     ("where", "value"),
     [
         ("search.n_trials", True),

@@ -8,19 +8,22 @@ in the file, the SQLite database and the work folder included, are relative to t
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from tuner.config._base import _base_dir, _known_metric, _resolve, _Strict, _valid_name
 from tuner.config._load import LoadSettings
@@ -242,12 +245,41 @@ def load_config(path: Path) -> StudyConfig:
 
 
 def _describe(error: Mapping[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error.get("loc", ()) if not _is_union_tag(p))
+    path = tuple(error.get("loc", ()))
+    loc = ".".join(str(p) for p in path if not _is_union_tag(p))
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":
-        message = "unknown field"
+        message = "unknown field" + _known_fields(path)
     return f"{loc}: {message}" if loc else message
+
+
+def _known_fields(loc: tuple[Any, ...]) -> str:
+    """``; did you mean instance_count?`` or ``; valid: a, b, c``: the fields of the mapping an unknown field
+    ``loc`` is in, from the study file's models (each union member's and list item's included)."""
+    models: set[type[BaseModel]] = {StudyConfig}
+    for part in loc[:-1]:
+        if not isinstance(part, str):
+            continue  # a list's index or a dict's key: the same models' items
+        inner = {m for model in models if (f := _fields(model).get(part)) is not None for m in _models_in(f.annotation)}
+        models = inner or models  # a union's tag names no field: the members were found with the field before it
+    fields = sorted({name for model in models for name in _fields(model)})
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1) if loc else []
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f"; valid: {', '.join(fields)}" if fields else ""
+
+
+def _fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields by the names a study file gives them (their aliases, where they have one)."""
+    return {f.alias or name: f for name, f in model.model_fields.items()}
+
+
+def _models_in(annotation: Any) -> set[type[BaseModel]]:
+    """The pydantic models an annotation holds, through unions, Annotated, lists and dicts."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {annotation}
+    return {m for arg in get_args(annotation) for m in _models_in(arg)}
 
 
 def _is_union_tag(part: Any) -> bool:
