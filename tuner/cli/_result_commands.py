@@ -1,4 +1,4 @@
-"""The commands on what a study gives: report, export, compare, verify, and the API and dashboard servers."""
+"""The commands on what a study gives: report, export, compare, serve, verify, and the API and dashboard servers."""
 
 from __future__ import annotations
 
@@ -140,6 +140,35 @@ def dashboard(
 
     _refuse_used_port(host, port)
     serve_dashboard(Store(storage_url(storage)), host=host, port=port)
+
+
+@app.command("serve")
+def serve_command(
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="A model repository, as `tuner export` writes.")],
+    host: HostOption = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65533, help="HTTP port; gRPC and metrics take the next two.")
+    ] = 8000,
+) -> None:
+    """Serve a model repository (an export) on the embedded Triton server, as the study measured it, until Ctrl-C."""
+    from tuner.cli import _display as display
+    from tuner.triton import Ports, serve_repository
+
+    ports = Ports(port, port + 1, port + 2)
+    for used in (ports.http, ports.grpc, ports.metrics):
+        _refuse_used_port(host, used)
+
+    def ready(models: list[str]) -> None:
+        display.console.print(
+            f"serving {', '.join(models)} from {folder}: HTTP {host}:{ports.http}, gRPC {host}:{ports.grpc}, "
+            f"metrics {host}:{ports.metrics}; Ctrl-C stops it",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+    try:
+        serve_repository(folder, host, ports, ready)
+    except KeyboardInterrupt:  # how a server is stopped: not an error
+        display.console.print("stopped", highlight=False)
 
 
 @app.command("verify")

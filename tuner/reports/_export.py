@@ -355,7 +355,14 @@ What the numbers say:
 
 ## Serve it
 
-{runner}
+On the machine that ran the study, the embedded Triton server it measured with serves this folder (until Ctrl-C):
+
+```bash
+tuner serve .
+```
+
+Elsewhere, a Triton server with the python backend (NVIDIA's `tritonserver` container, say) serves it from this
+folder. {runner}
 ```bash
 tritonserver --model-repository="$PWD" --model-control-mode=explicit --load-model={name}
 ```

@@ -25,9 +25,10 @@ from tuner.triton._model_config import (
     tune_config,
     tuned_knobs,
 )
-from tuner.triton._ports import port_is_free
+from tuner.triton._ports import Ports, port_is_free
 from tuner.triton._process import die_with_parent, kill_orphans
 from tuner.triton._providers import installed_providers, runner_providers
+from tuner.triton._serve import serve_repository
 from tuner.triton._server import TritonServer, check_launch, make_server, worker_gpus
 from tuner.triton._versions import cpu_model, server_version, versions
 
@@ -35,6 +36,7 @@ __all__ = [
     "RUNNER_BACKEND",
     "RUNNER_SOURCE",
     "Access",
+    "Ports",
     "TritonServer",
     "build_model_config",
     "build_native_config",
@@ -50,6 +52,7 @@ __all__ = [
     "pytriton_libs",
     "redact",
     "runner_providers",
+    "serve_repository",
     "server_version",
     "to_pbtxt",
     "tune_config",
