@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.reports import explain_trial
-from tuner.reports._explain import Explanation, consistent, explain
+from tuner.reports._explain import Explanation, _trust, consistent, explain
 from tuner.storage import TrialRecord, point_of, read_trial
 from tuner.storage import _stored as rs
 from tuner.trial import LoadPoint
@@ -123,6 +123,14 @@ def test_unstable_windows_and_accuracy_drop_of_fp16() -> None:
     found = _explain(_entry("study td-precision (text_detection), trial 2"))
     assert {"unstable", "accuracy", "compute"} <= set(_rules(found))
     assert "(fp16)" in _text(found, "accuracy")
+    assert "on throughput or on latency" in _text(found, "unstable"), "the small spread of the windows kept is no contradiction"
+
+
+def test_an_unstable_point_says_the_spread_of_the_windows_it_kept() -> None:
+    point = LoadPoint(concurrency=8, throughput=5593.0, latency_p50_ms=1.0, latency_p90_ms=2.0, latency_p95_ms=2.5,
+                      latency_p99_ms=3.0, latency_avg_ms=1.4, stable=False, throughput_spread_pct=2.7)
+    (said,) = [e.text for e in _trust(point, [point]) if e.rule == "unstable"]
+    assert "three more windows taken as they came, whose throughputs spread 3%" in said
 
 
 def test_other_processes_on_the_cores_flag_the_window() -> None:

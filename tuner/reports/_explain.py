@@ -416,11 +416,14 @@ def _trust(point: LoadPoint, curve: Sequence[LoadPoint]) -> list[Explanation]:
             )
         )
     if not point.stable:
+        # The windows kept are three more, taken as they came after the run that never agreed: theirs may not show it.
+        spread = f", whose throughputs spread {point.throughput_spread_pct:.0f}%" if point.throughput_spread_pct else ""
         found.append(
             Explanation(
                 "unstable",
-                "perf_analyzer's windows never agreed within the stability percentage: the numbers are noisy; "
-                "a longer measurement window or a quieter machine makes them trustworthy.",
+                "perf_analyzer's windows never agreed within the stability percentage, on throughput or on latency "
+                f"(it checks both); the numbers are of three more windows taken as they came{spread}. They are "
+                "noisy: a longer measurement window or a quieter machine makes them trustworthy.",
             )
         )
     return found
