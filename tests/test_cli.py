@@ -177,6 +177,8 @@ def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: 
     assert MISSED in one.stdout
     again = _tuner("show", "remeasured", "--storage", remeasured, "--trial", 4, cwd=tmp_path)
     assert "one load of the config that trial 5 stands for" in again.stdout
+    assert "a fresh load of trial 1's config, measured again to confirm it" in again.stdout
+    assert "a fresh load" not in one.stdout
     assert "tuner verify" not in result.stdout.split("recommended:")[1]  # none yet
 
     from tuner.reports import record

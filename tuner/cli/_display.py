@@ -400,6 +400,10 @@ _WHY_RULES = ("failed", "pruned")
 
 def print_trial(trial: dict) -> None:
     console.print(f"[bold]trial {trial['number']}[/] {trial['state']} {params_text(trial['params'])}")
+    if trial.get("remeasure_of") is not None:
+        console.print(f"a fresh load of trial {trial['remeasure_of']}'s config, measured again to confirm it")
+    if trial.get("reused_from") is not None:
+        console.print(f"the result of trial {trial['reused_from']}, which measured the same config")
     # why a trial failed or stopped comes first, once: as its explanation says it (with a hint), where it has one
     explanations = trial.get("explanations") or []
     why = [e for e in explanations if e["rule"] in _WHY_RULES]
