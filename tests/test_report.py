@@ -244,14 +244,26 @@ def test_compare_says_where_the_two_studies_measured_another_path(tmp_path: Path
 
     from rich.console import Console
 
+    from tuner.reports._compare import _load
+    from tuner.storage import bounds_text
+
     a = _gather(tmp_path, REMEASURED)
-    b = dataclasses.replace(a, study_file={**a.study_file, "load": {"shared_memory": "system", "protocol": "http"}})
+    load = {**a.study_file.get("load", {}), "shared_memory": "system", "protocol": "http", "concurrency": "auto"}
+    b = dataclasses.replace(a, study_file={**a.study_file, "load": load})
     differences = comparison_json(a, b)["measured_differently"]
-    assert differences == ["load.protocol: grpc in A, http in B", "load.shared_memory: none in A, system in B"]
+    assert differences == ["load.protocol: grpc in A, http in B", "load.shared_memory: none in A, system in B",
+                           f"load.concurrency: {_load(a).concurrency} in A, auto in B"]
+    assert comparison_json(a, b)["judged_differently"] is None
+    b = dataclasses.replace(b, bounds={"latency_p99_ms": {"max": 2.5}, "throughput": {"min": 100.0}})
+    assert comparison_json(a, b)["judged_differently"] == (
+        f"{bounds_text(a.bounds)} in A, latency_p99_ms <= 2.5, throughput >= 100 in B"
+    )
     console = Console(width=200, record=True)
     for renderable in comparison(a, b):
         console.print(renderable)
-    assert "measured differently, so B / A is not the configs' doing alone" in console.export_text()
+    shown = " ".join(console.export_text().split())
+    assert "measured differently, so B / A is not the configs' doing alone" in shown
+    assert "each recommendation is the best under its own study's constraints: latency_p99_ms <= 3 in A" in shown
 
 
 def test_the_report_shows_the_verifications_of_the_recommendation(tmp_path: Path) -> None:

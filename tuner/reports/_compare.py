@@ -17,6 +17,7 @@ from rich.text import Text
 
 from tuner.config import LoadSettings
 from tuner.reports._data import ConfigData, StudyData
+from tuner.storage import bounds_text
 
 #: The numbers each front row shows (medians over a config's loads), with their headers.
 _COLUMNS = (("infer/s", "throughput"), ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"))
@@ -24,7 +25,7 @@ _COLUMNS = (("infer/s", "throughput"), ("p50 ms", "latency_p50_ms"), ("p99 ms", 
 _RATIOS = ("throughput", "latency_p50_ms", "latency_p99_ms")
 #: The load settings that change what a throughput or a latency means: studies that differ in one
 #: measured another path (the tensors' transport, the client), not only another config.
-_MEASURED_BY = ("engine", "protocol", "shared_memory", "input_data")
+_MEASURED_BY = ("engine", "protocol", "shared_memory", "input_data", "concurrency")
 
 
 def _fmt(value: Any) -> str:
@@ -102,7 +103,17 @@ def comparison(a: StudyData, b: StudyData) -> list[RenderableType]:
     if differences:
         note = "measured differently, so B / A is not the configs' doing alone: " + "; ".join(differences)
         shown.append(Text(note, style="yellow"))
+    if judged := judged_differently(a, b):
+        shown.append(
+            Text(f"each recommendation is the best under its own study's constraints: {judged}", style="yellow")
+        )
     return shown
+
+
+def judged_differently(a: StudyData, b: StudyData) -> str | None:
+    """``latency_p99_ms <= 20 in A, latency_p99_ms <= 5 in B`` where the two studies' constraints differ."""
+    ta, tb = bounds_text(a.bounds), bounds_text(b.bounds)
+    return None if ta == tb else f"{ta} in A, {tb} in B"
 
 
 def measured_differently(a: StudyData, b: StudyData) -> list[str]:
@@ -133,6 +144,7 @@ def comparison_json(a: StudyData, b: StudyData) -> dict[str, Any]:
         "b": _study_json(b),
         "b_over_a": ratios,
         "measured_differently": measured_differently(a, b),
+        "judged_differently": judged_differently(a, b),
     }
 
 

@@ -313,8 +313,8 @@ class StudyInfo:
         """
         if self.study_file and _limits(self.bounds) != _limits(bounds):
             raise ConfigError(
-                f"constraints: the trials of study {self.name!r} were judged against {_limits_text(self.bounds)}, "
-                f"and this file gives {_limits_text(bounds)}: {then}"
+                f"constraints: the trials of study {self.name!r} were judged against {bounds_text(self.bounds)}, "
+                f"and this file gives {bounds_text(bounds)}: {then}"
             )
 
     @property
@@ -340,11 +340,11 @@ class StudyInfo:
         return n_trials if isinstance(n_trials, int) else None
 
 
-def _limits(bounds: dict[str, dict[str, float | None]]) -> dict[tuple[str, str], float]:
+def _limits(bounds: Bounds) -> dict[tuple[str, str], float]:
     return {(m, side): float(v) for m, b in bounds.items() for side, v in (b or {}).items() if v is not None}
 
 
-def _limits_text(bounds: dict[str, dict[str, float | None]]) -> str:
+def bounds_text(bounds: Bounds) -> str:
     """``latency_p99_ms <= 10, accuracy_drop <= 0.05``, or ``no constraints``."""
     signs = {"min": ">=", "max": "<="}
     parts = [f"{m} {signs[side]} {v:g}" for (m, side), v in sorted(_limits(bounds).items())]
