@@ -215,14 +215,15 @@ def _configs_table(data: StudyData) -> str:
         if config.number in data.front:
             marks.append("front")
         css = "" if config.feasible else "infeasible"
-        loads = ", ".join(str(t.number) for t in config.result.loads)
+        numbers = [str(t.number) for t in config.result.loads]
+        loads = f"trial {numbers[0]}" if len(numbers) == 1 else f"trials {', '.join(numbers)}"
         rows.append(
             f"<tr class='{css}' id='config-{config.number}'><td>{config.number}</td>"
             f"<td>{html.escape(config.params_text())}</td>"
             f"<td class='num'>{_fmt(config.metric('throughput'))}</td>"
             f"<td class='num'>{_fmt(config.metric('latency_p99_ms'))}</td>"
             f"<td class='num'>{config.point.concurrency if config.point else ''}</td>"
-            f"<td class='num'>{config.loads}</td><td>{html.escape(config.loads_text())} (trials {loads})</td>"
+            f"<td class='num'>{config.loads}</td><td>{html.escape(config.loads_text())} ({loads})</td>"
             f"<td>{' '.join(marks)}</td><td>{html.escape(config.failed_text())}</td></tr>"
         )
     if not rows:
