@@ -302,11 +302,11 @@ class StudyInfo:
                 f"{self.model_digest[:12]}..., now {digest[:12]}...): {then}"
             )
 
-    def check_bounds(self, bounds: dict[str, dict[str, float | None]], then: str) -> None:
-        """Refuses constraints other than those the study's trials were judged against (``bounds``, as
-        ``bounds`` gives them): each trial's feasibility was stored as it finished, so a changed bound
-        would judge the trials of one study by two rules. ``then`` says what to do instead. A study that
-        stored no study file passes.
+    def check_bounds(self, bounds: Bounds, then: str) -> None:
+        """Refuses constraints (``bounds``, in the form of the ``bounds`` property) other than those the
+        study's trials were judged against: each trial's feasibility was stored as it finished, so a changed
+        bound would judge the trials of one study by two rules. ``then`` says what to do instead. A study
+        that stored no study file passes.
 
         Raises:
             ConfigError: a constraint was added, removed or changed since.
