@@ -1,9 +1,11 @@
 """Where the cores go while a served config is measured, next to raw ONNX Runtime in the same layout.
 
     python bench/cpu_split.py [--repeats 2] [--seconds 6] [--max-batch 8] [--batching] [--concurrency 4]
-                              [--raw-batch 1] [--out bench/results/cpu_split.json]
+                              [--raw-batch 1] [--precision fp32] [--accelerator openvino]
+                              [--out bench/results/cpu_split.json]
 
-On the PP-OCRv4 text detector, FP32 on OpenVINO, 2 instances of 1 thread, by default max batch size 8
+On the PP-OCRv4 text detector, by default FP32 on OpenVINO (``--precision``, ``--accelerator``: another variant,
+built as a study builds it), 2 instances of 1 thread, by default max batch size 8
 without the batcher (the raw ceiling's layout in bench/model_analyzer.py on 2 cores), the embedded server is
 measured by perf_analyzer at concurrency 4 (`--concurrency`), with the tensors over gRPC and through shared memory
 (``load.shared_memory``). While it measures, the CPU time of the server's own process (Triton's core:
@@ -36,6 +38,8 @@ from shared_memory import MODEL, raw_side, served
 
 from tuner.measure import EngineSettings, PerfAnalyzer, output_region_bytes, warm_up
 from tuner.model import _bundled as models
+from tuner.model import build_variant, validation_inputs
+from tuner.model_info import read_model_info
 from tuner.trial import TrialSpec
 from tuner.triton import cpu_model, versions
 from tuner.workers import cpu_cores
@@ -77,6 +81,14 @@ def measure(onnx: Path, spec: TrialSpec, concurrency: int, mode: str, seconds: f
     return {"shared_memory": mode, "throughput": round(point.throughput, 1), **split}
 
 
+def variant(onnx: Path, precision: str) -> Path:
+    """The model's ``precision`` variant, as a study builds it (INT8 calibrated on the made-up validation batch)."""
+    if precision == "fp32":
+        return onnx
+    inputs = validation_inputs(MODEL, read_model_info(onnx)) if precision == "int8" else None
+    return build_variant(onnx, precision, Path(tempfile.gettempdir()) / "tuner-bench-variants", inputs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -85,10 +97,13 @@ def main() -> None:
     parser.add_argument("--batching", action="store_true", help="Triton's dynamic batcher, no queue delay")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--raw-batch", type=int, default=1)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--accelerator", default="openvino", choices=("none", "openvino"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu_split.json")
     args = parser.parse_args()
-    spec = TrialSpec(args.max_batch, args.batching, 0, 2, cpu_threads=1, accelerator="openvino")
-    onnx = models.prepare(MODEL, ROOT / "model_repository")
+    spec = TrialSpec(args.max_batch, args.batching, 0, 2, cpu_threads=1, accelerator=args.accelerator,
+                     precision=args.precision)
+    onnx = variant(models.prepare(MODEL, ROOT / "model_repository"), args.precision)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     runs, raw = [], []
     for _ in range(args.repeats):
