@@ -287,27 +287,25 @@ def test_a_key_given_twice_is_an_error_naming_its_line(study_dir: Path) -> None:
         load_config(path)
 
 
-def test_a_merge_key_may_be_given_again_by_name(study_dir: Path) -> None:
+def _tiny_study(study_dir: Path, rest: str) -> Path:
+    """A study file of the tiny model, as YAML text: its study and model, then ``rest``."""
     path = study_dir / "study.yaml"
-    path.write_text("study: s1\nmodel: {name: tiny, path: ../models/tiny.onnx}\n"
-                    "search:\n  <<: {n_trials: 3, seed: 1}\n  seed: 7\n")
+    path.write_text(f"study: s1\nmodel: {{name: tiny, path: ../models/tiny.onnx}}\n{rest}")
+    return path
 
-    search = load_config(path).search
+
+def test_a_merge_key_may_be_given_again_by_name(study_dir: Path) -> None:
+    search = load_config(_tiny_study(study_dir, "search:\n  <<: {n_trials: 3, seed: 1}\n  seed: 7\n")).search
 
     assert (search.n_trials, search.seed) == (3, 7)
 
 
 def test_a_number_in_exponent_form_without_a_dot_is_a_number(study_dir: Path) -> None:
-    path = study_dir / "study.yaml"
-    path.write_text("study: s1\nmodel: {name: tiny, path: ../models/tiny.onnx}\n"
-                    "load: {measurement_window_ms: 2e3, trial_timeout_s: 1.5E+2}\n")
-
-    load = load_config(path).load
+    load = load_config(_tiny_study(study_dir, "load: {measurement_window_ms: 2e3, trial_timeout_s: 1.5E+2}\n")).load
 
     assert (load.measurement_window_ms, load.trial_timeout_s) == (2000, 150.0)
-    path.write_text("study: s1\nmodel: {name: tiny, path: ../models/tiny.onnx}\nload: {measurement_window_ms: 1e308}\n")
     with pytest.raises(ConfigError, match=r"load\.measurement_window_ms: (?!.*valid integer)"):
-        load_config(path)
+        load_config(_tiny_study(study_dir, "load: {measurement_window_ms: 1e308}\n"))
 
 
 def test_top_level_list_is_rejected(study_dir: Path) -> None:
