@@ -28,9 +28,9 @@ class TensorSpec(_Strict):
 
     @property
     def sample_bytes(self) -> int:
-        """Bytes of one sample of this input (a free batch dimension counts once; of 4-byte elements where
-        the type is the model's, which is read later)."""
-        return tensor_bytes(self.dtype or "FP32", self.shape)
+        """Bytes of one sample of this input (a free batch dimension counts once; of 8-byte elements, the
+        largest, where the type is the model's, which is read later)."""
+        return tensor_bytes(self.dtype or "FP64", self.shape)
 
     @field_validator("dtype")
     @classmethod
