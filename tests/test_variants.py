@@ -22,6 +22,22 @@ from tuner.model._variants import file_digest, int8_method
 from tuner.model_info import read_model_info
 
 
+def _conv_model(path: Path) -> Path:
+    """A tiny x[N, 1, 8, 8] convolution by w[2, 1, 3, 3], with w an initializer."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 1, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "tiny_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def _matmul_model(path: Path, seed: int = 0) -> Path:
     """A tiny x[N, 16] @ w[16, 8] model, with w an initializer."""
     rng = np.random.default_rng(seed)
@@ -493,5 +509,8 @@ def test_building_an_int8_variant_logs_no_advice_the_user_cannot_act_on(tmp_path
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     source = _matmul_model(tmp_path / "matmul.onnx")
     with caplog.at_level(logging.WARNING):
-        build_variant(source, "int8", tmp_path / "cache")
+        build_variant(source, "int8", tmp_path / "cache")  # dynamic: no calibration inputs
+        conv = _conv_model(tmp_path / "conv.onnx")  # a convolution: static, calibrated, as a study builds it
+        calibration = {"x": np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)}
+        assert build_variant(conv, "int8", tmp_path / "static", calibration).name.endswith("-int8-static.onnx")
     assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]

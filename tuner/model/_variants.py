@@ -278,7 +278,9 @@ class _NoPreProcessingAdvice(logging.Filter):
     logger at every quantization: a user of the tuner did not quantize anything, and cannot act on it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
+        # "Please consider to run pre-processing ..." (dynamic), "Please consider pre-processing ..." (static)
+        message = str(record.msg)
+        return not (message.startswith("Please consider") and "pre-processing before quantization" in message)
 
 
 @contextlib.contextmanager
