@@ -208,7 +208,7 @@ def test_a_study_run_again_once_done_says_that_nothing_is_left(
     tmp_path: Path, digits_onnx: Path, landscape_file: Path, tuner_main
 ) -> None:
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, n_trials=3)))
+    study.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, sampler="bo", n_trials=3)))
 
     first = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
     again = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
@@ -216,6 +216,8 @@ def test_a_study_run_again_once_done_says_that_nothing_is_left(
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
     said = "nothing left to measure: the study has its 3 trials (--n-trials above 3 extends it)"
     assert said not in first.stdout and said in again.stdout
+    # the plan's notes are told once, at the study's start
+    assert first.stdout.count("note: ") >= 1 and "note: " not in again.stdout
 
 
 def test_a_landscape_says_the_cpu_and_the_versions_that_measured_it(tmp_path: Path, landscape_file: Path) -> None:

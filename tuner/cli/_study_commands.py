@@ -96,7 +96,8 @@ def optimize(
             f"{' each' if workers.count > 1 else ''}{gpus} · "
             f"storage {escape(redact_url(cfg.storage))}"
         )
-        _print_notes(study_plan)
+        if not runner.study.trials:  # a study run again was told them at its start
+            _print_notes(study_plan)
         seeds = study_plan.seeds
         if seeds is not None and not runner.study.trials:
             display.console.print(
