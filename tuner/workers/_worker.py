@@ -409,6 +409,12 @@ class Worker:
 
         if screen is not None and (screen.judges or screen.inaccurate(accuracy_drop)):
             reason = screen.verdict(screen_at(screen.concurrency), accuracy_drop)
+            if reason is not None and not screen.inaccurate(accuracy_drop):
+                # A reading of three short windows can be a hiccup's (a p99 doubled by one stall on a busy
+                # machine): a verdict on the load stops the trial only where a second screen repeats it.
+                logger.info("%s: its screen read it hopeless (%s); screening it again", name, reason)
+                del screens[screen.concurrency]
+                reason = screen.verdict(screen_at(screen.concurrency), accuracy_drop)
             if reason is not None:
                 logger.info("%s stopped after its screen: %s", name, reason)
                 return [screens[screen.concurrency]], reason
