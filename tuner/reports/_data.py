@@ -43,13 +43,14 @@ _SHORT = {
 
 
 def params_text(params: dict[str, Any]) -> str:
-    """A config in short: ``mbs=8 batching=on delay_us=500 instances=2``."""
+    """A config in short: ``mbs=8 batching=on delay_us=500 instances=2``; ``(no params)`` where a trial has none
+    (a space whose every knob is fixed, or a trial stopped before the sampler proposed its config)."""
     parts = []
     for key, value in params.items():
         if isinstance(value, bool):
             value = "on" if value else "off"
         parts.append(f"{_SHORT.get(key, key)}={value}")
-    return " ".join(parts) or "default"
+    return " ".join(parts) or "(no params)"
 
 
 @dataclass(frozen=True)
