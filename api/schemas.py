@@ -169,6 +169,11 @@ class TrialSummary(_Out):
         description="Why the trial stopped after its screening measurement (PRUNED trials); "
         "`metrics` (and a detail's `points`) then hold the screen's point.",
     )
+    server_restarted: str | None = Field(
+        default=None,
+        description="Why the trial's server was restarted while it ran (it died); its config was then "
+        "measured again from the start on the restarted server.",
+    )
 
 
 class TrialPage(_Out):

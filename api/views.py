@@ -114,6 +114,7 @@ def _summary_of(trial: StoredTrial, bounds: Bounds) -> dict[str, Any]:
         "datetime_complete": trial.datetime_complete,
         "fail_reason": trial.fail_reason,
         "pruned_reason": trial.pruned_reason,
+        "server_restarted": trial.server_restarted,
     }
 
 

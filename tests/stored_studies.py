@@ -61,12 +61,14 @@ class Load:
         changes: LoadPoint fields of the judged point that this load measured differently.
         remeasure_of: The trial whose config this load measured again.
         default: The model's default config.
+        attrs: More of the trial's user attributes, as the study loop sets them.
     """
 
     source: str
     changes: dict[str, float] = dataclasses.field(default_factory=dict)
     remeasure_of: int | None = None
     default: bool = False
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def write_study(
@@ -120,6 +122,8 @@ def _write_trial(
         trial.set_user_attr(ATTR_DEFAULT, True)
     if load.remeasure_of is not None:
         trial.set_user_attr(ATTR_REMEASURE_OF, load.remeasure_of)
+    for key, value in load.attrs.items():
+        trial.set_user_attr(key, value)
     for metric, bound in bounds.items():
         value = metrics[metric]
         excess = [value - bound["max"]] if bound.get("max") is not None else []

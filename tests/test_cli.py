@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -193,6 +194,23 @@ def test_show_lists_configs_by_their_medians_and_the_recommendation(remeasured: 
     assert ("verified with `tuner verify` (1 of 1, latest last): 2026-12-07T18:00:00+00:00 trial 5: inconclusive: "
             "3100 infer/s verified (3 runs, 3000-3150)") in shown
     assert "3 of 3 runs shared the CPU with other processes" in shown
+
+
+def test_show_says_when_a_trials_server_was_restarted(remeasured: str, tmp_path: Path, digits_onnx: Path) -> None:
+    from tuner.storage import ATTR_SERVER_RESTARTED
+
+    died = "tritonserver died during the trial: killed by SIGKILL"
+    loads = [dataclasses.replace(load, attrs={ATTR_SERVER_RESTARTED: died}) if i == 2 else load
+             for i, load in enumerate(REMEASURED)]
+    store = Store(remeasured)
+    write_study(store, "restarted", loads, BOUNDS, onnx=digits_onnx)
+    store.close()
+
+    shown = _tuner("show", "restarted", "--storage", remeasured, "--trial", 2, cwd=tmp_path).stdout
+    as_json = json.loads(_tuner("show", "restarted", "--storage", remeasured, "--json", cwd=tmp_path).stdout)
+
+    assert f"its server was restarted while it ran ({died}); the config was measured again" in " ".join(shown.split())
+    assert [t["server_restarted"] for t in as_json["trials"]] == [None, None, died, None, None, None]
 
 
 def test_show_of_a_failed_trial_says_why_once_and_first(remeasured: str, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import ray
 from optuna.trial import TrialState
 
 from tuner.config import StudyConfig, parse_config
-from tuner.storage import Store
+from tuner.storage import Store, read_trial
 from tuner.study import StudyRunner
 from tuner.workers._ray_init import init_ray
 
@@ -127,6 +127,7 @@ def test_a_killed_server_is_restarted_and_the_config_measured_again(
     once = study.trials[victims["once"]]
     assert once.state == TrialState.COMPLETE  # measured again on the restarted server, and it says so
     assert once.user_attrs["server_restarted"].startswith("tritonserver died during the trial: killed by SIGKILL")
+    assert read_trial(once).server_restarted == once.user_attrs["server_restarted"], "as show, the report and the API read it"
     failed = study.trials[victims["twice"]]
     assert failed.state == TrialState.FAIL
     reason = failed.user_attrs["fail_reason"]

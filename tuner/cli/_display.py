@@ -149,6 +149,8 @@ def result_text(trial: FrozenTrial, cfg: StudyConfig) -> str:
         flags.append(f"reused from {stored.reused_from}")
     if stored.remeasure_of is not None:
         flags.append(f"again of {stored.remeasure_of}")
+    if stored.server_restarted:
+        flags.append("[yellow]server restarted[/]")
     if metrics.get("stable") is False:
         flags.append("[yellow]unstable[/]")
     if metrics.get("contaminated"):
@@ -404,6 +406,11 @@ def print_trial(trial: dict) -> None:
         console.print(f"a fresh load of trial {trial['remeasure_of']}'s config, measured again to confirm it")
     if trial.get("reused_from") is not None:
         console.print(f"the result of trial {trial['reused_from']}, which measured the same config")
+    if trial.get("server_restarted"):
+        console.print(
+            f"its server was restarted while it ran ({trial['server_restarted']}); the config was measured again "
+            "from the start", highlight=False, markup=False,
+        )  # fmt: skip
     # why a trial failed or stopped comes first, once: as its explanation says it (with a hint), where it has one
     explanations = trial.get("explanations") or []
     why = [e for e in explanations if e["rule"] in _WHY_RULES]

@@ -37,6 +37,7 @@ def stored_trial_json(trial: StoredTrial, bounds: Bounds | None = None, variants
         "remeasure_of": trial.remeasure_of,
         "fail_reason": trial.fail_reason,
         "pruned_reason": trial.pruned_reason,
+        "server_restarted": trial.server_restarted,
         "timings_s": trial.timings_s or None,
         "accuracy": trial.accuracy,
         "server": trial.server or None,

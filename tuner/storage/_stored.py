@@ -132,6 +132,8 @@ class StoredTrial:
         fail_reason: Why it failed.
         pruned_reason: Why it stopped after its screening measurement (PRUNED); ``metrics`` then
             holds the screen's point.
+        server_restarted: Why its server was restarted while it ran (the server died); its config was
+            then measured again from the start.
         accuracy: The variant's answers against FP32's (see tuner.model), when checked.
         server: By concurrency, what the server did while measured.
         worker: The worker that measured it.
@@ -155,6 +157,7 @@ class StoredTrial:
     interrupted: bool = False
     fail_reason: str | None = None
     pruned_reason: str | None = None
+    server_restarted: str | None = None
     accuracy: dict[str, Any] | None = None
     server: dict[str, dict[str, Any]] = field(default_factory=dict)
     worker: int | None = None
@@ -245,6 +248,7 @@ def read_trial(trial: FrozenTrial, record: TrialRecord | None = None) -> StoredT
         fail_reason=attrs.get(ATTR_FAIL_REASON)
         or (record.error if record and trial.state == TrialState.FAIL else None),
         pruned_reason=attrs.get(ATTR_PRUNED_REASON),
+        server_restarted=attrs.get(ATTR_SERVER_RESTARTED),
         accuracy=attrs.get(ATTR_ACCURACY),
         server=dict(attrs.get(ATTR_SERVER) or {}),
         worker=int(worker) if worker is not None else None,
