@@ -509,6 +509,12 @@ def test_bad_model_name(study_dir: Path) -> None:
     assert "model.name" in message
 
 
+def test_an_input_dimension_of_zero_is_refused(study_dir: Path) -> None:
+    message = _error(study_dir, _with("model.inputs", [{"name": "x", "shape": [0]}]))
+
+    assert "model.inputs.0.shape: [0]: each dimension is a size of at least 1, or -1 where it is free" in message
+
+
 def test_bad_input_dtype(study_dir: Path) -> None:
     message = _error(study_dir, _with("model.inputs", [{"name": "x", "shape": [4], "dtype": "fp128"}]))
 

@@ -85,6 +85,9 @@ def test_input_override_with_item_shape(digits_onnx: Path) -> None:
     (TensorInfo("float_input", "", (65,)), r"float_input is given shape \[65\], and model.onnx takes \[N, 64\]"),
     (TensorInfo("float_input", "", (8, 8)), r"float_input is given shape \[8, 8\], and model.onnx takes \[N, 64\]"),
     (TensorInfo("float_input", "FP16", (64,)), r"float_input is given dtype FP16, and model.onnx takes FP32"),
+    (TensorInfo("float_input", "", (1, 64)), (r"float_input is given shape \[1, 64\], whose first dimension is the "
+                                             r"batch's, which model.onnx leaves free: give \[64\] \(the batch "
+                                             r"dimension left out\) or \[-1, 64\]")),
 ])
 def test_an_override_that_contradicts_the_model_names_model_inputs(
     digits_onnx: Path, given: TensorInfo, message: str

@@ -294,6 +294,13 @@ def _override(found: TensorInfo, given: TensorInfo | None, source: str) -> Tenso
             f"model.inputs: {found.name} is given shape {list(given.shape)}, and {source} takes [{takes}] "
             "(N: any size; the batch dimension may be left out)"
         )
+    if found.follows_batch and shape[0] != -1:
+        # a size for the batch dimension would fix it: every request of that many samples, batching off
+        item = list(shape[1:])
+        raise ModelError(
+            f"model.inputs: {found.name} is given shape {list(given.shape)}, whose first dimension is the batch's, "
+            f"which {source} leaves free: give {item} (the batch dimension left out) or {[-1, *item]}"
+        )
     dtype = given.dtype or found.dtype
     if dtype != found.dtype:
         raise ModelError(f"model.inputs: {found.name} is given dtype {dtype}, and {source} takes {found.dtype}")

@@ -32,6 +32,13 @@ class TensorSpec(_Strict):
         largest, where the type is the model's, which is read later)."""
         return tensor_bytes(self.dtype or "FP64", self.shape)
 
+    @field_validator("shape")
+    @classmethod
+    def _sized(cls, value: list[int]) -> list[int]:
+        if 0 in value:
+            raise ValueError(f"{value}: each dimension is a size of at least 1, or -1 where it is free")
+        return value
+
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str | None) -> str | None:
