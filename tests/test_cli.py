@@ -427,6 +427,9 @@ def test_export_writes_the_recommended_configs_representative_load(remeasured: s
     readme = (tmp_path / "lucky" / "README.md").read_text()
     assert "trial 4 of study remeasured" in readme and "6400 infer/s" in readme
     assert "the load nearest the median is trial 5" in readme and "Recommended:" not in readme
+    assert "infeasible" not in lucky.stdout
+    missed = _tuner("export", "remeasured", tmp_path / "missed", "--trial", 2, "--storage", remeasured, cwd=tmp_path)
+    assert missed.returncode == 0 and "infeasible under the study's constraints, as its README says" in missed.stdout
 
 
 def test_export_writes_the_studys_own_samples_that_its_command_sends(remeasured: str, tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def test_compare_says_where_the_two_studies_measured_another_path(tmp_path: Path
 
     from rich.console import Console
 
-    from tuner.reports._compare import _load
+    from tuner.reports._compare import _load, measured_differently
     from tuner.storage import bounds_text
 
     a = _gather(tmp_path, REMEASURED)
@@ -254,6 +254,8 @@ def test_compare_says_where_the_two_studies_measured_another_path(tmp_path: Path
     assert differences == ["load.protocol: grpc in A, http in B", "load.shared_memory: none in A, system in B",
                            f"load.concurrency: {_load(a).concurrency} in A, auto in B"]
     assert comparison_json(a, b)["judged_differently"] is None
+    other = dataclasses.replace(a, study_file={**a.study_file, "model": {"name": "other", "path": "other.onnx"}})
+    assert measured_differently(a, other) == ["model: digits_forest in A, other in B"]
     b = dataclasses.replace(b, bounds={"latency_p99_ms": {"max": 2.5}, "throughput": {"min": 100.0}})
     assert comparison_json(a, b)["judged_differently"] == (
         f"{bounds_text(a.bounds)} in A, latency_p99_ms <= 2.5, throughput >= 100 in B"

@@ -70,6 +70,8 @@ def export_command(
     # the study judged the config by its loads' median, which this load may not be
     if config is not None and median is not None and f"{median:.4g}" != f"{point.throughput:.4g}":
         loads = f" (this load; the config's median over {len(config.loads)} loads: {median:.4g} infer/s)"
+    if config is not None and not config.feasible:  # asked for by --trial: exported, and said
+        loads += "; infeasible under the study's constraints, as its README says"
     display.console.print(
         f"exported trial {exported.trial} to {exported.model_dir}: {point.throughput:.4g} infer/s, "
         f"p99 {point.latency_p99_ms:.3g} ms at concurrency {point.concurrency}{loads}; see {out_dir / 'README.md'}",

@@ -117,11 +117,12 @@ def judged_differently(a: StudyData, b: StudyData) -> str | None:
 
 
 def measured_differently(a: StudyData, b: StudyData) -> list[str]:
-    """The load settings (``_MEASURED_BY``) the two studies ran with that differ, as ``name: A, B``."""
+    """The model and the load settings (``_MEASURED_BY``) the two studies ran with that differ, as ``name: A, B``."""
+    models = [f"model: {_model(a)} in A, {_model(b)} in B"] if _model(a) != _model(b) else []
     la, lb = _load(a), _load(b)
     if la is None or lb is None:
-        return []
-    return [
+        return models
+    return models + [
         f"load.{name}: {getattr(la, name)} in A, {getattr(lb, name)} in B"
         for name in _MEASURED_BY
         if getattr(la, name) != getattr(lb, name)
