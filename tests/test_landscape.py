@@ -49,6 +49,13 @@ def _study_file(tmp_path: Path, digits_onnx: Path, **search: Any) -> dict[str, A
     }
 
 
+def _study_yaml(tmp_path: Path, digits_onnx: Path, **search: Any) -> Path:
+    """``_study_file`` written as the YAML file a user runs."""
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, **search)))
+    return path
+
+
 @pytest.fixture
 def landscape_file(tmp_path: Path, digits_onnx: Path) -> Path:
     cfg = parse_config(_study_file(tmp_path, digits_onnx), tmp_path)
@@ -192,8 +199,7 @@ def test_a_file_that_is_not_a_landscape_is_refused(tmp_path: Path, digits_onnx: 
 def test_optimize_replays_a_landscape_from_the_command_line(
     tmp_path: Path, digits_onnx: Path, landscape_file: Path, tuner_main
 ) -> None:
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, sampler="quick", n_trials=30)))
+    study = _study_yaml(tmp_path, digits_onnx, sampler="quick", n_trials=30)
 
     done = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
     missing = tuner_main("optimize", study, "--replay", "nowhere.json", cwd=tmp_path)
@@ -207,8 +213,7 @@ def test_optimize_replays_a_landscape_from_the_command_line(
 def test_a_study_run_again_once_done_says_that_nothing_is_left(
     tmp_path: Path, digits_onnx: Path, landscape_file: Path, tuner_main
 ) -> None:
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump(_study_file(tmp_path, digits_onnx, sampler="bo", n_trials=3)))
+    study = _study_yaml(tmp_path, digits_onnx, sampler="bo", n_trials=3)
 
     first = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
     again = tuner_main("optimize", study, "--replay", landscape_file, cwd=tmp_path)
