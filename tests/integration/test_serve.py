@@ -58,3 +58,7 @@ def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
         repository_models(tmp_path / "empty")
     with pytest.raises(ConfigError, match="is not a folder"):
         repository_models(tmp_path / "nowhere")
+    (tmp_path / "empty" / "broken").mkdir()
+    (tmp_path / "empty" / "broken" / "config.pbtxt").write_text("name: {")
+    with pytest.raises(ConfigError, match="broken/config.pbtxt is not a model config"):
+        repository_models(tmp_path / "empty")

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from google.protobuf import text_format
+
 from tuner.errors import ConfigError, ServerStartError
 from tuner.triton._embedded import EmbeddedServer
 from tuner.triton._model_config import parse_pbtxt
@@ -33,7 +35,7 @@ def repository_models(folder: Path) -> list[str]:
     for config in sorted(folder.glob("*/config.pbtxt")):
         try:
             platform = parse_pbtxt(config.read_text()).platform
-        except Exception as exc:  # noqa: BLE001 - protobuf's text_format raises its own ParseError
+        except (text_format.ParseError, UnicodeDecodeError) as exc:
             raise ConfigError(f"FOLDER: {config} is not a model config: {exc}") from None
         models.append((platform == "ensemble", config.parent.name))
     if not models:
