@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from tuner.config import parse_config
 from tuner.errors import ConfigError, LeaseLostError
 from tuner.pool import WorkerPlan
 from tuner.replay import Landscape, ReplayPool
-from tuner.storage import ATTR_FAIL_REASON, ATTR_METRICS, Store
+from tuner.storage import ATTR_FAIL_REASON, ATTR_METRICS, Store, read_info
 from tuner.study import StudyRunner, plan_study
 from tuner.study._record import recording_machine
 from tuner.trial import LoadPoint, TrialOutcome, TrialSpec
@@ -282,6 +283,27 @@ def test_a_study_whose_constraints_changed_since_is_not_continued(
             StudyRunner(cfg, Store(cfg.storage))
     assert len(Store(cfg.storage).load_study("budget").trials) == len(first)  # nothing was asked of it
     assert len(_replay(tmp_path, digits_onnx, landscape_file, "budget", n_trials=4)) > len(first)  # 14.0 as 14
+
+
+def test_a_study_whose_inputs_changed_since_is_not_continued(
+    tmp_path: Path, digits_onnx: Path, landscape_file: Path
+) -> None:
+    given = {"name": "digits_forest", "path": str(digits_onnx), "inputs": [{"name": "float_input", "shape": [64]}]}
+    data = _study_file(tmp_path, digits_onnx, replay=str(landscape_file), n_trials=3) | {"study": "shapes", "model": given}
+    first = StudyRunner(cfg := parse_config(data, tmp_path), Store(cfg.storage)).run().stored.trials
+
+    # the same shape written out with its batch dimension, and a type given: the same requests
+    same = {**given, "inputs": [{"name": "float_input", "shape": [-1, 64], "dtype": "FP32"}]}
+    cfg = parse_config(data | {"model": same, "search": {**data["search"], "n_trials": 4}}, tmp_path)
+    assert len(StudyRunner(cfg, Store(cfg.storage)).run().stored.trials) > len(first)
+    info = read_info(Store(cfg.storage).load_study("shapes"))
+    info.check_inputs([{"name": "float_input", "shape": [64], "dtype": None}], "")  # as given first
+    info.check_inputs([], "")  # the model's own shapes: only the model knows them
+    ids = {"study_file": {"model": {"inputs": [{"name": "ids", "shape": [-1, 16], "dtype": "INT64"}]}}}
+    for changed in ([{"name": "ids", "shape": [32]}], [{"name": "ids", "shape": [16], "dtype": "INT32"}]):
+        with pytest.raises(ConfigError, match=r"^model.inputs: the trials of study 'shapes' measured requests of "
+                                              r"ids \[16\], and this file gives ids \[(32|16)\]: use another"):
+            dataclasses.replace(info, **ids).check_inputs(changed, "use another")
 
 
 def test_a_study_whose_model_file_changed_since_is_not_continued(

@@ -321,6 +321,21 @@ class StudyInfo:
                 f"and this file gives {bounds_text(bounds)}: {then}"
             )
 
+    def check_inputs(self, inputs: list[dict[str, Any]], then: str) -> None:
+        """Refuses ``model.inputs`` (as the study file gives them: name, shape, dtype) other than those the
+        study's trials measured with: a request of another shape is another measurement. A dtype left out on
+        either side, and a leading -1 (the batch dimension written out), compare as the same.
+
+        Raises:
+            ConfigError: the shape or type of an input both name was changed since.
+        """
+        had = (self.study_file.get("model") or {}).get("inputs")
+        if self.study_file and had is not None and not _same_inputs(had, inputs):
+            raise ConfigError(
+                f"model.inputs: the trials of study {self.name!r} measured requests of {_inputs_text(had)}, and "
+                f"this file gives {_inputs_text(inputs)}: {then}"
+            )
+
     @property
     def has_variants(self) -> bool:
         """Whether precision and accelerator are knobs of the model: an ONNX model's (or a study that
@@ -353,6 +368,32 @@ def bounds_text(bounds: Bounds) -> str:
     signs = {"min": ">=", "max": "<="}
     parts = [f"{m} {signs[side]} {v:g}" for (m, side), v in sorted(_limits(bounds).items())]
     return ", ".join(parts) or "no constraints"
+
+
+def _input_shapes(inputs: list[dict[str, Any]]) -> dict[str, tuple[tuple[int, ...], str | None]]:
+    shapes = {}
+    for tensor in inputs:
+        shape = tuple(tensor.get("shape") or ())
+        shapes[str(tensor.get("name"))] = (shape[1:] if shape[:1] == (-1,) else shape, tensor.get("dtype"))
+    return shapes
+
+
+def _same_inputs(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Whether the inputs both name have the same shape (and type, where both give one). An input one side
+    leaves out may have been the model's own shape, which only the model knows: it passes."""
+    shapes_a, shapes_b = _input_shapes(a), _input_shapes(b)
+    for name in shapes_a.keys() & shapes_b.keys():
+        (shape, dtype), (other_shape, other_dtype) = shapes_a[name], shapes_b[name]
+        if shape != other_shape or (dtype and other_dtype and dtype != other_dtype):
+            return False
+    return True
+
+
+def _inputs_text(inputs: list[dict[str, Any]]) -> str:
+    """``ids [16]``, or ``the model's own shapes``."""
+    return (
+        ", ".join(f"{n} {list(shape)}" for n, (shape, _) in _input_shapes(inputs).items()) or "the model's own shapes"
+    )
 
 
 def no_trial(name: str, number: int, count: int) -> str:

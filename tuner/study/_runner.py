@@ -170,6 +170,7 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
             f"use another study name (search.warm_start: {{from: [{cfg.study}]}} starts a new study from this one)"
         )
         info.check_bounds({m: b.model_dump(mode="json") for m, b in cfg.constraints.items()}, another)
+        info.check_inputs([t.model_dump(mode="json") for t in cfg.model.inputs], another)
         if digest is not None:
             info.check_model(digest, f"its trials do not hold for these files; {another}")
     study = optuna.create_study(
