@@ -107,7 +107,9 @@ def test_a_screen_that_reads_hopeless_once_is_screened_again_before_the_trial_st
                                                      "instance_count": [1, 2]}}
     data["workers"] = {"backend": "local"}
     data["constraints"] = {"latency_p99_ms": {"max": 100}}  # the digits answer in a few ms; a thousand times that is not
-    data["load"] = QUICK_LOAD | {"engine": "builtin", "early_stop": {"enabled": True}, "contamination_cpu_pct": 10000}
+    # the latency rule alone: under a parallel test run the throughput rule could stop it on its own
+    data["load"] = QUICK_LOAD | {"engine": "builtin", "early_stop": {"enabled": True, "throughput_share": 0.01},
+                                 "contamination_cpu_pct": 10000}
     cfg = parse_config(data, tmp_path)
     runner = HiccupRunner(cfg, Store(cfg.storage))
 
