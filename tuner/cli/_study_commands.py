@@ -96,13 +96,14 @@ def optimize(
             f"{' each' if workers.count > 1 else ''}{gpus} · "
             f"storage {escape(redact_url(cfg.storage))}"
         )
-        if not runner.study.trials:  # a study run again was told them at its start
-            _print_notes(study_plan)
         seeds = study_plan.seeds
-        if seeds is not None and not runner.study.trials:
-            display.console.print(
-                f"starting from {len(seeds.params)} config(s) of {', '.join(seeds.studies)}, after the default config"
-            )
+        if not runner.study.trials:  # a study run again was told these at its start
+            _print_notes(study_plan)
+            if seeds is not None:
+                display.console.print(
+                    f"starting from {len(seeds.params)} config(s) of {', '.join(seeds.studies)}, "
+                    "after the default config"
+                )
         with display.study_progress(runner, cfg, total):
             summary = runner.run(n_trials=n_trials, timeout_s=timeout)
     display.print_summary(summary, cfg)

@@ -17,7 +17,6 @@ from tuner.study._runner import RunSummary, StudyRunner, TrialEvent
 from tuner.study._trials import interrupted_trials
 from tuner.study._verdict import (
     ConfigResult,
-    NearestMiss,
     Recommendation,
     baseline_doubt,
     by_number,
@@ -33,7 +32,6 @@ from tuner.study._verdict import (
 
 __all__ = [
     "ConfigResult",
-    "NearestMiss",
     "Recommendation",
     "RunSummary",
     "StudyPlan",

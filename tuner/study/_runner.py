@@ -149,7 +149,8 @@ def open_study(cfg: StudyConfig, store: Store, plan: StudyPlan) -> optuna.Study:
     Raises:
         ConfigError: the stored study has other objectives, asked a knob for other choices than the
             space asks it for (Optuna keeps a parameter's choices for the whole study), judged its
-            trials against other constraints, or measured a model whose files have changed since.
+            trials against other constraints, measured requests of another shape or type of an input
+            ``model.inputs`` names, or measured a model whose files have changed since.
     """
     directions = [o.direction for o in cfg.objectives]
     sampler = make_sampler(cfg.search.sampler, cfg.search.seed, plan.space, cfg.search.n_startup_trials)
